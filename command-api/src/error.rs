@@ -1,0 +1,246 @@
+//! Every error of the command API, mapped to a status and an
+//! `application/problem+json` body (RFC 9457) in exactly one place.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use pivotal_domain::customer::CustomerError;
+use pivotal_domain::values::FieldError;
+use pivotal_event_store::commands::ExecuteError;
+use serde::Serialize;
+use utoipa::ToSchema;
+
+/// A problem details body.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Problem {
+    /// URI reference naming the problem type, e.g. `/problems/validation_failed`.
+    #[serde(rename = "type")]
+    pub problem_type: String,
+    pub title: String,
+    pub status: u16,
+    pub detail: String,
+    /// The request path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub instance: Option<String>,
+    /// Stable machine-readable code.
+    pub code: String,
+    /// Field-level errors (validation only).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<ProblemField>,
+    /// The aggregate's current version (version conflicts only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub current_version: Option<u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ProblemField {
+    /// JSON pointer into the request body.
+    pub pointer: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl From<FieldError> for ProblemField {
+    fn from(e: FieldError) -> Self {
+        Self {
+            pointer: e.pointer,
+            code: e.code.to_owned(),
+            message: e.message,
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("authentication failed: {0}")]
+    Unauthenticated(#[from] pivotal_auth::AuthError),
+    #[error("the token does not grant {0}")]
+    Forbidden(String),
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no such route")]
+    NoRoute,
+    #[error("version conflict")]
+    VersionConflict { expected: u64, current: u64 },
+    #[error("{message}")]
+    Conflict { code: &'static str, message: String },
+    #[error("the request body is larger than the limit")]
+    TooLarge,
+    #[error("requests must be sent as application/json")]
+    UnsupportedMediaType,
+    #[error("invalid {header} header: {detail}")]
+    BadHeader {
+        header: &'static str,
+        detail: String,
+    },
+    #[error("the idempotency key was used with a different request")]
+    IdempotencyMismatch,
+    #[error("a request with this idempotency key is still being processed")]
+    IdempotencyInProgress,
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl ApiError {
+    fn parts(&self) -> (StatusCode, &'static str, &'static str) {
+        match self {
+            Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
+            Self::Validation(_) => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "validation_failed",
+                "Validation failed",
+            ),
+            Self::Unauthenticated(e) => (StatusCode::UNAUTHORIZED, e.code(), "Unauthenticated"),
+            Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
+            Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
+            Self::NoRoute => (StatusCode::NOT_FOUND, "route_not_found", "Not found"),
+            Self::VersionConflict { .. } => {
+                (StatusCode::CONFLICT, "version_conflict", "Version conflict")
+            }
+            Self::Conflict { code, .. } => (StatusCode::CONFLICT, code, "Conflict"),
+            Self::TooLarge => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "payload_too_large",
+                "Payload too large",
+            ),
+            Self::UnsupportedMediaType => (
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "Unsupported media type",
+            ),
+            Self::BadHeader { .. } => (StatusCode::BAD_REQUEST, "invalid_header", "Invalid header"),
+            Self::IdempotencyMismatch => (
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "idempotency_key_reused",
+                "Idempotency key reused",
+            ),
+            Self::IdempotencyInProgress => (
+                StatusCode::CONFLICT,
+                "idempotency_key_in_progress",
+                "Request in progress",
+            ),
+            Self::Internal(_) => (
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "internal_error",
+                "Internal error",
+            ),
+        }
+    }
+
+    pub fn status(&self) -> StatusCode {
+        self.parts().0
+    }
+
+    pub fn problem(&self, instance: Option<&str>) -> Problem {
+        let (status, code, title) = self.parts();
+        let code = match self {
+            Self::NotFound(what) if *what == "customer" => "customer_not_found",
+            _ => code,
+        };
+        let detail = match self {
+            // Internal causes are logged, never shown.
+            Self::Internal(_) => {
+                "the request could not be completed; it has been logged".to_owned()
+            }
+            other => other.to_string(),
+        };
+        Problem {
+            problem_type: format!("/problems/{code}"),
+            title: title.to_owned(),
+            status: status.as_u16(),
+            detail,
+            instance: instance.map(str::to_owned),
+            code: code.to_owned(),
+            errors: match self {
+                Self::Validation(errors) => {
+                    errors.iter().cloned().map(ProblemField::from).collect()
+                }
+                _ => Vec::new(),
+            },
+            current_version: match self {
+                Self::VersionConflict { current, .. } => Some(*current),
+                _ => None,
+            },
+        }
+    }
+
+    pub fn into_response_for(self, instance: &str) -> Response {
+        self.into_problem_response(Some(instance))
+    }
+
+    fn into_problem_response(self, instance: Option<&str>) -> Response {
+        if let Self::Internal(cause) = &self {
+            tracing::error!(error = %cause, "request failed");
+        }
+        let problem = self.problem(instance);
+        let mut response = (self.status(), Json(problem)).into_response();
+        let headers = response.headers_mut();
+        headers.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        if self.status() == StatusCode::UNAUTHORIZED {
+            headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        if let Self::VersionConflict { current, .. } = self {
+            if let Ok(value) = HeaderValue::from_str(&format!("\"{current}\"")) {
+                headers.insert(header::ETAG, value);
+            }
+        }
+        response
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        self.into_problem_response(None)
+    }
+}
+
+impl From<CustomerError> for ApiError {
+    fn from(error: CustomerError) -> Self {
+        match error {
+            CustomerError::NotFound => Self::NotFound("customer"),
+            CustomerError::ReasonTooLong => Self::Validation(vec![FieldError::new(
+                "/reason",
+                "too_long",
+                error.to_string(),
+            )]),
+            other => Self::Conflict {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl<E> From<ExecuteError<E>> for ApiError
+where
+    E: std::error::Error + Into<ApiError>,
+{
+    fn from(error: ExecuteError<E>) -> Self {
+        match error {
+            ExecuteError::Domain(e) => e.into(),
+            ExecuteError::VersionConflict { expected, current } => {
+                Self::VersionConflict { expected, current }
+            }
+            ExecuteError::Store(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(error: sqlx::Error) -> Self {
+        Self::Internal(error.to_string())
+    }
+}
+
+/// Fallback for unknown routes.
+pub async fn not_found(uri: Uri) -> Response {
+    ApiError::NoRoute.into_response_for(uri.path())
+}

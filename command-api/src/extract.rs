@@ -1,0 +1,238 @@
+//! Extractors: the authenticated caller, JSON bodies with precise errors,
+//! request metadata for the event envelope, `If-Match` and `Idempotency-Key`.
+
+use std::net::SocketAddr;
+
+use axum::body::Bytes;
+use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{StatusCode, header};
+use pivotal_auth::Principal;
+use pivotal_domain::envelope::{CommandContext, EventMetadata};
+use pivotal_domain::permissions::Permission;
+use pivotal_domain::values::FieldError;
+use serde::de::DeserializeOwned;
+
+use crate::error::ApiError;
+use crate::{AppState, CORRELATION_ID, REQUEST_ID};
+
+/// The verified caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    pub fn require(&self, permission: Permission) -> Result<(), ApiError> {
+        if self.0.has(permission) {
+            Ok(())
+        } else {
+            Err(ApiError::Forbidden(permission.to_string()))
+        }
+    }
+}
+
+impl<S> FromRequestParts<S> for Caller
+where
+    S: Send + Sync,
+    AppState: FromRef<S>,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let state = AppState::from_ref(state);
+        let header = match parts.headers.get(header::AUTHORIZATION) {
+            None => None,
+            Some(value) => Some(
+                value
+                    .to_str()
+                    .map_err(|_| ApiError::Unauthenticated(pivotal_auth::AuthError::Malformed))?,
+            ),
+        };
+        Ok(Self(state.verifier.verify_header(header)?))
+    }
+}
+
+/// Where a request came from, for the event metadata.
+#[derive(Debug, Clone)]
+pub struct RequestMeta {
+    pub correlation_id: String,
+    pub request_id: String,
+    pub user_agent: Option<String>,
+    pub ip_address: Option<String>,
+}
+
+impl RequestMeta {
+    pub fn context(&self, caller: &Caller) -> CommandContext {
+        CommandContext {
+            actor: caller.0.actor(),
+            timestamp: chrono::Utc::now(),
+            metadata: EventMetadata {
+                correlation_id: self.correlation_id.clone(),
+                causation_id: Some(self.request_id.clone()),
+                source: "command-api".into(),
+                user_agent: self.user_agent.clone(),
+                ip_address: self.ip_address.clone(),
+            },
+        }
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let text = |name: &axum::http::HeaderName| {
+            parts
+                .headers
+                .get(name)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_owned)
+        };
+        Ok(Self {
+            correlation_id: text(&CORRELATION_ID).unwrap_or_default(),
+            request_id: text(&REQUEST_ID).unwrap_or_default(),
+            user_agent: text(&header::USER_AGENT).map(|ua| ua.chars().take(512).collect()),
+            ip_address: parts
+                .extensions
+                .get::<ConnectInfo<SocketAddr>>()
+                .map(|ConnectInfo(addr)| addr.ip().to_string()),
+        })
+    }
+}
+
+/// `If-Match: "N"`: the aggregate version the caller expects.
+#[derive(Debug, Clone, Copy)]
+pub struct IfMatch(pub Option<u64>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IfMatch {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get(header::IF_MATCH) else {
+            return Ok(Self(None));
+        };
+        let bad = || ApiError::BadHeader {
+            header: "If-Match",
+            detail: "must be an ETag returned by this API, such as \"3\"".into(),
+        };
+        let raw = value.to_str().map_err(|_| bad())?.trim();
+        let raw = raw.strip_prefix("W/").unwrap_or(raw);
+        let unquoted = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .unwrap_or(raw);
+        unquoted
+            .parse::<u64>()
+            .map(|v| Self(Some(v)))
+            .map_err(|_| bad())
+    }
+}
+
+/// `Idempotency-Key`: 1 to 255 visible ASCII characters.
+#[derive(Debug, Clone)]
+pub struct IdempotencyKey(pub Option<String>);
+
+impl<S: Send + Sync> FromRequestParts<S> for IdempotencyKey {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let Some(value) = parts.headers.get("idempotency-key") else {
+            return Ok(Self(None));
+        };
+        match value.to_str() {
+            Ok(v) if !v.is_empty() && v.len() <= 255 && v.bytes().all(|b| b.is_ascii_graphic()) => {
+                Ok(Self(Some(v.to_owned())))
+            }
+            _ => Err(ApiError::BadHeader {
+                header: "Idempotency-Key",
+                detail: "must be 1 to 255 visible ASCII characters".into(),
+            }),
+        }
+    }
+}
+
+/// A JSON request body with its raw bytes (for idempotency hashing).
+///
+/// Wrong media type: 415. Over the size limit: 413. Not JSON: 400. JSON of
+/// the wrong shape (missing or unknown fields, wrong types): 422 with the
+/// JSON pointer of the offending field.
+#[derive(Debug)]
+pub struct JsonBody<T> {
+    pub value: T,
+    pub raw: Bytes,
+}
+
+impl<S, T> FromRequest<S> for JsonBody<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = request
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|v| v.trim().to_ascii_lowercase())
+            .is_some_and(|v| {
+                v == "application/json" || (v.starts_with("application/") && v.ends_with("+json"))
+            });
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType);
+        }
+        let raw = Bytes::from_request(request, state)
+            .await
+            .map_err(|rejection| {
+                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    ApiError::TooLarge
+                } else {
+                    ApiError::MalformedJson(rejection.body_text())
+                }
+            })?;
+        let value = parse_json(&raw)?;
+        Ok(Self { value, raw })
+    }
+}
+
+/// Parses JSON, telling syntax errors (400) from shape errors (422).
+pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
+    // Syntax first, so that truncated or garbled bodies are 400.
+    let value: serde_json::Value =
+        serde_json::from_slice(raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    serde_path_to_error::deserialize(value).map_err(|error| {
+        let pointer = pointer_of(error.path());
+        let inner = error.into_inner().to_string();
+        let code = if inner.starts_with("missing field") {
+            "required"
+        } else if inner.starts_with("unknown field") {
+            "unknown_field"
+        } else {
+            "invalid_type"
+        };
+        let pointer = match (code, inner.split('`').nth(1)) {
+            ("required" | "unknown_field", Some(field)) => {
+                format!("{}/{field}", pointer.trim_end_matches('/'))
+            }
+            _ => pointer,
+        };
+        ApiError::Validation(vec![FieldError::new(pointer, code, inner)])
+    })
+}
+
+fn pointer_of(path: &serde_path_to_error::Path) -> String {
+    use serde_path_to_error::Segment;
+    let mut pointer = String::new();
+    for segment in path.iter() {
+        match segment {
+            Segment::Seq { index } => pointer.push_str(&format!("/{index}")),
+            Segment::Map { key } => {
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+            }
+            Segment::Enum { variant } => pointer.push_str(&format!("/{variant}")),
+            Segment::Unknown => {}
+        }
+    }
+    pointer
+}

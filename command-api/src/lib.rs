@@ -1,0 +1,164 @@
+//! The command API: axum REST endpoints under `/v1`, each turning a request
+//! into a command on its aggregate and appending the resulting events to the
+//! PostgreSQL event store (cqrs-es on postgres-es).
+//!
+//! Every endpoint but `/healthz` requires a bearer access token; the
+//! organization always comes from the token. Errors are
+//! `application/problem+json` (RFC 9457) with a stable `code`.
+//!
+//! # Layout
+//!
+//! - [`Application`]: builds the router and binds the listener; [`Application::run`]
+//!   serves until the shutdown future resolves.
+//! - [`error`]: [`error::ApiError`], the only place errors become statuses.
+//! - [`extract`]: extractors for the caller ([`extract::Caller`]), JSON bodies,
+//!   request metadata, `If-Match` and `Idempotency-Key`.
+//! - [`customers`]: the `/v1/customers` resources.
+//! - [`idempotent`]: replaying stored responses for retried requests.
+//! - [`openapi`]: the OpenAPI 3.1 document and its interactive page.
+
+pub mod customers;
+pub mod error;
+pub mod extract;
+pub mod idempotent;
+pub mod openapi;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::get;
+use pivotal_auth::TokenVerifier;
+use pivotal_domain::customer::Customer;
+use pivotal_event_store::commands::AggregateStore;
+use pivotal_settings::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+/// Shared state of the handlers.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub pool: PgPool,
+    pub customers: Arc<AggregateStore<Customer>>,
+    pub verifier: Arc<TokenVerifier>,
+}
+
+/// A bound, ready-to-serve command API.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot load token keys: {0}")]
+    Keys(#[from] pivotal_auth::KeyError),
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id");
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
+
+impl Application {
+    /// Builds the router on an existing pool and binds `settings.command_api.listen`
+    /// (port 0 picks a free port).
+    pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
+        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
+        let state = AppState {
+            customers: Arc::new(AggregateStore::new(pool.clone())),
+            pool,
+            verifier,
+        };
+        let listen = settings.command_api.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartError::Bind(listen, e))?;
+        Ok(Self {
+            listener,
+            router: router(state, settings.command_api.body_limit_bytes),
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "command api listening");
+        axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+    }
+}
+
+/// The complete router.
+pub fn router(state: AppState, body_limit: usize) -> Router {
+    Router::new()
+        .merge(customers::routes())
+        .merge(openapi::routes())
+        .route("/healthz", get(health))
+        .fallback(error::not_found)
+        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(correlation))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn health() -> &'static str {
+    "ok"
+}
+
+/// Accepts or assigns the correlation id and a request id, and echoes both.
+async fn correlation(mut request: Request<axum::body::Body>, next: Next) -> Response {
+    let supplied = request.headers().get(&CORRELATION_ID).cloned();
+    let correlation = match supplied {
+        Some(value) => {
+            let valid = value.to_str().is_ok_and(|v| {
+                !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic())
+            });
+            if !valid {
+                return error::ApiError::BadHeader {
+                    header: "X-Correlation-Id",
+                    detail: "must be 1 to 128 visible ASCII characters".into(),
+                }
+                .into_response_for(request.uri().path());
+            }
+            value
+        }
+        None => HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+            .unwrap_or(HeaderValue::from_static("unknown")),
+    };
+    let request_id = HeaderValue::from_str(&uuid::Uuid::now_v7().to_string())
+        .unwrap_or(HeaderValue::from_static("unknown"));
+    request
+        .headers_mut()
+        .insert(CORRELATION_ID, correlation.clone());
+    request.headers_mut().insert(REQUEST_ID, request_id.clone());
+    let span = tracing::info_span!(
+        "request",
+        correlation_id = correlation.to_str().unwrap_or_default(),
+        request_id = request_id.to_str().unwrap_or_default(),
+    );
+    let mut response = tracing::Instrument::instrument(next.run(request), span).await;
+    response.headers_mut().insert(CORRELATION_ID, correlation);
+    response.headers_mut().insert(REQUEST_ID, request_id);
+    response
+}

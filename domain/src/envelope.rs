@@ -1,0 +1,193 @@
+//! The event envelope every published event travels in, exactly the
+//! architecture document's `IBaseEvent` with `IEventMetadata`, plus the
+//! [`Actor`] and [`CommandContext`] from which the APIs fill it.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// `IEventMetadata`: where a change came from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventMetadata {
+    /// Shared by every event caused by one request (`X-Correlation-Id`).
+    pub correlation_id: String,
+    /// Id of the message that caused this one (the request id for commands).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub causation_id: Option<String>,
+    /// The process that accepted the command, e.g. `command-api`.
+    pub source: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_agent: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip_address: Option<String>,
+}
+
+/// `IBaseEvent` with its `data`: the JSON value of every Kafka message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EventEnvelope<T> {
+    /// UUIDv7 of this event.
+    pub id: Uuid,
+    /// Event type, e.g. `customer.created`.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    pub aggregate_id: String,
+    /// Aggregate type, e.g. `customer`.
+    pub aggregate_type: String,
+    pub organization_id: Uuid,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<Uuid>,
+    /// When the command that produced the event was accepted.
+    pub timestamp: DateTime<Utc>,
+    /// Version of the aggregate after this event (1 for the first event).
+    pub version: u64,
+    pub metadata: EventMetadata,
+    /// The event's own facts; its shape is given by `type` and the schema version.
+    pub data: T,
+}
+
+/// Who issues a command: taken from the verified access token, never from the body.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Actor {
+    pub organization_id: Uuid,
+    pub user_id: Uuid,
+}
+
+/// Everything the envelope needs besides the event itself, gathered by the API
+/// from the token and the request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommandContext {
+    pub actor: Actor,
+    pub timestamp: DateTime<Utc>,
+    pub metadata: EventMetadata,
+}
+
+/// Keys of the per-commit metadata map stored beside each event.
+pub mod keys {
+    pub const ORGANIZATION_ID: &str = "organizationId";
+    pub const USER_ID: &str = "userId";
+    pub const TIMESTAMP: &str = "timestamp";
+    pub const CORRELATION_ID: &str = "correlationId";
+    pub const CAUSATION_ID: &str = "causationId";
+    pub const SOURCE: &str = "source";
+    pub const USER_AGENT: &str = "userAgent";
+    pub const IP_ADDRESS: &str = "ipAddress";
+}
+
+/// Why a stored metadata map could not be read back into an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("stored event metadata is missing or has an invalid `{0}`")]
+pub struct MetadataError(pub &'static str);
+
+impl CommandContext {
+    /// The flat string map stored in the event store's `metadata` column.
+    pub fn to_store_metadata(&self) -> HashMap<String, String> {
+        let mut map = HashMap::new();
+        map.insert(
+            keys::ORGANIZATION_ID.into(),
+            self.actor.organization_id.to_string(),
+        );
+        map.insert(keys::USER_ID.into(), self.actor.user_id.to_string());
+        map.insert(
+            keys::TIMESTAMP.into(),
+            self.timestamp
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        );
+        map.insert(
+            keys::CORRELATION_ID.into(),
+            self.metadata.correlation_id.clone(),
+        );
+        map.insert(keys::SOURCE.into(), self.metadata.source.clone());
+        let optional = [
+            (keys::CAUSATION_ID, &self.metadata.causation_id),
+            (keys::USER_AGENT, &self.metadata.user_agent),
+            (keys::IP_ADDRESS, &self.metadata.ip_address),
+        ];
+        for (key, value) in optional {
+            if let Some(value) = value {
+                map.insert(key.into(), value.clone());
+            }
+        }
+        map
+    }
+}
+
+/// The envelope fields recovered from a stored metadata map.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMetadata {
+    pub organization_id: Uuid,
+    pub user_id: Option<Uuid>,
+    pub timestamp: DateTime<Utc>,
+    pub metadata: EventMetadata,
+}
+
+impl StoredMetadata {
+    pub fn from_store(map: &HashMap<String, String>) -> Result<Self, MetadataError> {
+        let get = |key: &'static str| map.get(key).filter(|v| !v.is_empty()).cloned();
+        let organization_id = get(keys::ORGANIZATION_ID)
+            .and_then(|v| Uuid::parse_str(&v).ok())
+            .ok_or(MetadataError(keys::ORGANIZATION_ID))?;
+        let user_id = match get(keys::USER_ID) {
+            Some(v) => Some(Uuid::parse_str(&v).map_err(|_| MetadataError(keys::USER_ID))?),
+            None => None,
+        };
+        let timestamp = get(keys::TIMESTAMP)
+            .and_then(|v| DateTime::parse_from_rfc3339(&v).ok())
+            .map(|t| t.with_timezone(&Utc))
+            .ok_or(MetadataError(keys::TIMESTAMP))?;
+        Ok(Self {
+            organization_id,
+            user_id,
+            timestamp,
+            metadata: EventMetadata {
+                correlation_id: get(keys::CORRELATION_ID)
+                    .ok_or(MetadataError(keys::CORRELATION_ID))?,
+                causation_id: get(keys::CAUSATION_ID),
+                source: get(keys::SOURCE).ok_or(MetadataError(keys::SOURCE))?,
+                user_agent: get(keys::USER_AGENT),
+                ip_address: get(keys::IP_ADDRESS),
+            },
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_metadata_round_trips() {
+        let context = CommandContext {
+            actor: Actor {
+                organization_id: Uuid::now_v7(),
+                user_id: Uuid::now_v7(),
+            },
+            timestamp: Utc::now(),
+            metadata: EventMetadata {
+                correlation_id: "c-1".into(),
+                causation_id: Some("r-1".into()),
+                source: "command-api".into(),
+                user_agent: None,
+                ip_address: Some("127.0.0.1".into()),
+            },
+        };
+        let stored = StoredMetadata::from_store(&context.to_store_metadata()).unwrap();
+        assert_eq!(stored.organization_id, context.actor.organization_id);
+        assert_eq!(stored.user_id, Some(context.actor.user_id));
+        assert_eq!(stored.metadata, context.metadata);
+        assert_eq!(
+            stored.timestamp.timestamp_micros(),
+            context.timestamp.timestamp_micros()
+        );
+    }
+
+    #[test]
+    fn missing_organization_is_an_error() {
+        let error = StoredMetadata::from_store(&HashMap::new()).unwrap_err();
+        assert_eq!(error, MetadataError(keys::ORGANIZATION_ID));
+    }
+}

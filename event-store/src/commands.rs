@@ -1,0 +1,214 @@
+//! Running a command on its aggregate.
+//!
+//! [`AggregateStore::execute`] loads the aggregate through cqrs-es's
+//! `PersistedEventStore` on postgres-es, checks the caller's expected version,
+//! lets the aggregate decide, and commits. postgres-es maps a primary-key
+//! collision on `(aggregate_type, aggregate_id, sequence)` to an
+//! optimistic-lock conflict, so two writers on one aggregate never both win.
+
+use std::marker::PhantomData;
+
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, EventStore};
+use pivotal_domain::envelope::CommandContext;
+use postgres_es::PostgresEventRepository;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// One event as committed: what a response and a consistency token need.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CommittedEvent {
+    pub event_id: Uuid,
+    pub event_type: String,
+    /// Aggregate version after this event.
+    pub sequence: u64,
+    /// Position in the global log (`events.global_position`).
+    pub position: i64,
+}
+
+/// The result of a command that was accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outcome {
+    /// Aggregate version after the command (unchanged when no event was emitted).
+    pub version: u64,
+    pub events: Vec<CommittedEvent>,
+}
+
+impl Outcome {
+    /// Global position of the last event, the consistency token for readers.
+    pub fn position(&self) -> Option<i64> {
+        self.events.iter().map(|e| e.position).max()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ExecuteError<E: std::error::Error> {
+    /// The aggregate refused the command.
+    #[error(transparent)]
+    Domain(E),
+    /// The caller expected another version (or lost a race while expecting one).
+    #[error("expected version {expected}, current version is {current}")]
+    VersionConflict { expected: u64, current: u64 },
+    /// The store could not be reached or answered unexpectedly.
+    #[error("event store failure: {0}")]
+    Store(String),
+}
+
+/// How often a command without an expected version is retried after losing a
+/// race to a concurrent writer.
+const RETRIES_WITHOUT_EXPECTATION: usize = 8;
+
+/// Commands and reads of one aggregate type.
+pub struct AggregateStore<A: Aggregate> {
+    pool: PgPool,
+    store: PersistedEventStore<PostgresEventRepository, A>,
+    _aggregate: PhantomData<A>,
+}
+
+impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AggregateStore")
+            .field("type", &A::TYPE)
+            .finish()
+    }
+}
+
+impl<A> AggregateStore<A>
+where
+    A: Aggregate<Services = ()> + 'static,
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    pub fn new(pool: PgPool) -> Self {
+        let store =
+            PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+        Self {
+            pool,
+            store,
+            _aggregate: PhantomData,
+        }
+    }
+
+    /// Current state and version (0 when the aggregate has no events).
+    pub async fn load(&self, aggregate_id: &str) -> Result<(A, u64), ExecuteError<A::Error>> {
+        let context = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(store_error)?;
+        Ok((context.aggregate, context.current_sequence as u64))
+    }
+
+    /// Runs `command` on the aggregate `aggregate_id`.
+    ///
+    /// With `expected_version`, the command is refused unless the aggregate is
+    /// at exactly that version when it commits. Without it, a lost race is
+    /// retried on fresh state a few times.
+    pub async fn execute(
+        &self,
+        aggregate_id: &str,
+        expected_version: Option<u64>,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Outcome, ExecuteError<A::Error>> {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut loaded = self
+                .store
+                .load_aggregate(aggregate_id)
+                .await
+                .map_err(store_error)?;
+            let current = loaded.current_sequence as u64;
+            if let Some(expected) = expected_version
+                && expected != current
+            {
+                return Err(ExecuteError::VersionConflict { expected, current });
+            }
+            let sink = cqrs_es::event_sink::EventSink::<A>::default();
+            loaded
+                .aggregate
+                .handle(command.clone(), &(), &sink)
+                .await
+                .map_err(ExecuteError::Domain)?;
+            let events = sink.collect().await;
+            if events.is_empty() {
+                return Ok(Outcome {
+                    version: current,
+                    events: Vec::new(),
+                });
+            }
+            match self
+                .store
+                .commit(events, loaded, context.to_store_metadata())
+                .await
+            {
+                Ok(committed) => {
+                    let first = committed.first().map_or(current + 1, |e| e.sequence as u64);
+                    let last = committed.last().map_or(current, |e| e.sequence as u64);
+                    let events = self.positions(aggregate_id, first, last).await?;
+                    return Ok(Outcome {
+                        version: last,
+                        events,
+                    });
+                }
+                Err(AggregateError::AggregateConflict) => {
+                    if expected_version.is_some() || attempt > RETRIES_WITHOUT_EXPECTATION {
+                        let (_, now) = self.load(aggregate_id).await?;
+                        return Err(ExecuteError::VersionConflict {
+                            expected: expected_version.unwrap_or(current),
+                            current: now,
+                        });
+                    }
+                    tracing::debug!(
+                        aggregate_id,
+                        attempt,
+                        "lost a race, retrying on fresh state"
+                    );
+                }
+                Err(other) => return Err(store_error(other)),
+            }
+        }
+    }
+
+    async fn positions(
+        &self,
+        aggregate_id: &str,
+        first: u64,
+        last: u64,
+    ) -> Result<Vec<CommittedEvent>, ExecuteError<A::Error>> {
+        let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
+            "SELECT event_id, event_type, sequence, global_position FROM events
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4
+             ORDER BY sequence",
+        )
+        .bind(A::TYPE)
+        .bind(aggregate_id)
+        .bind(i64::try_from(first).unwrap_or(i64::MAX))
+        .bind(i64::try_from(last).unwrap_or(i64::MAX))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(|e| ExecuteError::Store(e.to_string()))?;
+        Ok(rows
+            .into_iter()
+            .map(
+                |(event_id, event_type, sequence, position)| CommittedEvent {
+                    event_id,
+                    event_type,
+                    sequence: u64::try_from(sequence).unwrap_or_default(),
+                    position,
+                },
+            )
+            .collect())
+    }
+}
+
+fn store_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {
+    match error {
+        AggregateError::UserError(e) => ExecuteError::Domain(e),
+        AggregateError::AggregateConflict => {
+            ExecuteError::Store("unexpected aggregate conflict".into())
+        }
+        other => ExecuteError::Store(other.to_string()),
+    }
+}

@@ -1,0 +1,106 @@
+//! Stored responses for requests that carried an `Idempotency-Key` header.
+//!
+//! A key is claimed before the command runs (insert of a row without a
+//! response) and completed with the response afterwards. A retry with the same
+//! key and body gets the stored response; the same key with another body is
+//! refused; a retry while the first request is still running is told so.
+//! Keys are scoped to the organization of the caller.
+
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// What claiming a key found.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Claim {
+    /// The key was free and is now held by this request.
+    Acquired,
+    /// The key was used before with the same request; here is its response.
+    Replay {
+        status: u16,
+        body: Value,
+        headers: Value,
+    },
+    /// The key was used before with a different request body.
+    Mismatch,
+    /// The first request with this key has not finished yet.
+    InProgress,
+}
+
+pub async fn claim(
+    pool: &PgPool,
+    organization_id: Uuid,
+    key: &str,
+    request_hash: &str,
+) -> Result<Claim, sqlx::Error> {
+    let inserted = sqlx::query(
+        "INSERT INTO idempotency_keys (organization_id, idempotency_key, request_hash)
+         VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+    )
+    .bind(organization_id)
+    .bind(key)
+    .bind(request_hash)
+    .execute(pool)
+    .await?
+    .rows_affected();
+    if inserted == 1 {
+        return Ok(Claim::Acquired);
+    }
+    let row: Option<(String, Option<i16>, Option<Value>, Option<Value>)> = sqlx::query_as(
+        "SELECT request_hash, status_code, response_body, response_headers FROM idempotency_keys
+         WHERE organization_id = $1 AND idempotency_key = $2",
+    )
+    .bind(organization_id)
+    .bind(key)
+    .fetch_optional(pool)
+    .await?;
+    Ok(match row {
+        // Released between our insert and select: let the caller try again.
+        None => Claim::InProgress,
+        Some((hash, _, _, _)) if hash != request_hash => Claim::Mismatch,
+        Some((_, Some(status), Some(body), headers)) => Claim::Replay {
+            status: u16::try_from(status).unwrap_or(500),
+            body,
+            headers: headers.unwrap_or(Value::Null),
+        },
+        Some(_) => Claim::InProgress,
+    })
+}
+
+/// Records the response of the request holding `key`.
+pub async fn complete(
+    pool: &PgPool,
+    organization_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &Value,
+    headers: &Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "UPDATE idempotency_keys
+         SET status_code = $3, response_body = $4, response_headers = $5, completed_at = now()
+         WHERE organization_id = $1 AND idempotency_key = $2",
+    )
+    .bind(organization_id)
+    .bind(key)
+    .bind(i16::try_from(status).unwrap_or(500))
+    .bind(body)
+    .bind(headers)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Frees `key` after a request failed without changing anything, so that a
+/// retry runs the command again.
+pub async fn release(pool: &PgPool, organization_id: Uuid, key: &str) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "DELETE FROM idempotency_keys
+         WHERE organization_id = $1 AND idempotency_key = $2 AND status_code IS NULL",
+    )
+    .bind(organization_id)
+    .bind(key)
+    .execute(pool)
+    .await?;
+    Ok(())
+}

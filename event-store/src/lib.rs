@@ -1,0 +1,24 @@
+//! The PostgreSQL event store.
+//!
+//! Commands run through cqrs-es on postgres-es's `events` table, which the
+//! project's own migrations extend with a global log order (`tx_id`,
+//! `global_position`), a UUIDv7 `event_id` and the time of recording. See
+//! `docs/adr/0002-event-log-order.md` for why the log is read below the
+//! snapshot's `xmin` horizon.
+//!
+//! # Layout
+//!
+//! - [`db`]: connection pool and migrations.
+//! - [`commands`]: [`commands::AggregateStore`] runs a command on its aggregate with an
+//!   optional expected version and reports the committed events with their
+//!   global positions.
+//! - [`log`]: the ordered, gap-free reading of the log that the relay and
+//!   rebuilds follow, and the relay's checkpoints.
+//! - [`idempotency`]: stored responses for requests that carry an idempotency key.
+
+pub mod commands;
+pub mod db;
+pub mod idempotency;
+pub mod log;
+
+pub use sqlx::PgPool;

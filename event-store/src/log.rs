@@ -1,0 +1,210 @@
+//! The global event log, read in a stable order without ever skipping an event.
+//!
+//! `global_position` comes from a sequence, and concurrent transactions commit
+//! out of sequence order: a reader that remembers "the highest position seen"
+//! would skip a row whose transaction commits later with a lower position.
+//! Every row therefore also records the id of the transaction that wrote it
+//! (`tx_id`). A reader only takes rows whose `tx_id` is below the `xmin` of
+//! its snapshot: every transaction below that horizon has finished, so no
+//! row can still appear there. Within the horizon, rows are read in
+//! `(tx_id, global_position)` order, and the reader's cursor is that pair.
+//! Per aggregate, this order is the version order: a transaction can only
+//! write version n+1 after reading version n committed, so it got its
+//! transaction id later.
+
+use std::collections::HashMap;
+
+use chrono::{DateTime, Utc};
+use pivotal_domain::envelope::{EventEnvelope, MetadataError, StoredMetadata};
+use serde_json::Value;
+use sqlx::{PgExecutor, PgPool};
+use uuid::Uuid;
+
+/// A reader's position in the log: everything at or before it has been read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Checkpoint {
+    pub tx_id: i64,
+    pub position: i64,
+}
+
+/// One row of the log.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LoggedEvent {
+    pub tx_id: i64,
+    pub position: i64,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Value,
+    pub metadata: HashMap<String, String>,
+    pub recorded_at: DateTime<Utc>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum EnvelopeError {
+    #[error(transparent)]
+    Metadata(#[from] MetadataError),
+    #[error("event {0} has a negative sequence")]
+    Sequence(Uuid),
+}
+
+impl LoggedEvent {
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+
+    /// The published envelope: `IBaseEvent` fields with the event's `data`.
+    pub fn envelope(&self) -> Result<EventEnvelope<Value>, EnvelopeError> {
+        let stored = StoredMetadata::from_store(&self.metadata)?;
+        Ok(EventEnvelope {
+            id: self.event_id,
+            event_type: self.event_type.clone(),
+            aggregate_id: self.aggregate_id.clone(),
+            aggregate_type: self.aggregate_type.clone(),
+            organization_id: stored.organization_id,
+            user_id: stored.user_id,
+            timestamp: stored.timestamp,
+            version: u64::try_from(self.sequence)
+                .map_err(|_| EnvelopeError::Sequence(self.event_id))?,
+            metadata: stored.metadata,
+            data: self.payload.get("data").cloned().unwrap_or(Value::Null),
+        })
+    }
+}
+
+type Row = (
+    i64,
+    i64,
+    Uuid,
+    String,
+    String,
+    i64,
+    String,
+    String,
+    Value,
+    sqlx::types::Json<HashMap<String, String>>,
+    DateTime<Utc>,
+);
+
+fn from_row(row: Row) -> LoggedEvent {
+    LoggedEvent {
+        tx_id: row.0,
+        position: row.1,
+        event_id: row.2,
+        aggregate_type: row.3,
+        aggregate_id: row.4,
+        sequence: row.5,
+        event_type: row.6,
+        event_version: row.7,
+        payload: row.8,
+        metadata: row.9.0,
+        recorded_at: row.10,
+    }
+}
+
+const COLUMNS: &str =
+    "(tx_id::text)::bigint, global_position, event_id, aggregate_type, aggregate_id,
+     sequence, event_type, event_version, payload::jsonb, metadata::jsonb, recorded_at";
+
+/// Up to `limit` events after `after`, in log order, all below the horizon.
+pub async fn read_after(
+    executor: impl PgExecutor<'_>,
+    after: Checkpoint,
+    limit: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE (tx_id, global_position) > (($1::bigint)::text::xid8, $2)
+           AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
+         ORDER BY tx_id, global_position
+         LIMIT $3"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(after.tx_id)
+        .bind(after.position)
+        .bind(limit)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// Every event of one aggregate, in version order (for auditors and tests).
+pub async fn aggregate_history(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .fetch_all(pool)
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
+/// The checkpoint of relay `name` (the log's start when it has none).
+pub async fn load_checkpoint(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+) -> Result<Checkpoint, sqlx::Error> {
+    let row: Option<(i64, i64)> = sqlx::query_as(
+        "SELECT (last_tx_id::text)::bigint, last_position FROM relay_checkpoints WHERE relay_name = $1",
+    )
+    .bind(name)
+    .fetch_optional(executor)
+    .await?;
+    Ok(
+        row.map_or_else(Checkpoint::default, |(tx_id, position)| Checkpoint {
+            tx_id,
+            position,
+        }),
+    )
+}
+
+/// Moves relay `name`'s checkpoint forward (never backward) and counts what it published.
+pub async fn save_checkpoint(
+    executor: impl PgExecutor<'_>,
+    name: &str,
+    checkpoint: Checkpoint,
+    published: i64,
+) -> Result<(), sqlx::Error> {
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (relay_name, last_tx_id, last_position, published_total, updated_at)
+         VALUES ($1, ($2::bigint)::text::xid8, $3, $4, now())
+         ON CONFLICT (relay_name) DO UPDATE
+           SET last_tx_id = EXCLUDED.last_tx_id,
+               last_position = EXCLUDED.last_position,
+               published_total = relay_checkpoints.published_total + EXCLUDED.published_total,
+               updated_at = now()
+         WHERE (relay_checkpoints.last_tx_id, relay_checkpoints.last_position)
+             < (EXCLUDED.last_tx_id, EXCLUDED.last_position)",
+    )
+    .bind(name)
+    .bind(checkpoint.tx_id)
+    .bind(checkpoint.position)
+    .bind(published)
+    .execute(executor)
+    .await?;
+    Ok(())
+}
+
+/// Events committed after `after` (not yet read), and the age of the oldest.
+pub async fn lag(pool: &PgPool, after: Checkpoint) -> Result<(i64, Option<f64>), sqlx::Error> {
+    sqlx::query_as(
+        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM events
+         WHERE (tx_id, global_position) > (($1::bigint)::text::xid8, $2)",
+    )
+    .bind(after.tx_id)
+    .bind(after.position)
+    .fetch_one(pool)
+    .await
+}

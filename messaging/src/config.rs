@@ -1,0 +1,49 @@
+//! Client configurations.
+
+use pivotal_settings::KafkaSettings;
+use rdkafka::ClientConfig;
+
+/// Common settings of every client.
+pub fn base(settings: &KafkaSettings, client_suffix: &str) -> ClientConfig {
+    let mut config = ClientConfig::new();
+    config
+        .set("bootstrap.servers", &settings.brokers)
+        .set(
+            "client.id",
+            format!("{}-{client_suffix}", settings.client_id),
+        )
+        .set("socket.keepalive.enable", "true");
+    config
+}
+
+/// An idempotent producer: `acks=all`, `enable.idempotence=true`, so retries
+/// never duplicate or reorder messages within a partition.
+pub fn producer(settings: &KafkaSettings) -> ClientConfig {
+    let mut config = base(settings, "relay");
+    config
+        .set("enable.idempotence", "true")
+        .set("acks", "all")
+        .set("max.in.flight.requests.per.connection", "5")
+        .set("linger.ms", "5")
+        .set("compression.type", "none")
+        .set("message.timeout.ms", "30000")
+        // Keys are aggregate ids; the default partitioner hashes them like the
+        // Java client (murmur2), so other producers agree on partitions.
+        .set("partitioner", "murmur2_random");
+    config
+}
+
+/// A consumer-group member that commits offsets itself, after its work is durable.
+pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
+    let mut config = base(settings, "projector");
+    config
+        .set("group.id", group_id)
+        .set("enable.auto.commit", "false")
+        .set("enable.auto.offset.store", "false")
+        .set("auto.offset.reset", "earliest")
+        .set("session.timeout.ms", "10000")
+        .set("heartbeat.interval.ms", "2000")
+        .set("max.poll.interval.ms", "300000")
+        .set("enable.partition.eof", "false");
+    config
+}

@@ -1,0 +1,263 @@
+//! Configuration of every Pivotal Flow process.
+//!
+//! Layers, later ones winning: built-in defaults (suitable for the local
+//! development services), an optional TOML file named by `PIVOTAL_CONFIG`, then
+//! environment variables prefixed `PIVOTAL_` with `__` between levels
+//! (`PIVOTAL_DATABASE__URL`, `PIVOTAL_KAFKA__BROKERS`). Unknown keys are
+//! rejected, and secrets are wrapped in [`secrecy::SecretString`] so they never
+//! appear in `Debug` output or logs.
+//!
+//! # Layout
+//!
+//! - [`Settings`]: the whole tree, one section per concern.
+//! - [`Settings::load`]: the layering above; [`Settings::load_from`] for tests.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {0}")]
+pub struct SettingsError(#[from] Box<figment::Error>);
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Settings {
+    pub database: DatabaseSettings,
+    pub kafka: KafkaSettings,
+    pub redis: RedisSettings,
+    pub auth: AuthSettings,
+    pub command_api: HttpSettings,
+    pub query_api: HttpSettings,
+    pub relay: RelaySettings,
+    pub projector: ProjectorSettings,
+    pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatabaseSettings {
+    /// `postgres://` URL of the event store and the read models.
+    pub url: SecretString,
+    pub max_connections: u32,
+    /// Seconds to wait for a pooled connection.
+    pub acquire_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaSettings {
+    /// Bootstrap servers, comma separated.
+    pub brokers: String,
+    /// First part of every topic name: `{prefix}.{aggregate}.events`.
+    pub topic_prefix: String,
+    /// Partitions of each topic created at start-up.
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub client_id: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedisSettings {
+    pub url: SecretString,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthSettings {
+    /// Expected `iss` claim.
+    pub issuer: String,
+    /// Expected `aud` claim.
+    pub audience: String,
+    /// Public keys accepted for access tokens, by key id.
+    pub public_keys: Vec<PublicKeySettings>,
+    /// Private key used only by development tooling (demo tokens).
+    pub signing_key: Option<SigningKeySettings>,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub leeway_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicKeySettings {
+    pub kid: String,
+    /// Path of an Ed25519 public key in PEM (SPKI) form.
+    pub pem_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SigningKeySettings {
+    pub kid: String,
+    /// Path of an Ed25519 private key in PEM (PKCS#8) form.
+    pub pem_file: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HttpSettings {
+    pub listen: SocketAddr,
+    /// Largest accepted request body, in bytes.
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RelaySettings {
+    /// Name of the checkpoint row (one per relay deployment).
+    pub name: String,
+    pub batch_size: i64,
+    /// Idle wait between polls of the event log, in milliseconds.
+    pub poll_interval_ms: u64,
+    /// Longest back-off after a failure, in milliseconds.
+    pub max_backoff_ms: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProjectorSettings {
+    /// Kafka consumer group.
+    pub group_id: String,
+    /// Most messages applied in one database transaction.
+    pub batch_size: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LogSettings {
+    /// `json` (default) or `pretty`.
+    pub format: String,
+    /// `tracing` filter directive, e.g. `info,sqlx=warn`.
+    pub filter: String,
+}
+
+const DEFAULTS: &str = r#"
+[database]
+url = "postgres://postgres@127.0.0.1:5432/pivotal_flow"
+max_connections = 20
+acquire_timeout_secs = 5
+
+[kafka]
+brokers = "127.0.0.1:9092"
+topic_prefix = "pivotal"
+partitions = 3
+replication_factor = 1
+client_id = "pivotal-flow"
+
+[redis]
+url = "redis://127.0.0.1:6379"
+
+[auth]
+issuer = "pivotal-flow"
+audience = "pivotal-flow-api"
+leeway_secs = 30
+public_keys = [{ kid = "dev-2026-1", pem_file = "config/dev/jwt-public-key.pem" }]
+signing_key = { kid = "dev-2026-1", pem_file = "config/dev/jwt-signing-key.pem" }
+
+[command_api]
+listen = "127.0.0.1:8080"
+body_limit_bytes = 1048576
+
+[query_api]
+listen = "127.0.0.1:8081"
+body_limit_bytes = 1048576
+
+[relay]
+name = "main"
+batch_size = 500
+poll_interval_ms = 20
+max_backoff_ms = 5000
+
+[projector]
+group_id = "pivotal-projectors"
+batch_size = 500
+
+[log]
+format = "json"
+filter = "info"
+"#;
+
+impl Settings {
+    /// Defaults, then the file named by `PIVOTAL_CONFIG`, then `PIVOTAL_*` variables.
+    pub fn load() -> Result<Self, SettingsError> {
+        let mut figment = Figment::from(Toml::string(DEFAULTS));
+        if let Ok(path) = std::env::var("PIVOTAL_CONFIG") {
+            figment = figment.merge(Toml::file_exact(path));
+        }
+        figment = figment.merge(Env::prefixed("PIVOTAL_").ignore(&["CONFIG"]).split("__"));
+        figment.extract().map_err(|e| SettingsError(Box::new(e)))
+    }
+
+    /// Defaults overridden by `overrides` (any serializable tree), for tests.
+    pub fn load_from<T: Serialize>(overrides: &T) -> Result<Self, SettingsError> {
+        Figment::from(Toml::string(DEFAULTS))
+            .merge(Serialized::defaults(overrides))
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
+    }
+
+    /// The built-in defaults.
+    pub fn defaults() -> Result<Self, SettingsError> {
+        Figment::from(Toml::string(DEFAULTS))
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use secrecy::ExposeSecret;
+
+    #[test]
+    fn defaults_are_valid() {
+        let settings = Settings::defaults().unwrap();
+        assert_eq!(settings.kafka.topic_prefix, "pivotal");
+        assert_eq!(settings.command_api.body_limit_bytes, 1024 * 1024);
+    }
+
+    #[test]
+    fn overrides_win_and_secrets_do_not_print() {
+        #[derive(Serialize)]
+        struct Db {
+            url: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            database: Db,
+        }
+        let settings = Settings::load_from(&Overrides {
+            database: Db {
+                url: "postgres://user:hunter2@db/x",
+            },
+        })
+        .unwrap();
+        assert_eq!(
+            settings.database.url.expose_secret(),
+            "postgres://user:hunter2@db/x"
+        );
+        assert!(!format!("{settings:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected() {
+        #[derive(Serialize)]
+        struct Kafka {
+            brokerz: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            kafka: Kafka,
+        }
+        let error = Settings::load_from(&Overrides {
+            kafka: Kafka { brokerz: "x" },
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("brokerz"), "{error}");
+    }
+}
