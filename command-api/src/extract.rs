@@ -211,7 +211,8 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "invalid_type"
         };
         let pointer = match (code, inner.split('`').nth(1)) {
-            ("required" | "unknown_field", Some(field)) => {
+            // For a missing field the path names its parent object.
+            ("required", Some(field)) => {
                 format!("{}/{field}", pointer.trim_end_matches('/'))
             }
             _ => pointer,

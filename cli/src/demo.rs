@@ -1,0 +1,187 @@
+//! Demo data: one organization with a handful of customers, loaded through
+//! the same command path as the API (so events reach Kafka and read models).
+
+use chrono::Utc;
+use pivotal_domain::customer::{Billing, Contact, Customer, CustomerCommand, NewCustomer};
+use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_domain::values::{
+    Address, AddressInput, Currency, Email, Name, PaymentTerms, Phone, Tags, TaxNumber,
+};
+use pivotal_event_store::PgPool;
+use pivotal_event_store::commands::AggregateStore;
+use uuid::Uuid;
+
+/// The demo organization.
+pub const ORGANIZATION: Uuid = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_d370);
+/// The demo user (an owner of the demo organization).
+pub const USER: Uuid = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_0001);
+
+struct Seed {
+    legal: &'static str,
+    display: &'static str,
+    email: &'static str,
+    phone: &'static str,
+    city: &'static str,
+    country: &'static str,
+    currency: &'static str,
+    tax: &'static str,
+    terms: i64,
+    tags: &'static [&'static str],
+}
+
+const SEEDS: &[Seed] = &[
+    Seed {
+        legal: "Kowhai Consulting Limited",
+        display: "Kowhai Consulting",
+        email: "accounts@kowhai.example.com",
+        phone: "+64 9 555 0100",
+        city: "Auckland",
+        country: "NZ",
+        currency: "NZD",
+        tax: "123-456-789",
+        terms: 20,
+        tags: &["consulting", "priority"],
+    },
+    Seed {
+        legal: "Harbour Bridge Engineering Pty Ltd",
+        display: "Harbour Bridge Engineering",
+        email: "ap@harbourbridge.example.com",
+        phone: "+61 2 5550 1234",
+        city: "Sydney",
+        country: "AU",
+        currency: "AUD",
+        tax: "51 824 753 556",
+        terms: 30,
+        tags: &["engineering"],
+    },
+    Seed {
+        legal: "Northwind Analytics Inc.",
+        display: "Northwind Analytics",
+        email: "billing@northwind.example.com",
+        phone: "+1 415 555 0199",
+        city: "San Francisco",
+        country: "US",
+        currency: "USD",
+        tax: "94-1234567",
+        terms: 30,
+        tags: &["analytics", "enterprise"],
+    },
+    Seed {
+        legal: "Fjord Design AS",
+        display: "Fjord Design",
+        email: "faktura@fjord.example.com",
+        phone: "+47 22 55 50 10",
+        city: "Oslo",
+        country: "NO",
+        currency: "NOK",
+        tax: "NO 999 888 777",
+        terms: 14,
+        tags: &["design"],
+    },
+    Seed {
+        legal: "Tamarind Health Trust",
+        display: "Tamarind Health",
+        email: "finance@tamarind.example.com",
+        phone: "+44 20 7946 0958",
+        city: "London",
+        country: "GB",
+        currency: "GBP",
+        tax: "GB123456789",
+        terms: 30,
+        tags: &["health", "nonprofit"],
+    },
+    Seed {
+        legal: "Pohutukawa Retail Group Limited",
+        display: "Pohutukawa Retail",
+        email: "payables@pohutukawa.example.com",
+        phone: "+64 4 555 0177",
+        city: "Wellington",
+        country: "NZ",
+        currency: "NZD",
+        tax: "987-654-321",
+        terms: 20,
+        tags: &["retail"],
+    },
+];
+
+fn new_customer(seed: &Seed) -> anyhow::Result<NewCustomer> {
+    let name = |raw| Name::parse("", raw).map_err(|e| anyhow::anyhow!("{e}"));
+    Ok(NewCustomer {
+        legal_name: name(seed.legal)?,
+        display_name: name(seed.display)?,
+        contact: Contact {
+            email: Some(Email::parse("", seed.email).map_err(|e| anyhow::anyhow!("{e}"))?),
+            phone: Some(Phone::parse("", seed.phone).map_err(|e| anyhow::anyhow!("{e}"))?),
+        },
+        billing: Billing {
+            billing_address: Some(
+                Address::parse(
+                    "",
+                    &AddressInput {
+                        line1: Some("1 Example Street".into()),
+                        city: Some(seed.city.into()),
+                        country: Some(seed.country.into()),
+                        ..AddressInput::default()
+                    },
+                )
+                .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+            ),
+            tax_number: Some(TaxNumber::parse("", seed.tax).map_err(|e| anyhow::anyhow!("{e}"))?),
+            currency: Currency::parse("", seed.currency).map_err(|e| anyhow::anyhow!("{e}"))?,
+            payment_terms_days: PaymentTerms::parse("", seed.terms)
+                .map_err(|e| anyhow::anyhow!("{e}"))?,
+        },
+        tags: Tags::parse(
+            "",
+            &seed
+                .tags
+                .iter()
+                .map(|t| (*t).to_owned())
+                .collect::<Vec<_>>(),
+        )
+        .map_err(|e| anyhow::anyhow!("{e:?}"))?,
+    })
+}
+
+/// Loads the demo customers once; returns how many were created.
+pub async fn load(pool: &PgPool) -> anyhow::Result<usize> {
+    let store = AggregateStore::<Customer>::new(pool.clone());
+    let actor = Actor {
+        organization_id: ORGANIZATION,
+        user_id: USER,
+    };
+    let mut created = 0;
+    for (index, seed) in SEEDS.iter().enumerate() {
+        // Deterministic ids make loading idempotent.
+        let id = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_c000 + index as u128);
+        let (existing, _) = store
+            .load(&id.to_string())
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        if existing.state.is_some() {
+            continue;
+        }
+        let context = CommandContext {
+            actor,
+            timestamp: Utc::now(),
+            metadata: EventMetadata {
+                correlation_id: format!("demo-{index}"),
+                causation_id: None,
+                source: "demo-loader".into(),
+                user_agent: None,
+                ip_address: None,
+            },
+        };
+        let command = CustomerCommand::Create {
+            actor,
+            customer_id: id,
+            customer: new_customer(seed)?,
+        };
+        store
+            .execute(&id.to_string(), Some(0), command, &context)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+        created += 1;
+    }
+    Ok(created)
+}

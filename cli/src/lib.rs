@@ -1,0 +1,13 @@
+//! Library side of the `pivotal` command: the generated files (event schemas,
+//! OpenAPI document, GraphQL SDL), demo data and database set-up, shared by
+//! the binary and the tests.
+//!
+//! # Layout
+//!
+//! - [`generated`]: renders and checks the committed files under `schemas/`.
+//! - [`demo`]: the demo organization and its customers.
+//! - [`setup`]: connecting and migrating every owner's tables.
+
+pub mod demo;
+pub mod generated;
+pub mod setup;

@@ -1,0 +1,179 @@
+//! `pivotal`: one binary, one subcommand per process or task. Each process
+//! runs on its own (`pivotal relay` is the relay process, and so on).
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+use pivotal_auth::{TokenIssuer, TokenRequest};
+use pivotal_settings::Settings;
+use uuid::Uuid;
+
+#[derive(Parser, Debug)]
+#[command(name = "pivotal", version, about = "Pivotal Flow processes and tools")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Run the REST command API.
+    CommandApi,
+    /// Run the GraphQL query API.
+    QueryApi,
+    /// Run the relay from the event store to Kafka.
+    Relay,
+    /// Run the projectors (Kafka consumer group building read models).
+    Projector,
+    /// Rebuild a projection from the event store, with a progress bar.
+    Rebuild {
+        /// Projection name, e.g. `customers`; `all` rebuilds every projection.
+        projection: String,
+    },
+    /// Load the demo organization's customers (idempotent).
+    Demo,
+    /// Print a development access token signed with the configured key.
+    Token {
+        #[arg(long, default_value_t = pivotal_cli::demo::ORGANIZATION)]
+        org: Uuid,
+        #[arg(long, default_value_t = pivotal_cli::demo::USER)]
+        user: Uuid,
+        /// Comma-separated roles: owner, admin, manager, member.
+        #[arg(long, default_value = "owner")]
+        roles: String,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 3600)]
+        ttl: i64,
+    },
+    /// Write the generated files under `schemas/`, or check them with `--check`.
+    Schemas {
+        #[arg(long)]
+        check: bool,
+        #[arg(long, default_value = ".")]
+        root: PathBuf,
+    },
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {}
+        () = terminate => {}
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let settings = Settings::load()?;
+    pivotal_telemetry::init(&settings.log);
+    match cli.command {
+        Command::Migrate => {
+            pivotal_cli::setup::database(&settings).await?;
+            println!("migrations applied");
+        }
+        Command::CommandApi => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            let app = pivotal_command_api::Application::build(&settings, pool).await?;
+            app.run(shutdown_signal()).await?;
+        }
+        Command::QueryApi => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            let app = pivotal_query_api::Application::build(&settings, pool).await?;
+            app.run(shutdown_signal()).await?;
+        }
+        Command::Relay => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            pivotal_relay::run(settings, pool, shutdown_signal()).await?;
+        }
+        Command::Projector => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            pivotal_projectors::framework::run(settings, pool, shutdown_signal()).await?;
+        }
+        Command::Rebuild { projection } => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            let projections: Vec<_> = pivotal_projectors::all_projections()
+                .into_iter()
+                .filter(|p| projection == "all" || p.name() == projection)
+                .collect();
+            if projections.is_empty() {
+                anyhow::bail!("unknown projection {projection:?}");
+            }
+            for p in projections {
+                let bar = ProgressBar::new(0);
+                bar.set_style(
+                    ProgressStyle::with_template(
+                        "{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, {eta})",
+                    )?
+                    .progress_chars("=> "),
+                );
+                bar.set_message(p.name());
+                let report =
+                    pivotal_projectors::framework::rebuild(&pool, p.as_ref(), Some(&bar)).await?;
+                bar.finish();
+                println!(
+                    "{}: {} events replayed, {} applied in {:.2} s ({:.0} events/s)",
+                    p.name(),
+                    report.events,
+                    report.applied,
+                    report.seconds,
+                    report.events_per_second()
+                );
+            }
+        }
+        Command::Demo => {
+            let pool = pivotal_cli::setup::database(&settings).await?;
+            let created = pivotal_cli::demo::load(&pool).await?;
+            println!("demo customers created: {created}");
+        }
+        Command::Token {
+            org,
+            user,
+            roles,
+            ttl,
+        } => {
+            let issuer = TokenIssuer::from_settings(&settings.auth)?
+                .ok_or_else(|| anyhow::anyhow!("no signing key configured (auth.signing_key)"))?;
+            let roles: Vec<&str> = roles
+                .split(',')
+                .map(str::trim)
+                .filter(|r| !r.is_empty())
+                .collect();
+            let mut request = TokenRequest::for_roles(user, org, &roles);
+            request.ttl_secs = ttl;
+            println!("{}", issuer.mint(&request)?);
+        }
+        Command::Schemas { check, root } => {
+            if check {
+                let drifted = pivotal_cli::generated::drifted(&root);
+                if !drifted.is_empty() {
+                    for path in &drifted {
+                        eprintln!("out of date: {}", path.display());
+                    }
+                    anyhow::bail!("generated files differ from the code; run `pivotal schemas`");
+                }
+                println!("generated files are up to date");
+            } else {
+                let count = pivotal_cli::generated::write(&root)?;
+                println!("{count} files written");
+            }
+        }
+    }
+    Ok(())
+}

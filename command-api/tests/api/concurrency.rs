@@ -1,0 +1,158 @@
+//! Optimistic concurrency and idempotency under concurrent requests.
+
+use futures::future::join_all;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem};
+
+#[tokio::test]
+async fn of_concurrent_writers_expecting_one_version_exactly_one_wins() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    let requests = (0..12).map(|i| {
+        app.post(&format!("/v1/customers/{id}/rename"))
+            .header("if-match", "\"1\"")
+            .json(&json!({"legalName": format!("Acme {i}")}))
+            .send()
+    });
+    let responses = join_all(requests).await;
+    let mut winners = 0;
+    for response in responses {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => winners += 1,
+            409 => {
+                let problem = assert_problem(response, 409, "version_conflict").await;
+                assert_eq!(problem["currentVersion"], 2);
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert_eq!(winners, 1);
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[tokio::test]
+async fn writers_without_expectations_all_succeed_in_sequence() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    let requests = (0..8).map(|i| {
+        app.put(&format!("/v1/customers/{id}/tags"))
+            .json(&json!({"tags": [format!("t{i}")]}))
+            .send()
+    });
+    let mut versions: Vec<u64> = Vec::new();
+    for response in join_all(requests).await {
+        let response = response.unwrap();
+        assert_eq!(response.status(), 200);
+        let body: Value = response.json().await.unwrap();
+        versions.push(body["version"].as_u64().unwrap());
+    }
+    versions.sort_unstable();
+    assert_eq!(versions, (2..=9).collect::<Vec<_>>());
+    assert_eq!(app.event_count().await, 9);
+}
+
+#[tokio::test]
+async fn a_retried_request_returns_the_first_response_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let body = json!({"legalName": "Acme", "currency": "NZD"});
+    let first = app
+        .post("/v1/customers")
+        .header("idempotency-key", "create-acme-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(first.status(), 201);
+    let location = first.headers()["location"].clone();
+    let first: Value = first.json().await.unwrap();
+
+    // Same key, same body (other formatting): the stored response.
+    let retry = app
+        .post("/v1/customers")
+        .header("idempotency-key", "create-acme-1")
+        .header("content-type", "application/json")
+        .body(r#"{ "currency": "NZD", "legalName": "Acme" }"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(retry.headers()["idempotent-replayed"], "true");
+    assert_eq!(retry.headers()["location"], location);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry, first);
+    assert_eq!(app.event_count().await, 1);
+
+    // Same key, different body: refused, nothing appended.
+    let other = app
+        .post("/v1/customers")
+        .header("idempotency-key", "create-acme-1")
+        .json(&json!({"legalName": "Other", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(other, 422, "idempotency_key_reused").await;
+    assert_eq!(app.event_count().await, 1);
+
+    // The key is scoped to the organization: another one may use it.
+    let stranger = app.env.token(uuid::Uuid::now_v7(), &["owner"]);
+    let theirs = app
+        .client
+        .post(format!("{}/v1/customers", app.url))
+        .bearer_auth(stranger)
+        .header("idempotency-key", "create-acme-1")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(theirs.status(), 201);
+    assert_eq!(app.event_count().await, 2);
+}
+
+#[tokio::test]
+async fn concurrent_retries_with_one_key_append_once() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    let requests = (0..10).map(|_| {
+        app.post(&format!("/v1/customers/{id}/archive"))
+            .header("idempotency-key", "archive-once")
+            .json(&json!({"reason": "duplicate"}))
+            .send()
+    });
+    let mut ok = 0;
+    for response in join_all(requests).await {
+        let response = response.unwrap();
+        match response.status().as_u16() {
+            200 => ok += 1,
+            409 => {
+                assert_eq!(response.headers()["retry-after"], "1");
+                assert_problem(response, 409, "idempotency_key_in_progress").await;
+            }
+            other => panic!("unexpected status {other}"),
+        }
+    }
+    assert!(ok >= 1);
+    assert_eq!(app.event_count().await, 2, "archived exactly once");
+}
+
+#[tokio::test]
+async fn a_refused_command_is_replayed_as_refused() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    for _ in 0..2 {
+        let response = app
+            .post(&format!("/v1/customers/{id}/restore"))
+            .header("idempotency-key", "restore-1")
+            .json(&json!({}))
+            .send()
+            .await
+            .unwrap();
+        assert_problem(response, 409, "customer_not_archived").await;
+    }
+    assert_eq!(app.event_count().await, 1);
+}

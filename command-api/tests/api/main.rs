@@ -1,0 +1,8 @@
+//! The command API over HTTP against a real PostgreSQL: happy paths, every
+//! error status, optimistic concurrency and idempotency.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod concurrency;
+mod customers;
+mod errors;
+mod helpers;

@@ -1,0 +1,387 @@
+//! The projection framework.
+
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use pivotal_domain::envelope::EventEnvelope;
+use pivotal_event_store::log::{self, Checkpoint};
+use pivotal_messaging::{headers, topics};
+use pivotal_settings::Settings;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Headers, Message};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::Value;
+use sqlx::{PgConnection, PgPool};
+
+/// An event as a projection sees it.
+pub type Envelope = EventEnvelope<Value>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("{aggregate_type} {aggregate_id}: expected version {expected}, got {got}")]
+    Gap {
+        aggregate_type: String,
+        aggregate_id: String,
+        expected: i64,
+        got: i64,
+    },
+    #[error("event {0} has data that does not match its type: {1}")]
+    Data(uuid::Uuid, String),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topics: {0}")]
+    Topics(#[from] topics::TopicError),
+}
+
+/// One read model.
+#[async_trait]
+pub trait Projection: Send + Sync {
+    /// Stable name, used in the bookkeeping tables.
+    fn name(&self) -> &'static str;
+    /// Aggregate types whose events it follows.
+    fn aggregate_types(&self) -> &'static [&'static str];
+    /// Applies one event; called at most once per aggregate version.
+    async fn apply(&self, conn: &mut PgConnection, event: &Envelope)
+    -> Result<(), ProjectionError>;
+    /// Removes every row of the read model (inside the rebuild transaction).
+    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError>;
+}
+
+/// What happened to one event in one projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    Applied,
+    Duplicate,
+}
+
+fn lock_key(projection: &str) -> String {
+    format!("pivotal-projection:{projection}")
+}
+
+/// Applies `event` to `projection` unless it was applied before; refuses a
+/// version that skips ahead. Must run inside a transaction.
+pub async fn apply_once(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    event: &Envelope,
+    position: Option<i64>,
+) -> Result<Applied, ProjectionError> {
+    let current: Option<(i64,)> = sqlx::query_as(
+        "SELECT version FROM projection_versions
+         WHERE projection = $1 AND aggregate_type = $2 AND aggregate_id = $3 FOR UPDATE",
+    )
+    .bind(projection.name())
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let current = current.map_or(0, |(v,)| v);
+    let version = i64::try_from(event.version).unwrap_or(i64::MAX);
+    if version <= current {
+        return Ok(Applied::Duplicate);
+    }
+    if version != current + 1 {
+        return Err(ProjectionError::Gap {
+            aggregate_type: event.aggregate_type.clone(),
+            aggregate_id: event.aggregate_id.clone(),
+            expected: current + 1,
+            got: version,
+        });
+    }
+    projection.apply(conn, event).await?;
+    sqlx::query(
+        "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
+         VALUES ($1, $2, $3, $4)
+         ON CONFLICT (projection, aggregate_type, aggregate_id) DO UPDATE SET version = EXCLUDED.version",
+    )
+    .bind(projection.name())
+    .bind(&event.aggregate_type)
+    .bind(&event.aggregate_id)
+    .bind(version)
+    .execute(&mut *conn)
+    .await?;
+    if let Some(position) = position {
+        sqlx::query(
+            "INSERT INTO projection_positions (projection, last_position, updated_at) VALUES ($1, $2, now())
+             ON CONFLICT (projection) DO UPDATE
+               SET last_position = greatest(projection_positions.last_position, EXCLUDED.last_position),
+                   updated_at = now()",
+        )
+        .bind(projection.name())
+        .bind(position)
+        .execute(&mut *conn)
+        .await?;
+    }
+    Ok(Applied::Applied)
+}
+
+/// Status reported by a running projector.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ProjectorStatus {
+    pub applied: u64,
+    pub duplicates: u64,
+}
+
+/// Consumes the event topics in the configured group and applies every
+/// projection until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProjectionError> {
+    let projections = crate::all_projections();
+    let aggregate_types: Vec<&str> = projections
+        .iter()
+        .flat_map(|p| p.aggregate_types().iter().copied())
+        .collect::<HashSet<_>>()
+        .into_iter()
+        .collect();
+    let mut attempt = 0u32;
+    let topic_names = loop {
+        match topics::ensure_event_topics(&settings.kafka, &aggregate_types).await {
+            Ok(names) => break names,
+            Err(error) => {
+                attempt += 1;
+                tracing::warn!(error = %error, "cannot reach the broker to check topics, retrying");
+                tokio::time::sleep(Duration::from_millis(200 * u64::from(attempt.min(25)))).await;
+            }
+        }
+    };
+    let consumer: StreamConsumer =
+        pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id)
+            .create()?;
+    let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
+    consumer.subscribe(&names)?;
+    tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
+    let batch_size = settings.projector.batch_size.max(1);
+    tokio::pin!(shutdown);
+    let mut failures = 0u32;
+    loop {
+        let first = tokio::select! {
+            () = &mut shutdown => {
+                tracing::info!("projector stopping");
+                return Ok(());
+            }
+            message = consumer.recv() => message,
+        };
+        let first = match first {
+            Ok(message) => message,
+            Err(error) => {
+                tracing::warn!(error = %error, "consumer error");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+        };
+        let mut batch = vec![first];
+        while batch.len() < batch_size {
+            match tokio::time::timeout(Duration::from_millis(5), consumer.recv()).await {
+                Ok(Ok(message)) => batch.push(message),
+                Ok(Err(error)) => {
+                    tracing::warn!(error = %error, "consumer error");
+                    break;
+                }
+                Err(_) => break,
+            }
+        }
+        match apply_batch(&pool, &projections, &batch).await {
+            Ok(offsets) => {
+                failures = 0;
+                if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+                    // The offsets are also in PostgreSQL; a redelivery is a no-op.
+                    tracing::warn!(error = %error, "offset commit failed");
+                }
+            }
+            Err(error) => {
+                failures += 1;
+                tracing::error!(error = %error, "batch not applied, it will be retried");
+                // Rewind every partition of the batch to its first message.
+                let mut first_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+                for m in &batch {
+                    first_offsets
+                        .entry((m.topic().to_owned(), m.partition()))
+                        .and_modify(|o| *o = (*o).min(m.offset()))
+                        .or_insert(m.offset());
+                }
+                drop(batch);
+                for ((topic, partition), offset) in first_offsets {
+                    if let Err(e) = consumer.seek(
+                        &topic,
+                        partition,
+                        Offset::Offset(offset),
+                        Duration::from_secs(5),
+                    ) {
+                        tracing::warn!(error = %e, topic, partition, "seek failed");
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
+            }
+        }
+    }
+}
+
+fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
+    message.headers().and_then(|h| {
+        h.iter()
+            .find(|header| header.key == name)
+            .and_then(|header| header.value)
+            .and_then(|v| std::str::from_utf8(v).ok())
+    })
+}
+
+/// Applies a batch in one transaction; returns the offsets to commit.
+async fn apply_batch(
+    pool: &PgPool,
+    projections: &[Box<dyn Projection>],
+    batch: &[BorrowedMessage<'_>],
+) -> Result<TopicPartitionList, ProjectionError> {
+    let mut tx = pool.begin().await?;
+    for projection in projections {
+        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
+            .bind(lock_key(projection.name()))
+            .execute(&mut *tx)
+            .await?;
+    }
+    let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
+    for message in batch {
+        next_offsets.insert(
+            (message.topic().to_owned(), message.partition()),
+            message.offset() + 1,
+        );
+        let Some(payload) = message.payload() else {
+            tracing::error!(
+                topic = message.topic(),
+                offset = message.offset(),
+                "message without a value skipped"
+            );
+            continue;
+        };
+        let event: Envelope = match serde_json::from_slice(payload) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(error = %error, topic = message.topic(), offset = message.offset(), "message is not an event envelope, skipped");
+                continue;
+            }
+        };
+        let position = header(message, headers::POSITION).and_then(|p| p.parse().ok());
+        for projection in projections {
+            if projection
+                .aggregate_types()
+                .contains(&event.aggregate_type.as_str())
+            {
+                apply_once(&mut tx, projection.as_ref(), &event, position).await?;
+            }
+        }
+    }
+    let mut offsets = TopicPartitionList::new();
+    for ((topic, partition), next) in &next_offsets {
+        for projection in projections {
+            sqlx::query(
+                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
+                 VALUES ($1, $2, $3, $4, now())
+                 ON CONFLICT (projection, topic, partition) DO UPDATE
+                   SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
+            )
+            .bind(projection.name())
+            .bind(topic)
+            .bind(partition)
+            .bind(next)
+            .execute(&mut *tx)
+            .await?;
+        }
+        offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+    }
+    tx.commit().await?;
+    Ok(offsets)
+}
+
+/// Progress of a rebuild.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RebuildReport {
+    pub events: u64,
+    pub applied: u64,
+    pub seconds: f64,
+}
+
+impl RebuildReport {
+    pub fn events_per_second(&self) -> f64 {
+        if self.seconds > 0.0 {
+            self.events as f64 / self.seconds
+        } else {
+            0.0
+        }
+    }
+}
+
+/// Rebuilds `projection` from the event store, the source of truth, in one
+/// transaction: readers keep seeing the old model until the new one commits,
+/// and the live projector waits on the projection's lock meanwhile (its
+/// later deliveries are then duplicates or the next versions).
+pub async fn rebuild(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<RebuildReport, ProjectionError> {
+    let started = Instant::now();
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(lock_key(projection.name()))
+        .execute(&mut *tx)
+        .await?;
+    let types: Vec<String> = projection
+        .aggregate_types()
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    if let Some(bar) = progress {
+        let (total,): (i64,) =
+            sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
+                .bind(&types)
+                .fetch_one(&mut *tx)
+                .await?;
+        bar.set_length(u64::try_from(total).unwrap_or_default());
+    }
+    projection.clear(&mut tx).await?;
+    sqlx::query("DELETE FROM projection_versions WHERE projection = $1")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query("DELETE FROM projection_positions WHERE projection = $1")
+        .bind(projection.name())
+        .execute(&mut *tx)
+        .await?;
+    let mut checkpoint = Checkpoint::default();
+    let mut report = RebuildReport {
+        events: 0,
+        applied: 0,
+        seconds: 0.0,
+    };
+    loop {
+        let batch = log::read_after(&mut *tx, checkpoint, 2000).await?;
+        let Some(last) = batch.last() else { break };
+        checkpoint = last.checkpoint();
+        for logged in &batch {
+            if !types.contains(&logged.aggregate_type) {
+                continue;
+            }
+            let event = logged
+                .envelope()
+                .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
+            report.events += 1;
+            if apply_once(&mut tx, projection, &event, Some(logged.position)).await?
+                == Applied::Applied
+            {
+                report.applied += 1;
+            }
+            if let Some(bar) = progress {
+                bar.inc(1);
+            }
+        }
+    }
+    tx.commit().await?;
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}

@@ -1,0 +1,26 @@
+//! Projectors: Kafka consumer-group members that turn published events into
+//! read models.
+//!
+//! Each message is applied by every projection that follows its aggregate
+//! type, inside one PostgreSQL transaction per batch that also records, per
+//! projection, the last applied version of each aggregate and the next Kafka
+//! offset. Redelivered events are therefore no-ops, a version that skips
+//! ahead is refused as a gap, and Kafka offsets are committed only after the
+//! transaction. A projection that targets Redis or a search index later keeps
+//! the same contract by writing idempotently by version.
+//!
+//! # Layout
+//!
+//! - [`framework`]: the [`framework::Projection`] trait, version bookkeeping,
+//!   the consumer loop ([`framework::run`]) and rebuilds ([`framework::rebuild`]).
+//! - [`customers`]: the `rm_customers` read model.
+//! - [`db`]: the read models' migrations.
+
+pub mod customers;
+pub mod db;
+pub mod framework;
+
+/// Every projection this process runs.
+pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
+    vec![Box::new(customers::CustomersProjection)]
+}

@@ -1,0 +1,413 @@
+//! `customer(id)` and `customers(...)`, read from `rm_customers`.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use pivotal_domain::permissions::Permission;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::errors;
+use crate::history::{self, HistoryEvent};
+use crate::schema::{MAX_PAGE, caller, pool};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum CustomerStatus {
+    Active,
+    Archived,
+}
+
+impl CustomerStatus {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Archived => "archived",
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Address {
+    pub line1: String,
+    pub line2: Option<String>,
+    pub city: String,
+    pub region: Option<String>,
+    pub postal_code: Option<String>,
+    /// ISO 3166-1 alpha-2.
+    pub country: String,
+}
+
+#[derive(sqlx::FromRow, Debug, Clone)]
+struct CustomerRow {
+    organization_id: Uuid,
+    id: Uuid,
+    legal_name: String,
+    display_name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    billing_line1: Option<String>,
+    billing_line2: Option<String>,
+    billing_city: Option<String>,
+    billing_region: Option<String>,
+    billing_postal_code: Option<String>,
+    billing_country: Option<String>,
+    tax_number: Option<String>,
+    currency: String,
+    payment_terms_days: i32,
+    tags: Vec<String>,
+    status: String,
+    archive_reason: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+/// A customer of the organization.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct Customer {
+    pub id: ID,
+    pub legal_name: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub billing_address: Option<Address>,
+    pub tax_number: Option<String>,
+    /// ISO 4217.
+    pub currency: String,
+    pub payment_terms_days: i32,
+    pub tags: Vec<String>,
+    pub status: CustomerStatus,
+    pub archive_reason: Option<String>,
+    /// Aggregate version this row reflects.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    organization_id: Uuid,
+    #[graphql(skip)]
+    uuid: Uuid,
+}
+
+impl From<CustomerRow> for Customer {
+    fn from(r: CustomerRow) -> Self {
+        let billing_address = match (r.billing_line1, r.billing_city, r.billing_country) {
+            (Some(line1), Some(city), Some(country)) => Some(Address {
+                line1,
+                line2: r.billing_line2,
+                city,
+                region: r.billing_region,
+                postal_code: r.billing_postal_code,
+                country,
+            }),
+            _ => None,
+        };
+        Self {
+            id: ID(r.id.to_string()),
+            legal_name: r.legal_name,
+            display_name: r.display_name,
+            email: r.email,
+            phone: r.phone,
+            billing_address,
+            tax_number: r.tax_number,
+            currency: r.currency,
+            payment_terms_days: r.payment_terms_days,
+            tags: r.tags,
+            status: if r.status == "archived" {
+                CustomerStatus::Archived
+            } else {
+                CustomerStatus::Active
+            },
+            archive_reason: r.archive_reason,
+            version: r.version,
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            organization_id: r.organization_id,
+            uuid: r.id,
+        }
+    }
+}
+
+#[ComplexObject]
+impl Customer {
+    /// Every event of this customer, oldest first (needs `events:read`).
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
+        let principal = caller(ctx, Permission::EVENTS_READ)?;
+        if principal.claims.org != self.organization_id {
+            return Ok(Vec::new());
+        }
+        history::of_aggregate(
+            pool(ctx)?,
+            "customer",
+            &self.uuid.to_string(),
+            self.organization_id,
+        )
+        .await
+    }
+}
+
+#[derive(InputObject, Debug, Default)]
+pub struct CustomerFilter {
+    pub status: Option<CustomerStatus>,
+    /// Case-insensitive match on legal name, display name or email.
+    pub search: Option<String>,
+    /// Customers carrying this tag.
+    pub tag: Option<String>,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum CustomerOrderField {
+    #[default]
+    DisplayName,
+    CreatedAt,
+    UpdatedAt,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum OrderDirection {
+    #[default]
+    Asc,
+    Desc,
+}
+
+#[derive(InputObject, Debug, Default, Clone, Copy)]
+pub struct CustomerOrder {
+    #[graphql(default)]
+    pub field: CustomerOrderField,
+    #[graphql(default)]
+    pub direction: OrderDirection,
+}
+
+/// Position of a customer in one ordering: the sort key and the id.
+#[derive(Serialize, Deserialize, Debug, Clone, PartialEq)]
+pub struct CustomerCursor {
+    /// Which ordering the cursor belongs to.
+    o: String,
+    /// Sort key as text (name lower-cased, or RFC 3339 time).
+    k: String,
+    id: Uuid,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct ConnectionInfo {
+    pub total_count: i64,
+}
+
+pub type CustomerConnection =
+    Connection<OpaqueCursor<CustomerCursor>, Customer, ConnectionInfo, EmptyFields>;
+
+#[derive(Debug, Default)]
+pub struct CustomerQuery;
+
+fn sort_expr(field: CustomerOrderField) -> &'static str {
+    match field {
+        CustomerOrderField::DisplayName => "lower(display_name)",
+        CustomerOrderField::CreatedAt => "created_at",
+        CustomerOrderField::UpdatedAt => "updated_at",
+    }
+}
+
+fn sort_key(field: CustomerOrderField, c: &Customer) -> String {
+    match field {
+        CustomerOrderField::DisplayName => c.display_name.to_lowercase(),
+        CustomerOrderField::CreatedAt => c
+            .created_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+        CustomerOrderField::UpdatedAt => c
+            .updated_at
+            .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+    }
+}
+
+fn order_name(order: CustomerOrder) -> String {
+    format!("{:?}:{:?}", order.field, order.direction)
+}
+
+fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter: &CustomerFilter) {
+    qb.push(" WHERE organization_id = ").push_bind(organization);
+    if let Some(status) = filter.status {
+        qb.push(" AND status = ").push_bind(status.column());
+    }
+    if let Some(search) = filter
+        .search
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        let escaped = search
+            .replace('\\', "\\\\")
+            .replace('%', "\\%")
+            .replace('_', "\\_");
+        let pattern = format!("%{escaped}%");
+        qb.push(" AND (legal_name ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR display_name ILIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR email ILIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+    if let Some(tag) = filter
+        .tag
+        .as_deref()
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+    {
+        qb.push(" AND tags @> ARRAY[")
+            .push_bind(tag.to_lowercase())
+            .push("]::text[]");
+    }
+}
+
+fn push_cursor(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    field: CustomerOrderField,
+    cursor: &CustomerCursor,
+    greater: bool,
+) {
+    let op = if greater { ">" } else { "<" };
+    qb.push(format!(" AND ({}, id) {op} (", sort_expr(field)));
+    match field {
+        CustomerOrderField::DisplayName => {
+            qb.push_bind(cursor.k.clone());
+        }
+        CustomerOrderField::CreatedAt | CustomerOrderField::UpdatedAt => {
+            let at = DateTime::parse_from_rfc3339(&cursor.k)
+                .map(|t| t.with_timezone(&Utc))
+                .unwrap_or_default();
+            qb.push_bind(at);
+        }
+    }
+    qb.push(", ").push_bind(cursor.id).push(")");
+}
+
+#[Object]
+impl CustomerQuery {
+    /// One customer of the caller's organization, or null.
+    async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
+        let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
+        let Ok(id) = Uuid::parse_str(&id) else {
+            return Err(errors::bad_input("id is not a customer id"));
+        };
+        let row: Option<CustomerRow> =
+            sqlx::query_as("SELECT * FROM rm_customers WHERE organization_id = $1 AND id = $2")
+                .bind(principal.claims.org)
+                .bind(id)
+                .fetch_optional(pool(ctx)?)
+                .await
+                .map_err(errors::internal)?;
+        Ok(row.map(Customer::from))
+    }
+
+    /// Customers of the caller's organization, as a Relay connection.
+    #[allow(clippy::too_many_arguments)]
+    async fn customers(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        before: Option<String>,
+        #[graphql(validator(minimum = 0))] first: Option<i32>,
+        #[graphql(validator(minimum = 0))] last: Option<i32>,
+        filter: Option<CustomerFilter>,
+        order_by: Option<CustomerOrder>,
+    ) -> async_graphql::Result<CustomerConnection> {
+        let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let filter = filter.unwrap_or_default();
+        let order = order_by.unwrap_or_default();
+        for (name, value) in [("first", first), ("last", last)] {
+            if value.is_some_and(|v| v as usize > MAX_PAGE) {
+                return Err(errors::bad_input(format!(
+                    "{name} must be at most {MAX_PAGE}"
+                )));
+            }
+        }
+        let result = query(
+            after,
+            before,
+            first,
+            last,
+            |after: Option<OpaqueCursor<CustomerCursor>>,
+             before: Option<OpaqueCursor<CustomerCursor>>,
+             first,
+             last| async move {
+                for cursor in [&after, &before].into_iter().flatten() {
+                    if cursor.o != order_name(order) {
+                        return Err(errors::bad_input("the cursor belongs to another ordering"));
+                    }
+                }
+                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_customers");
+                push_filters(&mut count, organization, &filter);
+                let (total,): (i64,) = count
+                    .build_query_as()
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+
+                // Read forward for `first`, backward for `last`, one extra row to
+                // know whether more exist.
+                let backward = last.is_some() && first.is_none();
+                let limit = first.or(last).unwrap_or(20).min(MAX_PAGE);
+                let ascending = (order.direction == OrderDirection::Asc) != backward;
+                let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM rm_customers");
+                push_filters(&mut qb, organization, &filter);
+                let forward_asc = order.direction == OrderDirection::Asc;
+                if let Some(after) = &after {
+                    push_cursor(&mut qb, order.field, after, forward_asc);
+                }
+                if let Some(before) = &before {
+                    push_cursor(&mut qb, order.field, before, !forward_asc);
+                }
+                let dir = if ascending { "ASC" } else { "DESC" };
+                qb.push(format!(
+                    " ORDER BY {} {dir}, id {dir} LIMIT ",
+                    sort_expr(order.field)
+                ))
+                .push_bind(limit as i64 + 1);
+                let mut rows: Vec<CustomerRow> = qb
+                    .build_query_as()
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+                let more = rows.len() > limit;
+                rows.truncate(limit);
+                if backward {
+                    rows.reverse();
+                }
+                let (has_previous, has_next) = if backward {
+                    (more, before.is_some())
+                } else {
+                    (after.is_some(), more)
+                };
+                let mut connection = Connection::with_additional_fields(
+                    has_previous,
+                    has_next,
+                    ConnectionInfo { total_count: total },
+                );
+                connection.edges.extend(rows.into_iter().map(|row| {
+                    let customer = Customer::from(row);
+                    let cursor = CustomerCursor {
+                        o: order_name(order),
+                        k: sort_key(order.field, &customer),
+                        id: customer.uuid,
+                    };
+                    Edge::new(OpaqueCursor(cursor), customer)
+                }));
+                Ok::<_, async_graphql::Error>(connection)
+            },
+        )
+        .await;
+        result.map_err(|e| {
+            if e.extensions
+                .as_ref()
+                .is_some_and(|x| x.get("code").is_some())
+            {
+                e
+            } else {
+                errors::bad_input(e.message)
+            }
+        })
+    }
+}

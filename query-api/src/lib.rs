@@ -1,0 +1,114 @@
+//! The query API: async-graphql over axum at `/graphql` (POST for queries,
+//! GET for GraphiQL), serving the read models and the event history. Every
+//! query is scoped to the organization in the caller's access token.
+//!
+//! # Layout
+//!
+//! - [`schema`]: the GraphQL schema, independent of the transport; tests call
+//!   [`schema::build`] and `execute` directly.
+//! - [`customers`]: `customer(id)` and the `customers` connection.
+//! - [`history`]: the event history of an aggregate (auditors).
+//! - [`errors`]: GraphQL error codes (`extensions.code`).
+//! - [`Application`]: the axum transport, with token verification.
+
+pub mod customers;
+pub mod errors;
+pub mod history;
+pub mod schema;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use async_graphql::http::GraphiQLSource;
+use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use axum::Router;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, header};
+use axum::response::{Html, IntoResponse};
+use axum::routing::get;
+use pivotal_auth::TokenVerifier;
+use pivotal_settings::Settings;
+use sqlx::PgPool;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+#[derive(Clone)]
+struct HttpState {
+    schema: schema::PivotalSchema,
+    verifier: Arc<TokenVerifier>,
+}
+
+/// A bound, ready-to-serve query API.
+#[derive(Debug)]
+pub struct Application {
+    listener: TcpListener,
+    router: Router,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("cannot load token keys: {0}")]
+    Keys(#[from] pivotal_auth::KeyError),
+    #[error("cannot bind {0}: {1}")]
+    Bind(SocketAddr, std::io::Error),
+}
+
+impl Application {
+    pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
+        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
+        let state = HttpState {
+            schema: schema::build(pool),
+            verifier,
+        };
+        let router = Router::new()
+            .route("/graphql", get(graphiql).post(graphql))
+            .route("/healthz", get(|| async { "ok" }))
+            .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
+            .layer(TraceLayer::new_for_http())
+            .with_state(state);
+        let listen = settings.query_api.listen;
+        let listener = TcpListener::bind(listen)
+            .await
+            .map_err(|e| StartError::Bind(listen, e))?;
+        Ok(Self { listener, router })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    pub async fn run(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> std::io::Result<()> {
+        tracing::info!(addr = %self.local_addr(), "query api listening");
+        axum::serve(self.listener, self.router)
+            .with_graceful_shutdown(shutdown)
+            .await
+    }
+}
+
+async fn graphiql() -> impl IntoResponse {
+    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+}
+
+async fn graphql(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    request: GraphQLRequest,
+) -> GraphQLResponse {
+    let header = headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().unwrap_or("invalid"));
+    let request = request.into_inner();
+    match state.verifier.verify_header(header) {
+        Ok(principal) => state.schema.execute(request.data(principal)).await.into(),
+        Err(error) => async_graphql::Response::from_errors(vec![
+            errors::unauthenticated(&error).into_server_error(async_graphql::Pos::default()),
+        ])
+        .into(),
+    }
+}

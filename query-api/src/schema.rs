@@ -1,0 +1,53 @@
+//! The schema, independent of the transport.
+
+use async_graphql::{Context, EmptyMutation, EmptySubscription, MergedObject, Schema};
+use pivotal_auth::Principal;
+use pivotal_domain::permissions::Permission;
+use sqlx::PgPool;
+
+use crate::errors;
+
+#[derive(Debug, MergedObject, Default)]
+pub struct Query(crate::customers::CustomerQuery);
+
+pub type PivotalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+
+/// Largest page a connection returns.
+pub const MAX_PAGE: usize = 100;
+
+pub fn build(pool: PgPool) -> PivotalSchema {
+    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+        .data(pool)
+        .limit_depth(12)
+        .limit_complexity(2_000)
+        .finish()
+}
+
+/// The SDL, as committed in `schemas/schema.graphql`.
+pub fn sdl() -> String {
+    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+        .finish()
+        .sdl()
+}
+
+/// The caller, after checking `permission`.
+pub fn caller<'a>(
+    ctx: &'a Context<'_>,
+    permission: Permission,
+) -> async_graphql::Result<&'a Principal> {
+    let principal = ctx
+        .data_opt::<Principal>()
+        .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))?;
+    if principal.has(permission) {
+        Ok(principal)
+    } else {
+        Err(errors::coded(
+            errors::FORBIDDEN,
+            format!("the token does not grant {permission}"),
+        ))
+    }
+}
+
+pub fn pool<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a PgPool> {
+    ctx.data::<PgPool>()
+}

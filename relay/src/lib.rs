@@ -1,0 +1,229 @@
+//! The relay: follows the event log in PostgreSQL and publishes every
+//! committed event to Kafka.
+//!
+//! - Topic per aggregate type (`{prefix}.{aggregate}.events`), key = aggregate
+//!   id, value = the JSON envelope, headers with event id, type, schema
+//!   version, correlation id, organization and global position.
+//! - Idempotent producer with `acks=all`; the checkpoint moves only after the
+//!   broker acknowledged every message of a batch. A crash between the two
+//!   republishes that batch (at-least-once); consumers deduplicate by event id
+//!   and aggregate version.
+//! - One active relay per name: it holds a PostgreSQL advisory lock on a
+//!   dedicated connection, and reads and checkpoints through that same
+//!   connection, so a relay that lost its lock cannot move the checkpoint.
+//!   Others wait on the lock and take over when the holder dies.
+//! - When the broker is down it retries with exponential back-off and loses
+//!   nothing; it logs its lag (events and seconds) as it goes.
+//!
+//! # Layout
+//!
+//! - [`run`]: the process loop (leadership, batches, back-off).
+//! - [`publish`]: turning a logged event into a Kafka record and awaiting acks.
+
+pub mod publish;
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use pivotal_event_store::log::{self, Checkpoint};
+use pivotal_messaging::topics;
+use pivotal_settings::Settings;
+use rdkafka::producer::FutureProducer;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
+use tokio::sync::watch;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("kafka: {0}")]
+    Kafka(#[from] rdkafka::error::KafkaError),
+    #[error("topics: {0}")]
+    Topics(#[from] topics::TopicError),
+    #[error("event {0} cannot be published: {1}")]
+    Envelope(String, String),
+}
+
+/// What the relay reports about itself.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RelayStatus {
+    pub leader: bool,
+    pub checkpoint: Checkpoint,
+    pub published: u64,
+}
+
+/// Runs the relay until `shutdown` resolves.
+pub async fn run(
+    settings: Settings,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RelayError> {
+    let (status, _) = watch::channel(RelayStatus::default());
+    run_with_status(settings, pool, shutdown, status).await
+}
+
+/// [`run`], publishing its [`RelayStatus`] on `status`.
+pub async fn run_with_status(
+    settings: Settings,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    status: watch::Sender<RelayStatus>,
+) -> Result<(), RelayError> {
+    let producer: FutureProducer = pivotal_messaging::config::producer(&settings.kafka).create()?;
+    let mut relay = Relay {
+        settings,
+        pool,
+        producer,
+        ensured: HashSet::new(),
+        status,
+    };
+    tokio::select! {
+        () = shutdown => {
+            tracing::info!("relay stopping");
+            Ok(())
+        }
+        result = relay.lead_forever() => result,
+    }
+}
+
+struct Relay {
+    settings: Settings,
+    pool: PgPool,
+    producer: FutureProducer,
+    ensured: HashSet<String>,
+    status: watch::Sender<RelayStatus>,
+}
+
+impl Relay {
+    fn backoff(&self, attempt: u32) -> Duration {
+        let base = 100u64.saturating_mul(1 << attempt.min(10));
+        Duration::from_millis(base.min(self.settings.relay.max_backoff_ms))
+    }
+
+    async fn lead_forever(&mut self) -> Result<(), RelayError> {
+        let mut attempt = 0;
+        loop {
+            match self.lead_once().await {
+                Ok(()) => attempt = 0,
+                Err(error) => {
+                    attempt += 1;
+                    let wait = self.backoff(attempt);
+                    tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "relay interrupted, retrying");
+                    self.status.send_modify(|s| s.leader = false);
+                    tokio::time::sleep(wait).await;
+                }
+            }
+        }
+    }
+
+    /// Waits for the lock, then publishes until something fails.
+    async fn lead_once(&mut self) -> Result<(), RelayError> {
+        let mut conn = self.pool.acquire().await?;
+        let name = format!("pivotal-relay:{}", self.settings.relay.name);
+        loop {
+            let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
+                .bind(&name)
+                .fetch_one(&mut *conn)
+                .await?;
+            if locked {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        tracing::info!(relay = %self.settings.relay.name, "relay is the active instance");
+        let result = self.publish_loop(&mut conn).await;
+        // The lock dies with the session; make sure the connection is not reused.
+        conn.detach();
+        result
+    }
+
+    async fn publish_loop(
+        &mut self,
+        conn: &mut PoolConnection<Postgres>,
+    ) -> Result<(), RelayError> {
+        let name = self.settings.relay.name.clone();
+        let mut checkpoint = log::load_checkpoint(&mut **conn, &name).await?;
+        self.status.send_modify(|s| {
+            s.leader = true;
+            s.checkpoint = checkpoint;
+        });
+        let mut last_report = Instant::now();
+        let mut failures = 0u32;
+        loop {
+            let batch =
+                log::read_after(&mut **conn, checkpoint, self.settings.relay.batch_size).await?;
+            if batch.is_empty() {
+                if last_report.elapsed() > Duration::from_secs(10) {
+                    self.report_lag(checkpoint).await;
+                    last_report = Instant::now();
+                }
+                // Keep the session (and its lock) demonstrably alive while idle.
+                sqlx::query("SELECT 1").execute(&mut **conn).await?;
+                tokio::time::sleep(Duration::from_millis(self.settings.relay.poll_interval_ms))
+                    .await;
+                continue;
+            }
+            self.ensure_topics(&batch).await?;
+            match publish::publish_batch(&self.producer, &self.settings.kafka.topic_prefix, &batch)
+                .await
+            {
+                Ok(()) => failures = 0,
+                Err(error) => {
+                    failures += 1;
+                    let wait = self.backoff(failures);
+                    tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry the batch");
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+            }
+            let Some(last) = batch.last().map(log::LoggedEvent::checkpoint) else {
+                continue;
+            };
+            log::save_checkpoint(&mut **conn, &name, last, batch.len() as i64).await?;
+            checkpoint = last;
+            self.status.send_modify(|s| {
+                s.checkpoint = last;
+                s.published += batch.len() as u64;
+            });
+            tracing::debug!(
+                count = batch.len(),
+                position = last.position,
+                "batch published"
+            );
+            if last_report.elapsed() > Duration::from_secs(10) {
+                self.report_lag(checkpoint).await;
+                last_report = Instant::now();
+            }
+        }
+    }
+
+    async fn ensure_topics(&mut self, batch: &[log::LoggedEvent]) -> Result<(), RelayError> {
+        let missing: Vec<&str> = batch
+            .iter()
+            .map(|e| e.aggregate_type.as_str())
+            .filter(|t| !self.ensured.contains(*t))
+            .collect::<HashSet<_>>()
+            .into_iter()
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        topics::ensure_event_topics(&self.settings.kafka, &missing).await?;
+        self.ensured.extend(missing.into_iter().map(str::to_owned));
+        Ok(())
+    }
+
+    async fn report_lag(&self, checkpoint: Checkpoint) {
+        match log::lag(&self.pool, checkpoint).await {
+            Ok((events, seconds)) => tracing::info!(
+                lag_events = events,
+                lag_seconds = seconds.unwrap_or(0.0),
+                position = checkpoint.position,
+                "relay lag"
+            ),
+            Err(error) => tracing::warn!(error = %error, "cannot measure relay lag"),
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Turning logged events into Kafka records.
+
+use std::time::Duration;
+
+use futures_like::join_in_order;
+use pivotal_event_store::log::LoggedEvent;
+use pivotal_messaging::{headers, topics};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+
+use crate::RelayError;
+
+mod futures_like {
+    /// Awaits every future in order, returning the first error after all finished.
+    pub async fn join_in_order<F, T, E>(futures: Vec<F>) -> Result<(), E>
+    where
+        F: std::future::Future<Output = Result<T, E>>,
+    {
+        let mut first_error = None;
+        for future in futures {
+            if let Err(e) = future.await
+                && first_error.is_none()
+            {
+                first_error = Some(e);
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+}
+
+/// Produces every event of `batch` and waits until the broker acknowledged all.
+///
+/// Records are enqueued in log order; with the idempotent producer, records
+/// of one key (one partition) are written in that order even when retried.
+pub async fn publish_batch(
+    producer: &FutureProducer,
+    prefix: &str,
+    batch: &[LoggedEvent],
+) -> Result<(), RelayError> {
+    let mut deliveries = Vec::with_capacity(batch.len());
+    for event in batch {
+        let envelope = event
+            .envelope()
+            .map_err(|e| RelayError::Envelope(event.event_id.to_string(), e.to_string()))?;
+        let value = serde_json::to_vec(&envelope)
+            .map_err(|e| RelayError::Envelope(event.event_id.to_string(), e.to_string()))?;
+        let topic = topics::event_topic(prefix, &event.aggregate_type);
+        let event_id = event.event_id.to_string();
+        let position = event.position.to_string();
+        let organization = envelope.organization_id.to_string();
+        let record_headers = OwnedHeaders::new()
+            .insert(Header {
+                key: headers::EVENT_ID,
+                value: Some(&event_id),
+            })
+            .insert(Header {
+                key: headers::EVENT_TYPE,
+                value: Some(&event.event_type),
+            })
+            .insert(Header {
+                key: headers::SCHEMA_VERSION,
+                value: Some(&event.event_version),
+            })
+            .insert(Header {
+                key: headers::CORRELATION_ID,
+                value: Some(&envelope.metadata.correlation_id),
+            })
+            .insert(Header {
+                key: headers::ORGANIZATION_ID,
+                value: Some(&organization),
+            })
+            .insert(Header {
+                key: headers::POSITION,
+                value: Some(&position),
+            })
+            .insert(Header {
+                key: headers::CONTENT_TYPE,
+                value: Some("application/json"),
+            });
+        let record = FutureRecord::to(&topic)
+            .key(&event.aggregate_id)
+            .payload(&value)
+            .headers(record_headers);
+        match producer.send_result(record) {
+            Ok(delivery) => deliveries.push(delivery),
+            Err((error, _)) => {
+                // Local queue full or similar: wait for what is in flight, then fail the batch.
+                let _ = join_in_order(deliveries).await;
+                return Err(RelayError::Kafka(error));
+            }
+        }
+    }
+    let results: Vec<_> = deliveries
+        .into_iter()
+        .map(|d| async move {
+            match tokio::time::timeout(Duration::from_secs(60), d).await {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
+                Ok(Err(_)) => Err(RelayError::Envelope(
+                    "delivery".into(),
+                    "producer dropped".into(),
+                )),
+                Err(_) => Err(RelayError::Envelope(
+                    "delivery".into(),
+                    "no acknowledgement in 60 s".into(),
+                )),
+            }
+        })
+        .collect();
+    join_in_order(results).await
+}

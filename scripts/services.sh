@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# Installs (when missing) and starts the services Pivotal Flow needs on a
+# Debian machine: PostgreSQL, Redis and a Kafka-protocol broker (tansu, with
+# its durable SQLite storage). Safe to run any number of times.
+set -euo pipefail
+
+DATA_DIR=${PIVOTAL_DATA_DIR:-$HOME/.local/share/pivotal-flow}
+TOOLS_DIR=${PIVOTAL_TOOLS_DIR:-$HOME/.cache/pivotal-flow}
+TANSU_VERSION=0.6.0
+TANSU=$TOOLS_DIR/tansu-$TANSU_VERSION/bin/tansu
+KAFKA_PORT=${PIVOTAL_KAFKA_PORT:-9092}
+
+log() { printf '==> %s\n' "$*" >&2; }
+
+port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+wait_port() {
+  local port=$1 name=$2
+  for _ in $(seq 1 100); do
+    port_open "$port" && return 0
+    sleep 0.2
+  done
+  log "$name did not open port $port"; return 1
+}
+
+sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# --- packages --------------------------------------------------------------
+packages=()
+command -v pg_ctlcluster >/dev/null 2>&1 || packages+=(postgresql postgresql-contrib)
+command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
+command -v redis-server >/dev/null 2>&1 || packages+=(redis-server)
+command -v cc >/dev/null 2>&1 || packages+=(build-essential)
+command -v make >/dev/null 2>&1 || packages+=(make)
+command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
+command -v curl >/dev/null 2>&1 || packages+=(curl)
+command -v perl >/dev/null 2>&1 || packages+=(perl)
+command -v python3 >/dev/null 2>&1 || packages+=(python3)
+[ -e /usr/include/zlib.h ] || packages+=(zlib1g-dev)
+if [ ${#packages[@]} -gt 0 ]; then
+  log "installing ${packages[*]}"
+  sudo_if_needed apt-get update -qq
+  sudo_if_needed env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+if ! command -v cargo >/dev/null 2>&1; then
+  log "cargo is required (a Rust toolchain); install it with rustup"; exit 1
+fi
+
+# --- PostgreSQL -------------------------------------------------------------
+if ! port_open 5432; then
+  cluster=$(ls /etc/postgresql | sort -V | tail -n 1)
+  hba=/etc/postgresql/$cluster/main/pg_hba.conf
+  # Local development and CI connect over TCP without a password.
+  if ! grep -q '^host all all 127.0.0.1/32 trust' "$hba"; then
+    log "allowing trusted local TCP connections to PostgreSQL"
+    sudo_if_needed sed -i '1i host all all 127.0.0.1/32 trust\nhost all all ::1/128 trust' "$hba"
+  fi
+  log "starting PostgreSQL $cluster"
+  sudo_if_needed pg_ctlcluster --skip-systemctl-redirect "$cluster" main start
+  wait_port 5432 PostgreSQL
+fi
+
+# --- Redis -----------------------------------------------------------------
+if ! port_open 6379; then
+  log "starting Redis"
+  mkdir -p "$DATA_DIR/redis"
+  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
+    --dir "$DATA_DIR/redis" --logfile "$DATA_DIR/redis/redis.log"
+  wait_port 6379 Redis
+fi
+
+# --- Kafka-protocol broker --------------------------------------------------
+if [ ! -x "$TANSU" ]; then
+  log "building tansu $TANSU_VERSION with SQLite storage (about 10 minutes, once)"
+  CARGO_TARGET_DIR=$TOOLS_DIR/tansu-build cargo install tansu --version "$TANSU_VERSION" --locked \
+    --features libsql --root "$TOOLS_DIR/tansu-$TANSU_VERSION" >&2
+  rm -rf "$TOOLS_DIR/tansu-build"
+fi
+if ! port_open "$KAFKA_PORT"; then
+  log "starting tansu on 127.0.0.1:$KAFKA_PORT"
+  mkdir -p "$DATA_DIR/tansu"
+  (cd "$DATA_DIR/tansu" && nohup "$TANSU" broker \
+      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+      --storage-engine "sqlite://tansu.db" >> broker.log 2>&1 &)
+  wait_port "$KAFKA_PORT" tansu
+fi
+log "services ready: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, Kafka 127.0.0.1:$KAFKA_PORT"

@@ -1,0 +1,24 @@
+#!/usr/bin/env bash
+# Runs every check and test against real PostgreSQL, Redis and a Kafka-protocol
+# broker, installing and starting them first when missing.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pivotal-flow/target}
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+bash scripts/services.sh
+
+# Databases left behind by earlier test runs.
+psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+  "SELECT datname FROM pg_database WHERE datname LIKE 'pf_test_%'" |
+  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+
+rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
+echo "==> cargo fmt --check"
+cargo fmt --all -- --check
+echo "==> cargo clippy"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+echo "==> cargo test"
+cargo build --workspace --locked --bins
+cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST_THREADS:-4}"

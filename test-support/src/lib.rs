@@ -1,0 +1,253 @@
+//! Test helpers that speak the domain, against the real local services.
+//!
+//! Every [`TestEnv`] gets its own PostgreSQL database (migrated), its own
+//! Kafka topic prefix, relay name and consumer group, so tests run in
+//! parallel without seeing each other.
+//!
+//! # Layout
+//!
+//! - [`TestEnv`]: database, settings and token minting for one test.
+//! - [`TestEnv::spawn_command_api`] / [`TestEnv::spawn_query_api`]: in-process servers on free ports.
+//! - [`read_topic`]: reads a topic from the beginning with a plain consumer.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use pivotal_auth::{TokenIssuer, TokenRequest};
+use pivotal_settings::Settings;
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::message::OwnedMessage;
+use rdkafka::{Message, Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::oneshot;
+use uuid::Uuid;
+
+/// Base URL of the PostgreSQL server used by tests.
+pub fn postgres_server() -> String {
+    std::env::var("PIVOTAL_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".into())
+}
+
+pub fn kafka_brokers() -> String {
+    std::env::var("PIVOTAL_TEST_KAFKA").unwrap_or_else(|_| "127.0.0.1:9092".into())
+}
+
+/// The repository root (where `config/` lives).
+pub fn workspace_root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// One test's private slice of the real services.
+#[derive(Debug)]
+pub struct TestEnv {
+    pub settings: Settings,
+    pub pool: PgPool,
+    pub database_url: String,
+    pub issuer: TokenIssuer,
+    /// Settings overrides, also usable as environment variables for child processes.
+    pub overrides: Value,
+}
+
+impl TestEnv {
+    pub async fn new() -> Self {
+        let id = Uuid::new_v4().simple().to_string();
+        let db = format!("pf_test_{id}");
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{}/postgres", postgres_server()))
+            .await
+            .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services.sh starts it)");
+        sqlx::query(&format!("CREATE DATABASE \"{db}\""))
+            .execute(&admin)
+            .await
+            .unwrap();
+        admin.close().await;
+        let database_url = format!("{}/{db}", postgres_server());
+        let root = workspace_root();
+        let overrides = json!({
+            "database": { "url": database_url, "max_connections": 30 },
+            "kafka": {
+                "brokers": kafka_brokers(),
+                "topic_prefix": format!("t{}", &id[..12]),
+                "partitions": 3,
+            },
+            "auth": {
+                "public_keys": [{ "kid": "dev-2026-1", "pem_file": root.join("config/dev/jwt-public-key.pem") }],
+                "signing_key": { "kid": "dev-2026-1", "pem_file": root.join("config/dev/jwt-signing-key.pem") },
+            },
+            "command_api": { "listen": "127.0.0.1:0" },
+            "query_api": { "listen": "127.0.0.1:0" },
+            "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10 },
+            "projector": { "group_id": format!("group-{id}") },
+            "log": { "format": "pretty", "filter": "warn" },
+        });
+        let settings = Settings::load_from(&overrides).unwrap();
+        let pool = PgPoolOptions::new()
+            .max_connections(30)
+            .connect(&database_url)
+            .await
+            .unwrap();
+        pivotal_event_store::db::migrate(&pool).await.unwrap();
+        pivotal_projectors::db::migrate(&pool).await.unwrap();
+        let issuer = TokenIssuer::from_settings(&settings.auth).unwrap().unwrap();
+        Self {
+            settings,
+            pool,
+            database_url,
+            issuer,
+            overrides,
+        }
+    }
+
+    /// A token for a new user of `organization` with `roles`.
+    pub fn token(&self, organization: Uuid, roles: &[&str]) -> String {
+        self.issuer
+            .mint(&TokenRequest::for_roles(
+                Uuid::now_v7(),
+                organization,
+                roles,
+            ))
+            .unwrap()
+    }
+
+    /// Environment variables that make a `pivotal` child process use this env.
+    pub fn child_env(&self) -> Vec<(String, String)> {
+        let s = &self.settings;
+        vec![
+            ("PIVOTAL_DATABASE__URL".into(), self.database_url.clone()),
+            ("PIVOTAL_KAFKA__BROKERS".into(), s.kafka.brokers.clone()),
+            (
+                "PIVOTAL_KAFKA__TOPIC_PREFIX".into(),
+                s.kafka.topic_prefix.clone(),
+            ),
+            ("PIVOTAL_RELAY__NAME".into(), s.relay.name.clone()),
+            (
+                "PIVOTAL_RELAY__POLL_INTERVAL_MS".into(),
+                s.relay.poll_interval_ms.to_string(),
+            ),
+            (
+                "PIVOTAL_PROJECTOR__GROUP_ID".into(),
+                s.projector.group_id.clone(),
+            ),
+            ("PIVOTAL_LOG__FORMAT".into(), "pretty".into()),
+            ("PIVOTAL_LOG__FILTER".into(), "info".into()),
+        ]
+    }
+
+    /// Starts the command API in-process; returns its base URL and a stopper.
+    pub async fn spawn_command_api(&self) -> (String, Stopper) {
+        let app = pivotal_command_api::Application::build(&self.settings, self.pool.clone())
+            .await
+            .unwrap();
+        let url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        (url, Stopper(Some(stop)))
+    }
+
+    /// Starts the query API in-process; returns its base URL and a stopper.
+    pub async fn spawn_query_api(&self) -> (String, Stopper) {
+        let app = pivotal_query_api::Application::build(&self.settings, self.pool.clone())
+            .await
+            .unwrap();
+        let url = format!("http://{}", app.local_addr());
+        let (stop, stopped) = oneshot::channel::<()>();
+        tokio::spawn(app.run(async move {
+            let _ = stopped.await;
+        }));
+        (url, Stopper(Some(stop)))
+    }
+
+    pub fn topic(&self, aggregate_type: &str) -> String {
+        pivotal_messaging::topics::event_topic(&self.settings.kafka.topic_prefix, aggregate_type)
+    }
+}
+
+/// Stops an in-process server when dropped.
+#[derive(Debug)]
+pub struct Stopper(Option<oneshot::Sender<()>>);
+
+impl Drop for Stopper {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+/// Reads every partition of `topic` from the beginning with a plain consumer
+/// (no group) until `expected` messages arrived or `timeout` passed.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    let consumer: BaseConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", brokers)
+        .set("group.id", format!("reader-{}", Uuid::new_v4()))
+        .set("enable.auto.commit", "false")
+        .create()
+        .unwrap();
+    let deadline = Instant::now() + timeout;
+    let partitions = loop {
+        if let Ok(metadata) = consumer.fetch_metadata(Some(topic), Duration::from_secs(5))
+            && let Some(t) = metadata.topics().first()
+            && !t.partitions().is_empty()
+        {
+            break t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>();
+        }
+        assert!(Instant::now() < deadline, "topic {topic} never appeared");
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let mut assignment = TopicPartitionList::new();
+    for p in partitions {
+        assignment
+            .add_partition_offset(topic, p, Offset::Beginning)
+            .unwrap();
+    }
+    consumer.assign(&assignment).unwrap();
+    let mut messages = Vec::new();
+    while messages.len() < expected && Instant::now() < deadline {
+        if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
+            messages.push(message.detach());
+        }
+    }
+    messages
+}
+
+/// The JSON value of a message.
+pub fn json_of(message: &OwnedMessage) -> Value {
+    serde_json::from_slice(message.payload().unwrap_or_default()).unwrap()
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub async fn eventually<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check().await {
+            return Some(value);
+        }
+        if Instant::now() > deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// An HTTP client for tests.
+pub fn http() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
