@@ -30,8 +30,7 @@ use pivotal_event_store::log::{self, Checkpoint};
 use pivotal_messaging::topics;
 use pivotal_settings::Settings;
 use rdkafka::producer::FutureProducer;
-use sqlx::pool::PoolConnection;
-use sqlx::{PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
 #[derive(Debug, thiserror::Error)]
@@ -44,6 +43,8 @@ pub enum RelayError {
     Topics(#[from] topics::TopicError),
     #[error("event {0} cannot be published: {1}")]
     Envelope(String, String),
+    #[error("delivery failed: {0}")]
+    Delivery(String),
 }
 
 /// What the relay reports about itself.
@@ -109,9 +110,9 @@ impl Relay {
                 Ok(()) => attempt = 0,
                 Err(error) => {
                     attempt += 1;
+                    self.status.send_modify(|s| s.leader = false);
                     let wait = self.backoff(attempt);
                     tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "relay interrupted, retrying");
-                    self.status.send_modify(|s| s.leader = false);
                     tokio::time::sleep(wait).await;
                 }
             }
@@ -120,12 +121,14 @@ impl Relay {
 
     /// Waits for the lock, then publishes until something fails.
     async fn lead_once(&mut self) -> Result<(), RelayError> {
-        let mut conn = self.pool.acquire().await?;
+        // A connection of its own, outside the pool: when this future is
+        // dropped or fails, the session ends and the lock is released with it.
+        let mut conn = self.pool.acquire().await?.detach();
         let name = format!("pivotal-relay:{}", self.settings.relay.name);
         loop {
             let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
                 .bind(&name)
-                .fetch_one(&mut *conn)
+                .fetch_one(&mut conn)
                 .await?;
             if locked {
                 break;
@@ -133,18 +136,12 @@ impl Relay {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
         tracing::info!(relay = %self.settings.relay.name, "relay is the active instance");
-        let result = self.publish_loop(&mut conn).await;
-        // The lock dies with the session; make sure the connection is not reused.
-        conn.detach();
-        result
+        self.publish_loop(&mut conn).await
     }
 
-    async fn publish_loop(
-        &mut self,
-        conn: &mut PoolConnection<Postgres>,
-    ) -> Result<(), RelayError> {
+    async fn publish_loop(&mut self, conn: &mut PgConnection) -> Result<(), RelayError> {
         let name = self.settings.relay.name.clone();
-        let mut checkpoint = log::load_checkpoint(&mut **conn, &name).await?;
+        let mut checkpoint = log::load_checkpoint(&mut *conn, &name).await?;
         self.status.send_modify(|s| {
             s.leader = true;
             s.checkpoint = checkpoint;
@@ -153,14 +150,14 @@ impl Relay {
         let mut failures = 0u32;
         loop {
             let batch =
-                log::read_after(&mut **conn, checkpoint, self.settings.relay.batch_size).await?;
+                log::read_after(&mut *conn, checkpoint, self.settings.relay.batch_size).await?;
             if batch.is_empty() {
                 if last_report.elapsed() > Duration::from_secs(10) {
                     self.report_lag(checkpoint).await;
                     last_report = Instant::now();
                 }
                 // Keep the session (and its lock) demonstrably alive while idle.
-                sqlx::query("SELECT 1").execute(&mut **conn).await?;
+                sqlx::query("SELECT 1").execute(&mut *conn).await?;
                 tokio::time::sleep(Duration::from_millis(self.settings.relay.poll_interval_ms))
                     .await;
                 continue;
@@ -181,7 +178,7 @@ impl Relay {
             let Some(last) = batch.last().map(log::LoggedEvent::checkpoint) else {
                 continue;
             };
-            log::save_checkpoint(&mut **conn, &name, last, batch.len() as i64).await?;
+            log::save_checkpoint(&mut *conn, &name, last, batch.len() as i64).await?;
             checkpoint = last;
             self.status.send_modify(|s| {
                 s.checkpoint = last;

@@ -181,12 +181,12 @@ impl Drop for Stopper {
 }
 
 /// Reads every partition of `topic` from the beginning with a plain consumer
-/// (no group) until `expected` messages arrived or `timeout` passed.
-pub fn read_topic(
+/// (no group) until `done` says so or `timeout` passed.
+pub fn read_topic_until(
     brokers: &str,
     topic: &str,
-    expected: usize,
     timeout: Duration,
+    done: impl Fn(&[OwnedMessage]) -> bool,
 ) -> Vec<OwnedMessage> {
     let consumer: BaseConsumer = rdkafka::ClientConfig::new()
         .set("bootstrap.servers", brokers)
@@ -213,12 +213,22 @@ pub fn read_topic(
     }
     consumer.assign(&assignment).unwrap();
     let mut messages = Vec::new();
-    while messages.len() < expected && Instant::now() < deadline {
+    while !done(&messages) && Instant::now() < deadline {
         if let Some(Ok(message)) = consumer.poll(Duration::from_millis(200)) {
             messages.push(message.detach());
         }
     }
     messages
+}
+
+/// [`read_topic_until`] `expected` messages arrived.
+pub fn read_topic(
+    brokers: &str,
+    topic: &str,
+    expected: usize,
+    timeout: Duration,
+) -> Vec<OwnedMessage> {
+    read_topic_until(brokers, topic, timeout, |m| m.len() >= expected)
 }
 
 /// The JSON value of a message.

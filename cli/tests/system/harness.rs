@@ -1,0 +1,230 @@
+use std::collections::{BTreeMap, HashSet};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pivotal_event_store::log::{self, LoggedEvent};
+use pivotal_relay::RelayStatus;
+use pivotal_test_support::{TestEnv, eventually, json_of, read_topic_until, workspace_root};
+use rdkafka::Message;
+use serde_json::Value;
+use tokio::sync::{oneshot, watch};
+
+/// A background task stopped when dropped.
+pub struct Task(Option<oneshot::Sender<()>>);
+
+impl Drop for Task {
+    fn drop(&mut self) {
+        if let Some(stop) = self.0.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+pub fn spawn_relay(env: &TestEnv) -> (Task, watch::Receiver<RelayStatus>) {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (status_tx, status_rx) = watch::channel(RelayStatus::default());
+    let settings = env.settings.clone();
+    let pool = env.pool.clone();
+    tokio::spawn(async move {
+        pivotal_relay::run_with_status(
+            settings,
+            pool,
+            async move {
+                let _ = stopped.await;
+            },
+            status_tx,
+        )
+        .await
+        .unwrap();
+    });
+    (Task(Some(stop)), status_rx)
+}
+
+pub fn spawn_projector(env: &TestEnv) -> Task {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let settings = env.settings.clone();
+    let pool = env.pool.clone();
+    tokio::spawn(async move {
+        pivotal_projectors::framework::run(settings, pool, async move {
+            let _ = stopped.await;
+        })
+        .await
+        .unwrap();
+    });
+    Task(Some(stop))
+}
+
+/// A `pivotal` child process, killed (SIGKILL) when dropped.
+pub struct Process(pub Child);
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub fn spawn_process(env: &TestEnv, subcommand: &str) -> Process {
+    let child = Command::new(env!("CARGO_BIN_EXE_pivotal"))
+        .arg(subcommand)
+        .envs(env.child_env())
+        .current_dir(workspace_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    Process(child)
+}
+
+/// Every event in the store, in log order.
+pub async fn store_events(env: &TestEnv) -> Vec<LoggedEvent> {
+    let mut all = Vec::new();
+    let mut checkpoint = log::Checkpoint::default();
+    loop {
+        let batch = log::read_after(&env.pool, checkpoint, 5000).await.unwrap();
+        let Some(last) = batch.last() else { break };
+        checkpoint = last.checkpoint();
+        all.extend(batch);
+    }
+    all
+}
+
+/// Waits until the relay's checkpoint covers every event in the store.
+pub async fn relay_caught_up(env: &TestEnv, timeout: Duration) {
+    let name = env.settings.relay.name.clone();
+    let done = eventually(timeout, || async {
+        let checkpoint = log::load_checkpoint(&env.pool, &name).await.unwrap();
+        let (behind, _) = log::lag(&env.pool, checkpoint).await.unwrap();
+        (behind == 0).then_some(())
+    })
+    .await;
+    assert!(done.is_some(), "relay did not catch up within {timeout:?}");
+}
+
+/// Waits until the customers projection has applied every customer event.
+pub async fn projection_caught_up(env: &TestEnv, timeout: Duration) {
+    let done = eventually(timeout, || async {
+        let (missing,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM (
+                SELECT aggregate_id, max(sequence) AS version FROM events
+                WHERE aggregate_type = 'customer' GROUP BY aggregate_id) e
+             LEFT JOIN projection_versions p
+               ON p.projection = 'customers' AND p.aggregate_type = 'customer' AND p.aggregate_id = e.aggregate_id
+             WHERE p.version IS DISTINCT FROM e.version",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        (missing == 0).then_some(())
+    })
+    .await;
+    assert!(
+        done.is_some(),
+        "projection did not catch up within {timeout:?}"
+    );
+}
+
+/// Reads the customer topic until every stored event was seen, then checks
+/// that per aggregate no version was ever skipped and every stored event is
+/// there. Returns (messages read, distinct events).
+pub async fn verify_topic(
+    env: &TestEnv,
+    stored: &[LoggedEvent],
+    allow_duplicates: bool,
+) -> (usize, usize) {
+    let expected: HashSet<String> = stored.iter().map(|e| e.event_id.to_string()).collect();
+    let brokers = env.settings.kafka.brokers.clone();
+    let topic = env.topic("customer");
+    let wanted = expected.clone();
+    let messages = tokio::task::spawn_blocking(move || {
+        read_topic_until(&brokers, &topic, Duration::from_secs(60), |messages| {
+            let seen: HashSet<String> = messages
+                .iter()
+                .filter_map(|m| json_of(m)["id"].as_str().map(str::to_owned))
+                .collect();
+            wanted.is_subset(&seen)
+        })
+    })
+    .await
+    .unwrap();
+    let mut per_key: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    let mut seen = HashSet::new();
+    for message in &messages {
+        let value: Value = json_of(message);
+        let key = std::str::from_utf8(message.key().unwrap())
+            .unwrap()
+            .to_owned();
+        assert_eq!(
+            value["aggregateId"],
+            key.as_str(),
+            "key is the aggregate id"
+        );
+        per_key
+            .entry(key)
+            .or_default()
+            .push(value["version"].as_u64().unwrap());
+        seen.insert(value["id"].as_str().unwrap().to_owned());
+    }
+    let missing: Vec<_> = expected.difference(&seen).collect();
+    assert!(
+        missing.is_empty(),
+        "{} events never reached the topic",
+        missing.len()
+    );
+    assert_eq!(
+        seen.len(),
+        expected.len(),
+        "the topic holds events that are not in the store"
+    );
+    let mut store_max: BTreeMap<String, u64> = BTreeMap::new();
+    for e in stored {
+        let v = store_max.entry(e.aggregate_id.clone()).or_default();
+        *v = (*v).max(e.sequence as u64);
+    }
+    for (key, versions) in &per_key {
+        // Within a partition, an aggregate's versions never skip ahead; a
+        // redelivered batch may repeat versions already seen.
+        let mut highest = 0;
+        for &v in versions {
+            assert!(
+                v <= highest + 1,
+                "{key}: version {v} arrived after {highest}: {versions:?}"
+            );
+            highest = highest.max(v);
+        }
+        assert_eq!(Some(&highest), store_max.get(key), "{key}");
+        if !allow_duplicates {
+            assert_eq!(versions, &(1..=highest).collect::<Vec<_>>(), "{key}");
+        }
+    }
+    (messages.len(), seen.len())
+}
+
+/// The read model as comparable JSON rows.
+pub async fn read_model(env: &TestEnv) -> Vec<Value> {
+    sqlx::query_as::<_, (Value,)>(
+        "SELECT to_jsonb(c) FROM rm_customers c ORDER BY organization_id, id",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap()
+    .into_iter()
+    .map(|(v,)| v)
+    .collect()
+}
+
+/// Asserts that the live read model equals a replay of the event store.
+pub async fn assert_read_model_equals_replay(env: &TestEnv) {
+    let live = read_model(env).await;
+    let projection = pivotal_projectors::customers::CustomersProjection;
+    let report = pivotal_projectors::framework::rebuild(&env.pool, &projection, None)
+        .await
+        .unwrap();
+    let replayed = read_model(env).await;
+    assert!(report.events > 0);
+    assert_eq!(live.len(), replayed.len());
+    assert_eq!(
+        live, replayed,
+        "read model differs from a replay of the store"
+    );
+}

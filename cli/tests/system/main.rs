@@ -1,0 +1,9 @@
+//! The whole pipeline on real services: command API, event store, relay,
+//! Kafka, projectors, read model and GraphQL, including concurrency and
+//! crashes of the relay and projector processes.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+mod crashes;
+mod end_to_end;
+mod harness;
+mod ordering;
