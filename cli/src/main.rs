@@ -13,11 +13,11 @@ use uuid::Uuid;
 #[command(name = "pivotal", version, about = "Pivotal Flow processes and tools")]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: Task,
 }
 
 #[derive(Subcommand, Debug)]
-enum Command {
+enum Task {
     /// Apply database migrations and exit.
     Migrate,
     /// Run the REST command API.
@@ -84,29 +84,29 @@ async fn main() -> anyhow::Result<()> {
     let settings = Settings::load()?;
     pivotal_telemetry::init(&settings.log);
     match cli.command {
-        Command::Migrate => {
+        Task::Migrate => {
             pivotal_cli::setup::database(&settings).await?;
             println!("migrations applied");
         }
-        Command::CommandApi => {
+        Task::CommandApi => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             let app = pivotal_command_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }
-        Command::QueryApi => {
+        Task::QueryApi => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             let app = pivotal_query_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }
-        Command::Relay => {
+        Task::Relay => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             pivotal_relay::run(settings, pool, shutdown_signal()).await?;
         }
-        Command::Projector => {
+        Task::Projector => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             pivotal_projectors::framework::run(settings, pool, shutdown_signal()).await?;
         }
-        Command::Rebuild { projection } => {
+        Task::Rebuild { projection } => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             let projections: Vec<_> = pivotal_projectors::all_projections()
                 .into_iter()
@@ -137,12 +137,12 @@ async fn main() -> anyhow::Result<()> {
                 );
             }
         }
-        Command::Demo => {
+        Task::Demo => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             let created = pivotal_cli::demo::load(&pool).await?;
             println!("demo customers created: {created}");
         }
-        Command::Token {
+        Task::Token {
             org,
             user,
             roles,
@@ -159,7 +159,7 @@ async fn main() -> anyhow::Result<()> {
             request.ttl_secs = ttl;
             println!("{}", issuer.mint(&request)?);
         }
-        Command::Schemas { check, root } => {
+        Task::Schemas { check, root } => {
             if check {
                 let drifted = pivotal_cli::generated::drifted(&root);
                 if !drifted.is_empty() {

@@ -187,10 +187,10 @@ impl ApiError {
         if self.status() == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
         }
-        if let Self::VersionConflict { current, .. } = self {
-            if let Ok(value) = HeaderValue::from_str(&format!("\"{current}\"")) {
-                headers.insert(header::ETAG, value);
-            }
+        if let Self::VersionConflict { current, .. } = self
+            && let Ok(value) = HeaderValue::from_str(&format!("\"{current}\""))
+        {
+            headers.insert(header::ETAG, value);
         }
         response
     }

@@ -27,6 +27,9 @@ pub enum Claim {
     InProgress,
 }
 
+/// Request hash, status, body and headers of a used key.
+type StoredKey = (String, Option<i16>, Option<Value>, Option<Value>);
+
 pub async fn claim(
     pool: &PgPool,
     organization_id: Uuid,
@@ -46,7 +49,7 @@ pub async fn claim(
     if inserted == 1 {
         return Ok(Claim::Acquired);
     }
-    let row: Option<(String, Option<i16>, Option<Value>, Option<Value>)> = sqlx::query_as(
+    let row: Option<StoredKey> = sqlx::query_as(
         "SELECT request_hash, status_code, response_body, response_headers FROM idempotency_keys
          WHERE organization_id = $1 AND idempotency_key = $2",
     )
