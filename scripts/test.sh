@@ -20,5 +20,4 @@ cargo fmt --all -- --check
 echo "==> cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
-cargo build --workspace --locked --bins
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST_THREADS:-4}"

@@ -1,0 +1,385 @@
+//! The GraphQL schema against a real read model: connections, filters,
+//! ordering, tenant scoping and error codes, both through `execute` and HTTP.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use async_graphql::Request;
+use pivotal_auth::Principal;
+use pivotal_domain::customer::{Billing, Contact, Customer, CustomerCommand, NewCustomer};
+use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_domain::values::{Currency, Name, PaymentTerms, Tags};
+use pivotal_event_store::commands::AggregateStore;
+use pivotal_query_api::schema;
+use pivotal_test_support::{TestEnv, http};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+struct Fixture {
+    env: TestEnv,
+    org: Uuid,
+    schema: schema::PivotalSchema,
+}
+
+fn context(actor: Actor) -> CommandContext {
+    CommandContext {
+        actor,
+        timestamp: chrono::Utc::now(),
+        metadata: EventMetadata {
+            correlation_id: "graphql-tests".into(),
+            causation_id: None,
+            source: "tests".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+    }
+}
+
+/// Twelve customers in one organization (every third archived, tags by
+/// parity) and one in another organization, projected by a rebuild.
+async fn fixture() -> Fixture {
+    let env = TestEnv::new().await;
+    let store = AggregateStore::<Customer>::new(env.pool.clone());
+    let org = Uuid::now_v7();
+    let actor = Actor {
+        organization_id: org,
+        user_id: Uuid::now_v7(),
+    };
+    let names = [
+        "Alpha", "bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India",
+        "Juliet", "Kilo", "Lima",
+    ];
+    for (i, name) in names.iter().enumerate() {
+        let id = Uuid::now_v7();
+        let tag = if i % 2 == 0 { "even" } else { "odd" };
+        let customer = NewCustomer {
+            legal_name: Name::parse("", &format!("{name} Limited")).unwrap(),
+            display_name: Name::parse("", name).unwrap(),
+            contact: Contact {
+                email: None,
+                phone: None,
+            },
+            billing: Billing {
+                billing_address: None,
+                tax_number: None,
+                currency: Currency::parse("", "NZD").unwrap(),
+                payment_terms_days: PaymentTerms::parse("", 20).unwrap(),
+            },
+            tags: Tags::parse("", &[tag.to_owned()]).unwrap(),
+        };
+        store
+            .execute(
+                &id.to_string(),
+                Some(0),
+                CustomerCommand::Create {
+                    actor,
+                    customer_id: id,
+                    customer,
+                },
+                &context(actor),
+            )
+            .await
+            .unwrap();
+        if i % 3 == 2 {
+            store
+                .execute(
+                    &id.to_string(),
+                    None,
+                    CustomerCommand::Archive {
+                        actor,
+                        reason: None,
+                    },
+                    &context(actor),
+                )
+                .await
+                .unwrap();
+        }
+    }
+    let other = Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+    let id = Uuid::now_v7();
+    let customer = NewCustomer {
+        legal_name: Name::parse("", "Alpha Intruder").unwrap(),
+        display_name: Name::parse("", "Alpha Intruder").unwrap(),
+        contact: Contact {
+            email: None,
+            phone: None,
+        },
+        billing: Billing {
+            billing_address: None,
+            tax_number: None,
+            currency: Currency::parse("", "USD").unwrap(),
+            payment_terms_days: PaymentTerms::parse("", 20).unwrap(),
+        },
+        tags: Tags::default(),
+    };
+    store
+        .execute(
+            &id.to_string(),
+            Some(0),
+            CustomerCommand::Create {
+                actor: other,
+                customer_id: id,
+                customer,
+            },
+            &context(other),
+        )
+        .await
+        .unwrap();
+    pivotal_projectors::framework::rebuild(
+        &env.pool,
+        &pivotal_projectors::customers::CustomersProjection,
+        None,
+    )
+    .await
+    .unwrap();
+    let schema = schema::build(env.pool.clone());
+    Fixture { env, org, schema }
+}
+
+impl Fixture {
+    fn principal(&self, roles: &[&str]) -> Principal {
+        let request = pivotal_auth::TokenRequest::for_roles(Uuid::now_v7(), self.org, roles);
+        Principal {
+            claims: self.env.issuer.claims(&request),
+        }
+    }
+
+    async fn run(&self, query: &str) -> Value {
+        let response = self
+            .schema
+            .execute(Request::new(query).data(self.principal(&["member"])))
+            .await;
+        serde_json::to_value(&response).unwrap()
+    }
+}
+
+fn names(page: &Value) -> Vec<String> {
+    page["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["node"]["displayName"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn code(answer: &Value) -> &str {
+    answer["errors"][0]["extensions"]["code"]
+        .as_str()
+        .unwrap_or("none")
+}
+
+#[tokio::test]
+async fn pages_forward_and_backward_with_opaque_cursors() {
+    let f = fixture().await;
+    let first = f
+        .run("{ customers(first: 5) { totalCount pageInfo { hasNextPage hasPreviousPage endCursor } edges { cursor node { displayName } } } }")
+        .await;
+    let page = &first["data"]["customers"];
+    assert_eq!(page["totalCount"], 12, "{first}");
+    assert_eq!(names(page), ["Alpha", "bravo", "Charlie", "Delta", "Echo"]);
+    assert_eq!(page["pageInfo"]["hasNextPage"], true);
+    assert_eq!(page["pageInfo"]["hasPreviousPage"], false);
+    let end = page["pageInfo"]["endCursor"].as_str().unwrap();
+
+    let second = f
+        .run(&format!("{{ customers(first: 5, after: \"{end}\") {{ pageInfo {{ hasNextPage startCursor }} edges {{ node {{ displayName }} }} }} }}"))
+        .await;
+    let page = &second["data"]["customers"];
+    assert_eq!(names(page), ["Foxtrot", "Golf", "Hotel", "India", "Juliet"]);
+    let start = page["pageInfo"]["startCursor"].as_str().unwrap();
+
+    let back = f
+        .run(&format!("{{ customers(last: 3, before: \"{start}\") {{ pageInfo {{ hasPreviousPage }} edges {{ node {{ displayName }} }} }} }}"))
+        .await;
+    assert_eq!(
+        names(&back["data"]["customers"]),
+        ["Charlie", "Delta", "Echo"]
+    );
+    assert_eq!(
+        back["data"]["customers"]["pageInfo"]["hasPreviousPage"],
+        true
+    );
+
+    let last = f
+        .run("{ customers(last: 2) { edges { node { displayName } } } }")
+        .await;
+    assert_eq!(names(&last["data"]["customers"]), ["Kilo", "Lima"]);
+}
+
+#[tokio::test]
+async fn filters_and_ordering() {
+    let f = fixture().await;
+    let archived = f
+        .run("{ customers(first: 20, filter: {status: ARCHIVED}) { totalCount edges { node { displayName status } } } }")
+        .await;
+    assert_eq!(
+        names(&archived["data"]["customers"]),
+        ["Charlie", "Foxtrot", "India", "Lima"]
+    );
+    assert_eq!(archived["data"]["customers"]["totalCount"], 4);
+
+    let tagged = f
+        .run("{ customers(first: 20, filter: {tag: \"ODD\", status: ACTIVE}) { totalCount edges { node { displayName } } } }")
+        .await;
+    assert_eq!(
+        names(&tagged["data"]["customers"]),
+        ["bravo", "Delta", "Hotel", "Juliet"]
+    );
+
+    let searched = f
+        .run("{ customers(first: 20, filter: {search: \"LIM\"}) { totalCount edges { node { displayName } } } }")
+        .await;
+    assert_eq!(
+        searched["data"]["customers"]["totalCount"], 12,
+        "legal names all end in Limited"
+    );
+    let searched = f.run("{ customers(first: 20, filter: {search: \"alpha\"}) { edges { node { displayName } } } }").await;
+    assert_eq!(
+        names(&searched["data"]["customers"]),
+        ["Alpha"],
+        "the other organization's Alpha is invisible"
+    );
+    let wildcard = f
+        .run("{ customers(first: 20, filter: {search: \"%\"}) { totalCount } }")
+        .await;
+    assert_eq!(
+        wildcard["data"]["customers"]["totalCount"], 0,
+        "LIKE wildcards are matched literally"
+    );
+
+    let newest = f
+        .run("{ customers(first: 3, orderBy: {field: CREATED_AT, direction: DESC}) { pageInfo { endCursor } edges { node { displayName } } } }")
+        .await;
+    assert_eq!(
+        names(&newest["data"]["customers"]),
+        ["Lima", "Kilo", "Juliet"]
+    );
+    let end = newest["data"]["customers"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap();
+    let next = f
+        .run(&format!("{{ customers(first: 2, after: \"{end}\", orderBy: {{field: CREATED_AT, direction: DESC}}) {{ edges {{ node {{ displayName }} }} }} }}"))
+        .await;
+    assert_eq!(names(&next["data"]["customers"]), ["India", "Hotel"]);
+
+    // A cursor from one ordering is refused in another.
+    let mixed = f
+        .run(&format!(
+            "{{ customers(first: 2, after: \"{end}\") {{ totalCount }} }}"
+        ))
+        .await;
+    assert_eq!(code(&mixed), "BAD_USER_INPUT", "{mixed}");
+}
+
+#[tokio::test]
+async fn bad_input_and_missing_permissions_have_codes() {
+    let f = fixture().await;
+    let too_many = f.run("{ customers(first: 500) { totalCount } }").await;
+    assert_eq!(code(&too_many), "BAD_USER_INPUT", "{too_many}");
+    let garbage = f
+        .run("{ customers(first: 2, after: \"garbage\") { totalCount } }")
+        .await;
+    assert_eq!(code(&garbage), "BAD_USER_INPUT", "{garbage}");
+    let bad_id = f.run("{ customer(id: \"nope\") { id } }").await;
+    assert_eq!(code(&bad_id), "BAD_USER_INPUT", "{bad_id}");
+    let unknown = f
+        .run(&format!(
+            "{{ customer(id: \"{}\") {{ id }} }}",
+            Uuid::now_v7()
+        ))
+        .await;
+    assert_eq!(unknown["data"]["customer"], Value::Null);
+
+    // A member may read customers but not the event history.
+    let id = f
+        .run("{ customers(first: 1) { edges { node { id } } } }")
+        .await["data"]["customers"]["edges"][0]["node"]["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let history = f
+        .run(&format!(
+            "{{ customer(id: \"{id}\") {{ history {{ type }} }} }}"
+        ))
+        .await;
+    assert_eq!(code(&history), "FORBIDDEN", "{history}");
+    let owner = f
+        .schema
+        .execute(Request::new(format!("{{ customer(id: \"{id}\") {{ history {{ type version metadata {{ correlationId }} }} }} }}")).data(f.principal(&["owner"])))
+        .await;
+    let owner = serde_json::to_value(&owner).unwrap();
+    assert_eq!(
+        owner["data"]["customer"]["history"][0]["type"], "customer.created",
+        "{owner}"
+    );
+    assert_eq!(
+        owner["data"]["customer"]["history"][0]["metadata"]["correlationId"],
+        "graphql-tests"
+    );
+
+    let anonymous = serde_json::to_value(
+        f.schema
+            .execute(Request::new("{ customers(first: 1) { totalCount } }"))
+            .await,
+    )
+    .unwrap();
+    assert_eq!(code(&anonymous), "UNAUTHENTICATED");
+}
+
+#[tokio::test]
+async fn over_http_tokens_are_required_and_graphiql_is_served() {
+    let f = fixture().await;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let client = http();
+    let query = json!({"query": "{ customers(first: 1) { totalCount } }"});
+
+    let answer: Value = client
+        .post(format!("{url}/graphql"))
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(code(&answer), "UNAUTHENTICATED");
+    assert_eq!(answer["errors"][0]["extensions"]["reason"], "token_missing");
+    let answer: Value = client
+        .post(format!("{url}/graphql"))
+        .bearer_auth("garbage")
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["errors"][0]["extensions"]["reason"],
+        "token_malformed"
+    );
+
+    let token = f.env.token(f.org, &["member"]);
+    let answer: Value = client
+        .post(format!("{url}/graphql"))
+        .bearer_auth(&token)
+        .json(&query)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(answer["data"]["customers"]["totalCount"], 12);
+
+    let page = client.get(format!("{url}/graphql")).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("graphiql")
+    );
+}
