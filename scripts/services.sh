@@ -25,6 +25,20 @@ wait_port() {
 
 sudo_if_needed() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# Starts a long-running service detached from this script: its own session,
+# no inherited descriptors (a caller waiting for our output must not wait
+# for the service too), output to a log file.
+detach() {
+  local log=$1; shift
+  (
+    for fd in /proc/self/fd/*; do
+      n=${fd##*/}
+      if [ "$n" -gt 2 ] 2>/dev/null; then eval "exec $n>&-" 2>/dev/null || true; fi
+    done
+    exec setsid "$@" </dev/null >>"$log" 2>&1
+  ) &
+}
+
 # --- packages --------------------------------------------------------------
 packages=()
 command -v pg_ctlcluster >/dev/null 2>&1 || packages+=(postgresql postgresql-contrib)
@@ -64,8 +78,8 @@ fi
 if ! port_open 6379; then
   log "starting Redis"
   mkdir -p "$DATA_DIR/redis"
-  redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no \
-    --dir "$DATA_DIR/redis" --logfile "$DATA_DIR/redis/redis.log"
+  detach "$DATA_DIR/redis/redis.log" redis-server --bind 127.0.0.1 --port 6379 --save "" \
+    --appendonly no --dir "$DATA_DIR/redis"
   wait_port 6379 Redis
 fi
 
@@ -79,10 +93,12 @@ fi
 if ! port_open "$KAFKA_PORT"; then
   log "starting tansu on 127.0.0.1:$KAFKA_PORT"
   mkdir -p "$DATA_DIR/tansu"
-  (cd "$DATA_DIR/tansu" && nohup "$TANSU" broker \
-      --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
-      --storage-engine "sqlite://tansu.db" >> broker.log 2>&1 &)
+  cd "$DATA_DIR/tansu"
+  detach "$DATA_DIR/tansu/broker.log" "$TANSU" broker \
+    --listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --advertised-listener-url "tcp://127.0.0.1:$KAFKA_PORT" \
+    --storage-engine "sqlite://tansu.db"
+  cd - >/dev/null
   wait_port "$KAFKA_PORT" tansu
 fi
 log "services ready: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, Kafka 127.0.0.1:$KAFKA_PORT"

@@ -8,6 +8,9 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::error::KafkaError;
 use rdkafka::types::RDKafkaErrorCode;
 
+/// `retention.ms` of the event topics: effectively unlimited.
+pub const RETAIN_FOREVER_MS: &str = "9223372036854775807";
+
 /// `{prefix}.{aggregate_type}.events`, e.g. `pivotal.customer.events`.
 pub fn event_topic(prefix: &str, aggregate_type: &str) -> String {
     format!("{prefix}.{aggregate_type}.events")
@@ -43,8 +46,10 @@ pub async fn ensure_event_topics(
                 settings.partitions,
                 TopicReplication::Fixed(settings.replication_factor),
             )
-            // Events are kept: the topics are a replayable history for analysts.
-            .set("retention.ms", "-1")
+            // Events are kept: the topics are a replayable history for
+            // analysts. Long.MAX_VALUE means "never" to every broker; the
+            // conventional -1 is misread as "delete now" by some brokers.
+            .set("retention.ms", RETAIN_FOREVER_MS)
             .set("cleanup.policy", "delete")
         })
         .collect();

@@ -76,17 +76,27 @@ pub fn spawn_process(env: &TestEnv, subcommand: &str) -> Process {
     Process(child)
 }
 
-/// Every event in the store, in log order.
+/// Every event in the store, in log order, once all of them are below the
+/// horizon (transactions of parallel tests elsewhere in the cluster may hold
+/// it back for a moment).
 pub async fn store_events(env: &TestEnv) -> Vec<LoggedEvent> {
-    let mut all = Vec::new();
-    let mut checkpoint = log::Checkpoint::default();
-    loop {
-        let batch = log::read_after(&env.pool, checkpoint, 5000).await.unwrap();
-        let Some(last) = batch.last() else { break };
-        checkpoint = last.checkpoint();
-        all.extend(batch);
-    }
-    all
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    let all = eventually(Duration::from_secs(60), || async {
+        let mut all = Vec::new();
+        let mut checkpoint = log::Checkpoint::default();
+        loop {
+            let batch = log::read_after(&env.pool, checkpoint, 5000).await.unwrap();
+            let Some(last) = batch.last() else { break };
+            checkpoint = last.checkpoint();
+            all.extend(batch);
+        }
+        (all.len() as i64 == total).then_some(all)
+    })
+    .await;
+    all.expect("the log horizon never passed every committed event")
 }
 
 /// Waits until the relay's checkpoint covers every event in the store.
@@ -166,6 +176,17 @@ pub async fn verify_topic(
         seen.insert(value["id"].as_str().unwrap().to_owned());
     }
     let missing: Vec<_> = expected.difference(&seen).collect();
+    if !missing.is_empty() {
+        let lost: Vec<(i64, i64)> = stored
+            .iter()
+            .filter(|e| missing.contains(&&e.event_id.to_string()))
+            .map(|e| (e.position, e.sequence))
+            .collect();
+        eprintln!(
+            "read {} messages; missing (position, version): {lost:?}",
+            messages.len()
+        );
+    }
     assert!(
         missing.is_empty(),
         "{} events never reached the topic",

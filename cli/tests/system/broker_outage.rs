@@ -1,0 +1,161 @@
+//! The relay against a broker of its own that is down at first, then killed
+//! (SIGKILL) and restarted on the same storage: nothing is lost.
+
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use pivotal_domain::customer::{Customer, CustomerCommand};
+use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_domain::values::{Name, Tags};
+use pivotal_event_store::commands::AggregateStore;
+use pivotal_event_store::log;
+use pivotal_test_support::TestEnv;
+use uuid::Uuid;
+
+use crate::harness::{relay_caught_up, spawn_relay, store_events, verify_topic};
+
+/// The tansu binary installed by `scripts/services.sh`.
+fn tansu() -> String {
+    std::env::var("PIVOTAL_TANSU").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/pivotal-flow/tansu-0.6.0/bin/tansu")
+    })
+}
+
+struct Broker(Child);
+
+impl Drop for Broker {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_broker(dir: &std::path::Path, port: u16) -> Broker {
+    let child = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu must be installed (scripts/services.sh)");
+    Broker(child)
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
+    let context = CommandContext {
+        actor,
+        timestamp: chrono::Utc::now(),
+        metadata: EventMetadata {
+            correlation_id: "broker-outage".into(),
+            causation_id: None,
+            source: "tests".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+    };
+    for i in 0..count {
+        let id = Uuid::now_v7();
+        let customer = pivotal_domain::customer::NewCustomer {
+            legal_name: Name::parse("", &format!("Outage {i}")).unwrap(),
+            display_name: Name::parse("", &format!("Outage {i}")).unwrap(),
+            contact: pivotal_domain::customer::Contact {
+                email: None,
+                phone: None,
+            },
+            billing: pivotal_domain::customer::Billing {
+                billing_address: None,
+                tax_number: None,
+                currency: pivotal_domain::values::Currency::parse("", "NZD").unwrap(),
+                payment_terms_days: pivotal_domain::values::PaymentTerms::parse("", 20).unwrap(),
+            },
+            tags: Tags::default(),
+        };
+        store
+            .execute(
+                &id.to_string(),
+                Some(0),
+                CustomerCommand::Create {
+                    actor,
+                    customer_id: id,
+                    customer,
+                },
+                &context,
+            )
+            .await
+            .unwrap();
+        store
+            .execute(
+                &id.to_string(),
+                None,
+                CustomerCommand::Archive {
+                    actor,
+                    reason: Some("outage test".into()),
+                },
+                &context,
+            )
+            .await
+            .unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
+    let port = free_port();
+    let dir = std::env::temp_dir().join(format!("pf-broker-{}", Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut env = TestEnv::new().await;
+    env.settings.kafka.brokers = format!("127.0.0.1:{port}");
+    let store = AggregateStore::<Customer>::new(env.pool.clone());
+    let actor = Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+
+    // The broker is down: the relay retries and moves nothing.
+    let (_relay, _) = spawn_relay(&env);
+    append(&store, actor, 20).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let checkpoint = log::load_checkpoint(&env.pool, &env.settings.relay.name)
+        .await
+        .unwrap();
+    assert_eq!(
+        checkpoint,
+        log::Checkpoint::default(),
+        "nothing can be published without a broker"
+    );
+
+    // The broker comes up: everything is published.
+    let broker = start_broker(&dir, port);
+    relay_caught_up(&env, Duration::from_secs(90)).await;
+
+    // The broker is killed, more commands arrive, the broker restarts on
+    // the same storage: the relay catches up again.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(broker);
+    append(&store, actor, 20).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let _broker = start_broker(&dir, port);
+    relay_caught_up(&env, Duration::from_secs(120)).await;
+
+    let stored = store_events(&env).await;
+    assert_eq!(stored.len(), 80);
+    verify_topic(&env, &stored, true).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}
