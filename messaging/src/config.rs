@@ -43,7 +43,9 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")
         .set("heartbeat.interval.ms", "2000")
-        .set("max.poll.interval.ms", "300000")
+        // Also the rebalance timeout: how long a join waits for members that
+        // died without leaving. Batches take well under a second.
+        .set("max.poll.interval.ms", "30000")
         .set("enable.partition.eof", "false");
     config
 }
