@@ -254,6 +254,30 @@ where
     }
 }
 
+/// Waits until every committed event is below the log's horizon, i.e. until
+/// no transaction elsewhere in the cluster (a parallel test's, say) can hide
+/// part of the log from a reader such as a rebuild.
+pub async fn wait_for_horizon(pool: &PgPool) {
+    let (total,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let passed = eventually(Duration::from_secs(60), || async {
+        let (visible,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM events WHERE tx_id < pg_snapshot_xmin(pg_current_snapshot())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (visible == total).then_some(())
+    })
+    .await;
+    assert!(
+        passed.is_some(),
+        "the log horizon never passed every committed event"
+    );
+}
+
 /// An HTTP client for tests.
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()

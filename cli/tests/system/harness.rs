@@ -236,6 +236,7 @@ pub async fn read_model(env: &TestEnv) -> Vec<Value> {
 
 /// Asserts that the live read model equals a replay of the event store.
 pub async fn assert_read_model_equals_replay(env: &TestEnv) {
+    pivotal_test_support::wait_for_horizon(&env.pool).await;
     let live = read_model(env).await;
     let projection = pivotal_projectors::customers::CustomersProjection;
     let report = pivotal_projectors::framework::rebuild(&env.pool, &projection, None)

@@ -126,6 +126,7 @@ async fn fixture() -> Fixture {
         )
         .await
         .unwrap();
+    pivotal_test_support::wait_for_horizon(&env.pool).await;
     pivotal_projectors::framework::rebuild(
         &env.pool,
         &pivotal_projectors::customers::CustomersProjection,
