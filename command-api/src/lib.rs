@@ -117,6 +117,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/healthz", get(health))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
+        .layer(middleware::from_fn(problem_instance))
         .layer(middleware::from_fn(correlation))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
@@ -124,6 +125,33 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// Fills `instance` (the request path) into problem bodies that lack it, so
+/// handlers need not know their own path.
+async fn problem_instance(request: Request<axum::body::Body>, next: Next) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let is_problem = response
+        .headers()
+        .get(axum::http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes() == b"application/problem+json");
+    if !is_problem {
+        return response;
+    }
+    let (mut parts, body) = response.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, 1024 * 1024).await else {
+        return Response::from_parts(parts, axum::body::Body::empty());
+    };
+    let body = match serde_json::from_slice::<serde_json::Value>(&bytes) {
+        Ok(mut problem) if problem.get("instance").is_none() => {
+            problem["instance"] = serde_json::Value::String(path);
+            parts.headers.remove(axum::http::header::CONTENT_LENGTH);
+            axum::body::Body::from(serde_json::to_vec(&problem).unwrap_or_default())
+        }
+        _ => axum::body::Body::from(bytes),
+    };
+    Response::from_parts(parts, body)
 }
 
 /// Accepts or assigns the correlation id and a request id, and echoes both.

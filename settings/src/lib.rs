@@ -179,7 +179,7 @@ batch_size = 500
 
 [log]
 format = "json"
-filter = "info"
+filter = "info,sqlx::postgres::notice=warn"
 "#;
 
 impl Settings {
