@@ -171,6 +171,7 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<usize> {
                 user_agent: None,
                 ip_address: None,
             },
+            idempotency_key: None,
         };
         let command = CustomerCommand::Create {
             actor,

@@ -386,7 +386,23 @@ pub async fn create_customer(
             .await?;
         Ok(accepted(StatusCode::CREATED, id, &outcome))
     };
-    idempotent::run(&state, &caller, key, "POST /v1/customers", &body.raw, run).await
+    let recover = |id: String, outcome: Outcome| {
+        accepted(
+            StatusCode::CREATED,
+            Uuid::parse_str(&id).unwrap_or_default(),
+            &outcome,
+        )
+    };
+    idempotent::run(
+        &state,
+        &caller,
+        key,
+        "POST /v1/customers",
+        &body.raw,
+        run,
+        recover,
+    )
+    .await
 }
 
 #[utoipa::path(
@@ -441,7 +457,10 @@ macro_rules! command_endpoint {
                 let command: CustomerCommand = $build?;
                 on_existing(&state, id, expected, command, &meta, &$caller).await
             };
-            idempotent::run(&state, &$caller, key, &path, &body.raw, run).await
+            let recover = |id: String, outcome: Outcome| {
+                accepted(StatusCode::OK, Uuid::parse_str(&id).unwrap_or_default(), &outcome)
+            };
+            idempotent::run(&state, &$caller, key, &path, &body.raw, run, recover).await
         }
     };
 }

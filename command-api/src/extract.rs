@@ -58,11 +58,13 @@ pub struct RequestMeta {
     pub request_id: String,
     pub user_agent: Option<String>,
     pub ip_address: Option<String>,
+    pub idempotency_key: Option<String>,
 }
 
 impl RequestMeta {
     pub fn context(&self, caller: &Caller) -> CommandContext {
         CommandContext {
+            idempotency_key: self.idempotency_key.clone(),
             actor: caller.0.actor(),
             timestamp: chrono::Utc::now(),
             metadata: EventMetadata {
@@ -95,6 +97,8 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestMeta {
                 .extensions
                 .get::<ConnectInfo<SocketAddr>>()
                 .map(|ConnectInfo(addr)| addr.ip().to_string()),
+            // Validated by the `IdempotencyKey` extractor of the same request.
+            idempotency_key: text(&axum::http::HeaderName::from_static("idempotency-key")),
         })
     }
 }

@@ -8,6 +8,7 @@ use std::future::Future;
 use axum::Json;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use pivotal_event_store::commands::Outcome;
 use pivotal_event_store::idempotency::{self, Claim};
 use serde_json::{Map, Value};
 use sha2::{Digest, Sha256};
@@ -53,17 +54,21 @@ fn request_hash(method_and_path: &str, body: &[u8]) -> String {
 }
 
 /// Runs `command` once per idempotency key (or always, without a key).
-pub async fn run<F, Fut>(
+/// `recover` rebuilds the reply from the events an earlier, abandoned attempt
+/// with the same key appended.
+pub async fn run<F, Fut, R>(
     state: &AppState,
     caller: &Caller,
     key: IdempotencyKey,
     method_and_path: &str,
     body: &[u8],
     command: F,
+    recover: R,
 ) -> Response
 where
     F: FnOnce() -> Fut,
     Fut: Future<Output = Result<Reply, ApiError>>,
+    R: FnOnce(String, Outcome) -> Reply,
 {
     let Some(key) = key.0 else {
         return match command().await {
@@ -101,8 +106,27 @@ where
             );
             response
         }
-        Ok(Claim::Acquired) => {
-            let (status, body, headers, response) = match command().await {
+        Ok(claim @ (Claim::Acquired | Claim::Abandoned)) => {
+            let earlier = if claim == Claim::Abandoned {
+                match idempotency::appended_with_key(&state.pool, organization, &key).await {
+                    Ok(found) => found,
+                    Err(e) => return ApiError::from(e).into_response_for(instance),
+                }
+            } else {
+                None
+            };
+            let result = match earlier {
+                Some((aggregate_id, outcome)) => {
+                    tracing::warn!(
+                        key,
+                        aggregate_id,
+                        "answering an abandoned idempotent request from its events"
+                    );
+                    Ok(recover(aggregate_id, outcome))
+                }
+                None => command().await,
+            };
+            let (status, body, headers, response) = match result {
                 Ok(reply) => {
                     let headers: Map<String, Value> = reply
                         .headers

@@ -64,6 +64,9 @@ pub struct CommandContext {
     pub actor: Actor,
     pub timestamp: DateTime<Utc>,
     pub metadata: EventMetadata,
+    /// The request's `Idempotency-Key`, stored beside the events (not
+    /// published) so that a retry after a crash can find what was appended.
+    pub idempotency_key: Option<String>,
 }
 
 /// Keys of the per-commit metadata map stored beside each event.
@@ -76,6 +79,7 @@ pub mod keys {
     pub const SOURCE: &str = "source";
     pub const USER_AGENT: &str = "userAgent";
     pub const IP_ADDRESS: &str = "ipAddress";
+    pub const IDEMPOTENCY_KEY: &str = "idempotencyKey";
 }
 
 /// Why a stored metadata map could not be read back into an envelope.
@@ -106,6 +110,7 @@ impl CommandContext {
             (keys::CAUSATION_ID, &self.metadata.causation_id),
             (keys::USER_AGENT, &self.metadata.user_agent),
             (keys::IP_ADDRESS, &self.metadata.ip_address),
+            (keys::IDEMPOTENCY_KEY, &self.idempotency_key),
         ];
         for (key, value) in optional {
             if let Some(value) = value {
@@ -174,6 +179,7 @@ mod tests {
                 user_agent: None,
                 ip_address: Some("127.0.0.1".into()),
             },
+            idempotency_key: Some("k-1".into()),
         };
         let stored = StoredMetadata::from_store(&context.to_store_metadata()).unwrap();
         assert_eq!(stored.organization_id, context.actor.organization_id);

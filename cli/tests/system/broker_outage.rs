@@ -69,6 +69,7 @@ async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
             user_agent: None,
             ip_address: None,
         },
+        idempotency_key: None,
     };
     for i in 0..count {
         let id = Uuid::now_v7();

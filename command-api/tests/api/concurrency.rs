@@ -156,3 +156,123 @@ async fn a_refused_command_is_replayed_as_refused() {
     }
     assert_eq!(app.event_count().await, 1);
 }
+
+/// Makes a key look like its request died after `seconds` without a response.
+async fn abandon(app: &TestApp, key: &str) {
+    let changed = sqlx::query(
+        "UPDATE idempotency_keys SET status_code = NULL, response_body = NULL, response_headers = NULL,
+                completed_at = NULL, created_at = now() - interval '1 minute'
+         WHERE idempotency_key = $1",
+    )
+    .bind(key)
+    .execute(&app.env.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_between_commit_and_response_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let body = json!({"legalName": "Acme", "currency": "NZD"});
+    let first: Value = app
+        .post("/v1/customers")
+        .header("idempotency-key", "crash-after-commit")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    // The process died after the events committed, before the response was stored.
+    abandon(&app, "crash-after-commit").await;
+
+    let retry = app
+        .post("/v1/customers")
+        .header("idempotency-key", "crash-after-commit")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(retry.status(), 201);
+    assert_eq!(
+        retry.headers()["location"],
+        format!("/v1/customers/{}", first["id"].as_str().unwrap()).as_str()
+    );
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry, first, "the answer is rebuilt from the stored events");
+    assert_eq!(app.event_count().await, 1);
+    // And it is stored again for later retries.
+    let again = app
+        .post("/v1/customers")
+        .header("idempotency-key", "crash-after-commit")
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_retry_after_a_crash_before_commit_runs_the_command() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    let rename = || {
+        app.post(&format!("/v1/customers/{id}/rename"))
+            .header("idempotency-key", "crash-before-commit")
+            .json(&json!({"legalName": "Acme Renamed"}))
+    };
+    // A first attempt that claimed the key and died before appending.
+    sqlx::query(
+        "INSERT INTO idempotency_keys (organization_id, idempotency_key, request_hash, created_at)
+         VALUES ($1, 'crash-before-commit', 'other', now() - interval '1 minute')",
+    )
+    .bind(app.org)
+    .execute(&app.env.pool)
+    .await
+    .unwrap();
+    // With another body hash it is still a reuse of the key.
+    assert_problem(
+        rename().send().await.unwrap(),
+        422,
+        "idempotency_key_reused",
+    )
+    .await;
+
+    sqlx::query("UPDATE idempotency_keys SET request_hash = $1 WHERE idempotency_key = 'crash-before-commit'")
+        .bind(stored_hash_of(&app, id).await)
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+    let response = rename().send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"], 2);
+    assert_eq!(app.event_count().await, 2);
+}
+
+/// The hash the API stores for the rename request above, learnt by sending
+/// it once under a throwaway key in another organization.
+async fn stored_hash_of(app: &TestApp, id: &str) -> String {
+    let stranger = app.env.token(uuid::Uuid::now_v7(), &["owner"]);
+    let _ = app
+        .client
+        .post(format!("{}/v1/customers/{id}/rename", app.url))
+        .bearer_auth(stranger)
+        .header("idempotency-key", "hash-probe")
+        .json(&json!({"legalName": "Acme Renamed"}))
+        .send()
+        .await
+        .unwrap();
+    let (hash,): (String,) = sqlx::query_as(
+        "SELECT request_hash FROM idempotency_keys WHERE idempotency_key = 'hash-probe'",
+    )
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    hash
+}

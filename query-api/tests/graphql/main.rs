@@ -30,6 +30,7 @@ fn context(actor: Actor) -> CommandContext {
             user_agent: None,
             ip_address: None,
         },
+        idempotency_key: None,
     }
 }
 
