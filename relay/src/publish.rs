@@ -2,31 +2,13 @@
 
 use std::time::Duration;
 
-use futures_like::join_in_order;
+use futures::future::join_all;
 use pivotal_event_store::log::LoggedEvent;
 use pivotal_messaging::{headers, topics};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::RelayError;
-
-mod futures_like {
-    /// Awaits every future in order, returning the first error after all finished.
-    pub async fn join_in_order<F, T, E>(futures: Vec<F>) -> Result<(), E>
-    where
-        F: std::future::Future<Output = Result<T, E>>,
-    {
-        let mut first_error = None;
-        for future in futures {
-            if let Err(e) = future.await
-                && first_error.is_none()
-            {
-                first_error = Some(e);
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-}
 
 /// Produces every event of `batch` and waits until the broker acknowledged all.
 ///
@@ -85,27 +67,24 @@ pub async fn publish_batch(
             Ok(delivery) => deliveries.push(delivery),
             Err((error, _)) => {
                 // Local queue full or similar: wait for what is in flight, then fail the batch.
-                let _ = join_in_order(deliveries).await;
+                join_all(deliveries).await;
                 return Err(RelayError::Kafka(error));
             }
         }
     }
-    let results: Vec<_> = deliveries
-        .into_iter()
-        .map(|d| async move {
-            match tokio::time::timeout(Duration::from_secs(60), d).await {
-                Ok(Ok(Ok(_))) => Ok(()),
-                Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
-                Ok(Err(_)) => Err(RelayError::Envelope(
-                    "delivery".into(),
-                    "producer dropped".into(),
-                )),
-                Err(_) => Err(RelayError::Envelope(
-                    "delivery".into(),
-                    "no acknowledgement in 60 s".into(),
-                )),
-            }
-        })
-        .collect();
-    join_in_order(results).await
+    let acknowledgements = join_all(deliveries.into_iter().map(|d| async move {
+        match tokio::time::timeout(Duration::from_secs(60), d).await {
+            Ok(Ok(Ok(_))) => Ok(()),
+            Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
+            Ok(Err(_)) => Err(RelayError::Delivery(
+                "the producer dropped the message".into(),
+            )),
+            Err(_) => Err(RelayError::Delivery(
+                "no acknowledgement within 60 s".into(),
+            )),
+        }
+    }))
+    .await;
+    // Every record must be acknowledged before the checkpoint may move.
+    acknowledgements.into_iter().collect()
 }
