@@ -48,7 +48,7 @@ Pivotal Flow is running (logs and pids in $RUN_DIR; stop with scripts/stop.sh).
 
   REST command API   http://127.0.0.1:8080/v1/customers
   OpenAPI document   http://127.0.0.1:8080/openapi.json
-  API reference      http://127.0.0.1:8080/docs
+  API reference      http://127.0.0.1:8080/docs/
   GraphQL / GraphiQL http://127.0.0.1:8081/graphql
   Kafka (analysts)   127.0.0.1:9092, topic pivotal.customer.events
 

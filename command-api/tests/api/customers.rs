@@ -201,12 +201,30 @@ async fn openapi_document_and_docs_page_are_served() {
     assert!(doc["paths"]["/v1/customers"]["post"].is_object());
     let page = app
         .client
-        .get(format!("{}/docs", app.url))
+        .get(format!("{}/docs/", app.url))
         .send()
         .await
         .unwrap();
     assert_eq!(page.status(), 200);
-    assert!(page.text().await.unwrap().contains("openapi"));
+    assert!(
+        page.text()
+            .await
+            .unwrap()
+            .to_lowercase()
+            .contains("swagger")
+    );
+    // The UI is served from the binary and points at the local document.
+    let init = app
+        .client
+        .get(format!("{}/docs/swagger-initializer.js", app.url))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(init.contains("/openapi.json"), "{init}");
+    assert!(!init.contains("https://"), "{init}");
     let health = app
         .client
         .get(format!("{}/healthz", app.url))
