@@ -89,21 +89,21 @@ async fn main() -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Task::CommandApi => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings).await?;
             let app = pivotal_command_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }
         Task::QueryApi => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings).await?;
             let app = pivotal_query_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }
         Task::Relay => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings).await?;
             pivotal_relay::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Projector => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings).await?;
             pivotal_projectors::framework::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Rebuild { projection } => {

@@ -73,12 +73,12 @@ where
     let Some(key) = key.0 else {
         return match command().await {
             Ok(reply) => reply.into_response(),
-            Err(error) => error.into_response_for(method_and_path_path(method_and_path)),
+            Err(error) => error.into_response_for(path_of(method_and_path)),
         };
     };
     let organization = caller.0.claims.org;
     let hash = request_hash(method_and_path, body);
-    let instance = method_and_path_path(method_and_path);
+    let instance = path_of(method_and_path);
     match idempotency::claim(&state.pool, organization, &key, &hash).await {
         Err(e) => ApiError::from(e).into_response_for(instance),
         Ok(Claim::Mismatch) => ApiError::IdempotencyMismatch.into_response_for(instance),
@@ -172,7 +172,7 @@ where
     }
 }
 
-fn method_and_path_path(method_and_path: &str) -> &str {
+fn path_of(method_and_path: &str) -> &str {
     method_and_path
         .split_once(' ')
         .map_or(method_and_path, |(_, p)| p)

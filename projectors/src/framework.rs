@@ -119,13 +119,6 @@ pub async fn apply_once(
     Ok(Applied::Applied)
 }
 
-/// Status reported by a running projector.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ProjectorStatus {
-    pub applied: u64,
-    pub duplicates: u64,
-}
-
 /// Consumes the event topics in the configured group and applies every
 /// projection until `shutdown` resolves.
 pub async fn run(

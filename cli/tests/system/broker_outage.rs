@@ -58,7 +58,7 @@ fn free_port() -> u16 {
         .port()
 }
 
-async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
+pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
     let context = CommandContext {
         actor,
         timestamp: chrono::Utc::now(),

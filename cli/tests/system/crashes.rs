@@ -122,5 +122,13 @@ async fn only_one_relay_is_active_and_a_standby_takes_over() {
     .await
     .expect("the standby relay never took over")
     .unwrap();
-    let _ = store_events(&env).await;
+    // The new leader publishes what is written from now on.
+    let store = pivotal_event_store::commands::AggregateStore::new(env.pool.clone());
+    let actor = pivotal_domain::envelope::Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+    crate::broker_outage::append(&store, actor, 3).await;
+    relay_caught_up(&env, Duration::from_secs(30)).await;
+    assert_eq!(second_status.borrow().published, 6);
 }
