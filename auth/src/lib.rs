@@ -1,18 +1,29 @@
-//! Access tokens: the architecture document's `IJWTPayload` claims, verified
-//! with `jsonwebtoken` against configured Ed25519 public keys selected by `kid`.
+//! Access tokens: the architecture document's `IJWTPayload` claims, signed
+//! with Ed25519 (`alg: EdDSA`) under a `kid`, and verified with `jsonwebtoken`
+//! against a JSON Web Key Set.
 //!
-//! Issuing tokens to users belongs to the identity service; [`TokenIssuer`]
-//! here mints tokens from a configured private key for development, the demo
-//! and tests.
+//! The command API signs tokens with `auth.signing_key` and publishes every
+//! key of `auth.public_keys` at `/.well-known/jwks.json`. Rotation adds a new
+//! key to `public_keys`, then makes it the signing key, and removes the old
+//! public key only after the last token it signed has expired
+//! (`docs/adr/0008-signing-keys.md`). Other processes fetch the key set from
+//! `auth.jwks_url` and cache it.
 //!
 //! # Layout
 //!
 //! - [`Claims`]: the token payload and the [`Principal`] the APIs act for.
-//! - [`TokenVerifier`]: signature, issuer, audience, expiry and not-before checks.
-//! - [`TokenIssuer`]: signs claims (development and tests only).
+//! - [`Jwks`]: the published key set.
+//! - [`TokenVerifier`]: signature, issuer, audience, expiry and not-before
+//!   checks against a local or fetched (cached) key set.
+//! - [`TokenIssuer`]: signs claims with the active key.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use tokio::sync::{Mutex, RwLock};
 
 use chrono::Utc;
 use jsonwebtoken::{
@@ -99,6 +110,12 @@ pub enum KeyError {
         path: String,
         source: jsonwebtoken::errors::Error,
     },
+    #[error("key file {0} is not an Ed25519 public key in PEM (SPKI) form")]
+    NotEd25519(String),
+    #[error("signing key {0} has no public key of the same kid in auth.public_keys")]
+    UnpublishedSigningKey(String),
+    #[error("cannot build the key set client: {0}")]
+    Fetch(String),
 }
 
 fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
@@ -108,43 +125,208 @@ fn read(path: &Path) -> Result<Vec<u8>, KeyError> {
     })
 }
 
-/// Verifies access tokens.
-#[derive(Clone)]
-pub struct TokenVerifier {
+/// One public key of the JSON Web Key Set (`kty: OKP`, `crv: Ed25519`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PublicJwk {
+    pub kty: String,
+    pub crv: String,
+    /// The 32-byte public key, base64url without padding.
+    pub x: String,
+    pub kid: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alg: Option<String>,
+    #[serde(default, rename = "use", skip_serializing_if = "Option::is_none")]
+    pub key_use: Option<String>,
+}
+
+/// `/.well-known/jwks.json`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Jwks {
+    pub keys: Vec<PublicJwk>,
+}
+
+/// DER prefix of an Ed25519 SubjectPublicKeyInfo; the key's 32 bytes follow.
+const ED25519_SPKI_PREFIX: [u8; 12] = [
+    0x30, 0x2a, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x03, 0x21, 0x00,
+];
+
+fn pem_body(pem: &[u8]) -> Option<Vec<u8>> {
+    let text = std::str::from_utf8(pem).ok()?;
+    let body: String = text
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(str::trim)
+        .collect();
+    base64::engine::general_purpose::STANDARD.decode(body).ok()
+}
+
+impl Jwks {
+    /// The key set of `settings.public_keys` (Ed25519 SPKI PEM files).
+    pub fn from_settings(settings: &AuthSettings) -> Result<Self, KeyError> {
+        let mut keys = Vec::new();
+        for key in &settings.public_keys {
+            let pem = read(&key.pem_file)?;
+            let der = pem_body(&pem)
+                .filter(|der| der.len() == 44 && der.starts_with(&ED25519_SPKI_PREFIX))
+                .ok_or_else(|| KeyError::NotEd25519(key.pem_file.display().to_string()))?;
+            keys.push(PublicJwk {
+                kty: "OKP".into(),
+                crv: "Ed25519".into(),
+                x: URL_SAFE_NO_PAD.encode(&der[12..]),
+                kid: key.kid.clone(),
+                alg: Some("EdDSA".into()),
+                key_use: Some("sig".into()),
+            });
+        }
+        Ok(Self { keys })
+    }
+
+    fn decoding_keys(&self) -> HashMap<String, DecodingKey> {
+        self.keys
+            .iter()
+            .filter(|k| k.kty == "OKP" && k.crv == "Ed25519")
+            .filter(|k| k.alg.as_deref().is_none_or(|a| a == "EdDSA"))
+            .filter(|k| k.key_use.as_deref().is_none_or(|u| u == "sig"))
+            .filter_map(|k| {
+                DecodingKey::from_ed_components(&k.x)
+                    .ok()
+                    .map(|d| (k.kid.clone(), d))
+            })
+            .collect()
+    }
+}
+
+enum KeySource {
+    /// The key set is known locally (the issuing process).
+    Static,
+    /// Fetched from a JWKS URL and cached.
+    Remote {
+        url: String,
+        client: reqwest::Client,
+        refresh: Duration,
+    },
+}
+
+struct KeyCache {
     keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+/// Shortest wait between two fetches caused by unknown key ids, so that
+/// tokens with made-up `kid`s cannot make us hammer the key server.
+const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(5);
+
+/// Verifies access tokens against a JSON Web Key Set.
+pub struct TokenVerifier {
+    cache: RwLock<KeyCache>,
+    fetch: Mutex<()>,
+    source: KeySource,
     validation: Validation,
 }
 
 impl std::fmt::Debug for TokenVerifier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenVerifier")
-            .field("kids", &self.keys.keys().collect::<Vec<_>>())
-            .finish_non_exhaustive()
+        f.debug_struct("TokenVerifier").finish_non_exhaustive()
     }
 }
 
 impl TokenVerifier {
-    pub fn from_settings(settings: &AuthSettings) -> Result<Self, KeyError> {
-        let mut keys = HashMap::new();
-        for key in &settings.public_keys {
-            let pem = read(&key.pem_file)?;
-            let decoding = DecodingKey::from_ed_pem(&pem).map_err(|source| KeyError::Parse {
-                path: key.pem_file.display().to_string(),
-                source,
-            })?;
-            keys.insert(key.kid.clone(), decoding);
-        }
+    fn validation(settings: &AuthSettings) -> Validation {
         let mut validation = Validation::new(Algorithm::EdDSA);
         validation.set_audience(&[&settings.audience]);
         validation.set_issuer(&[&settings.issuer]);
         validation.set_required_spec_claims(&["exp", "nbf", "iat", "aud", "iss", "sub"]);
         validation.validate_nbf = true;
         validation.leeway = settings.leeway_secs;
-        Ok(Self { keys, validation })
+        validation
+    }
+
+    /// Verifies with `jwks`, a key set this process knows (the issuer's own).
+    pub fn from_jwks(settings: &AuthSettings, jwks: &Jwks) -> Self {
+        Self {
+            cache: RwLock::new(KeyCache {
+                keys: jwks.decoding_keys(),
+                fetched_at: None,
+            }),
+            fetch: Mutex::new(()),
+            source: KeySource::Static,
+            validation: Self::validation(settings),
+        }
+    }
+
+    /// From `jwks_url` when set (fetched lazily and cached), otherwise from
+    /// the configured public keys.
+    pub fn from_settings(settings: &AuthSettings) -> Result<Self, KeyError> {
+        if settings.jwks_url.is_empty() {
+            return Ok(Self::from_jwks(settings, &Jwks::from_settings(settings)?));
+        }
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(5))
+            .build()
+            .map_err(|e| KeyError::Fetch(e.to_string()))?;
+        Ok(Self {
+            cache: RwLock::new(KeyCache {
+                keys: HashMap::new(),
+                fetched_at: None,
+            }),
+            fetch: Mutex::new(()),
+            source: KeySource::Remote {
+                url: settings.jwks_url.clone(),
+                client,
+                refresh: Duration::from_secs(settings.jwks_refresh_secs.max(1)),
+            },
+            validation: Self::validation(settings),
+        })
+    }
+
+    /// Fetches the key set if it is stale, or if `kid` is unknown and the
+    /// last fetch is a few seconds old. A failed fetch keeps the old keys.
+    async fn refresh(&self, kid: &str) {
+        let KeySource::Remote {
+            url,
+            client,
+            refresh,
+        } = &self.source
+        else {
+            return;
+        };
+        let needed = |cache: &KeyCache| match cache.fetched_at {
+            None => true,
+            Some(at) => {
+                at.elapsed() >= *refresh
+                    || (!cache.keys.contains_key(kid) && at.elapsed() >= UNKNOWN_KID_REFETCH)
+            }
+        };
+        if !needed(&*self.cache.read().await) {
+            return;
+        }
+        let _one_fetch = self.fetch.lock().await;
+        if !needed(&*self.cache.read().await) {
+            return;
+        }
+        let fetched = async {
+            client
+                .get(url)
+                .send()
+                .await?
+                .error_for_status()?
+                .json::<Jwks>()
+                .await
+        }
+        .await;
+        let mut cache = self.cache.write().await;
+        match fetched {
+            Ok(jwks) => {
+                cache.keys = jwks.decoding_keys();
+                tracing::debug!(keys = cache.keys.len(), "fetched the token key set");
+            }
+            Err(error) => tracing::warn!(%error, url, "cannot fetch the token key set"),
+        }
+        cache.fetched_at = Some(Instant::now());
     }
 
     /// Verifies a raw `Authorization` header value (`Bearer <token>`).
-    pub fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
+    pub async fn verify_header(&self, header: Option<&str>) -> Result<Principal, AuthError> {
         let header = header.ok_or(AuthError::Missing)?;
         let token = header
             .strip_prefix("Bearer ")
@@ -152,19 +334,18 @@ impl TokenVerifier {
             .map(str::trim)
             .filter(|t| !t.is_empty())
             .ok_or(AuthError::Malformed)?;
-        self.verify(token)
+        self.verify(token).await
     }
 
-    pub fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+    pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("unsupported algorithm".into()));
         }
-        let key = header
-            .kid
-            .as_ref()
-            .and_then(|kid| self.keys.get(kid))
-            .ok_or(AuthError::UnknownKey)?;
+        let kid = header.kid.ok_or(AuthError::UnknownKey)?;
+        self.refresh(&kid).await;
+        let cache = self.cache.read().await;
+        let key = cache.keys.get(&kid).ok_or(AuthError::UnknownKey)?;
         let data = decode::<Claims>(token, key, &self.validation).map_err(|e| {
             use jsonwebtoken::errors::ErrorKind;
             match e.kind() {
@@ -196,6 +377,7 @@ pub struct TokenIssuer {
     key: EncodingKey,
     issuer: String,
     audience: String,
+    ttl_secs: i64,
 }
 
 impl std::fmt::Debug for TokenIssuer {
@@ -213,31 +395,30 @@ pub struct TokenRequest {
     pub organization_id: Uuid,
     pub roles: Vec<String>,
     pub permissions: Vec<String>,
-    pub ttl_secs: i64,
+    /// Whether the holder completed multi-factor authentication.
+    pub mfa: bool,
 }
 
 impl TokenRequest {
     /// A token whose permissions are those of `roles`.
     pub fn for_roles(user_id: Uuid, organization_id: Uuid, roles: &[&str]) -> Self {
-        let mut permissions: Vec<String> = roles
+        let definitions: Vec<_> = roles
             .iter()
-            .flat_map(|r| pivotal_domain::permissions::role_permissions(r))
-            .map(|p| (*p).to_owned())
+            .filter_map(|r| pivotal_domain::permissions::built_in_role(r))
             .collect();
-        permissions.sort();
-        permissions.dedup();
         Self {
             user_id,
             organization_id,
             roles: roles.iter().map(|r| (*r).to_owned()).collect(),
-            permissions,
-            ttl_secs: 3600,
+            permissions: pivotal_domain::permissions::token_permissions(&definitions),
+            mfa: false,
         }
     }
 }
 
 impl TokenIssuer {
-    /// `None` when no signing key is configured.
+    /// `None` when no signing key is configured. The signing key's kid must
+    /// be published in `public_keys`, or nobody could verify its tokens.
     pub fn from_settings(settings: &AuthSettings) -> Result<Option<Self>, KeyError> {
         let Some(signing) = &settings.signing_key else {
             return Ok(None);
@@ -247,11 +428,15 @@ impl TokenIssuer {
             path: signing.pem_file.display().to_string(),
             source,
         })?;
+        if !settings.public_keys.iter().any(|k| k.kid == signing.kid) {
+            return Err(KeyError::UnpublishedSigningKey(signing.kid.clone()));
+        }
         Ok(Some(Self {
             kid: signing.kid.clone(),
             key,
             issuer: settings.issuer.clone(),
             audience: settings.audience.clone(),
+            ttl_secs: settings.access_token_ttl_secs,
         }))
     }
 
@@ -263,12 +448,12 @@ impl TokenIssuer {
             aud: self.audience.clone(),
             iss: self.issuer.clone(),
             iat: now,
-            exp: now + request.ttl_secs,
+            exp: now + self.ttl_secs,
             nbf: now,
             jti: Uuid::now_v7(),
             roles: request.roles.clone(),
             permissions: request.permissions.clone(),
-            mfa: false,
+            mfa: request.mfa,
         }
     }
 
@@ -281,21 +466,40 @@ impl TokenIssuer {
     pub fn mint(&self, request: &TokenRequest) -> Result<String, jsonwebtoken::errors::Error> {
         self.sign(&self.claims(request))
     }
+
+    /// The same issuer with another token lifetime (development tooling).
+    #[must_use]
+    pub fn with_ttl(mut self, ttl_secs: i64) -> Self {
+        self.ttl_secs = ttl_secs;
+        self
+    }
+
+    /// Seconds an access token lives (`expiresIn`).
+    pub fn ttl_secs(&self) -> i64 {
+        self.ttl_secs
+    }
+
+    pub fn kid(&self) -> &str {
+        &self.kid
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use pivotal_settings::Settings;
+    use pivotal_settings::{PublicKeySettings, Settings, SigningKeySettings};
+
+    fn root() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+    }
 
     fn dev_settings() -> AuthSettings {
         let mut auth = Settings::defaults().unwrap().auth;
-        let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         for key in &mut auth.public_keys {
-            key.pem_file = root.join(&key.pem_file);
+            key.pem_file = root().join(&key.pem_file);
         }
         if let Some(s) = auth.signing_key.as_mut() {
-            s.pem_file = root.join(&s.pem_file);
+            s.pem_file = root().join(&s.pem_file);
         }
         auth
     }
@@ -312,56 +516,184 @@ mod tests {
         TokenRequest::for_roles(Uuid::now_v7(), Uuid::now_v7(), &["manager"])
     }
 
-    #[test]
-    fn minted_token_verifies_with_seed_claims() {
+    fn b64(value: &serde_json::Value) -> String {
+        URL_SAFE_NO_PAD.encode(serde_json::to_vec(value).unwrap())
+    }
+
+    #[tokio::test]
+    async fn minted_token_verifies_with_seed_claims() {
         let (issuer, verifier) = pair();
         let req = request();
         let token = issuer.mint(&req).unwrap();
         let principal = verifier
             .verify_header(Some(&format!("Bearer {token}")))
+            .await
             .unwrap();
         assert_eq!(principal.claims.sub, req.user_id);
         assert_eq!(principal.claims.org, req.organization_id);
+        assert_eq!(principal.claims.exp - principal.claims.iat, 3600);
         assert!(principal.has(Permission::CUSTOMERS_WRITE));
         assert!(!principal.claims.mfa);
+        // Exactly the seed's payload, nothing more.
+        let payload = token.split('.').nth(1).unwrap();
+        let json: serde_json::Value =
+            serde_json::from_slice(&URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        let mut keys: Vec<&str> = json
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        keys.sort_unstable();
+        assert_eq!(
+            keys,
+            [
+                "aud",
+                "exp",
+                "iat",
+                "iss",
+                "jti",
+                "mfa",
+                "nbf",
+                "org",
+                "permissions",
+                "roles",
+                "sub"
+            ]
+        );
     }
 
-    #[test]
-    fn expired_wrong_audience_and_tampered_tokens_are_refused() {
+    #[tokio::test]
+    async fn every_kind_of_bad_token_is_refused() {
         let (issuer, verifier) = pair();
-        let mut claims = issuer.claims(&request());
-        claims.exp = Utc::now().timestamp() - 3600;
-        let expired = issuer.sign(&claims).unwrap();
-        assert!(matches!(verifier.verify(&expired), Err(AuthError::Expired)));
-
-        let mut claims = issuer.claims(&request());
-        claims.aud = "another-service".into();
-        let wrong_aud = issuer.sign(&claims).unwrap();
+        let now = Utc::now().timestamp();
+        let signed = |edit: &dyn Fn(&mut Claims)| {
+            let mut claims = issuer.claims(&request());
+            edit(&mut claims);
+            issuer.sign(&claims).unwrap()
+        };
+        let expired = signed(&|c| c.exp = now - 3600);
         assert!(matches!(
-            verifier.verify(&wrong_aud),
+            verifier.verify(&expired).await,
+            Err(AuthError::Expired)
+        ));
+        for (token, why) in [
+            (signed(&|c| c.nbf = now + 3600), "not yet valid"),
+            (
+                signed(&|c| c.aud = "another-service".into()),
+                "wrong audience",
+            ),
+            (signed(&|c| c.iss = "someone-else".into()), "wrong issuer"),
+        ] {
+            match verifier.verify(&token).await {
+                Err(AuthError::Invalid(reason)) => assert_eq!(reason, why),
+                other => panic!("{why}: {other:?}"),
+            }
+        }
+
+        let token = issuer.mint(&request()).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        // Payload swapped for another: the signature no longer matches.
+        let mut claims = issuer.claims(&request());
+        claims.roles = vec!["owner".into()];
+        let forged = format!(
+            "{}.{}.{}",
+            parts[0],
+            b64(&serde_json::to_value(&claims).unwrap()),
+            parts[2]
+        );
+        assert!(matches!(
+            verifier.verify(&forged).await,
             Err(AuthError::Invalid(_))
         ));
 
-        let token = issuer.mint(&request()).unwrap();
-        let mut parts: Vec<String> = token.split('.').map(str::to_owned).collect();
-        parts[1] = parts[1].chars().rev().collect();
-        let tampered = parts.join(".");
-        assert!(verifier.verify(&tampered).is_err());
+        // alg: none, without a signature.
+        let none = format!(
+            "{}.{}.",
+            b64(&serde_json::json!({"alg": "none", "typ": "JWT", "kid": "dev-2026-1"})),
+            parts[1]
+        );
+        assert!(verifier.verify(&none).await.is_err());
+
+        // HS256 keyed with the public key (the classic confusion attack).
+        let public_pem = std::fs::read(root().join("config/dev/jwt-public-key.pem")).unwrap();
+        let mut header = Header::new(Algorithm::HS256);
+        header.kid = Some("dev-2026-1".into());
+        let hs = encode(
+            &header,
+            &issuer.claims(&request()),
+            &EncodingKey::from_secret(&public_pem),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&hs).await,
+            Err(AuthError::Invalid(_))
+        ));
+
+        // A kid nobody published.
+        let mut header = Header::new(Algorithm::EdDSA);
+        header.kid = Some("who-knows".into());
+        let signing = std::fs::read(root().join("config/dev/jwt-signing-key.pem")).unwrap();
+        let unknown = encode(
+            &header,
+            &issuer.claims(&request()),
+            &EncodingKey::from_ed_pem(&signing).unwrap(),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&unknown).await,
+            Err(AuthError::UnknownKey)
+        ));
     }
 
-    #[test]
-    fn missing_and_malformed_headers() {
+    #[tokio::test]
+    async fn previous_key_stays_valid_after_rotation() {
+        let old = pair().0;
+        let mut rotated = dev_settings();
+        rotated.public_keys.push(PublicKeySettings {
+            kid: "test-next".into(),
+            pem_file: root().join("config/test/jwt-next-public-key.pem"),
+        });
+        rotated.signing_key = Some(SigningKeySettings {
+            kid: "test-next".into(),
+            pem_file: root().join("config/test/jwt-next-signing-key.pem"),
+        });
+        let new = TokenIssuer::from_settings(&rotated).unwrap().unwrap();
+        let verifier = TokenVerifier::from_settings(&rotated).unwrap();
+        assert_eq!(Jwks::from_settings(&rotated).unwrap().keys.len(), 2);
+        for token in [old.mint(&request()).unwrap(), new.mint(&request()).unwrap()] {
+            verifier.verify(&token).await.unwrap();
+        }
+        // Once the old key is retired its tokens are refused.
+        let mut retired = rotated.clone();
+        retired.public_keys.retain(|k| k.kid == "test-next");
+        let verifier = TokenVerifier::from_settings(&retired).unwrap();
+        assert!(matches!(
+            verifier.verify(&old.mint(&request()).unwrap()).await,
+            Err(AuthError::UnknownKey)
+        ));
+        // A signing key that is not published is a configuration error.
+        let mut unpublished = retired;
+        unpublished.signing_key = dev_settings().signing_key;
+        assert!(matches!(
+            TokenIssuer::from_settings(&unpublished),
+            Err(KeyError::UnpublishedSigningKey(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn missing_and_malformed_headers() {
         let (_, verifier) = pair();
         assert!(matches!(
-            verifier.verify_header(None),
+            verifier.verify_header(None).await,
             Err(AuthError::Missing)
         ));
         assert!(matches!(
-            verifier.verify_header(Some("Basic abc")),
+            verifier.verify_header(Some("Basic abc")).await,
             Err(AuthError::Malformed)
         ));
         assert!(matches!(
-            verifier.verify_header(Some("Bearer not-a-jwt")),
+            verifier.verify_header(Some("Bearer not-a-jwt")).await,
             Err(AuthError::Malformed)
         ));
     }

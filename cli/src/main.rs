@@ -41,7 +41,7 @@ enum Task {
         org: Uuid,
         #[arg(long, default_value_t = pivotal_cli::demo::USER)]
         user: Uuid,
-        /// Comma-separated roles: owner, admin, manager, member.
+        /// Comma-separated roles: owner, admin, manager, member, accountant, auditor.
         #[arg(long, default_value = "owner")]
         roles: String,
         /// Lifetime in seconds.
@@ -155,9 +155,8 @@ async fn main() -> anyhow::Result<()> {
                 .map(str::trim)
                 .filter(|r| !r.is_empty())
                 .collect();
-            let mut request = TokenRequest::for_roles(user, org, &roles);
-            request.ttl_secs = ttl;
-            println!("{}", issuer.mint(&request)?);
+            let request = TokenRequest::for_roles(user, org, &roles);
+            println!("{}", issuer.with_ttl(ttl).mint(&request)?);
         }
         Task::Schemas { check, root } => {
             if check {

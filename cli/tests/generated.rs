@@ -25,7 +25,14 @@ fn every_sample_validates_against_its_schema() {
             .collect();
         assert!(errors.is_empty(), "{}: {errors:?}", entry.event_type);
         let mut broken = entry.sample.clone();
-        broken["data"]["customerId"] = serde_json::json!(42);
+        // Every event's data names its aggregate: customerId, userId, ...
+        let id_field = format!("{}Id", entry.aggregate_type);
+        assert!(
+            entry.sample["data"].get(&id_field).is_some(),
+            "{}: data lacks {id_field}",
+            entry.event_type
+        );
+        broken["data"][id_field.as_str()] = serde_json::json!(42);
         assert!(
             !validator.is_valid(&broken),
             "{}: schema accepts a wrong type",

@@ -109,7 +109,7 @@ fn parse_contact(v: &mut Validator, email: Option<&str>, phone: Option<&str>) ->
     })
 }
 
-fn optional<T>(
+pub(crate) fn optional<T>(
     raw: Option<&str>,
     parse: impl FnOnce(&str) -> Result<T, FieldError>,
 ) -> Result<Option<T>, FieldError> {
@@ -289,6 +289,16 @@ impl CustomerBody {
 }
 
 fn accepted(status: StatusCode, id: Uuid, outcome: &Outcome) -> Reply {
+    accepted_in("/v1/customers", status, id, outcome)
+}
+
+/// The `CommandAccepted` reply; `Location` is `{collection}/{id}` for 201.
+pub(crate) fn accepted_in(
+    collection: &str,
+    status: StatusCode,
+    id: Uuid,
+    outcome: &Outcome,
+) -> Reply {
     let body = CommandAccepted {
         id,
         version: outcome.version,
@@ -309,7 +319,7 @@ fn accepted(status: StatusCode, id: Uuid, outcome: &Outcome) -> Reply {
         headers.push((CONSISTENCY_TOKEN, position.to_string()));
     }
     if status == StatusCode::CREATED {
-        headers.push((header::LOCATION, format!("/v1/customers/{id}")));
+        headers.push((header::LOCATION, format!("{collection}/{id}")));
     }
     Reply {
         status,
@@ -341,7 +351,7 @@ async fn on_existing(
     Ok(accepted(StatusCode::OK, id, &outcome))
 }
 
-fn validated<T>(result: Result<T, Vec<FieldError>>) -> Result<T, ApiError> {
+pub(crate) fn validated<T>(result: Result<T, Vec<FieldError>>) -> Result<T, ApiError> {
     result.map_err(ApiError::Validation)
 }
 

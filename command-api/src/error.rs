@@ -5,8 +5,11 @@ use axum::Json;
 use axum::http::{HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pivotal_domain::customer::CustomerError;
+use pivotal_domain::organization::OrganizationError;
+use pivotal_domain::user::UserError;
 use pivotal_domain::values::FieldError;
 use pivotal_event_store::commands::ExecuteError;
+use pivotal_identity::IdentityError;
 use serde::Serialize;
 use utoipa::ToSchema;
 
@@ -82,8 +85,30 @@ pub enum ApiError {
     IdempotencyMismatch,
     #[error("a request with this idempotency key is still being processed")]
     IdempotencyInProgress,
+    #[error("{message}")]
+    Refused {
+        status: StatusCode,
+        code: &'static str,
+        message: String,
+        retry_after_secs: Option<u64>,
+    },
+    #[error("this operation needs a token obtained with multi-factor authentication")]
+    MfaRequired,
+    #[error("a backing service is unavailable; retry shortly")]
+    Unavailable(String),
     #[error("internal error")]
     Internal(String),
+}
+
+impl ApiError {
+    pub fn refused(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self::Refused {
+            status,
+            code,
+            message: message.into(),
+            retry_after_secs: None,
+        }
+    }
 }
 
 impl ApiError {
@@ -124,6 +149,17 @@ impl ApiError {
                 "idempotency_key_in_progress",
                 "Request in progress",
             ),
+            Self::Refused { status, code, .. } => (
+                *status,
+                code,
+                status.canonical_reason().unwrap_or("Refused"),
+            ),
+            Self::MfaRequired => (StatusCode::FORBIDDEN, "mfa_required", "Forbidden"),
+            Self::Unavailable(_) => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                "service_unavailable",
+                "Service unavailable",
+            ),
             Self::Internal(_) => (
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "internal_error",
@@ -139,12 +175,12 @@ impl ApiError {
     pub fn problem(&self, instance: Option<&str>) -> Problem {
         let (status, code, title) = self.parts();
         let code = match self {
-            Self::NotFound(what) if *what == "customer" => "customer_not_found",
-            _ => code,
+            Self::NotFound(what) => format!("{what}_not_found"),
+            _ => code.to_owned(),
         };
         let detail = match self {
             // Internal causes are logged, never shown.
-            Self::Internal(_) => {
+            Self::Internal(_) | Self::Unavailable(_) => {
                 "the request could not be completed; it has been logged".to_owned()
             }
             other => other.to_string(),
@@ -155,7 +191,7 @@ impl ApiError {
             status: status.as_u16(),
             detail,
             instance: instance.map(str::to_owned),
-            code: code.to_owned(),
+            code,
             errors: match self {
                 Self::Validation(errors) => {
                     errors.iter().cloned().map(ProblemField::from).collect()
@@ -174,8 +210,12 @@ impl ApiError {
     }
 
     fn into_problem_response(self, instance: Option<&str>) -> Response {
-        if let Self::Internal(cause) = &self {
-            tracing::error!(error = %cause, "request failed");
+        match &self {
+            Self::Internal(cause) => tracing::error!(error = %cause, "request failed"),
+            Self::Unavailable(cause) => {
+                tracing::warn!(error = %cause, "backing service unavailable")
+            }
+            _ => {}
         }
         let problem = self.problem(instance);
         let mut response = (self.status(), Json(problem)).into_response();
@@ -186,6 +226,16 @@ impl ApiError {
         );
         if self.status() == StatusCode::UNAUTHORIZED {
             headers.insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
+        let retry_after = match &self {
+            Self::Refused {
+                retry_after_secs, ..
+            } => *retry_after_secs,
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(secs.max(1)));
         }
         if let Self::VersionConflict { current, .. } = self
             && let Ok(value) = HeaderValue::from_str(&format!("\"{current}\""))
@@ -230,6 +280,98 @@ where
                 Self::VersionConflict { expected, current }
             }
             ExecuteError::Store(cause) => Self::Internal(cause),
+        }
+    }
+}
+
+impl From<UserError> for ApiError {
+    fn from(error: UserError) -> Self {
+        match error {
+            UserError::NotFound => Self::NotFound("user"),
+            UserError::InvalidReason => Self::Validation(vec![FieldError::new(
+                "/reason",
+                error.code(),
+                error.to_string(),
+            )]),
+            UserError::LockInPast => Self::Validation(vec![FieldError::new(
+                "/until",
+                error.code(),
+                error.to_string(),
+            )]),
+            UserError::SelfAction => {
+                Self::refused(StatusCode::FORBIDDEN, error.code(), error.to_string())
+            }
+            other => Self::Conflict {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<OrganizationError> for ApiError {
+    fn from(error: OrganizationError) -> Self {
+        match error {
+            OrganizationError::NotFound => Self::NotFound("organization"),
+            OrganizationError::RoleNotFound(_) => Self::NotFound("role"),
+            other => Self::Conflict {
+                code: other.code(),
+                message: other.to_string(),
+            },
+        }
+    }
+}
+
+impl From<IdentityError> for ApiError {
+    fn from(error: IdentityError) -> Self {
+        use StatusCode as S;
+        let message = error.to_string();
+        let refuse = |status, code: &'static str| Self::refused(status, code, message.clone());
+        match error {
+            IdentityError::Validation(errors) => Self::Validation(errors),
+            IdentityError::InvalidCredentials => refuse(S::UNAUTHORIZED, "invalid_credentials"),
+            IdentityError::WrongCurrentPassword => Self::Validation(vec![FieldError::new(
+                "/currentPassword",
+                "invalid_current_password",
+                message,
+            )]),
+            IdentityError::AccountLocked { .. } => refuse(S::FORBIDDEN, "account_locked"),
+            IdentityError::AccountDeactivated => refuse(S::FORBIDDEN, "account_deactivated"),
+            IdentityError::TooManyAttempts { retry_after_secs } => Self::Refused {
+                status: S::TOO_MANY_REQUESTS,
+                code: "account_temporarily_locked",
+                message,
+                retry_after_secs: Some(retry_after_secs),
+            },
+            IdentityError::RateLimited { retry_after_secs } => Self::Refused {
+                status: S::TOO_MANY_REQUESTS,
+                code: "rate_limited",
+                message,
+                retry_after_secs: Some(retry_after_secs),
+            },
+            IdentityError::EmailTaken => Self::Conflict {
+                code: "email_taken",
+                message,
+            },
+            IdentityError::InvalidRefreshToken => refuse(S::UNAUTHORIZED, "invalid_refresh_token"),
+            IdentityError::RefreshTokenReused => refuse(S::UNAUTHORIZED, "refresh_token_reused"),
+            IdentityError::InvalidChallenge => refuse(S::UNAUTHORIZED, "invalid_mfa_challenge"),
+            IdentityError::InvalidCode => {
+                Self::Validation(vec![FieldError::new("/code", "invalid_mfa_code", message)])
+            }
+            IdentityError::NoPendingEnrolment => Self::Conflict {
+                code: "mfa_enrolment_not_started",
+                message,
+            },
+            IdentityError::InvalidInvitation => refuse(S::UNAUTHORIZED, "invalid_invitation"),
+            IdentityError::User(e) => e.into(),
+            IdentityError::Organization(e) => e.into(),
+            IdentityError::Conflict => Self::Conflict {
+                code: "concurrent_modification",
+                message,
+            },
+            IdentityError::Unavailable(cause) => Self::Unavailable(cause),
+            IdentityError::Internal(cause) => Self::Internal(cause),
         }
     }
 }

@@ -47,7 +47,7 @@ where
                     .map_err(|_| ApiError::Unauthenticated(pivotal_auth::AuthError::Malformed))?,
             ),
         };
-        Ok(Self(state.verifier.verify_header(header)?))
+        Ok(Self(state.verifier.verify_header(header).await?))
     }
 }
 

@@ -2,8 +2,9 @@
 //! into a command on its aggregate and appending the resulting events to the
 //! PostgreSQL event store (cqrs-es on postgres-es).
 //!
-//! Every endpoint but `/healthz` requires a bearer access token; the
-//! organization always comes from the token. Errors are
+//! Every endpoint but `/healthz`, `/.well-known/jwks.json` and the sign-in
+//! endpoints under `/v1/auth` requires a bearer access token this system
+//! issued; the organization always comes from the token. Errors are
 //! `application/problem+json` (RFC 9457) with a stable `code`.
 //!
 //! # Layout
@@ -13,15 +14,27 @@
 //! - [`error`]: [`error::ApiError`], the only place errors become statuses.
 //! - [`extract`]: extractors for the caller ([`extract::Caller`]), JSON bodies,
 //!   request metadata, `If-Match` and `Idempotency-Key`.
+//! - [`auth`]: sign-up, sign-in, MFA, refresh, logout, introspection
+//!   (`/v1/auth/*`), the caller's password and MFA (`/v1/me/*`) and the key
+//!   set at `/.well-known/jwks.json`.
+//! - [`users`]: the `/v1/users` resources and role assignment.
+//! - [`organization`]: the caller's organization, custom roles and
+//!   `/v1/permissions/check`.
+//! - [`access`]: conditional permissions and the MFA policy for sensitive
+//!   operations.
 //! - [`customers`]: the `/v1/customers` resources.
 //! - [`idempotent`]: replaying stored responses for retried requests.
 //! - [`openapi`]: the OpenAPI 3.1 document and its interactive page.
 
+pub mod access;
+pub mod auth;
 pub mod customers;
 pub mod error;
 pub mod extract;
 pub mod idempotent;
 pub mod openapi;
+pub mod organization;
+pub mod users;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -33,10 +46,15 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use pivotal_auth::TokenVerifier;
+use pivotal_auth::{Jwks, TokenIssuer, TokenVerifier};
 use pivotal_domain::customer::Customer;
 use pivotal_event_store::commands::AggregateStore;
+use pivotal_identity::Identity;
+use pivotal_identity::limits::Limits;
+use pivotal_identity::passwords::Passwords;
+use pivotal_identity::secrets::SecretBox;
 use pivotal_settings::Settings;
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -47,6 +65,8 @@ pub struct AppState {
     pub pool: PgPool,
     pub customers: Arc<AggregateStore<Customer>>,
     pub verifier: Arc<TokenVerifier>,
+    pub identity: Identity,
+    pub jwks: Arc<Jwks>,
 }
 
 /// A bound, ready-to-serve command API.
@@ -60,6 +80,14 @@ pub struct Application {
 pub enum StartError {
     #[error("cannot load token keys: {0}")]
     Keys(#[from] pivotal_auth::KeyError),
+    #[error("auth.signing_key is required: the command API issues access tokens")]
+    NoSigningKey,
+    #[error("cannot load the vault key: {0}")]
+    VaultKey(#[from] pivotal_identity::secrets::VaultKeyError),
+    #[error("invalid password hashing settings: {0}")]
+    Passwords(#[from] pivotal_identity::passwords::PasswordError),
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("cannot bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -72,11 +100,36 @@ impl Application {
     /// Builds the router on an existing pool and binds `settings.command_api.listen`
     /// (port 0 picks a free port).
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
-        let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
+        let auth = &settings.auth;
+        // The command API issues tokens, so it verifies them with the key set
+        // it publishes.
+        let jwks = Jwks::from_settings(auth)?;
+        let verifier = Arc::new(TokenVerifier::from_jwks(auth, &jwks));
+        let issuer = TokenIssuer::from_settings(auth)?.ok_or(StartError::NoSigningKey)?;
+        let redis = redis::Client::open(settings.redis.url.expose_secret())?
+            .get_connection_manager()
+            .await?;
+        let limits = Limits::new(
+            redis,
+            &settings.redis.key_prefix,
+            auth.rate_limit.clone(),
+            auth.lockout.clone(),
+        );
+        let identity = Identity::new(
+            pool.clone(),
+            Passwords::new(&auth.password)?,
+            Arc::new(issuer),
+            verifier.clone(),
+            limits,
+            SecretBox::from_file(&auth.vault_key_file)?,
+            auth.clone(),
+        );
         let state = AppState {
             customers: Arc::new(AggregateStore::new(pool.clone())),
             pool,
             verifier,
+            identity,
+            jwks: Arc::new(jwks),
         };
         let listen = settings.command_api.listen;
         let listener = TcpListener::bind(listen)
@@ -112,6 +165,9 @@ impl Application {
 /// The complete router.
 pub fn router(state: AppState, body_limit: usize) -> Router {
     Router::new()
+        .merge(auth::routes())
+        .merge(users::routes())
+        .merge(organization::routes())
         .merge(customers::routes())
         .merge(openapi::routes())
         .route("/healthz", get(health))

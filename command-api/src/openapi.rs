@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::AppState;
-use crate::customers;
+use crate::{auth, customers, organization, users};
 
 #[derive(Debug)]
 struct BearerAuth;
@@ -37,6 +37,38 @@ impl Modify for BearerAuth {
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
     paths(
+        auth::jwks,
+        auth::sign_up,
+        auth::login,
+        auth::verify_mfa,
+        auth::refresh,
+        auth::logout,
+        auth::introspect,
+        auth::accept_invitation,
+        auth::change_password,
+        auth::begin_mfa,
+        auth::confirm_mfa,
+        auth::disable_mfa,
+        auth::regenerate_codes,
+        users::create_user,
+        users::get_user,
+        users::update_profile,
+        users::change_email,
+        users::deactivate,
+        users::reactivate,
+        users::lock,
+        users::unlock,
+        users::user_roles,
+        users::assign_role,
+        users::revoke_role,
+        organization::get_organization,
+        organization::rename,
+        organization::change_settings,
+        organization::change_policy,
+        organization::list_roles,
+        organization::put_role,
+        organization::remove_role,
+        organization::check_permission,
         customers::create_customer,
         customers::get_customer,
         customers::rename_customer,
@@ -47,7 +79,14 @@ impl Modify for BearerAuth {
         customers::restore_customer,
     ),
     modifiers(&BearerAuth),
-    tags((name = "customers", description = "Customers of the organization"))
+    tags(
+        (name = "auth", description = "Sign-up, sign-in, MFA, token refresh, logout and introspection"),
+        (name = "me", description = "The caller's own password and multi-factor authentication"),
+        (name = "users", description = "People of the organization, their status and roles"),
+        (name = "organization", description = "The caller's organization and its policies"),
+        (name = "roles", description = "Built-in and custom roles; permission checks"),
+        (name = "customers", description = "Customers of the organization")
+    )
 )]
 pub struct ApiDoc;
 

@@ -2,7 +2,7 @@
 //! envelope as published on Kafka) and one sample message. The command
 //! `pivotal schemas write` turns this into the files under `schemas/events/`.
 
-use chrono::{TimeZone, Utc};
+use chrono::{TimeZone as _, Utc};
 use schemars::{JsonSchema, Schema, schema_for};
 use serde::Serialize;
 use serde_json::Value;
@@ -10,6 +10,10 @@ use uuid::Uuid;
 
 use crate::customer::{self, *};
 use crate::envelope::{EventEnvelope, EventMetadata};
+use crate::organization::{self as org, *};
+use crate::permissions::{Grant, Operator};
+use crate::user::{self as usr, *};
+use crate::values::{Currency, Email, Name, Preferences, TimeZone};
 
 /// One event type at one schema version.
 #[derive(Debug, Clone)]
@@ -49,7 +53,12 @@ fn entry<T: JsonSchema + Serialize>(
     let envelope = EventEnvelope {
         id: Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0000 + u128::from(sequence)),
         event_type: event_type.to_owned(),
-        aggregate_id: SAMPLE_CUSTOMER.to_string(),
+        aggregate_id: match aggregate_type {
+            crate::organization::AGGREGATE_TYPE => SAMPLE_ORGANIZATION,
+            crate::user::AGGREGATE_TYPE => SAMPLE_USER,
+            _ => SAMPLE_CUSTOMER,
+        }
+        .to_string(),
         aggregate_type: aggregate_type.to_owned(),
         organization_id: SAMPLE_ORGANIZATION,
         user_id: Some(SAMPLE_USER),
@@ -83,8 +92,8 @@ const SAMPLE_USER: Uuid = Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0
 /// The catalog, in a stable order.
 pub fn catalog() -> Vec<CatalogEntry> {
     let created = customer::sample_created(SAMPLE_CUSTOMER, SAMPLE_ORGANIZATION);
-    let a = AGGREGATE_TYPE;
-    let v = SCHEMA_VERSION;
+    let a = customer::AGGREGATE_TYPE;
+    let v = customer::SCHEMA_VERSION;
     vec![
         entry(a, "customer.created", v, 1, created.clone()),
         entry(
@@ -152,6 +161,242 @@ pub fn catalog() -> Vec<CatalogEntry> {
             },
         ),
     ]
+    .into_iter()
+    .chain(organization_entries())
+    .chain(user_entries())
+    .collect()
+}
+
+fn name(raw: &str) -> Name {
+    Name::parse("", raw).unwrap_or_else(|_| unreachable!("sample names are valid"))
+}
+
+fn organization_entries() -> Vec<CatalogEntry> {
+    let a = org::AGGREGATE_TYPE;
+    let v = org::SCHEMA_VERSION;
+    let o = SAMPLE_ORGANIZATION;
+    let settings = OrganizationSettings {
+        default_currency: Currency::parse("", "NZD").unwrap_or_else(|_| unreachable!()),
+        time_zone: TimeZone::parse("", "Pacific/Auckland").unwrap_or_else(|_| unreachable!()),
+        fiscal_year_start_month: 4,
+        tax: TaxSettings {
+            registration_number: None,
+            default_rate_basis_points: 1500,
+            prices_include_tax: false,
+        },
+    };
+    let role = CustomRole {
+        key: "sales-lead".into(),
+        name: name("Sales lead"),
+        description: Some("Approves quotes up to 5,000.00".into()),
+        grants: vec![
+            Grant::new("customers", "*"),
+            Grant::new("quotes", "approve").when(
+                "totalAmount",
+                Operator::Lte,
+                serde_json::json!(500_000),
+            ),
+        ],
+    };
+    vec![
+        entry(
+            a,
+            "organization.created",
+            v,
+            1,
+            OrganizationCreated {
+                organization_id: o,
+                name: name("Kōwhai Consulting"),
+                settings: settings.clone(),
+                created_by: SAMPLE_USER,
+            },
+        ),
+        entry(
+            a,
+            "organization.renamed",
+            v,
+            2,
+            OrganizationRenamed {
+                organization_id: o,
+                name: name("Kōwhai Consulting Ltd"),
+            },
+        ),
+        entry(
+            a,
+            "organization.settings.changed",
+            v,
+            3,
+            OrganizationSettingsChanged {
+                organization_id: o,
+                settings,
+            },
+        ),
+        entry(
+            a,
+            "organization.security_policy.changed",
+            v,
+            4,
+            SecurityPolicyChanged {
+                organization_id: o,
+                policy: SecurityPolicy {
+                    require_mfa_for_sensitive_operations: true,
+                },
+            },
+        ),
+        entry(
+            a,
+            "organization.role.defined",
+            v,
+            5,
+            RoleDefined {
+                organization_id: o,
+                role,
+            },
+        ),
+        entry(
+            a,
+            "organization.role.removed",
+            v,
+            6,
+            RoleRemoved {
+                organization_id: o,
+                key: "sales-lead".into(),
+            },
+        ),
+    ]
+}
+
+fn user_entries() -> Vec<CatalogEntry> {
+    let a = usr::AGGREGATE_TYPE;
+    let v = usr::SCHEMA_VERSION;
+    let u = SAMPLE_USER;
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 30, 0)
+        .single()
+        .unwrap_or_default();
+    let mut preferences = serde_json::Map::new();
+    preferences.insert("theme".into(), "dark".into());
+    let preferences = Preferences::parse("", &preferences).unwrap_or_default();
+    let role = |role: &str| RoleChanged {
+        user_id: u,
+        role: role.into(),
+    };
+    let mfa = || MfaChanged {
+        user_id: u,
+        method: "totp".into(),
+    };
+    vec![
+        entry(
+            a,
+            "user.created",
+            v,
+            1,
+            UserCreated {
+                user_id: u,
+                email: Email::parse("", "aroha@example.co.nz").unwrap_or_else(|_| unreachable!()),
+                first_name: name("Aroha"),
+                last_name: name("Ngata"),
+                organization_id: SAMPLE_ORGANIZATION,
+                phone: None,
+                time_zone: TimeZone::parse("", "Pacific/Auckland")
+                    .unwrap_or_else(|_| unreachable!()),
+                preferences: preferences.clone(),
+                roles: vec!["owner".into()],
+                status: UserStatus::Active,
+            },
+        ),
+        entry(
+            a,
+            "user.invitation.accepted",
+            v,
+            2,
+            InvitationAccepted { user_id: u },
+        ),
+        entry(
+            a,
+            "user.profile.updated",
+            v,
+            3,
+            ProfileUpdated {
+                user_id: u,
+                first_name: name("Aroha"),
+                last_name: name("Ngata-Smith"),
+                phone: None,
+                time_zone: TimeZone::utc(),
+                preferences,
+            },
+        ),
+        entry(
+            a,
+            "user.email.changed",
+            v,
+            4,
+            EmailChanged {
+                user_id: u,
+                email: Email::parse("", "aroha@kowhai.example").unwrap_or_else(|_| unreachable!()),
+            },
+        ),
+        entry(
+            a,
+            "user.password.changed",
+            v,
+            5,
+            PasswordChanged { user_id: u },
+        ),
+        entry(
+            a,
+            "user.deactivated",
+            v,
+            6,
+            UserDeactivated {
+                user_id: u,
+                reason: Some("left the company".into()),
+            },
+        ),
+        entry(a, "user.reactivated", v, 7, UserReactivated { user_id: u }),
+        entry(
+            a,
+            "user.locked",
+            v,
+            8,
+            UserLocked {
+                user_id: u,
+                reason: "too many failed sign-in attempts".into(),
+                until: Some(at + chrono::Duration::minutes(15)),
+            },
+        ),
+        entry(a, "user.unlocked", v, 9, UserUnlocked { user_id: u }),
+        entry(a, "user.role.assigned", v, 10, role("manager")),
+        entry(a, "user.role.revoked", v, 11, role("member")),
+        entry(
+            a,
+            "user.authenticated",
+            v,
+            12,
+            UserAuthenticated {
+                user_id: u,
+                login_method: LoginMethod::PasswordTotp,
+                ip_address: "203.0.113.7".into(),
+                user_agent: "Mozilla/5.0".into(),
+                at,
+                login_count: 42,
+            },
+        ),
+        entry(a, "user.mfa.enabled", v, 13, mfa()),
+        entry(a, "user.mfa.disabled", v, 14, mfa()),
+        entry(a, "user.mfa.recovery_codes.regenerated", v, 15, mfa()),
+        entry(
+            a,
+            "user.session.ended",
+            v,
+            16,
+            SessionEnded {
+                user_id: u,
+                family_id: Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_f00d),
+                reason: SessionEnd::TokenReuse,
+            },
+        ),
+    ]
 }
 
 #[cfg(test)]
@@ -160,7 +405,7 @@ mod tests {
     use cqrs_es::DomainEvent;
 
     #[test]
-    fn catalog_covers_every_customer_event_type_once() {
+    fn catalog_covers_every_event_type_once() {
         let entries = catalog();
         let mut types: Vec<&str> = entries.iter().map(|e| e.event_type).collect();
         types.sort_unstable();
@@ -170,8 +415,19 @@ mod tests {
         for entry in &entries {
             let stored =
                 serde_json::json!({"type": entry.event_type, "data": entry.sample["data"]});
-            let event: CustomerEvent = serde_json::from_value(stored).unwrap();
-            assert_eq!(event.event_type(), entry.event_type);
+            let parsed = match entry.aggregate_type {
+                customer::AGGREGATE_TYPE => serde_json::from_value::<CustomerEvent>(stored)
+                    .map(|e| e.event_type())
+                    .unwrap(),
+                org::AGGREGATE_TYPE => serde_json::from_value::<OrganizationEvent>(stored)
+                    .map(|e| e.event_type())
+                    .unwrap(),
+                usr::AGGREGATE_TYPE => serde_json::from_value::<UserEvent>(stored)
+                    .map(|e| e.event_type())
+                    .unwrap(),
+                other => panic!("unknown aggregate type {other}"),
+            };
+            assert_eq!(parsed, entry.event_type);
             assert_eq!(entry.sample["type"], entry.event_type);
         }
     }

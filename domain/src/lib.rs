@@ -13,13 +13,19 @@
 //!   architecture document) and the [`envelope::Actor`] who issues a command.
 //! - [`customer`]: the `Customer` aggregate (cqrs-es), its commands, events and
 //!   errors.
-//! - [`permissions`]: `resource:action` permissions and the check used by the
-//!   APIs.
+//! - [`organization`]: the `Organization` aggregate (the tenant): settings,
+//!   security policy and custom roles.
+//! - [`user`]: the `User` aggregate: profile, status, locks, roles, MFA state
+//!   and login statistics. No secret ever enters its events.
+//! - [`permissions`]: the RBAC model: grants of `resource:action` with
+//!   conditions, the six built-in roles and [`permissions::evaluate`].
 //! - [`catalog`]: every event type and version with its JSON Schema and a sample,
 //!   the source of the committed files under `schemas/`.
 
 pub mod catalog;
 pub mod customer;
 pub mod envelope;
+pub mod organization;
 pub mod permissions;
+pub mod user;
 pub mod values;

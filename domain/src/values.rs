@@ -515,9 +515,115 @@ impl Tags {
     }
 }
 
+/// An IANA time zone name, e.g. `Pacific/Auckland`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct TimeZone(String);
+
+impl TimeZone {
+    pub fn parse(pointer: &str, raw: &str) -> Result<Self, FieldError> {
+        let value = trimmed(raw);
+        match value.parse::<chrono_tz::Tz>() {
+            Ok(tz) => Ok(Self(tz.name().to_owned())),
+            Err(_) => Err(FieldError::new(
+                pointer,
+                "invalid_time_zone",
+                "must be an IANA time zone name such as Pacific/Auckland",
+            )),
+        }
+    }
+
+    pub fn utc() -> Self {
+        Self("UTC".to_owned())
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+/// User preferences: a flat JSON object of at most 50 keys (1 to 64
+/// characters of letters, digits, `_`, `.` or `-`) and at most 8 KiB.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(transparent)]
+pub struct Preferences(serde_json::Map<String, serde_json::Value>);
+
+impl Preferences {
+    pub const MAX_KEYS: usize = 50;
+    pub const MAX_BYTES: usize = 8 * 1024;
+
+    pub fn parse(
+        pointer: &str,
+        raw: &serde_json::Map<String, serde_json::Value>,
+    ) -> Result<Self, Vec<FieldError>> {
+        let mut errors = Vec::new();
+        if raw.len() > Self::MAX_KEYS {
+            errors.push(FieldError::new(
+                pointer,
+                "too_many",
+                format!("at most {} preferences are allowed", Self::MAX_KEYS),
+            ));
+        }
+        for key in raw.keys() {
+            let ok = (1..=64).contains(&key.len())
+                && key
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+            if !ok {
+                errors.push(FieldError::new(
+                    format!("{pointer}/{}", key.replace('~', "~0").replace('/', "~1")),
+                    "invalid_key",
+                    "keys are 1 to 64 letters, digits, `_`, `.` or `-`",
+                ));
+            }
+        }
+        if serde_json::to_vec(raw).map_or(usize::MAX, |v| v.len()) > Self::MAX_BYTES {
+            errors.push(FieldError::new(
+                pointer,
+                "too_large",
+                format!("must serialize to at most {} bytes", Self::MAX_BYTES),
+            ));
+        }
+        if errors.is_empty() {
+            Ok(Self(raw.clone()))
+        } else {
+            Err(errors)
+        }
+    }
+
+    pub fn as_map(&self) -> &serde_json::Map<String, serde_json::Value> {
+        &self.0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn time_zones_and_preferences() {
+        assert_eq!(
+            TimeZone::parse("/tz", " Pacific/Auckland ")
+                .unwrap()
+                .as_str(),
+            "Pacific/Auckland"
+        );
+        assert_eq!(
+            TimeZone::parse("/tz", "Mars/Olympus").unwrap_err().code,
+            "invalid_time_zone"
+        );
+        let mut prefs = serde_json::Map::new();
+        prefs.insert("theme".into(), "dark".into());
+        assert!(Preferences::parse("/p", &prefs).is_ok());
+        prefs.insert("bad key".into(), 1.into());
+        let errors = Preferences::parse("/p", &prefs).unwrap_err();
+        assert_eq!(errors[0].pointer, "/p/bad key");
+        let big: serde_json::Map<_, _> = (0..51).map(|i| (format!("k{i}"), 1.into())).collect();
+        assert_eq!(
+            Preferences::parse("/p", &big).unwrap_err()[0].code,
+            "too_many"
+        );
+    }
 
     #[test]
     fn email_accepts_ordinary_addresses_and_lowercases_domain() {

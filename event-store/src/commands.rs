@@ -9,7 +9,7 @@
 use std::marker::PhantomData;
 
 use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, EventStore};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
 use pivotal_domain::envelope::CommandContext;
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
@@ -200,6 +200,120 @@ where
                 },
             )
             .collect())
+    }
+}
+
+/// A command decided but not yet committed: the events it produces on top
+/// of `version`. [`AggregateStore::append`] commits them inside a caller's
+/// transaction, so that other rows (the credential vault) commit or roll
+/// back with them.
+#[derive(Debug)]
+pub struct Decided<A: Aggregate> {
+    pub aggregate_id: String,
+    /// Aggregate version the events were decided on.
+    pub version: u64,
+    /// State after the events.
+    pub state: A,
+    pub events: Vec<A::Event>,
+}
+
+/// Why [`AggregateStore::append`] failed.
+#[derive(Debug, thiserror::Error)]
+pub enum AppendError {
+    /// Another writer appended to the aggregate first; decide again.
+    #[error("the aggregate changed since the command was decided")]
+    Conflict,
+    #[error("event store failure: {0}")]
+    Store(#[from] sqlx::Error),
+}
+
+impl<A> AggregateStore<A>
+where
+    A: Aggregate<Services = ()> + 'static,
+    A::Command: Clone + Send,
+    A::Error: Send,
+{
+    /// Loads the aggregate and runs `command` on it without committing.
+    pub async fn decide(
+        &self,
+        aggregate_id: &str,
+        expected_version: Option<u64>,
+        command: A::Command,
+    ) -> Result<Decided<A>, ExecuteError<A::Error>> {
+        let loaded = self
+            .store
+            .load_aggregate(aggregate_id)
+            .await
+            .map_err(store_error)?;
+        let version = loaded.current_sequence as u64;
+        if let Some(expected) = expected_version
+            && expected != version
+        {
+            return Err(ExecuteError::VersionConflict {
+                expected,
+                current: version,
+            });
+        }
+        let mut state = loaded.aggregate;
+        let sink = cqrs_es::event_sink::EventSink::<A>::default();
+        state
+            .handle(command, &(), &sink)
+            .await
+            .map_err(ExecuteError::Domain)?;
+        let events = sink.collect().await;
+        Ok(Decided {
+            aggregate_id: aggregate_id.to_owned(),
+            version,
+            state,
+            events,
+        })
+    }
+
+    /// Appends decided events in the caller's transaction. The rows are the
+    /// ones postgres-es writes (same columns, payload and metadata), so the
+    /// aggregate loads them like any other.
+    pub async fn append(
+        &self,
+        conn: &mut sqlx::PgConnection,
+        decided: &Decided<A>,
+        context: &CommandContext,
+    ) -> Result<Vec<CommittedEvent>, AppendError> {
+        let metadata = serde_json::to_value(context.to_store_metadata())
+            .map_err(|e| AppendError::Store(sqlx::Error::Encode(Box::new(e))))?;
+        let mut committed = Vec::with_capacity(decided.events.len());
+        for (offset, event) in decided.events.iter().enumerate() {
+            let sequence = decided.version + offset as u64 + 1;
+            let payload = serde_json::to_value(event)
+                .map_err(|e| AppendError::Store(sqlx::Error::Encode(Box::new(e))))?;
+            let row: Result<(Uuid, i64), sqlx::Error> = sqlx::query_as(
+                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                     event_version, payload, metadata)
+                 VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)
+                 RETURNING event_id, global_position",
+            )
+            .bind(A::TYPE)
+            .bind(&decided.aggregate_id)
+            .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
+            .bind(event.event_type())
+            .bind(event.event_version())
+            .bind(payload.to_string())
+            .bind(metadata.to_string())
+            .fetch_one(&mut *conn)
+            .await;
+            match row {
+                Ok((event_id, position)) => committed.push(CommittedEvent {
+                    event_id,
+                    event_type: event.event_type(),
+                    sequence,
+                    position,
+                }),
+                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                    return Err(AppendError::Conflict);
+                }
+                Err(other) => return Err(AppendError::Store(other)),
+            }
+        }
+        Ok(committed)
     }
 }
 

@@ -14,13 +14,19 @@
 //! - [`framework`]: the [`framework::Projection`] trait, version bookkeeping,
 //!   the consumer loop ([`framework::run`]) and rebuilds ([`framework::rebuild`]).
 //! - [`customers`]: the `rm_customers` read model.
+//! - [`identity`]: the `rm_organizations` and `rm_users` read models.
 //! - [`db`]: the read models' migrations.
 
 pub mod customers;
 pub mod db;
 pub mod framework;
+pub mod identity;
 
 /// Every projection this process runs.
 pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
-    vec![Box::new(customers::CustomersProjection)]
+    vec![
+        Box::new(customers::CustomersProjection),
+        Box::new(identity::OrganizationsProjection),
+        Box::new(identity::UsersProjection),
+    ]
 }

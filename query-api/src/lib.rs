@@ -7,13 +7,18 @@
 //! - [`schema`]: the GraphQL schema, independent of the transport; tests call
 //!   [`schema::build`] and `execute` directly.
 //! - [`customers`]: `customer(id)` and the `customers` connection.
+//! - [`identity`]: `me`, `user`, the `users` connection, `roles` and
+//!   `organization`.
 //! - [`history`]: the event history of an aggregate (auditors).
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
-//! - [`Application`]: the axum transport, with token verification.
+//! - [`Application`]: the axum transport, with token verification against
+//!   the key set at `auth.jwks_url` (fetched and cached) or the configured
+//!   public keys.
 
 pub mod customers;
 pub mod errors;
 pub mod history;
+pub mod identity;
 pub mod schema;
 
 use std::future::Future;
@@ -104,7 +109,7 @@ async fn graphql(
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
     let request = request.into_inner();
-    match state.verifier.verify_header(header) {
+    match state.verifier.verify_header(header).await {
         Ok(principal) => state.schema.execute(request.data(principal)).await.into(),
         Err(error) => async_graphql::Response::from_errors(vec![
             errors::unauthenticated(&error).into_server_error(async_graphql::Pos::default()),

@@ -8,7 +8,10 @@ use sqlx::PgPool;
 use crate::errors;
 
 #[derive(Debug, MergedObject, Default)]
-pub struct Query(crate::customers::CustomerQuery);
+pub struct Query(
+    crate::customers::CustomerQuery,
+    crate::identity::IdentityQuery,
+);
 
 pub type PivotalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 

@@ -65,6 +65,8 @@ pub struct KafkaSettings {
 #[serde(deny_unknown_fields)]
 pub struct RedisSettings {
     pub url: SecretString,
+    /// First part of every key this deployment writes.
+    pub key_prefix: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -76,10 +78,58 @@ pub struct AuthSettings {
     pub audience: String,
     /// Public keys accepted for access tokens, by key id.
     pub public_keys: Vec<PublicKeySettings>,
-    /// Private key used only by development tooling (demo tokens).
+    /// The key that signs new access tokens (command API). Its public half
+    /// must be listed in `public_keys`.
     pub signing_key: Option<SigningKeySettings>,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
     pub leeway_secs: u64,
+    /// Where processes that do not issue tokens (the query API) fetch the
+    /// JSON Web Key Set. Empty: use `public_keys` directly.
+    pub jwks_url: String,
+    /// How long a fetched key set is used before it is fetched again.
+    pub jwks_refresh_secs: u64,
+    /// Lifetime of access tokens (`expiresIn`), in seconds.
+    pub access_token_ttl_secs: i64,
+    /// Lifetime of a refresh-token family from sign-in, in seconds.
+    pub refresh_token_ttl_secs: i64,
+    /// Lifetime of the MFA challenge issued after a correct password.
+    pub mfa_challenge_ttl_secs: i64,
+    /// Lifetime of an invitation to set a password.
+    pub invitation_ttl_secs: i64,
+    /// 32-byte key (base64) that encrypts MFA secrets at rest.
+    pub vault_key_file: PathBuf,
+    pub password: PasswordSettings,
+    pub lockout: LockoutSettings,
+    pub rate_limit: RateLimitSettings,
+}
+
+/// argon2id cost; the defaults are OWASP's recommendation.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PasswordSettings {
+    pub memory_kib: u32,
+    pub iterations: u32,
+    pub parallelism: u32,
+    /// Shortest accepted password, in characters.
+    pub min_length: usize,
+}
+
+/// Temporary lock after repeated failed sign-ins.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LockoutSettings {
+    pub max_failures: u32,
+    pub window_secs: u64,
+    pub lock_secs: u64,
+}
+
+/// Limits on the sign-in endpoints, per client IP and per account (email).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RateLimitSettings {
+    pub per_ip: u32,
+    pub per_account: u32,
+    pub window_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize, Serialize)]
@@ -151,6 +201,7 @@ client_id = "pivotal-flow"
 
 [redis]
 url = "redis://127.0.0.1:6379"
+key_prefix = "pf"
 
 [auth]
 issuer = "pivotal-flow"
@@ -158,6 +209,29 @@ audience = "pivotal-flow-api"
 leeway_secs = 30
 public_keys = [{ kid = "dev-2026-1", pem_file = "config/dev/jwt-public-key.pem" }]
 signing_key = { kid = "dev-2026-1", pem_file = "config/dev/jwt-signing-key.pem" }
+jwks_url = ""
+jwks_refresh_secs = 300
+access_token_ttl_secs = 3600
+refresh_token_ttl_secs = 2592000
+mfa_challenge_ttl_secs = 300
+invitation_ttl_secs = 604800
+vault_key_file = "config/dev/vault-key"
+
+[auth.password]
+memory_kib = 19456
+iterations = 2
+parallelism = 1
+min_length = 12
+
+[auth.lockout]
+max_failures = 5
+window_secs = 900
+lock_secs = 900
+
+[auth.rate_limit]
+per_ip = 30
+per_account = 10
+window_secs = 60
 
 [command_api]
 listen = "127.0.0.1:8080"

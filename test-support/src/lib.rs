@@ -77,7 +77,9 @@ impl TestEnv {
             "auth": {
                 "public_keys": [{ "kid": "dev-2026-1", "pem_file": root.join("config/dev/jwt-public-key.pem") }],
                 "signing_key": { "kid": "dev-2026-1", "pem_file": root.join("config/dev/jwt-signing-key.pem") },
+                "vault_key_file": root.join("config/dev/vault-key"),
             },
+            "redis": { "key_prefix": format!("t{}", &id[..12]) },
             "command_api": { "listen": "127.0.0.1:0" },
             "query_api": { "listen": "127.0.0.1:0" },
             "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10 },
@@ -131,6 +133,14 @@ impl TestEnv {
             (
                 "PIVOTAL_PROJECTOR__GROUP_ID".into(),
                 s.projector.group_id.clone(),
+            ),
+            (
+                "PIVOTAL_REDIS__KEY_PREFIX".into(),
+                s.redis.key_prefix.clone(),
+            ),
+            (
+                "PIVOTAL_AUTH__VAULT_KEY_FILE".into(),
+                s.auth.vault_key_file.display().to_string(),
             ),
             ("PIVOTAL_LOG__FORMAT".into(), "pretty".into()),
             ("PIVOTAL_LOG__FILTER".into(), "info".into()),

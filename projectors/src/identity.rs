@@ -1,0 +1,176 @@
+//! The organizations and users read models (`rm_organizations`,
+//! `rm_users`). Each row keeps the aggregate's state, folded with the
+//! domain's own `apply`, so the read model can never disagree with the
+//! write side about what an event means.
+
+use async_trait::async_trait;
+use cqrs_es::Aggregate;
+use pivotal_domain::organization::{self, Organization, OrganizationEvent};
+use pivotal_domain::user::{self, User, UserEvent};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sqlx::PgConnection;
+use uuid::Uuid;
+
+use crate::framework::{Envelope, Projection, ProjectionError};
+
+fn event<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, ProjectionError> {
+    serde_json::from_value(serde_json::json!({
+        "type": envelope.event_type,
+        "data": envelope.data,
+    }))
+    .map_err(|e| ProjectionError::Data(envelope.id, e.to_string()))
+}
+
+fn id(envelope: &Envelope) -> Result<Uuid, ProjectionError> {
+    Uuid::parse_str(&envelope.aggregate_id)
+        .map_err(|e| ProjectionError::Data(envelope.id, e.to_string()))
+}
+
+async fn current<A: DeserializeOwned + Default>(
+    conn: &mut PgConnection,
+    sql: &str,
+    organization_id: Uuid,
+    id: Uuid,
+) -> Result<A, ProjectionError> {
+    let row: Option<(sqlx::types::Json<serde_json::Value>,)> = sqlx::query_as(sql)
+        .bind(organization_id)
+        .bind(id)
+        .fetch_optional(&mut *conn)
+        .await?;
+    Ok(match row {
+        Some((state,)) => serde_json::from_value(state.0).unwrap_or_default(),
+        None => A::default(),
+    })
+}
+
+fn json<T: Serialize>(value: &T) -> serde_json::Value {
+    serde_json::to_value(value).unwrap_or_default()
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct OrganizationsProjection;
+
+#[async_trait]
+impl Projection for OrganizationsProjection {
+    fn name(&self) -> &'static str {
+        "organizations"
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[organization::AGGREGATE_TYPE]
+    }
+
+    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM rm_organizations")
+            .execute(conn)
+            .await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
+        let org_id = id(envelope)?;
+        let e: OrganizationEvent = event(envelope)?;
+        let mut org: Organization = current(
+            conn,
+            "SELECT state FROM rm_organizations WHERE id = $1 AND id = $2 FOR UPDATE",
+            envelope.organization_id,
+            org_id,
+        )
+        .await?;
+        org.apply(e);
+        let Some(state) = org.state.as_ref() else {
+            return Err(ProjectionError::Data(
+                envelope.id,
+                "event applied to an organization that was never created".into(),
+            ));
+        };
+        sqlx::query(
+            "INSERT INTO rm_organizations (id, name, default_currency, time_zone, state, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $7)
+             ON CONFLICT (id) DO UPDATE SET name = $2, default_currency = $3, time_zone = $4,
+               state = $5, version = $6, updated_at = $7",
+        )
+        .bind(org_id)
+        .bind(state.name.as_str())
+        .bind(state.settings.default_currency.as_str())
+        .bind(state.settings.time_zone.as_str())
+        .bind(sqlx::types::Json(json(&org)))
+        .bind(i64::try_from(envelope.version).unwrap_or(i64::MAX))
+        .bind(envelope.timestamp)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct UsersProjection;
+
+#[async_trait]
+impl Projection for UsersProjection {
+    fn name(&self) -> &'static str {
+        "users"
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &[user::AGGREGATE_TYPE]
+    }
+
+    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        sqlx::query("DELETE FROM rm_users").execute(conn).await?;
+        Ok(())
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
+        let user_id = id(envelope)?;
+        let e: UserEvent = event(envelope)?;
+        let mut user: User = current(
+            conn,
+            "SELECT state FROM rm_users WHERE organization_id = $1 AND id = $2 FOR UPDATE",
+            envelope.organization_id,
+            user_id,
+        )
+        .await?;
+        user.apply(e);
+        let Some(state) = user.state.as_ref() else {
+            return Err(ProjectionError::Data(
+                envelope.id,
+                "event applied to a user that was never created".into(),
+            ));
+        };
+        let roles: Vec<&str> = state.roles.iter().map(String::as_str).collect();
+        sqlx::query(
+            "INSERT INTO rm_users (organization_id, id, email, first_name, last_name, status, roles,
+                mfa_enabled, last_login_at, login_count, state, version, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $13)
+             ON CONFLICT (organization_id, id) DO UPDATE SET email = $3, first_name = $4,
+               last_name = $5, status = $6, roles = $7, mfa_enabled = $8, last_login_at = $9,
+               login_count = $10, state = $11, version = $12, updated_at = $13",
+        )
+        .bind(state.organization_id)
+        .bind(user_id)
+        .bind(state.email.as_str())
+        .bind(state.profile.first_name.as_str())
+        .bind(state.profile.last_name.as_str())
+        .bind(state.status.as_str())
+        .bind(&roles)
+        .bind(state.mfa_enabled)
+        .bind(state.last_login_at)
+        .bind(i64::try_from(state.login_count).unwrap_or(i64::MAX))
+        .bind(sqlx::types::Json(json(&user)))
+        .bind(i64::try_from(envelope.version).unwrap_or(i64::MAX))
+        .bind(envelope.timestamp)
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}

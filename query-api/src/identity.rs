@@ -1,0 +1,450 @@
+//! `me`, `user(id)`, `users(...)`, `roles` and `organization`, read from
+//! `rm_users` and `rm_organizations`. The rows hold the aggregates' states,
+//! which have no secret fields: nothing here could expose a password hash,
+//! MFA secret, recovery code or refresh token.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use pivotal_domain::organization::Organization as OrganizationAggregate;
+use pivotal_domain::permissions::{Permission, RoleDefinition, built_in_roles};
+use pivotal_domain::user::{User as UserAggregate, UserState};
+use serde::{Deserialize, Serialize};
+use sqlx::{PgPool, Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::errors;
+use crate::history::{self, HistoryEvent};
+use crate::schema::{MAX_PAGE, caller, pool};
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum UserStatus {
+    /// Invited; no password chosen yet.
+    Invited,
+    Active,
+    /// Cannot sign in; kept for history.
+    Deactivated,
+}
+
+impl UserStatus {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Invited => "invited",
+            Self::Active => "active",
+            Self::Deactivated => "deactivated",
+        }
+    }
+}
+
+/// A person of the organization. No field can hold a secret.
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct User {
+    pub id: ID,
+    pub email: String,
+    pub first_name: String,
+    pub last_name: String,
+    pub phone: Option<String>,
+    /// IANA time zone.
+    pub time_zone: String,
+    pub preferences: Json<serde_json::Map<String, serde_json::Value>>,
+    pub status: UserStatus,
+    pub roles: Vec<String>,
+    pub locked: bool,
+    pub lock_reason: Option<String>,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub mfa_enabled: bool,
+    pub last_login_at: Option<DateTime<Utc>>,
+    pub login_count: i64,
+    /// Aggregate version this row reflects.
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    organization_id: Uuid,
+    #[graphql(skip)]
+    uuid: Uuid,
+}
+
+#[derive(sqlx::FromRow, Debug)]
+struct UserRow {
+    state: sqlx::types::Json<UserAggregate>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    last_name: String,
+    id: Uuid,
+}
+
+impl User {
+    fn of(state: &UserState, row: &UserRow) -> Self {
+        let lock = state.locked_at(Utc::now());
+        Self {
+            id: ID(state.id.to_string()),
+            email: state.email.as_str().to_owned(),
+            first_name: state.profile.first_name.as_str().to_owned(),
+            last_name: state.profile.last_name.as_str().to_owned(),
+            phone: state.profile.phone.as_ref().map(|p| p.as_str().to_owned()),
+            time_zone: state.profile.time_zone.as_str().to_owned(),
+            preferences: Json(state.profile.preferences.as_map().clone()),
+            status: match state.status {
+                pivotal_domain::user::UserStatus::Invited => UserStatus::Invited,
+                pivotal_domain::user::UserStatus::Active => UserStatus::Active,
+                pivotal_domain::user::UserStatus::Deactivated => UserStatus::Deactivated,
+            },
+            roles: state.roles.iter().cloned().collect(),
+            locked: lock.is_some(),
+            lock_reason: lock.map(|l| l.reason.clone()),
+            locked_until: lock.and_then(|l| l.until),
+            mfa_enabled: state.mfa_enabled,
+            last_login_at: state.last_login_at,
+            login_count: i64::try_from(state.login_count).unwrap_or(i64::MAX),
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            organization_id: state.organization_id,
+            uuid: state.id,
+        }
+    }
+
+    fn from_row(row: &UserRow) -> Option<Self> {
+        row.state.0.state.as_ref().map(|s| Self::of(s, row))
+    }
+}
+
+#[ComplexObject]
+impl User {
+    /// Every event of this user, oldest first (needs `events:read`).
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
+        let principal = caller(ctx, Permission::EVENTS_READ)?;
+        if principal.claims.org != self.organization_id {
+            return Ok(Vec::new());
+        }
+        history::of_aggregate(
+            pool(ctx)?,
+            "user",
+            &self.uuid.to_string(),
+            self.organization_id,
+        )
+        .await
+    }
+
+    /// `firstName lastName`.
+    async fn display_name(&self) -> String {
+        format!("{} {}", self.first_name, self.last_name)
+    }
+}
+
+/// One permission a role grants.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Grant {
+    pub resource: String,
+    pub action: String,
+    /// `[{attribute, operator, value}]`; empty when unconditional.
+    pub conditions: Json<serde_json::Value>,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Role {
+    pub key: String,
+    pub name: String,
+    pub description: Option<String>,
+    pub built_in: bool,
+    pub grants: Vec<Grant>,
+}
+
+impl From<RoleDefinition> for Role {
+    fn from(r: RoleDefinition) -> Self {
+        Self {
+            key: r.key,
+            name: r.name,
+            description: r.description,
+            built_in: r.built_in,
+            grants: r
+                .grants
+                .into_iter()
+                .map(|g| Grant {
+                    conditions: Json(serde_json::to_value(&g.conditions).unwrap_or_default()),
+                    resource: g.resource,
+                    action: g.action,
+                })
+                .collect(),
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct TaxSettings {
+    pub registration_number: Option<String>,
+    /// 1500 = 15%.
+    pub default_rate_basis_points: i32,
+    pub prices_include_tax: bool,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct Organization {
+    pub id: ID,
+    pub name: String,
+    /// ISO 4217.
+    pub default_currency: String,
+    pub time_zone: String,
+    pub fiscal_year_start_month: i32,
+    pub tax: TaxSettings,
+    pub require_mfa_for_sensitive_operations: bool,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+#[derive(InputObject, Debug, Default)]
+pub struct UserFilter {
+    pub status: Option<UserStatus>,
+    /// Users holding this role.
+    pub role: Option<String>,
+    /// Case-insensitive match on name or email.
+    pub search: Option<String>,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct UserConnectionInfo {
+    pub total_count: i64,
+}
+
+pub type UserConnection = Connection<
+    OpaqueCursor<UserCursor>,
+    User,
+    UserConnectionInfo,
+    EmptyFields,
+    async_graphql::connection::DefaultConnectionName,
+    async_graphql::connection::DefaultEdgeName,
+>;
+
+/// Position in the name ordering.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct UserCursor {
+    last: String,
+    id: Uuid,
+}
+
+#[derive(Debug, Default)]
+pub struct IdentityQuery;
+
+#[derive(sqlx::FromRow)]
+struct OrganizationRow {
+    state: sqlx::types::Json<OrganizationAggregate>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+async fn organization_state(
+    pool: &PgPool,
+    organization: Uuid,
+) -> async_graphql::Result<Option<OrganizationRow>> {
+    let row: Option<OrganizationRow> = sqlx::query_as(
+        "SELECT state, version, created_at, updated_at FROM rm_organizations WHERE id = $1",
+    )
+    .bind(organization)
+    .fetch_optional(pool)
+    .await
+    .map_err(errors::internal)?;
+    Ok(row)
+}
+
+fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter: &UserFilter) {
+    qb.push(" WHERE organization_id = ").push_bind(organization);
+    if let Some(status) = filter.status {
+        qb.push(" AND status = ").push_bind(status.column());
+    }
+    if let Some(role) = &filter.role {
+        qb.push(" AND ")
+            .push_bind(role.clone())
+            .push(" = ANY(roles)");
+    }
+    if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
+        let pattern = format!(
+            "%{}%",
+            search
+                .trim()
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        qb.push(" AND (lower(first_name || ' ' || last_name) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR lower(email) LIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+}
+
+#[Object]
+impl IdentityQuery {
+    /// The signed-in user.
+    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+        let principal = ctx
+            .data_opt::<pivotal_auth::Principal>()
+            .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))?;
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
+             WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(principal.claims.org)
+        .bind(principal.claims.sub)
+        .fetch_optional(pool(ctx)?)
+        .await
+        .map_err(errors::internal)?;
+        Ok(row.as_ref().and_then(User::from_row))
+    }
+
+    /// One user of the caller's organization, or null.
+    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+        let principal = caller(ctx, Permission::USERS_READ)?;
+        let Ok(id) = Uuid::parse_str(&id) else {
+            return Err(errors::bad_input("id is not a user id"));
+        };
+        let row: Option<UserRow> = sqlx::query_as(
+            "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
+             WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(principal.claims.org)
+        .bind(id)
+        .fetch_optional(pool(ctx)?)
+        .await
+        .map_err(errors::internal)?;
+        Ok(row.as_ref().and_then(User::from_row))
+    }
+
+    /// Users of the caller's organization by last name, as a Relay
+    /// connection (forward: `first` and `after`).
+    async fn users(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        #[graphql(validator(minimum = 0))] first: Option<i32>,
+        filter: Option<UserFilter>,
+    ) -> async_graphql::Result<UserConnection> {
+        let principal = caller(ctx, Permission::USERS_READ)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let filter = filter.unwrap_or_default();
+        if first.is_some_and(|v| v as usize > MAX_PAGE) {
+            return Err(errors::bad_input(format!(
+                "first must be at most {MAX_PAGE}"
+            )));
+        }
+        let result = query(
+            after,
+            None,
+            first,
+            None,
+            |after: Option<OpaqueCursor<UserCursor>>,
+             _before: Option<OpaqueCursor<UserCursor>>,
+             first,
+             _last| async move {
+                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_users");
+                push_filters(&mut count, organization, &filter);
+                let (total,): (i64,) = count
+                    .build_query_as()
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+                let limit = first.unwrap_or(20).min(MAX_PAGE);
+                let mut qb = QueryBuilder::<Postgres>::new(
+                    "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users",
+                );
+                push_filters(&mut qb, organization, &filter);
+                if let Some(after) = &after {
+                    qb.push(" AND (lower(last_name), id) > (")
+                        .push_bind(after.last.clone())
+                        .push(", ")
+                        .push_bind(after.id)
+                        .push(")");
+                }
+                qb.push(" ORDER BY lower(last_name), id LIMIT ")
+                    .push_bind(limit as i64 + 1);
+                let mut rows: Vec<UserRow> = qb
+                    .build_query_as()
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+                let more = rows.len() > limit;
+                rows.truncate(limit);
+                let mut connection = Connection::with_additional_fields(
+                    after.is_some(),
+                    more,
+                    UserConnectionInfo { total_count: total },
+                );
+                connection.edges.extend(rows.iter().filter_map(|row| {
+                    let user = User::from_row(row)?;
+                    let cursor = UserCursor {
+                        last: row.last_name.to_lowercase(),
+                        id: row.id,
+                    };
+                    Some(Edge::new(OpaqueCursor(cursor), user))
+                }));
+                Ok::<_, async_graphql::Error>(connection)
+            },
+        )
+        .await;
+        result.map_err(|e| {
+            if e.extensions
+                .as_ref()
+                .is_some_and(|x| x.get("code").is_some())
+            {
+                e
+            } else {
+                errors::bad_input(e.message)
+            }
+        })
+    }
+
+    /// Built-in roles, then the organization's own.
+    async fn roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
+        let principal = caller(ctx, Permission::ROLES_READ)?;
+        let mut roles: Vec<Role> = built_in_roles().into_iter().map(Role::from).collect();
+        if let Some(row) = organization_state(pool(ctx)?, principal.claims.org).await?
+            && let Some(state) = row.state.0.state
+        {
+            roles.extend(state.roles.iter().map(|r| Role::from(r.definition())));
+        }
+        Ok(roles)
+    }
+
+    /// The caller's organization.
+    async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organization>> {
+        let principal = caller(ctx, Permission::ORGANIZATION_READ)?;
+        let Some(OrganizationRow {
+            state,
+            version,
+            created_at,
+            updated_at,
+        }) = organization_state(pool(ctx)?, principal.claims.org).await?
+        else {
+            return Ok(None);
+        };
+        Ok(state.0.state.map(|s| Organization {
+            id: ID(s.id.to_string()),
+            name: s.name.as_str().to_owned(),
+            default_currency: s.settings.default_currency.as_str().to_owned(),
+            time_zone: s.settings.time_zone.as_str().to_owned(),
+            fiscal_year_start_month: i32::from(s.settings.fiscal_year_start_month),
+            tax: TaxSettings {
+                registration_number: s
+                    .settings
+                    .tax
+                    .registration_number
+                    .as_ref()
+                    .map(|t| t.as_str().to_owned()),
+                default_rate_basis_points: i32::try_from(s.settings.tax.default_rate_basis_points)
+                    .unwrap_or(i32::MAX),
+                prices_include_tax: s.settings.tax.prices_include_tax,
+            },
+            require_mfa_for_sensitive_operations: s.policy.require_mfa_for_sensitive_operations,
+            version,
+            created_at,
+            updated_at,
+        }))
+    }
+}
