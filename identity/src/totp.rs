@@ -67,6 +67,13 @@ pub fn code_at(secret: &[u8], unix_time: u64) -> Option<String> {
     totp(secret, "x").map(|t| t.generate(unix_time).to_string())
 }
 
+/// The code for `unix_time` of a secret given in base32, as an
+/// authenticator app computes it from the enrolment (tests, demo).
+pub fn code_for_base32(secret_base32: &str, unix_time: u64) -> Option<String> {
+    let secret = totp_rs::Secret::try_from_base32(secret_base32).ok()?;
+    code_at(secret.as_ref(), unix_time)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -8,3 +8,4 @@ mod crashes;
 mod end_to_end;
 mod harness;
 mod ordering;
+mod secrets;

@@ -15,7 +15,13 @@ pub struct TestApp {
 
 impl TestApp {
     pub async fn spawn() -> Self {
-        let env = TestEnv::new().await;
+        Self::spawn_with(|_| {}).await
+    }
+
+    /// Spawns with adjusted settings.
+    pub async fn spawn_with(adjust: impl FnOnce(&mut pivotal_settings::Settings)) -> Self {
+        let mut env = TestEnv::new().await;
+        adjust(&mut env.settings);
         let (url, stop) = env.spawn_command_api().await;
         let org = Uuid::now_v7();
         let token = env.token(org, &["manager"]);

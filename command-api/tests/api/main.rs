@@ -2,7 +2,9 @@
 //! error status, optimistic concurrency and idempotency.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod access;
 mod concurrency;
 mod customers;
 mod errors;
 mod helpers;
+mod identity;

@@ -385,3 +385,244 @@ async fn over_http_tokens_are_required_and_graphiql_is_served() {
             .contains("graphiql")
     );
 }
+
+mod identity {
+    //! Users, roles and the organization through GraphQL, with real tokens
+    //! issued by the command API and read models built by the projections.
+
+    use pivotal_test_support::{TestEnv, http};
+    use serde_json::{Value, json};
+
+    const PASSWORD: &str = "correct horse battery staple";
+
+    fn email(label: &str) -> String {
+        format!("{label}-{}@example.com", uuid::Uuid::new_v4().simple())
+    }
+
+    async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = http().post(format!("{url}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn sign_up(url: &str, org: &str) -> Value {
+        post(
+            url,
+            "/v1/auth/signup",
+            None,
+            json!({"organization": {"name": org, "defaultCurrency": "NZD"},
+                   "user": {"email": email("owner"), "password": PASSWORD,
+                            "firstName": "Owner", "lastName": org}}),
+        )
+        .await
+    }
+
+    async fn graphql(url: &str, token: &str, query: &str) -> Value {
+        http()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    async fn project(env: &TestEnv) {
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
+        for projection in pivotal_projectors::all_projections() {
+            pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
+                .await
+                .unwrap();
+        }
+    }
+
+    #[tokio::test]
+    async fn me_users_roles_and_organization_stay_inside_the_tenant() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let a = sign_up(&command, "Awa").await;
+        let b = sign_up(&command, "Bluff").await;
+        let a_owner = a["accessToken"].as_str().unwrap();
+        let b_owner = b["accessToken"].as_str().unwrap();
+        let member_email = email("member");
+        let member = post(
+            &command,
+            "/v1/users",
+            Some(a_owner),
+            json!({"email": member_email, "firstName": "Mere", "lastName": "Aperahama",
+                   "roles": ["member"], "password": PASSWORD}),
+        )
+        .await;
+        project(&env).await;
+
+        let me = graphql(
+            &query,
+            a_owner,
+            "{ me { id email firstName lastName displayName status roles mfaEnabled loginCount locked history { type } } }",
+        )
+        .await;
+        assert!(me.get("errors").is_none(), "{me}");
+        let me = &me["data"]["me"];
+        assert_eq!(me["id"], a["user"]["id"]);
+        assert_eq!(me["roles"], json!(["owner"]));
+        assert_eq!(me["status"], "ACTIVE");
+        assert_eq!(me["loginCount"], 1);
+        assert_eq!(me["displayName"], "Owner Awa");
+        let types: Vec<&str> = me["history"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(types, ["user.created", "user.authenticated"]);
+
+        let users = graphql(
+            &query,
+            a_owner,
+            "{ users(first: 10) { totalCount edges { node { email roles } } } }",
+        )
+        .await;
+        assert_eq!(users["data"]["users"]["totalCount"], 2, "{users}");
+        let members = graphql(
+            &query,
+            a_owner,
+            r#"{ users(filter: {role: "member"}) { totalCount edges { node { email } } } }"#,
+        )
+        .await;
+        assert_eq!(members["data"]["users"]["totalCount"], 1);
+        assert_eq!(
+            members["data"]["users"]["edges"][0]["node"]["email"],
+            member_email
+        );
+        let searched = graphql(
+            &query,
+            a_owner,
+            r#"{ users(filter: {search: "APERA"}) { totalCount } }"#,
+        )
+        .await;
+        assert_eq!(searched["data"]["users"]["totalCount"], 1);
+        let page = graphql(
+            &query,
+            a_owner,
+            "{ users(first: 1) { pageInfo { hasNextPage endCursor } edges { node { lastName } } } }",
+        )
+        .await;
+        assert_eq!(page["data"]["users"]["pageInfo"]["hasNextPage"], true);
+        let cursor = page["data"]["users"]["pageInfo"]["endCursor"]
+            .as_str()
+            .unwrap();
+        let next = graphql(
+            &query,
+            a_owner,
+            &format!(
+                r#"{{ users(first: 1, after: "{cursor}") {{ pageInfo {{ hasNextPage }} edges {{ node {{ lastName }} }} }} }}"#
+            ),
+        )
+        .await;
+        assert_eq!(next["data"]["users"]["pageInfo"]["hasNextPage"], false);
+        assert_ne!(
+            next["data"]["users"]["edges"][0]["node"]["lastName"],
+            page["data"]["users"]["edges"][0]["node"]["lastName"]
+        );
+
+        // The other organization's ids resolve to nothing.
+        let foreign = graphql(
+            &query,
+            b_owner,
+            &format!(
+                r#"{{ user(id: "{}") {{ id }} me {{ id }} users {{ totalCount }} organization {{ name }} }}"#,
+                member["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(foreign["data"]["user"], Value::Null, "{foreign}");
+        assert_eq!(foreign["data"]["me"]["id"], b["user"]["id"]);
+        assert_eq!(foreign["data"]["users"]["totalCount"], 1);
+        assert_eq!(foreign["data"]["organization"]["name"], "Bluff");
+
+        let roles = graphql(
+            &query,
+            a_owner,
+            "{ roles { key builtIn grants { resource action conditions } } organization { name defaultCurrency fiscalYearStartMonth requireMfaForSensitiveOperations } }",
+        )
+        .await;
+        let keys: Vec<&str> = roles["data"]["roles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["key"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            keys,
+            [
+                "owner",
+                "admin",
+                "manager",
+                "member",
+                "accountant",
+                "auditor"
+            ]
+        );
+        assert_eq!(roles["data"]["organization"]["name"], "Awa");
+        assert_eq!(roles["data"]["organization"]["fiscalYearStartMonth"], 1);
+
+        // A member reads people but not the event history.
+        let member_token = post(
+            &command,
+            "/v1/auth/login",
+            None,
+            json!({"email": member_email, "password": PASSWORD}),
+        )
+        .await["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let denied = graphql(&query, &member_token, "{ me { history { type } } }").await;
+        assert_eq!(denied["errors"][0]["extensions"]["code"], "FORBIDDEN");
+        assert!(
+            denied["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("events:read")
+        );
+
+        let bad = graphql(&query, "not-a-token", "{ me { id } }").await;
+        assert_eq!(bad["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+    }
+
+    #[test]
+    fn no_secret_can_be_asked_for() {
+        // Every type and field name, descriptions left out.
+        let sdl = pivotal_query_api::schema::sdl();
+        let mut in_description = false;
+        let mut names = String::new();
+        for line in sdl.lines().map(str::trim) {
+            if line.starts_with("\"\"\"") {
+                let one_line = line.len() > 3 && line.ends_with("\"\"\"");
+                in_description = !(in_description || one_line);
+                continue;
+            }
+            if in_description || line.starts_with('"') {
+                continue;
+            }
+            names.push_str(&line.to_lowercase());
+            names.push('\n');
+        }
+        assert!(names.contains("email"), "the filter kept field names");
+        for word in ["password", "hash", "secret", "recovery", "refresh", "otp"] {
+            assert!(!names.contains(word), "the schema has a field about {word}");
+        }
+    }
+}
