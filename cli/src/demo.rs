@@ -1,20 +1,47 @@
-//! Demo data: one organization with a handful of customers, loaded through
-//! the same command path as the API (so events reach Kafka and read models).
+//! Demo data: one organization with its owner, three more people (one per
+//! role a visitor may want to try) and a handful of customers, loaded
+//! through the same command paths as the API (so events reach Kafka and the
+//! read models). Loading twice changes nothing.
 
 use chrono::Utc;
 use pivotal_domain::customer::{Billing, Contact, Customer, CustomerCommand, NewCustomer};
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_domain::organization::{OrganizationSettings, TaxSettings};
+use pivotal_domain::user::Profile;
 use pivotal_domain::values::{
-    Address, AddressInput, Currency, Email, Name, PaymentTerms, Phone, Tags, TaxNumber,
+    Address, AddressInput, Currency, Email, Name, PaymentTerms, Phone, Preferences, Tags,
+    TaxNumber, TimeZone,
 };
 use pivotal_event_store::PgPool;
 use pivotal_event_store::commands::AggregateStore;
+use pivotal_identity::{Identity, IdentityError, NewUser, Origin, SignUp};
+use pivotal_settings::Settings;
 use uuid::Uuid;
 
 /// The demo organization.
 pub const ORGANIZATION: Uuid = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_d370);
 /// The demo user (an owner of the demo organization).
 pub const USER: Uuid = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_0001);
+/// Sign-in of the demo owner.
+pub const OWNER_EMAIL: &str = "owner@demo.pivotal-flow.test";
+/// Password of every demo person (development only).
+pub const PASSWORD: &str = "pivotal demo password";
+/// The other demo people: email and role.
+pub const PEOPLE: &[(&str, &str, &str, &str)] = &[
+    (
+        "manager@demo.pivotal-flow.test",
+        "Mere",
+        "Manager",
+        "manager",
+    ),
+    ("member@demo.pivotal-flow.test", "Tama", "Member", "member"),
+    (
+        "auditor@demo.pivotal-flow.test",
+        "Ana",
+        "Auditor",
+        "auditor",
+    ),
+];
 
 struct Seed {
     legal: &'static str,
@@ -141,6 +168,84 @@ fn new_customer(seed: &Seed) -> anyhow::Result<NewCustomer> {
         )
         .map_err(|e| anyhow::anyhow!("{e:?}"))?,
     })
+}
+
+fn origin() -> Origin {
+    Origin {
+        metadata: EventMetadata {
+            correlation_id: "demo".into(),
+            causation_id: None,
+            source: "demo-loader".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+    }
+}
+
+fn parse<T, E: std::fmt::Debug>(result: Result<T, E>) -> anyhow::Result<T> {
+    result.map_err(|e| anyhow::anyhow!("{e:?}"))
+}
+
+/// Creates the demo organization, its owner and the other demo people
+/// unless they exist; returns how many people were created.
+pub async fn load_people(settings: &Settings, pool: &PgPool) -> anyhow::Result<usize> {
+    let (identity, _) = Identity::from_settings(settings, pool.clone()).await?;
+    let actor = Actor {
+        organization_id: ORGANIZATION,
+        user_id: USER,
+    };
+    let mut created = 0;
+    let (org, _) = identity
+        .organizations()
+        .load(&ORGANIZATION.to_string())
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if org.state.is_none() {
+        let sign_up = SignUp {
+            organization_name: parse(Name::parse("", "Pivotal Demo Consulting"))?,
+            settings: OrganizationSettings {
+                default_currency: parse(Currency::parse("", "NZD"))?,
+                time_zone: parse(TimeZone::parse("", "Pacific/Auckland"))?,
+                fiscal_year_start_month: 4,
+                tax: TaxSettings {
+                    registration_number: None,
+                    default_rate_basis_points: 1500,
+                    prices_include_tax: false,
+                },
+            },
+            email: parse(Email::parse("", OWNER_EMAIL))?,
+            password: PASSWORD.into(),
+            profile: Profile {
+                first_name: parse(Name::parse("", "Olivia"))?,
+                last_name: parse(Name::parse("", "Owner"))?,
+                phone: None,
+                time_zone: parse(TimeZone::parse("", "Pacific/Auckland"))?,
+                preferences: Preferences::default(),
+            },
+        };
+        identity.establish(actor, sign_up, &origin()).await?;
+        created += 1;
+    }
+    for (email, first, last, role) in PEOPLE {
+        let person = NewUser {
+            email: parse(Email::parse("", email))?,
+            profile: Profile {
+                first_name: parse(Name::parse("", first))?,
+                last_name: parse(Name::parse("", last))?,
+                phone: None,
+                time_zone: parse(TimeZone::parse("", "Pacific/Auckland"))?,
+                preferences: Preferences::default(),
+            },
+            roles: [(*role).to_owned()].into_iter().collect(),
+            password: Some(PASSWORD.into()),
+        };
+        match identity.create_user(actor, person, &origin()).await {
+            Ok(_) => created += 1,
+            Err(IdentityError::EmailTaken) => {}
+            Err(other) => return Err(other.into()),
+        }
+    }
+    Ok(created)
 }
 
 /// Loads the demo customers once; returns how many were created.

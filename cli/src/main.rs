@@ -139,8 +139,9 @@ async fn main() -> anyhow::Result<()> {
         }
         Task::Demo => {
             let pool = pivotal_cli::setup::database(&settings).await?;
+            let people = pivotal_cli::demo::load_people(&settings, &pool).await?;
             let created = pivotal_cli::demo::load(&pool).await?;
-            println!("demo customers created: {created}");
+            println!("demo people created: {people}; demo customers created: {created}");
         }
         Task::Token {
             org,

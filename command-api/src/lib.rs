@@ -46,15 +46,11 @@ use axum::http::{HeaderName, HeaderValue, Request};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::get;
-use pivotal_auth::{Jwks, TokenIssuer, TokenVerifier};
+use pivotal_auth::{Jwks, TokenVerifier};
 use pivotal_domain::customer::Customer;
 use pivotal_event_store::commands::AggregateStore;
 use pivotal_identity::Identity;
-use pivotal_identity::limits::Limits;
-use pivotal_identity::passwords::Passwords;
-use pivotal_identity::secrets::SecretBox;
 use pivotal_settings::Settings;
-use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -80,14 +76,8 @@ pub struct Application {
 pub enum StartError {
     #[error("cannot load token keys: {0}")]
     Keys(#[from] pivotal_auth::KeyError),
-    #[error("auth.signing_key is required: the command API issues access tokens")]
-    NoSigningKey,
-    #[error("cannot load the vault key: {0}")]
-    VaultKey(#[from] pivotal_identity::secrets::VaultKeyError),
-    #[error("invalid password hashing settings: {0}")]
-    Passwords(#[from] pivotal_identity::passwords::PasswordError),
-    #[error("cannot connect to Redis: {0}")]
-    Redis(#[from] redis::RedisError),
+    #[error("{0}")]
+    Identity(#[from] pivotal_identity::service::SetupError),
     #[error("cannot bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -100,30 +90,10 @@ impl Application {
     /// Builds the router on an existing pool and binds `settings.command_api.listen`
     /// (port 0 picks a free port).
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
-        let auth = &settings.auth;
         // The command API issues tokens, so it verifies them with the key set
         // it publishes.
-        let jwks = Jwks::from_settings(auth)?;
-        let verifier = Arc::new(TokenVerifier::from_jwks(auth, &jwks));
-        let issuer = TokenIssuer::from_settings(auth)?.ok_or(StartError::NoSigningKey)?;
-        let redis = redis::Client::open(settings.redis.url.expose_secret())?
-            .get_connection_manager()
-            .await?;
-        let limits = Limits::new(
-            redis,
-            &settings.redis.key_prefix,
-            auth.rate_limit.clone(),
-            auth.lockout.clone(),
-        );
-        let identity = Identity::new(
-            pool.clone(),
-            Passwords::new(&auth.password)?,
-            Arc::new(issuer),
-            verifier.clone(),
-            limits,
-            SecretBox::from_file(&auth.vault_key_file)?,
-            auth.clone(),
-        );
+        let (identity, jwks) = Identity::from_settings(settings, pool.clone()).await?;
+        let verifier = identity.verifier();
         let state = AppState {
             customers: Arc::new(AggregateStore::new(pool.clone())),
             pool,

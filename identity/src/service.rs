@@ -299,7 +299,59 @@ pub struct Identity {
     settings: AuthSettings,
 }
 
+/// Why the identity service could not be assembled from settings.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    #[error("cannot load token keys: {0}")]
+    Keys(#[from] pivotal_auth::KeyError),
+    #[error("auth.signing_key is required to issue access tokens")]
+    NoSigningKey,
+    #[error("cannot load the vault key: {0}")]
+    VaultKey(#[from] crate::secrets::VaultKeyError),
+    #[error("invalid password hashing settings: {0}")]
+    Passwords(#[from] crate::passwords::PasswordError),
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
+}
+
 impl Identity {
+    /// Assembles the service from settings: the signing key, the published
+    /// key set (which also verifies), Redis for limits and the vault key.
+    pub async fn from_settings(
+        settings: &pivotal_settings::Settings,
+        pool: PgPool,
+    ) -> Result<(Self, pivotal_auth::Jwks), SetupError> {
+        use secrecy::ExposeSecret;
+        let auth = &settings.auth;
+        let jwks = pivotal_auth::Jwks::from_settings(auth)?;
+        let verifier = Arc::new(TokenVerifier::from_jwks(auth, &jwks));
+        let issuer = TokenIssuer::from_settings(auth)?.ok_or(SetupError::NoSigningKey)?;
+        let redis = redis::Client::open(settings.redis.url.expose_secret())?
+            .get_connection_manager()
+            .await?;
+        let limits = Limits::new(
+            redis,
+            &settings.redis.key_prefix,
+            auth.rate_limit.clone(),
+            auth.lockout.clone(),
+        );
+        let identity = Self::new(
+            pool,
+            Passwords::new(&auth.password)?,
+            Arc::new(issuer),
+            verifier,
+            limits,
+            SecretBox::from_file(&auth.vault_key_file)?,
+            auth.clone(),
+        );
+        Ok((identity, jwks))
+    }
+
+    /// The verifier of the key set this service publishes.
+    pub fn verifier(&self) -> Arc<TokenVerifier> {
+        self.verifier.clone()
+    }
+
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: PgPool,
@@ -390,11 +442,24 @@ impl Identity {
         origin: &Origin,
     ) -> Result<AuthResult, IdentityError> {
         self.check_ip(origin).await?;
-        self.password_field("/user/password", &request.password, request.email.as_str())?;
         let actor = Actor {
             organization_id: Uuid::now_v7(),
             user_id: Uuid::now_v7(),
         };
+        self.establish(actor, request, origin).await?;
+        self.complete_login(actor, LoginMethod::Password, false, origin)
+            .await
+    }
+
+    /// Creates the organization `actor.organization_id` with its first
+    /// owner `actor.user_id` in one transaction, without signing in.
+    pub async fn establish(
+        &self,
+        actor: Actor,
+        request: SignUp,
+        origin: &Origin,
+    ) -> Result<(), IdentityError> {
+        self.password_field("/user/password", &request.password, request.email.as_str())?;
         let hash = self
             .passwords
             .hash(&request.password)
@@ -433,8 +498,7 @@ impl Identity {
         self.users.append(&mut tx, &user, &context).await?;
         insert_credentials(&mut tx, &actor, request.email.as_str(), Some(&hash)).await?;
         tx.commit().await?;
-        self.complete_login(actor, LoginMethod::Password, false, origin)
-            .await
+        Ok(())
     }
 
     /// `createUser`: a new user in the caller's organization, with a
