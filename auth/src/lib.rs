@@ -16,6 +16,10 @@
 //! - [`TokenVerifier`]: signature, issuer, audience, expiry and not-before
 //!   checks against a local or fetched (cached) key set.
 //! - [`TokenIssuer`]: signs claims with the active key.
+//! - [`revocation`]: tokens refused before they expire (a user deactivated,
+//!   locked, or whose password changed), shared through Redis.
+
+pub mod revocation;
 
 use std::collections::HashMap;
 use std::path::Path;
@@ -84,6 +88,8 @@ pub enum AuthError {
     Expired,
     #[error("the token is invalid: {0}")]
     Invalid(String),
+    #[error("the token was revoked: the user's sessions have ended")]
+    Revoked,
 }
 
 impl AuthError {
@@ -94,6 +100,7 @@ impl AuthError {
             Self::UnknownKey => "token_unknown_key",
             Self::Expired => "token_expired",
             Self::Invalid(_) => "token_invalid",
+            Self::Revoked => "token_revoked",
         }
     }
 }

@@ -47,7 +47,17 @@ where
                     .map_err(|_| ApiError::Unauthenticated(pivotal_auth::AuthError::Malformed))?,
             ),
         };
-        Ok(Self(state.verifier.verify_header(header).await?))
+        let principal = state.verifier.verify_header(header).await?;
+        if state
+            .identity
+            .revocations()
+            .is_revoked(&principal.claims)
+            .await
+            .map_err(|e| ApiError::Unavailable(format!("redis: {e}")))?
+        {
+            return Err(ApiError::Unauthenticated(pivotal_auth::AuthError::Revoked));
+        }
+        Ok(Self(principal))
     }
 }
 

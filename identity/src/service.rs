@@ -6,6 +6,7 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use chrono::{DateTime, Duration, Utc};
+use pivotal_auth::revocation::Revocations;
 use pivotal_auth::{Claims, TokenIssuer, TokenRequest, TokenVerifier};
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
 use pivotal_domain::organization::{
@@ -295,8 +296,22 @@ pub struct Identity {
     issuer: Arc<TokenIssuer>,
     verifier: Arc<TokenVerifier>,
     limits: Limits,
+    revocations: Revocations,
     vault: SecretBox,
     settings: AuthSettings,
+}
+
+/// The Redis-backed parts of the service.
+#[derive(Debug, Clone)]
+pub struct Services {
+    pub limits: Limits,
+    pub revocations: Revocations,
+}
+
+/// How long a revocation must be remembered: as long as a token issued
+/// just before it could still be accepted.
+pub fn revocation_horizon(auth: &AuthSettings) -> u64 {
+    u64::try_from(auth.access_token_ttl_secs).unwrap_or(3600) + auth.leeway_secs + 60
 }
 
 /// Why the identity service could not be assembled from settings.
@@ -330,17 +345,22 @@ impl Identity {
             .get_connection_manager()
             .await?;
         let limits = Limits::new(
-            redis,
+            redis.clone(),
             &settings.redis.key_prefix,
             auth.rate_limit.clone(),
             auth.lockout.clone(),
         );
+        let revocations =
+            Revocations::new(redis, &settings.redis.key_prefix, revocation_horizon(auth));
         let identity = Self::new(
             pool,
             Passwords::new(&auth.password)?,
             Arc::new(issuer),
             verifier,
-            limits,
+            Services {
+                limits,
+                revocations,
+            },
             SecretBox::from_file(&auth.vault_key_file)?,
             auth.clone(),
         );
@@ -352,17 +372,21 @@ impl Identity {
         self.verifier.clone()
     }
 
-    #[allow(clippy::too_many_arguments)]
     pub fn new(
         pool: PgPool,
         passwords: Passwords,
         issuer: Arc<TokenIssuer>,
         verifier: Arc<TokenVerifier>,
-        limits: Limits,
+        services: Services,
         vault: SecretBox,
         settings: AuthSettings,
     ) -> Self {
+        let Services {
+            limits,
+            revocations,
+        } = services;
         Self {
+            revocations,
             users: Arc::new(AggregateStore::new(pool.clone())),
             organizations: Arc::new(AggregateStore::new(pool.clone())),
             pool,
@@ -377,6 +401,10 @@ impl Identity {
 
     pub fn limits(&self) -> &Limits {
         &self.limits
+    }
+
+    pub fn revocations(&self) -> &Revocations {
+        &self.revocations
     }
 
     pub fn passwords(&self) -> &Passwords {
@@ -993,6 +1021,8 @@ impl Identity {
             tracing::warn!(%user_id, %family_id, "refresh token reused; revoking the session");
             self.end_session(tx, actor, family_id, SessionEnd::TokenReuse, origin)
                 .await?;
+            // Whoever holds the stolen token may hold its access tokens too.
+            self.revocations.revoke_user(user_id).await?;
             return Err(IdentityError::RefreshTokenReused);
         }
         let state = self
@@ -1104,6 +1134,9 @@ impl Identity {
             Err(e) => return Ok(inactive(e.code().to_owned())),
         };
         let claims = principal.claims;
+        if self.revocations.is_revoked(&claims).await? {
+            return Ok(inactive("token_revoked".into()));
+        }
         let Some(state) = self.user(claims.org, claims.sub).await? else {
             return Ok(inactive("user_unknown".into()));
         };
@@ -1165,6 +1198,7 @@ impl Identity {
         set_password(&mut tx, actor.user_id, &new_hash).await?;
         revoke_all(&mut tx, actor.user_id, "password_changed").await?;
         tx.commit().await?;
+        self.revocations.revoke_user(actor.user_id).await?;
         Ok(outcome(events))
     }
 
@@ -1214,6 +1248,12 @@ impl Identity {
                 _ => {}
             }
             tx.commit().await?;
+            if matches!(
+                command,
+                UserCommand::Deactivate { .. } | UserCommand::Lock { .. }
+            ) {
+                self.revocations.revoke_user(user_id).await?;
+            }
             if matches!(command, UserCommand::Unlock { .. })
                 && let Some(state) = decided.state.state.as_ref()
             {

@@ -32,8 +32,10 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
-use pivotal_auth::TokenVerifier;
+use pivotal_auth::revocation::Revocations;
+use pivotal_auth::{AuthError, TokenVerifier};
 use pivotal_settings::Settings;
+use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
@@ -42,6 +44,7 @@ use tower_http::trace::TraceLayer;
 struct HttpState {
     schema: schema::PivotalSchema,
     verifier: Arc<TokenVerifier>,
+    revocations: Revocations,
 }
 
 /// A bound, ready-to-serve query API.
@@ -55,6 +58,8 @@ pub struct Application {
 pub enum StartError {
     #[error("cannot load token keys: {0}")]
     Keys(#[from] pivotal_auth::KeyError),
+    #[error("cannot connect to Redis: {0}")]
+    Redis(#[from] redis::RedisError),
     #[error("cannot bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
 }
@@ -62,9 +67,19 @@ pub enum StartError {
 impl Application {
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
+        let horizon = u64::try_from(settings.auth.access_token_ttl_secs).unwrap_or(3600)
+            + settings.auth.leeway_secs
+            + 60;
+        let revocations = Revocations::connect(
+            settings.redis.url.expose_secret(),
+            &settings.redis.key_prefix,
+            horizon,
+        )
+        .await?;
         let state = HttpState {
             schema: schema::build(pool),
             verifier,
+            revocations,
         };
         let router = Router::new()
             .route("/graphql", get(graphiql).post(graphql))
@@ -109,10 +124,18 @@ async fn graphql(
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
     let request = request.into_inner();
-    match state.verifier.verify_header(header).await {
+    let verified = match state.verifier.verify_header(header).await {
+        Ok(principal) => match state.revocations.is_revoked(&principal.claims).await {
+            Ok(false) => Ok(principal),
+            Ok(true) => Err(errors::unauthenticated(&AuthError::Revoked)),
+            Err(e) => Err(errors::internal(format!("redis: {e}"))),
+        },
+        Err(error) => Err(errors::unauthenticated(&error)),
+    };
+    match verified {
         Ok(principal) => state.schema.execute(request.data(principal)).await.into(),
         Err(error) => async_graphql::Response::from_errors(vec![
-            errors::unauthenticated(&error).into_server_error(async_graphql::Pos::default()),
+            error.into_server_error(async_graphql::Pos::default()),
         ])
         .into(),
     }

@@ -224,8 +224,12 @@ async fn sign_up_sign_in_refresh_rotation_reuse_and_logout() {
     assert_ne!(first, second);
     assert_ne!(rotated["accessToken"], session["accessToken"]);
 
-    // Presenting the spent token again is theft: the whole family dies.
+    // Presenting the spent token again is theft: the whole family dies,
+    // and so do the user's access tokens.
     assert_problem(api.refresh(&first).await, 401, "refresh_token_reused").await;
+    let stolen = rotated["accessToken"].as_str().unwrap();
+    let refused = api.get(&format!("/v1/users/{user_id}"), stolen).await;
+    assert_problem(refused, 401, "token_revoked").await;
     assert_problem(api.refresh(&second).await, 401, "invalid_refresh_token").await;
     let (reason,): (String,) = sqlx::query_as(
         "SELECT payload -> 'data' ->> 'reason' FROM events
@@ -658,7 +662,11 @@ async fn lockout_after_failures_admin_lock_deactivation_and_unlock() {
         .await
         .unwrap();
     assert_eq!(introspected["active"], false);
-    assert_eq!(introspected["reason"], "user_locked");
+    assert_eq!(introspected["reason"], "token_revoked");
+    // ... and the API refuses it at once, not only when it expires.
+    let member_access = member_session["accessToken"].as_str().unwrap();
+    let revoked = api.get(&user_path, member_access).await;
+    assert_problem(revoked, 401, "token_revoked").await;
     let self_lock = api
         .post(
             &format!("/v1/users/{}/lock", owner["user"]["id"].as_str().unwrap()),
@@ -835,5 +843,12 @@ async fn password_change_needs_the_current_one_and_ends_sessions() {
         "invalid_credentials",
     )
     .await;
-    api.login_ok(&email, "another fine passphrase").await;
+    let fresh = api.login_ok(&email, "another fine passphrase").await;
+    // Access tokens from before the change are refused; new ones work.
+    let user_path = format!("/v1/users/{}", signed["user"]["id"].as_str().unwrap());
+    assert_problem(api.get(&user_path, token).await, 401, "token_revoked").await;
+    let ok = api
+        .get(&user_path, fresh["accessToken"].as_str().unwrap())
+        .await;
+    assert_eq!(ok.status(), 200);
 }

@@ -600,6 +600,24 @@ mod identity {
 
         let bad = graphql(&query, "not-a-token", "{ me { id } }").await;
         assert_eq!(bad["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
+
+        // Deactivating the member ends their access at once.
+        post(
+            &command,
+            &format!("/v1/users/{}/deactivate", member["id"].as_str().unwrap()),
+            Some(a_owner),
+            json!({"reason": "left"}),
+        )
+        .await;
+        let revoked = graphql(&query, &member_token, "{ me { id } }").await;
+        assert_eq!(
+            revoked["errors"][0]["extensions"]["code"],
+            "UNAUTHENTICATED"
+        );
+        assert_eq!(
+            revoked["errors"][0]["extensions"]["reason"],
+            "token_revoked"
+        );
     }
 
     #[test]
