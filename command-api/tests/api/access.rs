@@ -326,6 +326,35 @@ async fn another_organization_sees_nothing_of_ours() {
     assert_eq!(r.status(), 404);
     assert_eq!(app.event_count().await, before, "nothing was written");
 
+    // Custom roles are the organization's own.
+    let defined = api
+        .put(
+            "/v1/roles/night-shift",
+            &ours.owner,
+            json!({"name": "Night shift", "grants": [{"resource": "time", "action": "write"}]}),
+        )
+        .await;
+    assert_eq!(defined.status(), 200);
+    let r = api.delete("/v1/roles/night-shift", token).await;
+    assert_problem(r, 404, "role_not_found").await;
+    let theirs_roles: Value = api.get("/v1/roles", token).await.json().await.unwrap();
+    assert!(!theirs_roles.to_string().contains("night-shift"));
+    let ours_roles: Value = api
+        .get("/v1/roles", &ours.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(ours_roles.to_string().contains("night-shift"));
+    let assign = api
+        .post(
+            &format!("/v1/users/{}/roles", theirs.member_id),
+            Some(token),
+            json!({"role": "night-shift"}),
+        )
+        .await;
+    assert_problem(assign, 422, "validation_failed").await;
+
     // The organization endpoints only ever show the caller's own.
     let mine: Value = api
         .get("/v1/organization", token)

@@ -852,3 +852,87 @@ async fn password_change_needs_the_current_one_and_ends_sessions() {
         .await;
     assert_eq!(ok.status(), 200);
 }
+
+#[tokio::test]
+async fn concurrent_refreshes_of_one_token_let_exactly_one_through() {
+    let app = TestApp::spawn_with(|s| s.auth.rate_limit.per_ip = 1000).await;
+    let api = Identity::new(&app.url);
+    let email = unique_email("race");
+    let signed = api.sign_up("Kererū", &email).await;
+    let user_id = signed["user"]["id"].as_str().unwrap().to_owned();
+    let token = signed["refreshToken"].as_str().unwrap().to_owned();
+    let attempts = futures::future::join_all((0..8).map(|_| {
+        let api = &api;
+        let token = token.clone();
+        async move {
+            let r = api.refresh(&token).await;
+            let status = r.status().as_u16();
+            (status, r.json::<Value>().await.unwrap())
+        }
+    }))
+    .await;
+    let winners: Vec<&Value> = attempts
+        .iter()
+        .filter(|(s, _)| *s == 200)
+        .map(|(_, b)| b)
+        .collect();
+    assert_eq!(winners.len(), 1, "{attempts:?}");
+    // The first loser detects the reuse and revokes the family; later ones
+    // find it revoked.
+    let mut reused = 0;
+    for (status, body) in attempts.iter().filter(|(s, _)| *s != 200) {
+        assert_eq!(*status, 401);
+        match body["code"].as_str().unwrap() {
+            "refresh_token_reused" => reused += 1,
+            "invalid_refresh_token" => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    assert!(reused >= 1, "{attempts:?}");
+    // The losers revealed a reuse, so the winner's new token is dead too.
+    let next = winners[0]["refreshToken"].as_str().unwrap();
+    assert_problem(api.refresh(next).await, 401, "invalid_refresh_token").await;
+    let (ended,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1 AND event_type = 'user.session.ended'",
+    )
+    .bind(&user_id)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    assert!(ended >= 1);
+}
+
+#[tokio::test]
+async fn concurrent_sign_ins_all_count() {
+    let app = TestApp::spawn_with(|s| {
+        s.auth.rate_limit.per_ip = 1000;
+        s.auth.rate_limit.per_account = 1000;
+    })
+    .await;
+    let api = Identity::new(&app.url);
+    let email = unique_email("busy");
+    let signed = api.sign_up("Kōkako", &email).await;
+    let user_id = signed["user"]["id"].as_str().unwrap().to_owned();
+    let results = futures::future::join_all((0..10).map(|_| api.login(&email, PASSWORD))).await;
+    for r in results {
+        assert_eq!(r.status(), 200);
+    }
+    // Every sign-in is one event with a consecutive count: none lost to a race.
+    let counts: Vec<(i64,)> = sqlx::query_as(
+        "SELECT (payload -> 'data' ->> 'loginCount')::bigint FROM events
+         WHERE aggregate_id = $1 AND event_type = 'user.authenticated' ORDER BY sequence",
+    )
+    .bind(&user_id)
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    let counts: Vec<i64> = counts.into_iter().map(|(c,)| c).collect();
+    assert_eq!(counts, (1..=11).collect::<Vec<_>>());
+    let (families,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM token_families WHERE user_id = $1::uuid")
+            .bind(&user_id)
+            .fetch_one(&app.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(families, 11);
+}

@@ -551,6 +551,25 @@ mod identity {
         assert_eq!(foreign["data"]["me"]["id"], b["user"]["id"]);
         assert_eq!(foreign["data"]["users"]["totalCount"], 1);
         assert_eq!(foreign["data"]["organization"]["name"], "Bluff");
+        let customer = post(
+            &command,
+            "/v1/customers",
+            Some(a_owner),
+            json!({"legalName": "Awa client", "currency": "NZD"}),
+        )
+        .await;
+        project(&env).await;
+        let foreign = graphql(
+            &query,
+            b_owner,
+            &format!(
+                r#"{{ customer(id: "{}") {{ id }} customers {{ totalCount }} }}"#,
+                customer["id"].as_str().unwrap()
+            ),
+        )
+        .await;
+        assert_eq!(foreign["data"]["customer"], Value::Null, "{foreign}");
+        assert_eq!(foreign["data"]["customers"]["totalCount"], 0);
 
         let roles = graphql(
             &query,
