@@ -128,7 +128,6 @@ async fn no_secret_reaches_a_topic_a_read_model_a_response_or_a_log_line() {
                    "user": {"email": email, "password": PASSWORD, "firstName": "Vera", "lastName": "Vault"}}),
         )
         .await;
-    let owner = signed["accessToken"].as_str().unwrap().to_owned();
     let user_id = signed["user"]["id"].as_str().unwrap().to_owned();
     secrets.add("refresh token", signed["refreshToken"].as_str().unwrap());
     responses.push(signed.clone());
@@ -158,6 +157,17 @@ async fn no_secret_reaches_a_topic_a_read_model_a_response_or_a_log_line() {
         .await;
     assert_eq!(reused, 401);
     responses.extend([session, rotated]);
+    // The reuse ended every session of the user: sign in again.
+    let again = api
+        .ok(
+            "/v1/auth/login",
+            None,
+            json!({"email": email, "password": PASSWORD}),
+        )
+        .await;
+    let owner = again["accessToken"].as_str().unwrap().to_owned();
+    secrets.add("refresh token", again["refreshToken"].as_str().unwrap());
+    responses.push(again);
 
     // MFA enrolment, then sign-in with TOTP and with a recovery code.
     let setup = api.ok("/v1/me/mfa/totp", Some(&owner), json!({})).await;
