@@ -31,6 +31,7 @@ pub fn routes() -> Router<AppState> {
         .route("/v1/auth/introspect", post(introspect))
         .route("/v1/auth/invitations/accept", post(accept_invitation))
         .route("/v1/me/password", post(change_password))
+        .route("/v1/me/mfa", get(mfa_status))
         .route("/v1/me/mfa/totp", post(begin_mfa))
         .route("/v1/me/mfa/totp/confirm", post(confirm_mfa))
         .route("/v1/me/mfa/disable", post(disable_mfa))
@@ -414,6 +415,34 @@ pub async fn change_password(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct EmptyBody {}
+
+/// The caller's multi-factor authentication.
+#[derive(Debug, Serialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MfaStatusBody {
+    pub enabled: bool,
+    /// Unused recovery codes.
+    pub recovery_codes_left: i64,
+}
+
+#[utoipa::path(get, path = "/v1/me/mfa", tag = "me",
+    responses((status = 200, body = MfaStatusBody)),
+    security(("bearer" = [])))]
+pub async fn mfa_status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<MfaStatusBody>, ApiError> {
+    let actor = caller.0.actor();
+    let user = state
+        .identity
+        .user(actor.organization_id, actor.user_id)
+        .await?
+        .ok_or(ApiError::NotFound("user"))?;
+    Ok(Json(MfaStatusBody {
+        enabled: user.mfa_enabled,
+        recovery_codes_left: state.identity.recovery_codes_left(actor.user_id).await?,
+    }))
+}
 
 /// TOTP set-up, shown once: add it to an authenticator app, then confirm.
 #[derive(Debug, Serialize, ToSchema)]

@@ -46,6 +46,7 @@ impl Modify for BearerAuth {
         auth::introspect,
         auth::accept_invitation,
         auth::change_password,
+        auth::mfa_status,
         auth::begin_mfa,
         auth::confirm_mfa,
         auth::disable_mfa,

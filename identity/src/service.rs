@@ -17,7 +17,9 @@ use pivotal_domain::user::{
     LoginMethod, Profile, SessionEnd, User, UserCommand, UserError, UserState, UserStatus,
 };
 use pivotal_domain::values::{Email, FieldError, Name};
-use pivotal_event_store::commands::{AggregateStore, AppendError, ExecuteError, Outcome};
+use pivotal_event_store::commands::{
+    AggregateStore, AppendError, CommittedEvent, Decided, ExecuteError, Outcome,
+};
 use pivotal_settings::AuthSettings;
 use serde::Serialize;
 use sqlx::{PgConnection, PgPool};
@@ -584,10 +586,7 @@ impl Identity {
             user_id,
         };
         let mut tx = self.pool.begin().await?;
-        let events = self
-            .users
-            .append(&mut tx, &decided, &origin.context(actor))
-            .await?;
+        let events = self.append_user(&mut tx, &decided, actor, origin).await?;
         insert_credentials(&mut tx, &owner, request.email.as_str(), hash.as_deref()).await?;
         let invitation_token = if hash.is_none() {
             let token = secrets::random_token();
@@ -1157,6 +1156,32 @@ impl Identity {
 
     // ----- passwords, MFA -----------------------------------------------
 
+    /// Decides `command` on the current state of `user_id`.
+    async fn decide_user(
+        &self,
+        user_id: Uuid,
+        command: UserCommand,
+    ) -> Result<Decided<User>, IdentityError> {
+        Ok(self
+            .users
+            .decide(&user_id.to_string(), None, command)
+            .await?)
+    }
+
+    /// Appends decided user events in `conn`'s transaction for `actor`.
+    async fn append_user(
+        &self,
+        conn: &mut PgConnection,
+        decided: &Decided<User>,
+        actor: Actor,
+        origin: &Origin,
+    ) -> Result<Vec<CommittedEvent>, IdentityError> {
+        Ok(self
+            .users
+            .append(conn, decided, &origin.context(actor))
+            .await?)
+    }
+
     /// Changes the caller's password after checking the current one, and
     /// ends every session of the user.
     pub async fn change_password(
@@ -1183,18 +1208,10 @@ impl Identity {
             .await
             .map_err(|e| IdentityError::Internal(e.to_string()))?;
         let decided = self
-            .users
-            .decide(
-                &actor.user_id.to_string(),
-                None,
-                UserCommand::ChangePassword { actor },
-            )
+            .decide_user(actor.user_id, UserCommand::ChangePassword { actor })
             .await?;
         let mut tx = self.pool.begin().await?;
-        let events = self
-            .users
-            .append(&mut tx, &decided, &origin.context(actor))
-            .await?;
+        let events = self.append_user(&mut tx, &decided, actor, origin).await?;
         set_password(&mut tx, actor.user_id, &new_hash).await?;
         revoke_all(&mut tx, actor.user_id, "password_changed").await?;
         tx.commit().await?;
@@ -1308,12 +1325,7 @@ impl Identity {
         origin: &Origin,
     ) -> Result<Vec<String>, IdentityError> {
         let decided = self
-            .users
-            .decide(
-                &actor.user_id.to_string(),
-                None,
-                UserCommand::EnableMfa { actor },
-            )
+            .decide_user(actor.user_id, UserCommand::EnableMfa { actor })
             .await?;
         let mut tx = self.pool.begin().await?;
         let row: Option<(Vec<u8>,)> = sqlx::query_as(
@@ -1353,12 +1365,7 @@ impl Identity {
         origin: &Origin,
     ) -> Result<Outcome, IdentityError> {
         let decided = self
-            .users
-            .decide(
-                &actor.user_id.to_string(),
-                None,
-                UserCommand::DisableMfa { actor },
-            )
+            .decide_user(actor.user_id, UserCommand::DisableMfa { actor })
             .await?;
         let mut tx = self.pool.begin().await?;
         if self
@@ -1376,10 +1383,7 @@ impl Identity {
             .bind(actor.user_id)
             .execute(&mut *tx)
             .await?;
-        let events = self
-            .users
-            .append(&mut tx, &decided, &origin.context(actor))
-            .await?;
+        let events = self.append_user(&mut tx, &decided, actor, origin).await?;
         tx.commit().await?;
         Ok(outcome(events))
     }
@@ -1392,10 +1396,8 @@ impl Identity {
         origin: &Origin,
     ) -> Result<Vec<String>, IdentityError> {
         let decided = self
-            .users
-            .decide(
-                &actor.user_id.to_string(),
-                None,
+            .decide_user(
+                actor.user_id,
                 UserCommand::RegenerateRecoveryCodes { actor },
             )
             .await?;

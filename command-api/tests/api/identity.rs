@@ -513,6 +513,14 @@ async fn mfa_enrolment_login_with_totp_and_recovery_code() {
         .await;
     assert_problem(dead, 401, "invalid_mfa_challenge").await;
 
+    let status: Value = api
+        .get("/v1/me/mfa", recovered["accessToken"].as_str().unwrap())
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(status, json!({"enabled": true, "recoveryCodesLeft": 9}));
+
     // Disabling needs a current factor.
     let mfa_token = recovered["accessToken"].as_str().unwrap();
     let refused = api
