@@ -19,6 +19,8 @@
 //!   and login statistics. No secret ever enters its events.
 //! - [`permissions`]: the RBAC model: grants of `resource:action` with
 //!   conditions, the six built-in roles and [`permissions::evaluate`].
+//! - [`pricing`]: the pricing engine: exact decimals, per-line rounding,
+//!   discounts and tax-exclusive or tax-inclusive taxes by rate.
 //! - [`catalog`]: every event type and version with its JSON Schema and a sample,
 //!   the source of the committed files under `schemas/`.
 
@@ -27,5 +29,6 @@ pub mod customer;
 pub mod envelope;
 pub mod organization;
 pub mod permissions;
+pub mod pricing;
 pub mod user;
 pub mod values;
