@@ -6,7 +6,7 @@
 use chrono::Utc;
 use pivotal_domain::customer::{Billing, Contact, Customer, CustomerCommand, NewCustomer};
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
-use pivotal_domain::organization::{OrganizationSettings, TaxSettings};
+use pivotal_domain::organization::{OrganizationSettings, QuoteSettings, TaxSettings};
 use pivotal_domain::user::Profile;
 use pivotal_domain::values::{
     Address, AddressInput, Currency, Email, Name, PaymentTerms, Phone, Preferences, Tags,
@@ -211,6 +211,11 @@ pub async fn load_people(settings: &Settings, pool: &PgPool) -> anyhow::Result<u
                     registration_number: None,
                     default_rate_basis_points: 1500,
                     prices_include_tax: false,
+                },
+                quotes: QuoteSettings {
+                    approval_threshold: rust_decimal::Decimal::new(10_000, 0),
+                    validity_days: 30,
+                    default_rate_card_id: None,
                 },
             },
             email: parse(Email::parse("", OWNER_EMAIL))?,

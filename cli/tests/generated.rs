@@ -26,7 +26,19 @@ fn every_sample_validates_against_its_schema() {
         assert!(errors.is_empty(), "{}: {errors:?}", entry.event_type);
         let mut broken = entry.sample.clone();
         // Every event's data names its aggregate: customerId, userId, ...
-        let id_field = format!("{}Id", entry.aggregate_type);
+        let mut camel = String::new();
+        let mut upper = false;
+        for c in entry.aggregate_type.chars() {
+            if c == '_' {
+                upper = true;
+            } else if upper {
+                camel.push(c.to_ascii_uppercase());
+                upper = false;
+            } else {
+                camel.push(c);
+            }
+        }
+        let id_field = format!("{camel}Id");
         assert!(
             entry.sample["data"].get(&id_field).is_some(),
             "{}: data lacks {id_field}",

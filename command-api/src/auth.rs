@@ -7,7 +7,7 @@ use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use pivotal_domain::organization::{OrganizationSettings, TaxSettings};
+use pivotal_domain::organization::{OrganizationSettings, QuoteSettings, TaxSettings};
 use pivotal_domain::user::Profile;
 use pivotal_domain::values::{Currency, Email, Name, Preferences, TimeZone, Validator};
 use pivotal_identity::{AuthResult, LoginOutcome, MfaSetup, Origin, SecondFactor, SignUp};
@@ -178,6 +178,7 @@ pub async fn sign_up(
                 time_zone: org_tz?,
                 fiscal_year_start_month: month?,
                 tax: TaxSettings::default(),
+                quotes: QuoteSettings::default(),
             },
             email: email?,
             password: b.user.password.clone(),

@@ -9,7 +9,7 @@ use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use pivotal_domain::organization::{
     CustomRole, Organization, OrganizationCommand, OrganizationSettings, OrganizationState,
-    SecurityPolicy, TaxSettings,
+    QuoteSettings, SecurityPolicy, TaxSettings,
 };
 use pivotal_domain::permissions::{
     Decision, Grant, Permission, RoleDefinition, Subject, built_in_roles, evaluate,
@@ -146,6 +146,19 @@ pub struct SettingsBody {
     pub time_zone: String,
     pub fiscal_year_start_month: i64,
     pub tax: TaxBody,
+    /// Unchanged when absent.
+    pub quotes: Option<QuoteSettingsBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct QuoteSettingsBody {
+    /// Quotes above this total need an approver; "0" means every quote.
+    #[schema(value_type = String)]
+    pub approval_threshold: rust_decimal::Decimal,
+    /// 1 to 365.
+    pub validity_days: i64,
+    pub default_rate_card_id: Option<Uuid>,
 }
 
 #[utoipa::path(put, path = "/v1/organization/settings", tag = "organization", request_body = SettingsBody,
@@ -160,8 +173,38 @@ pub async fn change_settings(
     body: JsonBody<SettingsBody>,
 ) -> Result<Response, ApiError> {
     caller.require(Permission::ORGANIZATION_UPDATE)?;
+    let (current, _) = load(&state, &caller).await?;
     let b = &body.value;
     let mut v = Validator::new();
+    let quotes = match &b.quotes {
+        None => Some(current.settings.quotes.clone()),
+        Some(q) => {
+            if q.approval_threshold < rust_decimal::Decimal::ZERO {
+                v.push(FieldError::new(
+                    "/quotes/approvalThreshold",
+                    "negative",
+                    "the approval threshold is not negative",
+                ));
+            }
+            let days = v.check(
+                u16::try_from(q.validity_days)
+                    .ok()
+                    .filter(|d| (1..=365).contains(d))
+                    .ok_or_else(|| {
+                        FieldError::new(
+                            "/quotes/validityDays",
+                            "out_of_range",
+                            "must be 1 to 365 days",
+                        )
+                    }),
+            );
+            days.map(|validity_days| QuoteSettings {
+                approval_threshold: q.approval_threshold,
+                validity_days,
+                default_rate_card_id: q.default_rate_card_id,
+            })
+        }
+    };
     let currency = v.check(Currency::parse("/defaultCurrency", &b.default_currency));
     let tz = v.check(TimeZone::parse("/timeZone", &b.time_zone));
     let month = v.check(OrganizationSettings::validate_month(
@@ -185,6 +228,7 @@ pub async fn change_settings(
                 default_rate_basis_points: rate?,
                 prices_include_tax: b.tax.prices_include_tax,
             },
+            quotes: quotes?,
         })
     }))?;
     let command = OrganizationCommand::ChangeSettings {

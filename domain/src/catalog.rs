@@ -12,6 +12,9 @@ use crate::customer::{self, *};
 use crate::envelope::{EventEnvelope, EventMetadata};
 use crate::organization::{self as org, *};
 use crate::permissions::{Grant, Operator};
+use crate::pricing::{Discount, TaxMode};
+use crate::quote::{self, *};
+use crate::rate_card::{self, *};
 use crate::user::{self as usr, *};
 use crate::values::{Currency, Email, Name, Preferences, TimeZone};
 
@@ -56,6 +59,8 @@ fn entry<T: JsonSchema + Serialize>(
         aggregate_id: match aggregate_type {
             crate::organization::AGGREGATE_TYPE => SAMPLE_ORGANIZATION,
             crate::user::AGGREGATE_TYPE => SAMPLE_USER,
+            crate::rate_card::AGGREGATE_TYPE => SAMPLE_RATE_CARD,
+            crate::quote::AGGREGATE_TYPE => SAMPLE_QUOTE,
             _ => SAMPLE_CUSTOMER,
         }
         .to_string(),
@@ -164,7 +169,173 @@ pub fn catalog() -> Vec<CatalogEntry> {
     .into_iter()
     .chain(organization_entries())
     .chain(user_entries())
+    .chain(rate_card_entries())
+    .chain(quote_entries())
     .collect()
+}
+
+const SAMPLE_RATE_CARD: Uuid = Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0ca2);
+const SAMPLE_QUOTE: Uuid = Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0904);
+
+fn sample_entry() -> RateEntry {
+    RateEntry {
+        entry_id: Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0e01),
+        name: name("Senior developer"),
+        unit: Unit::Hours,
+        rates: vec![Rate {
+            currency: Currency::parse("", "NZD").unwrap_or_else(|_| unreachable!()),
+            amount: rust_decimal::Decimal::new(18_000, 2),
+            effective_from: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+        }],
+    }
+}
+
+fn rate_card_entries() -> Vec<CatalogEntry> {
+    let a = rate_card::AGGREGATE_TYPE;
+    let v = rate_card::SCHEMA_VERSION;
+    let r = SAMPLE_RATE_CARD;
+    vec![
+        entry(
+            a,
+            "rate_card.created",
+            v,
+            1,
+            RateCardCreated {
+                rate_card_id: r,
+                organization_id: SAMPLE_ORGANIZATION,
+                name: name("Standard rates 2026"),
+                customer_id: None,
+            },
+        ),
+        entry(
+            a,
+            "rate_card.renamed",
+            v,
+            2,
+            RateCardRenamed {
+                rate_card_id: r,
+                name: name("Standard rates"),
+            },
+        ),
+        entry(
+            a,
+            "rate_card.entry.set",
+            v,
+            3,
+            RateEntrySet {
+                rate_card_id: r,
+                entry: sample_entry(),
+            },
+        ),
+        entry(
+            a,
+            "rate_card.entry.removed",
+            v,
+            4,
+            RateEntryRemoved {
+                rate_card_id: r,
+                entry_id: sample_entry().entry_id,
+            },
+        ),
+        entry(
+            a,
+            "rate_card.archived",
+            v,
+            5,
+            RateCardArchived { rate_card_id: r },
+        ),
+    ]
+}
+
+fn sample_content() -> QuoteContent {
+    let entry = sample_entry();
+    QuoteContent {
+        customer_id: SAMPLE_CUSTOMER,
+        title: name("Website rebuild"),
+        description: Some("Discovery, design and build".into()),
+        currency: Currency::parse("", "NZD").unwrap_or_else(|_| unreachable!()),
+        valid_until: chrono::NaiveDate::from_ymd_opt(2026, 2, 4).unwrap_or_default(),
+        terms: Some("50% on acceptance".into()),
+        notes: None,
+        tax_mode: TaxMode::Exclusive,
+        discount: Some(Discount::Percent(rust_decimal::Decimal::new(5, 0))),
+        lines: vec![QuoteLine {
+            line_id: Uuid::from_u128(0x0192_f3a0_7c00_7000_8000_0000_0000_0111),
+            description: name("Senior developer"),
+            quantity: rust_decimal::Decimal::new(40, 0),
+            unit: Unit::Hours,
+            unit_price: rust_decimal::Decimal::new(18_000, 2),
+            rate_source: Some(RateSource {
+                rate_card_id: SAMPLE_RATE_CARD,
+                entry_id: entry.entry_id,
+                entry_name: entry.name.as_str().to_owned(),
+            }),
+            discount: None,
+            tax_rate: rust_decimal::Decimal::new(15, 0),
+            optional: false,
+            selected: false,
+        }],
+    }
+}
+
+fn quote_entries() -> Vec<CatalogEntry> {
+    let a = quote::AGGREGATE_TYPE;
+    let v = quote::SCHEMA_VERSION;
+    let content = sample_content();
+    let pricing = content
+        .price()
+        .unwrap_or_else(|_| unreachable!("the sample prices"));
+    let at = Utc
+        .with_ymd_and_hms(2026, 1, 5, 9, 30, 0)
+        .single()
+        .unwrap_or_default();
+    vec![
+        entry(
+            a,
+            "quote.created",
+            v,
+            1,
+            QuoteCreated {
+                quote_id: SAMPLE_QUOTE,
+                organization_id: SAMPLE_ORGANIZATION,
+                quote_number: "Q-2026-0001".into(),
+                customer_id: SAMPLE_CUSTOMER,
+                total_amount: pricing.total,
+                currency: content.currency,
+                author_id: SAMPLE_USER,
+                content: content.clone(),
+                pricing: pricing.clone(),
+            },
+        ),
+        entry(
+            a,
+            "quote.updated",
+            v,
+            2,
+            QuoteUpdated {
+                quote_id: SAMPLE_QUOTE,
+                revision: 2,
+                total_amount: pricing.total,
+                content,
+                pricing,
+            },
+        ),
+        entry(
+            a,
+            "quote.status.changed",
+            v,
+            3,
+            QuoteStatusChanged {
+                quote_id: SAMPLE_QUOTE,
+                old_status: QuoteStatus::Sent,
+                new_status: QuoteStatus::Accepted,
+                reason: None,
+                changed_by: Some(SAMPLE_USER),
+                customer_contact: Some(name("Jane Client")),
+                at,
+            },
+        ),
+    ]
 }
 
 fn name(raw: &str) -> Name {
@@ -184,6 +355,7 @@ fn organization_entries() -> Vec<CatalogEntry> {
             default_rate_basis_points: 1500,
             prices_include_tax: false,
         },
+        quotes: QuoteSettings::default(),
     };
     let role = CustomRole {
         key: "sales-lead".into(),
@@ -423,6 +595,12 @@ mod tests {
                     .map(|e| e.event_type())
                     .unwrap(),
                 usr::AGGREGATE_TYPE => serde_json::from_value::<UserEvent>(stored)
+                    .map(|e| e.event_type())
+                    .unwrap(),
+                rate_card::AGGREGATE_TYPE => serde_json::from_value::<RateCardEvent>(stored)
+                    .map(|e| e.event_type())
+                    .unwrap(),
+                quote::AGGREGATE_TYPE => serde_json::from_value::<QuoteEvent>(stored)
                     .map(|e| e.event_type())
                     .unwrap(),
                 other => panic!("unknown aggregate type {other}"),

@@ -21,6 +21,10 @@
 //!   conditions, the six built-in roles and [`permissions::evaluate`].
 //! - [`pricing`]: the pricing engine: exact decimals, per-line rounding,
 //!   discounts and tax-exclusive or tax-inclusive taxes by rate.
+//! - [`rate_card`]: the `RateCard` aggregate: roles and services with rates
+//!   per currency and effective dates.
+//! - [`quote`]: the `Quote` aggregate: content, pricing snapshot, revisions
+//!   and the approval workflow.
 //! - [`catalog`]: every event type and version with its JSON Schema and a sample,
 //!   the source of the committed files under `schemas/`.
 
@@ -30,5 +34,7 @@ pub mod envelope;
 pub mod organization;
 pub mod permissions;
 pub mod pricing;
+pub mod quote;
+pub mod rate_card;
 pub mod user;
 pub mod values;

@@ -38,6 +38,30 @@ pub struct OrganizationSettings {
     /// Month (1-12) in which the fiscal year starts.
     pub fiscal_year_start_month: u8,
     pub tax: TaxSettings,
+    #[serde(default)]
+    pub quotes: QuoteSettings,
+}
+
+/// How the organization quotes.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QuoteSettings {
+    /// Quotes whose total is above this need an approver (0: every quote).
+    pub approval_threshold: rust_decimal::Decimal,
+    /// Days a new quote is valid by default.
+    pub validity_days: u16,
+    /// The rate card used when a customer has none of its own.
+    pub default_rate_card_id: Option<Uuid>,
+}
+
+impl Default for QuoteSettings {
+    fn default() -> Self {
+        Self {
+            approval_threshold: rust_decimal::Decimal::ZERO,
+            validity_days: 30,
+            default_rate_card_id: None,
+        }
+    }
 }
 
 impl OrganizationSettings {
@@ -492,6 +516,7 @@ mod tests {
             time_zone: TimeZone::parse("/t", "Pacific/Auckland").unwrap(),
             fiscal_year_start_month: 4,
             tax: TaxSettings::default(),
+            quotes: QuoteSettings::default(),
         }
     }
 
