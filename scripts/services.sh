@@ -51,6 +51,8 @@ command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v perl >/dev/null 2>&1 || packages+=(perl)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
 [ -e /usr/include/zlib.h ] || packages+=(zlib1g-dev)
+# pdftotext: the quote PDF tests read the text back out of the rendered PDFs.
+command -v pdftotext >/dev/null 2>&1 || packages+=(poppler-utils)
 if [ ${#packages[@]} -gt 0 ]; then
   log "installing ${packages[*]}"
   sudo_if_needed apt-get update -qq

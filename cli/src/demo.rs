@@ -296,3 +296,163 @@ pub async fn load(pool: &PgPool) -> anyhow::Result<usize> {
     }
     Ok(created)
 }
+
+/// The demo rate card.
+pub const RATE_CARD: Uuid = Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_ca00);
+
+/// A rate card with three roles and two quotes (one draft, one sent),
+/// unless the demo organization has quotes already; returns quotes created.
+pub async fn load_quotes(pool: &PgPool) -> anyhow::Result<usize> {
+    use pivotal_domain::pricing::{Discount, TaxMode};
+    use pivotal_domain::quote::{Quote, QuoteCommand, QuoteContent, QuoteLine, RateSource};
+    use pivotal_domain::rate_card::{Rate, RateCard, RateCardCommand, RateEntry, Unit};
+    use rust_decimal::Decimal;
+
+    let actor = Actor {
+        organization_id: ORGANIZATION,
+        user_id: USER,
+    };
+    let context = CommandContext {
+        actor,
+        timestamp: Utc::now(),
+        metadata: EventMetadata {
+            correlation_id: "demo-quotes".into(),
+            causation_id: None,
+            source: "demo-loader".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+        idempotency_key: None,
+    };
+    let fail = |e: &dyn std::fmt::Display| anyhow::anyhow!("{e}");
+    let cards = AggregateStore::<RateCard>::new(pool.clone());
+    let (card, _) = cards
+        .load(&RATE_CARD.to_string())
+        .await
+        .map_err(|e| fail(&e))?;
+    let roles = [
+        ("Senior developer", Unit::Hours, 18_000),
+        ("Designer", Unit::Hours, 15_000),
+        ("Workshop", Unit::Days, 240_000),
+    ];
+    let entries: Vec<RateEntry> = roles
+        .iter()
+        .enumerate()
+        .map(|(i, (name, unit, cents))| RateEntry {
+            entry_id: Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_ce00 + i as u128),
+            name: Name::parse("", name).unwrap_or_else(|_| unreachable!()),
+            unit: *unit,
+            rates: vec![Rate {
+                currency: Currency::parse("", "NZD").unwrap_or_else(|_| unreachable!()),
+                amount: Decimal::new(*cents, 2),
+                effective_from: chrono::NaiveDate::from_ymd_opt(2026, 1, 1).unwrap_or_default(),
+            }],
+        })
+        .collect();
+    if card.state.is_none() {
+        cards
+            .execute(
+                &RATE_CARD.to_string(),
+                Some(0),
+                RateCardCommand::Create {
+                    actor,
+                    rate_card_id: RATE_CARD,
+                    name: parse(Name::parse("", "Standard rates 2026"))?,
+                    customer_id: None,
+                },
+                &context,
+            )
+            .await
+            .map_err(|e| fail(&e))?;
+        for entry in &entries {
+            cards
+                .execute(
+                    &RATE_CARD.to_string(),
+                    None,
+                    RateCardCommand::PutEntry {
+                        actor,
+                        entry: entry.clone(),
+                    },
+                    &context,
+                )
+                .await
+                .map_err(|e| fail(&e))?;
+        }
+    }
+    let (existing,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM quote_number_counters WHERE organization_id = $1")
+            .bind(ORGANIZATION)
+            .fetch_one(pool)
+            .await?;
+    if existing > 0 {
+        return Ok(0);
+    }
+    let quotes = AggregateStore::<Quote>::new(pool.clone());
+    let line = |i: usize, quantity: i64| QuoteLine {
+        line_id: Uuid::now_v7(),
+        description: entries[i].name.clone(),
+        quantity: Decimal::new(quantity, 0),
+        unit: entries[i].unit,
+        unit_price: entries[i].rates[0].amount,
+        rate_source: Some(RateSource {
+            rate_card_id: RATE_CARD,
+            entry_id: entries[i].entry_id,
+            entry_name: entries[i].name.as_str().to_owned(),
+        }),
+        discount: None,
+        tax_rate: Decimal::new(15, 0),
+        optional: false,
+        selected: false,
+    };
+    let valid_until = Utc::now().date_naive() + chrono::Days::new(30);
+    let contents = [
+        QuoteContent {
+            customer_id: Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_c000),
+            title: parse(Name::parse("", "Website rebuild"))?,
+            description: Some("Discovery workshop, design and build".into()),
+            currency: parse(Currency::parse("", "NZD"))?,
+            valid_until,
+            terms: Some("50% on acceptance, the rest on delivery".into()),
+            notes: None,
+            tax_mode: TaxMode::Exclusive,
+            discount: Some(Discount::Percent(Decimal::new(5, 0))),
+            lines: vec![line(2, 1), line(1, 24), line(0, 80)],
+        },
+        QuoteContent {
+            customer_id: Uuid::from_u128(0x0192_f3a0_0000_7000_8000_0000_0000_c005),
+            title: parse(Name::parse("", "Point-of-sale integration"))?,
+            description: None,
+            currency: parse(Currency::parse("", "NZD"))?,
+            valid_until,
+            terms: None,
+            notes: Some("Includes two weeks of support after go-live".into()),
+            tax_mode: TaxMode::Exclusive,
+            discount: None,
+            lines: vec![line(0, 40)],
+        },
+    ];
+    let mut created = 0;
+    for (i, content) in contents.into_iter().enumerate() {
+        let (quote, _) =
+            pivotal_command_api::quotes::create_numbered(pool, &quotes, content, &context)
+                .await
+                .map_err(|e| fail(&e))?;
+        created += 1;
+        if i == 1 {
+            // Within the demo's approval threshold: approved at once, then sent.
+            for command in [
+                QuoteCommand::SubmitForApproval {
+                    actor,
+                    threshold: Decimal::new(10_000, 0),
+                },
+                QuoteCommand::Send { actor },
+            ] {
+                quotes
+                    .execute(&quote.id.to_string(), None, command, &context)
+                    .await
+                    .map_err(|e| fail(&e))?;
+            }
+        }
+    }
+    Ok(created)
+}

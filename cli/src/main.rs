@@ -141,7 +141,10 @@ async fn main() -> anyhow::Result<()> {
             let pool = pivotal_cli::setup::database(&settings).await?;
             let people = pivotal_cli::demo::load_people(&settings, &pool).await?;
             let created = pivotal_cli::demo::load(&pool).await?;
-            println!("demo people created: {people}; demo customers created: {created}");
+            let quotes = pivotal_cli::demo::load_quotes(&pool).await?;
+            println!(
+                "demo people created: {people}; customers created: {created}; quotes created: {quotes}"
+            );
         }
         Task::Token {
             org,

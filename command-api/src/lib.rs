@@ -23,6 +23,9 @@
 //! - [`access`]: conditional permissions and the MFA policy for sensitive
 //!   operations.
 //! - [`customers`]: the `/v1/customers` resources.
+//! - [`quotes`]: rate cards and quotes (`/v1/rate-cards`, `/v1/quotes`),
+//!   gap-free quote numbers and the approval workflow.
+//! - [`pdf`]: quote PDFs rendered with Typst from template files.
 //! - [`idempotent`]: replaying stored responses for retried requests.
 //! - [`openapi`]: the OpenAPI 3.1 document and its interactive page.
 
@@ -34,6 +37,8 @@ pub mod extract;
 pub mod idempotent;
 pub mod openapi;
 pub mod organization;
+pub mod pdf;
+pub mod quotes;
 pub mod users;
 
 use std::future::Future;
@@ -48,6 +53,8 @@ use axum::response::Response;
 use axum::routing::get;
 use pivotal_auth::{Jwks, TokenVerifier};
 use pivotal_domain::customer::Customer;
+use pivotal_domain::quote::Quote;
+use pivotal_domain::rate_card::RateCard;
 use pivotal_event_store::commands::AggregateStore;
 use pivotal_identity::Identity;
 use pivotal_settings::Settings;
@@ -60,6 +67,10 @@ use tower_http::trace::TraceLayer;
 pub struct AppState {
     pub pool: PgPool,
     pub customers: Arc<AggregateStore<Customer>>,
+    pub quotes: Arc<AggregateStore<Quote>>,
+    pub rate_cards: Arc<AggregateStore<RateCard>>,
+    /// Organizations' own quote templates.
+    pub templates_dir: Option<std::path::PathBuf>,
     pub verifier: Arc<TokenVerifier>,
     pub identity: Identity,
     pub jwks: Arc<Jwks>,
@@ -70,6 +81,8 @@ pub struct AppState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    state: AppState,
+    expiry_interval: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -96,6 +109,11 @@ impl Application {
         let verifier = identity.verifier();
         let state = AppState {
             customers: Arc::new(AggregateStore::new(pool.clone())),
+            quotes: Arc::new(AggregateStore::new(pool.clone())),
+            rate_cards: Arc::new(AggregateStore::new(pool.clone())),
+            templates_dir: Some(settings.quotes.templates_dir.clone())
+                .filter(|d| !d.is_empty())
+                .map(std::path::PathBuf::from),
             pool,
             verifier,
             identity,
@@ -107,7 +125,11 @@ impl Application {
             .map_err(|e| StartError::Bind(listen, e))?;
         Ok(Self {
             listener,
-            router: router(state, settings.command_api.body_limit_bytes),
+            router: router(state.clone(), settings.command_api.body_limit_bytes),
+            state,
+            expiry_interval: std::time::Duration::from_secs(
+                settings.quotes.expiry_interval_secs.max(1),
+            ),
         })
     }
 
@@ -122,13 +144,30 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "command api listening");
-        axum::serve(
+        // The scheduled expiry of sent quotes, on one replica at a time.
+        let state = self.state.clone();
+        let interval = self.expiry_interval;
+        let sweeper = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                let today = chrono::Utc::now().date_naive();
+                match quotes::expire_due(&state.pool, &state.quotes, today).await {
+                    Ok(0) => {}
+                    Ok(n) => tracing::info!(expired = n, "quotes expired"),
+                    Err(error) => tracing::warn!(%error, "quote expiry sweep failed"),
+                }
+            }
+        });
+        let served = axum::serve(
             self.listener,
             self.router
                 .into_make_service_with_connect_info::<SocketAddr>(),
         )
         .with_graceful_shutdown(shutdown)
-        .await
+        .await;
+        sweeper.abort();
+        served
     }
 }
 
@@ -139,6 +178,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .merge(users::routes())
         .merge(organization::routes())
         .merge(customers::routes())
+        .merge(quotes::routes())
         .merge(openapi::routes())
         .route("/healthz", get(health))
         .fallback(error::not_found)

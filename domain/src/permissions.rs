@@ -344,10 +344,11 @@ pub fn built_in_role(key: &str) -> Option<RoleDefinition> {
                     "organization",
                     "events",
                 ]),
+                // In the quote's currency (major units), e.g. "9999.99".
                 vec![g("quotes", "approve").when(
                     "totalAmount",
                     Operator::Lte,
-                    Value::from(1_000_000),
+                    Value::from(10_000),
                 )],
             ]
             .concat(),
@@ -606,9 +607,9 @@ mod tests {
     fn amount_limit_and_membership() {
         let accountant = roles(&["accountant"]);
         let me = subject();
-        let small = ctx(json!({"totalAmount": 999_999}));
-        let limit = ctx(json!({"totalAmount": 1_000_000}));
-        let large = ctx(json!({"totalAmount": 1_000_001}));
+        let small = ctx(json!({"totalAmount": "9999.99"}));
+        let limit = ctx(json!({"totalAmount": 10_000}));
+        let large = ctx(json!({"totalAmount": "10000.01"}));
         let as_text = ctx(json!({"totalAmount": "500.25"}));
         assert!(evaluate(&accountant, &me, "quotes", "approve", &small).allowed());
         assert!(evaluate(&accountant, &me, "quotes", "approve", &limit).allowed());

@@ -49,9 +49,13 @@ impl Currency {
         }
     }
 
-    /// `amount` rounded to the minor unit, half away from zero.
+    /// `amount` rounded to the minor unit, half away from zero, and written
+    /// with exactly that many decimals ("400.00", not "400").
     pub fn round(&self, amount: Decimal) -> Decimal {
-        amount.round_dp_with_strategy(self.minor_units(), RoundingStrategy::MidpointAwayFromZero)
+        let mut rounded = amount
+            .round_dp_with_strategy(self.minor_units(), RoundingStrategy::MidpointAwayFromZero);
+        rounded.rescale(self.minor_units());
+        rounded
     }
 
     /// One minor unit (0.01 for NZD).
@@ -365,7 +369,7 @@ pub fn calculate(input: &PricingInput) -> Result<QuotePricing, Vec<FieldError>> 
         });
     }
     let sum = |f: fn(&LinePricing) -> Decimal| -> Decimal {
-        lines.iter().filter(|l| l.included).map(f).sum()
+        c.round(lines.iter().filter(|l| l.included).map(f).sum())
     };
     let mut by_rate: BTreeMap<Decimal, (Decimal, Decimal)> = BTreeMap::new();
     for line in lines.iter().filter(|l| l.included) {
@@ -384,7 +388,11 @@ pub fn calculate(input: &PricingInput) -> Result<QuotePricing, Vec<FieldError>> 
         total: sum(|l| l.total),
         taxes: by_rate
             .into_iter()
-            .map(|(rate, (taxable, tax))| TaxBreakdown { rate, taxable, tax })
+            .map(|(rate, (taxable, tax))| TaxBreakdown {
+                rate,
+                taxable: c.round(taxable),
+                tax: c.round(tax),
+            })
             .collect(),
         lines,
     })

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::framework::{Envelope, Projection, ProjectionError};
 
-fn event<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, ProjectionError> {
+pub(crate) fn event<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, ProjectionError> {
     serde_json::from_value(serde_json::json!({
         "type": envelope.event_type,
         "data": envelope.data,
@@ -22,12 +22,12 @@ fn event<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, ProjectionError>
     .map_err(|e| ProjectionError::Data(envelope.id, e.to_string()))
 }
 
-fn id(envelope: &Envelope) -> Result<Uuid, ProjectionError> {
+pub(crate) fn id(envelope: &Envelope) -> Result<Uuid, ProjectionError> {
     Uuid::parse_str(&envelope.aggregate_id)
         .map_err(|e| ProjectionError::Data(envelope.id, e.to_string()))
 }
 
-async fn current<A: DeserializeOwned + Default>(
+pub(crate) async fn current<A: DeserializeOwned + Default>(
     conn: &mut PgConnection,
     sql: &str,
     organization_id: Uuid,
@@ -44,7 +44,7 @@ async fn current<A: DeserializeOwned + Default>(
     })
 }
 
-fn json<T: Serialize>(value: &T) -> serde_json::Value {
+pub(crate) fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
 

@@ -15,12 +15,14 @@
 //!   the consumer loop ([`framework::run`]) and rebuilds ([`framework::rebuild`]).
 //! - [`customers`]: the `rm_customers` read model.
 //! - [`identity`]: the `rm_organizations` and `rm_users` read models.
+//! - [`quotes`]: the `rm_rate_cards` and `rm_quotes` read models.
 //! - [`db`]: the read models' migrations.
 
 pub mod customers;
 pub mod db;
 pub mod framework;
 pub mod identity;
+pub mod quotes;
 
 /// Every projection this process runs.
 pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
@@ -28,5 +30,7 @@ pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
         Box::new(customers::CustomersProjection),
         Box::new(identity::OrganizationsProjection),
         Box::new(identity::UsersProjection),
+        Box::new(quotes::RateCardsProjection),
+        Box::new(quotes::QuotesProjection),
     ]
 }

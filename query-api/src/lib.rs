@@ -9,6 +9,7 @@
 //! - [`customers`]: `customer(id)` and the `customers` connection.
 //! - [`identity`]: `me`, `user`, the `users` connection, `roles` and
 //!   `organization`.
+//! - [`quotes`]: `quote(id)`, the `quotes` connection and `rateCards`.
 //! - [`history`]: the event history of an aggregate (auditors).
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
@@ -19,6 +20,7 @@ pub mod customers;
 pub mod errors;
 pub mod history;
 pub mod identity;
+pub mod quotes;
 pub mod schema;
 
 use std::future::Future;

@@ -11,6 +11,7 @@ use crate::errors;
 pub struct Query(
     crate::customers::CustomerQuery,
     crate::identity::IdentityQuery,
+    crate::quotes::QuoteQuery,
 );
 
 pub type PivotalSchema = Schema<Query, EmptyMutation, EmptySubscription>;

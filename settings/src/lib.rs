@@ -35,7 +35,18 @@ pub struct Settings {
     pub query_api: HttpSettings,
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
+    pub quotes: QuotesSettings,
     pub log: LogSettings,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QuotesSettings {
+    /// Organizations' own PDF templates: `{dir}/{organization id}/{name}.typ`.
+    /// Empty: built-in templates only.
+    pub templates_dir: String,
+    /// How often the command API looks for sent quotes past their date.
+    pub expiry_interval_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -250,6 +261,10 @@ max_backoff_ms = 5000
 [projector]
 group_id = "pivotal-projectors"
 batch_size = 500
+
+[quotes]
+templates_dir = ""
+expiry_interval_secs = 60
 
 [log]
 format = "json"

@@ -8,4 +8,5 @@ mod crashes;
 mod end_to_end;
 mod harness;
 mod ordering;
+mod quotes;
 mod secrets;

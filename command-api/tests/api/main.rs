@@ -8,3 +8,4 @@ mod customers;
 mod errors;
 mod helpers;
 mod identity;
+mod quotes;

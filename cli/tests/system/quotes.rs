@@ -1,0 +1,239 @@
+//! A quote from draft through approval and sending to acceptance over the
+//! real APIs, with its events on Kafka in order and the read model and
+//! GraphQL following; another organization sees none of it.
+
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, eventually, http, json_of, read_topic};
+use rdkafka::Message;
+use serde_json::{Value, json};
+
+use crate::harness::{spawn_projector, spawn_relay};
+
+const PASSWORD: &str = "quote flow passphrase";
+
+struct Client {
+    url: String,
+}
+
+impl Client {
+    async fn call(&self, method: &str, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = match method {
+            "PUT" => http().put(format!("{}{path}", self.url)),
+            _ => http().post(format!("{}{path}", self.url)),
+        }
+        .json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        let status = response.status();
+        let body: Value = response.json().await.unwrap_or(Value::Null);
+        assert!(status.is_success(), "{method} {path}: {status} {body}");
+        body
+    }
+}
+
+async fn sign_up(api: &Client, org: &str) -> (String, String) {
+    let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+    let owner = api
+        .call(
+            "POST",
+            "/v1/auth/signup",
+            None,
+            json!({"organization": {"name": org, "defaultCurrency": "NZD"},
+                   "user": {"email": email, "password": PASSWORD, "firstName": "O", "lastName": "Wner"}}),
+        )
+        .await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manager_email = format!("m-{email}");
+    api.call(
+        "POST",
+        "/v1/users",
+        Some(&owner),
+        json!({"email": manager_email, "firstName": "Ma", "lastName": "Nager",
+               "roles": ["manager"], "password": PASSWORD}),
+    )
+    .await;
+    let manager = api
+        .call(
+            "POST",
+            "/v1/auth/login",
+            None,
+            json!({"email": manager_email, "password": PASSWORD}),
+        )
+        .await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (owner, manager)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let api = Client { url: commands };
+    let (owner, manager) = sign_up(&api, "Rātā Studio").await;
+    let (stranger, _) = sign_up(&api, "Elsewhere Ltd").await;
+
+    let customer = api
+        .call(
+            "POST",
+            "/v1/customers",
+            Some(&owner),
+            json!({"legalName": "Harbour Bridge Engineering", "currency": "NZD"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let quote = api
+        .call(
+            "POST",
+            "/v1/quotes",
+            Some(&owner),
+            json!({"customerId": customer, "title": "Bridge inspection",
+                   "lines": [{"description": "Inspection", "quantity": "2", "unit": "days", "unitPrice": "1500", "taxRate": "15"},
+                             {"description": "Report", "quantity": "1", "unitPrice": "400", "taxRate": "0"}]}),
+        )
+        .await;
+    let id = quote["id"].as_str().unwrap().to_owned();
+    assert_eq!(quote["pricing"]["total"], "3850.00");
+    let path = format!("/v1/quotes/{id}");
+    api.call("POST", &format!("{path}/submit"), Some(&owner), json!({}))
+        .await;
+    api.call(
+        "POST",
+        &format!("{path}/approve"),
+        Some(&manager),
+        json!({}),
+    )
+    .await;
+    api.call("POST", &format!("{path}/send"), Some(&owner), json!({}))
+        .await;
+    api.call(
+        "POST",
+        &format!("{path}/accept"),
+        Some(&owner),
+        json!({"by": "Pat Client"}),
+    )
+    .await;
+
+    // Kafka: every event of the quote, in version order, keyed by its id.
+    let topic = env.topic("quote");
+    let messages = read_topic(
+        &env.settings.kafka.brokers,
+        &topic,
+        5,
+        Duration::from_secs(60),
+    );
+    let mine: Vec<Value> = messages
+        .iter()
+        .filter(|m| m.key() == Some(id.as_bytes()))
+        .map(json_of)
+        .collect();
+    let summary: Vec<(u64, String)> = mine
+        .iter()
+        .map(|m| {
+            let label = match m["type"].as_str().unwrap() {
+                "quote.status.changed" => m["data"]["newStatus"].as_str().unwrap().to_owned(),
+                other => other.to_owned(),
+            };
+            (m["version"].as_u64().unwrap(), label)
+        })
+        .collect();
+    assert_eq!(
+        summary,
+        [
+            (1, "quote.created".to_owned()),
+            (2, "pending_approval".to_owned()),
+            (3, "approved".to_owned()),
+            (4, "sent".to_owned()),
+            (5, "accepted".to_owned()),
+        ]
+    );
+    assert_eq!(mine[0]["data"]["quoteNumber"], quote["number"]);
+    assert_eq!(mine[0]["data"]["totalAmount"], "3850.00");
+
+    // The read model and GraphQL follow.
+    let query = format!(
+        r#"{{ quote(id: "{id}") {{ number status revision totals {{ total tax net }} taxes {{ rate tax }}
+              lines {{ description unit total }} statusHistory {{ from to customerContact }} pdfPath }}
+           quotes(filter: {{status: ACCEPTED}}) {{ totalCount }} }}"#
+    );
+    let answer = eventually(Duration::from_secs(30), || {
+        let query = query.clone();
+        let queries = queries.clone();
+        let owner = owner.clone();
+        async move {
+            let body: Value = http()
+                .post(format!("{queries}/graphql"))
+                .bearer_auth(&owner)
+                .json(&json!({"query": query}))
+                .send()
+                .await
+                .ok()?
+                .json()
+                .await
+                .ok()?;
+            (body["data"]["quote"]["status"] == "ACCEPTED").then_some(body)
+        }
+    })
+    .await
+    .expect("the read model reached the accepted quote");
+    let q = &answer["data"]["quote"];
+    assert_eq!(q["number"], quote["number"]);
+    assert_eq!(q["totals"]["total"], "3850.00");
+    assert_eq!(q["totals"]["tax"], "450.00");
+    assert_eq!(
+        q["taxes"],
+        json!([{"rate": "0", "tax": "0.00"}, {"rate": "15", "tax": "450.00"}])
+    );
+    assert_eq!(q["lines"][0]["unit"], "days");
+    let history: Vec<&str> = q["statusHistory"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["to"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        history,
+        ["pending_approval", "approved", "sent", "accepted"]
+    );
+    assert_eq!(q["statusHistory"][3]["customerContact"], "Pat Client");
+    assert_eq!(answer["data"]["quotes"]["totalCount"], 1);
+
+    // Another organization: 404 on REST, null and nothing in GraphQL.
+    let foreign = http()
+        .get(format!("{}{path}", api.url))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(foreign.status(), 404);
+    let pdf = http()
+        .get(format!("{}{path}/pdf", api.url))
+        .bearer_auth(&stranger)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(pdf.status(), 404);
+    let body: Value = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&stranger)
+        .json(&json!({"query": format!(r#"{{ quote(id: "{id}") {{ id }} quotes {{ totalCount }} }}"#)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["quote"], Value::Null);
+    assert_eq!(body["data"]["quotes"]["totalCount"], 0);
+}

@@ -1,0 +1,561 @@
+//! Rate cards and quotes over HTTP: pricing from rate cards, gap-free
+//! numbers under concurrency, the approval workflow with four eyes, revisions,
+//! expiry, refusals with pointers, and PDFs read back with pdftotext.
+
+use std::io::Write;
+use std::process::Command;
+
+use pivotal_domain::quote::Quote;
+use pivotal_event_store::commands::AggregateStore;
+use serde_json::{Value, json};
+
+use crate::helpers::{TestApp, assert_problem};
+use crate::identity::{Identity, PASSWORD, unique_email};
+
+struct Shop<'a> {
+    api: Identity<'a>,
+    owner: String,
+    manager: String,
+    customer: String,
+    card: String,
+    entry: String,
+}
+
+async fn shop<'a>(app: &'a TestApp, threshold: &str) -> Shop<'a> {
+    let api = Identity::new(&app.url);
+    let owner = api
+        .sign_up("Kōwhai Consulting", &unique_email("owner"))
+        .await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let manager_email = unique_email("manager");
+    api.create_user(&owner, &manager_email, &["manager"]).await;
+    let manager = api.login_ok(&manager_email, PASSWORD).await["accessToken"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let settings = api
+        .put(
+            "/v1/organization/settings",
+            &owner,
+            json!({"defaultCurrency": "NZD", "timeZone": "Pacific/Auckland", "fiscalYearStartMonth": 4,
+                   "tax": {"registrationNumber": "123-456-789", "defaultRateBasisPoints": 1500, "pricesIncludeTax": false},
+                   "quotes": {"approvalThreshold": threshold, "validityDays": 30}}),
+        )
+        .await;
+    assert_eq!(settings.status(), 200, "{:?}", settings.text().await);
+    let customer: Value = api
+        .post(
+            "/v1/customers",
+            Some(&owner),
+            json!({"legalName": "Tūī Design Limited", "currency": "NZD",
+                   "billingAddress": {"line1": "1 Queen Street", "city": "Auckland", "country": "NZ"}}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let card: Value = api
+        .post(
+            "/v1/rate-cards",
+            Some(&owner),
+            json!({"name": "Standard 2026"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let card = card["id"].as_str().unwrap().to_owned();
+    let entry = uuid::Uuid::now_v7().to_string();
+    let put = api
+        .put(
+            &format!("/v1/rate-cards/{card}/entries/{entry}"),
+            &owner,
+            json!({"name": "Senior developer", "unit": "hours", "rates": [
+                {"currency": "NZD", "amount": "180.00", "effectiveFrom": "2026-01-01"},
+                {"currency": "NZD", "amount": "195.00", "effectiveFrom": "2099-01-01"},
+                {"currency": "AUD", "amount": "165.00", "effectiveFrom": "2026-01-01"}]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200, "{:?}", put.text().await);
+    Shop {
+        api,
+        owner,
+        manager,
+        customer: customer["id"].as_str().unwrap().to_owned(),
+        card,
+        entry,
+    }
+}
+
+fn quote_body(shop: &Shop<'_>) -> Value {
+    json!({
+        "customerId": shop.customer,
+        "title": "Website rebuild",
+        "description": "Discovery, design and build",
+        "rateCardId": shop.card,
+        "terms": "50% on acceptance",
+        "discount": {"type": "percent", "value": "5"},
+        "lines": [
+            {"rateEntryId": shop.entry, "quantity": "12.5", "discount": {"type": "percent", "value": "10"}},
+            {"description": "Travel", "quantity": "1", "unitPrice": "245.55", "taxRate": "0",
+             "discount": {"type": "amount", "value": "45.55"}},
+            {"description": "Extended support", "quantity": "3", "unitPrice": "100", "optional": true}
+        ]
+    })
+}
+
+async fn create(shop: &Shop<'_>, body: Value) -> Value {
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    assert_eq!(r.status(), 201, "{:?}", r.text().await);
+    r.json().await.unwrap()
+}
+
+#[tokio::test]
+async fn quote_flow_from_draft_to_acceptance() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "1000").await;
+    let quote = create(&shop, quote_body(&shop)).await;
+    let year = chrono::Utc::now().format("%Y").to_string();
+    assert_eq!(quote["number"], format!("Q-{year}-0001"));
+    assert_eq!(quote["status"], "draft");
+    // The rate came from the card (the 2099 rate is not yet effective).
+    let line = &quote["content"]["lines"][0];
+    assert_eq!(line["unitPrice"], "180.00");
+    assert_eq!(line["unit"], "hours");
+    assert_eq!(line["description"], "Senior developer");
+    assert_eq!(line["rateSource"]["entryName"], "Senior developer");
+    let pricing = &quote["pricing"];
+    assert_eq!(pricing["subtotal"], "2495.55");
+    assert_eq!(pricing["netTotal"], "2113.75");
+    assert_eq!(pricing["taxTotal"], "288.56");
+    assert_eq!(pricing["total"], "2402.31");
+    let id = quote["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/quotes/{id}");
+
+    // Changing the rate does not change the priced quote.
+    let put = shop
+        .api
+        .put(
+            &format!("/v1/rate-cards/{}/entries/{}", shop.card, shop.entry),
+            &shop.owner,
+            json!({"name": "Senior developer", "unit": "hours",
+                   "rates": [{"currency": "NZD", "amount": "999", "effectiveFrom": "2026-01-01"}]}),
+        )
+        .await;
+    assert_eq!(put.status(), 200);
+    let again: Value = shop.api.get(&path, &shop.owner).await.json().await.unwrap();
+    assert_eq!(again["pricing"]["total"], "2402.31");
+
+    // Sending needs approval first; above the threshold an approver who is
+    // not the author.
+    let early = shop
+        .api
+        .post(&format!("{path}/send"), Some(&shop.owner), json!({}))
+        .await;
+    let body = assert_problem(early, 409, "illegal_transition").await;
+    assert!(body["detail"].as_str().unwrap().contains("draft"));
+    let submitted: Value = shop
+        .api
+        .post(&format!("{path}/submit"), Some(&shop.owner), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(submitted["status"], "pending_approval");
+    let own = shop
+        .api
+        .post(&format!("{path}/approve"), Some(&shop.owner), json!({}))
+        .await;
+    assert_problem(own, 403, "four_eyes").await;
+    let no_reason = shop
+        .api
+        .post(
+            &format!("{path}/reject"),
+            Some(&shop.manager),
+            json!({"reason": " "}),
+        )
+        .await;
+    assert_problem(no_reason, 422, "validation_failed").await;
+    let approved = shop
+        .api
+        .post(
+            &format!("{path}/approve"),
+            Some(&shop.manager),
+            json!({"comment": "ok"}),
+        )
+        .await;
+    assert_eq!(approved.status(), 200);
+    let sent: Value = shop
+        .api
+        .post(&format!("{path}/send"), Some(&shop.owner), json!({}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(sent["status"], "sent");
+
+    // Editing a sent quote starts revision 2, back in draft.
+    let mut edited = quote_body(&shop);
+    edited["title"] = json!("Website rebuild, phase 1");
+    edited["lines"][0] =
+        json!({"description": "Senior developer", "quantity": "10", "unitPrice": "180"});
+    let revised: Value = shop
+        .api
+        .put(&path, &shop.owner, edited)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(revised["revision"], 2);
+    assert_eq!(revised["status"], "draft");
+    assert_eq!(
+        revised["earlierRevisions"][0]["pricing"]["total"],
+        "2402.31"
+    );
+    for step in ["submit", "approve", "send"] {
+        let token = if step == "approve" {
+            &shop.manager
+        } else {
+            &shop.owner
+        };
+        let r = shop
+            .api
+            .post(&format!("{path}/{step}"), Some(token), json!({}))
+            .await;
+        assert_eq!(r.status(), 200, "{step}: {:?}", r.text().await);
+    }
+    let accepted: Value = shop
+        .api
+        .post(
+            &format!("{path}/accept"),
+            Some(&shop.owner),
+            json!({"by": "Jane Client"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(accepted["status"], "accepted");
+    assert_eq!(accepted["decidedBy"], "Jane Client");
+    let late = shop.api.delete(&path, &shop.owner).await;
+    let body = assert_problem(late, 409, "illegal_transition").await;
+    assert!(body["detail"].as_str().unwrap().contains("accepted"));
+
+    let (changes,): (Vec<String>,) = sqlx::query_as(
+        "SELECT array_agg((payload -> 'data' ->> 'oldStatus') || '>' || (payload -> 'data' ->> 'newStatus') ORDER BY sequence)
+         FROM events WHERE aggregate_id = $1 AND event_type = 'quote.status.changed'",
+    )
+    .bind(&id)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        changes,
+        [
+            "draft>pending_approval",
+            "pending_approval>approved",
+            "approved>sent",
+            "sent>draft",
+            "draft>pending_approval",
+            "pending_approval>approved",
+            "approved>sent",
+            "sent>accepted",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn concurrent_creation_gives_unique_gap_free_numbers() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let mut bodies: Vec<Value> = (0..16).map(|_| quote_body(&shop)).collect();
+    // Invalid creations in between take no number.
+    for i in [3, 9] {
+        bodies[i]["lines"][1]["quantity"] = json!("-1");
+    }
+    let responses = futures::future::join_all(
+        bodies
+            .into_iter()
+            .map(|b| shop.api.post("/v1/quotes", Some(&shop.owner), b)),
+    )
+    .await;
+    let mut numbers = Vec::new();
+    for r in responses {
+        match r.status().as_u16() {
+            201 => numbers.push(
+                r.json::<Value>().await.unwrap()["number"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            ),
+            422 => {}
+            other => panic!("unexpected {other}"),
+        }
+    }
+    numbers.sort();
+    let year = chrono::Utc::now().format("%Y").to_string();
+    let expected: Vec<String> = (1..=14).map(|n| format!("Q-{year}-{n:04}")).collect();
+    assert_eq!(numbers, expected);
+}
+
+#[tokio::test]
+async fn bad_quotes_are_refused_field_by_field_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let before = app.event_count().await;
+    let mut body = quote_body(&shop);
+    body["lines"][0]["quantity"] = json!("-2");
+    body["lines"][1]["discount"] = json!({"type": "percent", "value": "150"});
+    body["currency"] = json!("XYZ");
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["pointer"], "/currency");
+
+    let mut body = quote_body(&shop);
+    body["lines"][0]["quantity"] = json!("-2");
+    body["lines"][1]["discount"] = json!({"type": "percent", "value": "150"});
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/lines/0/quantity", "/lines/1/discount/value"]);
+
+    // The card has no rate in this currency.
+    let mut body = quote_body(&shop);
+    body["currency"] = json!("USD");
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "rate_card_currency_mismatch");
+    assert_eq!(problem["errors"][0]["pointer"], "/lines/0/rateEntryId");
+
+    let mut body = quote_body(&shop);
+    body["customerId"] = json!(uuid::Uuid::now_v7());
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "unknown_customer");
+
+    let mut body = quote_body(&shop);
+    body["lines"][1]["discount"] = json!({"type": "amount", "value": "300"});
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "discount_exceeds_amount");
+
+    let r = shop
+        .api
+        .post(
+            "/v1/quotes",
+            Some(&shop.owner),
+            json!({"customerId": shop.customer, "title": "x", "lines": "many"}),
+        )
+        .await;
+    assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(app.event_count().await, before, "nothing was written");
+    let (counters,): (i64,) = sqlx::query_as("SELECT count(*) FROM quote_number_counters")
+        .fetch_one(&app.env.pool)
+        .await
+        .unwrap();
+    assert_eq!(counters, 0, "no number was taken");
+
+    // A member reads quotes but cannot write or approve them.
+    let member_email = unique_email("member");
+    shop.api
+        .create_user(&shop.owner, &member_email, &["member"])
+        .await;
+    let member = shop.api.login_ok(&member_email, PASSWORD).await;
+    let member = member["accessToken"].as_str().unwrap();
+    let r = shop
+        .api
+        .post("/v1/quotes", Some(member), quote_body(&shop))
+        .await;
+    let body = assert_problem(r, 403, "forbidden").await;
+    assert!(body["detail"].as_str().unwrap().contains("quotes:write"));
+}
+
+#[tokio::test]
+async fn the_accountant_approves_up_to_the_limit() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let accountant_email = unique_email("accountant");
+    shop.api
+        .create_user(&shop.owner, &accountant_email, &["accountant"])
+        .await;
+    let accountant = shop.api.login_ok(&accountant_email, PASSWORD).await;
+    let accountant = accountant["accessToken"].as_str().unwrap().to_owned();
+    for (hours, allowed) in [("10", true), ("100", false)] {
+        let mut body = quote_body(&shop);
+        body["lines"] =
+            json!([{"description": "Work", "quantity": hours, "unitPrice": "900", "taxRate": "0"}]);
+        body["discount"] = Value::Null;
+        let quote = create(&shop, body).await;
+        let path = format!("/v1/quotes/{}", quote["id"].as_str().unwrap());
+        shop.api
+            .post(&format!("{path}/submit"), Some(&shop.owner), json!({}))
+            .await;
+        let r = shop
+            .api
+            .post(&format!("{path}/approve"), Some(&accountant), json!({}))
+            .await;
+        if allowed {
+            assert_eq!(r.status(), 200, "9,000.00 is within 10,000.00");
+        } else {
+            let body = assert_problem(r, 403, "forbidden").await;
+            assert!(body["detail"].as_str().unwrap().contains("quotes:approve"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn sent_quotes_expire_once_after_their_date() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "100000").await;
+    let quote = create(&shop, quote_body(&shop)).await;
+    let id = quote["id"].as_str().unwrap().to_owned();
+    let path = format!("/v1/quotes/{id}");
+    for step in ["submit", "send"] {
+        let r = shop
+            .api
+            .post(&format!("{path}/{step}"), Some(&shop.owner), json!({}))
+            .await;
+        assert_eq!(r.status(), 200, "{step}");
+    }
+    pivotal_test_support::wait_for_horizon(&app.env.pool).await;
+    pivotal_projectors::framework::rebuild(
+        &app.env.pool,
+        &pivotal_projectors::quotes::QuotesProjection,
+        None,
+    )
+    .await
+    .unwrap();
+    let store = AggregateStore::<Quote>::new(app.env.pool.clone());
+    let valid_until: chrono::NaiveDate = quote["content"]["validUntil"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let on_the_day = pivotal_command_api::quotes::expire_due(&app.env.pool, &store, valid_until)
+        .await
+        .unwrap();
+    assert_eq!(on_the_day, 0, "valid through its last day");
+    let next_day = valid_until.succ_opt().unwrap();
+    let expired = pivotal_command_api::quotes::expire_due(&app.env.pool, &store, next_day)
+        .await
+        .unwrap();
+    assert_eq!(expired, 1);
+    // The read model still says sent; the aggregate refuses a second expiry.
+    let again = pivotal_command_api::quotes::expire_due(&app.env.pool, &store, next_day)
+        .await
+        .unwrap();
+    assert_eq!(again, 0);
+    let fetched: Value = shop.api.get(&path, &shop.owner).await.json().await.unwrap();
+    assert_eq!(fetched["status"], "expired");
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE aggregate_id = $1
+         AND payload -> 'data' ->> 'newStatus' = 'expired'",
+    )
+    .bind(&id)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(count, 1);
+}
+
+/// The PDF's text (pdftotext) and its document information (pdfinfo).
+fn pdf_text(pdf: &[u8]) -> (String, String) {
+    let mut file = tempfile_path();
+    file.1.write_all(pdf).unwrap();
+    let path = file.0.to_str().unwrap();
+    let text = Command::new("pdftotext")
+        .args(["-layout", path, "-"])
+        .output()
+        .expect("pdftotext (poppler-utils) is installed by scripts/services.sh");
+    let info = Command::new("pdfinfo").arg(path).output().unwrap();
+    let _ = std::fs::remove_file(&file.0);
+    assert!(text.status.success() && info.status.success());
+    (
+        String::from_utf8(text.stdout).unwrap(),
+        String::from_utf8(info.stdout).unwrap(),
+    )
+}
+
+fn tempfile_path() -> (std::path::PathBuf, std::fs::File) {
+    let path = std::env::temp_dir().join(format!("quote-{}.pdf", uuid::Uuid::new_v4()));
+    let file = std::fs::File::create(&path).unwrap();
+    (path, file)
+}
+
+#[tokio::test]
+async fn quote_pdfs_carry_number_customer_lines_and_totals() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let quote = create(&shop, quote_body(&shop)).await;
+    let path = format!("/v1/quotes/{}/pdf", quote["id"].as_str().unwrap());
+    let templates: Value = shop
+        .api
+        .get("/v1/quote-templates", &shop.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = templates["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["compact", "standard"]);
+    for (query, paper_points) in [
+        ("", 595),
+        ("?paper=letter", 612),
+        ("?template=compact", 595),
+    ] {
+        let r = shop.api.get(&format!("{path}{query}"), &shop.owner).await;
+        assert_eq!(r.status(), 200, "{query}: {:?}", r.headers());
+        assert_eq!(r.headers()["content-type"], "application/pdf");
+        let pdf = r.bytes().await.unwrap();
+        assert!(pdf.starts_with(b"%PDF-"));
+        let (text, info) = pdf_text(&pdf);
+        let width = info
+            .lines()
+            .find(|l| l.starts_with("Page size:"))
+            .and_then(|l| l.split_whitespace().nth(2))
+            .unwrap_or_default();
+        assert!(
+            width.starts_with(&paper_points.to_string()),
+            "{query}: page width {paper_points} pt in\n{info}"
+        );
+        for expected in [
+            quote["number"].as_str().unwrap(),
+            "Tūī Design Limited",
+            "Senior developer",
+            "Travel",
+            "Extended support",
+            "2402.31",
+        ] {
+            assert!(text.contains(expected), "{query}: {expected} in\n{text}");
+        }
+        if query.is_empty() {
+            for expected in [
+                "1923.75",
+                "288.56",
+                "2113.75",
+                "Kōwhai Consulting",
+                "15% on 1923.75",
+            ] {
+                assert!(text.contains(expected), "{expected} in\n{text}");
+            }
+        }
+    }
+    let r = shop
+        .api
+        .get(&format!("{path}?template=../../etc/passwd"), &shop.owner)
+        .await;
+    assert_problem(r, 422, "validation_failed").await;
+    let r = shop.api.get(&format!("{path}?paper=a3"), &shop.owner).await;
+    assert_problem(r, 422, "validation_failed").await;
+}

@@ -1,0 +1,584 @@
+//! `quote(id)`, `quotes(...)` and `rateCards`, read from `rm_quotes` and
+//! `rm_rate_cards`. Money is an exact decimal string in the quote's
+//! currency.
+
+use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
+use chrono::{DateTime, NaiveDate, Utc};
+use pivotal_domain::permissions::Permission;
+use pivotal_domain::pricing::{Discount, QuotePricing};
+use pivotal_domain::quote::{Quote as QuoteAggregate, QuoteState};
+use pivotal_domain::rate_card::RateCard as RateCardAggregate;
+use serde::{Deserialize, Serialize};
+use sqlx::{Postgres, QueryBuilder};
+use uuid::Uuid;
+
+use crate::errors;
+use crate::history::{self, HistoryEvent};
+use crate::schema::{MAX_PAGE, caller, pool};
+
+const QUOTES_READ: Permission = Permission::new("quotes", "read");
+const RATE_CARDS_READ: Permission = Permission::new("rate_cards", "read");
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum QuoteStatus {
+    Draft,
+    PendingApproval,
+    Approved,
+    Rejected,
+    Sent,
+    Accepted,
+    Declined,
+    Expired,
+    Cancelled,
+}
+
+impl QuoteStatus {
+    fn column(self) -> &'static str {
+        match self {
+            Self::Draft => "draft",
+            Self::PendingApproval => "pending_approval",
+            Self::Approved => "approved",
+            Self::Rejected => "rejected",
+            Self::Sent => "sent",
+            Self::Accepted => "accepted",
+            Self::Declined => "declined",
+            Self::Expired => "expired",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    fn of(status: pivotal_domain::quote::QuoteStatus) -> Self {
+        use pivotal_domain::quote::QuoteStatus as S;
+        match status {
+            S::Draft => Self::Draft,
+            S::PendingApproval => Self::PendingApproval,
+            S::Approved => Self::Approved,
+            S::Rejected => Self::Rejected,
+            S::Sent => Self::Sent,
+            S::Accepted => Self::Accepted,
+            S::Declined => Self::Declined,
+            S::Expired => Self::Expired,
+            S::Cancelled => Self::Cancelled,
+        }
+    }
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct QuoteLine {
+    pub number: i32,
+    pub description: String,
+    pub quantity: String,
+    pub unit: String,
+    pub unit_price: String,
+    /// `percent` or `amount`, with its value; null without a discount.
+    pub discount_type: Option<String>,
+    pub discount_value: Option<String>,
+    pub tax_rate: String,
+    pub optional: bool,
+    pub selected: bool,
+    /// Name of the rate card entry the price came from.
+    pub rate_entry: Option<String>,
+    pub amount: String,
+    pub line_discount: String,
+    pub quote_discount: String,
+    pub net: String,
+    pub tax: String,
+    pub total: String,
+    /// False for an optional line not selected.
+    pub included: bool,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct TaxLine {
+    pub rate: String,
+    pub taxable: String,
+    pub tax: String,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct QuoteTotals {
+    pub subtotal: String,
+    pub line_discounts: String,
+    pub quote_discount: String,
+    pub net: String,
+    pub tax: String,
+    pub total: String,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct QuoteRevision {
+    pub revision: i32,
+    pub title: String,
+    pub lines: Vec<QuoteLine>,
+    pub totals: QuoteTotals,
+    pub taxes: Vec<TaxLine>,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct StatusChange {
+    pub from: String,
+    pub to: String,
+    pub reason: Option<String>,
+    pub changed_by: Option<ID>,
+    pub customer_contact: Option<String>,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+#[graphql(complex)]
+pub struct Quote {
+    pub id: ID,
+    pub number: String,
+    pub status: QuoteStatus,
+    pub revision: i32,
+    pub customer_id: ID,
+    pub title: String,
+    pub description: Option<String>,
+    pub currency: String,
+    pub valid_until: NaiveDate,
+    pub terms: Option<String>,
+    pub notes: Option<String>,
+    /// `exclusive` or `inclusive`.
+    pub tax_mode: String,
+    pub lines: Vec<QuoteLine>,
+    pub totals: QuoteTotals,
+    pub taxes: Vec<TaxLine>,
+    /// Earlier revisions, oldest first.
+    pub revisions: Vec<QuoteRevision>,
+    pub author_id: ID,
+    pub approved_by: Option<ID>,
+    /// Where the PDF is rendered (command API).
+    pub pdf_path: String,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    #[graphql(skip)]
+    organization_id: Uuid,
+    #[graphql(skip)]
+    uuid: Uuid,
+}
+
+fn lines(content: &pivotal_domain::quote::QuoteContent, pricing: &QuotePricing) -> Vec<QuoteLine> {
+    content
+        .lines
+        .iter()
+        .zip(&pricing.lines)
+        .enumerate()
+        .map(|(i, (l, p))| {
+            let (discount_type, discount_value) = match l.discount {
+                None => (None, None),
+                Some(Discount::Percent(v)) => (Some("percent".to_owned()), Some(v.to_string())),
+                Some(Discount::Amount(v)) => (Some("amount".to_owned()), Some(v.to_string())),
+            };
+            QuoteLine {
+                number: i32::try_from(i + 1).unwrap_or(i32::MAX),
+                description: l.description.as_str().to_owned(),
+                quantity: l.quantity.normalize().to_string(),
+                unit: l.unit.as_str().to_owned(),
+                unit_price: l.unit_price.to_string(),
+                discount_type,
+                discount_value,
+                tax_rate: p.tax_rate.to_string(),
+                optional: l.optional,
+                selected: l.selected,
+                rate_entry: l.rate_source.as_ref().map(|s| s.entry_name.clone()),
+                amount: p.amount.to_string(),
+                line_discount: p.line_discount.to_string(),
+                quote_discount: p.quote_discount.to_string(),
+                net: p.net.to_string(),
+                tax: p.tax.to_string(),
+                total: p.total.to_string(),
+                included: p.included,
+            }
+        })
+        .collect()
+}
+
+fn totals(p: &QuotePricing) -> QuoteTotals {
+    QuoteTotals {
+        subtotal: p.subtotal.to_string(),
+        line_discounts: p.line_discounts.to_string(),
+        quote_discount: p.quote_discount.to_string(),
+        net: p.net_total.to_string(),
+        tax: p.tax_total.to_string(),
+        total: p.total.to_string(),
+    }
+}
+
+fn taxes(p: &QuotePricing) -> Vec<TaxLine> {
+    p.taxes
+        .iter()
+        .map(|t| TaxLine {
+            rate: t.rate.to_string(),
+            taxable: t.taxable.to_string(),
+            tax: t.tax.to_string(),
+        })
+        .collect()
+}
+
+#[derive(sqlx::FromRow, Debug)]
+struct QuoteRow {
+    state: sqlx::types::Json<QuoteAggregate>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+}
+
+impl Quote {
+    fn of(s: &QuoteState, row: &QuoteRow) -> Self {
+        Self {
+            id: ID(s.id.to_string()),
+            number: s.number.clone(),
+            status: QuoteStatus::of(s.status),
+            revision: i32::try_from(s.revision).unwrap_or(i32::MAX),
+            customer_id: ID(s.content.customer_id.to_string()),
+            title: s.content.title.as_str().to_owned(),
+            description: s.content.description.clone(),
+            currency: s.content.currency.as_str().to_owned(),
+            valid_until: s.content.valid_until,
+            terms: s.content.terms.clone(),
+            notes: s.content.notes.clone(),
+            tax_mode: match s.content.tax_mode {
+                pivotal_domain::pricing::TaxMode::Exclusive => "exclusive".into(),
+                pivotal_domain::pricing::TaxMode::Inclusive => "inclusive".into(),
+            },
+            lines: lines(&s.content, &s.pricing),
+            totals: totals(&s.pricing),
+            taxes: taxes(&s.pricing),
+            revisions: s
+                .earlier_revisions
+                .iter()
+                .map(|r| QuoteRevision {
+                    revision: i32::try_from(r.revision).unwrap_or(i32::MAX),
+                    title: r.content.title.as_str().to_owned(),
+                    lines: lines(&r.content, &r.pricing),
+                    totals: totals(&r.pricing),
+                    taxes: taxes(&r.pricing),
+                })
+                .collect(),
+            author_id: ID(s.author_id.to_string()),
+            approved_by: s.approved_by.map(|u| ID(u.to_string())),
+            pdf_path: format!("/v1/quotes/{}/pdf", s.id),
+            version: row.version,
+            created_at: row.created_at,
+            updated_at: row.updated_at,
+            organization_id: s.organization_id,
+            uuid: s.id,
+        }
+    }
+
+    fn from_row(row: &QuoteRow) -> Option<Self> {
+        row.state.0.state.as_ref().map(|s| Self::of(s, row))
+    }
+}
+
+#[ComplexObject]
+impl Quote {
+    /// Every status change, oldest first (from the event history).
+    async fn status_history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StatusChange>> {
+        let principal = caller(ctx, QUOTES_READ)?;
+        if principal.claims.org != self.organization_id {
+            return Ok(Vec::new());
+        }
+        let events = history::of_aggregate(
+            pool(ctx)?,
+            "quote",
+            &self.uuid.to_string(),
+            self.organization_id,
+        )
+        .await?;
+        Ok(events
+            .into_iter()
+            .filter(|e| e.event_type == "quote.status.changed")
+            .filter_map(|e| {
+                let d = &e.data.0;
+                Some(StatusChange {
+                    from: d.get("oldStatus")?.as_str()?.to_owned(),
+                    to: d.get("newStatus")?.as_str()?.to_owned(),
+                    reason: d.get("reason").and_then(|r| r.as_str()).map(str::to_owned),
+                    changed_by: d
+                        .get("changedBy")
+                        .and_then(|r| r.as_str())
+                        .map(|u| ID(u.to_owned())),
+                    customer_contact: d
+                        .get("customerContact")
+                        .and_then(|r| r.as_str())
+                        .map(str::to_owned),
+                    at: e.timestamp,
+                })
+            })
+            .collect())
+    }
+
+    /// Every event of this quote, oldest first (needs `events:read`).
+    async fn history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<HistoryEvent>> {
+        let principal = caller(ctx, Permission::EVENTS_READ)?;
+        if principal.claims.org != self.organization_id {
+            return Ok(Vec::new());
+        }
+        history::of_aggregate(
+            pool(ctx)?,
+            "quote",
+            &self.uuid.to_string(),
+            self.organization_id,
+        )
+        .await
+    }
+}
+
+#[derive(InputObject, Debug, Default)]
+pub struct QuoteFilter {
+    pub status: Option<QuoteStatus>,
+    pub customer_id: Option<ID>,
+    /// Created on or after this date.
+    pub created_from: Option<NaiveDate>,
+    /// Created on or before this date.
+    pub created_to: Option<NaiveDate>,
+    /// Case-insensitive match on number or title.
+    pub search: Option<String>,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum QuoteOrderField {
+    #[default]
+    CreatedAt,
+    Number,
+    Total,
+    ValidUntil,
+}
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum Direction {
+    Asc,
+    #[default]
+    Desc,
+}
+
+#[derive(InputObject, Debug, Clone, Copy, Default)]
+pub struct QuoteOrder {
+    #[graphql(default)]
+    pub field: QuoteOrderField,
+    #[graphql(default)]
+    pub direction: Direction,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct QuoteConnectionInfo {
+    pub total_count: i64,
+}
+
+/// Offset into one ordering of the filtered list.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct QuoteCursor {
+    offset: usize,
+}
+
+pub type QuoteConnection = Connection<
+    OpaqueCursor<QuoteCursor>,
+    Quote,
+    QuoteConnectionInfo,
+    EmptyFields,
+    async_graphql::connection::DefaultConnectionName,
+    async_graphql::connection::DefaultEdgeName,
+>;
+
+fn push_filters(
+    qb: &mut QueryBuilder<'_, Postgres>,
+    organization: Uuid,
+    filter: &QuoteFilter,
+    customer: Option<Uuid>,
+) {
+    qb.push(" WHERE organization_id = ").push_bind(organization);
+    if let Some(status) = filter.status {
+        qb.push(" AND status = ").push_bind(status.column());
+    }
+    if let Some(customer) = customer {
+        qb.push(" AND customer_id = ").push_bind(customer);
+    }
+    if let Some(from) = filter.created_from {
+        qb.push(" AND created_at >= ").push_bind(from);
+    }
+    if let Some(to) = filter.created_to {
+        qb.push(" AND created_at < (")
+            .push_bind(to)
+            .push("::date + 1)");
+    }
+    if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
+        let pattern = format!(
+            "%{}%",
+            search
+                .trim()
+                .to_lowercase()
+                .replace('\\', "\\\\")
+                .replace('%', "\\%")
+                .replace('_', "\\_")
+        );
+        qb.push(" AND (lower(number) LIKE ")
+            .push_bind(pattern.clone())
+            .push(" OR lower(title) LIKE ")
+            .push_bind(pattern)
+            .push(")");
+    }
+}
+
+/// A rate card and its entries.
+#[derive(SimpleObject, Debug, Clone)]
+pub struct RateCard {
+    pub id: ID,
+    pub name: String,
+    pub customer_id: Option<ID>,
+    pub archived: bool,
+    /// `[{entryId, name, unit, rates: [{currency, amount, effectiveFrom}]}]`.
+    pub entries: Json<serde_json::Value>,
+    pub version: i64,
+}
+
+#[derive(Debug, Default)]
+pub struct QuoteQuery;
+
+#[Object]
+impl QuoteQuery {
+    /// One quote of the caller's organization, or null.
+    async fn quote(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Quote>> {
+        let principal = caller(ctx, QUOTES_READ)?;
+        let Ok(id) = Uuid::parse_str(&id) else {
+            return Err(errors::bad_input("id is not a quote id"));
+        };
+        let row: Option<QuoteRow> = sqlx::query_as(
+            "SELECT state, version, created_at, updated_at FROM rm_quotes
+             WHERE organization_id = $1 AND id = $2",
+        )
+        .bind(principal.claims.org)
+        .bind(id)
+        .fetch_optional(pool(ctx)?)
+        .await
+        .map_err(errors::internal)?;
+        Ok(row.as_ref().and_then(Quote::from_row))
+    }
+
+    /// Quotes of the caller's organization, as a connection (forward).
+    async fn quotes(
+        &self,
+        ctx: &Context<'_>,
+        after: Option<String>,
+        #[graphql(validator(minimum = 0))] first: Option<i32>,
+        filter: Option<QuoteFilter>,
+        order_by: Option<QuoteOrder>,
+    ) -> async_graphql::Result<QuoteConnection> {
+        let principal = caller(ctx, QUOTES_READ)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let filter = filter.unwrap_or_default();
+        let order = order_by.unwrap_or_default();
+        if first.is_some_and(|v| v as usize > MAX_PAGE) {
+            return Err(errors::bad_input(format!(
+                "first must be at most {MAX_PAGE}"
+            )));
+        }
+        let customer = match &filter.customer_id {
+            None => None,
+            Some(id) => Some(
+                Uuid::parse_str(id).map_err(|_| errors::bad_input("customerId is not an id"))?,
+            ),
+        };
+        let result = query(
+            after,
+            None,
+            first,
+            None,
+            |after: Option<OpaqueCursor<QuoteCursor>>,
+             _before: Option<OpaqueCursor<QuoteCursor>>,
+             first,
+             _last| async move {
+                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
+                push_filters(&mut count, organization, &filter, customer);
+                let (total,): (i64,) = count
+                    .build_query_as()
+                    .fetch_one(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+                let limit = first.unwrap_or(20).min(MAX_PAGE);
+                let offset = after.map_or(0, |c| c.offset + 1);
+                let mut qb = QueryBuilder::<Postgres>::new(
+                    "SELECT state, version, created_at, updated_at FROM rm_quotes",
+                );
+                push_filters(&mut qb, organization, &filter, customer);
+                let column = match order.field {
+                    QuoteOrderField::CreatedAt => "created_at",
+                    QuoteOrderField::Number => "number",
+                    QuoteOrderField::Total => "total",
+                    QuoteOrderField::ValidUntil => "valid_until",
+                };
+                let dir = match order.direction {
+                    Direction::Asc => "ASC",
+                    Direction::Desc => "DESC",
+                };
+                qb.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
+                    .push_bind(limit as i64 + 1)
+                    .push(" OFFSET ")
+                    .push_bind(offset as i64);
+                let mut rows: Vec<QuoteRow> = qb
+                    .build_query_as()
+                    .fetch_all(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+                let more = rows.len() > limit;
+                rows.truncate(limit);
+                let mut connection = Connection::with_additional_fields(
+                    offset > 0,
+                    more,
+                    QuoteConnectionInfo { total_count: total },
+                );
+                connection
+                    .edges
+                    .extend(rows.iter().enumerate().filter_map(|(i, row)| {
+                        let quote = Quote::from_row(row)?;
+                        Some(Edge::new(
+                            OpaqueCursor(QuoteCursor { offset: offset + i }),
+                            quote,
+                        ))
+                    }));
+                Ok::<_, async_graphql::Error>(connection)
+            },
+        )
+        .await;
+        result.map_err(|e| {
+            if e.extensions
+                .as_ref()
+                .is_some_and(|x| x.get("code").is_some())
+            {
+                e
+            } else {
+                errors::bad_input(e.message)
+            }
+        })
+    }
+
+    /// The organization's rate cards, archived ones last.
+    async fn rate_cards(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RateCard>> {
+        let principal = caller(ctx, RATE_CARDS_READ)?;
+        let rows: Vec<(sqlx::types::Json<RateCardAggregate>, i64)> = sqlx::query_as(
+            "SELECT state, version FROM rm_rate_cards WHERE organization_id = $1
+             ORDER BY archived, lower(name), id",
+        )
+        .bind(principal.claims.org)
+        .fetch_all(pool(ctx)?)
+        .await
+        .map_err(errors::internal)?;
+        Ok(rows
+            .into_iter()
+            .filter_map(|(state, version)| {
+                let s = state.0.state?;
+                Some(RateCard {
+                    id: ID(s.id.to_string()),
+                    name: s.name.as_str().to_owned(),
+                    customer_id: s.customer_id.map(|c| ID(c.to_string())),
+                    archived: s.archived,
+                    entries: Json(serde_json::to_value(&s.entries).unwrap_or_default()),
+                    version,
+                })
+            })
+            .collect())
+    }
+}
