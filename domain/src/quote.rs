@@ -883,6 +883,94 @@ mod tests {
     }
 
     #[test]
+    fn declines_record_who_and_why_and_rejected_quotes_wait_for_edits() {
+        let mut quote = created("150");
+        for command in [
+            QuoteCommand::SubmitForApproval {
+                actor: author(),
+                threshold: d("100000"),
+            },
+            QuoteCommand::Send { actor: author() },
+        ] {
+            run(&mut quote, command).unwrap();
+        }
+        let at = Utc::now();
+        let events = quote
+            .decide(QuoteCommand::Decline {
+                actor: author(),
+                declined_by: Name::parse("", "Pat Client").unwrap(),
+                reason: Some("went with another supplier".into()),
+                at,
+            })
+            .unwrap();
+        match &events[0] {
+            QuoteEvent::StatusChanged(e) => {
+                assert_eq!(
+                    (e.old_status, e.new_status),
+                    (QuoteStatus::Sent, QuoteStatus::Declined)
+                );
+                assert_eq!(e.reason.as_deref(), Some("went with another supplier"));
+                assert_eq!(
+                    e.customer_contact.as_ref().map(Name::as_str),
+                    Some("Pat Client")
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        for e in events {
+            quote.apply(e);
+        }
+        assert!(quote.state.as_ref().unwrap().status.is_final());
+
+        let mut rejected = created("150");
+        run(
+            &mut rejected,
+            QuoteCommand::SubmitForApproval {
+                actor: author(),
+                threshold: d("0"),
+            },
+        )
+        .unwrap();
+        run(
+            &mut rejected,
+            QuoteCommand::Reject {
+                actor: approver(),
+                reason: "too cheap".into(),
+            },
+        )
+        .unwrap();
+        for command in [
+            QuoteCommand::Send { actor: author() },
+            QuoteCommand::SubmitForApproval {
+                actor: author(),
+                threshold: d("0"),
+            },
+            QuoteCommand::Approve {
+                actor: approver(),
+                comment: None,
+            },
+        ] {
+            assert!(matches!(
+                run(&mut rejected, command),
+                Err(QuoteError::IllegalTransition {
+                    current: QuoteStatus::Rejected,
+                    ..
+                })
+            ));
+        }
+        // Unchanged content is not an edit.
+        assert!(
+            rejected
+                .decide(QuoteCommand::Update {
+                    actor: author(),
+                    content: content("150")
+                })
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
     fn cancel_keeps_history_and_other_tenants_see_nothing() {
         let mut quote = created("150");
         run(

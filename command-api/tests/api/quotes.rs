@@ -559,3 +559,131 @@ async fn quote_pdfs_carry_number_customer_lines_and_totals() {
     let r = shop.api.get(&format!("{path}?paper=a3"), &shop.owner).await;
     assert_problem(r, 422, "validation_failed").await;
 }
+
+#[tokio::test]
+async fn cards_are_chosen_customer_first_then_the_default() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    // The organization's default card is the shop's card.
+    let settings = shop
+        .api
+        .put(
+            "/v1/organization/settings",
+            &shop.owner,
+            json!({"defaultCurrency": "NZD", "timeZone": "Pacific/Auckland", "fiscalYearStartMonth": 4,
+                   "tax": {"defaultRateBasisPoints": 1500, "pricesIncludeTax": false},
+                   "quotes": {"approvalThreshold": "0", "validityDays": 14, "defaultRateCardId": shop.card}}),
+        )
+        .await;
+    assert_eq!(settings.status(), 200);
+    let line = |entry: &str| json!([{"rateEntryId": entry, "quantity": "1"}]);
+    let mut body =
+        json!({"customerId": shop.customer, "title": "Default card", "lines": line(&shop.entry)});
+    let quote = create(&shop, body.clone()).await;
+    assert_eq!(quote["content"]["lines"][0]["unitPrice"], "180.00");
+    assert_eq!(quote["content"]["lines"][0]["taxRate"], "15.00");
+    let valid_until: chrono::NaiveDate = quote["content"]["validUntil"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert_eq!(
+        valid_until,
+        chrono::Utc::now().date_naive() + chrono::Days::new(14)
+    );
+
+    // The customer's own card wins once the read model knows it.
+    let own: Value = shop
+        .api
+        .post(
+            "/v1/rate-cards",
+            Some(&shop.owner),
+            json!({"name": "Tūī rates", "customerId": shop.customer}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    let own_card = own["id"].as_str().unwrap();
+    let own_entry = uuid::Uuid::now_v7().to_string();
+    shop.api
+        .put(
+            &format!("/v1/rate-cards/{own_card}/entries/{own_entry}"),
+            &shop.owner,
+            json!({"name": "Senior developer (Tūī)", "unit": "hours",
+                   "rates": [{"currency": "NZD", "amount": "170", "effectiveFrom": "2026-01-01"}]}),
+        )
+        .await;
+    pivotal_test_support::wait_for_horizon(&app.env.pool).await;
+    pivotal_projectors::framework::rebuild(
+        &app.env.pool,
+        &pivotal_projectors::quotes::RateCardsProjection,
+        None,
+    )
+    .await
+    .unwrap();
+    body["lines"] = line(&own_entry);
+    let quote = create(&shop, body.clone()).await;
+    assert_eq!(quote["content"]["lines"][0]["unitPrice"], "170");
+    assert_eq!(
+        quote["content"]["lines"][0]["rateSource"]["rateCardId"],
+        own_card
+    );
+    // An entry of the default card is not on the customer's card.
+    body["lines"] = line(&shop.entry);
+    let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "unknown_rate_entry");
+}
+
+#[tokio::test]
+async fn organizations_bring_their_own_templates() {
+    let dir = std::env::temp_dir().join(format!("pf-templates-{}", uuid::Uuid::new_v4()));
+    let templates_dir = dir.display().to_string();
+    let app = TestApp::spawn_with(|s| s.quotes.templates_dir = templates_dir).await;
+    let shop = shop(&app, "0").await;
+    let me: Value = shop
+        .api
+        .get("/v1/organization", &shop.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let org_dir = dir.join(me["id"].as_str().unwrap());
+    std::fs::create_dir_all(&org_dir).unwrap();
+    std::fs::write(
+        org_dir.join("letterhead.typ"),
+        "#let data = json(\"/data.json\")\n#set page(paper: data.paper)\n= Letterhead quote #data.number for #data.customer.name\nTotal: #data.totals.total\n",
+    )
+    .unwrap();
+    let templates: Value = shop
+        .api
+        .get("/v1/quote-templates", &shop.owner)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let names: Vec<&str> = templates["templates"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["compact", "letterhead", "standard"]);
+    let quote = create(&shop, quote_body(&shop)).await;
+    let r = shop
+        .api
+        .get(
+            &format!(
+                "/v1/quotes/{}/pdf?template=letterhead",
+                quote["id"].as_str().unwrap()
+            ),
+            &shop.owner,
+        )
+        .await;
+    assert_eq!(r.status(), 200);
+    let (text, _) = pdf_text(&r.bytes().await.unwrap());
+    assert!(text.contains("Letterhead quote"), "{text}");
+    assert!(text.contains("2402.31"), "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -663,3 +663,178 @@ mod identity {
         }
     }
 }
+
+mod quotes {
+    //! Quotes and rate cards through GraphQL: filters, ordering, paging,
+    //! revisions and tenant scoping.
+
+    use pivotal_test_support::{TestEnv, http};
+    use serde_json::{Value, json};
+
+    async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> Value {
+        let mut request = http().post(format!("{url}{path}")).json(&body);
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        let response = request.send().await.unwrap();
+        assert!(
+            response.status().is_success(),
+            "{path}: {}",
+            response.status()
+        );
+        response.json().await.unwrap_or(Value::Null)
+    }
+
+    async fn graphql(url: &str, token: &str, query: &str) -> Value {
+        let body: Value = http()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({"query": query}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert!(body.get("errors").is_none(), "{body}");
+        body["data"].clone()
+    }
+
+    #[tokio::test]
+    async fn quotes_filter_order_page_and_show_revisions() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let owner = post(
+            &command,
+            "/v1/auth/signup",
+            None,
+            json!({"organization": {"name": "Quotes Ltd", "defaultCurrency": "NZD"},
+                   "user": {"email": email, "password": "quotes passphrase", "firstName": "Q", "lastName": "Owner"}}),
+        )
+        .await["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let customer = post(
+            &command,
+            "/v1/customers",
+            Some(&owner),
+            json!({"legalName": "Alpha Client", "currency": "NZD"}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        post(
+            &command,
+            "/v1/rate-cards",
+            Some(&owner),
+            json!({"name": "Zeta rates"}),
+        )
+        .await;
+        let mut ids = Vec::new();
+        for (title, price) in [
+            ("Small job", "100"),
+            ("Big job", "5000"),
+            ("Medium job", "900"),
+        ] {
+            let quote = post(
+                &command,
+                "/v1/quotes",
+                Some(&owner),
+                json!({"customerId": customer, "title": title,
+                       "lines": [{"description": "Work", "quantity": "1", "unitPrice": price}]}),
+            )
+            .await;
+            ids.push(quote["id"].as_str().unwrap().to_owned());
+        }
+        // The big one is approved (threshold 0: pending first), sent and revised.
+        let big = &ids[1];
+        post(
+            &command,
+            &format!("/v1/quotes/{big}/submit"),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+        let edited = http()
+            .put(format!("{command}/v1/quotes/{big}"))
+            .bearer_auth(&owner)
+            .json(&json!({"customerId": customer, "title": "Big job, revised",
+                          "lines": [{"description": "Work", "quantity": "1", "unitPrice": "4500"}]}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(edited.status(), 200);
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
+        for projection in pivotal_projectors::all_projections() {
+            pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
+                .await
+                .unwrap();
+        }
+
+        let data = graphql(
+            &query,
+            &owner,
+            "{ quotes(orderBy: {field: TOTAL, direction: DESC}) { totalCount edges { node { title totals { total } } } } }",
+        )
+        .await;
+        let titles: Vec<&str> = data["quotes"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["title"].as_str().unwrap())
+            .collect();
+        assert_eq!(titles, ["Big job, revised", "Medium job", "Small job"]);
+        let page = graphql(
+            &query,
+            &owner,
+            "{ quotes(first: 2, orderBy: {field: NUMBER, direction: ASC}) { pageInfo { hasNextPage endCursor } edges { node { number } } } }",
+        )
+        .await;
+        assert_eq!(page["quotes"]["pageInfo"]["hasNextPage"], true);
+        let cursor = page["quotes"]["pageInfo"]["endCursor"].as_str().unwrap();
+        let next = graphql(
+            &query,
+            &owner,
+            &format!(r#"{{ quotes(first: 2, after: "{cursor}", orderBy: {{field: NUMBER, direction: ASC}}) {{ pageInfo {{ hasNextPage }} edges {{ node {{ number }} }} }} }}"#),
+        )
+        .await;
+        assert_eq!(next["quotes"]["edges"].as_array().unwrap().len(), 1);
+        assert_eq!(next["quotes"]["pageInfo"]["hasNextPage"], false);
+        let searched = graphql(
+            &query,
+            &owner,
+            &format!(r#"{{ quotes(filter: {{search: "medium", status: DRAFT, customerId: "{customer}"}}) {{ totalCount }} }}"#),
+        )
+        .await;
+        assert_eq!(searched["quotes"]["totalCount"], 1);
+        let revised = graphql(
+            &query,
+            &owner,
+            &format!(r#"{{ quote(id: "{big}") {{ revision status revisions {{ revision title totals {{ total }} }} statusHistory {{ from to }} }} rateCards {{ name }} }}"#),
+        )
+        .await;
+        assert_eq!(revised["quote"]["revision"], 2);
+        assert_eq!(revised["quote"]["status"], "DRAFT");
+        assert_eq!(revised["quote"]["revisions"][0]["title"], "Big job");
+        assert_eq!(
+            revised["quote"]["revisions"][0]["totals"]["total"],
+            "5000.00"
+        );
+        assert_eq!(revised["rateCards"][0]["name"], "Zeta rates");
+        let bad: Value = http()
+            .post(format!("{query}/graphql"))
+            .bearer_auth(&owner)
+            .json(&json!({"query": "{ quotes(first: 500) { totalCount } }"}))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+    }
+}
