@@ -32,8 +32,8 @@ use crate::AppState;
 use crate::access;
 use crate::customers::{accepted_in, validated};
 use crate::error::{ApiError, Problem};
-use crate::extract::{Caller, IfMatch, JsonBody, RequestMeta};
-use crate::idempotent::Reply;
+use crate::extract::{Caller, IdempotencyKey, IfMatch, JsonBody, RequestMeta};
+use crate::idempotent::{self, Reply};
 
 pub const QUOTES_READ: Permission = Permission::new("quotes", "read");
 pub const QUOTES_WRITE: Permission = Permission::new("quotes", "write");
@@ -637,6 +637,7 @@ fn quote_reply(status: StatusCode, quote: &QuoteState, version: u64) -> Response
 }
 
 #[utoipa::path(post, path = "/v1/quotes", tag = "quotes", request_body = QuoteBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: a retry gets the first answer, not a second quote")),
     responses(
         (status = 201, description = "Created with the next quote number of the organization"),
         (status = 403, body = Problem, content_type = "application/problem+json"),
@@ -646,25 +647,49 @@ pub async fn create_quote(
     State(state): State<AppState>,
     caller: Caller,
     meta: RequestMeta,
+    key: IdempotencyKey,
     body: JsonBody<QuoteBody>,
-) -> Result<Response, ApiError> {
-    caller.require(QUOTES_WRITE)?;
-    let actor = caller.0.actor();
-    let content = content(&state, &actor, &body.value, &[]).await?;
-    let (quote, events) =
-        create_numbered(&state.pool, &state.quotes, content, &meta.context(&caller)).await?;
-    let id = quote.id;
-    let mut response = quote_reply(StatusCode::CREATED, &quote, 1);
-    let headers = response.headers_mut();
-    if let Ok(v) = format!("/v1/quotes/{id}").parse() {
-        headers.insert(header::LOCATION, v);
-    }
-    if let Some(position) = events.iter().map(|e| e.position).max()
-        && let Ok(v) = position.to_string().parse()
-    {
-        headers.insert(crate::CONSISTENCY_TOKEN, v);
-    }
-    Ok(response)
+) -> Response {
+    let run = || async {
+        caller.require(QUOTES_WRITE)?;
+        let actor = caller.0.actor();
+        let content = content(&state, &actor, &body.value, &[]).await?;
+        let (quote, events) =
+            create_numbered(&state.pool, &state.quotes, content, &meta.context(&caller)).await?;
+        let mut json = serde_json::to_value(&quote).unwrap_or_default();
+        json["version"] = serde_json::json!(1);
+        let mut headers = vec![
+            (header::ETAG, "\"1\"".to_owned()),
+            (header::LOCATION, format!("/v1/quotes/{}", quote.id)),
+        ];
+        if let Some(position) = events.iter().map(|e| e.position).max() {
+            headers.push((crate::CONSISTENCY_TOKEN, position.to_string()));
+        }
+        Ok(Reply {
+            status: StatusCode::CREATED,
+            body: json,
+            headers,
+        })
+    };
+    // A retry after a crash between commit and reply: answer from the events.
+    let recover = |id: String, outcome: pivotal_event_store::commands::Outcome| {
+        accepted_in(
+            "/v1/quotes",
+            StatusCode::CREATED,
+            Uuid::parse_str(&id).unwrap_or_default(),
+            &outcome,
+        )
+    };
+    idempotent::run(
+        &state,
+        &caller,
+        key,
+        "POST /v1/quotes",
+        &body.raw,
+        run,
+        recover,
+    )
+    .await
 }
 
 /// Creates a quote with the organization's next number: the counter is

@@ -687,3 +687,47 @@ async fn organizations_bring_their_own_templates() {
     assert!(text.contains("2402.31"), "{text}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test]
+async fn a_retried_creation_with_its_idempotency_key_creates_one_quote() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let send = || {
+        shop.api
+            .client
+            .post(format!("{}/v1/quotes", app.url))
+            .bearer_auth(&shop.owner)
+            .header("idempotency-key", "quote-retry-1")
+            .json(&quote_body(&shop))
+            .send()
+    };
+    let first = send().await.unwrap();
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let again = send().await.unwrap();
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], first["id"]);
+    assert_eq!(again["number"], first["number"]);
+    let (quotes,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM events WHERE event_type = 'quote.created'")
+            .fetch_one(&app.env.pool)
+            .await
+            .unwrap();
+    assert_eq!(quotes, 1);
+    // The same key with another body is refused.
+    let mut other = quote_body(&shop);
+    other["title"] = json!("Something else");
+    let reused = shop
+        .api
+        .client
+        .post(format!("{}/v1/quotes", app.url))
+        .bearer_auth(&shop.owner)
+        .header("idempotency-key", "quote-retry-1")
+        .json(&other)
+        .send()
+        .await
+        .unwrap();
+    assert_problem(reused, 422, "idempotency_key_reused").await;
+}
