@@ -11,11 +11,13 @@
 //!   `organization`.
 //! - [`quotes`]: `quote(id)`, the `quotes` connection and `rateCards`.
 //! - [`history`]: the event history of an aggregate (auditors).
+//! - [`consistency`]: read-your-writes with `X-Consistency-Token`.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
 //!   public keys.
 
+pub mod consistency;
 pub mod customers;
 pub mod errors;
 pub mod history;
@@ -47,6 +49,8 @@ struct HttpState {
     schema: schema::PivotalSchema,
     verifier: Arc<TokenVerifier>,
     revocations: Revocations,
+    pool: PgPool,
+    consistency_wait: std::time::Duration,
 }
 
 /// A bound, ready-to-serve query API.
@@ -79,6 +83,10 @@ impl Application {
         )
         .await?;
         let state = HttpState {
+            consistency_wait: std::time::Duration::from_millis(
+                settings.query_api.consistency_wait_ms,
+            ),
+            pool: pool.clone(),
             schema: schema::build(pool),
             verifier,
             revocations,
@@ -133,6 +141,29 @@ async fn graphql(
             Err(e) => Err(errors::internal(format!("redis: {e}"))),
         },
         Err(error) => Err(errors::unauthenticated(&error)),
+    };
+    // Read-your-writes: wait for the read models to reach the token.
+    let verified = match (verified, headers.get("x-consistency-token")) {
+        (Ok(principal), Some(token)) => {
+            let waited = consistency::wait(
+                &state.pool,
+                principal.claims.org,
+                token.to_str().unwrap_or_default(),
+                state.consistency_wait,
+            )
+            .await;
+            match waited {
+                Ok(()) => Ok(principal),
+                Err(e @ consistency::ConsistencyError::Invalid) => {
+                    Err(errors::bad_input(e.to_string()))
+                }
+                Err(e @ consistency::ConsistencyError::Stale { .. }) => {
+                    Err(errors::coded(errors::STALE_READ, e.to_string()))
+                }
+                Err(consistency::ConsistencyError::Database(e)) => Err(errors::internal(e)),
+            }
+        }
+        (other, _) => other,
     };
     match verified {
         Ok(principal) => state.schema.execute(request.data(principal)).await.into(),

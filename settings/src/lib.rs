@@ -165,6 +165,14 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
+    /// Query API: longest wait for the read models to reach a consistency
+    /// token before answering `STALE_READ`.
+    #[serde(default = "default_consistency_wait_ms")]
+    pub consistency_wait_ms: u64,
+}
+
+fn default_consistency_wait_ms() -> u64 {
+    5000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -251,6 +259,7 @@ body_limit_bytes = 1048576
 [query_api]
 listen = "127.0.0.1:8081"
 body_limit_bytes = 1048576
+consistency_wait_ms = 5000
 
 [relay]
 name = "main"

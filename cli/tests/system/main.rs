@@ -9,4 +9,5 @@ mod end_to_end;
 mod harness;
 mod ordering;
 mod quotes;
+mod read_your_writes;
 mod secrets;

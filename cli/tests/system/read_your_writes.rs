@@ -1,0 +1,111 @@
+//! Read-your-writes: a query that sends back a command's consistency token
+//! always sees that command's effect; when the read models cannot catch up
+//! in time the answer is `STALE_READ`, never stale data.
+
+use pivotal_test_support::{TestEnv, http};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{spawn_projector, spawn_relay};
+
+async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
+    let mut request = http()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query}));
+    if let Some(c) = consistency {
+        request = request.header("x-consistency-token", c);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_query_with_the_token_always_sees_the_write() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let org = Uuid::now_v7();
+    let token = env.token(org, &["owner"]);
+    let created = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Version 0", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap();
+    let id = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    for n in 1..=20 {
+        let name = format!("Version {n}");
+        let renamed = http()
+            .post(format!("{commands}/v1/customers/{id}/rename"))
+            .bearer_auth(&token)
+            .json(&json!({"legalName": name}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), 200);
+        let consistency = renamed.headers()["x-consistency-token"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        let answer = graphql(
+            &queries,
+            &token,
+            Some(&consistency),
+            &format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#),
+        )
+        .await;
+        assert_eq!(answer["data"]["customer"]["legalName"], name, "{answer}");
+    }
+
+    // Someone else's token, or garbage, is bad input.
+    let stranger = env.token(Uuid::now_v7(), &["owner"]);
+    for (who, value) in [(&stranger, "1"), (&token, "not-a-position"), (&token, "-5")] {
+        let answer = graphql(&queries, who, Some(value), "{ customers { totalCount } }").await;
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{value}: {answer}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn without_a_projector_the_answer_is_stale_read_not_old_data() {
+    let mut env = TestEnv::new().await;
+    env.settings.query_api.consistency_wait_ms = 300;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let org = Uuid::now_v7();
+    let token = env.token(org, &["owner"]);
+    let created = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Unprojected", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap();
+    let consistency = created.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let answer = graphql(
+        &queries,
+        &token,
+        Some(&consistency),
+        "{ customers { totalCount } }",
+    )
+    .await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "STALE_READ",
+        "{answer}"
+    );
+    assert!(answer.get("data").is_none_or(Value::is_null));
+    // Without the token the (stale) read model answers as usual.
+    let answer = graphql(&queries, &token, None, "{ customers { totalCount } }").await;
+    assert_eq!(answer["data"]["customers"]["totalCount"], 0);
+}

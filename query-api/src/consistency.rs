@@ -1,0 +1,82 @@
+//! Read-your-writes. Every accepted command returns the global position of
+//! its last event as `X-Consistency-Token`. A query that sends it back waits,
+//! up to `query_api.consistency_wait_ms`, until every projection that
+//! follows that event's aggregate type has applied it; after that bound it
+//! fails with `STALE_READ` instead of answering from older data.
+
+use std::time::{Duration, Instant};
+
+use sqlx::PgPool;
+use uuid::Uuid;
+
+/// Why a consistency token could not be honoured.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsistencyError {
+    #[error("X-Consistency-Token must be a position returned by the command API")]
+    Invalid,
+    #[error("the read models have not caught up with position {position} within {waited_ms} ms")]
+    Stale { position: i64, waited_ms: u128 },
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+}
+
+/// Projections (by name) that follow `aggregate_type`.
+fn projections_of(aggregate_type: &str) -> Vec<&'static str> {
+    pivotal_projectors::all_projections()
+        .iter()
+        .filter(|p| p.aggregate_types().contains(&aggregate_type))
+        .map(|p| p.name())
+        .collect()
+}
+
+/// Waits until the event at `raw` (a token) is in every read model that
+/// follows it. Tokens of another organization's events are refused like
+/// unknown ones.
+pub async fn wait(
+    pool: &PgPool,
+    organization: Uuid,
+    raw: &str,
+    bound: Duration,
+) -> Result<(), ConsistencyError> {
+    let position: i64 = raw
+        .trim()
+        .parse()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or(ConsistencyError::Invalid)?;
+    let event: Option<(String, String, i64)> = sqlx::query_as(
+        "SELECT aggregate_type, aggregate_id, sequence FROM events
+         WHERE global_position = $1 AND metadata ->> 'organizationId' = $2",
+    )
+    .bind(position)
+    .bind(organization.to_string())
+    .fetch_optional(pool)
+    .await?;
+    let (aggregate_type, aggregate_id, sequence) = event.ok_or(ConsistencyError::Invalid)?;
+    let projections = projections_of(&aggregate_type);
+    let expected = i64::try_from(projections.len()).unwrap_or(i64::MAX);
+    let started = Instant::now();
+    loop {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM projection_versions
+             WHERE projection = ANY($1) AND aggregate_type = $2 AND aggregate_id = $3
+               AND version >= $4",
+        )
+        .bind(&projections)
+        .bind(&aggregate_type)
+        .bind(&aggregate_id)
+        .bind(sequence)
+        .fetch_one(pool)
+        .await?;
+        if applied >= expected {
+            return Ok(());
+        }
+        if started.elapsed() >= bound {
+            return Err(ConsistencyError::Stale {
+                position,
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
