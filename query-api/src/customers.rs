@@ -411,3 +411,48 @@ impl CustomerQuery {
         })
     }
 }
+
+/// Batches customer lookups of one request: a page of quotes with their
+/// customers costs one customer query, not one per quote.
+#[derive(Debug, Clone)]
+pub struct CustomerLoader {
+    pool: sqlx::PgPool,
+    organization: Uuid,
+    /// How many queries the loader ran (observed by tests).
+    pub queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl CustomerLoader {
+    pub fn new(pool: sqlx::PgPool, organization: Uuid) -> Self {
+        Self {
+            pool,
+            organization,
+            queries: std::sync::Arc::default(),
+        }
+    }
+}
+
+impl async_graphql::dataloader::Loader<Uuid> for CustomerLoader {
+    type Value = Customer;
+    type Error = std::sync::Arc<sqlx::Error>;
+
+    async fn load(
+        &self,
+        keys: &[Uuid],
+    ) -> Result<std::collections::HashMap<Uuid, Customer>, Self::Error> {
+        self.queries
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let rows: Vec<CustomerRow> = sqlx::query_as(
+            "SELECT * FROM rm_customers WHERE organization_id = $1 AND id = ANY($2)",
+        )
+        .bind(self.organization)
+        .bind(keys)
+        .fetch_all(&self.pool)
+        .await
+        .map_err(std::sync::Arc::new)?;
+        Ok(rows
+            .into_iter()
+            .map(|row| (row.id, Customer::from(row)))
+            .collect())
+    }
+}

@@ -87,7 +87,7 @@ impl Application {
                 settings.query_api.consistency_wait_ms,
             ),
             pool: pool.clone(),
-            schema: schema::build(pool),
+            schema: schema::build_with(pool, settings.query_api.introspection),
             verifier,
             revocations,
         };
@@ -166,7 +166,17 @@ async fn graphql(
         (other, _) => other,
     };
     match verified {
-        Ok(principal) => state.schema.execute(request.data(principal)).await.into(),
+        Ok(principal) => {
+            let loader = async_graphql::dataloader::DataLoader::new(
+                customers::CustomerLoader::new(state.pool.clone(), principal.claims.org),
+                tokio::spawn,
+            );
+            state
+                .schema
+                .execute(request.data(principal).data(loader))
+                .await
+                .into()
+        }
         Err(error) => async_graphql::Response::from_errors(vec![
             error.into_server_error(async_graphql::Pos::default()),
         ])

@@ -275,6 +275,18 @@ impl Quote {
 
 #[ComplexObject]
 impl Quote {
+    /// The customer (needs `customers:read`); batched across a page.
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+    ) -> async_graphql::Result<Option<crate::customers::Customer>> {
+        caller(ctx, Permission::CUSTOMERS_READ)?;
+        let loader =
+            ctx.data::<async_graphql::dataloader::DataLoader<crate::customers::CustomerLoader>>()?;
+        let id = Uuid::parse_str(&self.customer_id).map_err(errors::internal)?;
+        loader.load_one(id).await.map_err(errors::internal)
+    }
+
     /// Every status change, oldest first (from the event history).
     async fn status_history(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<StatusChange>> {
         let principal = caller(ctx, QUOTES_READ)?;

@@ -20,11 +20,20 @@ pub type PivotalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
 pub const MAX_PAGE: usize = 100;
 
 pub fn build(pool: PgPool) -> PivotalSchema {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
+    build_with(pool, true)
+}
+
+/// The schema, optionally without introspection (`query_api.introspection`).
+pub fn build_with(pool: PgPool, introspection: bool) -> PivotalSchema {
+    let builder = Schema::build(Query::default(), EmptyMutation, EmptySubscription)
         .data(pool)
         .limit_depth(12)
-        .limit_complexity(2_000)
-        .finish()
+        .limit_complexity(2_000);
+    if introspection {
+        builder.finish()
+    } else {
+        builder.disable_introspection().finish()
+    }
 }
 
 /// The SDL, as committed in `schemas/schema.graphql`.

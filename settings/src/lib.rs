@@ -169,6 +169,13 @@ pub struct HttpSettings {
     /// token before answering `STALE_READ`.
     #[serde(default = "default_consistency_wait_ms")]
     pub consistency_wait_ms: u64,
+    /// Query API: whether GraphQL introspection is answered.
+    #[serde(default = "default_true")]
+    pub introspection: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -260,6 +267,7 @@ body_limit_bytes = 1048576
 listen = "127.0.0.1:8081"
 body_limit_bytes = 1048576
 consistency_wait_ms = 5000
+introspection = true
 
 [relay]
 name = "main"

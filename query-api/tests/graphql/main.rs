@@ -836,5 +836,60 @@ mod quotes {
             .await
             .unwrap();
         assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
+
+        // A page of quotes with their customers: one customer query in all.
+        let principal = pivotal_auth::TokenVerifier::from_settings(&env.settings.auth)
+            .unwrap()
+            .verify(&owner)
+            .await
+            .unwrap();
+        let loader = pivotal_query_api::customers::CustomerLoader::new(
+            env.pool.clone(),
+            principal.claims.org,
+        );
+        let queries = loader.queries.clone();
+        let schema = pivotal_query_api::schema::build(env.pool.clone());
+        let response = schema
+            .execute(
+                async_graphql::Request::new(
+                    "{ quotes { edges { node { number customer { legalName } } } } }",
+                )
+                .data(principal)
+                .data(async_graphql::dataloader::DataLoader::new(
+                    loader,
+                    tokio::spawn,
+                )),
+            )
+            .await;
+        assert!(response.errors.is_empty(), "{:?}", response.errors);
+        let data = response.data.into_json().unwrap();
+        let names: Vec<&str> = data["quotes"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["customer"]["legalName"].as_str().unwrap())
+            .collect();
+        assert_eq!(names, ["Alpha Client"; 3]);
+        assert_eq!(queries.load(std::sync::atomic::Ordering::Relaxed), 1);
+    }
+
+    #[tokio::test]
+    async fn introspection_can_be_switched_off() {
+        let env = TestEnv::new().await;
+        let on = pivotal_query_api::schema::build_with(env.pool.clone(), true);
+        let off = pivotal_query_api::schema::build_with(env.pool.clone(), false);
+        let query = "{ __schema { queryType { name } } }";
+        let answered = on.execute(query).await;
+        assert!(answered.errors.is_empty());
+        assert_eq!(
+            answered.data.into_json().unwrap()["__schema"]["queryType"]["name"],
+            "Query"
+        );
+        let refused = off.execute(query).await;
+        let data = refused.data.into_json().unwrap();
+        assert!(
+            !refused.errors.is_empty() || data["__schema"].is_null(),
+            "{data}"
+        );
     }
 }
