@@ -151,6 +151,7 @@ pub async fn run(
     consumer.subscribe(&names)?;
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);
+    let mut notifier = Notifier::new(&settings);
     tokio::pin!(shutdown);
     let mut failures = 0u32;
     loop {
@@ -183,6 +184,7 @@ pub async fn run(
         match apply_batch(&pool, &projections, &batch).await {
             Ok(offsets) => {
                 failures = 0;
+                notifier.announce(&batch).await;
                 if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
                     // The offsets are also in PostgreSQL; a redelivery is a no-op.
                     tracing::warn!(error = %error, "offset commit failed");
@@ -212,6 +214,71 @@ pub async fn run(
                 }
                 tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
             }
+        }
+    }
+}
+
+/// Announces applied events on Redis (`{prefix}:changes:{organization}`) for
+/// the query API's subscriptions. Best effort: the read models are already
+/// committed, so a Redis outage only delays nothing but live updates.
+struct Notifier {
+    client: Option<redis::Client>,
+    connection: Option<redis::aio::ConnectionManager>,
+    prefix: String,
+}
+
+impl Notifier {
+    fn new(settings: &Settings) -> Self {
+        use secrecy::ExposeSecret;
+        let client = redis::Client::open(settings.redis.url.expose_secret())
+            .map_err(|error| tracing::warn!(%error, "invalid Redis URL; no live notifications"))
+            .ok();
+        Self {
+            client,
+            connection: None,
+            prefix: settings.redis.key_prefix.clone(),
+        }
+    }
+
+    async fn announce(&mut self, batch: &[BorrowedMessage<'_>]) {
+        if self.connection.is_none()
+            && let Some(client) = &self.client
+        {
+            match client.get_connection_manager().await {
+                Ok(connection) => self.connection = Some(connection),
+                Err(error) => {
+                    tracing::warn!(%error, "cannot reach Redis; live notifications skipped");
+                    return;
+                }
+            }
+        }
+        let Some(connection) = self.connection.as_mut() else {
+            return;
+        };
+        let mut pipe = redis::pipe();
+        for message in batch {
+            let Some(event) = message
+                .payload()
+                .and_then(|p| serde_json::from_slice::<Envelope>(p).ok())
+            else {
+                continue;
+            };
+            let change = serde_json::json!({
+                "type": event.event_type,
+                "aggregateType": event.aggregate_type,
+                "aggregateId": event.aggregate_id,
+                "version": event.version,
+                "timestamp": event.timestamp,
+                "organizationId": event.organization_id,
+            });
+            pipe.publish(
+                format!("{}:changes:{}", self.prefix, event.organization_id),
+                change.to_string(),
+            )
+            .ignore();
+        }
+        if let Err(error) = pipe.query_async::<()>(connection).await {
+            tracing::warn!(%error, "live notifications not published");
         }
     }
 }

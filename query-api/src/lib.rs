@@ -11,6 +11,8 @@
 //!   `organization`.
 //! - [`quotes`]: `quote(id)`, the `quotes` connection and `rateCards`.
 //! - [`history`]: the event history of an aggregate (auditors).
+//! - [`live`]: subscriptions over WebSocket, fed by the projectors through
+//!   Redis.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token`.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
@@ -22,6 +24,7 @@ pub mod customers;
 pub mod errors;
 pub mod history;
 pub mod identity;
+pub mod live;
 pub mod quotes;
 pub mod schema;
 
@@ -58,6 +61,8 @@ struct HttpState {
 pub struct Application {
     listener: TcpListener,
     router: Router,
+    /// Follows the change feed on Redis while the API runs.
+    feed: tokio::task::JoinHandle<()>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -82,17 +87,23 @@ impl Application {
             horizon,
         )
         .await?;
+        let changes = live::Changes::default();
+        let feed = changes.follow_redis(
+            settings.redis.url.expose_secret().to_owned(),
+            settings.redis.key_prefix.clone(),
+        );
         let state = HttpState {
             consistency_wait: std::time::Duration::from_millis(
                 settings.query_api.consistency_wait_ms,
             ),
             pool: pool.clone(),
-            schema: schema::build_with(pool, settings.query_api.introspection),
+            schema: schema::build_with(pool, settings.query_api.introspection, changes.clone()),
             verifier,
             revocations,
         };
         let router = Router::new()
             .route("/graphql", get(graphiql).post(graphql))
+            .route("/graphql/ws", get(subscriptions))
             .route("/healthz", get(|| async { "ok" }))
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
             .layer(TraceLayer::new_for_http())
@@ -101,7 +112,11 @@ impl Application {
         let listener = TcpListener::bind(listen)
             .await
             .map_err(|e| StartError::Bind(listen, e))?;
-        Ok(Self { listener, router })
+        Ok(Self {
+            listener,
+            router,
+            feed,
+        })
     }
 
     pub fn local_addr(&self) -> SocketAddr {
@@ -115,14 +130,58 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "query api listening");
-        axum::serve(self.listener, self.router)
+        let served = axum::serve(self.listener, self.router)
             .with_graceful_shutdown(shutdown)
-            .await
+            .await;
+        self.feed.abort();
+        served
     }
 }
 
 async fn graphiql() -> impl IntoResponse {
-    Html(GraphiQLSource::build().endpoint("/graphql").finish())
+    Html(
+        GraphiQLSource::build()
+            .endpoint("/graphql")
+            .subscription_endpoint("/graphql/ws")
+            .finish(),
+    )
+}
+
+/// Subscriptions: `graphql-transport-ws` (or the older `graphql-ws`); the
+/// `connection_init` payload carries `{"authorization": "Bearer ..."}`.
+async fn subscriptions(
+    State(state): State<HttpState>,
+    protocol: async_graphql_axum::GraphQLProtocol,
+    upgrade: axum::extract::WebSocketUpgrade,
+) -> axum::response::Response {
+    upgrade
+        .protocols(async_graphql::http::ALL_WEBSOCKET_PROTOCOLS)
+        .on_upgrade(move |socket| {
+            let verifier = state.verifier.clone();
+            let revocations = state.revocations.clone();
+            async_graphql_axum::GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
+                .on_connection_init(move |payload| async move {
+                    let header = payload
+                        .get("authorization")
+                        .or_else(|| payload.get("Authorization"))
+                        .and_then(serde_json::Value::as_str);
+                    let principal = verifier
+                        .verify_header(header)
+                        .await
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                    if revocations
+                        .is_revoked(&principal.claims)
+                        .await
+                        .map_err(|e| async_graphql::Error::new(e.to_string()))?
+                    {
+                        return Err(async_graphql::Error::new(AuthError::Revoked.to_string()));
+                    }
+                    let mut data = async_graphql::Data::default();
+                    data.insert(principal);
+                    Ok(data)
+                })
+                .serve()
+        })
 }
 
 async fn graphql(

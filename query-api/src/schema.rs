@@ -1,6 +1,6 @@
 //! The schema, independent of the transport.
 
-use async_graphql::{Context, EmptyMutation, EmptySubscription, MergedObject, Schema};
+use async_graphql::{Context, EmptyMutation, MergedObject, Schema};
 use pivotal_auth::Principal;
 use pivotal_domain::permissions::Permission;
 use sqlx::PgPool;
@@ -14,21 +14,30 @@ pub struct Query(
     crate::quotes::QuoteQuery,
 );
 
-pub type PivotalSchema = Schema<Query, EmptyMutation, EmptySubscription>;
+pub type PivotalSchema = Schema<Query, EmptyMutation, crate::live::SubscriptionRoot>;
 
 /// Largest page a connection returns.
 pub const MAX_PAGE: usize = 100;
 
 pub fn build(pool: PgPool) -> PivotalSchema {
-    build_with(pool, true)
+    build_with(pool, true, crate::live::Changes::default())
 }
 
 /// The schema, optionally without introspection (`query_api.introspection`).
-pub fn build_with(pool: PgPool, introspection: bool) -> PivotalSchema {
-    let builder = Schema::build(Query::default(), EmptyMutation, EmptySubscription)
-        .data(pool)
-        .limit_depth(12)
-        .limit_complexity(2_000);
+pub fn build_with(
+    pool: PgPool,
+    introspection: bool,
+    changes: crate::live::Changes,
+) -> PivotalSchema {
+    let builder = Schema::build(
+        Query::default(),
+        EmptyMutation,
+        crate::live::SubscriptionRoot,
+    )
+    .data(pool)
+    .data(changes)
+    .limit_depth(12)
+    .limit_complexity(2_000);
     if introspection {
         builder.finish()
     } else {
@@ -38,9 +47,13 @@ pub fn build_with(pool: PgPool, introspection: bool) -> PivotalSchema {
 
 /// The SDL, as committed in `schemas/schema.graphql`.
 pub fn sdl() -> String {
-    Schema::build(Query::default(), EmptyMutation, EmptySubscription)
-        .finish()
-        .sdl()
+    Schema::build(
+        Query::default(),
+        EmptyMutation,
+        crate::live::SubscriptionRoot,
+    )
+    .finish()
+    .sdl()
 }
 
 /// The caller, after checking `permission`.

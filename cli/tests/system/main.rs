@@ -7,6 +7,7 @@ mod broker_outage;
 mod crashes;
 mod end_to_end;
 mod harness;
+mod live;
 mod ordering;
 mod quotes;
 mod read_your_writes;

@@ -876,8 +876,9 @@ mod quotes {
     #[tokio::test]
     async fn introspection_can_be_switched_off() {
         let env = TestEnv::new().await;
-        let on = pivotal_query_api::schema::build_with(env.pool.clone(), true);
-        let off = pivotal_query_api::schema::build_with(env.pool.clone(), false);
+        let changes = pivotal_query_api::live::Changes::default();
+        let on = pivotal_query_api::schema::build_with(env.pool.clone(), true, changes.clone());
+        let off = pivotal_query_api::schema::build_with(env.pool.clone(), false, changes);
         let query = "{ __schema { queryType { name } } }";
         let answered = on.execute(query).await;
         assert!(answered.errors.is_empty());

@@ -1,0 +1,156 @@
+//! Subscriptions over WebSocket (`graphql-transport-ws`): a client gets the
+//! change after a command has reached the read model; a client of another
+//! organization gets nothing; a bad token is refused at connection_init.
+
+use std::time::Duration;
+
+use futures::{SinkExt, StreamExt};
+use pivotal_test_support::{TestEnv, http};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+use crate::harness::{spawn_projector, spawn_relay};
+
+type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
+    loop {
+        let message = tokio::time::timeout(wait, socket.next())
+            .await
+            .ok()??
+            .ok()?;
+        match message {
+            Message::Text(text) => return serde_json::from_str(text.as_str()).ok(),
+            Message::Close(_) => return None,
+            _ => {}
+        }
+    }
+}
+
+/// Connects and sends `connection_init`; returns the socket and the first answer.
+async fn connect(base: &str, token: &str) -> (Socket, Option<Value>) {
+    let mut request = format!("{}/graphql/ws", base.replacen("http", "ws", 1))
+        .into_client_request()
+        .unwrap();
+    request.headers_mut().insert(
+        "sec-websocket-protocol",
+        "graphql-transport-ws".parse().unwrap(),
+    );
+    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+        .send(Message::text(
+            json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}})
+                .to_string(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(5)).await;
+    (socket, answer)
+}
+
+async fn subscribe(socket: &mut Socket, id: &str, query: &str) {
+    socket
+        .send(Message::text(
+            json!({"id": id, "type": "subscribe", "payload": {"query": query}}).to_string(),
+        ))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn subscribers_see_their_changes_and_only_theirs() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let org = Uuid::now_v7();
+    let owner = env.token(org, &["owner"]);
+    let stranger = env.token(Uuid::now_v7(), &["owner"]);
+    let created: Value = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&owner)
+        .json(&json!({"legalName": "Live Limited", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+
+    let (mut mine, ack) = connect(&queries, &owner).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    subscribe(
+        &mut mine,
+        "1",
+        &format!(
+            r#"subscription {{ customerChanged(id: "{id}") {{ type aggregateId version }} }}"#
+        ),
+    )
+    .await;
+    let (mut theirs, ack) = connect(&queries, &stranger).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    subscribe(
+        &mut theirs,
+        "1",
+        "subscription { changes { type aggregateId } }",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let renamed = http()
+        .post(format!("{commands}/v1/customers/{id}/rename"))
+        .bearer_auth(&owner)
+        .json(&json!({"legalName": "Live Group Limited"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(renamed.status(), 200);
+
+    // The owner's subscription delivers the rename (perhaps after the
+    // creation, if the projector applied it after the subscription began).
+    let mut seen = Vec::new();
+    while let Some(message) = next_json(&mut mine, Duration::from_secs(30)).await {
+        assert_eq!(message["type"], "next", "{message}");
+        let change = &message["payload"]["data"]["customerChanged"];
+        assert_eq!(change["aggregateId"], id);
+        seen.push(change["type"].as_str().unwrap().to_owned());
+        if seen.last().is_some_and(|t| t == "customer.renamed") {
+            break;
+        }
+    }
+    assert_eq!(
+        seen.last().map(String::as_str),
+        Some("customer.renamed"),
+        "{seen:?}"
+    );
+    // When the notification arrives, the read model already has the change.
+    let body: Value = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&owner)
+        .json(&json!({"query": format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(body["data"]["customer"]["legalName"], "Live Group Limited");
+
+    // Another organization hears nothing.
+    assert_eq!(next_json(&mut theirs, Duration::from_secs(2)).await, None);
+
+    // A bad token is refused at connection_init.
+    let (mut refused, answer) = connect(&queries, "not-a-token").await;
+    assert_ne!(
+        answer.as_ref().map(|a| a["type"].clone()),
+        Some(json!("connection_ack")),
+        "{answer:?}"
+    );
+    let _ = refused.close(None).await;
+}
