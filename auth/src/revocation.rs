@@ -41,9 +41,16 @@ impl Revocations {
         }
     }
 
-    /// Connects to `url`.
+    /// Connects to `url`. Commands time out after half a second, so a
+    /// Redis outage costs a caller that long, not a hang.
     pub async fn connect(url: &str, prefix: &str, horizon_secs: u64) -> redis::RedisResult<Self> {
-        let redis = redis::Client::open(url)?.get_connection_manager().await?;
+        let timeout = Some(std::time::Duration::from_millis(500));
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout);
+        let redis = redis::Client::open(url)?
+            .get_connection_manager_with_config(config)
+            .await?;
         Ok(Self::new(redis, prefix, horizon_secs))
     }
 

@@ -218,6 +218,11 @@ pub async fn run(
     }
 }
 
+/// Sets a version key unless it already holds a higher version (a
+/// redelivered event never lowers it).
+const RAISE_VERSION: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
+if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
+
 /// Announces applied events on Redis (`{prefix}:changes:{organization}`) for
 /// the query API's subscriptions. Best effort: the read models are already
 /// committed, so a Redis outage only delays nothing but live updates.
@@ -276,6 +281,16 @@ impl Notifier {
                 change.to_string(),
             )
             .ignore();
+            // The query API's cache serves an entry only at this version.
+            pipe.cmd("EVAL")
+                .arg(RAISE_VERSION)
+                .arg(1)
+                .arg(format!(
+                    "{}:ver:{}:{}",
+                    self.prefix, event.aggregate_type, event.aggregate_id
+                ))
+                .arg(event.version)
+                .ignore();
         }
         if let Err(error) = pipe.query_async::<()>(connection).await {
             tracing::warn!(%error, "live notifications not published");

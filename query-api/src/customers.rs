@@ -38,8 +38,8 @@ pub struct Address {
     pub country: String,
 }
 
-#[derive(sqlx::FromRow, Debug, Clone)]
-struct CustomerRow {
+#[derive(sqlx::FromRow, Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct CustomerRow {
     organization_id: Uuid,
     id: Uuid,
     legal_name: String,
@@ -290,13 +290,25 @@ impl CustomerQuery {
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a customer id"));
         };
-        let row: Option<CustomerRow> =
-            sqlx::query_as("SELECT * FROM rm_customers WHERE organization_id = $1 AND id = $2")
-                .bind(principal.claims.org)
-                .bind(id)
-                .fetch_optional(pool(ctx)?)
-                .await
-                .map_err(errors::internal)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let load = || async move {
+            let row: Option<CustomerRow> =
+                sqlx::query_as("SELECT * FROM rm_customers WHERE organization_id = $1 AND id = $2")
+                    .bind(organization)
+                    .bind(id)
+                    .fetch_optional(&pool)
+                    .await
+                    .map_err(errors::internal)?;
+            Ok(row.map(|r| {
+                let version = r.version;
+                (r, version)
+            }))
+        };
+        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
+            Some(cache) => cache.get("customer", organization, id, load).await?.0,
+            None => load().await?.map(|(r, _)| r),
+        };
         Ok(row.map(Customer::from))
     }
 

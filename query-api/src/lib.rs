@@ -13,12 +13,15 @@
 //! - [`history`]: the event history of an aggregate (auditors).
 //! - [`live`]: subscriptions over WebSocket, fed by the projectors through
 //!   Redis.
+//! - [`cache`]: the two-level (in-process, Redis) cache of by-id lookups,
+//!   kept coherent by version keys the projector writes.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token`.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
 //!   public keys.
 
+pub mod cache;
 pub mod consistency;
 pub mod customers;
 pub mod errors;
@@ -54,6 +57,7 @@ struct HttpState {
     revocations: Revocations,
     pool: PgPool,
     consistency_wait: std::time::Duration,
+    cache: cache::ReadCache,
 }
 
 /// A bound, ready-to-serve query API.
@@ -98,6 +102,11 @@ impl Application {
             ),
             pool: pool.clone(),
             schema: schema::build_with(pool, settings.query_api.introspection, changes.clone()),
+            cache: cache::ReadCache::new(
+                settings.redis.url.expose_secret(),
+                &settings.redis.key_prefix,
+                10_000,
+            ),
             verifier,
             revocations,
         };
@@ -169,11 +178,14 @@ async fn subscriptions(
                         .verify_header(header)
                         .await
                         .map_err(|e| async_graphql::Error::new(e.to_string()))?;
-                    if revocations
+                    let revoked = revocations
                         .is_revoked(&principal.claims)
                         .await
-                        .map_err(|e| async_graphql::Error::new(e.to_string()))?
-                    {
+                        .unwrap_or_else(|error| {
+                            tracing::warn!(%error, "revocations unavailable");
+                            false
+                        });
+                    if revoked {
                         return Err(async_graphql::Error::new(AuthError::Revoked.to_string()));
                     }
                     let mut data = async_graphql::Data::default();
@@ -197,7 +209,12 @@ async fn graphql(
         Ok(principal) => match state.revocations.is_revoked(&principal.claims).await {
             Ok(false) => Ok(principal),
             Ok(true) => Err(errors::unauthenticated(&AuthError::Revoked)),
-            Err(e) => Err(errors::internal(format!("redis: {e}"))),
+            // Reads stay available while Redis is down (docs/adr/0010); the
+            // token itself was verified.
+            Err(error) => {
+                tracing::warn!(%error, "revocations unavailable; serving the verified token");
+                Ok(principal)
+            }
         },
         Err(error) => Err(errors::unauthenticated(&error)),
     };
@@ -232,7 +249,12 @@ async fn graphql(
             );
             state
                 .schema
-                .execute(request.data(principal).data(loader))
+                .execute(
+                    request
+                        .data(principal)
+                        .data(loader)
+                        .data(state.cache.clone()),
+                )
                 .await
                 .into()
         }

@@ -4,6 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 mod broker_outage;
+mod cache;
 mod crashes;
 mod end_to_end;
 mod harness;

@@ -1,0 +1,185 @@
+//! The query API's two-level cache: coherent across replicas once the
+//! projection ran, and answering from PostgreSQL while Redis is down.
+
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, eventually, http};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{Process, spawn_projector, spawn_relay};
+
+async fn name_of(query: &str, token: &str, id: &str) -> Value {
+    let body: Value = http()
+        .post(format!("{query}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": format!(r#"{{ customer(id: "{id}") {{ legalName version }} }}"#)}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(body.get("errors").is_none(), "{body}");
+    body["data"]["customer"].clone()
+}
+
+async fn projected_version(env: &TestEnv, id: &str) -> i64 {
+    sqlx::query_as::<_, (i64,)>(
+        "SELECT coalesce(max(version), 0) FROM projection_versions
+         WHERE projection = 'customers' AND aggregate_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&env.pool)
+    .await
+    .unwrap()
+    .0
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn replicas_never_serve_an_entry_older_than_the_projection() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (a, _qa) = env.spawn_query_api().await;
+    let (b, _qb) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let created: Value = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Cached 1", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    for n in 2..=6 {
+        let reached = eventually(Duration::from_secs(30), || async {
+            (projected_version(&env, &id).await >= n - 1).then_some(())
+        })
+        .await;
+        assert!(reached.is_some());
+        // Both replicas read (and cache) the current version...
+        for replica in [&a, &b, &a, &b] {
+            let seen = name_of(replica, &token, &id).await;
+            assert_eq!(seen["legalName"], format!("Cached {}", n - 1), "{seen}");
+        }
+        // ...then the customer changes.
+        let renamed = http()
+            .post(format!("{commands}/v1/customers/{id}/rename"))
+            .bearer_auth(&token)
+            .json(&json!({"legalName": format!("Cached {n}")}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(renamed.status(), 200);
+    }
+    // Once the projector has announced the last change (after its commit),
+    // neither replica serves the old entry: not even once, no retries.
+    use secrecy::ExposeSecret;
+    let mut redis = redis::Client::open(env.settings.redis.url.expose_secret())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let key = format!("{}:ver:customer:{id}", env.settings.redis.key_prefix);
+    let announced = eventually(Duration::from_secs(30), || {
+        let mut redis = redis.clone();
+        let key = key.clone();
+        async move {
+            let version: Option<i64> = redis::cmd("GET")
+                .arg(&key)
+                .query_async(&mut redis)
+                .await
+                .ok()?;
+            (version == Some(6)).then_some(())
+        }
+    })
+    .await;
+    assert!(announced.is_some());
+    for replica in [&a, &b] {
+        let seen = name_of(replica, &token, &id).await;
+        assert_eq!(seen["legalName"], "Cached 6", "{seen}");
+        assert_eq!(seen["version"], 6);
+    }
+    let entries: Vec<String> = redis::cmd("KEYS")
+        .arg(format!(
+            "{}:cache:customer:*",
+            env.settings.redis.key_prefix
+        ))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(entries.len(), 1, "the entry is cached in Redis");
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn start_redis(port: u16) -> Process {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/services.sh");
+    Process(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_keep_answering_while_redis_is_down() {
+    let port = free_port();
+    let redis = start_redis(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut env = TestEnv::new().await;
+    env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
+    let (commands, _c) = env.spawn_command_api().await;
+    let (query, _q) = env.spawn_query_api().await;
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let created: Value = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Resilient", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    pivotal_test_support::wait_for_horizon(&env.pool).await;
+    pivotal_projectors::framework::rebuild(
+        &env.pool,
+        &pivotal_projectors::customers::CustomersProjection,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
+    drop(redis);
+    for _ in 0..3 {
+        assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
+    }
+    // Back on the same port: still answering, and refilling.
+    let _redis = start_redis(port);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..3 {
+        assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
+    }
+}

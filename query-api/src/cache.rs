@@ -1,0 +1,165 @@
+//! The seed's multi-level cache for entity-by-id lookups: L1 in process
+//! (`quick_cache`), L2 in Redis, PostgreSQL behind both.
+//!
+//! Coherence by keyspace versioning: after committing, the projector sets
+//! `{prefix}:ver:{type}:{id}` to the entity's projected version (never
+//! lowering it). An entry, in either level, is served only when its version
+//! equals that key, so no replica serves an entry older than the last
+//! projected event for the entity, whatever notifications it missed. A
+//! reader that fills the cache after a miss sets the version key only if
+//! none exists (`SET NX`), so it can never hide a newer projection.
+//!
+//! Redis down or flushed: every lookup goes to PostgreSQL (slower, no
+//! errors) and entries refill once Redis answers again; a flush removes the
+//! version keys, so nothing cached before it is served.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use redis::AsyncCommands;
+use redis::aio::ConnectionManager;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use serde_json::Value;
+use tokio::sync::OnceCell;
+use uuid::Uuid;
+
+/// Seconds an L2 entry lives without being read again.
+const L2_TTL_SECS: u64 = 300;
+/// Longest wait for Redis before falling back to PostgreSQL.
+const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+
+/// Version key of an entity, as the projector writes it.
+pub fn version_key(prefix: &str, aggregate_type: &str, id: &str) -> String {
+    format!("{prefix}:ver:{aggregate_type}:{id}")
+}
+
+fn entry_key(prefix: &str, aggregate_type: &str, organization: Uuid, id: Uuid) -> String {
+    format!("{prefix}:cache:{aggregate_type}:{organization}:{id}")
+}
+
+#[derive(Clone)]
+pub struct ReadCache {
+    url: String,
+    prefix: String,
+    redis: Arc<OnceCell<ConnectionManager>>,
+    l1: Arc<quick_cache::sync::Cache<String, (i64, Value)>>,
+}
+
+impl std::fmt::Debug for ReadCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ReadCache")
+            .field("prefix", &self.prefix)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where an answer came from (observed by tests and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    L1,
+    L2,
+    Database,
+}
+
+impl ReadCache {
+    pub fn new(url: &str, prefix: &str, l1_entries: usize) -> Self {
+        Self {
+            url: url.to_owned(),
+            prefix: prefix.to_owned(),
+            redis: Arc::new(OnceCell::new()),
+            l1: Arc::new(quick_cache::sync::Cache::new(l1_entries.max(1))),
+        }
+    }
+
+    async fn connection(&self) -> Option<ConnectionManager> {
+        let connect = async {
+            let client = redis::Client::open(self.url.as_str()).ok()?;
+            let config = redis::aio::ConnectionManagerConfig::new()
+                .set_connection_timeout(Some(REDIS_TIMEOUT))
+                .set_response_timeout(Some(REDIS_TIMEOUT))
+                .set_number_of_retries(0);
+            client
+                .get_connection_manager_with_config(config)
+                .await
+                .map_err(|error| tracing::debug!(%error, "cache: Redis unavailable"))
+                .ok()
+        };
+        self.redis
+            .get_or_try_init(|| async { connect.await.ok_or(()) })
+            .await
+            .ok()
+            .cloned()
+    }
+
+    /// The entity `id` of `aggregate_type` in `organization`: from L1 or L2
+    /// when their version is current, else from `load` (PostgreSQL), which
+    /// returns the value with its version.
+    pub async fn get<T, F, Fut>(
+        &self,
+        aggregate_type: &str,
+        organization: Uuid,
+        id: Uuid,
+        load: F,
+    ) -> Result<(Option<T>, Source), async_graphql::Error>
+    where
+        T: Serialize + DeserializeOwned,
+        F: FnOnce() -> Fut,
+        Fut: std::future::Future<Output = Result<Option<(T, i64)>, async_graphql::Error>>,
+    {
+        let version_key = version_key(&self.prefix, aggregate_type, &id.to_string());
+        let entry_key = entry_key(&self.prefix, aggregate_type, organization, id);
+        let redis = self.connection().await;
+        if let Some(mut conn) = redis.clone() {
+            let current: redis::RedisResult<(Option<i64>, Option<String>)> = redis::pipe()
+                .get(&version_key)
+                .get(&entry_key)
+                .query_async(&mut conn)
+                .await;
+            match current {
+                Ok((Some(version), l2)) => {
+                    if let Some((cached, value)) = self.l1.get(&entry_key)
+                        && cached == version
+                        && let Ok(value) = serde_json::from_value(value)
+                    {
+                        return Ok((Some(value), Source::L1));
+                    }
+                    if let Some(raw) = l2
+                        && let Ok((cached, value)) = serde_json::from_str::<(i64, Value)>(&raw)
+                        && cached == version
+                        && let Ok(typed) = serde_json::from_value::<T>(value.clone())
+                    {
+                        self.l1.insert(entry_key, (version, value));
+                        return Ok((Some(typed), Source::L2));
+                    }
+                }
+                Ok((None, _)) => {}
+                Err(error) => tracing::debug!(%error, "cache: Redis read failed"),
+            }
+        }
+        let loaded = load().await?;
+        let Some((value, version)) = loaded else {
+            return Ok((None, Source::Database));
+        };
+        if let (Some(mut conn), Ok(json)) = (redis, serde_json::to_value(&value)) {
+            let stored: redis::RedisResult<()> = async {
+                // Never overwrite a version the projector wrote.
+                let _: bool = conn.set_nx(&version_key, version).await?;
+                let _: () = conn
+                    .set_ex(
+                        &entry_key,
+                        serde_json::to_string(&(version, &json)).unwrap_or_default(),
+                        L2_TTL_SECS,
+                    )
+                    .await?;
+                Ok(())
+            }
+            .await;
+            match stored {
+                Ok(()) => self.l1.insert(entry_key, (version, json)),
+                Err(error) => tracing::debug!(%error, "cache: Redis write failed"),
+            }
+        }
+        Ok((Some(value), Source::Database))
+    }
+}
