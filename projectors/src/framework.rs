@@ -276,11 +276,6 @@ impl Notifier {
                 "timestamp": event.timestamp,
                 "organizationId": event.organization_id,
             });
-            pipe.publish(
-                format!("{}:changes:{}", self.prefix, event.organization_id),
-                change.to_string(),
-            )
-            .ignore();
             // The query API's cache serves an entry only at this version.
             pipe.cmd("EVAL")
                 .arg(RAISE_VERSION)
@@ -291,6 +286,13 @@ impl Notifier {
                 ))
                 .arg(event.version)
                 .ignore();
+            // Announced after the version is raised, so a subscriber that
+            // queries at once never meets the older cache entry.
+            pipe.publish(
+                format!("{}:changes:{}", self.prefix, event.organization_id),
+                change.to_string(),
+            )
+            .ignore();
         }
         if let Err(error) = pipe.query_async::<()>(connection).await {
             tracing::warn!(%error, "live notifications not published");

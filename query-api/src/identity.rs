@@ -66,7 +66,7 @@ pub struct User {
     uuid: Uuid,
 }
 
-#[derive(sqlx::FromRow, Debug)]
+#[derive(sqlx::FromRow, Debug, Serialize, Deserialize)]
 struct UserRow {
     state: sqlx::types::Json<UserAggregate>,
     version: i64,
@@ -304,15 +304,27 @@ impl IdentityQuery {
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a user id"));
         };
-        let row: Option<UserRow> = sqlx::query_as(
-            "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
-             WHERE organization_id = $1 AND id = $2",
-        )
-        .bind(principal.claims.org)
-        .bind(id)
-        .fetch_optional(pool(ctx)?)
-        .await
-        .map_err(errors::internal)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let load = || async move {
+            let row: Option<UserRow> = sqlx::query_as(
+                "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
+                 WHERE organization_id = $1 AND id = $2",
+            )
+            .bind(organization)
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(errors::internal)?;
+            Ok(row.map(|r| {
+                let version = r.version;
+                (r, version)
+            }))
+        };
+        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
+            Some(cache) => cache.get("user", organization, id, load).await?.0,
+            None => load().await?.map(|(r, _)| r),
+        };
         Ok(row.as_ref().and_then(User::from_row))
     }
 

@@ -249,12 +249,17 @@ async fn graphql(
             );
             state
                 .schema
-                .execute(
+                .execute(if headers.contains_key("x-consistency-token") {
+                    // A read with a consistency token goes to the read
+                    // models: the cache learns of a projection only after
+                    // the projector's commit (ADR 0014).
+                    request.data(principal).data(loader)
+                } else {
                     request
                         .data(principal)
                         .data(loader)
-                        .data(state.cache.clone()),
-                )
+                        .data(state.cache.clone())
+                })
                 .await
                 .into()
         }

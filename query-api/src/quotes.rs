@@ -217,7 +217,7 @@ fn taxes(p: &QuotePricing) -> Vec<TaxLine> {
         .collect()
 }
 
-#[derive(sqlx::FromRow, Debug)]
+#[derive(sqlx::FromRow, Debug, Serialize, Deserialize)]
 struct QuoteRow {
     state: sqlx::types::Json<QuoteAggregate>,
     version: i64,
@@ -457,15 +457,27 @@ impl QuoteQuery {
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a quote id"));
         };
-        let row: Option<QuoteRow> = sqlx::query_as(
-            "SELECT state, version, created_at, updated_at FROM rm_quotes
-             WHERE organization_id = $1 AND id = $2",
-        )
-        .bind(principal.claims.org)
-        .bind(id)
-        .fetch_optional(pool(ctx)?)
-        .await
-        .map_err(errors::internal)?;
+        let organization = principal.claims.org;
+        let pool = pool(ctx)?.clone();
+        let load = || async move {
+            let row: Option<QuoteRow> = sqlx::query_as(
+                "SELECT state, version, created_at, updated_at FROM rm_quotes
+                 WHERE organization_id = $1 AND id = $2",
+            )
+            .bind(organization)
+            .bind(id)
+            .fetch_optional(&pool)
+            .await
+            .map_err(errors::internal)?;
+            Ok(row.map(|r| {
+                let version = r.version;
+                (r, version)
+            }))
+        };
+        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
+            Some(cache) => cache.get("quote", organization, id, load).await?.0,
+            None => load().await?.map(|(r, _)| r),
+        };
         Ok(row.as_ref().and_then(Quote::from_row))
     }
 
