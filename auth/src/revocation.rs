@@ -54,6 +54,15 @@ impl Revocations {
         Ok(Self::new(redis, prefix, horizon_secs))
     }
 
+    /// Whether Redis answers (readiness checks).
+    pub async fn ping(&self) -> redis::RedisResult<()> {
+        let mut conn = self.redis.clone();
+        redis::cmd("PING")
+            .query_async::<String>(&mut conn)
+            .await
+            .map(|_| ())
+    }
+
     fn key(&self, user_id: Uuid) -> String {
         format!("{}:tokens-revoked-before:{user_id}", self.prefix)
     }

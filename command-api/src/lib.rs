@@ -181,6 +181,7 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .merge(quotes::routes())
         .merge(openapi::routes())
         .route("/healthz", get(health))
+        .route("/readyz", get(ready))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(problem_instance))
@@ -191,6 +192,24 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
 
 async fn health() -> &'static str {
     "ok"
+}
+
+/// Readiness: PostgreSQL and Redis answer within a second; 503 naming what
+/// does not, so the orchestrator stops routing traffic here meanwhile.
+async fn ready(axum::extract::State(state): axum::extract::State<AppState>) -> Response {
+    readiness(&state.pool, state.identity.revocations()).await
+}
+
+/// Checks PostgreSQL and Redis for `/readyz`.
+async fn readiness(pool: &PgPool, redis: &pivotal_auth::revocation::Revocations) -> Response {
+    use axum::response::IntoResponse;
+    let (ready, body) = pivotal_telemetry::readiness(pool, redis).await;
+    let status = if ready {
+        axum::http::StatusCode::OK
+    } else {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    };
+    (status, axum::Json(body)).into_response()
 }
 
 /// Fills `instance` (the request path) into problem bodies that lack it, so

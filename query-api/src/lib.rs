@@ -114,6 +114,19 @@ impl Application {
             .route("/graphql", get(graphiql).post(graphql))
             .route("/graphql/ws", get(subscriptions))
             .route("/healthz", get(|| async { "ok" }))
+            .route(
+                "/readyz",
+                get(|State(state): State<HttpState>| async move {
+                    let (ready, body) =
+                        pivotal_telemetry::readiness(&state.pool, &state.revocations).await;
+                    let status = if ready {
+                        axum::http::StatusCode::OK
+                    } else {
+                        axum::http::StatusCode::SERVICE_UNAVAILABLE
+                    };
+                    (status, axum::Json(body))
+                }),
+            )
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
             .layer(TraceLayer::new_for_http())
             .with_state(state);

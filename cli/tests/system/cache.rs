@@ -172,14 +172,34 @@ async fn queries_keep_answering_while_redis_is_down() {
     .await
     .unwrap();
     assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
+    for api in [&commands, &query] {
+        let ready = http().get(format!("{api}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+    }
     drop(redis);
     for _ in 0..3 {
         assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
     }
-    // Back on the same port: still answering, and refilling.
+    // Not ready while a dependency is down, naming it.
+    for api in [&commands, &query] {
+        let ready = http().get(format!("{api}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 503);
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"status": "not_ready", "checks": {"postgres": "ok", "redis": "unavailable"}})
+        );
+    }
+    // Back on the same port: still answering, and ready again.
     let _redis = start_redis(port);
-    tokio::time::sleep(Duration::from_millis(500)).await;
     for _ in 0..3 {
         assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
     }
+    let ready = eventually(Duration::from_secs(20), || async {
+        let q = http().get(format!("{query}/readyz")).send().await.ok()?;
+        let c = http().get(format!("{commands}/readyz")).send().await.ok()?;
+        (q.status() == 200 && c.status() == 200).then_some(())
+    })
+    .await;
+    assert!(ready.is_some(), "ready again once Redis is back");
 }
