@@ -5,8 +5,8 @@
 
 use async_trait::async_trait;
 use cqrs_es::Aggregate;
-use pivotal_domain::organization::{self, Organization, OrganizationEvent};
-use pivotal_domain::user::{self, User, UserEvent};
+use pivotal_domain::organization::{self, Organization};
+use pivotal_domain::user::{self, User};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use sqlx::PgConnection;
@@ -44,6 +44,24 @@ pub(crate) async fn current<A: DeserializeOwned + Default>(
     })
 }
 
+/// The aggregate's state in the read model (`sql` selects it by
+/// organization and id), with `envelope`'s event applied by the domain.
+pub(crate) async fn fold<A>(
+    conn: &mut PgConnection,
+    sql: &str,
+    id: Uuid,
+    envelope: &Envelope,
+) -> Result<A, ProjectionError>
+where
+    A: Aggregate + DeserializeOwned + Default,
+    A::Event: DeserializeOwned,
+{
+    let e: A::Event = event(envelope)?;
+    let mut aggregate: A = current(conn, sql, envelope.organization_id, id).await?;
+    aggregate.apply(e);
+    Ok(aggregate)
+}
+
 pub(crate) fn json<T: Serialize>(value: &T) -> serde_json::Value {
     serde_json::to_value(value).unwrap_or_default()
 }
@@ -74,15 +92,13 @@ impl Projection for OrganizationsProjection {
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
         let org_id = id(envelope)?;
-        let e: OrganizationEvent = event(envelope)?;
-        let mut org: Organization = current(
+        let org: Organization = fold(
             conn,
             "SELECT state FROM rm_organizations WHERE id = $1 AND id = $2 FOR UPDATE",
-            envelope.organization_id,
             org_id,
+            envelope,
         )
         .await?;
-        org.apply(e);
         let Some(state) = org.state.as_ref() else {
             return Err(ProjectionError::Data(
                 envelope.id,
@@ -132,15 +148,13 @@ impl Projection for UsersProjection {
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
         let user_id = id(envelope)?;
-        let e: UserEvent = event(envelope)?;
-        let mut user: User = current(
+        let user: User = fold(
             conn,
             "SELECT state FROM rm_users WHERE organization_id = $1 AND id = $2 FOR UPDATE",
-            envelope.organization_id,
             user_id,
+            envelope,
         )
         .await?;
-        user.apply(e);
         let Some(state) = user.state.as_ref() else {
             return Err(ProjectionError::Data(
                 envelope.id,

@@ -2,13 +2,12 @@
 //! folded with the domain's own `apply` like the identity read models.
 
 use async_trait::async_trait;
-use cqrs_es::Aggregate;
-use pivotal_domain::quote::{self, Quote, QuoteEvent};
-use pivotal_domain::rate_card::{self, RateCard, RateCardEvent};
+use pivotal_domain::quote::{self, Quote};
+use pivotal_domain::rate_card::{self, RateCard};
 use sqlx::PgConnection;
 
 use crate::framework::{Envelope, Projection, ProjectionError};
-use crate::identity::{current, event, id, json};
+use crate::identity::{fold, id, json};
 
 #[derive(Debug, Clone, Copy)]
 pub struct RateCardsProjection;
@@ -36,15 +35,13 @@ impl Projection for RateCardsProjection {
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
         let card_id = id(envelope)?;
-        let e: RateCardEvent = event(envelope)?;
-        let mut card: RateCard = current(
+        let card: RateCard = fold(
             conn,
             "SELECT state FROM rm_rate_cards WHERE organization_id = $1 AND id = $2 FOR UPDATE",
-            envelope.organization_id,
             card_id,
+            envelope,
         )
         .await?;
-        card.apply(e);
         let Some(state) = card.state.as_ref() else {
             return Err(ProjectionError::Data(
                 envelope.id,
@@ -95,15 +92,13 @@ impl Projection for QuotesProjection {
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
         let quote_id = id(envelope)?;
-        let e: QuoteEvent = event(envelope)?;
-        let mut quote: Quote = current(
+        let quote: Quote = fold(
             conn,
             "SELECT state FROM rm_quotes WHERE organization_id = $1 AND id = $2 FOR UPDATE",
-            envelope.organization_id,
             quote_id,
+            envelope,
         )
         .await?;
-        quote.apply(e);
         let Some(state) = quote.state.as_ref() else {
             return Err(ProjectionError::Data(
                 envelope.id,
