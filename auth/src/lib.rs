@@ -485,10 +485,6 @@ impl TokenIssuer {
     pub fn ttl_secs(&self) -> i64 {
         self.ttl_secs
     }
-
-    pub fn kid(&self) -> &str {
-        &self.kid
-    }
 }
 
 #[cfg(test)]

@@ -26,6 +26,12 @@ impl std::fmt::Debug for Revocations {
     }
 }
 
+/// How long a revocation must be remembered: as long as a token issued just
+/// before it could still be accepted (lifetime, leeway, a minute's margin).
+pub fn horizon_secs(auth: &pivotal_settings::AuthSettings) -> u64 {
+    u64::try_from(auth.access_token_ttl_secs).unwrap_or(3600) + auth.leeway_secs + 60
+}
+
 /// Milliseconds since the epoch encoded in a UUIDv7.
 fn issued_ms(jti: Uuid) -> Option<u64> {
     let (secs, nanos) = jti.get_timestamp()?.to_unix();

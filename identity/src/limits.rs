@@ -65,10 +65,6 @@ impl Limits {
         }
     }
 
-    pub fn lockout(&self) -> &LockoutSettings {
-        &self.lockout
-    }
-
     async fn hit(&self, scope: &str, id: &str, limit: u32) -> redis::RedisResult<Limit> {
         let window = self.rate.window_secs.max(1);
         let now = now_secs();

@@ -310,12 +310,6 @@ pub struct Services {
     pub revocations: Revocations,
 }
 
-/// How long a revocation must be remembered: as long as a token issued
-/// just before it could still be accepted.
-pub fn revocation_horizon(auth: &AuthSettings) -> u64 {
-    u64::try_from(auth.access_token_ttl_secs).unwrap_or(3600) + auth.leeway_secs + 60
-}
-
 /// Why the identity service could not be assembled from settings.
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -352,8 +346,11 @@ impl Identity {
             auth.rate_limit.clone(),
             auth.lockout.clone(),
         );
-        let revocations =
-            Revocations::new(redis, &settings.redis.key_prefix, revocation_horizon(auth));
+        let revocations = Revocations::new(
+            redis,
+            &settings.redis.key_prefix,
+            pivotal_auth::revocation::horizon_secs(auth),
+        );
         let identity = Self::new(
             pool,
             Passwords::new(&auth.password)?,
@@ -407,10 +404,6 @@ impl Identity {
 
     pub fn revocations(&self) -> &Revocations {
         &self.revocations
-    }
-
-    pub fn passwords(&self) -> &Passwords {
-        &self.passwords
     }
 
     pub fn users(&self) -> &AggregateStore<User> {

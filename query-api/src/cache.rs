@@ -54,14 +54,6 @@ impl std::fmt::Debug for ReadCache {
     }
 }
 
-/// Where an answer came from (observed by tests and logs).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Source {
-    L1,
-    L2,
-    Database,
-}
-
 impl ReadCache {
     pub fn new(url: &str, prefix: &str, l1_entries: usize) -> Self {
         Self {
@@ -101,7 +93,7 @@ impl ReadCache {
         organization: Uuid,
         id: Uuid,
         load: F,
-    ) -> Result<(Option<T>, Source), async_graphql::Error>
+    ) -> Result<Option<T>, async_graphql::Error>
     where
         T: Serialize + DeserializeOwned,
         F: FnOnce() -> Fut,
@@ -122,7 +114,7 @@ impl ReadCache {
                         && cached == version
                         && let Ok(value) = serde_json::from_value(value)
                     {
-                        return Ok((Some(value), Source::L1));
+                        return Ok(Some(value));
                     }
                     if let Some(raw) = l2
                         && let Ok((cached, value)) = serde_json::from_str::<(i64, Value)>(&raw)
@@ -130,7 +122,7 @@ impl ReadCache {
                         && let Ok(typed) = serde_json::from_value::<T>(value.clone())
                     {
                         self.l1.insert(entry_key, (version, value));
-                        return Ok((Some(typed), Source::L2));
+                        return Ok(Some(typed));
                     }
                 }
                 Ok((None, _)) => {}
@@ -139,7 +131,7 @@ impl ReadCache {
         }
         let loaded = load().await?;
         let Some((value, version)) = loaded else {
-            return Ok((None, Source::Database));
+            return Ok(None);
         };
         if let (Some(mut conn), Ok(json)) = (redis, serde_json::to_value(&value)) {
             let stored: redis::RedisResult<()> = async {
@@ -160,6 +152,26 @@ impl ReadCache {
                 Err(error) => tracing::debug!(%error, "cache: Redis write failed"),
             }
         }
-        Ok((Some(value), Source::Database))
+        Ok(Some(value))
+    }
+}
+
+/// `id` through the request's cache when it has one (reads that carry a
+/// consistency token have none), else straight from `load`.
+pub async fn lookup<T, F, Fut>(
+    ctx: &async_graphql::Context<'_>,
+    aggregate_type: &str,
+    organization: Uuid,
+    id: Uuid,
+    load: F,
+) -> Result<Option<T>, async_graphql::Error>
+where
+    T: Serialize + DeserializeOwned,
+    F: FnOnce() -> Fut,
+    Fut: std::future::Future<Output = Result<Option<(T, i64)>, async_graphql::Error>>,
+{
+    match ctx.data_opt::<ReadCache>() {
+        Some(cache) => cache.get(aggregate_type, organization, id, load).await,
+        None => Ok(load().await?.map(|(value, _)| value)),
     }
 }

@@ -305,10 +305,7 @@ impl CustomerQuery {
                 (r, version)
             }))
         };
-        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
-            Some(cache) => cache.get("customer", organization, id, load).await?.0,
-            None => load().await?.map(|(r, _)| r),
-        };
+        let row = crate::cache::lookup(ctx, "customer", organization, id, load).await?;
         Ok(row.map(Customer::from))
     }
 

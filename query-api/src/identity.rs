@@ -321,10 +321,7 @@ impl IdentityQuery {
                 (r, version)
             }))
         };
-        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
-            Some(cache) => cache.get("user", organization, id, load).await?.0,
-            None => load().await?.map(|(r, _)| r),
-        };
+        let row = crate::cache::lookup(ctx, "user", organization, id, load).await?;
         Ok(row.as_ref().and_then(User::from_row))
     }
 

@@ -82,13 +82,10 @@ pub enum StartError {
 impl Application {
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
-        let horizon = u64::try_from(settings.auth.access_token_ttl_secs).unwrap_or(3600)
-            + settings.auth.leeway_secs
-            + 60;
         let revocations = Revocations::connect(
             settings.redis.url.expose_secret(),
             &settings.redis.key_prefix,
-            horizon,
+            pivotal_auth::revocation::horizon_secs(&settings.auth),
         )
         .await?;
         let changes = live::Changes::default();

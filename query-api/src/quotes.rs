@@ -474,10 +474,7 @@ impl QuoteQuery {
                 (r, version)
             }))
         };
-        let row = match ctx.data_opt::<crate::cache::ReadCache>() {
-            Some(cache) => cache.get("quote", organization, id, load).await?.0,
-            None => load().await?.map(|(r, _)| r),
-        };
+        let row = crate::cache::lookup(ctx, "quote", organization, id, load).await?;
         Ok(row.as_ref().and_then(Quote::from_row))
     }
 

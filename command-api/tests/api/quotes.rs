@@ -731,3 +731,143 @@ async fn a_retried_creation_with_its_idempotency_key_creates_one_quote() {
         .unwrap();
     assert_problem(reused, 422, "idempotency_key_reused").await;
 }
+
+#[tokio::test]
+async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "0").await;
+    let before = app.event_count().await;
+    let entry = format!(
+        "/v1/rate-cards/{}/entries/{}",
+        shop.card,
+        uuid::Uuid::now_v7()
+    );
+    let r = shop
+        .api
+        .put(
+            &entry,
+            &shop.owner,
+            json!({"name": "", "unit": "hours", "rates": [
+                {"currency": "NZD", "amount": "-1", "effectiveFrom": "2026-01-01"},
+                {"currency": "XYZ", "amount": "10", "effectiveFrom": "2026-01-01"}]}),
+        )
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    let pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    assert_eq!(pointers, ["/name", "/rates/1/currency"]);
+    let r = shop
+        .api
+        .put(
+            &entry,
+            &shop.owner,
+            json!({"name": "Tester", "unit": "hours", "rates": [
+                {"currency": "NZD", "amount": "-1", "effectiveFrom": "2026-01-01"},
+                {"currency": "NZD", "amount": "90", "effectiveFrom": "2026-01-01"}]}),
+        )
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    let codes: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["code"].as_str().unwrap())
+        .collect();
+    assert_eq!(codes, ["invalid_amount", "duplicate"]);
+    let r = shop
+        .api
+        .put(
+            &entry,
+            &shop.owner,
+            json!({"name": "Tester", "unit": "weeks", "rates": []}),
+        )
+        .await;
+    assert_problem(r, 422, "validation_failed").await;
+    let r = shop
+        .api
+        .put(
+            &entry,
+            &shop.owner,
+            json!({"name": "Tester", "unit": "hours", "rates": []}),
+        )
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["pointer"], "/rates");
+    let r = shop
+        .api
+        .post(
+            "/v1/rate-cards",
+            Some(&shop.owner),
+            json!({"name": "Theirs", "customerId": uuid::Uuid::now_v7()}),
+        )
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["code"], "unknown_customer");
+    let r = shop
+        .api
+        .get(
+            &format!("/v1/rate-cards/{}", uuid::Uuid::now_v7()),
+            &shop.owner,
+        )
+        .await;
+    assert_problem(r, 404, "rate_card_not_found").await;
+
+    let r = shop
+        .api
+        .put(
+            "/v1/organization/settings",
+            &shop.owner,
+            json!({"defaultCurrency": "NZD", "timeZone": "Nowhere/Special", "fiscalYearStartMonth": 0,
+                   "tax": {"defaultRateBasisPoints": 20000, "pricesIncludeTax": false},
+                   "quotes": {"approvalThreshold": "-5", "validityDays": 0}}),
+        )
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    let mut pointers: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect();
+    pointers.sort_unstable();
+    assert_eq!(
+        pointers,
+        [
+            "/fiscalYearStartMonth",
+            "/quotes/approvalThreshold",
+            "/quotes/validityDays",
+            "/tax/defaultRateBasisPoints",
+            "/timeZone",
+        ]
+    );
+    // Rate cards are managed by those allowed to.
+    let member_email = unique_email("member");
+    shop.api
+        .create_user(&shop.owner, &member_email, &["member"])
+        .await;
+    let member = shop.api.login_ok(&member_email, PASSWORD).await;
+    let r = shop
+        .api
+        .post(
+            "/v1/rate-cards",
+            Some(member["accessToken"].as_str().unwrap()),
+            json!({"name": "Mine"}),
+        )
+        .await;
+    let body = assert_problem(r, 403, "forbidden").await;
+    assert!(
+        body["detail"]
+            .as_str()
+            .unwrap()
+            .contains("rate_cards:write")
+    );
+    assert_eq!(
+        app.event_count().await,
+        before + 2,
+        "only the member's creation and sign-in were recorded"
+    );
+}
