@@ -50,6 +50,8 @@ command -v pkg-config >/dev/null 2>&1 || packages+=(pkg-config)
 command -v curl >/dev/null 2>&1 || packages+=(curl)
 command -v perl >/dev/null 2>&1 || packages+=(perl)
 command -v python3 >/dev/null 2>&1 || packages+=(python3)
+# The deployment validator runs in a virtual environment.
+python3 -c 'import ensurepip, venv' >/dev/null 2>&1 || packages+=(python3-venv)
 [ -e /usr/include/zlib.h ] || packages+=(zlib1g-dev)
 # pdftotext: the quote PDF tests read the text back out of the rendered PDFs.
 command -v pdftotext >/dev/null 2>&1 || packages+=(poppler-utils)
@@ -103,4 +105,16 @@ if ! port_open "$KAFKA_PORT"; then
   cd - >/dev/null
   wait_port "$KAFKA_PORT" tansu
 fi
+# --- Deployment validator (tests validate compose and k8s offline) -----------
+VENV=$TOOLS_DIR/venv
+VALIDATOR_PACKAGES="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 jsonpatch==1.48 PyYAML==6.0.4"
+if [ "$(cat "$VENV/.packages" 2>/dev/null)" != "$VALIDATOR_PACKAGES" ]; then
+  log "installing the deployment validator ($VALIDATOR_PACKAGES)"
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  # shellcheck disable=SC2086
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check $VALIDATOR_PACKAGES >&2
+  echo "$VALIDATOR_PACKAGES" > "$VENV/.packages"
+fi
+
 log "services ready: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, Kafka 127.0.0.1:$KAFKA_PORT"

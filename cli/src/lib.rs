@@ -7,7 +7,9 @@
 //! - [`generated`]: renders and checks the committed files under `schemas/`.
 //! - [`demo`]: the demo organization and its customers.
 //! - [`setup`]: connecting and migrating every owner's tables.
+//! - [`rebuild`]: `pivotal rebuild`, every kind of read model.
 
 pub mod demo;
 pub mod generated;
+pub mod rebuild;
 pub mod setup;

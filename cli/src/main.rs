@@ -4,7 +4,6 @@
 use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
-use indicatif::{ProgressBar, ProgressStyle};
 use pivotal_auth::{TokenIssuer, TokenRequest};
 use pivotal_settings::Settings;
 use uuid::Uuid;
@@ -28,9 +27,13 @@ enum Task {
     Relay,
     /// Run the projectors (Kafka consumer group building read models).
     Projector,
-    /// Rebuild a projection from the event store, with a progress bar.
+    /// Rebuild a read model beside the live one and switch to it, with a
+    /// progress bar: a projection's table (from the event store), `search`
+    /// (the search index) or `dashboard` (the Redis figures); `all` does
+    /// every one.
     Rebuild {
-        /// Projection name, e.g. `customers`; `all` rebuilds every projection.
+        /// `customers`, `organizations`, `users`, `rate_cards`, `quotes`,
+        /// `search`, `dashboard` or `all`.
         projection: String,
     },
     /// Load the demo organization's customers (idempotent).
@@ -108,34 +111,7 @@ async fn main() -> anyhow::Result<()> {
         }
         Task::Rebuild { projection } => {
             let pool = pivotal_cli::setup::database(&settings).await?;
-            let projections: Vec<_> = pivotal_projectors::all_projections()
-                .into_iter()
-                .filter(|p| projection == "all" || p.name() == projection)
-                .collect();
-            if projections.is_empty() {
-                anyhow::bail!("unknown projection {projection:?}");
-            }
-            for p in projections {
-                let bar = ProgressBar::new(0);
-                bar.set_style(
-                    ProgressStyle::with_template(
-                        "{msg:>12} [{bar:40}] {pos}/{len} events ({per_sec}, {eta})",
-                    )?
-                    .progress_chars("=> "),
-                );
-                bar.set_message(p.name());
-                let report =
-                    pivotal_projectors::framework::rebuild(&pool, p.as_ref(), Some(&bar)).await?;
-                bar.finish();
-                println!(
-                    "{}: {} events replayed, {} applied in {:.2} s ({:.0} events/s)",
-                    p.name(),
-                    report.events,
-                    report.applied,
-                    report.seconds,
-                    report.events_per_second()
-                );
-            }
+            pivotal_cli::rebuild::run(&settings, &pool, &projection).await?;
         }
         Task::Demo => {
             let pool = pivotal_cli::setup::database(&settings).await?;

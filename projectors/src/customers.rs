@@ -60,12 +60,8 @@ impl Projection for CustomersProjection {
         &[AGGREGATE_TYPE]
     }
 
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        // DELETE, not TRUNCATE: readers keep seeing the old rows until commit.
-        sqlx::query("DELETE FROM rm_customers")
-            .execute(conn)
-            .await?;
-        Ok(())
+    fn table(&self) -> &'static str {
+        "rm_customers"
     }
 
     async fn apply(

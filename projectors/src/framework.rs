@@ -35,6 +35,17 @@ pub enum ProjectionError {
     Kafka(#[from] rdkafka::error::KafkaError),
     #[error("topics: {0}")]
     Topics(#[from] topics::TopicError),
+    #[error("search engine: {0}")]
+    Search(String),
+}
+
+/// Aborts a background task when the projector loop ends.
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
 }
 
 /// One read model.
@@ -47,8 +58,9 @@ pub trait Projection: Send + Sync {
     /// Applies one event; called at most once per aggregate version.
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope)
     -> Result<(), ProjectionError>;
-    /// Removes every row of the read model (inside the rebuild transaction).
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError>;
+    /// The one table holding the read model (unqualified: rebuilds fill a
+    /// copy of it in another schema through `search_path`).
+    fn table(&self) -> &'static str;
 }
 
 /// What happened to one event in one projection.
@@ -152,6 +164,24 @@ pub async fn run(
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);
     let mut notifier = Notifier::new(&settings);
+    let mut dashboard = {
+        use secrecy::ExposeSecret;
+        crate::dashboard::DashboardWriter::new(
+            pool.clone(),
+            settings.redis.url.expose_secret(),
+            &settings.redis.key_prefix,
+        )
+    };
+    let engine = pivotal_search::open(&settings.search)
+        .map_err(|e| ProjectionError::Search(e.to_string()))?;
+    let wake_indexer = std::sync::Arc::new(tokio::sync::Notify::new());
+    let indexer = tokio::spawn(
+        crate::search::SearchIndexer::new(pool.clone(), engine)
+            .run(wake_indexer.clone(), std::future::pending()),
+    );
+    let _stop_indexer = AbortOnDrop(indexer);
+    dashboard.after_commit(&[]).await;
+    let mut dashboard_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
     let mut failures = 0u32;
     loop {
@@ -159,6 +189,12 @@ pub async fn run(
             () = &mut shutdown => {
                 tracing::info!("projector stopping");
                 return Ok(());
+            }
+            _ = dashboard_tick.tick() => {
+                // Fills the dashboard after a Redis flush or outage even
+                // when no event arrives.
+                dashboard.after_commit(&[]).await;
+                continue;
             }
             message = consumer.recv() => message,
         };
@@ -184,7 +220,24 @@ pub async fn run(
         match apply_batch(&pool, &projections, &batch).await {
             Ok(offsets) => {
                 failures = 0;
-                notifier.announce(&batch).await;
+                let events: Vec<Envelope> = batch
+                    .iter()
+                    .filter_map(|m| m.payload())
+                    .filter_map(|p| serde_json::from_slice(p).ok())
+                    .collect();
+                wake_indexer.notify_one();
+                notifier.announce(&events).await;
+                let touched: Vec<(&'static str, uuid::Uuid)> = events
+                    .iter()
+                    .filter_map(|e| {
+                        let kind = crate::dashboard::KINDS
+                            .iter()
+                            .find(|(k, _)| *k == e.aggregate_type)?
+                            .0;
+                        Some((kind, uuid::Uuid::parse_str(&e.aggregate_id).ok()?))
+                    })
+                    .collect();
+                dashboard.after_commit(&touched).await;
                 if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
                     // The offsets are also in PostgreSQL; a redelivery is a no-op.
                     tracing::warn!(error = %error, "offset commit failed");
@@ -245,7 +298,7 @@ impl Notifier {
         }
     }
 
-    async fn announce(&mut self, batch: &[BorrowedMessage<'_>]) {
+    async fn announce(&mut self, events: &[Envelope]) {
         if self.connection.is_none()
             && let Some(client) = &self.client
         {
@@ -261,13 +314,7 @@ impl Notifier {
             return;
         };
         let mut pipe = redis::pipe();
-        for message in batch {
-            let Some(event) = message
-                .payload()
-                .and_then(|p| serde_json::from_slice::<Envelope>(p).ok())
-            else {
-                continue;
-            };
+        for event in events {
             let change = serde_json::json!({
                 "type": event.event_type,
                 "aggregateType": event.aggregate_type,
@@ -393,21 +440,125 @@ impl RebuildReport {
     }
 }
 
-/// Rebuilds `projection` from the event store, the source of truth, in one
-/// transaction: readers keep seeing the old model until the new one commits,
-/// and the live projector waits on the projection's lock meanwhile (its
-/// later deliveries are then duplicates or the next versions).
+/// Events replayed per transaction while a rebuild catches up.
+const REBUILD_BATCH: i64 = 5000;
+
+fn shadow_schema(projection: &str) -> String {
+    format!("rebuild_{projection}")
+}
+
+/// Creates `{schema}.{table}` like `public.{table}`, with the same
+/// constraint and index names, and empty copies of the bookkeeping tables.
+async fn create_shadow(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(), ProjectionError> {
+    for statement in [
+        format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
+        format!("CREATE SCHEMA {schema}"),
+        format!(
+            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY)"
+        ),
+        format!(
+            "CREATE TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING ALL)"
+        ),
+        format!(
+            "CREATE TABLE {schema}.projection_positions (LIKE public.projection_positions INCLUDING ALL)"
+        ),
+    ] {
+        sqlx::query(&statement).execute(&mut *conn).await?;
+    }
+    let constraints: Vec<(String, String)> = sqlx::query_as(
+        "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
+         WHERE conrelid = format('public.%I', $1::text)::regclass AND contype IN ('p', 'u', 'x', 'c')",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (name, definition) in constraints {
+        sqlx::query(&format!(
+            "ALTER TABLE {schema}.{table} ADD CONSTRAINT \"{name}\" {definition}"
+        ))
+        .execute(&mut *conn)
+        .await?;
+    }
+    let indexes: Vec<(String,)> = sqlx::query_as(
+        "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
+         WHERE i.indrelid = format('public.%I', $1::text)::regclass
+           AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
+    )
+    .bind(table)
+    .fetch_all(&mut *conn)
+    .await?;
+    for (definition,) in indexes {
+        let moved = definition.replacen(
+            &format!(" ON public.{table} "),
+            &format!(" ON {schema}.{table} "),
+            1,
+        );
+        sqlx::query(&moved).execute(&mut *conn).await?;
+    }
+    Ok(())
+}
+
+/// Replays events after `checkpoint` into the shadow copy (the caller's
+/// transaction has `search_path` on the shadow schema); returns how many
+/// log rows were read.
+async fn replay(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    checkpoint: &mut Checkpoint,
+    report: &mut RebuildReport,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<usize, ProjectionError> {
+    let batch = log::read_after(&mut *conn, *checkpoint, REBUILD_BATCH).await?;
+    let Some(last) = batch.last() else {
+        return Ok(0);
+    };
+    *checkpoint = last.checkpoint();
+    let types = projection.aggregate_types();
+    for logged in &batch {
+        if !types.contains(&logged.aggregate_type.as_str()) {
+            continue;
+        }
+        let event = logged
+            .envelope()
+            .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
+        report.events += 1;
+        if apply_once(&mut *conn, projection, &event, Some(logged.position)).await?
+            == Applied::Applied
+        {
+            report.applied += 1;
+        }
+        if let Some(bar) = progress {
+            bar.inc(1);
+        }
+    }
+    Ok(batch.len())
+}
+
+/// Rebuilds `projection` from the event store, the source of truth, beside
+/// the live read model: a copy of its table in the schema
+/// `rebuild_{projection}` is filled in batches while the live projector
+/// keeps applying events to the live table and queries keep reading it.
+/// Once the copy has caught up, the projection's lock is taken (the live
+/// projector pauses for the last few events), the remaining events are
+/// replayed and the copy replaces the live table and its version
+/// bookkeeping in one transaction. Queries never see a half-built model.
 pub async fn rebuild(
     pool: &PgPool,
     projection: &dyn Projection,
     progress: Option<&indicatif::ProgressBar>,
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
-    let mut tx = pool.begin().await?;
-    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
-        .bind(lock_key(projection.name()))
-        .execute(&mut *tx)
-        .await?;
+    let name = projection.name();
+    let table = projection.table();
+    let schema = shadow_schema(name);
+    {
+        let mut conn = pool.acquire().await?;
+        create_shadow(&mut conn, &schema, table).await?;
+    }
     let types: Vec<String> = projection
         .aggregate_types()
         .iter()
@@ -417,47 +568,58 @@ pub async fn rebuild(
         let (total,): (i64,) =
             sqlx::query_as("SELECT count(*) FROM events WHERE aggregate_type = ANY($1)")
                 .bind(&types)
-                .fetch_one(&mut *tx)
+                .fetch_one(pool)
                 .await?;
         bar.set_length(u64::try_from(total).unwrap_or_default());
     }
-    projection.clear(&mut tx).await?;
-    sqlx::query("DELETE FROM projection_versions WHERE projection = $1")
-        .bind(projection.name())
-        .execute(&mut *tx)
-        .await?;
-    sqlx::query("DELETE FROM projection_positions WHERE projection = $1")
-        .bind(projection.name())
-        .execute(&mut *tx)
-        .await?;
     let mut checkpoint = Checkpoint::default();
     let mut report = RebuildReport {
         events: 0,
         applied: 0,
         seconds: 0.0,
     };
+    let search_path = format!("SET LOCAL search_path TO {schema}, public");
+    // Catch up without blocking the live projector.
     loop {
-        let batch = log::read_after(&mut *tx, checkpoint, 2000).await?;
-        let Some(last) = batch.last() else { break };
-        checkpoint = last.checkpoint();
-        for logged in &batch {
-            if !types.contains(&logged.aggregate_type) {
-                continue;
-            }
-            let event = logged
-                .envelope()
-                .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
-            report.events += 1;
-            if apply_once(&mut tx, projection, &event, Some(logged.position)).await?
-                == Applied::Applied
-            {
-                report.applied += 1;
-            }
-            if let Some(bar) = progress {
-                bar.inc(1);
-            }
+        let mut tx = pool.begin().await?;
+        sqlx::query(&search_path).execute(&mut *tx).await?;
+        let read = replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await?;
+        tx.commit().await?;
+        if i64::try_from(read).unwrap_or(i64::MAX) < REBUILD_BATCH {
+            break;
         }
     }
+    // The last events and the switch, under the projection's lock.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
+        .bind(lock_key(name))
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query(&search_path).execute(&mut *tx).await?;
+    while replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await? > 0 {}
+    for statement in [
+        format!("DROP TABLE public.{table}"),
+        format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    for bookkeeping in ["projection_versions", "projection_positions"] {
+        sqlx::query(&format!(
+            "DELETE FROM public.{bookkeeping} WHERE projection = $1"
+        ))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(&format!(
+            "INSERT INTO public.{bookkeeping} SELECT * FROM {schema}.{bookkeeping} WHERE projection = $1"
+        ))
+        .bind(name)
+        .execute(&mut *tx)
+        .await?;
+    }
+    sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
+        .execute(&mut *tx)
+        .await?;
     tx.commit().await?;
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)

@@ -79,11 +79,8 @@ impl Projection for OrganizationsProjection {
         &[organization::AGGREGATE_TYPE]
     }
 
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_organizations")
-            .execute(conn)
-            .await?;
-        Ok(())
+    fn table(&self) -> &'static str {
+        "rm_organizations"
     }
 
     async fn apply(
@@ -137,9 +134,8 @@ impl Projection for UsersProjection {
         &[user::AGGREGATE_TYPE]
     }
 
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_users").execute(conn).await?;
-        Ok(())
+    fn table(&self) -> &'static str {
+        "rm_users"
     }
 
     async fn apply(

@@ -6,8 +6,10 @@
 //! projection, the last applied version of each aggregate and the next Kafka
 //! offset. Redelivered events are therefore no-ops, a version that skips
 //! ahead is refused as a gap, and Kafka offsets are committed only after the
-//! transaction. A projection that targets Redis or a search index later keeps
-//! the same contract by writing idempotently by version.
+//! transaction. The read models outside PostgreSQL keep the same contract by
+//! writing idempotently by version: the search index
+//! through a pending queue written in the batch transaction, the Redis
+//! dashboard through per-record versions checked in Redis itself.
 //!
 //! # Layout
 //!
@@ -16,13 +18,17 @@
 //! - [`customers`]: the `rm_customers` read model.
 //! - [`identity`]: the `rm_organizations` and `rm_users` read models.
 //! - [`quotes`]: the `rm_rate_cards` and `rm_quotes` read models.
+//! - [`search`]: the search projection, its indexer and index rebuilds.
+//! - [`dashboard`]: per-organization counters and recent changes in Redis.
 //! - [`db`]: the read models' migrations.
 
 pub mod customers;
+pub mod dashboard;
 pub mod db;
 pub mod framework;
 pub mod identity;
 pub mod quotes;
+pub mod search;
 
 /// Every projection this process runs.
 pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
@@ -32,5 +38,8 @@ pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {
         Box::new(identity::UsersProjection),
         Box::new(quotes::RateCardsProjection),
         Box::new(quotes::QuotesProjection),
+        // After the read models: it reads nothing, but records what the
+        // indexer must take from them once the batch commits.
+        Box::new(search::SearchProjection),
     ]
 }

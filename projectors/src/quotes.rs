@@ -22,11 +22,8 @@ impl Projection for RateCardsProjection {
         &[rate_card::AGGREGATE_TYPE]
     }
 
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_rate_cards")
-            .execute(conn)
-            .await?;
-        Ok(())
+    fn table(&self) -> &'static str {
+        "rm_rate_cards"
     }
 
     async fn apply(
@@ -81,9 +78,8 @@ impl Projection for QuotesProjection {
         &[quote::AGGREGATE_TYPE]
     }
 
-    async fn clear(&self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        sqlx::query("DELETE FROM rm_quotes").execute(conn).await?;
-        Ok(())
+    fn table(&self) -> &'static str {
+        "rm_quotes"
     }
 
     async fn apply(

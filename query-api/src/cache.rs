@@ -64,7 +64,13 @@ impl ReadCache {
         }
     }
 
-    async fn connection(&self) -> Option<ConnectionManager> {
+    /// The Redis key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+
+    /// A connection to Redis, or None while it is unreachable.
+    pub async fn connection(&self) -> Option<ConnectionManager> {
         let connect = async {
             let client = redis::Client::open(self.url.as_str()).ok()?;
             let config = redis::aio::ConnectionManagerConfig::new()

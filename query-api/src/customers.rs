@@ -408,16 +408,7 @@ impl CustomerQuery {
             },
         )
         .await;
-        result.map_err(|e| {
-            if e.extensions
-                .as_ref()
-                .is_some_and(|x| x.get("code").is_some())
-            {
-                e
-            } else {
-                errors::bad_input(e.message)
-            }
-        })
+        result.map_err(errors::keep_code)
     }
 }
 

@@ -25,6 +25,20 @@ pub fn bad_input(message: impl Into<String>) -> Error {
     coded(BAD_USER_INPUT, message)
 }
 
+/// An error as is when it has a code; otherwise (a malformed cursor, say)
+/// as `BAD_USER_INPUT`.
+pub fn keep_code(error: Error) -> Error {
+    if error
+        .extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+    {
+        error
+    } else {
+        bad_input(error.message)
+    }
+}
+
 /// Logs the cause, shows nothing of it.
 pub fn internal(cause: impl std::fmt::Display) -> Error {
     tracing::error!(error = %cause, "query failed");

@@ -397,16 +397,7 @@ impl IdentityQuery {
             },
         )
         .await;
-        result.map_err(|e| {
-            if e.extensions
-                .as_ref()
-                .is_some_and(|x| x.get("code").is_some())
-            {
-                e
-            } else {
-                errors::bad_input(e.message)
-            }
-        })
+        result.map_err(errors::keep_code)
     }
 
     /// Built-in roles, then the organization's own.

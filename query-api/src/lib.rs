@@ -10,6 +10,8 @@
 //! - [`identity`]: `me`, `user`, the `users` connection, `roles` and
 //!   `organization`.
 //! - [`quotes`]: `quote(id)`, the `quotes` connection and `rateCards`.
+//! - [`search`]: `search`, served by the configured search engine.
+//! - [`dashboard`]: `dashboard`, from the Redis read model or PostgreSQL.
 //! - [`history`]: the event history of an aggregate (auditors).
 //! - [`live`]: subscriptions over WebSocket, fed by the projectors through
 //!   Redis.
@@ -24,12 +26,14 @@
 pub mod cache;
 pub mod consistency;
 pub mod customers;
+pub mod dashboard;
 pub mod errors;
 pub mod history;
 pub mod identity;
 pub mod live;
 pub mod quotes;
 pub mod schema;
+pub mod search;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -77,6 +81,8 @@ pub enum StartError {
     Redis(#[from] redis::RedisError),
     #[error("cannot bind {0}: {1}")]
     Bind(SocketAddr, std::io::Error),
+    #[error("cannot open the search engine: {0}")]
+    Search(String),
 }
 
 impl Application {
@@ -88,6 +94,8 @@ impl Application {
             pivotal_auth::revocation::horizon_secs(&settings.auth),
         )
         .await?;
+        let search = pivotal_search::open(&settings.search)
+            .map_err(|e| StartError::Search(e.to_string()))?;
         let changes = live::Changes::default();
         let feed = changes.follow_redis(
             settings.redis.url.expose_secret().to_owned(),
@@ -98,7 +106,12 @@ impl Application {
                 settings.query_api.consistency_wait_ms,
             ),
             pool: pool.clone(),
-            schema: schema::build_with(pool, settings.query_api.introspection, changes.clone()),
+            schema: schema::build_with(
+                pool,
+                settings.query_api.introspection,
+                changes.clone(),
+                Some(search),
+            ),
             cache: cache::ReadCache::new(
                 settings.redis.url.expose_secret(),
                 &settings.redis.key_prefix,

@@ -564,16 +564,7 @@ impl QuoteQuery {
             },
         )
         .await;
-        result.map_err(|e| {
-            if e.extensions
-                .as_ref()
-                .is_some_and(|x| x.get("code").is_some())
-            {
-                e
-            } else {
-                errors::bad_input(e.message)
-            }
-        })
+        result.map_err(errors::keep_code)
     }
 
     /// The organization's rate cards, archived ones last.

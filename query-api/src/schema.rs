@@ -12,6 +12,8 @@ pub struct Query(
     crate::customers::CustomerQuery,
     crate::identity::IdentityQuery,
     crate::quotes::QuoteQuery,
+    crate::search::SearchQuery,
+    crate::dashboard::DashboardQuery,
 );
 
 pub type PivotalSchema = Schema<Query, EmptyMutation, crate::live::SubscriptionRoot>;
@@ -20,16 +22,19 @@ pub type PivotalSchema = Schema<Query, EmptyMutation, crate::live::SubscriptionR
 pub const MAX_PAGE: usize = 100;
 
 pub fn build(pool: PgPool) -> PivotalSchema {
-    build_with(pool, true, crate::live::Changes::default())
+    build_with(pool, true, crate::live::Changes::default(), None)
 }
 
-/// The schema, optionally without introspection (`query_api.introspection`).
+/// The schema, optionally without introspection (`query_api.introspection`),
+/// with the search engine serving `search` (without one, `search` answers
+/// `SEARCH_UNAVAILABLE`).
 pub fn build_with(
     pool: PgPool,
     introspection: bool,
     changes: crate::live::Changes,
+    search: Option<crate::search::Engine>,
 ) -> PivotalSchema {
-    let builder = Schema::build(
+    let mut builder = Schema::build(
         Query::default(),
         EmptyMutation,
         crate::live::SubscriptionRoot,
@@ -38,6 +43,9 @@ pub fn build_with(
     .data(changes)
     .limit_depth(12)
     .limit_complexity(2_000);
+    if let Some(engine) = search {
+        builder = builder.data(engine);
+    }
     if introspection {
         builder.finish()
     } else {
@@ -56,14 +64,18 @@ pub fn sdl() -> String {
     .sdl()
 }
 
+/// The authenticated caller.
+pub fn principal<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a Principal> {
+    ctx.data_opt::<Principal>()
+        .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))
+}
+
 /// The caller, after checking `permission`.
 pub fn caller<'a>(
     ctx: &'a Context<'_>,
     permission: Permission,
 ) -> async_graphql::Result<&'a Principal> {
-    let principal = ctx
-        .data_opt::<Principal>()
-        .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))?;
+    let principal = principal(ctx)?;
     if principal.has(permission) {
         Ok(principal)
     } else {

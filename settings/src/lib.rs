@@ -36,7 +36,34 @@ pub struct Settings {
     pub relay: RelaySettings,
     pub projector: ProjectorSettings,
     pub quotes: QuotesSettings,
+    pub search: SearchSettings,
     pub log: LogSettings,
+}
+
+/// Which search engine serves `search` and receives the search projection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SearchEngineKind {
+    /// Embedded index on local disk (one node: development, tests, small
+    /// installations).
+    Tantivy,
+    /// An Elasticsearch cluster (multi-node deployments).
+    Elasticsearch,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SearchSettings {
+    pub engine: SearchEngineKind,
+    /// tantivy: directory holding the index generations and the pointer to
+    /// the live one.
+    pub dir: PathBuf,
+    /// Elasticsearch: base URL of the cluster.
+    pub url: String,
+    /// Elasticsearch: the alias queries use; index names start with it.
+    pub index: String,
+    /// tantivy: the writer's indexing memory, in MiB (at least 15).
+    pub writer_memory_mib: usize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -282,6 +309,13 @@ batch_size = 500
 [quotes]
 templates_dir = ""
 expiry_interval_secs = 60
+
+[search]
+engine = "tantivy"
+dir = "var/search"
+url = ""
+index = "pivotal-search"
+writer_memory_mib = 20
 
 [log]
 format = "json"

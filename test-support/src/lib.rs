@@ -40,6 +40,23 @@ pub fn workspace_root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// The search engine of one test: the embedded engine in a private
+/// directory, or, when `PIVOTAL_TEST_ELASTICSEARCH_URL` names a cluster,
+/// Elasticsearch under a private alias.
+fn search_settings(id: &str) -> Value {
+    match std::env::var("PIVOTAL_TEST_ELASTICSEARCH_URL") {
+        Ok(url) if !url.is_empty() => json!({
+            "engine": "elasticsearch",
+            "url": url,
+            "index": format!("pf-test-{}", &id[..12]),
+        }),
+        _ => json!({
+            "engine": "tantivy",
+            "dir": std::env::temp_dir().join(format!("pivotal-search-{id}")),
+        }),
+    }
+}
+
 /// One test's private slice of the real services.
 #[derive(Debug)]
 pub struct TestEnv {
@@ -84,6 +101,7 @@ impl TestEnv {
             "query_api": { "listen": "127.0.0.1:0" },
             "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10 },
             "projector": { "group_id": format!("group-{id}") },
+            "search": search_settings(&id),
             "log": { "format": "pretty", "filter": "warn" },
         });
         let settings = Settings::load_from(&overrides).unwrap();
@@ -142,6 +160,19 @@ impl TestEnv {
                 "PIVOTAL_AUTH__VAULT_KEY_FILE".into(),
                 s.auth.vault_key_file.display().to_string(),
             ),
+            (
+                "PIVOTAL_SEARCH__ENGINE".into(),
+                serde_json::to_value(s.search.engine)
+                    .ok()
+                    .and_then(|v| v.as_str().map(str::to_owned))
+                    .unwrap_or_default(),
+            ),
+            (
+                "PIVOTAL_SEARCH__DIR".into(),
+                s.search.dir.display().to_string(),
+            ),
+            ("PIVOTAL_SEARCH__URL".into(), s.search.url.clone()),
+            ("PIVOTAL_SEARCH__INDEX".into(), s.search.index.clone()),
             ("PIVOTAL_LOG__FORMAT".into(), "pretty".into()),
             ("PIVOTAL_LOG__FILTER".into(), "info".into()),
         ]

@@ -250,3 +250,62 @@ pub async fn assert_read_model_equals_replay(env: &TestEnv) {
         "read model differs from a replay of the store"
     );
 }
+
+/// Password of the users the system tests create.
+pub const PASSWORD: &str = "system test passphrase";
+
+async fn post_ok(url: String, token: Option<&str>, body: Value) -> Value {
+    let mut request = pivotal_test_support::http().post(url).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    let status = response.status();
+    let body: Value = response.json().await.unwrap_or(Value::Null);
+    assert!(status.is_success(), "{status} {body}");
+    body
+}
+
+/// Signs up a new organization named `name` (its owner is "Olive Owner");
+/// returns the owner's access token.
+pub async fn sign_up(commands: &str, name: &str) -> String {
+    let email = format!("owner-{}@example.com", uuid::Uuid::new_v4().simple());
+    let body = post_ok(
+        format!("{commands}/v1/auth/signup"),
+        None,
+        serde_json::json!({"organization": {"name": name, "defaultCurrency": "NZD"},
+               "user": {"email": email, "password": PASSWORD, "firstName": "Olive", "lastName": "Owner"}}),
+    )
+    .await;
+    body["accessToken"].as_str().unwrap().to_owned()
+}
+
+/// Adds a user with `roles` to the owner's organization and signs them in;
+/// returns their access token.
+pub async fn add_user(
+    commands: &str,
+    owner: &str,
+    first: &str,
+    last: &str,
+    roles: &[&str],
+) -> String {
+    let email = format!(
+        "{}-{}@example.com",
+        first.to_lowercase(),
+        uuid::Uuid::new_v4().simple()
+    );
+    post_ok(
+        format!("{commands}/v1/users"),
+        Some(owner),
+        serde_json::json!({"email": email, "firstName": first, "lastName": last,
+               "roles": roles, "password": PASSWORD}),
+    )
+    .await;
+    let body = post_ok(
+        format!("{commands}/v1/auth/login"),
+        None,
+        serde_json::json!({"email": email, "password": PASSWORD}),
+    )
+    .await;
+    body["accessToken"].as_str().unwrap().to_owned()
+}

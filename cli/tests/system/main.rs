@@ -6,10 +6,13 @@
 mod broker_outage;
 mod cache;
 mod crashes;
+mod dashboard;
 mod end_to_end;
 mod harness;
 mod live;
 mod ordering;
 mod quotes;
 mod read_your_writes;
+mod rebuild;
+mod search;
 mod secrets;

@@ -877,8 +877,9 @@ mod quotes {
     async fn introspection_can_be_switched_off() {
         let env = TestEnv::new().await;
         let changes = pivotal_query_api::live::Changes::default();
-        let on = pivotal_query_api::schema::build_with(env.pool.clone(), true, changes.clone());
-        let off = pivotal_query_api::schema::build_with(env.pool.clone(), false, changes);
+        let on =
+            pivotal_query_api::schema::build_with(env.pool.clone(), true, changes.clone(), None);
+        let off = pivotal_query_api::schema::build_with(env.pool.clone(), false, changes, None);
         let query = "{ __schema { queryType { name } } }";
         let answered = on.execute(query).await;
         assert!(answered.errors.is_empty());

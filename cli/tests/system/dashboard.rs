@@ -1,0 +1,227 @@
+//! The Redis dashboard read model: exact figures, the same from Redis as
+//! from PostgreSQL, unchanged by a full redelivery of the topics, and
+//! refilled after its keys are flushed.
+
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, eventually, http};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{add_user, sign_up, spawn_projector, spawn_relay};
+
+const DASHBOARD: &str = "{ dashboard(recent: 5) {
+  source
+  quotes { status count totals { currency amount } }
+  openQuotes { count totals { currency amount } }
+  customers { status count }
+  users { status count }
+  recentlyChanged { type id }
+} }";
+
+/// The dashboard; through PostgreSQL when `token` carries a consistency token.
+async fn dashboard(query_api: &str, token: &str, consistency: Option<&str>) -> Value {
+    let mut request = http()
+        .post(format!("{query_api}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": DASHBOARD }));
+    if let Some(position) = consistency {
+        request = request.header("X-Consistency-Token", position);
+    }
+    let body: Value = request.send().await.unwrap().json().await.unwrap();
+    assert!(body.get("errors").is_none(), "{body}");
+    body["data"]["dashboard"].clone()
+}
+
+fn without_source(mut figures: Value) -> Value {
+    figures.as_object_mut().unwrap().remove("source");
+    figures
+}
+
+async fn post(url: String, token: &str, body: Value) -> reqwest::Response {
+    http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn flush_dashboard(env: &TestEnv) {
+    let mut redis = redis::Client::open(env.settings.redis.url.expose_secret())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:dash:*", env.settings.redis.key_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert!(!keys.is_empty());
+    redis::cmd("DEL")
+        .arg(&keys)
+        .query_async::<()>(&mut redis)
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn dashboard_figures_are_exact_from_redis_and_from_postgres() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (query_api, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let token = sign_up(&commands, "Dashboard Org").await;
+    let approver = add_user(&commands, &token, "Mana", "Ger", &["manager"]).await;
+    let mut customers = Vec::new();
+    for name in ["Dash One", "Dash Two", "Dash Three"] {
+        let created: Value = post(
+            format!("{commands}/v1/customers"),
+            &token,
+            json!({"legalName": name, "currency": "NZD"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        customers.push(created["id"].as_str().unwrap().to_owned());
+    }
+    let archived = post(
+        format!("{commands}/v1/customers/{}/archive", customers[2]),
+        &token,
+        json!({"reason": "closed"}),
+    )
+    .await;
+    assert_eq!(archived.status(), 200, "{}", archived.text().await.unwrap());
+    let mut quotes = Vec::new();
+    for (price, currency) in [("100", "NZD"), ("250.50", "NZD"), ("1000", "AUD")] {
+        let created: Value = post(
+            format!("{commands}/v1/quotes"),
+            &token,
+            json!({"customerId": customers[0], "title": "Dash work", "currency": currency,
+                   "lines": [{"description": "Work", "quantity": "1", "unitPrice": price, "taxRate": "0"}]}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+        quotes.push(created["id"].as_str().expect("quote created").to_owned());
+    }
+    // One quote goes through to accepted (no longer open).
+    let path = format!("{commands}/v1/quotes/{}", quotes[0]);
+    for (step, who) in [("submit", &token), ("approve", &approver), ("send", &token)] {
+        let response = post(format!("{path}/{step}"), who, json!({})).await;
+        assert!(
+            response.status().is_success(),
+            "{step}: {}",
+            response.text().await.unwrap()
+        );
+    }
+    let accepted = post(format!("{path}/accept"), &token, json!({"by": "Pat"})).await;
+    let token_position = accepted
+        .headers()
+        .get("x-consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned)
+        .expect("a consistency token");
+    assert!(accepted.status().is_success());
+
+    let expected = json!({
+        "quotes": [
+            {"status": "accepted", "count": 1, "totals": [{"currency": "NZD", "amount": "100.00"}]},
+            {"status": "draft", "count": 2, "totals": [
+                {"currency": "AUD", "amount": "1000.00"}, {"currency": "NZD", "amount": "250.50"}]}
+        ],
+        "openQuotes": {"count": 2, "totals": [
+            {"currency": "AUD", "amount": "1000.00"}, {"currency": "NZD", "amount": "250.50"}]},
+        "customers": [{"status": "active", "count": 2}, {"status": "archived", "count": 1}],
+        "users": [{"status": "active", "count": 2}]
+    });
+    let figures_of = |d: &Value| {
+        let mut d = without_source(d.clone());
+        d.as_object_mut().unwrap().remove("recentlyChanged");
+        d
+    };
+    // PostgreSQL (a consistency token reads there), then Redis: the same.
+    let from_postgres = dashboard(&query_api, &token, Some(&token_position)).await;
+    assert_eq!(from_postgres["source"], "DATABASE");
+    assert_eq!(figures_of(&from_postgres), expected);
+    assert_eq!(
+        from_postgres["recentlyChanged"][0]["id"],
+        quotes[0].as_str()
+    );
+    let from_redis = eventually(Duration::from_secs(30), || async {
+        let d = dashboard(&query_api, &token, None).await;
+        (d["source"] == "REDIS" && figures_of(&d) == expected).then_some(d)
+    })
+    .await;
+    let Some(from_redis) = from_redis else {
+        let last = dashboard(&query_api, &token, None).await;
+        panic!("the Redis figures never matched: {last}");
+    };
+    assert_eq!(
+        without_source(from_redis.clone()),
+        without_source(from_postgres.clone())
+    );
+
+    // Every event delivered again (a second consumer group from the start):
+    // versions make it a no-op.
+    let mut settings = env.settings.clone();
+    settings.projector.group_id = format!("replay-{}", Uuid::now_v7());
+    let second = tokio::spawn(pivotal_projectors::framework::run(
+        settings,
+        env.pool.clone(),
+        tokio::time::sleep(Duration::from_secs(10)),
+    ));
+    second.await.unwrap().unwrap();
+    let after_replay = dashboard(&query_api, &token, None).await;
+    assert_eq!(after_replay["source"], "REDIS");
+    assert_eq!(figures_of(&after_replay), expected);
+
+    // Keys flushed: answered from PostgreSQL at once, then refilled.
+    flush_dashboard(&env).await;
+    let flushed = dashboard(&query_api, &token, None).await;
+    assert_eq!(flushed["source"], "DATABASE");
+    assert_eq!(figures_of(&flushed), expected);
+    let refilled = eventually(Duration::from_secs(30), || async {
+        let d = dashboard(&query_api, &token, None).await;
+        (d["source"] == "REDIS").then_some(d)
+    })
+    .await
+    .expect("the projector refills the dashboard");
+    assert_eq!(figures_of(&refilled), expected);
+
+    // A rebuild into a new generation gives the same figures.
+    let mut redis = redis::Client::open(env.settings.redis.url.expose_secret())
+        .unwrap()
+        .get_connection_manager()
+        .await
+        .unwrap();
+    let report = pivotal_projectors::dashboard::rebuild(
+        &env.pool,
+        &mut redis,
+        &env.settings.redis.key_prefix,
+        None,
+    )
+    .await
+    .unwrap();
+    assert_eq!(report.records, 8, "3 customers, 3 quotes, 2 users");
+    let rebuilt = dashboard(&query_api, &token, None).await;
+    assert_eq!(rebuilt["source"], "REDIS");
+    assert_eq!(figures_of(&rebuilt), expected);
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg(format!("{}:dash:*:s:*", env.settings.redis.key_prefix))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 8, "old generations removed: {keys:?}");
+
+    // Another organization sees none of it.
+    let stranger = dashboard(&query_api, &env.token(Uuid::now_v7(), &["owner"]), None).await;
+    assert_eq!(stranger["quotes"], json!([]));
+    assert_eq!(stranger["recentlyChanged"], json!([]));
+}

@@ -1,0 +1,397 @@
+//! The search projection.
+//!
+//! [`SearchProjection`] runs inside the projector's batch transaction like
+//! every projection and records, in `search_pending`, which records changed
+//! and to which version. The [`SearchIndexer`] then builds their documents
+//! from the read models and upserts them into the search engine, deleting
+//! the pending rows only after the engine accepted them. A crash anywhere
+//! leaves the rows in place and the next drain writes them again, which the
+//! engines' version check makes harmless. One indexer writes at a time (a
+//! PostgreSQL advisory lock), which the embedded engine needs and which also
+//! lets [`rebuild_index`] hold writes back while it fills a new index.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use pivotal_search::{EntityKind, SearchDocument, SearchEngine};
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+use crate::framework::{Envelope, Projection, ProjectionError};
+
+const INDEX_LOCK: &str = "pivotal-search-index";
+const DRAIN_BATCH: i64 = 500;
+
+#[derive(Debug, Clone, Copy)]
+pub struct SearchProjection;
+
+#[async_trait]
+impl Projection for SearchProjection {
+    fn name(&self) -> &'static str {
+        "search"
+    }
+
+    fn aggregate_types(&self) -> &'static [&'static str] {
+        &["customer", "quote", "user"]
+    }
+
+    fn table(&self) -> &'static str {
+        "search_pending"
+    }
+
+    async fn apply(
+        &self,
+        conn: &mut PgConnection,
+        envelope: &Envelope,
+    ) -> Result<(), ProjectionError> {
+        sqlx::query(
+            "INSERT INTO search_pending (aggregate_type, aggregate_id, version) VALUES ($1, $2, $3)
+             ON CONFLICT (aggregate_type, aggregate_id)
+               DO UPDATE SET version = greatest(search_pending.version, EXCLUDED.version)",
+        )
+        .bind(&envelope.aggregate_type)
+        .bind(&envelope.aggregate_id)
+        .bind(i64::try_from(envelope.version).unwrap_or(i64::MAX))
+        .execute(conn)
+        .await?;
+        Ok(())
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IndexError {
+    #[error("database: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error(transparent)]
+    Search(#[from] pivotal_search::SearchError),
+}
+
+fn version(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or_default()
+}
+
+fn join(parts: &[Option<&str>]) -> String {
+    parts
+        .iter()
+        .flatten()
+        .filter(|p| !p.is_empty())
+        .copied()
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+/// Search documents of the records `ids` of `kind`, built from the read
+/// models at their current versions.
+pub async fn documents(
+    conn: &mut PgConnection,
+    kind: EntityKind,
+    ids: &[Uuid],
+) -> Result<Vec<SearchDocument>, sqlx::Error> {
+    type CustomerRow = (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Vec<String>,
+        Option<String>,
+        Option<String>,
+        String,
+        i64,
+        DateTime<Utc>,
+    );
+    type QuoteRow = (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        String,
+        String,
+        String,
+        Option<String>,
+        i64,
+        DateTime<Utc>,
+    );
+    type UserRow = (
+        Uuid,
+        Uuid,
+        String,
+        String,
+        String,
+        Vec<String>,
+        String,
+        i64,
+        DateTime<Utc>,
+    );
+    Ok(match kind {
+        EntityKind::Customer => {
+            let rows: Vec<CustomerRow> = sqlx::query_as(
+                "SELECT organization_id, id, display_name, legal_name, email, phone, tax_number,
+                        tags, billing_city, billing_country, status, version, created_at
+                 FROM rm_customers WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+            rows.into_iter()
+                .map(|r| {
+                    let tags = r.7.join(" ");
+                    SearchDocument {
+                        organization_id: r.0,
+                        kind,
+                        id: r.1,
+                        version: version(r.11),
+                        status: r.10,
+                        body: join(&[
+                            (r.3 != r.2).then_some(r.3.as_str()),
+                            r.4.as_deref(),
+                            r.5.as_deref(),
+                            r.6.as_deref(),
+                            Some(tags.as_str()),
+                            r.8.as_deref(),
+                            r.9.as_deref(),
+                        ]),
+                        title: r.2,
+                        created_at: r.12,
+                    }
+                })
+                .collect()
+        }
+        EntityKind::Quote => {
+            let rows: Vec<QuoteRow> = sqlx::query_as(
+                "SELECT q.organization_id, q.id, q.number, q.title, q.status, q.currency,
+                        q.total::text, c.display_name, q.version, q.created_at
+                 FROM rm_quotes q
+                 LEFT JOIN rm_customers c ON c.organization_id = q.organization_id AND c.id = q.customer_id
+                 WHERE q.id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+            rows.into_iter()
+                .map(|r| SearchDocument {
+                    organization_id: r.0,
+                    kind,
+                    id: r.1,
+                    version: version(r.8),
+                    title: format!("{} {}", r.2, r.3),
+                    body: join(&[r.7.as_deref(), Some(&format!("{} {}", r.5, r.6))]),
+                    status: r.4,
+                    created_at: r.9,
+                })
+                .collect()
+        }
+        EntityKind::User => {
+            let rows: Vec<UserRow> = sqlx::query_as(
+                "SELECT organization_id, id, first_name, last_name, email, roles, status, version, created_at
+                 FROM rm_users WHERE id = ANY($1)",
+            )
+            .bind(ids)
+            .fetch_all(conn)
+            .await?;
+            rows.into_iter()
+                .map(|r| SearchDocument {
+                    organization_id: r.0,
+                    kind,
+                    id: r.1,
+                    version: version(r.7),
+                    title: format!("{} {}", r.2, r.3),
+                    body: join(&[Some(r.4.as_str()), Some(&r.5.join(" "))]),
+                    status: r.6,
+                    created_at: r.8,
+                })
+                .collect()
+        }
+    })
+}
+
+fn table_of(kind: EntityKind) -> &'static str {
+    match kind {
+        EntityKind::Customer => "rm_customers",
+        EntityKind::Quote => "rm_quotes",
+        EntityKind::User => "rm_users",
+    }
+}
+
+/// Writes pending records into the search engine.
+#[derive(Debug, Clone)]
+pub struct SearchIndexer {
+    pool: PgPool,
+    engine: Arc<dyn SearchEngine>,
+}
+
+impl SearchIndexer {
+    pub fn new(pool: PgPool, engine: Arc<dyn SearchEngine>) -> Self {
+        Self { pool, engine }
+    }
+
+    /// Indexes pending records until none is left; returns how many
+    /// documents were sent. Returns at once when another process holds the
+    /// index (an indexer elsewhere, or a rebuild).
+    pub async fn drain(&self) -> Result<usize, IndexError> {
+        let mut sent = 0;
+        loop {
+            let mut tx = self.pool.begin().await?;
+            let (locked,): (bool,) =
+                sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext($1))")
+                    .bind(INDEX_LOCK)
+                    .fetch_one(&mut *tx)
+                    .await?;
+            if !locked {
+                return Ok(sent);
+            }
+            let pending: Vec<(String, String, i64)> = sqlx::query_as(
+                "SELECT aggregate_type, aggregate_id, version FROM search_pending
+                 ORDER BY aggregate_type, aggregate_id LIMIT $1",
+            )
+            .bind(DRAIN_BATCH)
+            .fetch_all(&mut *tx)
+            .await?;
+            if pending.is_empty() {
+                tx.commit().await?;
+                return Ok(sent);
+            }
+            let mut documents = Vec::with_capacity(pending.len());
+            for kind in EntityKind::ALL {
+                let ids: Vec<Uuid> = pending
+                    .iter()
+                    .filter(|(t, _, _)| t == kind.aggregate_type())
+                    .filter_map(|(_, id, _)| Uuid::parse_str(id).ok())
+                    .collect();
+                if !ids.is_empty() {
+                    documents.extend(self::documents(&mut tx, kind, &ids).await?);
+                }
+            }
+            self.engine.upsert(&documents).await?;
+            sent += documents.len();
+            // Done: every pending row at or below the version now indexed,
+            // and rows whose record has no read-model row (nothing to index).
+            let types: Vec<&str> = documents.iter().map(|d| d.kind.aggregate_type()).collect();
+            let ids: Vec<String> = documents.iter().map(|d| d.id.to_string()).collect();
+            let versions: Vec<i64> = documents
+                .iter()
+                .map(|d| i64::try_from(d.version).unwrap_or(i64::MAX))
+                .collect();
+            sqlx::query(
+                "DELETE FROM search_pending p
+                 USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(t, i, v)
+                 WHERE p.aggregate_type = d.t AND p.aggregate_id = d.i AND p.version <= d.v",
+            )
+            .bind(&types)
+            .bind(&ids)
+            .bind(&versions)
+            .execute(&mut *tx)
+            .await?;
+            let orphans: Vec<(String, String)> = pending
+                .iter()
+                .filter(|(t, id, _)| {
+                    !documents
+                        .iter()
+                        .any(|d| d.kind.aggregate_type() == t && d.id.to_string() == *id)
+                })
+                .map(|(t, id, _)| (t.clone(), id.clone()))
+                .collect();
+            for (aggregate_type, aggregate_id) in &orphans {
+                tracing::warn!(aggregate_type, aggregate_id, "no read-model row to index");
+                sqlx::query(
+                    "DELETE FROM search_pending WHERE aggregate_type = $1 AND aggregate_id = $2",
+                )
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            if i64::try_from(pending.len()).unwrap_or(0) < DRAIN_BATCH {
+                return Ok(sent);
+            }
+        }
+    }
+
+    /// Drains whenever `wake` fires and every second (rows left by a crash
+    /// or by a rebuild that held the lock), until `shutdown` resolves.
+    pub async fn run(
+        self,
+        wake: Arc<tokio::sync::Notify>,
+        shutdown: impl std::future::Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(shutdown);
+        loop {
+            if let Err(error) = self.drain().await {
+                tracing::warn!(%error, "search indexing failed; retrying");
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = wake.notified() => {}
+                () = tokio::time::sleep(Duration::from_secs(1)) => {}
+            }
+        }
+    }
+}
+
+/// What a search index rebuild did.
+#[derive(Debug, Clone)]
+pub struct IndexRebuildReport {
+    pub index: String,
+    pub documents: u64,
+    pub seconds: f64,
+}
+
+/// Rebuilds the search index from the read models into a new index, then
+/// switches searches to it atomically. Searches keep using the old index
+/// meanwhile; indexing waits (changes queue in `search_pending`) and
+/// resumes into the new index.
+pub async fn rebuild_index(
+    pool: &PgPool,
+    engine: &dyn SearchEngine,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<IndexRebuildReport, IndexError> {
+    let started = Instant::now();
+    let mut lock = pool.acquire().await?;
+    sqlx::query("SELECT pg_advisory_lock(hashtext($1))")
+        .bind(INDEX_LOCK)
+        .execute(&mut *lock)
+        .await?;
+    let result = async {
+        let mut ids_by_kind = Vec::new();
+        for kind in EntityKind::ALL {
+            let ids: Vec<(Uuid,)> =
+                sqlx::query_as(&format!("SELECT id FROM {} ORDER BY id", table_of(kind)))
+                    .fetch_all(&mut *lock)
+                    .await?;
+            ids_by_kind.push((kind, ids.into_iter().map(|(id,)| id).collect::<Vec<_>>()));
+        }
+        if let Some(bar) = progress {
+            bar.set_length(ids_by_kind.iter().map(|(_, ids)| ids.len() as u64).sum());
+        }
+        let mut build = engine.begin_rebuild().await?;
+        let mut count = 0u64;
+        for (kind, ids) in &ids_by_kind {
+            for chunk in ids.chunks(1000) {
+                let documents = self::documents(&mut lock, *kind, chunk).await?;
+                build.add(&documents).await?;
+                count += documents.len() as u64;
+                if let Some(bar) = progress {
+                    bar.inc(chunk.len() as u64);
+                }
+            }
+        }
+        let index = build.index_name().to_owned();
+        build.publish().await?;
+        Ok::<_, IndexError>(IndexRebuildReport {
+            index,
+            documents: count,
+            seconds: started.elapsed().as_secs_f64(),
+        })
+    }
+    .await;
+    sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+        .bind(INDEX_LOCK)
+        .execute(&mut *lock)
+        .await?;
+    result
+}

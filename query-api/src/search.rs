@@ -1,0 +1,254 @@
+//! `search(query, types, filter, first, after)`: full-text search over the
+//! caller's organization, served by the configured search engine.
+
+use std::sync::Arc;
+
+use async_graphql::connection::{Connection, Edge, OpaqueCursor, query};
+use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
+use chrono::{DateTime, Utc};
+use pivotal_domain::permissions::Permission;
+use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
+use serde::{Deserialize, Serialize};
+
+use crate::errors;
+use crate::schema::{MAX_PAGE, caller};
+
+/// The search engine, as schema data.
+pub type Engine = Arc<dyn SearchEngine>;
+
+/// Longest accepted search text, in characters.
+pub const MAX_QUERY_CHARS: usize = 200;
+/// Deepest page reachable by cursors.
+pub const MAX_OFFSET: usize = 10_000;
+
+pub const SEARCH_UNAVAILABLE: &str = "SEARCH_UNAVAILABLE";
+
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
+pub enum SearchType {
+    Customer,
+    Quote,
+    User,
+}
+
+impl SearchType {
+    fn kind(self) -> EntityKind {
+        match self {
+            SearchType::Customer => EntityKind::Customer,
+            SearchType::Quote => EntityKind::Quote,
+            SearchType::User => EntityKind::User,
+        }
+    }
+
+    fn of(kind: EntityKind) -> Self {
+        match kind {
+            EntityKind::Customer => SearchType::Customer,
+            EntityKind::Quote => SearchType::Quote,
+            EntityKind::User => SearchType::User,
+        }
+    }
+
+    fn permission(self) -> Permission {
+        match self {
+            SearchType::Customer => Permission::new("customers", "read"),
+            SearchType::Quote => Permission::new("quotes", "read"),
+            SearchType::User => Permission::new("users", "read"),
+        }
+    }
+}
+
+#[derive(InputObject, Debug, Default)]
+pub struct SearchFilter {
+    /// Keep records in these statuses (as the records spell them, e.g.
+    /// `active`, `sent`).
+    pub statuses: Option<Vec<String>>,
+    /// Created at or after.
+    pub created_from: Option<DateTime<Utc>>,
+    /// Created before.
+    pub created_to: Option<DateTime<Utc>>,
+}
+
+/// A field of a hit with the matched words in `<em>` (the rest HTML-escaped).
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SearchHighlight {
+    pub field: String,
+    pub snippet: String,
+}
+
+#[derive(SimpleObject, Debug, Clone)]
+pub struct SearchHit {
+    #[graphql(name = "type")]
+    pub kind: SearchType,
+    pub id: ID,
+    pub title: String,
+    pub status: String,
+    /// Relevance; hits come highest first.
+    pub score: f64,
+    /// The record's version the index reflects.
+    pub version: i64,
+    pub highlights: Vec<SearchHighlight>,
+}
+
+#[derive(SimpleObject, Debug)]
+pub struct SearchInfo {
+    /// Every match, not only this page.
+    pub total_count: i64,
+}
+
+#[derive(Serialize, Deserialize, Debug)]
+pub struct SearchCursor {
+    offset: usize,
+}
+
+pub type SearchConnection = Connection<
+    OpaqueCursor<SearchCursor>,
+    SearchHit,
+    SearchInfo,
+    async_graphql::connection::EmptyFields,
+    async_graphql::connection::DefaultConnectionName,
+>;
+
+#[derive(Debug, Default)]
+pub struct SearchQuery;
+
+#[Object]
+impl SearchQuery {
+    /// Records of the caller's organization matching `query`: every word
+    /// must match, exactly, with a typo, or (the last word) as a prefix.
+    /// `types` defaults to every type the caller may read.
+    async fn search(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(name = "query")] text: String,
+        types: Option<Vec<SearchType>>,
+        filter: Option<SearchFilter>,
+        #[graphql(validator(minimum = 0))] first: Option<i32>,
+        after: Option<String>,
+    ) -> async_graphql::Result<SearchConnection> {
+        let principal = crate::schema::principal(ctx)?;
+        let types = match types {
+            Some(types) => {
+                for t in &types {
+                    caller(ctx, t.permission())?;
+                }
+                types
+            }
+            None => {
+                let readable: Vec<SearchType> =
+                    [SearchType::Customer, SearchType::Quote, SearchType::User]
+                        .into_iter()
+                        .filter(|t| principal.has(t.permission()))
+                        .collect();
+                if readable.is_empty() {
+                    return Err(errors::coded(
+                        errors::FORBIDDEN,
+                        "the token grants reading none of customers, quotes or users",
+                    ));
+                }
+                readable
+            }
+        };
+        if types.is_empty() {
+            return Err(errors::bad_input("types must name at least one type"));
+        }
+        if text.chars().count() > MAX_QUERY_CHARS {
+            return Err(errors::bad_input(format!(
+                "query must be at most {MAX_QUERY_CHARS} characters"
+            )));
+        }
+        if pivotal_search::query_words(&text).is_empty() {
+            return Err(errors::bad_input(
+                "query must contain at least one letter or digit",
+            ));
+        }
+        if first.is_some_and(|v| v as usize > MAX_PAGE) {
+            return Err(errors::bad_input(format!(
+                "first must be at most {MAX_PAGE}"
+            )));
+        }
+        let filter = filter.unwrap_or_default();
+        if let (Some(from), Some(to)) = (filter.created_from, filter.created_to)
+            && from >= to
+        {
+            return Err(errors::bad_input("createdFrom must be before createdTo"));
+        }
+        let engine = ctx.data_opt::<Engine>().cloned().ok_or_else(|| {
+            errors::coded(
+                SEARCH_UNAVAILABLE,
+                "search is not configured on this server",
+            )
+        })?;
+        let organization = principal.claims.org;
+        let result = query(
+            after,
+            None,
+            first,
+            None,
+            |after: Option<OpaqueCursor<SearchCursor>>,
+             _before: Option<OpaqueCursor<SearchCursor>>,
+             first,
+             _last| async move {
+                let offset = after.map_or(0, |c| c.offset + 1);
+                if offset > MAX_OFFSET {
+                    return Err(errors::bad_input(format!(
+                        "search pages end at {MAX_OFFSET} hits; narrow the query"
+                    )));
+                }
+                let limit = first.unwrap_or(20).min(MAX_PAGE);
+                let request = SearchRequest {
+                    organization_id: organization,
+                    text,
+                    kinds: types.iter().map(|t| t.kind()).collect(),
+                    statuses: filter.statuses.unwrap_or_default(),
+                    created_from: filter.created_from,
+                    created_to: filter.created_to,
+                    offset,
+                    limit,
+                };
+                let page = engine.search(&request).await.map_err(|e| match e {
+                    SearchError::EmptyQuery => errors::bad_input(e.to_string()),
+                    SearchError::Unavailable(_) => {
+                        tracing::warn!(error = %e, "search engine unavailable");
+                        errors::coded(
+                            SEARCH_UNAVAILABLE,
+                            "the search engine is unavailable; retry shortly",
+                        )
+                    }
+                    other => errors::internal(other),
+                })?;
+                let total = i64::try_from(page.total).unwrap_or(i64::MAX);
+                let more = (offset + page.hits.len()) < usize::try_from(page.total).unwrap_or(0);
+                let mut connection = Connection::with_additional_fields(
+                    offset > 0,
+                    more,
+                    SearchInfo { total_count: total },
+                );
+                connection
+                    .edges
+                    .extend(page.hits.into_iter().enumerate().map(|(i, hit)| {
+                        Edge::new(
+                            OpaqueCursor(SearchCursor { offset: offset + i }),
+                            SearchHit {
+                                kind: SearchType::of(hit.kind),
+                                id: ID(hit.id.to_string()),
+                                title: hit.title,
+                                status: hit.status,
+                                score: f64::from(hit.score),
+                                version: i64::try_from(hit.version).unwrap_or(i64::MAX),
+                                highlights: hit
+                                    .highlights
+                                    .into_iter()
+                                    .map(|h| SearchHighlight {
+                                        field: h.field,
+                                        snippet: h.snippet,
+                                    })
+                                    .collect(),
+                            },
+                        )
+                    }));
+                Ok::<_, async_graphql::Error>(connection)
+            },
+        )
+        .await;
+        result.map_err(errors::keep_code)
+    }
+}
