@@ -180,6 +180,22 @@ async fn queries_keep_answering_while_redis_is_down() {
     for _ in 0..3 {
         assert_eq!(name_of(&query, &token, &id).await["legalName"], "Resilient");
     }
+    // The dashboard answers from PostgreSQL.
+    let dashboard: Value = http()
+        .post(format!("{query}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ dashboard { source customers { status count } } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        dashboard["data"]["dashboard"],
+        json!({"source": "DATABASE", "customers": [{"status": "active", "count": 1}]}),
+        "{dashboard}"
+    );
     // Not ready while a dependency is down, naming it.
     for api in [&commands, &query] {
         let ready = http().get(format!("{api}/readyz")).send().await.unwrap();

@@ -154,3 +154,93 @@ async fn subscribers_see_their_changes_and_only_theirs() {
     );
     let _ = refused.close(None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn quote_subscribers_see_each_status_change_in_order() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let owner = crate::harness::sign_up(&commands, "Live Quotes").await;
+    let approver = crate::harness::add_user(&commands, &owner, "Appro", "Ver", &["manager"]).await;
+    let customer = post(
+        &commands,
+        "/v1/customers",
+        &owner,
+        json!({"legalName": "Live Quote Client", "currency": "NZD"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let quote = post(
+        &commands,
+        "/v1/quotes",
+        &owner,
+        json!({"customerId": customer, "title": "Live quote",
+               "lines": [{"description": "Work", "quantity": "1", "unitPrice": "100"}]}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut socket, ack) = connect(&queries, &owner).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    subscribe(
+        &mut socket,
+        "q",
+        &format!(
+            r#"subscription {{ quoteChanged(id: "{quote}") {{ type aggregateId version }} }}"#
+        ),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for (step, token) in [("submit", &owner), ("approve", &approver), ("send", &owner)] {
+        post(
+            &commands,
+            &format!("/v1/quotes/{quote}/{step}"),
+            token,
+            json!({}),
+        )
+        .await;
+    }
+    // Every change after the subscription began, in version order, ending
+    // with the third status change (version 4 of the quote).
+    let mut versions = Vec::new();
+    while let Some(message) = next_json(&mut socket, Duration::from_secs(30)).await {
+        assert_eq!(message["type"], "next", "{message}");
+        let change = &message["payload"]["data"]["quoteChanged"];
+        assert_eq!(change["aggregateId"], quote.as_str());
+        assert_eq!(
+            change["type"],
+            if change["version"] == 1 {
+                "quote.created"
+            } else {
+                "quote.status.changed"
+            }
+        );
+        versions.push(change["version"].as_i64().unwrap());
+        if versions.last() == Some(&4) {
+            break;
+        }
+    }
+    assert!(versions.ends_with(&[2, 3, 4]), "{versions:?}");
+    assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+async fn post(base: &str, path: &str, token: &str, body: Value) -> Value {
+    let response = http()
+        .post(format!("{base}{path}"))
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    response.json().await.unwrap()
+}
