@@ -103,10 +103,22 @@ async fn main() -> anyhow::Result<()> {
         }
         Task::Relay => {
             let pool = pivotal_cli::setup::connect(&settings).await?;
+            pivotal_telemetry::ops::serve(
+                settings.relay.ops_listen,
+                pool.clone(),
+                shutdown_signal(),
+            )
+            .await?;
             pivotal_relay::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Projector => {
             let pool = pivotal_cli::setup::connect(&settings).await?;
+            pivotal_telemetry::ops::serve(
+                settings.projector.ops_listen,
+                pool.clone(),
+                shutdown_signal(),
+            )
+            .await?;
             pivotal_projectors::framework::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Rebuild { projection } => {

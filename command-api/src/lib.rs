@@ -181,12 +181,16 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .merge(quotes::routes())
         .merge(openapi::routes())
         .route("/healthz", get(health))
+        .route("/metrics", get(pivotal_telemetry::metrics::endpoint))
         .route("/readyz", get(ready))
         .fallback(error::not_found)
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(problem_instance))
         .layer(middleware::from_fn(correlation))
         .layer(TraceLayer::new_for_http())
+        .layer(middleware::from_fn(
+            pivotal_telemetry::metrics::track_commands,
+        ))
         .with_state(state)
 }
 

@@ -39,6 +39,15 @@ pub enum ProjectionError {
     Search(String),
 }
 
+/// Stops a background thread's loop when the projector loop ends.
+struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
 /// Aborts a background task when the projector loop ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -180,6 +189,9 @@ pub async fn run(
             .run(wake_indexer.clone(), std::future::pending()),
     );
     let _stop_indexer = AbortOnDrop(indexer);
+    let stop_lag_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    watch_consumer_lag(&settings, topic_names.clone(), stop_lag_watch.clone());
+    let _stop_lag_watch = StopOnDrop(stop_lag_watch);
     dashboard.after_commit(&[]).await;
     let mut dashboard_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
@@ -187,13 +199,19 @@ pub async fn run(
     loop {
         let first = tokio::select! {
             () = &mut shutdown => {
-                tracing::info!("projector stopping");
+                // The applied batches' offsets are in PostgreSQL already;
+                // committing them to the group too saves a redelivery.
+                if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
+                    tracing::debug!(%error, "no offsets to commit at shutdown");
+                }
+                tracing::info!("projector stopped");
                 return Ok(());
             }
             _ = dashboard_tick.tick() => {
                 // Fills the dashboard after a Redis flush or outage even
                 // when no event arrives.
                 dashboard.after_commit(&[]).await;
+                report_lag(&pool, &projections).await;
                 continue;
             }
             message = consumer.recv() => message,
@@ -217,9 +235,13 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         match apply_batch(&pool, &projections, &batch).await {
             Ok(offsets) => {
                 failures = 0;
+                metrics::counter!("projector_applied_total").increment(batch.len() as u64);
+                metrics::histogram!("projector_batch_seconds")
+                    .record(started.elapsed().as_secs_f64());
                 let events: Vec<Envelope> = batch
                     .iter()
                     .filter_map(|m| m.payload())
@@ -269,6 +291,84 @@ pub async fn run(
             }
         }
     }
+}
+
+/// Sets `projection_lag_events` and `projection_lag_seconds` per projection
+/// (events of its types after the last position it applied, and the age of
+/// the oldest).
+async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
+    for projection in projections {
+        let types: Vec<&str> = projection.aggregate_types().to_vec();
+        let lag: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
+            "SELECT count(*), extract(epoch FROM now() - min(e.recorded_at))::float8
+             FROM events e
+             WHERE e.aggregate_type = ANY($2)
+               AND e.global_position > coalesce(
+                 (SELECT last_position FROM projection_positions WHERE projection = $1), 0)",
+        )
+        .bind(projection.name())
+        .bind(&types)
+        .fetch_one(pool)
+        .await;
+        match lag {
+            Ok((events, seconds)) => {
+                let name = projection.name();
+                metrics::gauge!("projection_lag_events", "projection" => name).set(events as f64);
+                metrics::gauge!("projection_lag_seconds", "projection" => name)
+                    .set(seconds.unwrap_or(0.0));
+            }
+            Err(error) => tracing::debug!(%error, "cannot measure projection lag"),
+        }
+    }
+}
+
+/// Sets `consumer_lag_messages` per topic and partition every five seconds
+/// (high watermark minus the group's committed offset, as Kafka's own tools
+/// count it) from a client that does not join the group, until `stop`.
+fn watch_consumer_lag(
+    settings: &Settings,
+    topics: Vec<String>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) {
+    let config = pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id);
+    tokio::task::spawn_blocking(move || {
+        let Ok(client) = config.create::<rdkafka::consumer::BaseConsumer>() else {
+            return;
+        };
+        let timeout = Duration::from_secs(2);
+        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+            let mut partitions = TopicPartitionList::new();
+            for topic in &topics {
+                if let Ok(metadata) = client.fetch_metadata(Some(topic), timeout) {
+                    for t in metadata.topics() {
+                        for p in t.partitions() {
+                            partitions.add_partition(t.name(), p.id());
+                        }
+                    }
+                }
+            }
+            if let Ok(committed) = client.committed_offsets(partitions, timeout) {
+                for element in committed.elements() {
+                    let Ok((_, high)) =
+                        client.fetch_watermarks(element.topic(), element.partition(), timeout)
+                    else {
+                        continue;
+                    };
+                    let done = match element.offset() {
+                        Offset::Offset(offset) => offset,
+                        _ => 0,
+                    };
+                    metrics::gauge!(
+                        "consumer_lag_messages",
+                        "topic" => element.topic().to_owned(),
+                        "partition" => element.partition().to_string(),
+                    )
+                    .set((high - done).max(0) as f64);
+                }
+            }
+            std::thread::sleep(Duration::from_secs(5));
+        }
+    });
 }
 
 /// Sets a version key unless it already holds a higher version (a

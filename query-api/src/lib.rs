@@ -124,6 +124,7 @@ impl Application {
             .route("/graphql", get(graphiql).post(graphql))
             .route("/graphql/ws", get(subscriptions))
             .route("/healthz", get(|| async { "ok" }))
+            .route("/metrics", get(pivotal_telemetry::metrics::endpoint))
             .route(
                 "/readyz",
                 get(|State(state): State<HttpState>| async move {
@@ -139,6 +140,9 @@ impl Application {
             )
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
             .layer(TraceLayer::new_for_http())
+            .layer(axum::middleware::from_fn(
+                pivotal_telemetry::metrics::track_http,
+            ))
             .with_state(state);
         let listen = settings.query_api.listen;
         let listener = TcpListener::bind(listen)

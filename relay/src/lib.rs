@@ -33,6 +33,9 @@ use rdkafka::producer::FutureProducer;
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
+/// How often the relay measures its lag (`relay_lag_events`, `relay_lag_seconds`).
+const LAG_REPORT: Duration = Duration::from_secs(2);
+
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
     #[error("database: {0}")]
@@ -152,7 +155,7 @@ impl Relay {
             let batch =
                 log::read_after(&mut *conn, checkpoint, self.settings.relay.batch_size).await?;
             if batch.is_empty() {
-                if last_report.elapsed() > Duration::from_secs(10) {
+                if last_report.elapsed() > LAG_REPORT {
                     self.report_lag(checkpoint).await;
                     last_report = Instant::now();
                 }
@@ -184,12 +187,13 @@ impl Relay {
                 s.checkpoint = last;
                 s.published += batch.len() as u64;
             });
+            metrics::counter!("relay_published_total").increment(batch.len() as u64);
             tracing::debug!(
                 count = batch.len(),
                 position = last.position,
                 "batch published"
             );
-            if last_report.elapsed() > Duration::from_secs(10) {
+            if last_report.elapsed() > LAG_REPORT {
                 self.report_lag(checkpoint).await;
                 last_report = Instant::now();
             }
@@ -214,12 +218,16 @@ impl Relay {
 
     async fn report_lag(&self, checkpoint: Checkpoint) {
         match log::lag(&self.pool, checkpoint).await {
-            Ok((events, seconds)) => tracing::info!(
-                lag_events = events,
-                lag_seconds = seconds.unwrap_or(0.0),
-                position = checkpoint.position,
-                "relay lag"
-            ),
+            Ok((events, seconds)) => {
+                metrics::gauge!("relay_lag_events").set(events as f64);
+                metrics::gauge!("relay_lag_seconds").set(seconds.unwrap_or(0.0));
+                tracing::debug!(
+                    lag_events = events,
+                    lag_seconds = seconds.unwrap_or(0.0),
+                    position = checkpoint.position,
+                    "relay lag"
+                );
+            }
             Err(error) => tracing::warn!(error = %error, "cannot measure relay lag"),
         }
     }

@@ -219,6 +219,8 @@ pub struct RelaySettings {
     pub poll_interval_ms: u64,
     /// Longest back-off after a failure, in milliseconds.
     pub max_backoff_ms: u64,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub ops_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -228,6 +230,8 @@ pub struct ProjectorSettings {
     pub group_id: String,
     /// Most messages applied in one database transaction.
     pub batch_size: usize,
+    /// Address of `/healthz`, `/readyz` and `/metrics`.
+    pub ops_listen: SocketAddr,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -301,10 +305,12 @@ name = "main"
 batch_size = 500
 poll_interval_ms = 20
 max_backoff_ms = 5000
+ops_listen = "127.0.0.1:9101"
 
 [projector]
 group_id = "pivotal-projectors"
 batch_size = 500
+ops_listen = "127.0.0.1:9102"
 
 [quotes]
 templates_dir = ""

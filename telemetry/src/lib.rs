@@ -1,10 +1,15 @@
-//! Logging and health for every process: `tracing` with JSON lines (or a readable format
+//! Logging, metrics and health for every process: `tracing` with JSON lines (or a readable format
 //! for development), filtered by the configured directive or `RUST_LOG`.
 //!
 //! # Layout
 //!
 //! - [`init`]: installs the global subscriber once per process.
 //! - [`readiness`]: the dependency checks behind the APIs' `/readyz`.
+//! - [`metrics`]: the Prometheus recorder, `/metrics` and the HTTP middleware.
+//! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for the relay and projector.
+
+pub mod metrics;
+pub mod ops;
 
 use pivotal_settings::LogSettings;
 use tracing_subscriber::EnvFilter;

@@ -99,8 +99,8 @@ impl TestEnv {
             "redis": { "key_prefix": format!("t{}", &id[..12]) },
             "command_api": { "listen": "127.0.0.1:0" },
             "query_api": { "listen": "127.0.0.1:0" },
-            "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10 },
-            "projector": { "group_id": format!("group-{id}") },
+            "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10, "ops_listen": "127.0.0.1:0" },
+            "projector": { "group_id": format!("group-{id}"), "ops_listen": "127.0.0.1:0" },
             "search": search_settings(&id),
             "log": { "format": "pretty", "filter": "warn" },
         });
@@ -152,6 +152,8 @@ impl TestEnv {
                 "PIVOTAL_PROJECTOR__GROUP_ID".into(),
                 s.projector.group_id.clone(),
             ),
+            ("PIVOTAL_RELAY__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            ("PIVOTAL_PROJECTOR__OPS_LISTEN".into(), "127.0.0.1:0".into()),
             (
                 "PIVOTAL_REDIS__KEY_PREFIX".into(),
                 s.redis.key_prefix.clone(),

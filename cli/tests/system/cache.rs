@@ -8,7 +8,7 @@ use pivotal_test_support::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Process, spawn_projector, spawn_relay};
+use crate::harness::{Process, free_port, spawn_projector, spawn_relay};
 
 async fn name_of(query: &str, token: &str, id: &str) -> Value {
     let body: Value = http()
@@ -115,14 +115,6 @@ async fn replicas_never_serve_an_entry_older_than_the_projection() {
         .await
         .unwrap();
     assert_eq!(entries.len(), 1, "the entry is cached in Redis");
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_redis(port: u16) -> Process {

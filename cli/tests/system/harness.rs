@@ -65,9 +65,15 @@ impl Drop for Process {
 }
 
 pub fn spawn_process(env: &TestEnv, subcommand: &str) -> Process {
+    spawn_process_with(env, subcommand, &[])
+}
+
+/// [`spawn_process`] with extra environment variables.
+pub fn spawn_process_with(env: &TestEnv, subcommand: &str, extra: &[(&str, String)]) -> Process {
     let child = Command::new(env!("CARGO_BIN_EXE_pivotal"))
         .arg(subcommand)
         .envs(env.child_env())
+        .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
         .current_dir(workspace_root())
         .stdout(Stdio::null())
         .stderr(Stdio::inherit())
@@ -308,4 +314,29 @@ pub async fn add_user(
     )
     .await;
     body["accessToken"].as_str().unwrap().to_owned()
+}
+
+/// A TCP port free at the time of asking.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Sends SIGTERM to `process` and waits up to `limit` for it to exit;
+/// returns its exit status.
+pub fn terminate(process: &mut Process, limit: Duration) -> Option<std::process::ExitStatus> {
+    let pid = process.0.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let deadline = std::time::Instant::now() + limit;
+    while std::time::Instant::now() < deadline {
+        if let Some(status) = process.0.try_wait().unwrap() {
+            return Some(status);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
 }

@@ -10,6 +10,7 @@ mod dashboard;
 mod end_to_end;
 mod harness;
 mod live;
+mod observability;
 mod ordering;
 mod quotes;
 mod read_your_writes;

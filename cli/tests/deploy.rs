@@ -1,0 +1,122 @@
+//! The deployment files, validated offline by real validators: the compose
+//! file against the Compose Specification schema, every kustomize overlay
+//! (rendered) against the Kubernetes API schemas in strict mode, plus the
+//! project's rules (probes, requests and limits, Services that select
+//! pods). `scripts/services.sh` installs the validators.
+#![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn validate(tree: &Path) -> Output {
+    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
+        PathBuf::from,
+    );
+    let python = tools.join("venv/bin/python");
+    assert!(
+        python.exists(),
+        "{} is missing: scripts/services.sh installs the deployment validator",
+        python.display()
+    );
+    Command::new(python)
+        .arg(root().join("scripts/validate_deploy.py"))
+        .arg(tree)
+        .output()
+        .unwrap()
+}
+
+fn copy_tree(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        let target = to.join(entry.file_name());
+        if entry.file_type().unwrap().is_dir() {
+            copy_tree(&entry.path(), &target);
+        } else {
+            std::fs::copy(entry.path(), target).unwrap();
+        }
+    }
+}
+
+/// A copy of the deployment files in a temporary directory.
+fn copy_of_deployment() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        root().join("docker-compose.kafka.yml"),
+        dir.path().join("docker-compose.kafka.yml"),
+    )
+    .unwrap();
+    copy_tree(&root().join("k8s"), &dir.path().join("k8s"));
+    dir
+}
+
+fn replace_in(path: &Path, from: &str, to: &str) {
+    let text = std::fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    std::fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn compose_file_and_every_overlay_are_valid() {
+    let output = validate(&root());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stdout}\n{stderr}");
+    assert!(
+        stdout.contains("docker-compose.kafka.yml: valid"),
+        "{stdout}"
+    );
+    for overlay in ["development", "production"] {
+        assert!(
+            stdout.contains(&format!("k8s/overlays/{overlay}: ")),
+            "{stdout}"
+        );
+    }
+}
+
+#[test]
+fn the_validators_catch_broken_files() {
+    let cases: [(&str, &str, &str, &str); 4] = [
+        // A compose service key the specification does not have.
+        (
+            "docker-compose.kafka.yml",
+            "    image: postgres:16",
+            "    image: postgres:16\n    imagee: postgres:17",
+            "docker-compose.kafka.yml",
+        ),
+        // A field the Deployment schema does not have (strict mode).
+        (
+            "k8s/base/relay.yaml",
+            "  replicas: 2\n",
+            "  replicas: 2\n  replica: 2\n",
+            "Deployment/relay",
+        ),
+        // A wrong type.
+        (
+            "k8s/base/projector.yaml",
+            "terminationGracePeriodSeconds: 30",
+            "terminationGracePeriodSeconds: thirty",
+            "Deployment/projector",
+        ),
+        // A container without a readiness probe.
+        (
+            "k8s/base/query-api.yaml",
+            "readinessProbe:",
+            "startupProbe:",
+            "has no readinessProbe",
+        ),
+    ];
+    for (file, from, to, named) in cases {
+        let copy = copy_of_deployment();
+        replace_in(&copy.path().join(file), from, to);
+        let output = validate(copy.path());
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(!output.status.success(), "{file}: {to:?} passed validation");
+        assert!(stderr.contains(named), "{file}: {stderr}");
+    }
+}

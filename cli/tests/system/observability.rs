@@ -1,0 +1,179 @@
+//! Metrics, health and graceful shutdown of every process: `/metrics` on
+//! both APIs and on the relay's and projector's operations endpoint, their
+//! `/readyz`, and SIGTERM ending each process cleanly with its work
+//! committed.
+
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, eventually, http};
+use rdkafka::consumer::{BaseConsumer, Consumer};
+use rdkafka::{Offset, TopicPartitionList};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::harness::{free_port, spawn_process_with, terminate};
+
+/// The value of the sample `name{labels}` (labels in exposition order).
+fn sample(text: &str, series: &str) -> Option<f64> {
+    text.lines()
+        .find(|line| line.starts_with(series) && line[series.len()..].starts_with(' '))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+async fn metrics(base: &str) -> String {
+    let response = http().get(format!("{base}/metrics")).send().await.unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/plain")
+    );
+    response.text().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn every_process_exposes_metrics_and_stops_cleanly() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let relay_ops = format!("127.0.0.1:{}", free_port());
+    let projector_ops = format!("127.0.0.1:{}", free_port());
+    let mut relay = spawn_process_with(
+        &env,
+        "relay",
+        &[("PIVOTAL_RELAY__OPS_LISTEN", relay_ops.clone())],
+    );
+    let mut projector = spawn_process_with(
+        &env,
+        "projector",
+        &[("PIVOTAL_PROJECTOR__OPS_LISTEN", projector_ops.clone())],
+    );
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let created = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Measured Ltd", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(created.status(), 201);
+    let refused = http()
+        .post(format!("{commands}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(refused.status(), 422);
+    let queried: Value = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ customers { totalCount } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(queried.get("errors").is_none(), "{queried}");
+
+    // The APIs: requests by route and status, latency histograms, commands
+    // by outcome (this test binary shares one recorder, so at least one).
+    let text = metrics(&commands).await;
+    for series in [
+        r#"commands_total{command="POST /v1/customers",outcome="accepted"}"#,
+        r#"commands_total{command="POST /v1/customers",outcome="invalid"}"#,
+        r#"http_requests_total{method="POST",route="/v1/customers",status="201"}"#,
+        r#"http_request_duration_seconds_count{method="POST",route="/v1/customers",status="422"}"#,
+    ] {
+        assert!(
+            sample(&text, series).is_some_and(|v| v >= 1.0),
+            "{series} missing:\n{text}"
+        );
+    }
+    assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/v1/customers",status="201",le="0.05"}"#));
+    let text = metrics(&queries).await;
+    let series = r#"http_requests_total{method="POST",route="/graphql",status="200"}"#;
+    assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{text}");
+
+    // The relay and projector processes: lag reaches zero once the event
+    // is through; readiness checks PostgreSQL.
+    let relay_url = format!("http://{relay_ops}");
+    let projector_url = format!("http://{projector_ops}");
+    let through = eventually(Duration::from_secs(60), || async {
+        let relay = http()
+            .get(format!("{relay_url}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let projector = http()
+            .get(format!("{projector_url}/metrics"))
+            .send()
+            .await
+            .ok()?
+            .text()
+            .await
+            .ok()?;
+        let ok = sample(&relay, "relay_published_total") == Some(1.0)
+            && sample(&relay, "relay_lag_events") == Some(0.0)
+            && sample(&projector, "projector_applied_total") == Some(1.0)
+            && sample(
+                &projector,
+                r#"projection_lag_events{projection="customers"}"#,
+            ) == Some(0.0)
+            && projector.contains("consumer_lag_messages{");
+        ok.then_some(projector)
+    })
+    .await;
+    assert!(
+        through.is_some(),
+        "relay and projector metrics never showed the event through"
+    );
+    for url in [&relay_url, &projector_url] {
+        let ready = http().get(format!("{url}/readyz")).send().await.unwrap();
+        assert_eq!(ready.status(), 200);
+        let body: Value = ready.json().await.unwrap();
+        assert_eq!(
+            body,
+            json!({"status": "ready", "checks": {"postgres": "ok"}})
+        );
+    }
+
+    // SIGTERM: both exit 0, and the projector committed its group offsets.
+    for (name, process) in [("projector", &mut projector), ("relay", &mut relay)] {
+        let status = terminate(process, Duration::from_secs(20));
+        assert!(
+            status.is_some_and(|s| s.success()),
+            "{name} did not stop cleanly: {status:?}"
+        );
+    }
+    let consumer: BaseConsumer =
+        pivotal_messaging::config::consumer(&env.settings.kafka, &env.settings.projector.group_id)
+            .create()
+            .unwrap();
+    let topic = env.topic("customer");
+    let mut partitions = TopicPartitionList::new();
+    for partition in 0..env.settings.kafka.partitions {
+        partitions.add_partition(&topic, partition);
+    }
+    let committed = consumer
+        .committed_offsets(partitions, Duration::from_secs(10))
+        .unwrap();
+    let total: i64 = committed
+        .elements()
+        .iter()
+        .map(|e| match e.offset() {
+            Offset::Offset(o) => o,
+            _ => 0,
+        })
+        .sum();
+    assert_eq!(
+        total, 1,
+        "the one customer event is committed for the group"
+    );
+}

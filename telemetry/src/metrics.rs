@@ -1,0 +1,121 @@
+//! Prometheus metrics: one recorder per process, rendered at `/metrics`.
+//!
+//! Names (all processes expose the ones they produce):
+//!
+//! - `http_requests_total`, `http_request_duration_seconds` (histogram),
+//!   labelled `method`, `route` (the matched route template, never the raw
+//!   path) and `status`;
+//! - `commands_total`, labelled `command` (method and route of the command
+//!   API) and `outcome` (`accepted`, `invalid`, `denied`, `not_found`,
+//!   `conflict`, `rate_limited`, `unavailable`, `failed`);
+//! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`;
+//! - `projection_lag_events`, `projection_lag_seconds` by `projection`;
+//!   `projector_applied_total`, `projector_batch_seconds`;
+//! - `consumer_lag_messages` by `topic` and `partition` (high watermark
+//!   minus the group's position).
+
+use std::sync::OnceLock;
+use std::time::Instant;
+
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+
+/// Latency buckets in seconds, from 1 ms to 10 s.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// Installs the process's recorder on first use and returns its handle.
+pub fn handle() -> PrometheusHandle {
+    HANDLE
+        .get_or_init(|| {
+            let recorder = PrometheusBuilder::new()
+                .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .unwrap_or_else(|_| PrometheusBuilder::new())
+                .build_recorder();
+            let handle = recorder.handle();
+            if metrics::set_global_recorder(recorder).is_err() {
+                tracing::warn!("a metrics recorder was already installed");
+            }
+            handle
+        })
+        .clone()
+}
+
+/// The Prometheus text exposition of every metric of this process.
+pub fn render() -> String {
+    handle().render()
+}
+
+/// `GET /metrics`.
+pub async fn endpoint() -> Response {
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        render(),
+    )
+        .into_response()
+}
+
+fn outcome(status: u16) -> &'static str {
+    match status {
+        200..=399 => "accepted",
+        401 | 403 => "denied",
+        404 => "not_found",
+        409 | 412 => "conflict",
+        429 => "rate_limited",
+        400..=499 => "invalid",
+        503 => "unavailable",
+        _ => "failed",
+    }
+}
+
+async fn track(request: Request, next: Next, commands: bool) -> Response {
+    let started = Instant::now();
+    let method = request.method().clone();
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or_else(|| "unmatched".to_owned(), |p| p.as_str().to_owned());
+    let response = next.run(request).await;
+    let status = response.status().as_u16();
+    let labels = [
+        ("method", method.as_str().to_owned()),
+        ("route", route.clone()),
+        ("status", status.to_string()),
+    ];
+    metrics::counter!("http_requests_total", &labels).increment(1);
+    metrics::histogram!("http_request_duration_seconds", &labels)
+        .record(started.elapsed().as_secs_f64());
+    let changes = !matches!(
+        method,
+        axum::http::Method::GET | axum::http::Method::HEAD | axum::http::Method::OPTIONS
+    );
+    if commands && changes && route.starts_with("/v1/") {
+        metrics::counter!(
+            "commands_total",
+            "command" => format!("{method} {route}"),
+            "outcome" => outcome(status),
+        )
+        .increment(1);
+    }
+    response
+}
+
+/// Middleware recording the HTTP metrics of a request.
+pub async fn track_http(request: Request, next: Next) -> Response {
+    handle();
+    track(request, next, false).await
+}
+
+/// [`track_http`], plus `commands_total` for requests that change data.
+pub async fn track_commands(request: Request, next: Next) -> Response {
+    handle();
+    track(request, next, true).await
+}
