@@ -5,10 +5,12 @@
 //! # Layout
 //!
 //! - [`generated`]: renders and checks the committed files under `schemas/`.
+//! - [`bench`]: `pivotal bench`, the benchmark with its baselines.
 //! - [`demo`]: the demo organization and its customers.
 //! - [`setup`]: connecting and migrating every owner's tables.
 //! - [`rebuild`]: `pivotal rebuild`, every kind of read model.
 
+pub mod bench;
 pub mod demo;
 pub mod generated;
 pub mod rebuild;

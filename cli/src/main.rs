@@ -36,6 +36,23 @@ enum Task {
         /// `search`, `dashboard` or `all`.
         projection: String,
     },
+    /// Start the system against the local services, load it over HTTP and
+    /// print throughput, latency, freshness and memory beside the
+    /// PostgreSQL and Kafka baselines (build with --release).
+    Bench {
+        /// Seconds of each load phase.
+        #[arg(long, default_value_t = 15)]
+        seconds: u64,
+        #[arg(long, default_value_t = 256)]
+        command_clients: usize,
+        #[arg(long, default_value_t = 1000)]
+        query_connections: usize,
+        #[arg(long, default_value_t = 300)]
+        freshness_samples: usize,
+        /// The JSON report.
+        #[arg(long, default_value = "target/bench/report.json")]
+        out: PathBuf,
+    },
     /// Load the demo organization's customers (idempotent).
     Demo,
     /// Print a development access token signed with the configured key.
@@ -124,6 +141,22 @@ async fn main() -> anyhow::Result<()> {
         Task::Rebuild { projection } => {
             let pool = pivotal_cli::setup::database(&settings).await?;
             pivotal_cli::rebuild::run(&settings, &pool, &projection).await?;
+        }
+        Task::Bench {
+            seconds,
+            command_clients,
+            query_connections,
+            freshness_samples,
+            out,
+        } => {
+            let options = pivotal_cli::bench::BenchOptions {
+                seconds,
+                command_clients,
+                query_connections,
+                freshness_samples,
+                out,
+            };
+            pivotal_cli::bench::run(&settings, &options).await?;
         }
         Task::Demo => {
             let pool = pivotal_cli::setup::database(&settings).await?;

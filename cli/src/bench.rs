@@ -1,0 +1,759 @@
+//! `pivotal bench`: starts the system against the local services (each
+//! process its own child), drives load over HTTP from this process, measures
+//! the physical baselines on the same services, and prints a table of every
+//! figure with its ratio to the baselines, plus a JSON file.
+//!
+//! Phases: baselines (single-row INSERT+COMMIT on the same PostgreSQL with 1
+//! and 16 clients; a bare rdkafka producer to the same broker), commands
+//! (mixed create/update over many customers), GraphQL by id and lists,
+//! freshness (a command's 2xx until GraphQL shows the change, through
+//! Kafka), relay throughput (a second relay republishing the whole log to
+//! fresh topics), a projection rebuild, and each process's peak resident
+//! memory.
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use pivotal_auth::{TokenIssuer, TokenRequest};
+use pivotal_settings::Settings;
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use sqlx::PgPool;
+use sqlx::postgres::PgPoolOptions;
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct BenchOptions {
+    /// Seconds of each load phase.
+    pub seconds: u64,
+    /// Concurrent command clients.
+    pub command_clients: usize,
+    /// Concurrent GraphQL connections.
+    pub query_connections: usize,
+    /// Freshness samples.
+    pub freshness_samples: usize,
+    /// Where the JSON report goes.
+    pub out: PathBuf,
+}
+
+/// Latency figures of one phase, in milliseconds.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct Latency {
+    pub count: usize,
+    pub per_second: f64,
+    pub p50_ms: f64,
+    pub p95_ms: f64,
+    pub p99_ms: f64,
+    pub max_ms: f64,
+    pub errors: usize,
+}
+
+fn latency(mut samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Latency {
+    samples.sort();
+    let at = |q: f64| -> f64 {
+        if samples.is_empty() {
+            return 0.0;
+        }
+        let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+        samples[i].as_secs_f64() * 1000.0
+    };
+    Latency {
+        count: samples.len(),
+        per_second: samples.len() as f64 / elapsed.as_secs_f64().max(1e-9),
+        p50_ms: at(0.50),
+        p95_ms: at(0.95),
+        p99_ms: at(0.99),
+        max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        errors,
+    }
+}
+
+/// A child process of the system, killed when dropped.
+struct Running {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Running {
+    /// Peak resident memory (VmHWM) in MiB.
+    fn peak_rss_mib(&self) -> Option<f64> {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).ok()?;
+        let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+        let kib: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+        Some(kib / 1024.0)
+    }
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+struct System {
+    env: Vec<(String, String)>,
+    command_api: String,
+    query_api: String,
+}
+
+impl System {
+    fn spawn(&self, name: &'static str, extra: &[(&str, String)]) -> anyhow::Result<Running> {
+        let child = Command::new(std::env::current_exe()?)
+            .arg(name)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()?;
+        Ok(Running { name, child })
+    }
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(60) {
+        if let Ok(r) = client.get(format!("{url}/readyz")).send().await
+            && r.status().is_success()
+        {
+            return Ok(());
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    anyhow::bail!("{url} did not become ready")
+}
+
+/// Single-row INSERT+COMMIT transactions per second with `clients` clients.
+async fn insert_commit_rate(pool: &PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    let body = json!({"legalName": "Baseline Row Limited", "displayName": "Baseline Row",
+        "email": "accounts@baseline.example", "currency": "NZD", "paymentTermsDays": 20,
+        "tags": ["baseline", "bench"], "billingAddress": {"line1": "1 Quay Street",
+        "city": "Auckland", "postalCode": "1010", "country": "NZ"}});
+    let count = Arc::new(AtomicUsize::new(0));
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let mut tasks = Vec::new();
+    for _ in 0..clients {
+        let (pool, count, body) = (pool.clone(), count.clone(), body.clone());
+        tasks.push(tokio::spawn(async move {
+            let Ok(mut conn) = pool.acquire().await else {
+                return;
+            };
+            while Instant::now() < deadline {
+                if sqlx::query("INSERT INTO bench_rows (body) VALUES ($1)")
+                    .bind(&body)
+                    .execute(&mut *conn)
+                    .await
+                    .is_ok()
+                {
+                    count.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        }));
+    }
+    let started = Instant::now();
+    for task in tasks {
+        task.await?;
+    }
+    Ok(count.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Messages per second of a bare producer (the relay's producer settings)
+/// to the same broker.
+async fn producer_rate(settings: &Settings, messages: usize) -> anyhow::Result<f64> {
+    let topics =
+        pivotal_messaging::topics::ensure_event_topics(&settings.kafka, &["benchbaseline"]).await?;
+    let topic = topics.first().cloned().unwrap_or_default();
+    let producer: FutureProducer = pivotal_messaging::config::producer(&settings.kafka).create()?;
+    let payload = "x".repeat(300);
+    let keys: Vec<String> = (0..1000).map(|k| format!("k{k}")).collect();
+    let started = Instant::now();
+    let mut pending = futures::stream::FuturesUnordered::new();
+    use futures::StreamExt;
+    for i in 0..messages {
+        let record = FutureRecord::to(&topic)
+            .key(&keys[i % keys.len()])
+            .payload(&payload);
+        pending.push(producer.send(record, Duration::from_secs(30)));
+        if pending.len() >= 10_000
+            && let Some(result) = pending.next().await
+        {
+            result.map_err(|(e, _)| e)?;
+        }
+    }
+    while let Some(result) = pending.next().await {
+        result.map_err(|(e, _)| e)?;
+    }
+    Ok(messages as f64 / started.elapsed().as_secs_f64())
+}
+
+async fn create_customer(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    n: usize,
+) -> Option<String> {
+    let response = client
+        .post(format!("{url}/v1/customers"))
+        .bearer_auth(token)
+        .json(&json!({"legalName": format!("Bench Customer {n}"), "currency": "NZD"}))
+        .send()
+        .await
+        .ok()?;
+    if !response.status().is_success() {
+        return None;
+    }
+    let body: Value = response.json().await.ok()?;
+    body["id"].as_str().map(str::to_owned)
+}
+
+/// 256 clients (by default): 30% creations, 70% changes of customers
+/// created so far.
+async fn command_phase(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    clients: usize,
+    seconds: u64,
+    ids: Arc<Mutex<Vec<String>>>,
+) -> Latency {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let (client, url, token, ids, errors) = (
+            client.clone(),
+            url.to_owned(),
+            token.to_owned(),
+            ids.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = 0usize;
+            while Instant::now() < deadline {
+                n += 1;
+                let started = Instant::now();
+                let target = if n % 10 < 7 {
+                    let ids = ids.lock().await;
+                    (!ids.is_empty()).then(|| ids[(c * 7919 + n * 104_729) % ids.len()].clone())
+                } else {
+                    None
+                };
+                let ok = match target {
+                    Some(id) => client
+                        .put(format!("{url}/v1/customers/{id}/tags"))
+                        .bearer_auth(&token)
+                        .json(&json!({"tags": [format!("t{n}")]}))
+                        .send()
+                        .await
+                        .is_ok_and(|r| r.status().is_success()),
+                    None => match create_customer(&client, &url, &token, c * 1_000_000 + n).await {
+                        Some(id) => {
+                            ids.lock().await.push(id);
+                            true
+                        }
+                        None => false,
+                    },
+                };
+                if ok {
+                    samples.push(started.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            samples
+        }));
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.unwrap_or_default());
+    }
+    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+async fn query_phase(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    connections: usize,
+    seconds: u64,
+    ids: &[String],
+    by_id: bool,
+) -> Latency {
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let ids = Arc::new(ids.to_vec());
+    let mut tasks = Vec::new();
+    for c in 0..connections {
+        let (client, url, token, ids, errors) = (
+            client.clone(),
+            url.to_owned(),
+            token.to_owned(),
+            ids.clone(),
+            errors.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let mut samples = Vec::new();
+            let mut n = c;
+            while Instant::now() < deadline {
+                n += 7;
+                let query = if by_id {
+                    format!(
+                        r#"{{ customer(id: "{}") {{ id legalName version }} }}"#,
+                        ids[n % ids.len()]
+                    )
+                } else {
+                    "{ customers(first: 20) { totalCount edges { node { id legalName } } } }"
+                        .to_owned()
+                };
+                let started = Instant::now();
+                let ok = match client
+                    .post(format!("{url}/graphql"))
+                    .bearer_auth(&token)
+                    .json(&json!({"query": query}))
+                    .send()
+                    .await
+                {
+                    Ok(r) if r.status().is_success() => r
+                        .json::<Value>()
+                        .await
+                        .is_ok_and(|b| b.get("errors").is_none()),
+                    _ => false,
+                };
+                if ok {
+                    samples.push(started.elapsed());
+                } else {
+                    errors.fetch_add(1, Ordering::Relaxed);
+                }
+            }
+            samples
+        }));
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.unwrap_or_default());
+    }
+    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+}
+
+/// From a rename's 2xx until GraphQL returns the new name.
+async fn freshness_phase(
+    client: &reqwest::Client,
+    system: &System,
+    token: &str,
+    ids: &[String],
+    samples: usize,
+) -> Latency {
+    let mut found = Vec::new();
+    let mut errors = 0;
+    let started = Instant::now();
+    for i in 0..samples {
+        let id = &ids[i % ids.len()];
+        let name = format!("Fresh {i} {}", Uuid::new_v4().simple());
+        let renamed = client
+            .post(format!("{}/v1/customers/{id}/rename", system.command_api))
+            .bearer_auth(token)
+            .json(&json!({"legalName": name}))
+            .send()
+            .await;
+        if !renamed.is_ok_and(|r| r.status().is_success()) {
+            errors += 1;
+            continue;
+        }
+        let accepted = Instant::now();
+        let query = format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#);
+        loop {
+            let seen = client
+                .post(format!("{}/graphql", system.query_api))
+                .bearer_auth(token)
+                .json(&json!({"query": query}))
+                .send()
+                .await;
+            if let Ok(r) = seen
+                && let Ok(body) = r.json::<Value>().await
+                && body["data"]["customer"]["legalName"] == name.as_str()
+            {
+                found.push(accepted.elapsed());
+                break;
+            }
+            if accepted.elapsed() > Duration::from_secs(30) {
+                errors += 1;
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+    latency(found, started.elapsed(), errors)
+}
+
+fn ratio(value: f64, baseline: f64) -> String {
+    if baseline > 0.0 {
+        format!("{:.2}", value / baseline)
+    } else {
+        "-".into()
+    }
+}
+
+/// Runs every phase and prints the report.
+pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<Value> {
+    let id = Uuid::now_v7().simple().to_string();
+    let tag = &id[id.len() - 10..];
+    let base = settings.database.url.expose_secret().to_owned();
+    let server = base
+        .rsplit_once('/')
+        .map_or(base.as_str(), |(s, _)| s)
+        .to_owned();
+    let database = format!("pivotal_bench_{tag}");
+    {
+        let admin = PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&format!("{server}/postgres"))
+            .await?;
+        sqlx::query(&format!("CREATE DATABASE \"{database}\""))
+            .execute(&admin)
+            .await?;
+    }
+    let url = format!("{server}/{database}");
+    let mut bench_settings = settings.clone();
+    bench_settings.database.url = url.clone().into();
+    bench_settings.kafka.topic_prefix = format!("bench{tag}");
+    let pool = PgPoolOptions::new()
+        .max_connections(32)
+        .connect(&url)
+        .await?;
+    pivotal_event_store::db::migrate(&pool).await?;
+    pivotal_projectors::db::migrate(&pool).await?;
+
+    println!(
+        "baselines: single-row INSERT+COMMIT on {server} and a bare producer to {}",
+        settings.kafka.brokers
+    );
+    let insert_1 = insert_commit_rate(&pool, 1, options.seconds.min(5)).await?;
+    let insert_16 = insert_commit_rate(&pool, 16, options.seconds.min(5)).await?;
+    sqlx::query("DROP TABLE bench_rows").execute(&pool).await?;
+    let producer = producer_rate(&bench_settings, 100_000).await?;
+
+    let (command_port, query_port) = (free_port()?, free_port()?);
+    let search_dir = std::env::temp_dir().join(format!("pivotal-bench-search-{tag}"));
+    let system = System {
+        env: vec![
+            ("PIVOTAL_DATABASE__URL".into(), url.clone()),
+            ("PIVOTAL_DATABASE__MAX_CONNECTIONS".into(), "40".into()),
+            (
+                "PIVOTAL_KAFKA__TOPIC_PREFIX".into(),
+                bench_settings.kafka.topic_prefix.clone(),
+            ),
+            ("PIVOTAL_PROJECTOR__GROUP_ID".into(), format!("bench-{tag}")),
+            ("PIVOTAL_RELAY__NAME".into(), format!("bench-{tag}")),
+            ("PIVOTAL_REDIS__KEY_PREFIX".into(), format!("bench{tag}")),
+            (
+                "PIVOTAL_COMMAND_API__LISTEN".into(),
+                format!("127.0.0.1:{command_port}"),
+            ),
+            (
+                "PIVOTAL_QUERY_API__LISTEN".into(),
+                format!("127.0.0.1:{query_port}"),
+            ),
+            ("PIVOTAL_RELAY__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            ("PIVOTAL_PROJECTOR__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "PIVOTAL_SEARCH__DIR".into(),
+                search_dir.display().to_string(),
+            ),
+            ("PIVOTAL_LOG__FILTER".into(), "warn".into()),
+        ],
+        command_api: format!("http://127.0.0.1:{command_port}"),
+        query_api: format!("http://127.0.0.1:{query_port}"),
+    };
+    let mut processes = vec![
+        system.spawn("command-api", &[])?,
+        system.spawn("query-api", &[])?,
+        system.spawn("relay", &[])?,
+        system.spawn("projector", &[])?,
+    ];
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(2048)
+        .timeout(Duration::from_secs(60))
+        .build()?;
+    wait_ready(&client, &system.command_api).await?;
+    wait_ready(&client, &system.query_api).await?;
+    let issuer = TokenIssuer::from_settings(&settings.auth)?.ok_or_else(|| {
+        anyhow::anyhow!("the benchmark signs its token: auth.signing_key is required")
+    })?;
+    let token = issuer.mint(&TokenRequest::for_roles(
+        Uuid::now_v7(),
+        Uuid::now_v7(),
+        &["owner"],
+    ))?;
+
+    println!(
+        "commands: {} clients for {} s",
+        options.command_clients, options.seconds
+    );
+    let ids = Arc::new(Mutex::new(Vec::new()));
+    for n in 0..200 {
+        if let Some(id) = create_customer(&client, &system.command_api, &token, n).await {
+            ids.lock().await.push(id);
+        }
+    }
+    let commands = command_phase(
+        &client,
+        &system.command_api,
+        &token,
+        options.command_clients,
+        options.seconds,
+        ids.clone(),
+    )
+    .await;
+    let ids: Vec<String> = ids.lock().await.clone();
+    // Let the pipeline drain before measuring reads and freshness.
+    let mut drained = false;
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(120) {
+        let (behind,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM events e WHERE e.aggregate_type = 'customer' AND e.global_position >
+               coalesce((SELECT last_position FROM projection_positions WHERE projection = 'customers'), 0)",
+        )
+        .fetch_one(&pool)
+        .await?;
+        if behind == 0 {
+            drained = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "graphql: {} connections, {} s by id and {} s lists",
+        options.query_connections, options.seconds, options.seconds
+    );
+    let by_id = query_phase(
+        &client,
+        &system.query_api,
+        &token,
+        options.query_connections,
+        options.seconds,
+        &ids,
+        true,
+    )
+    .await;
+    let lists = query_phase(
+        &client,
+        &system.query_api,
+        &token,
+        options.query_connections,
+        options.seconds,
+        &ids,
+        false,
+    )
+    .await;
+    println!("freshness: {} renames", options.freshness_samples);
+    let freshness =
+        freshness_phase(&client, &system, &token, &ids, options.freshness_samples).await;
+
+    // Relay throughput: a second relay republishes the whole log to fresh topics.
+    let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
+        .fetch_one(&pool)
+        .await?;
+    println!("relay: republishing {events} events to fresh topics");
+    let relay_name = format!("bench-replay-{tag}");
+    let mut replay = system.spawn(
+        "relay",
+        &[
+            ("PIVOTAL_RELAY__NAME", relay_name.clone()),
+            ("PIVOTAL_KAFKA__TOPIC_PREFIX", format!("benchreplay{tag}")),
+            ("PIVOTAL_RELAY__BATCH_SIZE", "2000".into()),
+        ],
+    )?;
+    let started = Instant::now();
+    let mut relay_rate = 0.0;
+    while started.elapsed() < Duration::from_secs(300) {
+        let published: Option<(i64,)> =
+            sqlx::query_as("SELECT published_total FROM relay_checkpoints WHERE relay_name = $1")
+                .bind(&relay_name)
+                .fetch_optional(&pool)
+                .await
+                .unwrap_or(None);
+        if published.is_some_and(|(p,)| p >= events) {
+            relay_rate = events as f64 / started.elapsed().as_secs_f64();
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    replay.name = "relay (replay)";
+    processes.push(replay);
+
+    println!("rebuild: customers projection");
+    let rebuild = pivotal_projectors::framework::rebuild(
+        &pool,
+        &pivotal_projectors::customers::CustomersProjection,
+        None,
+    )
+    .await?;
+
+    let memory: Vec<(String, f64)> = processes
+        .iter()
+        .filter_map(|p| Some((p.name.to_owned(), p.peak_rss_mib()?)))
+        .collect();
+    drop(processes);
+    let _ = std::fs::remove_dir_all(&search_dir);
+
+    let report = json!({
+        "machine": machine(),
+        "baselines": {
+            "insert_commit_per_second_1_client": insert_1,
+            "insert_commit_per_second_16_clients": insert_16,
+            "producer_messages_per_second": producer,
+        },
+        "commands": commands,
+        "graphql_by_id": by_id,
+        "graphql_list": lists,
+        "freshness": freshness,
+        "pipeline_drained_before_reads": drained,
+        "relay_events_per_second": relay_rate,
+        "rebuild_events_per_second": rebuild.events_per_second(),
+        "rebuild_events": rebuild.events,
+        "peak_rss_mib": memory.iter().map(|(n, m)| (n.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
+        "options": {
+            "seconds": options.seconds,
+            "command_clients": options.command_clients,
+            "query_connections": options.query_connections,
+        },
+    });
+    print_table(
+        &report,
+        &commands,
+        &by_id,
+        &lists,
+        &freshness,
+        insert_1,
+        insert_16,
+        producer,
+        relay_rate,
+        rebuild.events_per_second(),
+        &memory,
+    );
+    if let Some(parent) = options.out.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    std::fs::write(&options.out, serde_json::to_string_pretty(&report)?)?;
+    println!("\nJSON report: {}", options.out.display());
+    pool.close().await;
+    Ok(report)
+}
+
+fn machine() -> Value {
+    let cpus = std::thread::available_parallelism().map_or(0, std::num::NonZero::get);
+    let memory = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .find(|l| l.starts_with("MemTotal:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|k| k.parse::<f64>().ok())
+        })
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    let model = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|c| {
+            c.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|m| m.trim().to_owned())
+        })
+        .unwrap_or_default();
+    json!({"cpus": cpus, "memory_gib": (memory * 10.0).round() / 10.0, "cpu_model": model})
+}
+
+#[allow(clippy::too_many_arguments)]
+fn print_table(
+    report: &Value,
+    commands: &Latency,
+    by_id: &Latency,
+    lists: &Latency,
+    freshness: &Latency,
+    insert_1: f64,
+    insert_16: f64,
+    producer: f64,
+    relay: f64,
+    rebuild: f64,
+    memory: &[(String, f64)],
+) {
+    println!("\nPivotal Flow benchmark on {}", report["machine"]);
+    println!(
+        "\n{:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "figure", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"
+    );
+    for (name, l) in [
+        ("commands (create/update)", commands),
+        ("GraphQL by id", by_id),
+        ("GraphQL list", lists),
+        ("freshness (2xx to GraphQL)", freshness),
+    ] {
+        println!(
+            "{name:<34} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            l.per_second, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.errors
+        );
+    }
+    println!(
+        "\n{:<44} {:>12} {:>10} {:>10}",
+        "throughput", "per s", "/ 1 client", "/ 16 cl."
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        "baseline: INSERT+COMMIT, 1 client", insert_1, "1.00", "-"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        "baseline: INSERT+COMMIT, 16 clients", insert_16, "-", "1.00"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        "commands",
+        commands.per_second,
+        ratio(commands.per_second, insert_1),
+        ratio(commands.per_second, insert_16)
+    );
+    println!(
+        "\n{:<44} {:>12} {:>10}",
+        "throughput", "per s", "/ producer"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10}",
+        "baseline: bare producer, messages", producer, "1.00"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10}",
+        "relay, events to the broker",
+        relay,
+        ratio(relay, producer)
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10}",
+        "projection rebuild (customers), events",
+        rebuild,
+        ratio(rebuild, producer)
+    );
+    println!("\n{:<44} {:>12}", "process", "peak RSS MiB");
+    for (name, mib) in memory {
+        println!("{name:<44} {mib:>12.1}");
+    }
+}
