@@ -280,6 +280,7 @@ where
                 Self::VersionConflict { expected, current }
             }
             ExecuteError::Store(cause) => Self::Internal(cause),
+            ExecuteError::Unavailable(cause) => Self::Unavailable(cause),
         }
     }
 }
@@ -378,7 +379,11 @@ impl From<IdentityError> for ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(error: sqlx::Error) -> Self {
-        Self::Internal(error.to_string())
+        if pivotal_event_store::commands::is_unavailable(&error) {
+            Self::Unavailable(error.to_string())
+        } else {
+            Self::Internal(error.to_string())
+        }
     }
 }
 

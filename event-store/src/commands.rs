@@ -49,9 +49,47 @@ pub enum ExecuteError<E: std::error::Error> {
     /// The caller expected another version (or lost a race while expecting one).
     #[error("expected version {expected}, current version is {current}")]
     VersionConflict { expected: u64, current: u64 },
-    /// The store could not be reached or answered unexpectedly.
+    /// The store answered unexpectedly.
     #[error("event store failure: {0}")]
     Store(String),
+    /// The store could not be reached (down, restarting, out of
+    /// connections): worth retrying shortly.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Whether `error`, or any error it wraps, is a PostgreSQL connection
+/// failure rather than a refusal: I/O, TLS, pool exhaustion, or SQLSTATE
+/// class 08 (connection exception), 57P01-57P03 (shutdown, crash, starting
+/// up) and 53300 (too many connections).
+pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current = Some(error);
+    while let Some(e) = current {
+        if let Some(sqlx) = e.downcast_ref::<sqlx::Error>() {
+            return match sqlx {
+                sqlx::Error::Io(_)
+                | sqlx::Error::Tls(_)
+                | sqlx::Error::PoolTimedOut
+                | sqlx::Error::PoolClosed
+                | sqlx::Error::WorkerCrashed => true,
+                sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+                    code.starts_with("08")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                }),
+                _ => false,
+            };
+        }
+        current = e.source();
+    }
+    false
+}
+
+fn from_sqlx<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
+    if is_unavailable(&error) {
+        ExecuteError::Unavailable(error.to_string())
+    } else {
+        ExecuteError::Store(error.to_string())
+    }
 }
 
 /// How often a command without an expected version is retried after losing a
@@ -188,7 +226,7 @@ where
         .bind(i64::try_from(last).unwrap_or(i64::MAX))
         .fetch_all(&self.pool)
         .await
-        .map_err(|e| ExecuteError::Store(e.to_string()))?;
+        .map_err(from_sqlx)?;
         Ok(rows
             .into_iter()
             .map(
@@ -322,6 +360,10 @@ fn store_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E
         AggregateError::UserError(e) => ExecuteError::Domain(e),
         AggregateError::AggregateConflict => {
             ExecuteError::Store("unexpected aggregate conflict".into())
+        }
+        AggregateError::DatabaseConnectionError(e) => ExecuteError::Unavailable(e.to_string()),
+        other if std::error::Error::source(&other).is_some_and(is_unavailable) => {
+            ExecuteError::Unavailable(other.to_string())
         }
         other => ExecuteError::Store(other.to_string()),
     }

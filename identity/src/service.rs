@@ -105,7 +105,7 @@ impl From<ExecuteError<UserError>> for IdentityError {
         match e {
             ExecuteError::Domain(e) => Self::User(e),
             ExecuteError::VersionConflict { .. } => Self::Conflict,
-            ExecuteError::Store(e) => Self::Unavailable(e),
+            ExecuteError::Store(e) | ExecuteError::Unavailable(e) => Self::Unavailable(e),
         }
     }
 }
@@ -115,7 +115,7 @@ impl From<ExecuteError<OrganizationError>> for IdentityError {
         match e {
             ExecuteError::Domain(e) => Self::Organization(e),
             ExecuteError::VersionConflict { .. } => Self::Conflict,
-            ExecuteError::Store(e) => Self::Unavailable(e),
+            ExecuteError::Store(e) | ExecuteError::Unavailable(e) => Self::Unavailable(e),
         }
     }
 }

@@ -26,7 +26,10 @@ pub fn producer(settings: &KafkaSettings) -> ClientConfig {
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5")
         .set("compression.type", "none")
-        .set("message.timeout.ms", "30000")
+        // Kafka's own delivery timeout: an outage shorter than this is
+        // waited out by the messages already queued, with no retry of the
+        // batch and no producer epoch bump.
+        .set("message.timeout.ms", "120000")
         // Keys are aggregate ids; the default partitioner hashes them like the
         // Java client (murmur2), so other producers agree on partitions.
         .set("partitioner", "murmur2_random");

@@ -244,9 +244,11 @@ impl SearchIndexer {
             if !locked {
                 return Ok(sent);
             }
+            // Rows a projector batch is changing right now are left for
+            // the next drain (locking them here would deadlock with it).
             let pending: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT aggregate_type, aggregate_id, version FROM search_pending
-                 ORDER BY aggregate_type, aggregate_id LIMIT $1",
+                 ORDER BY aggregate_type, aggregate_id LIMIT $1 FOR UPDATE SKIP LOCKED",
             )
             .bind(DRAIN_BATCH)
             .fetch_all(&mut *tx)

@@ -114,7 +114,6 @@ fn to_tantivy_date(at: DateTime<Utc>) -> tantivy::DateTime {
 }
 
 struct Writer {
-    generation: String,
     writer: IndexWriter<TantivyDocument>,
     reader: IndexReader,
 }
@@ -129,7 +128,8 @@ struct Inner {
     root: PathBuf,
     writer_memory: usize,
     fields: Fields,
-    writer: Mutex<Option<Writer>>,
+    /// Serializes writers within this process.
+    writer: Mutex<()>,
     reader: Mutex<Option<Reader>>,
 }
 
@@ -155,7 +155,7 @@ impl TantivyEngine {
                 root: dir.to_path_buf(),
                 writer_memory: writer_memory_mib.max(15) * 1024 * 1024,
                 fields: schema().1,
-                writer: Mutex::new(None),
+                writer: Mutex::new(()),
                 reader: Mutex::new(None),
             }),
         })
@@ -220,17 +220,13 @@ impl Inner {
         )
     }
 
-    fn open_writer(&self, generation: &str, index: &Index) -> Result<Writer, SearchError> {
+    fn open_writer(&self, index: &Index) -> Result<Writer, SearchError> {
         let writer = index.writer_with_num_threads(1, self.writer_memory)?;
         let reader = index
             .reader_builder()
             .reload_policy(ReloadPolicy::Manual)
             .try_into()?;
-        Ok(Writer {
-            generation: generation.to_owned(),
-            writer,
-            reader,
-        })
+        Ok(Writer { writer, reader })
     }
 
     fn upsert(&self, documents: &[SearchDocument]) -> Result<(), SearchError> {
@@ -243,20 +239,14 @@ impl Inner {
                 generation
             }
         };
-        let mut guard = self
+        let _guard = self
             .writer
             .lock()
             .map_err(|_| SearchError::Index("writer lock poisoned".into()))?;
-        if guard.as_ref().map(|w| w.generation.as_str()) != Some(generation.as_str()) {
-            // A rebuild published a new generation: write there from now on.
-            *guard = None;
-            let index = open_index(&self.root.join(&generation))?;
-            *guard = Some(self.open_writer(&generation, &index)?);
-        }
-        let Some(writer) = guard.as_mut() else {
-            return Err(SearchError::Index("no index writer".into()));
-        };
-        writer.reader.reload()?;
+        // A writer per call, released after the commit: several projector
+        // processes on one node take turns (the caller serializes them).
+        let index = open_index(&self.root.join(&generation))?;
+        let mut writer = self.open_writer(&index)?;
         let searcher = writer.reader.searcher();
         let mut newest: HashMap<String, &SearchDocument> = HashMap::new();
         for document in documents {
@@ -291,6 +281,7 @@ impl Inner {
         if changed {
             writer.writer.commit()?;
         }
+        writer.writer.wait_merging_threads()?;
         Ok(())
     }
 

@@ -19,6 +19,7 @@ use pivotal_settings::Settings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
 use rdkafka::{Message, Offset, TopicPartitionList};
+use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
@@ -70,11 +71,17 @@ pub struct TestEnv {
 
 impl TestEnv {
     pub async fn new() -> Self {
+        Self::with_postgres(&postgres_server()).await
+    }
+
+    /// A test environment on the PostgreSQL server at `server`
+    /// (`postgres://user@host:port`).
+    pub async fn with_postgres(server: &str) -> Self {
         let id = Uuid::new_v4().simple().to_string();
         let db = format!("pf_test_{id}");
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{}/postgres", postgres_server()))
+            .connect(&format!("{server}/postgres"))
             .await
             .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services.sh starts it)");
         sqlx::query(&format!("CREATE DATABASE \"{db}\""))
@@ -82,7 +89,7 @@ impl TestEnv {
             .await
             .unwrap();
         admin.close().await;
-        let database_url = format!("{}/{db}", postgres_server());
+        let database_url = format!("{server}/{db}");
         let root = workspace_root();
         let overrides = json!({
             "database": { "url": database_url, "max_connections": 30 },
@@ -139,6 +146,10 @@ impl TestEnv {
         vec![
             ("PIVOTAL_DATABASE__URL".into(), self.database_url.clone()),
             ("PIVOTAL_KAFKA__BROKERS".into(), s.kafka.brokers.clone()),
+            (
+                "PIVOTAL_REDIS__URL".into(),
+                s.redis.url.expose_secret().to_owned(),
+            ),
             (
                 "PIVOTAL_KAFKA__TOPIC_PREFIX".into(),
                 s.kafka.topic_prefix.clone(),

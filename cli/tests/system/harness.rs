@@ -148,17 +148,34 @@ pub async fn verify_topic(
     stored: &[LoggedEvent],
     allow_duplicates: bool,
 ) -> (usize, usize) {
+    verify_topic_of(env, "customer", stored, allow_duplicates).await
+}
+
+/// [`verify_topic`] for the topic of `aggregate_type`; `stored` holds that
+/// type's events.
+pub async fn verify_topic_of(
+    env: &TestEnv,
+    aggregate_type: &str,
+    stored: &[LoggedEvent],
+    allow_duplicates: bool,
+) -> (usize, usize) {
     let expected: HashSet<String> = stored.iter().map(|e| e.event_id.to_string()).collect();
     let brokers = env.settings.kafka.brokers.clone();
-    let topic = env.topic("customer");
+    let topic = env.topic(aggregate_type);
     let wanted = expected.clone();
     let messages = tokio::task::spawn_blocking(move || {
-        read_topic_until(&brokers, &topic, Duration::from_secs(60), |messages| {
-            let seen: HashSet<String> = messages
-                .iter()
-                .filter_map(|m| json_of(m)["id"].as_str().map(str::to_owned))
-                .collect();
-            wanted.is_subset(&seen)
+        // Event ids seen so far, and how many messages they came from.
+        let seen = std::cell::RefCell::new((0usize, HashSet::new()));
+        read_topic_until(&brokers, &topic, Duration::from_secs(120), |messages| {
+            let mut seen = seen.borrow_mut();
+            let (read, ids) = &mut *seen;
+            for m in &messages[*read..] {
+                if let Some(id) = json_of(m)["id"].as_str() {
+                    ids.insert(id.to_owned());
+                }
+            }
+            *read = messages.len();
+            wanted.is_subset(ids)
         })
     })
     .await
@@ -339,4 +356,39 @@ pub fn terminate(process: &mut Process, limit: Duration) -> Option<std::process:
         std::thread::sleep(Duration::from_millis(50));
     }
     None
+}
+
+/// Asserts that every table read model equals a replay of the event store:
+/// each projection's table is read, rebuilt from the store and read again.
+pub async fn assert_every_read_model_equals_replay(env: &TestEnv) {
+    pivotal_test_support::wait_for_horizon(&env.pool).await;
+    for projection in pivotal_projectors::all_projections() {
+        if projection.name() == "search" {
+            // A work queue for the indexer, not a read model.
+            continue;
+        }
+        let table = projection.table();
+        let read = || async {
+            sqlx::query_as::<_, (Value,)>(&format!(
+                "SELECT to_jsonb(t) FROM {table} t ORDER BY to_jsonb(t)::text"
+            ))
+            .fetch_all(&env.pool)
+            .await
+            .unwrap()
+        };
+        let live = read().await;
+        pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
+            .await
+            .unwrap();
+        let replayed = read().await;
+        assert_eq!(
+            live.len(),
+            replayed.len(),
+            "{table}: row count differs from a replay"
+        );
+        assert!(
+            live == replayed,
+            "{table} differs from a replay of the store"
+        );
+    }
 }

@@ -8,6 +8,7 @@ mod cache;
 mod crashes;
 mod dashboard;
 mod end_to_end;
+mod faults;
 mod harness;
 mod live;
 mod observability;

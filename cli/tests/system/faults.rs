@@ -1,0 +1,418 @@
+//! Fault injection under continuous command load. Each scenario runs
+//! writers against the command API while it breaks something, then a
+//! checker compares the event store, every topic and every read model:
+//!
+//! - every accepted command's event is in the store (nothing lost);
+//! - every stored event is on its topic, in per-aggregate order;
+//! - every table read model equals a replay of the store;
+//! - no client saw a 5xx other than 503 with `Retry-After`.
+//!
+//! Services that a scenario stops are private to it (a broker, a Redis, a
+//! PostgreSQL cluster on their own ports), so other tests keep theirs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, http};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::harness::{
+    Process, assert_every_read_model_equals_replay, free_port, projection_caught_up,
+    relay_caught_up, spawn_process, store_events, verify_topic_of,
+};
+
+/// What one client saw of one request.
+#[derive(Debug, Clone)]
+struct Seen {
+    status: u16,
+    retry_after: bool,
+    /// The customer and the version the command API said it reached.
+    accepted: Option<(String, i64)>,
+}
+
+/// Writers creating customers and changing their tags until stopped.
+struct Load {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Seen>>>,
+}
+
+impl Load {
+    fn start(commands: &str, token: &str, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|c| {
+                let (stop, commands, token) = (stop.clone(), commands.to_owned(), token.to_owned());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    let mut mine: Vec<String> = Vec::new();
+                    let mut n = 0usize;
+                    while !stop.load(Ordering::Relaxed) {
+                        n += 1;
+                        let request = match mine.get(n % 5) {
+                            Some(id) if !n.is_multiple_of(5) => http()
+                                .put(format!("{commands}/v1/customers/{id}/tags"))
+                                .json(&json!({"tags": [format!("c{c}-{n}")]})),
+                            _ => http().post(format!("{commands}/v1/customers")).json(
+                                &json!({"legalName": format!("Load {c}-{n}"), "currency": "NZD"}),
+                            ),
+                        };
+                        let response = request
+                            .bearer_auth(&token)
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        let Ok(response) = response else {
+                            // The command API itself never goes away here.
+                            seen.push(Seen {
+                                status: 0,
+                                retry_after: false,
+                                accepted: None,
+                            });
+                            continue;
+                        };
+                        let status = response.status().as_u16();
+                        let retry_after = response.headers().contains_key("retry-after");
+                        let version = response
+                            .headers()
+                            .get("etag")
+                            .and_then(|v| v.to_str().ok())
+                            .and_then(|v| v.trim_matches('"').parse::<i64>().ok());
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        let accepted = if (200..300).contains(&status) {
+                            let id = body["id"].as_str().map(str::to_owned);
+                            if status == 201
+                                && let Some(id) = &id
+                            {
+                                mine.push(id.clone());
+                            }
+                            id.zip(version)
+                        } else {
+                            None
+                        };
+                        if status == 503 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        seen.push(Seen {
+                            status,
+                            retry_after,
+                            accepted,
+                        });
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    async fn finish(self) -> Vec<Seen> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in self.clients {
+            all.extend(client.await.unwrap());
+        }
+        all
+    }
+}
+
+/// The checker: nothing lost, every topic complete and ordered, every read
+/// model equal to a replay, no undocumented 5xx.
+async fn check(env: &TestEnv, seen: &[Seen]) {
+    let accepted: Vec<&(String, i64)> = seen.iter().filter_map(|s| s.accepted.as_ref()).collect();
+    assert!(
+        accepted.len() > 20,
+        "the load did little: {} accepted",
+        accepted.len()
+    );
+    let bad: Vec<&Seen> = seen
+        .iter()
+        .filter(|s| s.status == 0 || (s.status >= 500 && !(s.status == 503 && s.retry_after)))
+        .collect();
+    assert!(bad.is_empty(), "undocumented failures: {bad:?}");
+    relay_caught_up(env, Duration::from_secs(120)).await;
+    projection_caught_up(env, Duration::from_secs(120)).await;
+    let stored = store_events(env).await;
+    let in_store: BTreeSet<(String, i64)> = stored
+        .iter()
+        .map(|e| (e.aggregate_id.clone(), e.sequence))
+        .collect();
+    for (id, version) in &accepted {
+        assert!(
+            in_store.contains(&(id.clone(), *version)),
+            "accepted {id} v{version} is not in the store"
+        );
+    }
+    let mut by_type: BTreeMap<&str, Vec<pivotal_event_store::log::LoggedEvent>> = BTreeMap::new();
+    for event in &stored {
+        by_type
+            .entry(event.aggregate_type.as_str())
+            .or_default()
+            .push(event.clone());
+    }
+    for (aggregate_type, events) in &by_type {
+        verify_topic_of(env, aggregate_type, events, true).await;
+    }
+    assert_every_read_model_equals_replay(env).await;
+}
+
+async fn owner_token(env: &TestEnv) -> String {
+    env.token(Uuid::now_v7(), &["owner"])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn relays_and_projectors_killed_restarted_and_doubled_under_load() {
+    // A broker of its own: killed producers leave state behind in it.
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _broker = start_broker(dir.path(), port);
+    let mut env = TestEnv::new().await;
+    env.settings.kafka.brokers = format!("127.0.0.1:{port}");
+    let (commands, _c) = env.spawn_command_api().await;
+    let token = owner_token(&env).await;
+    let mut relay = spawn_process(&env, "relay");
+    let mut projector = spawn_process(&env, "projector");
+    let load = Load::start(&commands, &token, 6);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGKILL the relay mid-stream; a new one takes over.
+    drop(relay);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    relay = spawn_process(&env, "relay");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // SIGKILL the projector mid-batch; it restarts from its offsets once
+    // the group has expired the dead member (session timeout, 10 s), as a
+    // supervisor restarting a crashed pod would. (tansu does not complete a
+    // join while a dead member is still registered.)
+    drop(projector);
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    projector = spawn_process(&env, "projector");
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Two relays and two projectors at once.
+    let second_relay = spawn_process(&env, "relay");
+    let second_projector = spawn_process(&env, "projector");
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    drop(second_relay);
+    let seen = load.finish().await;
+    check(&env, &seen).await;
+    drop((relay, projector, second_projector));
+}
+
+/// The tansu binary installed by `scripts/services.sh`.
+fn tansu() -> String {
+    std::env::var("PIVOTAL_TANSU").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/pivotal-flow/tansu-0.6.0/bin/tansu")
+    })
+}
+
+fn start_broker(dir: &Path, port: u16) -> Process {
+    let child = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu must be installed (scripts/services.sh)");
+    Process(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_broker_stopped_for_30_seconds_under_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let mut env = TestEnv::new().await;
+    env.settings.kafka.brokers = format!("127.0.0.1:{port}");
+    let (commands, _c) = env.spawn_command_api().await;
+    let token = owner_token(&env).await;
+    let _relay = spawn_process(&env, "relay");
+    let _projector = spawn_process(&env, "projector");
+    let load = Load::start(&commands, &token, 4);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    drop(broker);
+    // Commands keep being accepted while the broker is away.
+    tokio::time::sleep(Duration::from_secs(30)).await;
+    broker = start_broker(dir.path(), port);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = load.finish().await;
+    check(&env, &seen).await;
+    drop(broker);
+}
+
+fn start_redis(port: u16) -> Process {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/services.sh");
+    Process(child)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn redis_stopped_under_load() {
+    let port = free_port();
+    let mut redis = start_redis(port);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut env = TestEnv::new().await;
+    env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
+    let (commands, _c) = env.spawn_command_api().await;
+    let token = owner_token(&env).await;
+    let _relay = spawn_process(&env, "relay");
+    let _projector = spawn_process(&env, "projector");
+    let load = Load::start(&commands, &token, 4);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // Without Redis the command API cannot check revocations: 503 with
+    // Retry-After, nothing half-done.
+    drop(redis);
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    redis = start_redis(port);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let seen = load.finish().await;
+    assert!(
+        seen.iter().any(|s| s.status == 503 && s.retry_after),
+        "no request met the outage"
+    );
+    check(&env, &seen).await;
+    drop(redis);
+}
+
+/// A PostgreSQL cluster of this test's own, run as the `postgres` user when
+/// the tests run as root (PostgreSQL refuses root).
+struct PrivatePostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: PathBuf,
+}
+
+fn postgres_bin() -> PathBuf {
+    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL is installed by scripts/services.sh")
+        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
+        .filter(|p| p.join("pg_ctl").exists())
+        .collect();
+    versions.sort();
+    versions.pop().expect("a PostgreSQL server installation")
+}
+
+fn running_as_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+}
+
+impl PrivatePostgres {
+    fn command(&self, program: &str) -> Command {
+        let path = self.bin.join(program);
+        if running_as_root() {
+            let mut command = Command::new("runuser");
+            command.args(["-u", "postgres", "--"]).arg(path);
+            command
+        } else {
+            Command::new(path)
+        }
+    }
+
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if running_as_root() {
+            let chown = Command::new("chown")
+                .args(["-R", "postgres"])
+                .arg(dir.path())
+                .status()
+                .unwrap();
+            assert!(chown.success());
+        }
+        let cluster = Self {
+            dir,
+            port: free_port(),
+            bin: postgres_bin(),
+        };
+        let data = cluster.dir.path().join("data");
+        let init = cluster
+            .command("initdb")
+            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
+            .arg(&data)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(init.success(), "initdb failed");
+        cluster.pg_ctl(&["start"]);
+        cluster
+    }
+
+    fn pg_ctl(&self, action: &[&str]) {
+        let data = self.dir.path().join("data");
+        let options = format!(
+            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
+            self.port,
+            self.dir.path().display()
+        );
+        let status = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(&data)
+            .args(["-o", &options, "-l"])
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-t", "60"])
+            .args(action)
+            .stdout(Stdio::null())
+            .status()
+            .unwrap();
+        assert!(status.success(), "pg_ctl {action:?} failed");
+    }
+
+    fn server(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}", self.port)
+    }
+}
+
+impl Drop for PrivatePostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.dir.path().join("data"))
+            .args(["-m", "immediate", "-w", "stop"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_restarted_under_load() {
+    let postgres = PrivatePostgres::start();
+    let env = TestEnv::with_postgres(&postgres.server()).await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let token = owner_token(&env).await;
+    let _relay = spawn_process(&env, "relay");
+    let _projector = spawn_process(&env, "projector");
+    let load = Load::start(&commands, &token, 4);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    // A crash (immediate shutdown, recovery at start) under load.
+    postgres.pg_ctl(&["-m", "immediate", "restart"]);
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    let seen = load.finish().await;
+    check(&env, &seen).await;
+}
