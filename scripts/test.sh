@@ -7,7 +7,9 @@ cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pivotal-flow/target}
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
-bash scripts/services.sh
+bash scripts/services.sh --fresh-test-broker
+# Tests use the broker started empty for this run.
+export PIVOTAL_TEST_KAFKA=127.0.0.1:${PIVOTAL_TEST_KAFKA_PORT:-19092}
 
 # Databases left behind by earlier test runs.
 psql -h 127.0.0.1 -U postgres -d postgres -Atqc \

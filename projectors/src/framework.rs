@@ -235,60 +235,51 @@ pub async fn run(
                 Err(_) => break,
             }
         }
+        // A batch that cannot be applied (PostgreSQL down, a deadlock) is
+        // retried as it is, in place: no seek, so no partition can be left
+        // behind, and the messages stay in order. Shutdown still wins.
         let started = Instant::now();
-        match apply_batch(&pool, &projections, &batch).await {
-            Ok(offsets) => {
-                failures = 0;
-                metrics::counter!("projector_applied_total").increment(batch.len() as u64);
-                metrics::histogram!("projector_batch_seconds")
-                    .record(started.elapsed().as_secs_f64());
-                let events: Vec<Envelope> = batch
-                    .iter()
-                    .filter_map(|m| m.payload())
-                    .filter_map(|p| serde_json::from_slice(p).ok())
-                    .collect();
-                wake_indexer.notify_one();
-                notifier.announce(&events).await;
-                let touched: Vec<(&'static str, uuid::Uuid)> = events
-                    .iter()
-                    .filter_map(|e| {
-                        let kind = crate::dashboard::KINDS
-                            .iter()
-                            .find(|(k, _)| *k == e.aggregate_type)?
-                            .0;
-                        Some((kind, uuid::Uuid::parse_str(&e.aggregate_id).ok()?))
-                    })
-                    .collect();
-                dashboard.after_commit(&touched).await;
-                if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
-                    // The offsets are also in PostgreSQL; a redelivery is a no-op.
-                    tracing::warn!(error = %error, "offset commit failed");
-                }
-            }
-            Err(error) => {
-                failures += 1;
-                tracing::error!(error = %error, "batch not applied, it will be retried");
-                // Rewind every partition of the batch to its first message.
-                let mut first_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
-                for m in &batch {
-                    first_offsets
-                        .entry((m.topic().to_owned(), m.partition()))
-                        .and_modify(|o| *o = (*o).min(m.offset()))
-                        .or_insert(m.offset());
-                }
-                drop(batch);
-                for ((topic, partition), offset) in first_offsets {
-                    if let Err(e) = consumer.seek(
-                        &topic,
-                        partition,
-                        Offset::Offset(offset),
-                        Duration::from_secs(5),
-                    ) {
-                        tracing::warn!(error = %e, topic, partition, "seek failed");
+        let offsets = loop {
+            match apply_batch(&pool, &projections, &batch).await {
+                Ok(offsets) => break offsets,
+                Err(error) => {
+                    failures += 1;
+                    tracing::error!(error = %error, "batch not applied, it will be retried");
+                    let wait = Duration::from_millis(100 * u64::from(failures.min(50)));
+                    tokio::select! {
+                        () = &mut shutdown => {
+                            tracing::info!("projector stopped with a batch not applied; it will be redelivered");
+                            return Ok(());
+                        }
+                        () = tokio::time::sleep(wait) => {}
                     }
                 }
-                tokio::time::sleep(Duration::from_millis(100 * u64::from(failures.min(50)))).await;
             }
+        };
+        failures = 0;
+        metrics::counter!("projector_applied_total").increment(batch.len() as u64);
+        metrics::histogram!("projector_batch_seconds").record(started.elapsed().as_secs_f64());
+        let events: Vec<Envelope> = batch
+            .iter()
+            .filter_map(|m| m.payload())
+            .filter_map(|p| serde_json::from_slice(p).ok())
+            .collect();
+        wake_indexer.notify_one();
+        notifier.announce(&events).await;
+        let touched: Vec<(&'static str, uuid::Uuid)> = events
+            .iter()
+            .filter_map(|e| {
+                let kind = crate::dashboard::KINDS
+                    .iter()
+                    .find(|(k, _)| *k == e.aggregate_type)?
+                    .0;
+                Some((kind, uuid::Uuid::parse_str(&e.aggregate_id).ok()?))
+            })
+            .collect();
+        dashboard.after_commit(&touched).await;
+        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
+            // The offsets are also in PostgreSQL; a redelivery is a no-op.
+            tracing::warn!(error = %error, "offset commit failed");
         }
     }
 }

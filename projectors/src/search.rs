@@ -232,29 +232,37 @@ impl SearchIndexer {
     /// Indexes pending records until none is left; returns how many
     /// documents were sent. Returns at once when another process holds the
     /// index (an indexer elsewhere, or a rebuild).
+    ///
+    /// No row lock is held while the engine works: pending rows are read,
+    /// indexed, then deleted up to the version indexed, so projector
+    /// batches never wait on the engine. The index lock is a session
+    /// advisory lock on a connection of the indexer's own, which closes
+    /// (releasing it) if the indexer stops mid-drain.
     pub async fn drain(&self) -> Result<usize, IndexError> {
+        let mut conn = self.pool.acquire().await?.detach();
+        let result = self.drain_on(&mut conn).await;
+        let _ = sqlx::Connection::close(conn).await;
+        result
+    }
+
+    async fn drain_on(&self, conn: &mut PgConnection) -> Result<usize, IndexError> {
+        let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(INDEX_LOCK)
+            .fetch_one(&mut *conn)
+            .await?;
+        if !locked {
+            return Ok(0);
+        }
         let mut sent = 0;
         loop {
-            let mut tx = self.pool.begin().await?;
-            let (locked,): (bool,) =
-                sqlx::query_as("SELECT pg_try_advisory_xact_lock(hashtext($1))")
-                    .bind(INDEX_LOCK)
-                    .fetch_one(&mut *tx)
-                    .await?;
-            if !locked {
-                return Ok(sent);
-            }
-            // Rows a projector batch is changing right now are left for
-            // the next drain (locking them here would deadlock with it).
             let pending: Vec<(String, String, i64)> = sqlx::query_as(
                 "SELECT aggregate_type, aggregate_id, version FROM search_pending
-                 ORDER BY aggregate_type, aggregate_id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                 ORDER BY aggregate_type, aggregate_id LIMIT $1",
             )
             .bind(DRAIN_BATCH)
-            .fetch_all(&mut *tx)
+            .fetch_all(&mut *conn)
             .await?;
             if pending.is_empty() {
-                tx.commit().await?;
                 return Ok(sent);
             }
             let mut documents = Vec::with_capacity(pending.len());
@@ -265,7 +273,7 @@ impl SearchIndexer {
                     .filter_map(|(_, id, _)| Uuid::parse_str(id).ok())
                     .collect();
                 if !ids.is_empty() {
-                    documents.extend(self::documents(&mut tx, kind, &ids).await?);
+                    documents.extend(self::documents(&mut *conn, kind, &ids).await?);
                 }
             }
             self.engine.upsert(&documents).await?;
@@ -286,28 +294,25 @@ impl SearchIndexer {
             .bind(&types)
             .bind(&ids)
             .bind(&versions)
-            .execute(&mut *tx)
+            .execute(&mut *conn)
             .await?;
-            let orphans: Vec<(String, String)> = pending
-                .iter()
-                .filter(|(t, id, _)| {
-                    !documents
-                        .iter()
-                        .any(|d| d.kind.aggregate_type() == t && d.id.to_string() == *id)
-                })
-                .map(|(t, id, _)| (t.clone(), id.clone()))
-                .collect();
-            for (aggregate_type, aggregate_id) in &orphans {
-                tracing::warn!(aggregate_type, aggregate_id, "no read-model row to index");
-                sqlx::query(
-                    "DELETE FROM search_pending WHERE aggregate_type = $1 AND aggregate_id = $2",
-                )
-                .bind(aggregate_type)
-                .bind(aggregate_id)
-                .execute(&mut *tx)
-                .await?;
+            for (aggregate_type, aggregate_id, version) in &pending {
+                let indexed = documents.iter().any(|d| {
+                    d.kind.aggregate_type() == aggregate_type && d.id.to_string() == *aggregate_id
+                });
+                if !indexed {
+                    tracing::warn!(aggregate_type, aggregate_id, "no read-model row to index");
+                    sqlx::query(
+                        "DELETE FROM search_pending
+                         WHERE aggregate_type = $1 AND aggregate_id = $2 AND version <= $3",
+                    )
+                    .bind(aggregate_type)
+                    .bind(aggregate_id)
+                    .bind(version)
+                    .execute(&mut *conn)
+                    .await?;
+                }
             }
-            tx.commit().await?;
             if i64::try_from(pending.len()).unwrap_or(0) < DRAIN_BATCH {
                 return Ok(sent);
             }

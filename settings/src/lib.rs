@@ -335,7 +335,14 @@ impl Settings {
         if let Ok(path) = std::env::var("PIVOTAL_CONFIG") {
             figment = figment.merge(Toml::file_exact(path));
         }
-        figment = figment.merge(Env::prefixed("PIVOTAL_").ignore(&["CONFIG"]).split("__"));
+        // Every setting lives in a section (`PIVOTAL_SECTION__KEY`); other
+        // `PIVOTAL_*` variables belong to the scripts and tests
+        // (`PIVOTAL_CONFIG`, `PIVOTAL_TEST_KAFKA`, `PIVOTAL_TOOLS_DIR`...).
+        figment = figment.merge(
+            Env::prefixed("PIVOTAL_")
+                .filter(|key| key.as_str().contains("__"))
+                .split("__"),
+        );
         figment.extract().map_err(|e| SettingsError(Box::new(e)))
     }
 

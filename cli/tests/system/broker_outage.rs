@@ -1,7 +1,6 @@
 //! The relay against a broker of its own that is down at first, then killed
 //! (SIGKILL) and restarted on the same storage: nothing is lost.
 
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 use pivotal_domain::customer::{Customer, CustomerCommand};
@@ -12,51 +11,9 @@ use pivotal_event_store::log;
 use pivotal_test_support::TestEnv;
 use uuid::Uuid;
 
-use crate::harness::{relay_caught_up, spawn_relay, store_events, verify_topic};
-
-/// The tansu binary installed by `scripts/services.sh`.
-fn tansu() -> String {
-    std::env::var("PIVOTAL_TANSU").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        format!("{home}/.cache/pivotal-flow/tansu-0.6.0/bin/tansu")
-    })
-}
-
-struct Broker(Child);
-
-impl Drop for Broker {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_broker(dir: &std::path::Path, port: u16) -> Broker {
-    let child = Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--storage-engine",
-            "sqlite://broker.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu must be installed (scripts/services.sh)");
-    Broker(child)
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use crate::harness::{
+    free_port, relay_caught_up, spawn_relay, start_broker, store_events, verify_topic,
+};
 
 pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
     let context = CommandContext {

@@ -1,14 +1,13 @@
 //! The query API's two-level cache: coherent across replicas once the
 //! projection ran, and answering from PostgreSQL while Redis is down.
 
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use pivotal_test_support::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{Process, free_port, spawn_projector, spawn_relay};
+use crate::harness::{free_port, spawn_projector, spawn_relay, start_redis};
 
 async fn name_of(query: &str, token: &str, id: &str) -> Value {
     let body: Value = http()
@@ -115,23 +114,6 @@ async fn replicas_never_serve_an_entry_older_than_the_projection() {
         .await
         .unwrap();
     assert_eq!(entries.len(), 1, "the entry is cached in Redis");
-}
-
-fn start_redis(port: u16) -> Process {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed by scripts/services.sh");
-    Process(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -11,7 +11,7 @@
 //! PostgreSQL cluster on their own ports), so other tests keep theirs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -22,8 +22,8 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{
-    Process, assert_every_read_model_equals_replay, free_port, projection_caught_up,
-    relay_caught_up, spawn_process, store_events, verify_topic_of,
+    assert_every_read_model_equals_replay, free_port, projection_caught_up, relay_caught_up,
+    spawn_process, start_broker, start_redis, store_events, verify_topic_of,
 };
 
 /// What one client saw of one request.
@@ -201,33 +201,6 @@ async fn relays_and_projectors_killed_restarted_and_doubled_under_load() {
     drop((relay, projector, second_projector));
 }
 
-/// The tansu binary installed by `scripts/services.sh`.
-fn tansu() -> String {
-    std::env::var("PIVOTAL_TANSU").unwrap_or_else(|_| {
-        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
-        format!("{home}/.cache/pivotal-flow/tansu-0.6.0/bin/tansu")
-    })
-}
-
-fn start_broker(dir: &Path, port: u16) -> Process {
-    let child = Command::new(tansu())
-        .args([
-            "broker",
-            "--listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--advertised-listener-url",
-            &format!("tcp://127.0.0.1:{port}"),
-            "--storage-engine",
-            "sqlite://broker.db",
-        ])
-        .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("tansu must be installed (scripts/services.sh)");
-    Process(child)
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_broker_stopped_for_30_seconds_under_load() {
     let dir = tempfile::tempdir().unwrap();
@@ -249,23 +222,6 @@ async fn the_broker_stopped_for_30_seconds_under_load() {
     let seen = load.finish().await;
     check(&env, &seen).await;
     drop(broker);
-}
-
-fn start_redis(port: u16) -> Process {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed by scripts/services.sh");
-    Process(child)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

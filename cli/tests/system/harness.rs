@@ -392,3 +392,49 @@ pub async fn assert_every_read_model_equals_replay(env: &TestEnv) {
         );
     }
 }
+
+/// The tansu binary installed by `scripts/services.sh`.
+pub fn tansu() -> String {
+    std::env::var("PIVOTAL_TANSU").unwrap_or_else(|_| {
+        let home = std::env::var("HOME").unwrap_or_else(|_| "/root".into());
+        format!("{home}/.cache/pivotal-flow/tansu-0.6.0/bin/tansu")
+    })
+}
+
+/// A private tansu broker on `port` with its SQLite storage in `dir`.
+pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
+    let child = Command::new(tansu())
+        .args([
+            "broker",
+            "--listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--advertised-listener-url",
+            &format!("tcp://127.0.0.1:{port}"),
+            "--storage-engine",
+            "sqlite://broker.db",
+        ])
+        .current_dir(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tansu must be installed (scripts/services.sh)");
+    Process(child)
+}
+
+/// A private Redis on `port`, keeping nothing on disk.
+pub fn start_redis(port: u16) -> Process {
+    let child = Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("redis-server is installed by scripts/services.sh");
+    Process(child)
+}
