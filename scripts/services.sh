@@ -105,7 +105,7 @@ if ! port_open "$KAFKA_PORT"; then
   cd - >/dev/null
   wait_port "$KAFKA_PORT" tansu
 fi
-# --- A fresh broker for a test run (--fresh-test-broker) ---------------------
+# --- A fresh broker for a test or benchmark run (--fresh-test-broker) -------
 # Tests create topics of their own on every run; a broker of their own,
 # emptied each time, keeps them from filling the development broker's
 # storage (tansu slows down as its SQLite file grows).
@@ -113,11 +113,11 @@ if [ "${1:-}" = "--fresh-test-broker" ]; then
   TEST_KAFKA_PORT=${PIVOTAL_TEST_KAFKA_PORT:-19092}
   pkill -f "listener-url tcp://127.0.0.1:$TEST_KAFKA_PORT" 2>/dev/null || true
   for _ in $(seq 1 50); do port_open "$TEST_KAFKA_PORT" || break; sleep 0.1; done
-  rm -rf "$DATA_DIR/tansu-test"
-  mkdir -p "$DATA_DIR/tansu-test"
-  log "starting a fresh test broker on 127.0.0.1:$TEST_KAFKA_PORT"
-  cd "$DATA_DIR/tansu-test"
-  detach "$DATA_DIR/tansu-test/broker.log" "$TANSU" broker \
+  rm -rf "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT"
+  mkdir -p "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT"
+  log "starting a fresh broker on 127.0.0.1:$TEST_KAFKA_PORT"
+  cd "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT"
+  detach "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT/broker.log" "$TANSU" broker \
     --listener-url "tcp://127.0.0.1:$TEST_KAFKA_PORT" \
     --advertised-listener-url "tcp://127.0.0.1:$TEST_KAFKA_PORT" \
     --storage-engine "sqlite://tansu.db"

@@ -49,6 +49,9 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
         // Also the rebalance timeout: how long a join waits for members that
         // died without leaving. Batches take well under a second.
         .set("max.poll.interval.ms", "30000")
-        .set("enable.partition.eof", "false");
+        .set("enable.partition.eof", "false")
+        // Freshness: a fetch returns after at most this long even when the
+        // broker holds it for more data (tansu waits the whole time).
+        .set("fetch.wait.max.ms", "20");
     config
 }
