@@ -223,6 +223,43 @@ async fn create_customer(
     body["id"].as_str().map(str::to_owned)
 }
 
+/// Runs `clients` loops until `seconds` pass; each loop calls `request`
+/// with its client number and its count, and a request is timed when it
+/// returns true and counted as an error otherwise.
+async fn drive<F, Fut>(clients: usize, seconds: u64, request: F) -> Latency
+where
+    F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
+    Fut: std::future::Future<Output = bool> + Send,
+{
+    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let errors = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (request, errors) = (request.clone(), errors.clone());
+            tokio::spawn(async move {
+                let mut samples = Vec::new();
+                let mut n = 0usize;
+                while Instant::now() < deadline {
+                    n += 1;
+                    let started = Instant::now();
+                    if request(c, n).await {
+                        samples.push(started.elapsed());
+                    } else {
+                        errors.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                samples
+            })
+        })
+        .collect();
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    for task in tasks {
+        samples.extend(task.await.unwrap_or_default());
+    }
+    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+}
+
 /// 256 clients (by default): 30% creations, 70% changes of customers
 /// created so far.
 async fn command_phase(
@@ -233,60 +270,35 @@ async fn command_phase(
     seconds: u64,
     ids: Arc<Mutex<Vec<String>>>,
 ) -> Latency {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let errors = Arc::new(AtomicUsize::new(0));
-    let mut tasks = Vec::new();
-    for c in 0..clients {
-        let (client, url, token, ids, errors) = (
-            client.clone(),
-            url.to_owned(),
-            token.to_owned(),
-            ids.clone(),
-            errors.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut n = 0usize;
-            while Instant::now() < deadline {
-                n += 1;
-                let started = Instant::now();
-                let target = if n % 10 < 7 {
-                    let ids = ids.lock().await;
-                    (!ids.is_empty()).then(|| ids[(c * 7919 + n * 104_729) % ids.len()].clone())
-                } else {
-                    None
-                };
-                let ok = match target {
-                    Some(id) => client
-                        .put(format!("{url}/v1/customers/{id}/tags"))
-                        .bearer_auth(&token)
-                        .json(&json!({"tags": [format!("t{n}")]}))
-                        .send()
-                        .await
-                        .is_ok_and(|r| r.status().is_success()),
-                    None => match create_customer(&client, &url, &token, c * 1_000_000 + n).await {
-                        Some(id) => {
-                            ids.lock().await.push(id);
-                            true
-                        }
-                        None => false,
-                    },
-                };
-                if ok {
-                    samples.push(started.elapsed());
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
+    let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
+    drive(clients, seconds, move |c, n| {
+        let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
+        async move {
+            let target = if n % 10 < 7 {
+                let ids = ids.lock().await;
+                (!ids.is_empty()).then(|| ids[(c * 7919 + n * 104_729) % ids.len()].clone())
+            } else {
+                None
+            };
+            match target {
+                Some(id) => client
+                    .put(format!("{url}/v1/customers/{id}/tags"))
+                    .bearer_auth(&token)
+                    .json(&json!({"tags": [format!("t{n}")]}))
+                    .send()
+                    .await
+                    .is_ok_and(|r| r.status().is_success()),
+                None => match create_customer(&client, &url, &token, c * 1_000_000 + n).await {
+                    Some(id) => {
+                        ids.lock().await.push(id);
+                        true
+                    }
+                    None => false,
+                },
             }
-            samples
-        }));
-    }
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await.unwrap_or_default());
-    }
-    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+        }
+    })
+    .await
 }
 
 async fn query_phase(
@@ -298,61 +310,33 @@ async fn query_phase(
     ids: &[String],
     by_id: bool,
 ) -> Latency {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
-    let errors = Arc::new(AtomicUsize::new(0));
+    let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
     let ids = Arc::new(ids.to_vec());
-    let mut tasks = Vec::new();
-    for c in 0..connections {
-        let (client, url, token, ids, errors) = (
-            client.clone(),
-            url.to_owned(),
-            token.to_owned(),
-            ids.clone(),
-            errors.clone(),
-        );
-        tasks.push(tokio::spawn(async move {
-            let mut samples = Vec::new();
-            let mut n = c;
-            while Instant::now() < deadline {
-                n += 7;
-                let query = if by_id {
-                    format!(
-                        r#"{{ customer(id: "{}") {{ id legalName version }} }}"#,
-                        ids[n % ids.len()]
-                    )
-                } else {
-                    "{ customers(first: 20) { totalCount edges { node { id legalName } } } }"
-                        .to_owned()
-                };
-                let started = Instant::now();
-                let ok = match client
-                    .post(format!("{url}/graphql"))
-                    .bearer_auth(&token)
-                    .json(&json!({"query": query}))
-                    .send()
+    drive(connections, seconds, move |c, n| {
+        let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
+        async move {
+            let query = if by_id {
+                let id = &ids[(c + n * 7) % ids.len()];
+                format!(r#"{{ customer(id: "{id}") {{ id legalName version }} }}"#)
+            } else {
+                "{ customers(first: 20) { totalCount edges { node { id legalName } } } }".to_owned()
+            };
+            match client
+                .post(format!("{url}/graphql"))
+                .bearer_auth(&token)
+                .json(&json!({"query": query}))
+                .send()
+                .await
+            {
+                Ok(r) if r.status().is_success() => r
+                    .json::<Value>()
                     .await
-                {
-                    Ok(r) if r.status().is_success() => r
-                        .json::<Value>()
-                        .await
-                        .is_ok_and(|b| b.get("errors").is_none()),
-                    _ => false,
-                };
-                if ok {
-                    samples.push(started.elapsed());
-                } else {
-                    errors.fetch_add(1, Ordering::Relaxed);
-                }
+                    .is_ok_and(|b| b.get("errors").is_none()),
+                _ => false,
             }
-            samples
-        }));
-    }
-    let started = Instant::now();
-    let mut samples = Vec::new();
-    for task in tasks {
-        samples.extend(task.await.unwrap_or_default());
-    }
-    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+        }
+    })
+    .await
 }
 
 /// From a rename's 2xx until GraphQL returns the new name.

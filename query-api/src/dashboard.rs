@@ -8,15 +8,16 @@ use std::collections::BTreeMap;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, TimeZone, Utc};
-use pivotal_domain::permissions::Permission;
 use pivotal_domain::quote::QuoteStatus;
 use pivotal_domain::values::Currency;
 use pivotal_projectors::dashboard::{self as figures, KINDS};
+use pivotal_search::EntityKind;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
 use crate::errors;
 use crate::schema::{pool, principal};
+use crate::search::SearchType;
 
 /// Most recent changes a dashboard lists.
 const RECENT_MAX: i32 = 50;
@@ -25,13 +26,6 @@ const RECENT_MAX: i32 = 50;
 pub enum DashboardSource {
     Redis,
     Database,
-}
-
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
-pub enum RecordType {
-    Customer,
-    Quote,
-    User,
 }
 
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
@@ -52,7 +46,7 @@ pub struct StatusFigure {
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
 pub struct RecentChange {
     #[graphql(name = "type")]
-    pub kind: RecordType,
+    pub kind: SearchType,
     pub id: ID,
     pub changed_at: DateTime<Utc>,
 }
@@ -126,21 +120,9 @@ fn open_quotes(entries: &BTreeMap<(String, String), (i64, i64)>) -> StatusFigure
     }
 }
 
-fn record_type(kind: &str) -> Option<RecordType> {
-    match kind {
-        "customer" => Some(RecordType::Customer),
-        "quote" => Some(RecordType::Quote),
-        "user" => Some(RecordType::User),
-        _ => None,
-    }
-}
-
-fn permission(kind: &str) -> Permission {
-    match kind {
-        "customer" => Permission::new("customers", "read"),
-        "quote" => Permission::new("quotes", "read"),
-        _ => Permission::new("users", "read"),
-    }
+/// The type of a dashboard kind (`customer`, `quote`, `user`).
+fn record_type(kind: &str) -> Option<SearchType> {
+    EntityKind::parse(kind).map(SearchType::of)
 }
 
 async fn from_redis(
@@ -262,7 +244,8 @@ impl DashboardQuery {
     ) -> async_graphql::Result<Dashboard> {
         let principal = principal(ctx)?;
         let organization = principal.claims.org;
-        let readable = |kind: &str| principal.has(permission(kind));
+        let readable =
+            |kind: &str| record_type(kind).is_some_and(|t| principal.has(t.permission()));
         if !KINDS.iter().any(|(k, _)| readable(k)) {
             return Err(errors::coded(
                 errors::FORBIDDEN,

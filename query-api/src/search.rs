@@ -39,7 +39,7 @@ impl SearchType {
         }
     }
 
-    fn of(kind: EntityKind) -> Self {
+    pub(crate) fn of(kind: EntityKind) -> Self {
         match kind {
             EntityKind::Customer => SearchType::Customer,
             EntityKind::Quote => SearchType::Quote,
@@ -47,7 +47,8 @@ impl SearchType {
         }
     }
 
-    fn permission(self) -> Permission {
+    /// What reading this type of record takes.
+    pub(crate) fn permission(self) -> Permission {
         match self {
             SearchType::Customer => Permission::new("customers", "read"),
             SearchType::Quote => Permission::new("quotes", "read"),

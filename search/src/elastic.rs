@@ -129,6 +129,9 @@ pub struct ElasticEngine {
     client: Client,
     base: String,
     alias: String,
+    /// The alias is known to exist (it is never removed, only moved), so
+    /// upserts stop asking.
+    alias_ready: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl ElasticEngine {
@@ -146,6 +149,7 @@ impl ElasticEngine {
             client,
             base: url.trim_end_matches('/').to_owned(),
             alias: alias.to_owned(),
+            alias_ready: std::sync::Arc::default(),
         })
     }
 
@@ -218,7 +222,9 @@ impl ElasticEngine {
 
     /// Creates the first index and its alias when there is none.
     async fn ensure_alias(&self) -> Result<(), SearchError> {
-        if !self.aliased().await?.is_empty() {
+        use std::sync::atomic::Ordering;
+        if self.alias_ready.load(Ordering::Relaxed) || !self.aliased().await?.is_empty() {
+            self.alias_ready.store(true, Ordering::Relaxed);
             return Ok(());
         }
         let mut definition = index_definition();
@@ -232,6 +238,7 @@ impl ElasticEngine {
             .await?;
         let exists = value["error"]["type"] == "resource_already_exists_exception";
         if status.is_success() || exists {
+            self.alias_ready.store(true, Ordering::Relaxed);
             Ok(())
         } else {
             Err(SearchError::Refused(format!("{status}: {value}")))
