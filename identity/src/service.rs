@@ -34,8 +34,18 @@ use crate::totp;
 pub const RECOVERY_CODES: usize = 10;
 /// Wrong second factors one MFA challenge tolerates.
 pub const CHALLENGE_ATTEMPTS: i32 = 5;
-/// How often a command that lost a race is decided again.
-const RETRIES: usize = 8;
+/// How often a command that lost a race is decided again. Every round has a
+/// winner, so this many writers racing on one user all get through.
+const RETRIES: u32 = 24;
+
+/// Waits a random while before deciding a command again, growing with the
+/// attempt, so racing writers spread out instead of colliding in lockstep.
+async fn back_off(attempt: u32) {
+    use rand::Rng as _;
+    let ceiling = 2u64 << attempt.min(5);
+    let millis = rand::rng().random_range(1..=ceiling);
+    tokio::time::sleep(std::time::Duration::from_millis(millis)).await;
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum IdentityError {
@@ -897,7 +907,7 @@ impl Identity {
         mfa: bool,
         origin: &Origin,
     ) -> Result<AuthResult, IdentityError> {
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             let decided = self
                 .users
                 .decide(
@@ -918,7 +928,11 @@ impl Identity {
                 .append(&mut tx, &decided, &origin.context(actor))
                 .await
             {
-                Err(AppendError::Conflict) => continue,
+                Err(AppendError::Conflict) => {
+                    drop(tx);
+                    back_off(attempt).await;
+                    continue;
+                }
                 other => {
                     other?;
                 }
@@ -1057,7 +1071,7 @@ impl Identity {
         .bind(label)
         .execute(&mut *tx)
         .await?;
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             let decided = self
                 .users
                 .decide(
@@ -1076,7 +1090,11 @@ impl Identity {
                 .append(&mut savepoint, &decided, &origin.context(actor))
                 .await
             {
-                Err(AppendError::Conflict) => continue,
+                Err(AppendError::Conflict) => {
+                    drop(savepoint);
+                    back_off(attempt).await;
+                    continue;
+                }
                 other => {
                     other?;
                     savepoint.commit().await?;
@@ -1222,7 +1240,7 @@ impl Identity {
         command: UserCommand,
         origin: &Origin,
     ) -> Result<(Outcome, UserState), IdentityError> {
-        for _ in 0..RETRIES {
+        for attempt in 0..RETRIES {
             let decided = self
                 .users
                 .decide(&user_id.to_string(), expected_version, command.clone())
@@ -1233,7 +1251,11 @@ impl Identity {
                 .append(&mut tx, &decided, &origin.context(actor))
                 .await
             {
-                Err(AppendError::Conflict) if expected_version.is_none() => continue,
+                Err(AppendError::Conflict) if expected_version.is_none() => {
+                    drop(tx);
+                    back_off(attempt).await;
+                    continue;
+                }
                 other => other?,
             };
             match &command {
