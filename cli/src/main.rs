@@ -98,12 +98,31 @@ async fn shutdown_signal() {
     }
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let settings = Settings::load()?;
-    pivotal_telemetry::init(&settings.log);
-    match cli.command {
+    let service = match cli.command {
+        Task::CommandApi => Some("command-api"),
+        Task::QueryApi => Some("query-api"),
+        Task::Relay => Some("relay"),
+        Task::Projector => Some("projector"),
+        _ => None,
+    };
+    let tracer = pivotal_telemetry::init(&settings.log, &settings.telemetry, service)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let outcome = runtime.block_on(run(cli.command, settings));
+    drop(runtime);
+    // After the runtime: the exporter sends what is buffered from its own thread.
+    if let Some(tracer) = tracer {
+        tracer.shutdown();
+    }
+    outcome
+}
+
+async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
+    match task {
         Task::Migrate => {
             pivotal_cli::setup::database(&settings).await?;
             println!("migrations applied");

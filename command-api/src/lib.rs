@@ -187,7 +187,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .layer(DefaultBodyLimit::max(body_limit))
         .layer(middleware::from_fn(problem_instance))
         .layer(middleware::from_fn(correlation))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(pivotal_telemetry::trace::http_span)
+                .on_response(pivotal_telemetry::trace::http_response),
+        )
         .layer(middleware::from_fn(
             pivotal_telemetry::metrics::track_commands,
         ))

@@ -15,6 +15,17 @@ use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
 
+/// The metadata stored beside each event: the command's context and the
+/// trace context of the current span (`traceparent`, `tracestate`), which
+/// the relay carries on into Kafka headers.
+fn store_metadata(context: &CommandContext) -> std::collections::HashMap<String, String> {
+    let mut metadata = context.to_store_metadata();
+    for (key, value) in pivotal_telemetry::trace::current_context() {
+        metadata.insert(key.to_owned(), value);
+    }
+    metadata
+}
+
 /// One event as committed: what a response and a consistency token need.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CommittedEvent {
@@ -142,6 +153,11 @@ where
     /// With `expected_version`, the command is refused unless the aggregate is
     /// at exactly that version when it commits. Without it, a lost race is
     /// retried on fresh state a few times.
+    #[tracing::instrument(
+        name = "execute",
+        skip_all,
+        fields(otel.name = %format!("execute {}", A::TYPE), aggregate.id = aggregate_id)
+    )]
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -178,7 +194,7 @@ where
             }
             match self
                 .store
-                .commit(events, loaded, context.to_store_metadata())
+                .commit(events, loaded, store_metadata(context))
                 .await
             {
                 Ok(committed) => {
@@ -316,7 +332,7 @@ where
         decided: &Decided<A>,
         context: &CommandContext,
     ) -> Result<Vec<CommittedEvent>, AppendError> {
-        let metadata = serde_json::to_value(context.to_store_metadata())
+        let metadata = serde_json::to_value(store_metadata(context))
             .map_err(|e| AppendError::Store(sqlx::Error::Encode(Box::new(e))))?;
         let mut committed = Vec::with_capacity(decided.events.len());
         for (offset, event) in decided.events.iter().enumerate() {

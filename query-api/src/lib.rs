@@ -139,7 +139,11 @@ impl Application {
                 }),
             )
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
-            .layer(TraceLayer::new_for_http())
+            .layer(
+                TraceLayer::new_for_http()
+                    .make_span_with(pivotal_telemetry::trace::http_span)
+                    .on_response(pivotal_telemetry::trace::http_response),
+            )
             .layer(axum::middleware::from_fn(
                 pivotal_telemetry::metrics::track_http,
             ))

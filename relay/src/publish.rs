@@ -20,6 +20,8 @@ pub async fn publish_batch(
     batch: &[LoggedEvent],
 ) -> Result<(), RelayError> {
     let mut deliveries = Vec::with_capacity(batch.len());
+    // Publish spans last until the broker acknowledged their record.
+    let mut spans = Vec::new();
     for event in batch {
         let envelope = event
             .envelope()
@@ -30,7 +32,9 @@ pub async fn publish_batch(
         let event_id = event.event_id.to_string();
         let position = event.position.to_string();
         let organization = envelope.organization_id.to_string();
-        let record_headers = OwnedHeaders::new()
+        let (trace, span) = trace_context(event, &topic);
+        spans.extend(span);
+        let mut record_headers = OwnedHeaders::new()
             .insert(Header {
                 key: headers::EVENT_ID,
                 value: Some(&event_id),
@@ -59,6 +63,12 @@ pub async fn publish_batch(
                 key: headers::CONTENT_TYPE,
                 value: Some("application/json"),
             });
+        for (key, value) in &trace {
+            record_headers = record_headers.insert(Header {
+                key,
+                value: Some(value),
+            });
+        }
         let record = FutureRecord::to(&topic)
             .key(&event.aggregate_id)
             .payload(&value)
@@ -85,6 +95,41 @@ pub async fn publish_batch(
         }
     }))
     .await;
+    drop(spans);
     // Every record must be acknowledged before the checkpoint may move.
     acknowledgements.into_iter().collect()
+}
+
+/// The trace context the record carries: that of a publish span continuing
+/// the command's trace (returned, to be kept open until the broker
+/// acknowledges), or, with tracing off here, the stored context as it is.
+fn trace_context(
+    event: &LoggedEvent,
+    topic: &str,
+) -> (Vec<(&'static str, String)>, Option<tracing::Span>) {
+    use pivotal_telemetry::trace::{self, TRACEPARENT, TRACESTATE};
+    let stored = |key: &str| event.metadata.get(key).map(String::as_str);
+    let Some(parent) = stored(TRACEPARENT) else {
+        return (Vec::new(), None);
+    };
+    let span = tracing::info_span!(
+        "publish",
+        otel.name = %format!("publish {topic}"),
+        otel.kind = "producer",
+        messaging.system = "kafka",
+        messaging.destination.name = topic,
+        messaging.kafka.message.key = %event.aggregate_id,
+        event.id = %event.event_id,
+        event.position = event.position,
+    );
+    trace::set_parent(&span, stored);
+    let own = span.in_scope(trace::current_context);
+    if !own.is_empty() {
+        return (own, Some(span));
+    }
+    let mut fields = vec![(TRACEPARENT, parent.to_owned())];
+    if let Some(state) = stored(TRACESTATE) {
+        fields.push((TRACESTATE, state.to_owned()));
+    }
+    (fields, None)
 }

@@ -38,6 +38,7 @@ pub struct Settings {
     pub quotes: QuotesSettings,
     pub search: SearchSettings,
     pub log: LogSettings,
+    pub telemetry: TelemetrySettings,
 }
 
 /// Which search engine serves `search` and receives the search projection.
@@ -243,6 +244,18 @@ pub struct LogSettings {
     pub filter: String,
 }
 
+/// OpenTelemetry traces.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TelemetrySettings {
+    /// Base URL of an OTLP/HTTP collector, e.g. `http://otel-collector:4318`
+    /// (spans go to `/v1/traces` below it). Empty: no traces are exported.
+    pub otlp_endpoint: String,
+    /// Share of new traces recorded, 0.0 to 1.0. A request that arrives with a
+    /// sampled `traceparent` is always recorded (parent-based sampling).
+    pub trace_sample_ratio: f64,
+}
+
 const DEFAULTS: &str = r#"
 [database]
 url = "postgres://postgres@127.0.0.1:5432/pivotal_flow"
@@ -326,6 +339,10 @@ writer_memory_mib = 20
 [log]
 format = "json"
 filter = "info,sqlx::postgres::notice=warn"
+
+[telemetry]
+otlp_endpoint = ""
+trace_sample_ratio = 1.0
 "#;
 
 impl Settings {

@@ -1,5 +1,6 @@
-//! Logging, metrics and health for every process: `tracing` with JSON lines (or a readable format
-//! for development), filtered by the configured directive or `RUST_LOG`.
+//! Logging, metrics, traces and health for every process: `tracing` with JSON lines (or a
+//! readable format for development), filtered by the configured directive or `RUST_LOG`, and
+//! OpenTelemetry spans over OTLP when a collector is configured.
 //!
 //! # Layout
 //!
@@ -7,31 +8,53 @@
 //! - [`readiness`]: the dependency checks behind the APIs' `/readyz`.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the HTTP middleware.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for the relay and projector.
+//! - [`trace`]: the OTLP exporter and W3C trace-context propagation (HTTP, event store, Kafka).
 
 pub mod metrics;
 pub mod ops;
+pub mod trace;
 
-use pivotal_settings::LogSettings;
-use tracing_subscriber::EnvFilter;
+use pivotal_settings::{LogSettings, TelemetrySettings};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
+use tracing_subscriber::{EnvFilter, Layer as _, Registry};
 
-/// Installs the global subscriber. Safe to call more than once (later calls
-/// are ignored), so tests that start several processes in one binary may call it.
-pub fn init(settings: &LogSettings) {
-    let filter = EnvFilter::try_from_default_env()
+fn filter(settings: &LogSettings) -> EnvFilter {
+    EnvFilter::try_from_default_env()
         .or_else(|_| EnvFilter::try_new(&settings.filter))
-        .unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    let _already_set = if settings.format == "pretty" {
-        builder.compact().try_init()
+        .unwrap_or_else(|_| EnvFilter::new("info"))
+}
+
+/// Installs the global subscriber: logs to stderr and, when
+/// `telemetry.otlp_endpoint` is set and `service` is named, spans to the
+/// OTLP collector. Returns the exporter, to be shut down when the process
+/// ends. Safe to call more than once (later calls install nothing), so tests
+/// that start several processes in one binary may call it.
+pub fn init(
+    log: &LogSettings,
+    telemetry: &TelemetrySettings,
+    service: Option<&'static str>,
+) -> Result<Option<trace::Tracer>, trace::TraceSetupError> {
+    let tracer = match service {
+        Some(service) => trace::Tracer::from_settings(telemetry, service)?,
+        None => None,
+    };
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let fmt = if log.format == "pretty" {
+        fmt.compact().with_filter(filter(log)).boxed()
     } else {
-        builder
-            .json()
+        fmt.json()
             .flatten_event(true)
             .with_current_span(true)
-            .try_init()
+            .with_filter(filter(log))
+            .boxed()
     };
+    let mut layers: Vec<Box<dyn tracing_subscriber::Layer<Registry> + Send + Sync>> = vec![fmt];
+    if let Some(tracer) = &tracer {
+        layers.push(tracer.layer().with_filter(filter(log)).boxed());
+    }
+    let _already_set = tracing_subscriber::registry().with(layers).try_init();
+    Ok(tracer)
 }
 
 /// Readiness of a process that serves requests: PostgreSQL and Redis each

@@ -18,3 +18,4 @@ mod read_your_writes;
 mod rebuild;
 mod search;
 mod secrets;
+mod traces;
