@@ -223,25 +223,63 @@ async fn create_customer(
     body["id"].as_str().map(str::to_owned)
 }
 
+/// How a phase loads the system: `clients` loops for `seconds`, closed-loop
+/// or paced at `rate` requests per second in all (see [`drive`]).
+#[derive(Debug, Clone, Copy)]
+struct Load {
+    clients: usize,
+    seconds: u64,
+    rate: Option<f64>,
+}
+
+/// Share of the closed-loop throughput offered in the paced phases.
+const PACED_SHARE: f64 = 0.5;
+
 /// Runs `clients` loops until `seconds` pass; each loop calls `request`
 /// with its client number and its count, and a request is timed when it
 /// returns true and counted as an error otherwise.
-async fn drive<F, Fut>(clients: usize, seconds: u64, request: F) -> Latency
+///
+/// Without `rate` every loop sends its next request as soon as the last one
+/// is answered (closed loop: the system's peak throughput, with latencies
+/// that are mostly queueing at `clients` in flight). With `rate`, requests
+/// are sent on a fixed schedule spread over the loops (open loop: latency at
+/// that load), and each is timed from when it was due, so a stalled system
+/// is not hidden by requests it delayed (no coordinated omission).
+async fn drive<F, Fut>(load: Load, request: F) -> Latency
 where
     F: Fn(usize, usize) -> Fut + Clone + Send + 'static,
     Fut: std::future::Future<Output = bool> + Send,
 {
-    let deadline = Instant::now() + Duration::from_secs(seconds);
+    let Load {
+        clients,
+        seconds,
+        rate,
+    } = load;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs(seconds);
     let errors = Arc::new(AtomicUsize::new(0));
+    // Each loop's interval between requests when paced.
+    let interval = rate.map(|r| Duration::from_secs_f64(clients as f64 / r.max(1e-3)));
     let tasks: Vec<_> = (0..clients)
         .map(|c| {
             let (request, errors) = (request.clone(), errors.clone());
             tokio::spawn(async move {
                 let mut samples = Vec::new();
                 let mut n = 0usize;
+                let offset = interval.map(|i| i.mul_f64(c as f64 / clients as f64));
                 while Instant::now() < deadline {
                     n += 1;
-                    let started = Instant::now();
+                    let started = match (interval, offset) {
+                        (Some(interval), Some(offset)) => {
+                            let due = start + offset + interval.mul_f64((n - 1) as f64);
+                            if due >= deadline {
+                                break;
+                            }
+                            tokio::time::sleep_until(due.into()).await;
+                            due
+                        }
+                        _ => Instant::now(),
+                    };
                     if request(c, n).await {
                         samples.push(started.elapsed());
                     } else {
@@ -266,12 +304,13 @@ async fn command_phase(
     client: &reqwest::Client,
     url: &str,
     token: &str,
-    clients: usize,
-    seconds: u64,
+    load: Load,
     ids: Arc<Mutex<Vec<String>>>,
 ) -> Latency {
     let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
-    drive(clients, seconds, move |c, n| {
+    // Paced runs number their creations apart from the closed-loop run's.
+    let first = if load.rate.is_some() { 500_000 } else { 0 };
+    drive(load, move |c, n| {
         let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
         async move {
             let target = if n % 10 < 7 {
@@ -288,13 +327,15 @@ async fn command_phase(
                     .send()
                     .await
                     .is_ok_and(|r| r.status().is_success()),
-                None => match create_customer(&client, &url, &token, c * 1_000_000 + n).await {
-                    Some(id) => {
-                        ids.lock().await.push(id);
-                        true
+                None => {
+                    match create_customer(&client, &url, &token, c * 1_000_000 + first + n).await {
+                        Some(id) => {
+                            ids.lock().await.push(id);
+                            true
+                        }
+                        None => false,
                     }
-                    None => false,
-                },
+                }
             }
         }
     })
@@ -305,14 +346,13 @@ async fn query_phase(
     client: &reqwest::Client,
     url: &str,
     token: &str,
-    connections: usize,
-    seconds: u64,
+    load: Load,
     ids: &[String],
     by_id: bool,
 ) -> Latency {
     let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
     let ids = Arc::new(ids.to_vec());
-    drive(connections, seconds, move |c, n| {
+    drive(load, move |c, n| {
         let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
         async move {
             let query = if by_id {
@@ -510,8 +550,28 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
         &client,
         &system.command_api,
         &token,
-        options.command_clients,
-        options.seconds,
+        Load {
+            clients: options.command_clients,
+            seconds: options.seconds,
+            rate: None,
+        },
+        ids.clone(),
+    )
+    .await;
+    let command_rate = commands.per_second * PACED_SHARE;
+    println!(
+        "commands: {} clients for {} s paced at {command_rate:.0}/s",
+        options.command_clients, options.seconds
+    );
+    let commands_paced = command_phase(
+        &client,
+        &system.command_api,
+        &token,
+        Load {
+            clients: options.command_clients,
+            seconds: options.seconds,
+            rate: Some(command_rate),
+        },
         ids.clone(),
     )
     .await;
@@ -540,8 +600,29 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
         &client,
         &system.query_api,
         &token,
-        options.query_connections,
-        options.seconds,
+        Load {
+            clients: options.query_connections,
+            seconds: options.seconds,
+            rate: None,
+        },
+        &ids,
+        true,
+    )
+    .await;
+    let query_rate = by_id.per_second * PACED_SHARE;
+    println!(
+        "graphql: {} connections for {} s by id paced at {query_rate:.0}/s",
+        options.query_connections, options.seconds
+    );
+    let by_id_paced = query_phase(
+        &client,
+        &system.query_api,
+        &token,
+        Load {
+            clients: options.query_connections,
+            seconds: options.seconds,
+            rate: Some(query_rate),
+        },
         &ids,
         true,
     )
@@ -550,8 +631,11 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
         &client,
         &system.query_api,
         &token,
-        options.query_connections,
-        options.seconds,
+        Load {
+            clients: options.query_connections,
+            seconds: options.seconds,
+            rate: None,
+        },
         &ids,
         false,
     )
@@ -616,7 +700,10 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
             "producer_messages_per_second": producer,
         },
         "commands": commands,
+        "commands_paced": commands_paced,
         "graphql_by_id": by_id,
+        "graphql_by_id_paced": by_id_paced,
+        "paced_share_of_peak": PACED_SHARE,
         "graphql_list": lists,
         "freshness": freshness,
         "pipeline_drained_before_reads": drained,
@@ -632,10 +719,15 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     });
     print_table(
         &report,
-        &commands,
-        &by_id,
-        &lists,
-        &freshness,
+        &[
+            ("commands (create/update)", &commands),
+            ("commands, paced at half the peak", &commands_paced),
+            ("GraphQL by id", &by_id),
+            ("GraphQL by id, paced at half the peak", &by_id_paced),
+            ("GraphQL list", &lists),
+            ("freshness (2xx to GraphQL)", &freshness),
+        ],
+        commands.per_second,
         insert_1,
         insert_16,
         producer,
@@ -678,10 +770,8 @@ fn machine() -> Value {
 #[allow(clippy::too_many_arguments)]
 fn print_table(
     report: &Value,
-    commands: &Latency,
-    by_id: &Latency,
-    lists: &Latency,
-    freshness: &Latency,
+    phases: &[(&str, &Latency)],
+    commands: f64,
     insert_1: f64,
     insert_16: f64,
     producer: f64,
@@ -691,17 +781,12 @@ fn print_table(
 ) {
     println!("\nPivotal Flow benchmark on {}", report["machine"]);
     println!(
-        "\n{:<34} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
+        "\n{:<38} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "figure", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"
     );
-    for (name, l) in [
-        ("commands (create/update)", commands),
-        ("GraphQL by id", by_id),
-        ("GraphQL list", lists),
-        ("freshness (2xx to GraphQL)", freshness),
-    ] {
+    for (name, l) in phases {
         println!(
-            "{name:<34} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
+            "{name:<38} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             l.per_second, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.errors
         );
     }
@@ -720,9 +805,9 @@ fn print_table(
     println!(
         "{:<44} {:>12.0} {:>10} {:>10}",
         "commands",
-        commands.per_second,
-        ratio(commands.per_second, insert_1),
-        ratio(commands.per_second, insert_16)
+        commands,
+        ratio(commands, insert_1),
+        ratio(commands, insert_16)
     );
     println!(
         "\n{:<44} {:>12} {:>10}",

@@ -52,6 +52,10 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
         .set("enable.partition.eof", "false")
         // Freshness: a fetch returns after at most this long even when the
         // broker holds it for more data (tansu waits the whole time).
-        .set("fetch.wait.max.ms", "20");
+        .set("fetch.wait.max.ms", "20")
+        // Prefetch at most 8 MiB (librdkafka's default is 64 MiB): a
+        // projector applies a few hundred events per transaction, so more
+        // read-ahead only costs resident memory.
+        .set("queued.max.messages.kbytes", "8192");
     config
 }
