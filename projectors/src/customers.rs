@@ -1,6 +1,9 @@
 //! The customers read model (`rm_customers`).
 
+use std::collections::{HashMap, HashSet};
+
 use async_trait::async_trait;
+use chrono::{DateTime, Utc};
 use pivotal_domain::customer::{
     AGGREGATE_TYPE, CustomerArchived, CustomerBillingChanged, CustomerContactChanged,
     CustomerCreated, CustomerRenamed, CustomerTagsChanged,
@@ -47,8 +50,213 @@ impl AddressColumns {
     }
 }
 
-/// Common columns of every update: version, time and author.
-const TOUCH: &str = "version = $3, updated_at = $4, updated_by = $5";
+/// One row of `rm_customers`, folded in memory from the customer's events.
+#[derive(Debug, Clone, sqlx::FromRow)]
+struct Row {
+    organization_id: Uuid,
+    id: Uuid,
+    legal_name: String,
+    display_name: String,
+    email: Option<String>,
+    phone: Option<String>,
+    billing_line1: Option<String>,
+    billing_line2: Option<String>,
+    billing_city: Option<String>,
+    billing_region: Option<String>,
+    billing_postal_code: Option<String>,
+    billing_country: Option<String>,
+    tax_number: Option<String>,
+    currency: String,
+    payment_terms_days: i32,
+    tags: Vec<String>,
+    status: String,
+    archive_reason: Option<String>,
+    version: i64,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    created_by: Option<Uuid>,
+    updated_by: Option<Uuid>,
+}
+
+const COLUMNS: &str = "organization_id, id, legal_name, display_name, email, phone,
+    billing_line1, billing_line2, billing_city, billing_region, billing_postal_code, billing_country,
+    tax_number, currency, payment_terms_days, tags, status, archive_reason, version,
+    created_at, updated_at, created_by, updated_by";
+
+impl Row {
+    /// Every change records its version, time and author.
+    fn touch(&mut self, event: &Envelope) {
+        self.version = i64::try_from(event.version).unwrap_or(i64::MAX);
+        self.updated_at = event.timestamp;
+        self.updated_by = event.user_id;
+    }
+
+    fn set_billing(&mut self, address: Option<&Address>) {
+        let a = AddressColumns::of(address);
+        self.billing_line1 = a.line1;
+        self.billing_line2 = a.line2;
+        self.billing_city = a.city;
+        self.billing_region = a.region;
+        self.billing_postal_code = a.postal_code;
+        self.billing_country = a.country;
+    }
+}
+
+/// The row after `event`. Events of a customer whose row does not exist
+/// (never created) change nothing, as an `UPDATE` of no row would not.
+fn fold(row: Option<Row>, event: &Envelope) -> Result<Option<Row>, ProjectionError> {
+    if event.event_type == "customer.created" {
+        let e: CustomerCreated = data(event)?;
+        let mut row = Row {
+            organization_id: event.organization_id,
+            id: id(event)?,
+            legal_name: e.legal_name.as_str().to_owned(),
+            display_name: e.display_name.as_str().to_owned(),
+            email: e.email.as_ref().map(|v| v.as_str().to_owned()),
+            phone: e.phone.as_ref().map(|v| v.as_str().to_owned()),
+            billing_line1: None,
+            billing_line2: None,
+            billing_city: None,
+            billing_region: None,
+            billing_postal_code: None,
+            billing_country: None,
+            tax_number: e.tax_number.as_ref().map(|v| v.as_str().to_owned()),
+            currency: e.currency.as_str().to_owned(),
+            payment_terms_days: i32::from(e.payment_terms_days.days()),
+            tags: e.tags.as_slice().to_vec(),
+            status: "active".into(),
+            archive_reason: None,
+            version: 0,
+            created_at: event.timestamp,
+            updated_at: event.timestamp,
+            created_by: event.user_id,
+            updated_by: event.user_id,
+        };
+        row.set_billing(e.billing_address.as_ref());
+        row.touch(event);
+        return Ok(Some(row));
+    }
+    let Some(mut row) = row else {
+        return Ok(None);
+    };
+    match event.event_type.as_str() {
+        "customer.renamed" => {
+            let e: CustomerRenamed = data(event)?;
+            row.legal_name = e.legal_name.as_str().to_owned();
+            row.display_name = e.display_name.as_str().to_owned();
+        }
+        "customer.contact.changed" => {
+            let e: CustomerContactChanged = data(event)?;
+            row.email = e.email.as_ref().map(|v| v.as_str().to_owned());
+            row.phone = e.phone.as_ref().map(|v| v.as_str().to_owned());
+        }
+        "customer.billing.changed" => {
+            let e: CustomerBillingChanged = data(event)?;
+            row.set_billing(e.billing_address.as_ref());
+            row.tax_number = e.tax_number.as_ref().map(|v| v.as_str().to_owned());
+            row.currency = e.currency.as_str().to_owned();
+            row.payment_terms_days = i32::from(e.payment_terms_days.days());
+        }
+        "customer.tags.changed" => {
+            let e: CustomerTagsChanged = data(event)?;
+            row.tags = e.tags.as_slice().to_vec();
+        }
+        "customer.archived" => {
+            let e: CustomerArchived = data(event)?;
+            row.status = "archived".into();
+            row.archive_reason = e.reason;
+        }
+        "customer.restored" => {
+            row.status = "active".into();
+            row.archive_reason = None;
+        }
+        other => {
+            // A newer producer's event type: keep the version moving, change nothing.
+            tracing::warn!(event_type = other, event_id = %event.id, "unknown customer event ignored");
+            return Ok(Some(row));
+        }
+    }
+    row.touch(event);
+    Ok(Some(row))
+}
+
+/// The current rows of the customers `keys` (organization, id) names.
+async fn load(
+    conn: &mut PgConnection,
+    keys: &[(Uuid, Uuid)],
+) -> Result<HashMap<(Uuid, Uuid), Row>, ProjectionError> {
+    let (organizations, ids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
+    let rows: Vec<Row> = sqlx::query_as(&format!(
+        "SELECT {COLUMNS} FROM rm_customers
+         WHERE (organization_id, id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))"
+    ))
+    .bind(&organizations)
+    .bind(&ids)
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(rows
+        .into_iter()
+        .map(|r| ((r.organization_id, r.id), r))
+        .collect())
+}
+
+/// Inserts or replaces `rows` in one statement.
+async fn store(conn: &mut PgConnection, rows: &[Row]) -> Result<(), ProjectionError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    macro_rules! column {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+        };
+    }
+    // Arrays of arrays must be rectangular; tags travel as JSON arrays.
+    let tags: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::json!(r.tags)).collect();
+    let assignments = COLUMNS
+        .split(',')
+        .map(str::trim)
+        .filter(|c| !matches!(*c, "organization_id" | "id"))
+        .map(|c| format!("{c} = EXCLUDED.{c}"))
+        .collect::<Vec<_>>()
+        .join(", ");
+    sqlx::query(&format!(
+        "INSERT INTO rm_customers ({COLUMNS})
+         SELECT o, i, ln, dn, em, ph, l1, l2, ci, re, pc, co, tn, cu, pt,
+                ARRAY(SELECT jsonb_array_elements_text(tg)), st, ar, ve, ca, ua, cb, ub
+         FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
+                     $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
+                     $13::text[], $14::text[], $15::int4[], $16::jsonb[], $17::text[], $18::text[],
+                     $19::int8[], $20::timestamptz[], $21::timestamptz[], $22::uuid[], $23::uuid[])
+           AS u(o, i, ln, dn, em, ph, l1, l2, ci, re, pc, co, tn, cu, pt, tg, st, ar, ve, ca, ua, cb, ub)
+         ON CONFLICT (organization_id, id) DO UPDATE SET {assignments}"
+    ))
+    .bind(column!(organization_id))
+    .bind(column!(id))
+    .bind(column!(legal_name))
+    .bind(column!(display_name))
+    .bind(column!(email))
+    .bind(column!(phone))
+    .bind(column!(billing_line1))
+    .bind(column!(billing_line2))
+    .bind(column!(billing_city))
+    .bind(column!(billing_region))
+    .bind(column!(billing_postal_code))
+    .bind(column!(billing_country))
+    .bind(column!(tax_number))
+    .bind(column!(currency))
+    .bind(column!(payment_terms_days))
+    .bind(tags)
+    .bind(column!(status))
+    .bind(column!(archive_reason))
+    .bind(column!(version))
+    .bind(column!(created_at))
+    .bind(column!(updated_at))
+    .bind(column!(created_by))
+    .bind(column!(updated_by))
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
 
 #[async_trait]
 impl Projection for CustomersProjection {
@@ -69,147 +277,31 @@ impl Projection for CustomersProjection {
         conn: &mut PgConnection,
         event: &Envelope,
     ) -> Result<(), ProjectionError> {
-        let customer_id = id(event)?;
-        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
-        match event.event_type.as_str() {
-            "customer.created" => {
-                let e: CustomerCreated = data(event)?;
-                let address = AddressColumns::of(e.billing_address.as_ref());
-                sqlx::query(
-                    "INSERT INTO rm_customers (organization_id, id, legal_name, display_name, email, phone,
-                        billing_line1, billing_line2, billing_city, billing_region, billing_postal_code, billing_country,
-                        tax_number, currency, payment_terms_days, tags, status, version,
-                        created_at, updated_at, created_by, updated_by)
-                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, 'active', $17,
-                        $18, $18, $19, $19)",
-                )
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(e.legal_name.as_str())
-                .bind(e.display_name.as_str())
-                .bind(e.email.as_ref().map(|v| v.as_str()))
-                .bind(e.phone.as_ref().map(|v| v.as_str()))
-                .bind(address.line1)
-                .bind(address.line2)
-                .bind(address.city)
-                .bind(address.region)
-                .bind(address.postal_code)
-                .bind(address.country)
-                .bind(e.tax_number.as_ref().map(|v| v.as_str()))
-                .bind(e.currency.as_str())
-                .bind(i32::from(e.payment_terms_days.days()))
-                .bind(e.tags.as_slice())
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .execute(conn)
-                .await?;
-                return Ok(());
-            }
-            "customer.renamed" => {
-                let e: CustomerRenamed = data(event)?;
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET legal_name = $6, display_name = $7, {TOUCH}
-                     WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .bind(e.legal_name.as_str())
-                .bind(e.display_name.as_str())
-                .execute(conn)
-                .await?;
-            }
-            "customer.contact.changed" => {
-                let e: CustomerContactChanged = data(event)?;
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET email = $6, phone = $7, {TOUCH} WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .bind(e.email.as_ref().map(|v| v.as_str()))
-                .bind(e.phone.as_ref().map(|v| v.as_str()))
-                .execute(conn)
-                .await?;
-            }
-            "customer.billing.changed" => {
-                let e: CustomerBillingChanged = data(event)?;
-                let a = AddressColumns::of(e.billing_address.as_ref());
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET billing_line1 = $6, billing_line2 = $7, billing_city = $8,
-                        billing_region = $9, billing_postal_code = $10, billing_country = $11,
-                        tax_number = $12, currency = $13, payment_terms_days = $14, {TOUCH}
-                     WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .bind(a.line1)
-                .bind(a.line2)
-                .bind(a.city)
-                .bind(a.region)
-                .bind(a.postal_code)
-                .bind(a.country)
-                .bind(e.tax_number.as_ref().map(|v| v.as_str()))
-                .bind(e.currency.as_str())
-                .bind(i32::from(e.payment_terms_days.days()))
-                .execute(conn)
-                .await?;
-            }
-            "customer.tags.changed" => {
-                let e: CustomerTagsChanged = data(event)?;
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET tags = $6, {TOUCH} WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .bind(e.tags.as_slice())
-                .execute(conn)
-                .await?;
-            }
-            "customer.archived" => {
-                let e: CustomerArchived = data(event)?;
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET status = 'archived', archive_reason = $6, {TOUCH}
-                     WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .bind(e.reason)
-                .execute(conn)
-                .await?;
-            }
-            "customer.restored" => {
-                sqlx::query(&format!(
-                    "UPDATE rm_customers SET status = 'active', archive_reason = NULL, {TOUCH}
-                     WHERE organization_id = $1 AND id = $2"
-                ))
-                .bind(event.organization_id)
-                .bind(customer_id)
-                .bind(version)
-                .bind(event.timestamp)
-                .bind(event.user_id)
-                .execute(conn)
-                .await?;
-            }
-            other => {
-                // A newer producer's event type: keep the version moving, change nothing.
-                tracing::warn!(event_type = other, event_id = %event.id, "unknown customer event ignored");
+        self.apply_batch(conn, &[event]).await
+    }
+
+    /// Reads the rows of the batch's customers once, folds every event in
+    /// memory and writes each changed row once.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), ProjectionError> {
+        let keys: HashSet<(Uuid, Uuid)> = events
+            .iter()
+            .map(|event| Ok((event.organization_id, id(event)?)))
+            .collect::<Result<_, ProjectionError>>()?;
+        let keys: Vec<(Uuid, Uuid)> = keys.into_iter().collect();
+        let mut rows = load(&mut *conn, &keys).await?;
+        for event in events {
+            let key = (event.organization_id, id(event)?);
+            if let Some(row) = fold(rows.remove(&key), event)? {
+                rows.insert(key, row);
             }
         }
-        Ok(())
+        // Rows that exist after the batch are the ones its events touched
+        // (a customer never created stays absent).
+        let rows: Vec<Row> = rows.into_values().collect();
+        store(conn, &rows).await
     }
 }

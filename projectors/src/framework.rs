@@ -67,6 +67,18 @@ pub trait Projection: Send + Sync {
     /// Applies one event; called at most once per aggregate version.
     async fn apply(&self, conn: &mut PgConnection, event: &Envelope)
     -> Result<(), ProjectionError>;
+    /// Applies events in order, each called at most once per aggregate
+    /// version. One by one unless the projection writes a batch at once.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), ProjectionError> {
+        for event in events {
+            self.apply(&mut *conn, event).await?;
+        }
+        Ok(())
+    }
     /// The one table holding the read model (unqualified: rebuilds fill a
     /// copy of it in another schema through `search_path`).
     fn table(&self) -> &'static str;
@@ -93,14 +105,18 @@ pub async fn apply_once(
 ) -> Result<Applied, ProjectionError> {
     let key = (event.aggregate_type.as_str(), event.aggregate_id.as_str());
     let mut versions = Versions::load(&mut *conn, projection, [key]).await?;
-    let applied = versions.apply(&mut *conn, event, position).await?;
+    let applied = versions.admit(event, position)?;
+    if applied == Applied::Applied {
+        projection.apply(&mut *conn, event).await?;
+    }
     versions.store(conn).await?;
     Ok(applied)
 }
 
 /// The version bookkeeping of one projection over a batch of events, read
 /// once, kept in memory while the batch applies and written once: a few
-/// statements per batch instead of three per event.
+/// statements per batch instead of three per event. The events it admits
+/// are then applied together (`Projection::apply_batch`).
 pub struct Versions<'p> {
     projection: &'p dyn Projection,
     current: HashMap<(String, String), i64>,
@@ -152,11 +168,12 @@ impl<'p> Versions<'p> {
         })
     }
 
-    /// Applies `event` unless its version was applied before; refuses a
-    /// version that skips ahead. The aggregate must be among those loaded.
-    pub async fn apply(
+    /// Whether `event` is to be applied: not when its version was applied
+    /// before; an error for a version that skips ahead. An admitted event
+    /// counts as applied from here on (the caller applies it in the same
+    /// transaction). The aggregate must be among those loaded.
+    pub fn admit(
         &mut self,
-        conn: &mut PgConnection,
         event: &Envelope,
         position: Option<i64>,
     ) -> Result<Applied, ProjectionError> {
@@ -174,7 +191,6 @@ impl<'p> Versions<'p> {
                 got: version,
             });
         }
-        self.projection.apply(conn, event).await?;
         self.current.insert(key.clone(), version);
         self.changed.insert(key);
         if let Some(position) = position {
@@ -578,6 +594,10 @@ async fn apply_batch(
             .map(|(_, e)| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
         versions.push(Versions::load(&mut tx, projection.as_ref(), aggregates).await?);
     }
+    // Each event's span stays open until the batch is committed: that is
+    // when its change becomes visible.
+    let mut spans = Vec::with_capacity(events.len());
+    let mut admitted: Vec<Vec<&Envelope>> = vec![Vec::new(); projections.len()];
     for (message, event) in &events {
         let position = header(message, headers::POSITION).and_then(|p| p.parse().ok());
         let span = tracing::info_span!(
@@ -592,15 +612,26 @@ async fn apply_batch(
             event.version = event.version,
         );
         pivotal_telemetry::trace::set_parent(&span, |key| header(message, key));
-        let applying = async {
-            for (projection, versions) in projections.iter().zip(versions.iter_mut()) {
-                if follows(projection.as_ref(), event) {
-                    versions.apply(&mut tx, event, position).await?;
-                }
+        for ((projection, versions), admitted) in projections
+            .iter()
+            .zip(versions.iter_mut())
+            .zip(admitted.iter_mut())
+        {
+            if follows(projection.as_ref(), event)
+                && span.in_scope(|| versions.admit(event, position))? == Applied::Applied
+            {
+                admitted.push(event);
             }
-            Ok::<_, ProjectionError>(())
-        };
-        tracing::Instrument::instrument(applying, span).await?;
+        }
+        spans.push(span);
+    }
+    for (projection, admitted) in projections.iter().zip(&admitted) {
+        let span = tracing::info_span!(
+            "apply",
+            projection = projection.name(),
+            events = admitted.len()
+        );
+        tracing::Instrument::instrument(projection.apply_batch(&mut tx, admitted), span).await?;
     }
     for versions in versions {
         versions.store(&mut tx).await?;
@@ -624,6 +655,7 @@ async fn apply_batch(
         offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
     }
     tx.commit().await?;
+    drop(spans);
     Ok(offsets)
 }
 
@@ -735,23 +767,23 @@ async fn replay(
             .map(|l| (l.aggregate_type.as_str(), l.aggregate_id.as_str())),
     )
     .await?;
+    let mut admitted = Vec::with_capacity(followed.len());
     for logged in followed {
         let event = logged
             .envelope()
             .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
         report.events += 1;
-        if versions
-            .apply(&mut *conn, &event, Some(logged.position))
-            .await?
-            == Applied::Applied
-        {
-            report.applied += 1;
-        }
-        if let Some(bar) = progress {
-            bar.inc(1);
+        if versions.admit(&event, Some(logged.position))? == Applied::Applied {
+            admitted.push(event);
         }
     }
+    report.applied += admitted.len() as u64;
+    let admitted: Vec<&Envelope> = admitted.iter().collect();
+    projection.apply_batch(&mut *conn, &admitted).await?;
     versions.store(conn).await?;
+    if let Some(bar) = progress {
+        bar.inc(report.events - bar.position());
+    }
     Ok(batch.len())
 }
 

@@ -121,3 +121,179 @@ async fn duplicates_are_no_ops_and_gaps_are_refused() {
         ("Renamed", "archived", 3)
     );
 }
+
+/// The customers projection folds events in memory and writes each row once
+/// per batch: one event per transaction and the whole history in one batch
+/// give the same row, and every event type lands in its columns.
+#[tokio::test]
+async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
+    use pivotal_projectors::framework::{Projection, Versions};
+
+    let env = TestEnv::new().await;
+    let history = |customer: Uuid, org: Uuid| {
+        let c = customer.to_string();
+        vec![
+            event(
+                customer,
+                org,
+                1,
+                "customer.created",
+                json!({
+                "customerId": c, "organizationId": org, "legalName": "Kōwhai Consulting Limited",
+                "displayName": "Kōwhai", "email": "a@kowhai.example.com", "phone": "+6495550100",
+                "billingAddress": {"line1": "12 Queen Street", "city": "Auckland", "postalCode": "1010", "country": "NZ"},
+                "taxNumber": "123-456-789", "currency": "NZD", "paymentTermsDays": 20, "tags": ["consulting"]}),
+            ),
+            event(
+                customer,
+                org,
+                2,
+                "customer.contact.changed",
+                json!({
+                "customerId": c, "email": "b@kowhai.example.com", "phone": null}),
+            ),
+            event(
+                customer,
+                org,
+                3,
+                "customer.billing.changed",
+                json!({
+                "customerId": c, "billingAddress": {"line1": "1 Lambton Quay", "line2": "Level 3",
+                "city": "Wellington", "region": "Wellington", "country": "NZ"},
+                "taxNumber": null, "currency": "AUD", "paymentTermsDays": 30}),
+            ),
+            event(
+                customer,
+                org,
+                4,
+                "customer.tags.changed",
+                json!({"customerId": c, "tags": ["a", "b"]}),
+            ),
+            event(
+                customer,
+                org,
+                5,
+                "customer.archived",
+                json!({"customerId": c, "reason": "merged"}),
+            ),
+            event(
+                customer,
+                org,
+                6,
+                "customer.restored",
+                json!({"customerId": c}),
+            ),
+            event(
+                customer,
+                org,
+                7,
+                "customer.archived",
+                json!({"customerId": c, "reason": "closed"}),
+            ),
+            event(
+                customer,
+                org,
+                8,
+                "customer.renamed",
+                json!({
+                "customerId": c, "legalName": "Kōwhai Limited", "displayName": "Kōwhai Ltd"}),
+            ),
+            event(
+                customer,
+                org,
+                9,
+                "customer.from.the.future",
+                json!({"customerId": c}),
+            ),
+        ]
+    };
+    let org = Uuid::now_v7();
+    let (one_by_one, batched) = (Uuid::now_v7(), Uuid::now_v7());
+    for e in history(one_by_one, org) {
+        let mut tx = env.pool.begin().await.unwrap();
+        assert_eq!(
+            apply_once(&mut tx, &CustomersProjection, &e, None)
+                .await
+                .unwrap(),
+            Applied::Applied
+        );
+        tx.commit().await.unwrap();
+    }
+    let events = history(batched, org);
+    let mut tx = env.pool.begin().await.unwrap();
+    let mut versions = Versions::load(
+        &mut tx,
+        &CustomersProjection,
+        events
+            .iter()
+            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str())),
+    )
+    .await
+    .unwrap();
+    for e in &events {
+        assert_eq!(versions.admit(e, None).unwrap(), Applied::Applied);
+    }
+    let refs: Vec<&EventEnvelope<Value>> = events.iter().collect();
+    CustomersProjection
+        .apply_batch(&mut tx, &refs)
+        .await
+        .unwrap();
+    versions.store(&mut tx).await.unwrap();
+    tx.commit().await.unwrap();
+
+    let row = |id: Uuid| {
+        let pool = env.pool.clone();
+        async move {
+            let (row,): (Value,) = sqlx::query_as(
+                "SELECT to_jsonb(c) - 'id' - 'created_at' - 'updated_at' - 'created_by' - 'updated_by'
+                 FROM rm_customers c WHERE id = $1",
+            )
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+            row
+        }
+    };
+    let expected = json!({
+        "organization_id": org, "legal_name": "Kōwhai Limited", "display_name": "Kōwhai Ltd",
+        "email": "b@kowhai.example.com", "phone": null,
+        "billing_line1": "1 Lambton Quay", "billing_line2": "Level 3", "billing_city": "Wellington",
+        "billing_region": "Wellington", "billing_postal_code": null, "billing_country": "NZ",
+        "tax_number": null, "currency": "AUD", "payment_terms_days": 30, "tags": ["a", "b"],
+        "status": "archived", "archive_reason": "closed", "version": 8,
+    });
+    assert_eq!(row(one_by_one).await, expected);
+    assert_eq!(row(batched).await, expected);
+    let (versions,): (i64,) = sqlx::query_as(
+        "SELECT version FROM projection_versions WHERE projection = 'customers' AND aggregate_id = $1",
+    )
+    .bind(batched.to_string())
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        versions, 9,
+        "the unknown event moves the version, not the row"
+    );
+
+    // Events of a customer that was never created change nothing.
+    let ghost = Uuid::now_v7();
+    let mut tx = env.pool.begin().await.unwrap();
+    let orphan = event(
+        ghost,
+        org,
+        1,
+        "customer.renamed",
+        json!({
+        "customerId": ghost, "legalName": "Ghost Limited", "displayName": "Ghost"}),
+    );
+    CustomersProjection.apply(&mut tx, &orphan).await.unwrap();
+    tx.commit().await.unwrap();
+    let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM rm_customers WHERE id = $1")
+        .bind(ghost)
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 0);
+}
