@@ -38,6 +38,9 @@ pub struct BenchOptions {
     pub query_connections: usize,
     /// Freshness samples.
     pub freshness_samples: usize,
+    /// Customer events the rebuild replays at least (copies of the load
+    /// phases' events).
+    pub rebuild_events: u64,
     /// Where the JSON report goes.
     pub out: PathBuf,
 }
@@ -434,6 +437,35 @@ async fn freshness_phase(
     latency(found, started.elapsed(), errors)
 }
 
+/// Copies the customers' events under new aggregate ids until there are at
+/// least `at_least` of them; returns how many there are.
+async fn seed_customer_events(pool: &PgPool, at_least: u64) -> anyhow::Result<i64> {
+    let count = || async {
+        sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM events WHERE aggregate_type = 'customer'")
+            .fetch_one(pool)
+            .await
+            .map(|(n,)| n)
+    };
+    let existing = count().await?;
+    let wanted = i64::try_from(at_least).unwrap_or(i64::MAX);
+    if existing == 0 || existing >= wanted {
+        return Ok(existing);
+    }
+    let copies = (wanted + existing - 1) / existing - 1;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+         SELECT aggregate_type, md5(aggregate_id || '/' || copy)::uuid::text, sequence, event_type,
+                event_version, payload, metadata
+         FROM events, generate_series(1, $1::bigint) AS copy
+         WHERE aggregate_type = 'customer'
+         ORDER BY copy, global_position",
+    )
+    .bind(copies)
+    .execute(pool)
+    .await?;
+    Ok(count().await?)
+}
+
 fn ratio(value: f64, baseline: f64) -> String {
     if baseline > 0.0 {
         format!("{:.2}", value / baseline)
@@ -677,19 +709,22 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     replay.name = "relay (replay)";
     processes.push(replay);
 
-    println!("rebuild: customers projection");
+    let memory: Vec<(String, f64)> = processes
+        .iter()
+        .filter_map(|p| Some((p.name.to_owned(), p.peak_rss_mib()?)))
+        .collect();
+    drop(processes);
+
+    // The rebuild runs on a log of a realistic size: the customers' events
+    // copied under new ids, with the rest of the system stopped.
+    let seeded = seed_customer_events(&pool, options.rebuild_events).await?;
+    println!("rebuild: customers projection over {seeded} events");
     let rebuild = pivotal_projectors::framework::rebuild(
         &pool,
         &pivotal_projectors::customers::CustomersProjection,
         None,
     )
     .await?;
-
-    let memory: Vec<(String, f64)> = processes
-        .iter()
-        .filter_map(|p| Some((p.name.to_owned(), p.peak_rss_mib()?)))
-        .collect();
-    drop(processes);
     let _ = std::fs::remove_dir_all(&search_dir);
 
     let report = json!({

@@ -55,6 +55,10 @@ enum Task {
         query_connections: usize,
         #[arg(long, default_value_t = 300)]
         freshness_samples: usize,
+        /// Customer events the rebuild phase replays (the load phases'
+        /// events copied under new ids).
+        #[arg(long, default_value_t = 200_000)]
+        rebuild_events: u64,
         /// The JSON report.
         #[arg(long, default_value = "target/bench/report.json")]
         out: PathBuf,
@@ -172,6 +176,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             command_clients,
             query_connections,
             freshness_samples,
+            rebuild_events,
             out,
         } => {
             let options = pivotal_cli::bench::BenchOptions {
@@ -179,6 +184,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
                 command_clients,
                 query_connections,
                 freshness_samples,
+                rebuild_events,
                 out,
             };
             pivotal_cli::bench::run(&settings, &options).await?;
