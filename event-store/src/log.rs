@@ -110,9 +110,14 @@ fn from_row(row: Row) -> LoggedEvent {
 
 const COLUMNS: &str =
     "(tx_id::text)::bigint, global_position, event_id, aggregate_type, aggregate_id,
-     sequence, event_type, event_version, payload::jsonb, metadata::jsonb, recorded_at";
+     sequence, event_type, event_version, payload, metadata, recorded_at";
 
 /// Up to `limit` events after `after`, in log order, all below the horizon.
+///
+/// The order names the table's columns: the select list's
+/// `(tx_id::text)::bigint` is also called `tx_id`, and ordering by that
+/// expression would sort every remaining event instead of reading the
+/// `events_log_order` index.
 pub async fn read_after(
     executor: impl PgExecutor<'_>,
     after: Checkpoint,
@@ -122,7 +127,7 @@ pub async fn read_after(
         "SELECT {COLUMNS} FROM events
          WHERE (tx_id, global_position) > (($1::bigint)::text::xid8, $2)
            AND tx_id < pg_snapshot_xmin(pg_current_snapshot())
-         ORDER BY tx_id, global_position
+         ORDER BY events.tx_id, events.global_position
          LIMIT $3"
     );
     let rows: Vec<Row> = sqlx::query_as(&sql)

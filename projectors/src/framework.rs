@@ -678,14 +678,15 @@ impl RebuildReport {
 }
 
 /// Events replayed per transaction while a rebuild catches up.
-const REBUILD_BATCH: i64 = 5000;
+const REBUILD_BATCH: i64 = 10_000;
 
 fn shadow_schema(projection: &str) -> String {
     format!("rebuild_{projection}")
 }
 
 /// Creates `{schema}.{table}` like `public.{table}`, with the same
-/// constraint and index names, and empty copies of the bookkeeping tables.
+/// constraints (its other indexes come later, [`create_shadow_indexes`]),
+/// and empty copies of the bookkeeping tables.
 async fn create_shadow(
     conn: &mut PgConnection,
     schema: &str,
@@ -720,6 +721,17 @@ async fn create_shadow(
         .execute(&mut *conn)
         .await?;
     }
+    Ok(())
+}
+
+/// Gives the copy the live table's other indexes (same names). Built once
+/// the copy is filled, which is far cheaper than maintaining them row by
+/// row while it fills.
+async fn create_shadow_indexes(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(), ProjectionError> {
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
          WHERE i.indrelid = format('public.%I', $1::text)::regclass
@@ -837,6 +849,10 @@ pub async fn rebuild(
         if i64::try_from(read).unwrap_or(i64::MAX) < REBUILD_BATCH {
             break;
         }
+    }
+    {
+        let mut conn = pool.acquire().await?;
+        create_shadow_indexes(&mut conn, &schema, table).await?;
     }
     // The last events and the switch, under the projection's lock.
     let mut tx = pool.begin().await?;
