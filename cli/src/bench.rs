@@ -494,6 +494,28 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
             .await?;
     }
     let url = format!("{server}/{database}");
+    let outcome = measure(settings, options, &url, tag).await;
+    // The run's database goes with it, whatever the outcome.
+    let admin = PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&format!("{server}/postgres"))
+        .await?;
+    sqlx::query(&format!(
+        "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
+    ))
+    .execute(&admin)
+    .await?;
+    outcome
+}
+
+/// Every phase, on the run's own database at `url`.
+async fn measure(
+    settings: &Settings,
+    options: &BenchOptions,
+    url: &str,
+    tag: &str,
+) -> anyhow::Result<Value> {
+    let url = url.to_owned();
     let mut bench_settings = settings.clone();
     bench_settings.database.url = url.clone().into();
     bench_settings.kafka.topic_prefix = format!("bench{tag}");
@@ -505,7 +527,9 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     pivotal_projectors::db::migrate(&pool).await?;
 
     println!(
-        "baselines: single-row INSERT+COMMIT on {server} and a bare producer to {}",
+        "baselines: single-row INSERT+COMMIT on {} and a bare producer to {}",
+        url.rsplit_once('/')
+            .map_or(url.as_str(), |(server, _)| server),
         settings.kafka.brokers
     );
     let insert_1 = insert_commit_rate(&pool, 1, options.seconds.min(5)).await?;
