@@ -602,15 +602,21 @@ async fn measure(
             ids.lock().await.push(id);
         }
     }
+    let command_load = |rate| Load {
+        clients: options.command_clients,
+        seconds: options.seconds,
+        rate,
+    };
+    let query_load = |rate| Load {
+        clients: options.query_connections,
+        seconds: options.seconds,
+        rate,
+    };
     let commands = command_phase(
         &client,
         &system.command_api,
         &token,
-        Load {
-            clients: options.command_clients,
-            seconds: options.seconds,
-            rate: None,
-        },
+        command_load(None),
         ids.clone(),
     )
     .await;
@@ -623,11 +629,7 @@ async fn measure(
         &client,
         &system.command_api,
         &token,
-        Load {
-            clients: options.command_clients,
-            seconds: options.seconds,
-            rate: Some(command_rate),
-        },
+        command_load(Some(command_rate)),
         ids.clone(),
     )
     .await;
@@ -656,11 +658,7 @@ async fn measure(
         &client,
         &system.query_api,
         &token,
-        Load {
-            clients: options.query_connections,
-            seconds: options.seconds,
-            rate: None,
-        },
+        query_load(None),
         &ids,
         true,
     )
@@ -674,11 +672,7 @@ async fn measure(
         &client,
         &system.query_api,
         &token,
-        Load {
-            clients: options.query_connections,
-            seconds: options.seconds,
-            rate: Some(query_rate),
-        },
+        query_load(Some(query_rate)),
         &ids,
         true,
     )
@@ -687,11 +681,7 @@ async fn measure(
         &client,
         &system.query_api,
         &token,
-        Load {
-            clients: options.query_connections,
-            seconds: options.seconds,
-            rate: None,
-        },
+        query_load(None),
         &ids,
         false,
     )
