@@ -168,6 +168,21 @@ impl<'p> Versions<'p> {
         })
     }
 
+    /// Bookkeeping that knows no version yet (a rebuild's empty copy).
+    fn empty(projection: &'p dyn Projection) -> Self {
+        Self {
+            projection,
+            current: HashMap::new(),
+            changed: HashSet::new(),
+            position: None,
+        }
+    }
+
+    /// How many aggregates' versions it holds.
+    fn len(&self) -> usize {
+        self.current.len()
+    }
+
     /// Whether `event` is to be applied: not when its version was applied
     /// before; an error for a version that skips ahead. An admitted event
     /// counts as applied from here on (the caller applies it in the same
@@ -751,15 +766,23 @@ async fn create_shadow_indexes(
     Ok(())
 }
 
+/// Most aggregate versions a rebuild's catch-up keeps in memory (about
+/// 100 bytes each) before writing them out and reading them per batch.
+const REBUILD_VERSIONS_IN_MEMORY: usize = 1_000_000;
+
 /// Replays events after `checkpoint` into the shadow copy (the caller's
 /// transaction has `search_path` on the shadow schema); returns how many
-/// log rows were read.
-async fn replay(
+/// log rows were read. With `known`, the versions this rebuild has applied
+/// so far are kept there instead of in the copy's bookkeeping table (which
+/// then holds none of them): nothing is read or written per batch, and the
+/// caller writes them once with [`Versions::store`].
+async fn replay<'p>(
     conn: &mut PgConnection,
-    projection: &dyn Projection,
+    projection: &'p dyn Projection,
     checkpoint: &mut Checkpoint,
     report: &mut RebuildReport,
     progress: Option<&indicatif::ProgressBar>,
+    known: Option<&mut Versions<'p>>,
 ) -> Result<usize, ProjectionError> {
     let batch = log::read_after(&mut *conn, *checkpoint, REBUILD_BATCH).await?;
     let Some(last) = batch.last() else {
@@ -771,14 +794,20 @@ async fn replay(
         .iter()
         .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
         .collect();
-    let mut versions = Versions::load(
-        &mut *conn,
-        projection,
-        followed
-            .iter()
-            .map(|l| (l.aggregate_type.as_str(), l.aggregate_id.as_str())),
-    )
-    .await?;
+    let mut loaded = None;
+    let versions = match known {
+        Some(known) => known,
+        None => loaded.insert(
+            Versions::load(
+                &mut *conn,
+                projection,
+                followed
+                    .iter()
+                    .map(|l| (l.aggregate_type.as_str(), l.aggregate_id.as_str())),
+            )
+            .await?,
+        ),
+    };
     let mut admitted = Vec::with_capacity(followed.len());
     for logged in followed {
         let event = logged
@@ -792,7 +821,9 @@ async fn replay(
     report.applied += admitted.len() as u64;
     let admitted: Vec<&Envelope> = admitted.iter().collect();
     projection.apply_batch(&mut *conn, &admitted).await?;
-    versions.store(conn).await?;
+    if let Some(versions) = loaded {
+        versions.store(conn).await?;
+    }
     if let Some(bar) = progress {
         bar.inc(report.events - bar.position());
     }
@@ -840,11 +871,28 @@ pub async fn rebuild(
         seconds: 0.0,
     };
     let search_path = format!("SET LOCAL search_path TO {schema}, public");
-    // Catch up without blocking the live projector.
+    // Catch up without blocking the live projector, with the versions in
+    // memory (written out when there are too many, and at the end).
+    let mut known = Some(Versions::empty(projection));
     loop {
         let mut tx = pool.begin().await?;
         sqlx::query(&search_path).execute(&mut *tx).await?;
-        let read = replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await?;
+        let read = replay(
+            &mut tx,
+            projection,
+            &mut checkpoint,
+            &mut report,
+            progress,
+            known.as_mut(),
+        )
+        .await?;
+        if known
+            .as_ref()
+            .is_some_and(|k| k.len() > REBUILD_VERSIONS_IN_MEMORY)
+            && let Some(versions) = known.take()
+        {
+            versions.store(&mut tx).await?;
+        }
         tx.commit().await?;
         if i64::try_from(read).unwrap_or(i64::MAX) < REBUILD_BATCH {
             break;
@@ -852,6 +900,12 @@ pub async fn rebuild(
     }
     {
         let mut conn = pool.acquire().await?;
+        if let Some(versions) = known {
+            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            sqlx::query(&search_path).execute(&mut *tx).await?;
+            versions.store(&mut tx).await?;
+            tx.commit().await?;
+        }
         create_shadow_indexes(&mut conn, &schema, table).await?;
     }
     // The last events and the switch, under the projection's lock.
@@ -861,7 +915,17 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     sqlx::query(&search_path).execute(&mut *tx).await?;
-    while replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await? > 0 {}
+    while replay(
+        &mut tx,
+        projection,
+        &mut checkpoint,
+        &mut report,
+        progress,
+        None,
+    )
+    .await?
+        > 0
+    {}
     for statement in [
         format!("DROP TABLE public.{table}"),
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
