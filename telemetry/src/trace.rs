@@ -64,12 +64,11 @@ impl Tracer {
             return Err(TraceSetupError::Endpoint(base.to_owned()));
         }
         let endpoint = format!("{}/v1/traces", base.trim_end_matches('/'));
-        use opentelemetry_otlp::{WithExportConfig as _, WithHttpConfig as _};
+        use opentelemetry_otlp::WithExportConfig as _;
         let exporter = opentelemetry_otlp::SpanExporter::builder()
             .with_http()
             .with_protocol(opentelemetry_otlp::Protocol::HttpBinary)
             .with_endpoint(endpoint)
-            .with_headers(std::collections::HashMap::new())
             .build()
             .map_err(|e| TraceSetupError::Exporter(e.to_string()))?;
         let resource = opentelemetry_sdk::Resource::builder()
@@ -152,15 +151,22 @@ pub fn current_context() -> Vec<(&'static str, String)> {
 }
 
 /// The server span of an HTTP request, continuing the caller's
-/// `traceparent`. Used as `TraceLayer::make_span_with`.
+/// `traceparent`, named by method and route template (not the raw path, so
+/// that span names stay few). Used as `TraceLayer::make_span_with`.
 pub fn http_span<B>(request: &axum::http::Request<B>) -> tracing::Span {
     let method = request.method().as_str();
+    let path = request.uri().path();
+    let route = request
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(path, axum::extract::MatchedPath::as_str);
     let span = tracing::info_span!(
         "HTTP request",
-        otel.name = %format!("{method} {}", request.uri().path()),
+        otel.name = %format!("{method} {route}"),
         otel.kind = "server",
         http.request.method = method,
-        url.path = request.uri().path(),
+        http.route = route,
+        url.path = path,
         http.response.status_code = tracing::field::Empty,
         otel.status_code = tracing::field::Empty,
     );

@@ -17,13 +17,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use pivotal_test_support::{TestEnv, http};
+use pivotal_test_support::{Stopper, TestEnv, http};
 use serde_json::json;
 use uuid::Uuid;
 
 use crate::harness::{
-    assert_every_read_model_equals_replay, free_port, projection_caught_up, relay_caught_up,
-    spawn_process, start_broker, start_redis, store_events, verify_topic_of,
+    Process, assert_every_read_model_equals_replay, free_port, projection_caught_up,
+    relay_caught_up, spawn_process, start_broker, start_redis, store_events, verify_topic_of,
 };
 
 /// What one client saw of one request.
@@ -160,8 +160,20 @@ async fn check(env: &TestEnv, seen: &[Seen]) {
     assert_every_read_model_equals_replay(env).await;
 }
 
-async fn owner_token(env: &TestEnv) -> String {
-    env.token(Uuid::now_v7(), &["owner"])
+/// The system under load: the command API in-process, a relay and a
+/// projector as processes, and `writers` clients sending commands as an
+/// organization's owner.
+async fn start_under_load(env: &TestEnv, writers: usize) -> (Stopper, Process, Process, Load) {
+    let (commands, stopper) = env.spawn_command_api().await;
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let relay = spawn_process(env, "relay");
+    let projector = spawn_process(env, "projector");
+    (
+        stopper,
+        relay,
+        projector,
+        Load::start(&commands, &token, writers),
+    )
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -172,11 +184,7 @@ async fn relays_and_projectors_killed_restarted_and_doubled_under_load() {
     let _broker = start_broker(dir.path(), port);
     let mut env = TestEnv::new().await;
     env.settings.kafka.brokers = format!("127.0.0.1:{port}");
-    let (commands, _c) = env.spawn_command_api().await;
-    let token = owner_token(&env).await;
-    let mut relay = spawn_process(&env, "relay");
-    let mut projector = spawn_process(&env, "projector");
-    let load = Load::start(&commands, &token, 6);
+    let (_c, mut relay, mut projector, load) = start_under_load(&env, 6).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // SIGKILL the relay mid-stream; a new one takes over.
     drop(relay);
@@ -208,11 +216,7 @@ async fn the_broker_stopped_for_30_seconds_under_load() {
     let mut broker = start_broker(dir.path(), port);
     let mut env = TestEnv::new().await;
     env.settings.kafka.brokers = format!("127.0.0.1:{port}");
-    let (commands, _c) = env.spawn_command_api().await;
-    let token = owner_token(&env).await;
-    let _relay = spawn_process(&env, "relay");
-    let _projector = spawn_process(&env, "projector");
-    let load = Load::start(&commands, &token, 4);
+    let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
     tokio::time::sleep(Duration::from_secs(4)).await;
     drop(broker);
     // Commands keep being accepted while the broker is away.
@@ -231,11 +235,7 @@ async fn redis_stopped_under_load() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let mut env = TestEnv::new().await;
     env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
-    let (commands, _c) = env.spawn_command_api().await;
-    let token = owner_token(&env).await;
-    let _relay = spawn_process(&env, "relay");
-    let _projector = spawn_process(&env, "projector");
-    let load = Load::start(&commands, &token, 4);
+    let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Without Redis the command API cannot check revocations: 503 with
     // Retry-After, nothing half-done.
@@ -360,11 +360,7 @@ impl Drop for PrivatePostgres {
 async fn postgres_restarted_under_load() {
     let postgres = PrivatePostgres::start();
     let env = TestEnv::with_postgres(&postgres.server()).await;
-    let (commands, _c) = env.spawn_command_api().await;
-    let token = owner_token(&env).await;
-    let _relay = spawn_process(&env, "relay");
-    let _projector = spawn_process(&env, "projector");
-    let load = Load::start(&commands, &token, 4);
+    let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     // A crash (immediate shutdown, recovery at start) under load.
     postgres.pg_ctl(&["-m", "immediate", "restart"]);

@@ -128,6 +128,17 @@ async fn one_trace_follows_a_command_to_its_read_model() {
     assert_eq!(created.status(), 201);
     let customer: serde_json::Value = created.json().await.unwrap();
     let customer_id = customer["id"].as_str().unwrap().to_owned();
+    // A second trace: a route with an id names its span by the template.
+    let tags_trace = Uuid::new_v4().simple().to_string();
+    let tagged = http()
+        .put(format!("{base}/v1/customers/{customer_id}/tags"))
+        .bearer_auth(&token)
+        .header("traceparent", format!("00-{tags_trace}-{caller_span}-01"))
+        .json(&json!({"tags": ["traced"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(tagged.status(), 200);
     // A malformed traceparent is ignored: the command succeeds untraced.
     let untraced = http()
         .post(format!("{base}/v1/customers"))
@@ -143,7 +154,7 @@ async fn one_trace_follows_a_command_to_its_read_model() {
     // The stored event carries the trace context of the command's span.
     let stored: HashMap<String, Option<String>> = sqlx::query_as(
         "SELECT aggregate_id, metadata::jsonb ->> 'traceparent' FROM events
-         WHERE aggregate_type = 'customer'",
+         WHERE event_type = 'customer.created'",
     )
     .fetch_all(&env.pool)
     .await
@@ -203,6 +214,12 @@ async fn one_trace_follows_a_command_to_its_read_model() {
         project.parent_span_id, publish.span_id,
         "the projector continues the context of the Kafka record"
     );
+    assert!(
+        spans
+            .iter()
+            .any(|s| s.trace_id == tags_trace && s.name == "PUT /v1/customers/{id}/tags"),
+        "no span named by the route template in {spans:#?}"
+    );
     // Each span's parent is in the trace, up to the caller's span.
     let ids: Vec<&str> = trace.iter().map(|s| s.span_id.as_str()).collect();
     for span in &trace {
@@ -215,7 +232,7 @@ async fn one_trace_follows_a_command_to_its_read_model() {
     assert!(
         spans
             .iter()
-            .all(|s| s.service != "relay" || s.trace_id == trace_id),
+            .all(|s| s.service != "relay" || [&trace_id, &tags_trace].contains(&&s.trace_id)),
         "{spans:#?}"
     );
 }
