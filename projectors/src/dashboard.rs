@@ -33,6 +33,8 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
+use crate::redis_link::RedisLink;
+
 /// Newest changes kept per organization.
 pub const RECENT_KEPT: isize = 100;
 
@@ -334,8 +336,6 @@ pub async fn rebuild(
 /// the live generation exact across Redis outages, flushes and restarts.
 pub struct DashboardWriter {
     pool: PgPool,
-    client: Option<redis::Client>,
-    connection: Option<ConnectionManager>,
     prefix: String,
     /// The live generation must be caught up from the read models before
     /// it is trusted again (start, or a failed write).
@@ -352,48 +352,31 @@ impl std::fmt::Debug for DashboardWriter {
 }
 
 impl DashboardWriter {
-    pub fn new(pool: PgPool, redis_url: &str, prefix: &str) -> Self {
-        let client = redis::Client::open(redis_url)
-            .map_err(|error| tracing::warn!(%error, "invalid Redis URL; no dashboard"))
-            .ok();
+    pub fn new(pool: PgPool, prefix: &str) -> Self {
         Self {
             pool,
-            client,
-            connection: None,
             prefix: prefix.to_owned(),
             behind: true,
         }
     }
 
-    async fn connection(&mut self) -> Option<ConnectionManager> {
-        if self.connection.is_none()
-            && let Some(client) = &self.client
-        {
-            let config = redis::aio::ConnectionManagerConfig::new()
-                .set_connection_timeout(Some(std::time::Duration::from_secs(1)))
-                .set_response_timeout(Some(std::time::Duration::from_secs(2)))
-                .set_number_of_retries(1);
-            match client.get_connection_manager_with_config(config).await {
-                Ok(connection) => self.connection = Some(connection),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot reach Redis; dashboard behind");
-                }
-            }
-        }
-        self.connection.clone()
-    }
-
     /// Brings the dashboard up to date with the records `touched` (kind, id)
     /// after their read models committed. Failures leave it marked behind,
-    /// to be caught up on the next call.
-    pub async fn after_commit(&mut self, touched: &[(&'static str, Uuid)]) {
-        let Some(mut redis) = self.connection().await else {
+    /// to be caught up on the next call Redis answers.
+    pub async fn after_commit(&mut self, redis: &mut RedisLink, touched: &[(&'static str, Uuid)]) {
+        let Some(mut connection) = redis.connection().await else {
             self.behind = true;
             return;
         };
-        if let Err(error) = self.update(&mut redis, touched).await {
-            tracing::warn!(%error, "dashboard not updated; it will catch up");
-            self.behind = true;
+        match self.update(&mut connection, touched).await {
+            Ok(()) => redis.succeeded(),
+            Err(error) => {
+                tracing::warn!(%error, "dashboard not updated; it will catch up");
+                self.behind = true;
+                if matches!(error, DashboardError::Redis(_)) {
+                    redis.failed();
+                }
+            }
         }
     }
 

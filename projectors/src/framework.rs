@@ -15,6 +15,8 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::Value;
 use sqlx::{PgConnection, PgPool};
 
+use crate::redis_link::RedisLink;
+
 /// An event as a projection sees it.
 pub type Envelope = EventEnvelope<Value>;
 
@@ -286,15 +288,13 @@ pub async fn run(
     consumer.subscribe(&names)?;
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);
-    let mut notifier = Notifier::new(&settings);
-    let mut dashboard = {
+    let mut redis = {
         use secrecy::ExposeSecret;
-        crate::dashboard::DashboardWriter::new(
-            pool.clone(),
-            settings.redis.url.expose_secret(),
-            &settings.redis.key_prefix,
-        )
+        RedisLink::new(settings.redis.url.expose_secret())
     };
+    let notifier = Notifier::new(&settings.redis.key_prefix);
+    let mut dashboard =
+        crate::dashboard::DashboardWriter::new(pool.clone(), &settings.redis.key_prefix);
     let engine = pivotal_search::open(&settings.search)
         .map_err(|e| ProjectionError::Search(e.to_string()))?;
     let wake_indexer = std::sync::Arc::new(tokio::sync::Notify::new());
@@ -306,7 +306,7 @@ pub async fn run(
     let stop_lag_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
     watch_consumer_lag(&settings, topic_names.clone(), stop_lag_watch.clone());
     let _stop_lag_watch = StopOnDrop(stop_lag_watch);
-    dashboard.after_commit(&[]).await;
+    dashboard.after_commit(&mut redis, &[]).await;
     let mut dashboard_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
     let mut failures = 0u32;
@@ -324,7 +324,7 @@ pub async fn run(
             _ = dashboard_tick.tick() => {
                 // Fills the dashboard after a Redis flush or outage even
                 // when no event arrives.
-                dashboard.after_commit(&[]).await;
+                dashboard.after_commit(&mut redis, &[]).await;
                 report_lag(&pool, &projections).await;
                 continue;
             }
@@ -379,7 +379,7 @@ pub async fn run(
             .filter_map(|p| serde_json::from_slice(p).ok())
             .collect();
         wake_indexer.notify_one();
-        notifier.announce(&events).await;
+        notifier.announce(&mut redis, &events).await;
         let touched: Vec<(&'static str, uuid::Uuid)> = events
             .iter()
             .filter_map(|e| {
@@ -390,7 +390,7 @@ pub async fn run(
                 Some((kind, uuid::Uuid::parse_str(&e.aggregate_id).ok()?))
             })
             .collect();
-        dashboard.after_commit(&touched).await;
+        dashboard.after_commit(&mut redis, &touched).await;
         if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
             // The offsets are also in PostgreSQL; a redelivery is a no-op.
             tracing::warn!(error = %error, "offset commit failed");
@@ -485,37 +485,21 @@ if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 /// the query API's subscriptions. Best effort: the read models are already
 /// committed, so a Redis outage only delays nothing but live updates.
 struct Notifier {
-    client: Option<redis::Client>,
-    connection: Option<redis::aio::ConnectionManager>,
     prefix: String,
 }
 
 impl Notifier {
-    fn new(settings: &Settings) -> Self {
-        use secrecy::ExposeSecret;
-        let client = redis::Client::open(settings.redis.url.expose_secret())
-            .map_err(|error| tracing::warn!(%error, "invalid Redis URL; no live notifications"))
-            .ok();
+    fn new(prefix: &str) -> Self {
         Self {
-            client,
-            connection: None,
-            prefix: settings.redis.key_prefix.clone(),
+            prefix: prefix.to_owned(),
         }
     }
 
-    async fn announce(&mut self, events: &[Envelope]) {
-        if self.connection.is_none()
-            && let Some(client) = &self.client
-        {
-            match client.get_connection_manager().await {
-                Ok(connection) => self.connection = Some(connection),
-                Err(error) => {
-                    tracing::warn!(%error, "cannot reach Redis; live notifications skipped");
-                    return;
-                }
-            }
+    async fn announce(&self, redis: &mut RedisLink, events: &[Envelope]) {
+        if events.is_empty() {
+            return;
         }
-        let Some(connection) = self.connection.as_mut() else {
+        let Some(mut connection) = redis.connection().await else {
             return;
         };
         let mut pipe = redis::pipe();
@@ -546,8 +530,12 @@ impl Notifier {
             )
             .ignore();
         }
-        if let Err(error) = pipe.query_async::<()>(connection).await {
-            tracing::warn!(%error, "live notifications not published");
+        match pipe.query_async::<()>(&mut connection).await {
+            Ok(()) => redis.succeeded(),
+            Err(error) => {
+                tracing::warn!(%error, "live notifications not published");
+                redis.failed();
+            }
         }
     }
 }

@@ -20,6 +20,8 @@
 //! - [`quotes`]: the `rm_rate_cards` and `rm_quotes` read models.
 //! - [`search`]: the search projection, its indexer and index rebuilds.
 //! - [`dashboard`]: per-organization counters and recent changes in Redis.
+//! - [`redis_link`]: the Redis connection of the post-commit work, left
+//!   alone for a while after a failure so an outage never slows a batch.
 //! - [`db`]: the read models' migrations.
 
 pub mod customers;
@@ -28,6 +30,7 @@ pub mod db;
 pub mod framework;
 pub mod identity;
 pub mod quotes;
+pub mod redis_link;
 pub mod search;
 
 /// Every projection this process runs.

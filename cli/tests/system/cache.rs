@@ -120,7 +120,6 @@ async fn replicas_never_serve_an_entry_older_than_the_projection() {
 async fn queries_keep_answering_while_redis_is_down() {
     let port = free_port();
     let redis = start_redis(port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut env = TestEnv::new().await;
     env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
     let (commands, _c) = env.spawn_command_api().await;

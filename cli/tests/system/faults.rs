@@ -33,6 +33,8 @@ struct Seen {
     retry_after: bool,
     /// The customer and the version the command API said it reached.
     accepted: Option<(String, i64)>,
+    /// When the answer came.
+    at: std::time::Instant,
 }
 
 /// Writers creating customers and changing their tags until stopped.
@@ -72,6 +74,7 @@ impl Load {
                                 status: 0,
                                 retry_after: false,
                                 accepted: None,
+                                at: std::time::Instant::now(),
                             });
                             continue;
                         };
@@ -101,6 +104,7 @@ impl Load {
                             status,
                             retry_after,
                             accepted,
+                            at: std::time::Instant::now(),
                         });
                     }
                     seen
@@ -232,7 +236,6 @@ async fn the_broker_stopped_for_30_seconds_under_load() {
 async fn redis_stopped_under_load() {
     let port = free_port();
     let mut redis = start_redis(port);
-    tokio::time::sleep(Duration::from_millis(300)).await;
     let mut env = TestEnv::new().await;
     env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
     let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
@@ -241,12 +244,21 @@ async fn redis_stopped_under_load() {
     // Retry-After, nothing half-done.
     drop(redis);
     tokio::time::sleep(Duration::from_secs(5)).await;
+    // The read models do not wait for Redis: they catch up while it is
+    // still down.
+    relay_caught_up(&env, Duration::from_secs(120)).await;
+    projection_caught_up(&env, Duration::from_secs(120)).await;
     redis = start_redis(port);
+    let back = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(4)).await;
     let seen = load.finish().await;
     assert!(
         seen.iter().any(|s| s.status == 503 && s.retry_after),
         "no request met the outage"
+    );
+    assert!(
+        seen.iter().any(|s| s.at > back && s.accepted.is_some()),
+        "no command was accepted once Redis was back"
     );
     check(&env, &seen).await;
     drop(redis);

@@ -334,12 +334,21 @@ pub async fn add_user(
 }
 
 /// A TCP port free at the time of asking.
+///
+/// Taken below the kernel's ephemeral range (32768 and up on Linux), so a
+/// service stopped and started again on it by a test never finds it taken
+/// by another test's outgoing connection in between.
 pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::hash::{BuildHasher, Hasher};
+    const FIRST: u16 = 20_000;
+    const COUNT: u16 = 12_000;
+    let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
+    hasher.write_u32(std::process::id());
+    let start = (hasher.finish() % u64::from(COUNT)) as u16;
+    (0..COUNT)
+        .map(|i| FIRST + (start + i) % COUNT)
+        .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
+        .expect("a free port below the ephemeral range")
 }
 
 /// Sends SIGTERM to `process` and waits up to `limit` for it to exit;
@@ -436,5 +445,25 @@ pub fn start_redis(port: u16) -> Process {
         .stderr(Stdio::null())
         .spawn()
         .expect("redis-server is installed by scripts/services.sh");
-    Process(child)
+    let mut redis = Process(child);
+    // Ready when it answers; a start that fails (port taken) fails here.
+    let ready = (0..100).any(|_| {
+        if let Ok(Some(status)) = redis.0.try_wait() {
+            panic!("redis-server on port {port} exited: {status}");
+        }
+        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
+            use std::io::{Read, Write};
+            let mut reply = [0u8; 7];
+            s.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
+                && s.write_all(b"PING\r\n").is_ok()
+                && s.read_exact(&mut reply).is_ok()
+                && &reply == b"+PONG\r\n"
+        });
+        answered || {
+            std::thread::sleep(Duration::from_millis(50));
+            false
+        }
+    });
+    assert!(ready, "redis-server on port {port} did not answer");
+    redis
 }
