@@ -764,24 +764,81 @@ const REBUILD_VERSIONS_IN_MEMORY: usize = 1_000_000;
 /// so far are kept there instead of in the copy's bookkeeping table (which
 /// then holds none of them): nothing is read or written per batch, and the
 /// caller writes them once with [`Versions::store`].
-async fn replay<'p>(
+/// One batch of the log as a rebuild applies it: how many events were read,
+/// where reading stopped, and the followed events decoded, with their
+/// positions.
+struct ReadBatch {
+    read: usize,
+    checkpoint: Option<Checkpoint>,
+    events: Vec<(Envelope, i64)>,
+}
+
+/// Reads up to [`REBUILD_BATCH`] events after `checkpoint` and decodes those
+/// of `types`.
+async fn read_batch(
+    executor: impl sqlx::PgExecutor<'_>,
+    types: &[&str],
+    checkpoint: Checkpoint,
+) -> Result<ReadBatch, ProjectionError> {
+    let batch = log::read_after(executor, checkpoint, REBUILD_BATCH).await?;
+    let events = batch
+        .iter()
+        .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
+        .map(|logged| {
+            logged
+                .envelope()
+                .map(|event| (event, logged.position))
+                .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(ReadBatch {
+        read: batch.len(),
+        checkpoint: batch.last().map(log::LoggedEvent::checkpoint),
+        events,
+    })
+}
+
+/// Reads the log ahead of a rebuild's writer, on a connection of its own:
+/// the next batch is read and decoded while the current one is applied.
+/// Stops after the first batch shorter than [`REBUILD_BATCH`] (caught up).
+fn read_ahead(
+    pool: &PgPool,
+    types: &'static [&'static str],
+    mut checkpoint: Checkpoint,
+) -> (
+    tokio::sync::mpsc::Receiver<Result<ReadBatch, ProjectionError>>,
+    AbortOnDrop,
+) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+    let pool = pool.clone();
+    let reader = tokio::spawn(async move {
+        loop {
+            let batch = read_batch(&pool, types, checkpoint).await;
+            let last = match &batch {
+                Ok(batch) => {
+                    checkpoint = batch.checkpoint.unwrap_or(checkpoint);
+                    i64::try_from(batch.read).unwrap_or(i64::MAX) < REBUILD_BATCH
+                }
+                Err(_) => true,
+            };
+            if sender.send(batch).await.is_err() || last {
+                return;
+            }
+        }
+    });
+    (receiver, AbortOnDrop(reader))
+}
+
+/// Applies a read batch to the rebuild's copy, with the versions `known`
+/// in memory, or else read and written per batch.
+async fn apply_read<'p>(
     conn: &mut PgConnection,
     projection: &'p dyn Projection,
-    checkpoint: &mut Checkpoint,
+    batch: &ReadBatch,
     report: &mut RebuildReport,
     progress: Option<&indicatif::ProgressBar>,
     known: Option<&mut Versions<'p>>,
-) -> Result<usize, ProjectionError> {
-    let batch = log::read_after(&mut *conn, *checkpoint, REBUILD_BATCH).await?;
-    let Some(last) = batch.last() else {
-        return Ok(0);
-    };
-    *checkpoint = last.checkpoint();
-    let types = projection.aggregate_types();
-    let followed: Vec<&log::LoggedEvent> = batch
-        .iter()
-        .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
-        .collect();
+) -> Result<(), ProjectionError> {
     let mut loaded = None;
     let versions = match known {
         Some(known) => known,
@@ -789,25 +846,22 @@ async fn replay<'p>(
             Versions::load(
                 &mut *conn,
                 projection,
-                followed
+                batch
+                    .events
                     .iter()
-                    .map(|l| (l.aggregate_type.as_str(), l.aggregate_id.as_str())),
+                    .map(|(e, _)| (e.aggregate_type.as_str(), e.aggregate_id.as_str())),
             )
             .await?,
         ),
     };
-    let mut admitted = Vec::with_capacity(followed.len());
-    for logged in followed {
-        let event = logged
-            .envelope()
-            .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
+    let mut admitted = Vec::with_capacity(batch.events.len());
+    for (event, position) in &batch.events {
         report.events += 1;
-        if versions.admit(&event, Some(logged.position))? == Applied::Applied {
+        if versions.admit(event, Some(*position))? == Applied::Applied {
             admitted.push(event);
         }
     }
     report.applied += admitted.len() as u64;
-    let admitted: Vec<&Envelope> = admitted.iter().collect();
     projection.apply_batch(&mut *conn, &admitted).await?;
     if let Some(versions) = loaded {
         versions.store(conn).await?;
@@ -815,7 +869,24 @@ async fn replay<'p>(
     if let Some(bar) = progress {
         bar.inc(report.events - bar.position());
     }
-    Ok(batch.len())
+    Ok(())
+}
+
+/// Reads the next batch after `checkpoint` in `conn`'s transaction and
+/// applies it; returns how many events were read (0: none left).
+async fn replay(
+    conn: &mut PgConnection,
+    projection: &dyn Projection,
+    checkpoint: &mut Checkpoint,
+    report: &mut RebuildReport,
+    progress: Option<&indicatif::ProgressBar>,
+) -> Result<usize, ProjectionError> {
+    let batch = read_batch(&mut *conn, projection.aggregate_types(), *checkpoint).await?;
+    if let Some(last) = batch.checkpoint {
+        *checkpoint = last;
+    }
+    apply_read(conn, projection, &batch, report, progress, None).await?;
+    Ok(batch.read)
 }
 
 /// Rebuilds `projection` from the event store, the source of truth, beside
@@ -862,13 +933,15 @@ pub async fn rebuild(
     // Catch up without blocking the live projector, with the versions in
     // memory (written out when there are too many, and at the end).
     let mut known = Some(Versions::empty(projection));
-    loop {
+    let (mut batches, _reader) = read_ahead(pool, projection.aggregate_types(), checkpoint);
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
         let mut tx = pool.begin().await?;
         sqlx::query(&search_path).execute(&mut *tx).await?;
-        let read = replay(
+        apply_read(
             &mut tx,
             projection,
-            &mut checkpoint,
+            &batch,
             &mut report,
             progress,
             known.as_mut(),
@@ -882,8 +955,8 @@ pub async fn rebuild(
             versions.store(&mut tx).await?;
         }
         tx.commit().await?;
-        if i64::try_from(read).unwrap_or(i64::MAX) < REBUILD_BATCH {
-            break;
+        if let Some(last) = batch.checkpoint {
+            checkpoint = last;
         }
     }
     {
@@ -903,17 +976,7 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     sqlx::query(&search_path).execute(&mut *tx).await?;
-    while replay(
-        &mut tx,
-        projection,
-        &mut checkpoint,
-        &mut report,
-        progress,
-        None,
-    )
-    .await?
-        > 0
-    {}
+    while replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await? > 0 {}
     for statement in [
         format!("DROP TABLE public.{table}"),
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
