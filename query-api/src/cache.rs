@@ -109,19 +109,40 @@ impl ReadCache {
         let entry_key = entry_key(&self.prefix, aggregate_type, organization, id);
         let redis = self.connection().await;
         if let Some(mut conn) = redis.clone() {
-            let current: redis::RedisResult<(Option<i64>, Option<String>)> = redis::pipe()
-                .get(&version_key)
-                .get(&entry_key)
-                .query_async(&mut conn)
-                .await;
+            // With an L1 entry, only its version is asked for (the usual
+            // case); the L2 entry only when L1 has none or an older one.
+            let l1 = self.l1.get(&entry_key);
+            let current: redis::RedisResult<(Option<i64>, Option<String>)> = if l1.is_some() {
+                conn.get(&version_key).await.map(|version| (version, None))
+            } else {
+                redis::pipe()
+                    .get(&version_key)
+                    .get(&entry_key)
+                    .query_async(&mut conn)
+                    .await
+            };
             match current {
                 Ok((Some(version), l2)) => {
-                    if let Some((cached, value)) = self.l1.get(&entry_key)
-                        && cached == version
-                        && let Ok(value) = serde_json::from_value(value)
-                    {
-                        return Ok(Some(value));
-                    }
+                    let stale_l1 = match l1 {
+                        Some((cached, value)) if cached == version => {
+                            if let Ok(value) = serde_json::from_value(value) {
+                                return Ok(Some(value));
+                            }
+                            false
+                        }
+                        Some(_) => true,
+                        None => false,
+                    };
+                    let l2 = match l2 {
+                        None if stale_l1 => conn
+                            .get::<_, Option<String>>(&entry_key)
+                            .await
+                            .unwrap_or_else(|error| {
+                                tracing::debug!(%error, "cache: Redis read failed");
+                                None
+                            }),
+                        l2 => l2,
+                    };
                     if let Some(raw) = l2
                         && let Ok((cached, value)) = serde_json::from_str::<(i64, Value)>(&raw)
                         && cached == version
