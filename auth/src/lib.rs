@@ -217,7 +217,25 @@ enum KeySource {
 struct KeyCache {
     keys: HashMap<String, DecodingKey>,
     fetched_at: Option<Instant>,
+    /// Moves on with every fetch of the key set: tokens verified under an
+    /// earlier one are verified again.
+    generation: u64,
 }
+
+/// A token verified lately: its claims, its key id and the key set it was
+/// verified under.
+#[derive(Clone)]
+struct Verified {
+    generation: u64,
+    kid: String,
+    claims: Claims,
+}
+
+/// Tokens remembered as verified. A client sends the same token for its
+/// whole life, and checking an Ed25519 signature costs more than the rest
+/// of a by-id read; a few thousand entries cover the active callers of one
+/// process.
+const VERIFIED_TOKENS: usize = 4096;
 
 /// Shortest wait between two fetches caused by unknown key ids, so that
 /// tokens with made-up `kid`s cannot make us hammer the key server.
@@ -226,6 +244,8 @@ const UNKNOWN_KID_REFETCH: Duration = Duration::from_secs(5);
 /// Verifies access tokens against a JSON Web Key Set.
 pub struct TokenVerifier {
     cache: RwLock<KeyCache>,
+    /// By SHA-256 of the token.
+    verified: quick_cache::sync::Cache<[u8; 32], Verified>,
     fetch: Mutex<()>,
     source: KeySource,
     validation: Validation,
@@ -254,7 +274,9 @@ impl TokenVerifier {
             cache: RwLock::new(KeyCache {
                 keys: jwks.decoding_keys(),
                 fetched_at: None,
+                generation: 0,
             }),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             fetch: Mutex::new(()),
             source: KeySource::Static,
             validation: Self::validation(settings),
@@ -275,7 +297,9 @@ impl TokenVerifier {
             cache: RwLock::new(KeyCache {
                 keys: HashMap::new(),
                 fetched_at: None,
+                generation: 0,
             }),
+            verified: quick_cache::sync::Cache::new(VERIFIED_TOKENS),
             fetch: Mutex::new(()),
             source: KeySource::Remote {
                 url: settings.jwks_url.clone(),
@@ -330,6 +354,7 @@ impl TokenVerifier {
             Err(error) => tracing::warn!(%error, url, "cannot fetch the token key set"),
         }
         cache.fetched_at = Some(Instant::now());
+        cache.generation += 1;
     }
 
     /// Verifies a raw `Authorization` header value (`Bearer <token>`).
@@ -344,7 +369,26 @@ impl TokenVerifier {
         self.verify(token).await
     }
 
+    ///
+    /// A token verified before under the same key set is not checked again,
+    /// but its expiry is, on every call.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
+        use sha2::Digest;
+        let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
+        if let Some(known) = self.verified.get(&digest) {
+            self.refresh(&known.kid).await;
+            if self.cache.read().await.generation == known.generation {
+                let now = chrono::Utc::now().timestamp();
+                let leeway = i64::try_from(self.validation.leeway).unwrap_or(i64::MAX);
+                if known.claims.exp.saturating_add(leeway) < now {
+                    self.verified.remove(&digest);
+                    return Err(AuthError::Expired);
+                }
+                return Ok(Principal {
+                    claims: known.claims,
+                });
+            }
+        }
         let header = decode_header(token).map_err(|_| AuthError::Malformed)?;
         if header.alg != Algorithm::EdDSA {
             return Err(AuthError::Invalid("unsupported algorithm".into()));
@@ -371,6 +415,14 @@ impl TokenVerifier {
                 _ => AuthError::Invalid("rejected".into()),
             }
         })?;
+        self.verified.insert(
+            digest,
+            Verified {
+                generation: cache.generation,
+                kid,
+                claims: data.claims.clone(),
+            },
+        );
         Ok(Principal {
             claims: data.claims,
         })
@@ -491,6 +543,7 @@ impl TokenIssuer {
 mod tests {
     use super::*;
     use pivotal_settings::{PublicKeySettings, Settings, SigningKeySettings};
+    use std::sync::Arc;
 
     fn root() -> std::path::PathBuf {
         Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -681,6 +734,73 @@ mod tests {
         assert!(matches!(
             TokenIssuer::from_settings(&unpublished),
             Err(KeyError::UnpublishedSigningKey(_))
+        ));
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_refused_once_it_expires() {
+        let mut settings = dev_settings();
+        settings.leeway_secs = 0;
+        let issuer = TokenIssuer::from_settings(&settings).unwrap().unwrap();
+        let verifier = TokenVerifier::from_settings(&settings).unwrap();
+        let mut claims = issuer.claims(&request());
+        claims.exp = Utc::now().timestamp() + 1;
+        let token = issuer.sign(&claims).unwrap();
+        assert_eq!(verifier.verify(&token).await.unwrap().claims, claims);
+        assert_eq!(verifier.verify(&token).await.unwrap().claims, claims);
+        tokio::time::sleep(Duration::from_millis(2100)).await;
+        assert!(matches!(
+            verifier.verify(&token).await,
+            Err(AuthError::Expired)
+        ));
+    }
+
+    /// Serves `body` (changeable) as the JWKS document at `/jwks`.
+    fn serve_jwks(body: Arc<std::sync::Mutex<String>>) -> String {
+        use std::io::{Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/jwks", listener.local_addr().unwrap());
+        std::thread::spawn(move || {
+            for mut socket in listener.incoming().flatten() {
+                let mut request = [0u8; 4096];
+                let _ = socket.read(&mut request);
+                let body = body.lock().unwrap().clone();
+                let response = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+                let _ = socket.write_all(response.as_bytes());
+            }
+        });
+        url
+    }
+
+    #[tokio::test]
+    async fn a_remembered_token_is_verified_again_once_the_key_set_changes() {
+        let mut rotated = dev_settings();
+        rotated.public_keys.push(PublicKeySettings {
+            kid: "test-next".into(),
+            pem_file: root().join("config/test/jwt-next-public-key.pem"),
+        });
+        let both = serde_json::to_string(&Jwks::from_settings(&rotated).unwrap()).unwrap();
+        let mut retired = rotated.clone();
+        retired.public_keys.retain(|k| k.kid == "test-next");
+        let next_only = serde_json::to_string(&Jwks::from_settings(&retired).unwrap()).unwrap();
+        let published = Arc::new(std::sync::Mutex::new(both));
+        let mut settings = dev_settings();
+        settings.jwks_url = serve_jwks(published.clone());
+        settings.jwks_refresh_secs = 1;
+        let verifier = TokenVerifier::from_settings(&settings).unwrap();
+        let old = pair().0.mint(&request()).unwrap();
+        verifier.verify(&old).await.unwrap();
+        verifier.verify(&old).await.unwrap();
+        // The old key is retired: once the key set is fetched again, the
+        // remembered token is checked against it and refused.
+        *published.lock().unwrap() = next_only;
+        tokio::time::sleep(Duration::from_millis(1100)).await;
+        assert!(matches!(
+            verifier.verify(&old).await,
+            Err(AuthError::UnknownKey)
         ));
     }
 
