@@ -758,12 +758,6 @@ async fn create_shadow_indexes(
 /// 100 bytes each) before writing them out and reading them per batch.
 const REBUILD_VERSIONS_IN_MEMORY: usize = 1_000_000;
 
-/// Replays events after `checkpoint` into the shadow copy (the caller's
-/// transaction has `search_path` on the shadow schema); returns how many
-/// log rows were read. With `known`, the versions this rebuild has applied
-/// so far are kept there instead of in the copy's bookkeeping table (which
-/// then holds none of them): nothing is read or written per batch, and the
-/// caller writes them once with [`Versions::store`].
 /// One batch of the log as a rebuild applies it: how many events were read,
 /// where reading stopped, and the followed events decoded, with their
 /// positions.
@@ -829,8 +823,12 @@ fn read_ahead(
     (receiver, AbortOnDrop(reader))
 }
 
-/// Applies a read batch to the rebuild's copy, with the versions `known`
-/// in memory, or else read and written per batch.
+/// Applies a read batch to the shadow copy (the caller's transaction has
+/// `search_path` on the shadow schema). With `known`, the versions this
+/// rebuild has applied so far are kept there instead of in the copy's
+/// bookkeeping table (which then holds none of them): nothing is read or
+/// written per batch, and the caller writes them once with
+/// [`Versions::store`]. Without it, they are read and written per batch.
 async fn apply_read<'p>(
     conn: &mut PgConnection,
     projection: &'p dyn Projection,
