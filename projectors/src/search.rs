@@ -54,10 +54,45 @@ impl Projection for SearchProjection {
         .bind(&envelope.aggregate_type)
         .bind(&envelope.aggregate_id)
         .bind(i64::try_from(envelope.version).unwrap_or(i64::MAX))
-        .execute(conn)
+        .execute(&mut *conn)
         .await?;
+        // A quote's document carries its customer's name: the customer's
+        // quotes are indexed again with it.
+        if envelope.aggregate_type == "customer"
+            && let Ok(customer) = Uuid::parse_str(&envelope.aggregate_id)
+        {
+            sqlx::query(
+                "INSERT INTO search_pending (aggregate_type, aggregate_id, version)
+                 SELECT 'quote', id::text, version FROM rm_quotes WHERE customer_id = $1
+                 ON CONFLICT (aggregate_type, aggregate_id)
+                   DO UPDATE SET version = greatest(search_pending.version, EXCLUDED.version)",
+            )
+            .bind(customer)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
+}
+
+/// The version of a quote's document: the quote's version in the high 32
+/// bits and its customer's in the low ones, so that the document also
+/// replaces the indexed one when only the customer changed (engines keep
+/// the higher version). Both only grow, and a quote that changes customer
+/// has a higher quote version, so the pair only grows too.
+pub fn quote_document_version(quote: i64, customer: i64) -> u64 {
+    let quote = u64::try_from(quote)
+        .unwrap_or_default()
+        .min(u64::from(u32::MAX >> 1));
+    let customer = u64::try_from(customer)
+        .unwrap_or_default()
+        .min(u64::from(u32::MAX));
+    (quote << 32) | customer
+}
+
+/// The quote's own version in a quote document's version.
+pub fn quote_version_of_document(version: u64) -> u64 {
+    version >> 32
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -115,6 +150,7 @@ pub async fn documents(
         Option<String>,
         i64,
         DateTime<Utc>,
+        i64,
     );
     type UserRow = (
         Uuid,
@@ -164,7 +200,8 @@ pub async fn documents(
         EntityKind::Quote => {
             let rows: Vec<QuoteRow> = sqlx::query_as(
                 "SELECT q.organization_id, q.id, q.number, q.title, q.status, q.currency,
-                        q.total::text, c.display_name, q.version, q.created_at
+                        q.total::text, c.display_name, q.version, q.created_at,
+                        coalesce(c.version, 0)
                  FROM rm_quotes q
                  LEFT JOIN rm_customers c ON c.organization_id = q.organization_id AND c.id = q.customer_id
                  WHERE q.id = ANY($1)",
@@ -177,7 +214,7 @@ pub async fn documents(
                     organization_id: r.0,
                     kind,
                     id: r.1,
-                    version: version(r.8),
+                    version: quote_document_version(r.8, r.10),
                     title: format!("{} {}", r.2, r.3),
                     body: join(&[r.7.as_deref(), Some(&format!("{} {}", r.5, r.6))]),
                     status: r.4,
@@ -282,9 +319,14 @@ impl SearchIndexer {
             // and rows whose record has no read-model row (nothing to index).
             let types: Vec<&str> = documents.iter().map(|d| d.kind.aggregate_type()).collect();
             let ids: Vec<String> = documents.iter().map(|d| d.id.to_string()).collect();
+            // Pending rows hold the record's own version.
             let versions: Vec<i64> = documents
                 .iter()
-                .map(|d| i64::try_from(d.version).unwrap_or(i64::MAX))
+                .map(|d| match d.kind {
+                    EntityKind::Quote => quote_version_of_document(d.version),
+                    _ => d.version,
+                })
+                .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
                 .collect();
             sqlx::query(
                 "DELETE FROM search_pending p
@@ -401,4 +443,22 @@ pub async fn rebuild_index(
         .execute(&mut *lock)
         .await?;
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quote_document_versions_grow_with_the_quote_and_with_its_customer() {
+        let v = quote_document_version;
+        assert!(v(3, 7) < v(3, 8), "the customer changed");
+        assert!(
+            v(3, 9) < v(4, 1),
+            "the quote changed (even to another customer)"
+        );
+        assert_eq!(quote_version_of_document(v(3, 9)), 3);
+        assert_eq!(quote_version_of_document(v(0, 0)), 0);
+        assert!(v(i64::MAX, i64::MAX) <= u64::try_from(i64::MAX).unwrap());
+    }
 }

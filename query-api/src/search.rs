@@ -234,7 +234,15 @@ impl SearchQuery {
                                 title: hit.title,
                                 status: hit.status,
                                 score: f64::from(hit.score),
-                                version: i64::try_from(hit.version).unwrap_or(i64::MAX),
+                                version: i64::try_from(match hit.kind {
+                                    EntityKind::Quote => {
+                                        pivotal_projectors::search::quote_version_of_document(
+                                            hit.version,
+                                        )
+                                    }
+                                    _ => hit.version,
+                                })
+                                .unwrap_or(i64::MAX),
                                 highlights: hit
                                     .highlights
                                     .into_iter()

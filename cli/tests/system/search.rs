@@ -188,11 +188,36 @@ async fn search_finds_typos_and_prefixes_within_the_organization() {
         .await
         .unwrap();
     assert_eq!(renamed.status(), 200);
-    until_found(&query_api, &token, "lighthouse", &["Lighthouse Partners"]).await;
+    // The quote's document follows its customer's new name.
+    let body = until_found(
+        &query_api,
+        &token,
+        "lighthouse",
+        &["Lighthouse Partners", quote_title.as_str()],
+    )
+    .await;
+    let quote_hit = body["data"]["search"]["edges"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["node"]["type"] == "QUOTE")
+        .unwrap();
+    assert_eq!(
+        quote_hit["node"]["version"], quote["version"],
+        "the quote's own version: {body}"
+    );
     let old = search(
         &query_api,
         &token,
         json!({ "q": "lights", "types": ["CUSTOMER"] }),
+    )
+    .await;
+    assert!(titles(&old).is_empty(), "{old}");
+    // Nor does the quote match its customer's old name any more.
+    let old = search(
+        &query_api,
+        &token,
+        json!({ "q": "harbour", "types": ["QUOTE"] }),
     )
     .await;
     assert!(titles(&old).is_empty(), "{old}");
