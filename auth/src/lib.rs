@@ -369,9 +369,8 @@ impl TokenVerifier {
         self.verify(token).await
     }
 
-    ///
-    /// A token verified before under the same key set is not checked again,
-    /// but its expiry is, on every call.
+    /// Verifies a token (the JWT itself). A token verified before under the
+    /// same key set is not checked again, but its expiry is, on every call.
     pub async fn verify(&self, token: &str) -> Result<Principal, AuthError> {
         use sha2::Digest;
         let digest: [u8; 32] = sha2::Sha256::digest(token.as_bytes()).into();
