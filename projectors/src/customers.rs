@@ -50,32 +50,33 @@ impl AddressColumns {
     }
 }
 
-/// One row of `rm_customers`, folded in memory from the customer's events.
-#[derive(Debug, Clone, sqlx::FromRow)]
-struct Row {
-    organization_id: Uuid,
-    id: Uuid,
-    legal_name: String,
-    display_name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    billing_line1: Option<String>,
-    billing_line2: Option<String>,
-    billing_city: Option<String>,
-    billing_region: Option<String>,
-    billing_postal_code: Option<String>,
-    billing_country: Option<String>,
-    tax_number: Option<String>,
-    currency: String,
-    payment_terms_days: i32,
-    tags: Vec<String>,
-    status: String,
-    archive_reason: Option<String>,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
-    created_by: Option<Uuid>,
-    updated_by: Option<Uuid>,
+/// One row of `rm_customers`: folded in memory from the customer's events
+/// here, read (and cached) as it is by the query API.
+#[derive(Debug, Clone, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub struct CustomerRow {
+    pub organization_id: Uuid,
+    pub id: Uuid,
+    pub legal_name: String,
+    pub display_name: String,
+    pub email: Option<String>,
+    pub phone: Option<String>,
+    pub billing_line1: Option<String>,
+    pub billing_line2: Option<String>,
+    pub billing_city: Option<String>,
+    pub billing_region: Option<String>,
+    pub billing_postal_code: Option<String>,
+    pub billing_country: Option<String>,
+    pub tax_number: Option<String>,
+    pub currency: String,
+    pub payment_terms_days: i32,
+    pub tags: Vec<String>,
+    pub status: String,
+    pub archive_reason: Option<String>,
+    pub version: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+    pub created_by: Option<Uuid>,
+    pub updated_by: Option<Uuid>,
 }
 
 const COLUMNS: &str = "organization_id, id, legal_name, display_name, email, phone,
@@ -83,7 +84,7 @@ const COLUMNS: &str = "organization_id, id, legal_name, display_name, email, pho
     tax_number, currency, payment_terms_days, tags, status, archive_reason, version,
     created_at, updated_at, created_by, updated_by";
 
-impl Row {
+impl CustomerRow {
     /// Every change records its version, time and author.
     fn touch(&mut self, event: &Envelope) {
         self.version = i64::try_from(event.version).unwrap_or(i64::MAX);
@@ -104,10 +105,13 @@ impl Row {
 
 /// The row after `event`. Events of a customer whose row does not exist
 /// (never created) change nothing, as an `UPDATE` of no row would not.
-fn fold(row: Option<Row>, event: &Envelope) -> Result<Option<Row>, ProjectionError> {
+fn fold(
+    row: Option<CustomerRow>,
+    event: &Envelope,
+) -> Result<Option<CustomerRow>, ProjectionError> {
     if event.event_type == "customer.created" {
         let e: CustomerCreated = data(event)?;
-        let mut row = Row {
+        let mut row = CustomerRow {
             organization_id: event.organization_id,
             id: id(event)?,
             legal_name: e.legal_name.as_str().to_owned(),
@@ -184,9 +188,9 @@ fn fold(row: Option<Row>, event: &Envelope) -> Result<Option<Row>, ProjectionErr
 async fn load(
     conn: &mut PgConnection,
     keys: &[(Uuid, Uuid)],
-) -> Result<HashMap<(Uuid, Uuid), Row>, ProjectionError> {
+) -> Result<HashMap<(Uuid, Uuid), CustomerRow>, ProjectionError> {
     let (organizations, ids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
-    let rows: Vec<Row> = sqlx::query_as(&format!(
+    let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM rm_customers
          WHERE (organization_id, id) IN (SELECT * FROM UNNEST($1::uuid[], $2::uuid[]))"
     ))
@@ -201,7 +205,7 @@ async fn load(
 }
 
 /// Inserts or replaces `rows` in one statement.
-async fn store(conn: &mut PgConnection, rows: &[Row]) -> Result<(), ProjectionError> {
+async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -301,7 +305,7 @@ impl Projection for CustomersProjection {
         }
         // Rows that exist after the batch are the ones its events touched
         // (a customer never created stays absent).
-        let rows: Vec<Row> = rows.into_values().collect();
+        let rows: Vec<CustomerRow> = rows.into_values().collect();
         store(conn, &rows).await
     }
 }

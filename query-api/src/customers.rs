@@ -4,6 +4,7 @@ use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, que
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use pivotal_domain::permissions::Permission;
+use pivotal_projectors::customers::CustomerRow;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -36,31 +37,6 @@ pub struct Address {
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2.
     pub country: String,
-}
-
-#[derive(sqlx::FromRow, Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CustomerRow {
-    organization_id: Uuid,
-    id: Uuid,
-    legal_name: String,
-    display_name: String,
-    email: Option<String>,
-    phone: Option<String>,
-    billing_line1: Option<String>,
-    billing_line2: Option<String>,
-    billing_city: Option<String>,
-    billing_region: Option<String>,
-    billing_postal_code: Option<String>,
-    billing_country: Option<String>,
-    tax_number: Option<String>,
-    currency: String,
-    payment_terms_days: i32,
-    tags: Vec<String>,
-    status: String,
-    archive_reason: Option<String>,
-    version: i64,
-    created_at: DateTime<Utc>,
-    updated_at: DateTime<Utc>,
 }
 
 /// A customer of the organization.
