@@ -29,6 +29,19 @@ fn projections_of(aggregate_type: &str) -> Vec<&'static str> {
         .collect()
 }
 
+/// The event a request's consistency token names, once the PostgreSQL read
+/// models have applied it. Resolvers that read a model kept outside
+/// PostgreSQL (the search index) wait for it too, within what is left of the
+/// same bound.
+#[derive(Debug, Clone)]
+pub struct Reached {
+    pub position: i64,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub deadline: Instant,
+}
+
 /// Waits until the event at `raw` (a token) is in every read model that
 /// follows it. Tokens of another organization's events are refused like
 /// unknown ones.
@@ -37,7 +50,7 @@ pub async fn wait(
     organization: Uuid,
     raw: &str,
     bound: Duration,
-) -> Result<(), ConsistencyError> {
+) -> Result<Reached, ConsistencyError> {
     let position: i64 = raw
         .trim()
         .parse()
@@ -69,11 +82,61 @@ pub async fn wait(
         .fetch_one(pool)
         .await?;
         if applied >= expected {
-            return Ok(());
+            return Ok(Reached {
+                position,
+                aggregate_type,
+                aggregate_id,
+                sequence,
+                deadline: started + bound,
+            });
         }
         if started.elapsed() >= bound {
             return Err(ConsistencyError::Stale {
                 position,
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Waits until the search index holds the event `reached` names: the search
+/// projection queues changed records in `search_pending` and the indexer
+/// deletes a row only once the engine made the document searchable (the
+/// embedded engine's commit, Elasticsearch's `refresh=wait_for`). A
+/// customer's change also re-indexes its quotes, which carry its name, so
+/// those are waited for too. Events of types the index does not hold need
+/// no wait.
+pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), ConsistencyError> {
+    if !projections_of(&reached.aggregate_type).contains(&"search") {
+        return Ok(());
+    }
+    let customer = (reached.aggregate_type == "customer")
+        .then(|| Uuid::parse_str(&reached.aggregate_id).ok())
+        .flatten();
+    let started = Instant::now();
+    loop {
+        let (pending,): (bool,) = sqlx::query_as(
+            "SELECT EXISTS (
+               SELECT 1 FROM search_pending
+               WHERE aggregate_type = $1 AND aggregate_id = $2
+             ) OR EXISTS (
+               SELECT 1 FROM rm_quotes q JOIN search_pending p
+                 ON p.aggregate_type = 'quote' AND p.aggregate_id = q.id::text
+               WHERE q.customer_id = $3
+             )",
+        )
+        .bind(&reached.aggregate_type)
+        .bind(&reached.aggregate_id)
+        .bind(customer)
+        .fetch_one(pool)
+        .await?;
+        if !pending {
+            return Ok(());
+        }
+        if Instant::now() >= reached.deadline {
+            return Err(ConsistencyError::Stale {
+                position: reached.position,
                 waited_ms: started.elapsed().as_millis(),
             });
         }

@@ -260,7 +260,7 @@ async fn graphql(
             )
             .await;
             match waited {
-                Ok(()) => Ok(principal),
+                Ok(reached) => Ok((principal, Some(reached))),
                 Err(e @ consistency::ConsistencyError::Invalid) => {
                     Err(errors::bad_input(e.to_string()))
                 }
@@ -270,21 +270,21 @@ async fn graphql(
                 Err(consistency::ConsistencyError::Database(e)) => Err(errors::internal(e)),
             }
         }
-        (other, _) => other,
+        (other, _) => other.map(|principal| (principal, None)),
     };
     match verified {
-        Ok(principal) => {
+        Ok((principal, reached)) => {
             let loader = async_graphql::dataloader::DataLoader::new(
                 customers::CustomerLoader::new(state.pool.clone(), principal.claims.org),
                 tokio::spawn,
             );
             state
                 .schema
-                .execute(if headers.contains_key("x-consistency-token") {
+                .execute(if let Some(reached) = reached {
                     // A read with a consistency token goes to the read
                     // models: the cache learns of a projection only after
                     // the projector's commit (ADR 0014).
-                    request.data(principal).data(loader)
+                    request.data(principal).data(loader).data(reached)
                 } else {
                     request
                         .data(principal)

@@ -1,5 +1,7 @@
 //! `search(query, types, filter, first, after)`: full-text search over the
-//! caller's organization, served by the configured search engine.
+//! caller's organization, served by the configured search engine. With a
+//! consistency token it answers only once the index holds the token's event
+//! (or fails with `STALE_READ`).
 
 use std::sync::Arc;
 
@@ -10,6 +12,7 @@ use pivotal_domain::permissions::Permission;
 use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
 
+use crate::consistency::{ConsistencyError, Reached, wait_indexed};
 use crate::errors;
 use crate::schema::{MAX_PAGE, caller};
 
@@ -178,6 +181,18 @@ impl SearchQuery {
                 "search is not configured on this server",
             )
         })?;
+        // Read-your-writes: the PostgreSQL read models have the token's
+        // event; wait for the index to have it too.
+        if let Some(reached) = ctx.data_opt::<Reached>() {
+            wait_indexed(crate::schema::pool(ctx)?, reached)
+                .await
+                .map_err(|e| match e {
+                    ConsistencyError::Stale { .. } => {
+                        errors::coded(errors::STALE_READ, e.to_string())
+                    }
+                    other => errors::internal(other),
+                })?;
+        }
         let organization = principal.claims.org;
         let result = query(
             after,

@@ -6,7 +6,7 @@ use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{spawn_projector, spawn_relay};
+use crate::harness::{sign_up, spawn_projector, spawn_relay};
 
 async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
     let mut request = http()
@@ -127,4 +127,160 @@ async fn without_a_projector_the_answer_is_stale_read_not_old_data() {
     // Without the token the (stale) read model answers as usual.
     let answer = graphql(&queries, &token, None, "{ customers { totalCount } }").await;
     assert_eq!(answer["data"]["customers"]["totalCount"], 0);
+}
+
+fn search_query(text: &str, types: &str) -> String {
+    format!(
+        r#"{{ search(query: "{text}", types: [{types}]) {{ edges {{ node {{ type id }} }} }} }}"#
+    )
+}
+
+fn hit_ids(answer: &Value) -> Vec<String> {
+    answer["data"]["search"]["edges"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no search result: {answer}"))
+        .iter()
+        .map(|e| e["node"]["id"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+async fn post(url: &str, token: &str, body: Value) -> (Value, String) {
+    let response = http()
+        .post(url)
+        .bearer_auth(token)
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    let consistency = response.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    (response.json().await.unwrap(), consistency)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_search_with_the_token_waits_for_the_index() {
+    let mut env = TestEnv::new().await;
+    env.settings.query_api.consistency_wait_ms = 30_000;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    // A second replica that waits no more than half a second.
+    env.settings.query_api.consistency_wait_ms = 500;
+    let (impatient, _i) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    // Quotes need an organization (its numbering and defaults).
+    let token = sign_up(&commands, "Read Your Searches").await;
+
+    // Each answer is the first search after the command: no retries.
+    let (customer, consistency) = post(
+        &format!("{commands}/v1/customers"),
+        &token,
+        json!({"legalName": "Kereru Glass", "currency": "NZD"}),
+    )
+    .await;
+    let customer = customer["id"].as_str().unwrap().to_owned();
+    let answer = graphql(
+        &queries,
+        &token,
+        Some(&consistency),
+        &search_query("kereru", "CUSTOMER"),
+    )
+    .await;
+    assert_eq!(hit_ids(&answer), [customer.as_str()], "{answer}");
+
+    let (quote, consistency) = post(
+        &format!("{commands}/v1/quotes"),
+        &token,
+        json!({"customerId": customer, "title": "Atrium skylights",
+               "lines": [{"description": "Fitting", "quantity": "2", "unit": "days", "unitPrice": "900", "taxRate": "15"}]}),
+    )
+    .await;
+    let quote = quote["id"].as_str().unwrap().to_owned();
+    let answer = graphql(
+        &queries,
+        &token,
+        Some(&consistency),
+        &search_query("skylights", "QUOTE"),
+    )
+    .await;
+    assert_eq!(hit_ids(&answer), [quote.as_str()], "{answer}");
+
+    // A customer's rename re-indexes its quotes (they carry its name): the
+    // token of the rename waits for those too.
+    let (_, consistency) = post(
+        &format!("{commands}/v1/customers/{customer}/rename"),
+        &token,
+        json!({"legalName": "Tui Glazing"}),
+    )
+    .await;
+    let answer = graphql(
+        &queries,
+        &token,
+        Some(&consistency),
+        &search_query("tui", "QUOTE"),
+    )
+    .await;
+    assert_eq!(hit_ids(&answer), [quote.as_str()], "{answer}");
+
+    // With the indexer held back, the PostgreSQL read models answer the
+    // token but a search fails with STALE_READ rather than miss the write.
+    let mut lock = <sqlx::PgConnection as sqlx::Connection>::connect(&env.database_url)
+        .await
+        .unwrap();
+    sqlx::query("SELECT pg_advisory_lock(hashtext('pivotal-search-index'))")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let (_, consistency) = post(
+        &format!("{commands}/v1/customers/{customer}/rename"),
+        &token,
+        json!({"legalName": "Huia Windows"}),
+    )
+    .await;
+    let by_id = graphql(
+        &impatient,
+        &token,
+        Some(&consistency),
+        &format!(r#"{{ customer(id: "{customer}") {{ legalName }} }}"#),
+    )
+    .await;
+    assert_eq!(
+        by_id["data"]["customer"]["legalName"], "Huia Windows",
+        "{by_id}"
+    );
+    let stale = graphql(
+        &impatient,
+        &token,
+        Some(&consistency),
+        &search_query("huia", "CUSTOMER"),
+    )
+    .await;
+    assert_eq!(
+        stale["errors"][0]["extensions"]["code"], "STALE_READ",
+        "{stale}"
+    );
+    assert!(stale["data"].is_null(), "{stale}");
+    sqlx::query("SELECT pg_advisory_unlock(hashtext('pivotal-search-index'))")
+        .execute(&mut lock)
+        .await
+        .unwrap();
+    let answer = graphql(
+        &queries,
+        &token,
+        Some(&consistency),
+        &search_query("huia", "CUSTOMER QUOTE"),
+    )
+    .await;
+    let mut found = hit_ids(&answer);
+    found.sort();
+    let mut expected = vec![customer.clone(), quote.clone()];
+    expected.sort();
+    assert_eq!(found, expected, "{answer}");
 }
