@@ -360,7 +360,8 @@ impl Identity {
             redis,
             &settings.redis.key_prefix,
             pivotal_auth::revocation::horizon_secs(auth),
-        );
+        )
+        .follow(settings.redis.url.expose_secret())?;
         let identity = Self::new(
             pool,
             Passwords::new(&auth.password)?,

@@ -93,7 +93,8 @@ impl Application {
             &settings.redis.key_prefix,
             pivotal_auth::revocation::horizon_secs(&settings.auth),
         )
-        .await?;
+        .await?
+        .follow(settings.redis.url.expose_secret())?;
         let search = pivotal_search::open(&settings.search)
             .map_err(|e| StartError::Search(e.to_string()))?;
         let changes = live::Changes::default();

@@ -620,7 +620,8 @@ mod identity {
         let bad = graphql(&query, "not-a-token", "{ me { id } }").await;
         assert_eq!(bad["errors"][0]["extensions"]["code"], "UNAUTHENTICATED");
 
-        // Deactivating the member ends their access at once.
+        // Deactivating the member ends their access as soon as the query
+        // API hears of it (a Redis announcement, ADR 0021).
         post(
             &command,
             &format!("/v1/users/{}/deactivate", member["id"].as_str().unwrap()),
@@ -628,7 +629,14 @@ mod identity {
             json!({"reason": "left"}),
         )
         .await;
-        let revoked = graphql(&query, &member_token, "{ me { id } }").await;
+        let mut revoked = graphql(&query, &member_token, "{ me { id } }").await;
+        for _ in 0..100 {
+            if revoked["errors"][0]["extensions"]["code"] == "UNAUTHENTICATED" {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            revoked = graphql(&query, &member_token, "{ me { id } }").await;
+        }
         assert_eq!(
             revoked["errors"][0]["extensions"]["code"],
             "UNAUTHENTICATED"
