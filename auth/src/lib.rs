@@ -17,7 +17,8 @@
 //!   checks against a local or fetched (cached) key set.
 //! - [`TokenIssuer`]: signs claims with the active key.
 //! - [`revocation`]: tokens refused before they expire (a user deactivated,
-//!   locked, or whose password changed), shared through Redis.
+//!   locked, or whose password changed), shared through Redis and kept in
+//!   each API process's memory while its subscription is up.
 
 pub mod revocation;
 
