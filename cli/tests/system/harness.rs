@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use pivotal_event_store::log::{self, LoggedEvent};
 use pivotal_relay::RelayStatus;
-use pivotal_test_support::{TestEnv, eventually, json_of, read_topic_until, workspace_root};
+use pivotal_test_support::{TestEnv, eventually, http, json_of, read_topic_until, workspace_root};
 use rdkafka::Message;
 use serde_json::Value;
 use tokio::sync::{oneshot, watch};
@@ -466,4 +466,21 @@ pub fn start_redis(port: u16) -> Process {
     });
     assert!(ready, "redis-server on port {port} did not answer");
     redis
+}
+
+/// POSTs `body` as `token`'s caller and asserts a 2xx answer.
+pub async fn post_accepted(url: &str, token: &str, body: &Value) -> reqwest::Response {
+    let response = http()
+        .post(url)
+        .bearer_auth(token)
+        .json(body)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        response.status().is_success(),
+        "{url}: {}",
+        response.status()
+    );
+    response
 }

@@ -13,7 +13,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::harness::{spawn_projector, spawn_relay};
+use crate::harness::{post_accepted, spawn_projector, spawn_relay};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -230,17 +230,9 @@ async fn quote_subscribers_see_each_status_change_in_order() {
 }
 
 async fn post(base: &str, path: &str, token: &str, body: Value) -> Value {
-    let response = http()
-        .post(format!("{base}{path}"))
-        .bearer_auth(token)
-        .json(&body)
-        .send()
+    post_accepted(&format!("{base}{path}"), token, &body)
         .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    response.json().await.unwrap()
+        .json()
+        .await
+        .unwrap()
 }

@@ -6,7 +6,7 @@ use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{sign_up, spawn_projector, spawn_relay};
+use crate::harness::{post_accepted, sign_up, spawn_projector, spawn_relay};
 
 async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
     let mut request = http()
@@ -145,18 +145,7 @@ fn hit_ids(answer: &Value) -> Vec<String> {
 }
 
 async fn post(url: &str, token: &str, body: Value) -> (Value, String) {
-    let response = http()
-        .post(url)
-        .bearer_auth(token)
-        .json(&body)
-        .send()
-        .await
-        .unwrap();
-    assert!(
-        response.status().is_success(),
-        "{url}: {}",
-        response.status()
-    );
+    let response = post_accepted(url, token, &body).await;
     let consistency = response.headers()["x-consistency-token"]
         .to_str()
         .unwrap()
