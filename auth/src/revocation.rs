@@ -239,7 +239,7 @@ impl Follower {
     async fn follow_once(&self) -> redis::RedisResult<()> {
         let pubsub = tokio::time::timeout(PING_TIMEOUT, self.client.get_async_pubsub())
             .await
-            .map_err(|_| timed_out("connecting"))??;
+            .map_err(|_| link_error("connecting timed out"))??;
         let (mut sink, mut stream) = pubsub.split();
         sink.subscribe(Revocations::channel(&self.prefix)).await?;
         // Subscribed first, loaded second: a revocation made meanwhile is
@@ -263,7 +263,7 @@ impl Follower {
             tokio::select! {
                 message = stream.next() => {
                     let Some(message) = message else {
-                        return Err(timed_out("subscription closed"));
+                        return Err(link_error("subscription closed"));
                     };
                     let Some(view) = self.view.upgrade() else {
                         return Ok(());
@@ -276,7 +276,7 @@ impl Follower {
                 _ = ticks.tick() => {
                     tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>())
                         .await
-                        .map_err(|_| timed_out("PING"))??;
+                        .map_err(|_| link_error("PING timed out"))??;
                     let Some(view) = self.view.upgrade() else {
                         return Ok(());
                     };
@@ -304,7 +304,6 @@ impl Follower {
             }
         }
         let mut loaded = Vec::with_capacity(keys.len());
-        let mut conn = self.redis.clone();
         for chunk in keys.chunks(500) {
             let values: Vec<Option<u64>> = conn.mget(chunk).await?;
             for (key, value) in chunk.iter().zip(values) {
@@ -321,7 +320,7 @@ impl Follower {
     }
 }
 
-fn timed_out(what: &'static str) -> redis::RedisError {
+fn link_error(what: &'static str) -> redis::RedisError {
     redis::RedisError::from((
         redis::ErrorKind::Io,
         "revocation subscription",

@@ -38,7 +38,6 @@ pub struct Reached {
     pub position: i64,
     pub aggregate_type: String,
     pub aggregate_id: String,
-    pub sequence: i64,
     pub deadline: Instant,
 }
 
@@ -86,7 +85,6 @@ pub async fn wait(
                 position,
                 aggregate_type,
                 aggregate_id,
-                sequence,
                 deadline: started + bound,
             });
         }
