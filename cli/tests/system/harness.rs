@@ -134,10 +134,87 @@ pub async fn projection_caught_up(env: &TestEnv, timeout: Duration) {
         (missing == 0).then_some(())
     })
     .await;
-    assert!(
-        done.is_some(),
-        "projection did not catch up within {timeout:?}"
-    );
+    if done.is_none() {
+        let diagnosis = projection_diagnosis(env).await;
+        panic!("projection did not catch up within {timeout:?}\n{diagnosis}");
+    }
+}
+
+/// What a stalled customers projection looks like: aggregates behind, the
+/// offsets it recorded, and the group's committed offsets against the
+/// partitions' ends.
+async fn projection_diagnosis(env: &TestEnv) -> String {
+    let behind: Result<Vec<(String, i64, Option<i64>)>, _> = sqlx::query_as(
+        "SELECT e.aggregate_id, e.version, p.version FROM (
+            SELECT aggregate_id, max(sequence) AS version FROM events
+            WHERE aggregate_type = 'customer' GROUP BY aggregate_id) e
+         LEFT JOIN projection_versions p
+           ON p.projection = 'customers' AND p.aggregate_type = 'customer' AND p.aggregate_id = e.aggregate_id
+         WHERE p.version IS DISTINCT FROM e.version
+         ORDER BY e.aggregate_id LIMIT 10",
+    )
+    .fetch_all(&env.pool)
+    .await;
+    let recorded: Result<Vec<(String, i32, i64)>, _> = sqlx::query_as(
+        "SELECT topic, partition, next_offset FROM projection_offsets
+         WHERE projection = 'customers' ORDER BY topic, partition",
+    )
+    .fetch_all(&env.pool)
+    .await;
+    let brokers = env.settings.kafka.brokers.clone();
+    let group = env.settings.projector.group_id.clone();
+    let topic = env.topic("customer");
+    let group_view = tokio::task::spawn_blocking(move || {
+        use rdkafka::consumer::{BaseConsumer, Consumer};
+        let consumer: BaseConsumer = match rdkafka::ClientConfig::new()
+            .set("bootstrap.servers", &brokers)
+            .set("group.id", &group)
+            .set("enable.auto.commit", "false")
+            .create()
+        {
+            Ok(consumer) => consumer,
+            Err(error) => return format!("no consumer: {error}"),
+        };
+        let timeout = Duration::from_secs(5);
+        let partitions = match consumer.fetch_metadata(Some(&topic), timeout) {
+            Ok(metadata) => metadata
+                .topics()
+                .first()
+                .map(|t| t.partitions().iter().map(|p| p.id()).collect::<Vec<_>>())
+                .unwrap_or_default(),
+            Err(error) => return format!("no metadata: {error}"),
+        };
+        let mut list = rdkafka::TopicPartitionList::new();
+        for p in &partitions {
+            list.add_partition(&topic, *p);
+        }
+        let committed = consumer.committed_offsets(list, timeout);
+        partitions
+            .iter()
+            .map(|p| {
+                let end = consumer
+                    .fetch_watermarks(&topic, *p, timeout)
+                    .map(|(_, high)| high.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                let offset = committed
+                    .as_ref()
+                    .ok()
+                    .and_then(|c| c.find_partition(&topic, *p))
+                    .map(|e| format!("{:?}", e.offset()))
+                    .unwrap_or_else(|| "?".into());
+                format!("partition {p}: end {end}, group committed {offset}")
+            })
+            .collect::<Vec<_>>()
+            .join("; ")
+    })
+    .await
+    .unwrap_or_else(|e| e.to_string());
+    format!(
+        "behind (aggregate, stored, projected): {behind:?}\n\
+         recorded offsets (topic, partition, next): {recorded:?}\n\
+         group {}: {group_view}",
+        env.settings.projector.group_id
+    )
 }
 
 /// Reads the customer topic until every stored event was seen, then checks
