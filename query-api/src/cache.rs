@@ -184,9 +184,11 @@ impl ReadCache {
 }
 
 /// `id` through the request's cache when it has one (reads that carry a
-/// consistency token have none), else straight from `load`.
+/// consistency token have none) and the field is not `fresh` (it honoured a
+/// token of its own), else straight from `load`.
 pub async fn lookup<T, F, Fut>(
     ctx: &async_graphql::Context<'_>,
+    fresh: bool,
     aggregate_type: &str,
     organization: Uuid,
     id: Uuid,
@@ -197,7 +199,7 @@ where
     F: FnOnce() -> Fut,
     Fut: std::future::Future<Output = Result<Option<(T, i64)>, async_graphql::Error>>,
 {
-    match ctx.data_opt::<ReadCache>() {
+    match ctx.data_opt::<ReadCache>().filter(|_| !fresh) {
         Some(cache) => cache.get(aggregate_type, organization, id, load).await,
         None => Ok(load().await?.map(|(value, _)| value)),
     }

@@ -3,6 +3,10 @@
 //! up to `query_api.consistency_wait_ms`, until every projection that
 //! follows that event's aggregate type has applied it; after that bound it
 //! fails with `STALE_READ` instead of answering from older data.
+//!
+//! The token travels either as the `X-Consistency-Token` header (the whole
+//! request waits before it runs) or as the `consistencyToken` argument of a
+//! root field (that field waits, [`honour`]); both give the same answer.
 
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ use uuid::Uuid;
 /// Why a consistency token could not be honoured.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsistencyError {
-    #[error("X-Consistency-Token must be a position returned by the command API")]
+    #[error("the consistency token must be a position returned by the command API")]
     Invalid,
     #[error("the read models have not caught up with position {position} within {waited_ms} ms")]
     Stale { position: i64, waited_ms: u128 },
@@ -39,6 +43,44 @@ pub struct Reached {
     pub aggregate_type: String,
     pub aggregate_id: String,
     pub deadline: Instant,
+}
+
+/// The longest wait for a token (`query_api.consistency_wait_ms`), in the
+/// request's data. Without it a resolver waits [`DEFAULT_BOUND`].
+#[derive(Debug, Clone, Copy)]
+pub struct Bound(pub Duration);
+
+/// The wait of a schema used without the HTTP layer (the setting's default).
+pub const DEFAULT_BOUND: Duration = Duration::from_millis(5_000);
+
+/// The token a root field honours: its own `consistencyToken` argument,
+/// waited for here, or else the request's header, already waited for.
+/// `Some` means the PostgreSQL read models hold the token's event, so the
+/// field must read them rather than a cache.
+pub async fn honour(
+    ctx: &async_graphql::Context<'_>,
+    argument: Option<&str>,
+) -> async_graphql::Result<Option<Reached>> {
+    let Some(raw) = argument else {
+        return Ok(ctx.data_opt::<Reached>().cloned());
+    };
+    let principal = crate::schema::principal(ctx)?;
+    let bound = ctx.data_opt::<Bound>().map_or(DEFAULT_BOUND, |b| b.0);
+    wait(crate::schema::pool(ctx)?, principal.claims.org, raw, bound)
+        .await
+        .map(Some)
+        .map_err(into_graphql)
+}
+
+/// The GraphQL error of a token that cannot be honoured.
+pub fn into_graphql(error: ConsistencyError) -> async_graphql::Error {
+    match error {
+        ConsistencyError::Invalid => crate::errors::bad_input(error.to_string()),
+        ConsistencyError::Stale { .. } => {
+            crate::errors::coded(crate::errors::STALE_READ, error.to_string())
+        }
+        ConsistencyError::Database(e) => crate::errors::internal(e),
+    }
 }
 
 /// Waits until the event at `raw` (a token) is in every read model that

@@ -261,11 +261,22 @@ fn push_cursor(
 #[Object]
 impl CustomerQuery {
     /// One customer of the caller's organization, or null.
-    async fn customer(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Customer>> {
+    async fn customer(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Option<Customer>> {
         let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a customer id"));
         };
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+            .await?
+            .is_some();
         let organization = principal.claims.org;
         let pool = pool(ctx)?.clone();
         let load = || async move {
@@ -281,7 +292,7 @@ impl CustomerQuery {
                 (r, version)
             }))
         };
-        let row = crate::cache::lookup(ctx, "customer", organization, id, load).await?;
+        let row = crate::cache::lookup(ctx, fresh, "customer", organization, id, load).await?;
         Ok(row.map(Customer::from))
     }
 
@@ -296,6 +307,10 @@ impl CustomerQuery {
         #[graphql(validator(minimum = 0))] last: Option<i32>,
         filter: Option<CustomerFilter>,
         order_by: Option<CustomerOrder>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
     ) -> async_graphql::Result<CustomerConnection> {
         let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
         let organization = principal.claims.org;
@@ -309,6 +324,7 @@ impl CustomerQuery {
                 )));
             }
         }
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let result = query(
             after,
             before,

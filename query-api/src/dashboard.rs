@@ -241,6 +241,10 @@ impl DashboardQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 10, validator(minimum = 1, maximum = 50))] recent: i32,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
     ) -> async_graphql::Result<Dashboard> {
         let principal = principal(ctx)?;
         let organization = principal.claims.org;
@@ -255,7 +259,12 @@ impl DashboardQuery {
         let wanted = recent.clamp(1, RECENT_MAX);
         // The newest changes of readable kinds: ask for enough to filter.
         let fetch = i64::from(RECENT_MAX) * 3;
-        let cached = match ctx.data_opt::<crate::cache::ReadCache>() {
+        // With a token of its own the figures come from PostgreSQL, like
+        // those of a request with the header (which has no cache).
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+            .await?
+            .is_some();
+        let cached = match ctx.data_opt::<crate::cache::ReadCache>().filter(|_| !fresh) {
             Some(cache) => from_redis(cache, organization, fetch as isize).await,
             None => None,
         };

@@ -282,10 +282,18 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter:
 #[Object]
 impl IdentityQuery {
     /// The signed-in user.
-    async fn me(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<User>> {
+    async fn me(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Option<User>> {
         let principal = ctx
             .data_opt::<pivotal_auth::Principal>()
             .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))?;
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let row: Option<UserRow> = sqlx::query_as(
             "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
              WHERE organization_id = $1 AND id = $2",
@@ -299,11 +307,22 @@ impl IdentityQuery {
     }
 
     /// One user of the caller's organization, or null.
-    async fn user(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<User>> {
+    async fn user(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Option<User>> {
         let principal = caller(ctx, Permission::USERS_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a user id"));
         };
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+            .await?
+            .is_some();
         let organization = principal.claims.org;
         let pool = pool(ctx)?.clone();
         let load = || async move {
@@ -321,7 +340,7 @@ impl IdentityQuery {
                 (r, version)
             }))
         };
-        let row = crate::cache::lookup(ctx, "user", organization, id, load).await?;
+        let row = crate::cache::lookup(ctx, fresh, "user", organization, id, load).await?;
         Ok(row.as_ref().and_then(User::from_row))
     }
 
@@ -333,6 +352,10 @@ impl IdentityQuery {
         after: Option<String>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         filter: Option<UserFilter>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
     ) -> async_graphql::Result<UserConnection> {
         let principal = caller(ctx, Permission::USERS_READ)?;
         let organization = principal.claims.org;
@@ -343,6 +366,7 @@ impl IdentityQuery {
                 "first must be at most {MAX_PAGE}"
             )));
         }
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let result = query(
             after,
             None,
@@ -401,8 +425,16 @@ impl IdentityQuery {
     }
 
     /// Built-in roles, then the organization's own.
-    async fn roles(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<Role>> {
+    async fn roles(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Vec<Role>> {
         let principal = caller(ctx, Permission::ROLES_READ)?;
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let mut roles: Vec<Role> = built_in_roles().into_iter().map(Role::from).collect();
         if let Some(row) = organization_state(pool(ctx)?, principal.claims.org).await?
             && let Some(state) = row.state.0.state
@@ -413,8 +445,16 @@ impl IdentityQuery {
     }
 
     /// The caller's organization.
-    async fn organization(&self, ctx: &Context<'_>) -> async_graphql::Result<Option<Organization>> {
+    async fn organization(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Option<Organization>> {
         let principal = caller(ctx, Permission::ORGANIZATION_READ)?;
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let Some(OrganizationRow {
             state,
             version,

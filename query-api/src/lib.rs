@@ -17,7 +17,8 @@
 //!   Redis.
 //! - [`cache`]: the two-level (in-process, Redis) cache of by-id lookups,
 //!   kept coherent by version keys the projector writes.
-//! - [`consistency`]: read-your-writes with `X-Consistency-Token`.
+//! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
+//!   field's `consistencyToken` argument.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
@@ -200,6 +201,7 @@ async fn subscriptions(
         .on_upgrade(move |socket| {
             let verifier = state.verifier.clone();
             let revocations = state.revocations.clone();
+            let bound = consistency::Bound(state.consistency_wait);
             async_graphql_axum::GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
                     let header = payload
@@ -222,6 +224,7 @@ async fn subscriptions(
                     }
                     let mut data = async_graphql::Data::default();
                     data.insert(principal);
+                    data.insert(bound);
                     Ok(data)
                 })
                 .serve()
@@ -260,16 +263,9 @@ async fn graphql(
                 state.consistency_wait,
             )
             .await;
-            match waited {
-                Ok(reached) => Ok((principal, Some(reached))),
-                Err(e @ consistency::ConsistencyError::Invalid) => {
-                    Err(errors::bad_input(e.to_string()))
-                }
-                Err(e @ consistency::ConsistencyError::Stale { .. }) => {
-                    Err(errors::coded(errors::STALE_READ, e.to_string()))
-                }
-                Err(consistency::ConsistencyError::Database(e)) => Err(errors::internal(e)),
-            }
+            waited
+                .map(|reached| (principal, Some(reached)))
+                .map_err(consistency::into_graphql)
         }
         (other, _) => other.map(|principal| (principal, None)),
     };
@@ -279,18 +275,18 @@ async fn graphql(
                 customers::CustomerLoader::new(state.pool.clone(), principal.claims.org),
                 tokio::spawn,
             );
+            let request = request
+                .data(consistency::Bound(state.consistency_wait))
+                .data(principal);
             state
                 .schema
                 .execute(if let Some(reached) = reached {
                     // A read with a consistency token goes to the read
                     // models: the cache learns of a projection only after
                     // the projector's commit (ADR 0014).
-                    request.data(principal).data(loader).data(reached)
+                    request.data(loader).data(reached)
                 } else {
-                    request
-                        .data(principal)
-                        .data(loader)
-                        .data(state.cache.clone())
+                    request.data(loader).data(state.cache.clone())
                 })
                 .await
                 .into()

@@ -452,11 +452,22 @@ pub struct QuoteQuery;
 #[Object]
 impl QuoteQuery {
     /// One quote of the caller's organization, or null.
-    async fn quote(&self, ctx: &Context<'_>, id: ID) -> async_graphql::Result<Option<Quote>> {
+    async fn quote(
+        &self,
+        ctx: &Context<'_>,
+        id: ID,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Option<Quote>> {
         let principal = caller(ctx, QUOTES_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a quote id"));
         };
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+            .await?
+            .is_some();
         let organization = principal.claims.org;
         let pool = pool(ctx)?.clone();
         let load = || async move {
@@ -474,7 +485,7 @@ impl QuoteQuery {
                 (r, version)
             }))
         };
-        let row = crate::cache::lookup(ctx, "quote", organization, id, load).await?;
+        let row = crate::cache::lookup(ctx, fresh, "quote", organization, id, load).await?;
         Ok(row.as_ref().and_then(Quote::from_row))
     }
 
@@ -486,6 +497,10 @@ impl QuoteQuery {
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         filter: Option<QuoteFilter>,
         order_by: Option<QuoteOrder>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
     ) -> async_graphql::Result<QuoteConnection> {
         let principal = caller(ctx, QUOTES_READ)?;
         let organization = principal.claims.org;
@@ -503,6 +518,7 @@ impl QuoteQuery {
                 Uuid::parse_str(id).map_err(|_| errors::bad_input("customerId is not an id"))?,
             ),
         };
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let result = query(
             after,
             None,
@@ -568,8 +584,16 @@ impl QuoteQuery {
     }
 
     /// The organization's rate cards, archived ones last.
-    async fn rate_cards(&self, ctx: &Context<'_>) -> async_graphql::Result<Vec<RateCard>> {
+    async fn rate_cards(
+        &self,
+        ctx: &Context<'_>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
+    ) -> async_graphql::Result<Vec<RateCard>> {
         let principal = caller(ctx, RATE_CARDS_READ)?;
+        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
         let rows: Vec<(sqlx::types::Json<RateCardAggregate>, i64)> = sqlx::query_as(
             "SELECT state, version FROM rm_rate_cards WHERE organization_id = $1
              ORDER BY archived, lower(name), id",

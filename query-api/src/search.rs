@@ -12,7 +12,7 @@ use pivotal_domain::permissions::Permission;
 use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::consistency::{ConsistencyError, Reached, wait_indexed};
+use crate::consistency::{into_graphql, wait_indexed};
 use crate::errors;
 use crate::schema::{MAX_PAGE, caller};
 
@@ -119,6 +119,7 @@ impl SearchQuery {
     /// Records of the caller's organization matching `query`: every word
     /// must match, exactly, with a typo, or (the last word) as a prefix.
     /// `types` defaults to every type the caller may read.
+    #[allow(clippy::too_many_arguments)]
     async fn search(
         &self,
         ctx: &Context<'_>,
@@ -127,6 +128,10 @@ impl SearchQuery {
         filter: Option<SearchFilter>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         after: Option<String>,
+        #[graphql(
+            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
+        )]
+        consistency_token: Option<String>,
     ) -> async_graphql::Result<SearchConnection> {
         let principal = crate::schema::principal(ctx)?;
         let types = match types {
@@ -181,17 +186,13 @@ impl SearchQuery {
                 "search is not configured on this server",
             )
         })?;
-        // Read-your-writes: the PostgreSQL read models have the token's
-        // event; wait for the index to have it too.
-        if let Some(reached) = ctx.data_opt::<Reached>() {
-            wait_indexed(crate::schema::pool(ctx)?, reached)
+        // Read-your-writes: once the PostgreSQL read models have the
+        // token's event, wait for the index to have it too.
+        if let Some(reached) = crate::consistency::honour(ctx, consistency_token.as_deref()).await?
+        {
+            wait_indexed(crate::schema::pool(ctx)?, &reached)
                 .await
-                .map_err(|e| match e {
-                    ConsistencyError::Stale { .. } => {
-                        errors::coded(errors::STALE_READ, e.to_string())
-                    }
-                    other => errors::internal(other),
-                })?;
+                .map_err(into_graphql)?;
         }
         let organization = principal.claims.org;
         let result = query(

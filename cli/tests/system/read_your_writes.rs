@@ -1,6 +1,8 @@
 //! Read-your-writes: a query that sends back a command's consistency token
 //! always sees that command's effect; when the read models cannot catch up
-//! in time the answer is `STALE_READ`, never stale data.
+//! in time the answer is `STALE_READ`, never stale data. The token travels
+//! as the `X-Consistency-Token` header or as a root field's
+//! `consistencyToken` argument; both are held to the same.
 
 use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
@@ -17,6 +19,20 @@ async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str)
         request = request.header("x-consistency-token", c);
     }
     request.send().await.unwrap().json().await.unwrap()
+}
+
+/// `query` with `$token` bound to `consistency`: the token as an argument.
+async fn graphql_with_argument(url: &str, token: &str, consistency: &str, query: &str) -> Value {
+    http()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query, "variables": {"token": consistency}}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -59,6 +75,14 @@ async fn a_query_with_the_token_always_sees_the_write() {
         "{first}"
     );
     for n in 1..=20 {
+        // A read without the token may fill the caches with the old name.
+        graphql(
+            &queries,
+            &token,
+            None,
+            &format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#),
+        )
+        .await;
         let name = format!("Version {n}");
         let renamed = http()
             .post(format!("{commands}/v1/customers/{id}/rename"))
@@ -72,13 +96,26 @@ async fn a_query_with_the_token_always_sees_the_write() {
             .to_str()
             .unwrap()
             .to_owned();
-        let answer = graphql(
-            &queries,
-            &token,
-            Some(&consistency),
-            &format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#),
-        )
-        .await;
+        // Every other time as the argument, which passes the caches by.
+        let answer = if n % 2 == 0 {
+            graphql(
+                &queries,
+                &token,
+                Some(&consistency),
+                &format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#),
+            )
+            .await
+        } else {
+            graphql_with_argument(
+                &queries,
+                &token,
+                &consistency,
+                &format!(
+                    r#"query($token: String) {{ customer(id: "{id}", consistencyToken: $token) {{ legalName }} }}"#
+                ),
+            )
+            .await
+        };
         assert_eq!(answer["data"]["customer"]["legalName"], name, "{answer}");
     }
 
@@ -89,6 +126,22 @@ async fn a_query_with_the_token_always_sees_the_write() {
         assert_eq!(
             answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
             "{value}: {answer}"
+        );
+        let answer = graphql_with_argument(
+            &queries,
+            who,
+            value,
+            "query($token: String) { customers(consistencyToken: $token) { totalCount } }",
+        )
+        .await;
+        assert_eq!(
+            answer["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+            "{value} as the argument: {answer}"
+        );
+        assert_eq!(
+            answer["errors"][0]["path"],
+            json!(["customers"]),
+            "{answer}"
         );
     }
 }
@@ -124,6 +177,24 @@ async fn without_a_projector_the_answer_is_stale_read_not_old_data() {
         "{answer}"
     );
     assert!(answer.get("data").is_none_or(Value::is_null));
+    // The same as the argument of one field: that field fails, the other
+    // answers from the read model as it is.
+    let answer = graphql_with_argument(
+        &queries,
+        &token,
+        &consistency,
+        "query($token: String) { dashboard(consistencyToken: $token) { source } me { displayName } }",
+    )
+    .await;
+    assert_eq!(
+        answer["errors"][0]["extensions"]["code"], "STALE_READ",
+        "{answer}"
+    );
+    assert_eq!(
+        answer["errors"][0]["path"],
+        json!(["dashboard"]),
+        "{answer}"
+    );
     // Without the token the (stale) read model answers as usual.
     let answer = graphql(&queries, &token, None, "{ customers { totalCount } }").await;
     assert_eq!(answer["data"]["customers"]["totalCount"], 0);
@@ -192,11 +263,12 @@ async fn a_search_with_the_token_waits_for_the_index() {
     )
     .await;
     let quote = quote["id"].as_str().unwrap().to_owned();
-    let answer = graphql(
+    // This time the token is the search's argument.
+    let answer = graphql_with_argument(
         &queries,
         &token,
-        Some(&consistency),
-        &search_query("skylights", "QUOTE"),
+        &consistency,
+        r#"query($token: String) { search(query: "skylights", types: [QUOTE], consistencyToken: $token) { edges { node { type id } } } }"#,
     )
     .await;
     assert_eq!(hit_ids(&answer), [quote.as_str()], "{answer}");
@@ -258,6 +330,17 @@ async fn a_search_with_the_token_waits_for_the_index() {
         "{stale}"
     );
     assert!(stale["data"].is_null(), "{stale}");
+    let stale = graphql_with_argument(
+        &impatient,
+        &token,
+        &consistency,
+        r#"query($token: String) { search(query: "huia", types: [CUSTOMER], consistencyToken: $token) { totalCount } }"#,
+    )
+    .await;
+    assert_eq!(
+        stale["errors"][0]["extensions"]["code"], "STALE_READ",
+        "{stale}"
+    );
     sqlx::query("SELECT pg_advisory_unlock(hashtext('pivotal-search-index'))")
         .execute(&mut lock)
         .await
