@@ -45,6 +45,17 @@ pub struct Reached {
     pub deadline: Instant,
 }
 
+/// A token as a GraphQL argument.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(transparent)]
+pub struct ConsistencyToken(pub String);
+
+async_graphql::scalar!(
+    ConsistencyToken,
+    "ConsistencyToken",
+    "The X-Consistency-Token a command answered with (the global position of its last event). A field given one answers only once the read models hold that write; if they cannot within the configured wait, the field fails with STALE_READ."
+);
+
 /// The longest wait for a token (`query_api.consistency_wait_ms`), in the
 /// request's data. Without it a resolver waits [`DEFAULT_BOUND`].
 #[derive(Debug, Clone, Copy)]
@@ -59,9 +70,9 @@ pub const DEFAULT_BOUND: Duration = Duration::from_millis(5_000);
 /// field must read them rather than a cache.
 pub async fn honour(
     ctx: &async_graphql::Context<'_>,
-    argument: Option<&str>,
+    argument: Option<&ConsistencyToken>,
 ) -> async_graphql::Result<Option<Reached>> {
-    let Some(raw) = argument else {
+    let Some(ConsistencyToken(raw)) = argument else {
         return Ok(ctx.data_opt::<Reached>().cloned());
     };
     let principal = crate::schema::principal(ctx)?;

@@ -1,5 +1,6 @@
 //! `customer(id)` and `customers(...)`, read from `rm_customers`.
 
+use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -265,16 +266,13 @@ impl CustomerQuery {
         &self,
         ctx: &Context<'_>,
         id: ID,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Option<Customer>> {
         let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a customer id"));
         };
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
             .await?
             .is_some();
         let organization = principal.claims.org;
@@ -307,10 +305,7 @@ impl CustomerQuery {
         #[graphql(validator(minimum = 0))] last: Option<i32>,
         filter: Option<CustomerFilter>,
         order_by: Option<CustomerOrder>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<CustomerConnection> {
         let principal = caller(ctx, Permission::CUSTOMERS_READ)?;
         let organization = principal.claims.org;
@@ -324,7 +319,7 @@ impl CustomerQuery {
                 )));
             }
         }
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
             before,

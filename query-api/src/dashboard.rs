@@ -4,6 +4,7 @@
 //! is unreachable, not filled yet, or the request carries a consistency
 //! token. Both sources give the same figures.
 
+use crate::consistency::ConsistencyToken;
 use std::collections::BTreeMap;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
@@ -241,10 +242,7 @@ impl DashboardQuery {
         &self,
         ctx: &Context<'_>,
         #[graphql(default = 10, validator(minimum = 1, maximum = 50))] recent: i32,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Dashboard> {
         let principal = principal(ctx)?;
         let organization = principal.claims.org;
@@ -261,7 +259,7 @@ impl DashboardQuery {
         let fetch = i64::from(RECENT_MAX) * 3;
         // With a token of its own the figures come from PostgreSQL, like
         // those of a request with the header (which has no cache).
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
             .await?
             .is_some();
         let cached = match ctx.data_opt::<crate::cache::ReadCache>().filter(|_| !fresh) {

@@ -3,6 +3,7 @@
 //! which have no secret fields: nothing here could expose a password hash,
 //! MFA secret, recovery code or refresh token.
 
+use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -285,15 +286,12 @@ impl IdentityQuery {
     async fn me(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Option<User>> {
         let principal = ctx
             .data_opt::<pivotal_auth::Principal>()
             .ok_or_else(|| errors::coded(errors::UNAUTHENTICATED, "a bearer token is required"))?;
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let row: Option<UserRow> = sqlx::query_as(
             "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users
              WHERE organization_id = $1 AND id = $2",
@@ -311,16 +309,13 @@ impl IdentityQuery {
         &self,
         ctx: &Context<'_>,
         id: ID,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Option<User>> {
         let principal = caller(ctx, Permission::USERS_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a user id"));
         };
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
             .await?
             .is_some();
         let organization = principal.claims.org;
@@ -352,10 +347,7 @@ impl IdentityQuery {
         after: Option<String>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         filter: Option<UserFilter>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<UserConnection> {
         let principal = caller(ctx, Permission::USERS_READ)?;
         let organization = principal.claims.org;
@@ -366,7 +358,7 @@ impl IdentityQuery {
                 "first must be at most {MAX_PAGE}"
             )));
         }
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
             None,
@@ -428,13 +420,10 @@ impl IdentityQuery {
     async fn roles(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Vec<Role>> {
         let principal = caller(ctx, Permission::ROLES_READ)?;
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let mut roles: Vec<Role> = built_in_roles().into_iter().map(Role::from).collect();
         if let Some(row) = organization_state(pool(ctx)?, principal.claims.org).await?
             && let Some(state) = row.state.0.state
@@ -448,13 +437,10 @@ impl IdentityQuery {
     async fn organization(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Option<Organization>> {
         let principal = caller(ctx, Permission::ORGANIZATION_READ)?;
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let Some(OrganizationRow {
             state,
             version,

@@ -2,6 +2,7 @@
 //! `rm_rate_cards`. Money is an exact decimal string in the quote's
 //! currency.
 
+use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -456,16 +457,13 @@ impl QuoteQuery {
         &self,
         ctx: &Context<'_>,
         id: ID,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Option<Quote>> {
         let principal = caller(ctx, QUOTES_READ)?;
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a quote id"));
         };
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_deref())
+        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
             .await?
             .is_some();
         let organization = principal.claims.org;
@@ -497,10 +495,7 @@ impl QuoteQuery {
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         filter: Option<QuoteFilter>,
         order_by: Option<QuoteOrder>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<QuoteConnection> {
         let principal = caller(ctx, QUOTES_READ)?;
         let organization = principal.claims.org;
@@ -518,7 +513,7 @@ impl QuoteQuery {
                 Uuid::parse_str(id).map_err(|_| errors::bad_input("customerId is not an id"))?,
             ),
         };
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
             None,
@@ -587,13 +582,10 @@ impl QuoteQuery {
     async fn rate_cards(
         &self,
         ctx: &Context<'_>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Vec<RateCard>> {
         let principal = caller(ctx, RATE_CARDS_READ)?;
-        crate::consistency::honour(ctx, consistency_token.as_deref()).await?;
+        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let rows: Vec<(sqlx::types::Json<RateCardAggregate>, i64)> = sqlx::query_as(
             "SELECT state, version FROM rm_rate_cards WHERE organization_id = $1
              ORDER BY archived, lower(name), id",

@@ -3,6 +3,7 @@
 //! consistency token it answers only once the index holds the token's event
 //! (or fails with `STALE_READ`).
 
+use crate::consistency::ConsistencyToken;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge, OpaqueCursor, query};
@@ -128,10 +129,7 @@ impl SearchQuery {
         filter: Option<SearchFilter>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
         after: Option<String>,
-        #[graphql(
-            desc = "A consistency token from the command API: answer only once the read models hold that write (else STALE_READ)."
-        )]
-        consistency_token: Option<String>,
+        consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<SearchConnection> {
         let principal = crate::schema::principal(ctx)?;
         let types = match types {
@@ -188,8 +186,7 @@ impl SearchQuery {
         })?;
         // Read-your-writes: once the PostgreSQL read models have the
         // token's event, wait for the index to have it too.
-        if let Some(reached) = crate::consistency::honour(ctx, consistency_token.as_deref()).await?
-        {
+        if let Some(reached) = crate::consistency::honour(ctx, consistency_token.as_ref()).await? {
             wait_indexed(crate::schema::pool(ctx)?, &reached)
                 .await
                 .map_err(into_graphql)?;

@@ -111,7 +111,7 @@ async fn a_query_with_the_token_always_sees_the_write() {
                 &token,
                 &consistency,
                 &format!(
-                    r#"query($token: String) {{ customer(id: "{id}", consistencyToken: $token) {{ legalName }} }}"#
+                    r#"query($token: ConsistencyToken) {{ customer(id: "{id}", consistencyToken: $token) {{ legalName }} }}"#
                 ),
             )
             .await
@@ -131,7 +131,7 @@ async fn a_query_with_the_token_always_sees_the_write() {
             &queries,
             who,
             value,
-            "query($token: String) { customers(consistencyToken: $token) { totalCount } }",
+            "query($token: ConsistencyToken) { customers(consistencyToken: $token) { totalCount } }",
         )
         .await;
         assert_eq!(
@@ -183,7 +183,7 @@ async fn without_a_projector_the_answer_is_stale_read_not_old_data() {
         &queries,
         &token,
         &consistency,
-        "query($token: String) { dashboard(consistencyToken: $token) { source } me { displayName } }",
+        "query($token: ConsistencyToken) { dashboard(consistencyToken: $token) { source } me { displayName } }",
     )
     .await;
     assert_eq!(
@@ -268,7 +268,7 @@ async fn a_search_with_the_token_waits_for_the_index() {
         &queries,
         &token,
         &consistency,
-        r#"query($token: String) { search(query: "skylights", types: [QUOTE], consistencyToken: $token) { edges { node { type id } } } }"#,
+        r#"query($token: ConsistencyToken) { search(query: "skylights", types: [QUOTE], consistencyToken: $token) { edges { node { type id } } } }"#,
     )
     .await;
     assert_eq!(hit_ids(&answer), [quote.as_str()], "{answer}");
@@ -334,7 +334,7 @@ async fn a_search_with_the_token_waits_for_the_index() {
         &impatient,
         &token,
         &consistency,
-        r#"query($token: String) { search(query: "huia", types: [CUSTOMER], consistencyToken: $token) { totalCount } }"#,
+        r#"query($token: ConsistencyToken) { search(query: "huia", types: [CUSTOMER], consistencyToken: $token) { totalCount } }"#,
     )
     .await;
     assert_eq!(
