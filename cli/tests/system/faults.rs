@@ -9,6 +9,11 @@
 //!
 //! Services that a scenario stops are private to it (a broker, a Redis, a
 //! PostgreSQL cluster on their own ports), so other tests keep theirs.
+//!
+//! The scenarios run one at a time ([`one_scenario_at_a_time`]): each keeps
+//! a broker, a relay, a projector and writers busy for up to a minute and a
+//! half, and on a two-core machine several at once starve the brokers'
+//! group coordinators until no projector gets its partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -25,6 +30,14 @@ use crate::harness::{
     Process, assert_every_read_model_equals_replay, free_port, projection_caught_up,
     relay_caught_up, spawn_process, start_broker, start_redis, store_events, verify_topic_of,
 };
+
+/// Held for the whole of a scenario.
+static SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
+/// Waits until no other scenario runs.
+async fn one_scenario_at_a_time() -> tokio::sync::MutexGuard<'static, ()> {
+    SCENARIO.lock().await
+}
 
 /// What one client saw of one request.
 #[derive(Debug, Clone)]
@@ -182,6 +195,7 @@ async fn start_under_load(env: &TestEnv, writers: usize) -> (Stopper, Process, P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn relays_and_projectors_killed_restarted_and_doubled_under_load() {
+    let _scenario = one_scenario_at_a_time().await;
     // A broker of its own: killed producers leave state behind in it.
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
@@ -215,6 +229,7 @@ async fn relays_and_projectors_killed_restarted_and_doubled_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_broker_stopped_for_30_seconds_under_load() {
+    let _scenario = one_scenario_at_a_time().await;
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let mut broker = start_broker(dir.path(), port);
@@ -234,6 +249,7 @@ async fn the_broker_stopped_for_30_seconds_under_load() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn redis_stopped_under_load() {
+    let _scenario = one_scenario_at_a_time().await;
     let port = free_port();
     let mut redis = start_redis(port);
     let mut env = TestEnv::new().await;
@@ -370,6 +386,7 @@ impl Drop for PrivatePostgres {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_under_load() {
+    let _scenario = one_scenario_at_a_time().await;
     let postgres = PrivatePostgres::start();
     let env = TestEnv::with_postgres(&postgres.server()).await;
     let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
