@@ -202,6 +202,7 @@ async fn subscriptions(
             let verifier = state.verifier.clone();
             let revocations = state.revocations.clone();
             let bound = consistency::Bound(state.consistency_wait);
+            let pool = state.pool.clone();
             async_graphql_axum::GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
                 .on_connection_init(move |payload| async move {
                     let header = payload
@@ -222,9 +223,17 @@ async fn subscriptions(
                     if revoked {
                         return Err(async_graphql::Error::new(AuthError::Revoked.to_string()));
                     }
+                    // Queries over the socket batch `Quote.customer` like
+                    // those over HTTP (one loader per connection: it
+                    // batches, it does not cache).
+                    let loader = async_graphql::dataloader::DataLoader::new(
+                        customers::CustomerLoader::new(pool, principal.claims.org),
+                        tokio::spawn,
+                    );
                     let mut data = async_graphql::Data::default();
                     data.insert(principal);
                     data.insert(bound);
+                    data.insert(loader);
                     Ok(data)
                 })
                 .serve()

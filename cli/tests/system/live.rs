@@ -1,6 +1,8 @@
 //! Subscriptions over WebSocket (`graphql-transport-ws`): a client gets the
 //! change after a command has reached the read model; a client of another
 //! organization gets nothing; a bad token is refused at connection_init.
+//! Queries over the socket read like those over HTTP, consistency token
+//! included.
 
 use std::time::Duration;
 
@@ -227,6 +229,84 @@ async fn quote_subscribers_see_each_status_change_in_order() {
     }
     assert!(versions.ends_with(&[2, 3, 4]), "{versions:?}");
     assert!(versions.windows(2).all(|w| w[0] < w[1]), "{versions:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn queries_over_the_socket_honour_a_consistency_token() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let owner = crate::harness::sign_up(&commands, "Socket Reads").await;
+    let customer = post(
+        &commands,
+        "/v1/customers",
+        &owner,
+        json!({"legalName": "Socket Client", "currency": "NZD"}),
+    )
+    .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let created = post_accepted(
+        &format!("{commands}/v1/quotes"),
+        &owner,
+        &json!({"customerId": customer, "title": "Socket quote",
+               "lines": [{"description": "Work", "quantity": "1", "unitPrice": "100"}]}),
+    )
+    .await;
+    let consistency = created.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    let quote = created.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let (mut socket, ack) = connect(&queries, &owner).await;
+    assert_eq!(ack.unwrap()["type"], "connection_ack");
+    // The first read after the command: the quote is there, with its
+    // customer (loaded through the connection's DataLoader).
+    let read = r#"query($id: ID!, $token: ConsistencyToken) {
+        quote(id: $id, consistencyToken: $token) { title customer { legalName } } }"#;
+    socket
+        .send(Message::text(
+            json!({"id": "r", "type": "subscribe", "payload": {
+                "query": read, "variables": {"id": quote, "token": consistency}}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(30))
+        .await
+        .unwrap();
+    assert_eq!(answer["type"], "next", "{answer}");
+    assert_eq!(
+        answer["payload"]["data"]["quote"],
+        json!({"title": "Socket quote", "customer": {"legalName": "Socket Client"}}),
+        "{answer}"
+    );
+    let done = next_json(&mut socket, Duration::from_secs(5))
+        .await
+        .unwrap();
+    assert_eq!(done["type"], "complete", "{done}");
+    // A token that is not a position of this organization is bad input.
+    socket
+        .send(Message::text(
+            json!({"id": "b", "type": "subscribe", "payload": {
+                "query": read, "variables": {"id": quote, "token": "not-a-position"}}})
+            .to_string(),
+        ))
+        .await
+        .unwrap();
+    let answer = next_json(&mut socket, Duration::from_secs(10))
+        .await
+        .unwrap();
+    assert_eq!(
+        answer["payload"]["errors"][0]["extensions"]["code"], "BAD_USER_INPUT",
+        "{answer}"
+    );
 }
 
 async fn post(base: &str, path: &str, token: &str, body: Value) -> Value {
