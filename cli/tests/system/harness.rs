@@ -561,3 +561,18 @@ pub async fn post_accepted(url: &str, token: &str, body: &Value) -> reqwest::Res
     );
     response
 }
+
+/// Runs `query` with `variables` on the query API at `url` as `token`'s
+/// caller; returns the GraphQL response.
+pub async fn graphql(url: &str, token: &str, query: &str, variables: Value) -> Value {
+    http()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"query": query, "variables": variables}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
+}

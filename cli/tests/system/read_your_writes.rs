@@ -23,16 +23,7 @@ async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str)
 
 /// `query` with `$token` bound to `consistency`: the token as an argument.
 async fn graphql_with_argument(url: &str, token: &str, consistency: &str, query: &str) -> Value {
-    http()
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({"query": query, "variables": {"token": consistency}}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::harness::graphql(url, token, query, json!({"token": consistency})).await
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

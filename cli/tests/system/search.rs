@@ -22,16 +22,7 @@ const SEARCH: &str = r#"query($q: String!, $types: [SearchType!], $filter: Searc
 }"#;
 
 async fn search(query_api: &str, token: &str, variables: Value) -> Value {
-    http()
-        .post(format!("{query_api}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({ "query": SEARCH, "variables": variables }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap()
+    crate::harness::graphql(query_api, token, SEARCH, variables).await
 }
 
 fn titles(body: &Value) -> Vec<String> {
