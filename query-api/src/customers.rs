@@ -1,6 +1,5 @@
 //! `customer(id)` and `customers(...)`, read from `rm_customers`.
 
-use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -10,6 +9,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::consistency::ConsistencyToken;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};

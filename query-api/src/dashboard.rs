@@ -4,7 +4,6 @@
 //! is unreachable, not filled yet, or the request carries a consistency
 //! token. Both sources give the same figures.
 
-use crate::consistency::ConsistencyToken;
 use std::collections::BTreeMap;
 
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
@@ -16,6 +15,7 @@ use pivotal_search::EntityKind;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
+use crate::consistency::ConsistencyToken;
 use crate::errors;
 use crate::schema::{pool, principal};
 use crate::search::SearchType;

@@ -3,7 +3,6 @@
 //! which have no secret fields: nothing here could expose a password hash,
 //! MFA secret, recovery code or refresh token.
 
-use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::consistency::ConsistencyToken;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};

@@ -2,7 +2,6 @@
 //! `rm_rate_cards`. Money is an exact decimal string in the quote's
 //! currency.
 
-use crate::consistency::ConsistencyToken;
 use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -14,6 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
+use crate::consistency::ConsistencyToken;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};

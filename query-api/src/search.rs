@@ -3,7 +3,6 @@
 //! consistency token it answers only once the index holds the token's event
 //! (or fails with `STALE_READ`).
 
-use crate::consistency::ConsistencyToken;
 use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge, OpaqueCursor, query};
@@ -13,7 +12,7 @@ use pivotal_domain::permissions::Permission;
 use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
 
-use crate::consistency::{into_graphql, wait_indexed};
+use crate::consistency::{ConsistencyToken, into_graphql, wait_indexed};
 use crate::errors;
 use crate::schema::{MAX_PAGE, caller};
 
