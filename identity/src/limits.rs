@@ -1,5 +1,5 @@
 //! Sign-in limits kept in Redis, shared by every command API replica:
-//! fixed-window request limits per client IP and per account, and the
+//! sliding-window request limits per client IP and per account, and the
 //! failure counter behind the temporary lockout. Keys are per email digest,
 //! so unknown and known addresses behave the same way.
 
@@ -12,7 +12,8 @@ use redis::aio::ConnectionManager;
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Limit {
     Allowed,
-    /// Over the limit; the window ends in this many seconds.
+    /// Over the limit; the oldest counted request leaves the window in
+    /// this many seconds (rounded up).
     Exceeded {
         retry_after_secs: u64,
     },
@@ -43,10 +44,23 @@ impl std::fmt::Debug for Limits {
     }
 }
 
-fn now_secs() -> u64 {
+/// A sliding-window log: the scores of `KEYS[1]` are the times (ms) of the
+/// requests counted in the last `ARGV[2]` ms. A request is counted when
+/// fewer than `ARGV[3]` are; otherwise the answer is how long until the
+/// oldest leaves the window. Refused requests are not counted, so a client
+/// that keeps knocking is let in again once its window has room. Unlike
+/// fixed windows, no two bursts can meet at a window boundary.
+const SLIDING_WINDOW: &str = "local now = tonumber(ARGV[1]) local window = tonumber(ARGV[2]) \
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window) \
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[3]) then \
+  local oldest = redis.call('ZRANGE', KEYS[1], 0, 0, 'WITHSCORES') \
+  return math.max(1, tonumber(oldest[2]) + window - now) end \
+redis.call('ZADD', KEYS[1], now, ARGV[4]) redis.call('PEXPIRE', KEYS[1], window) return 0";
+
+fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
         .unwrap_or_default()
 }
 
@@ -66,23 +80,25 @@ impl Limits {
     }
 
     async fn hit(&self, scope: &str, id: &str, limit: u32) -> redis::RedisResult<Limit> {
-        let window = self.rate.window_secs.max(1);
-        let now = now_secs();
-        let key = format!("{}:rl:{scope}:{id}:{}", self.prefix, now / window);
+        let window_ms = self.rate.window_secs.max(1).saturating_mul(1000);
+        let key = format!("{}:rl:{scope}:{id}", self.prefix);
         let mut conn = self.redis.clone();
-        let (count,): (u32,) = redis::pipe()
-            .atomic()
-            .incr(&key, 1)
-            .expire(&key, i64::try_from(window + 1).unwrap_or(i64::MAX))
-            .ignore()
+        let wait_ms: u64 = redis::cmd("EVAL")
+            .arg(SLIDING_WINDOW)
+            .arg(1)
+            .arg(&key)
+            .arg(now_millis())
+            .arg(window_ms)
+            .arg(limit)
+            .arg(uuid::Uuid::new_v4().to_string())
             .query_async(&mut conn)
             .await?;
-        Ok(if count > limit {
-            Limit::Exceeded {
-                retry_after_secs: window - now % window,
-            }
-        } else {
+        Ok(if wait_ms == 0 {
             Limit::Allowed
+        } else {
+            Limit::Exceeded {
+                retry_after_secs: wait_ms.div_ceil(1000),
+            }
         })
     }
 

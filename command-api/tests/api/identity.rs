@@ -735,6 +735,31 @@ async fn sign_in_is_rate_limited_per_address() {
 }
 
 #[tokio::test]
+async fn the_sign_in_window_slides() {
+    let mut env = TestEnv::new().await;
+    env.settings.auth.rate_limit.per_ip = 2;
+    env.settings.auth.rate_limit.window_secs = 5;
+    let (url, _stop) = env.spawn_command_api().await;
+    let api = Identity::new(&url);
+    for _ in 0..2 {
+        let r = api.login(&unique_email("x"), "whatever it is").await;
+        assert_eq!(r.status(), 401);
+    }
+    let limited = api.login(&unique_email("x"), "whatever it is").await;
+    let retry_after: u64 = limited.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=5).contains(&retry_after), "{retry_after}");
+    assert_problem(limited, 429, "rate_limited").await;
+    // Once the first request has left the window there is room for one.
+    tokio::time::sleep(std::time::Duration::from_secs(retry_after)).await;
+    let again = api.login(&unique_email("x"), "whatever it is").await;
+    assert_eq!(again.status(), 401);
+}
+
+#[tokio::test]
 async fn sign_in_is_rate_limited_per_account() {
     let app = TestApp::spawn_with(|s| {
         s.auth.rate_limit.per_account = 3;
