@@ -10,10 +10,11 @@
 //! Services that a scenario stops are private to it (a broker, a Redis, a
 //! PostgreSQL cluster on their own ports), so other tests keep theirs.
 //!
-//! The scenarios run one at a time ([`one_scenario_at_a_time`]): each keeps
-//! a broker, a relay, a projector and writers busy for up to a minute and a
-//! half, and on a two-core machine several at once starve the brokers'
-//! group coordinators until no projector gets its partitions.
+//! The scenarios run one at a time ([`one_scenario_at_a_time`]), and
+//! `scripts/test.sh` runs them after every other test: each keeps a broker,
+//! a relay, a projector and writers busy for up to a minute and a half, and
+//! on a two-core machine anything beside them starves the broker's group
+//! coordinator until no projector gets its partitions.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
