@@ -41,15 +41,6 @@ pub enum ProjectionError {
     Search(String),
 }
 
-/// Stops a background thread's loop when the projector loop ends.
-struct StopOnDrop(std::sync::Arc<std::sync::atomic::AtomicBool>);
-
-impl Drop for StopOnDrop {
-    fn drop(&mut self) {
-        self.0.store(true, std::sync::atomic::Ordering::Relaxed);
-    }
-}
-
 /// Aborts a background task when the projector loop ends.
 struct AbortOnDrop(tokio::task::JoinHandle<()>);
 
@@ -281,9 +272,10 @@ pub async fn run(
             }
         }
     };
-    let consumer: StreamConsumer =
+    let consumer: StreamConsumer<LagContext> =
         pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id)
-            .create()?;
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(LagContext)?;
     let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
@@ -303,9 +295,6 @@ pub async fn run(
             .run(wake_indexer.clone(), std::future::pending()),
     );
     let _stop_indexer = AbortOnDrop(indexer);
-    let stop_lag_watch = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    watch_consumer_lag(&settings, topic_names.clone(), stop_lag_watch.clone());
-    let _stop_lag_watch = StopOnDrop(stop_lag_watch);
     dashboard.after_commit(&mut redis, &[]).await;
     let mut dashboard_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
@@ -427,54 +416,37 @@ async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
     }
 }
 
-/// Sets `consumer_lag_messages` per topic and partition every five seconds
-/// (high watermark minus the group's committed offset, as Kafka's own tools
-/// count it) from a client that does not join the group, until `stop`.
-fn watch_consumer_lag(
-    settings: &Settings,
-    topics: Vec<String>,
-    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
-) {
-    let config = pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id);
-    tokio::task::spawn_blocking(move || {
-        let Ok(client) = config.create::<rdkafka::consumer::BaseConsumer>() else {
-            return;
-        };
-        let timeout = Duration::from_secs(2);
-        while !stop.load(std::sync::atomic::Ordering::Relaxed) {
-            let mut partitions = TopicPartitionList::new();
-            for topic in &topics {
-                if let Ok(metadata) = client.fetch_metadata(Some(topic), timeout) {
-                    for t in metadata.topics() {
-                        for p in t.partitions() {
-                            partitions.add_partition(t.name(), p.id());
-                        }
-                    }
+/// The projector's consumer context: turns librdkafka's own statistics
+/// (every five seconds, `statistics.interval.ms`) into
+/// `consumer_lag_messages` per topic and partition this member owns: the
+/// partition's high watermark, as the last fetch response gave it, minus
+/// the offset the group has committed, as Kafka's own tools count it. No
+/// request beyond the fetches themselves, so watching lag adds no load to
+/// the broker.
+#[derive(Debug, Clone, Copy)]
+pub struct LagContext;
+
+impl rdkafka::ClientContext for LagContext {
+    fn stats(&self, statistics: rdkafka::Statistics) {
+        for (topic, stats) in &statistics.topics {
+            for (partition, stats) in &stats.partitions {
+                // -1 is librdkafka's internal unassigned partition; a lag
+                // of -1 means not known yet (nothing committed).
+                if *partition < 0 || stats.consumer_lag < 0 {
+                    continue;
                 }
+                metrics::gauge!(
+                    "consumer_lag_messages",
+                    "topic" => topic.clone(),
+                    "partition" => partition.to_string(),
+                )
+                .set(stats.consumer_lag as f64);
             }
-            if let Ok(committed) = client.committed_offsets(partitions, timeout) {
-                for element in committed.elements() {
-                    let Ok((_, high)) =
-                        client.fetch_watermarks(element.topic(), element.partition(), timeout)
-                    else {
-                        continue;
-                    };
-                    let done = match element.offset() {
-                        Offset::Offset(offset) => offset,
-                        _ => 0,
-                    };
-                    metrics::gauge!(
-                        "consumer_lag_messages",
-                        "topic" => element.topic().to_owned(),
-                        "partition" => element.partition().to_string(),
-                    )
-                    .set((high - done).max(0) as f64);
-                }
-            }
-            std::thread::sleep(Duration::from_secs(5));
         }
-    });
+    }
 }
+
+impl rdkafka::consumer::ConsumerContext for LagContext {}
 
 /// Sets a version key unless it already holds a higher version (a
 /// redelivered event never lowers it).

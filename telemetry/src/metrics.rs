@@ -11,8 +11,9 @@
 //! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`;
 //! - `projection_lag_events`, `projection_lag_seconds` by `projection`;
 //!   `projector_applied_total`, `projector_batch_seconds`;
-//! - `consumer_lag_messages` by `topic` and `partition` (high watermark
-//!   minus the group's position).
+//! - `consumer_lag_messages` by `topic` and `partition`, from each
+//!   projector for the partitions it owns (librdkafka's statistics: high
+//!   watermark minus the group's committed offset).
 
 use std::sync::OnceLock;
 use std::time::Instant;
