@@ -131,14 +131,31 @@ impl std::fmt::Debug for Versions<'_> {
 impl<'p> Versions<'p> {
     /// Reads and locks the versions of `aggregates` (type, id), in key order
     /// so that two projectors locking overlapping batches wait instead of
-    /// deadlocking.
+    /// deadlocking. An aggregate not seen before gets a row at version 0
+    /// first, so it is locked too: two projectors that briefly hold the same
+    /// partition during a rebalance then apply its first events one after
+    /// the other, and the second sees what the first applied, instead of
+    /// both starting from nothing and the later commit setting the version
+    /// (and the read model) back.
     pub async fn load<'k>(
         conn: &mut PgConnection,
         projection: &'p dyn Projection,
         aggregates: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Self, ProjectionError> {
-        let keys: HashSet<(&str, &str)> = aggregates.into_iter().collect();
+        let keys: std::collections::BTreeSet<(&str, &str)> = aggregates.into_iter().collect();
         let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        sqlx::query(
+            "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
+             SELECT $1, k.aggregate_type, k.aggregate_id, 0
+             FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(aggregate_type, aggregate_id, n)
+             ORDER BY k.n
+             ON CONFLICT (projection, aggregate_type, aggregate_id) DO NOTHING",
+        )
+        .bind(projection.name())
+        .bind(&types)
+        .bind(&ids)
+        .execute(&mut *conn)
+        .await?;
         let rows: Vec<(String, String, i64)> = sqlx::query_as(
             "SELECT v.aggregate_type, v.aggregate_id, v.version
              FROM projection_versions v
