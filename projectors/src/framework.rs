@@ -447,17 +447,27 @@ impl rdkafka::ClientContext for LagContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
-                // -1 is librdkafka's internal unassigned partition; a lag
-                // of -1 means not known yet (nothing committed).
-                if *partition < 0 || stats.consumer_lag < 0 {
+                // -1 is librdkafka's internal unassigned partition.
+                if *partition < 0 {
                     continue;
                 }
+                let lag = if stats.fetch_state == "none" {
+                    // Not (or no longer) this member's: it owes nothing, so
+                    // a rebalance leaves no stale figure behind to be added
+                    // to the new owner's.
+                    0
+                } else if stats.consumer_lag >= 0 {
+                    stats.consumer_lag
+                } else {
+                    // Owned, but nothing committed yet: not known.
+                    continue;
+                };
                 metrics::gauge!(
                     "consumer_lag_messages",
                     "topic" => topic.clone(),
                     "partition" => partition.to_string(),
                 )
-                .set(stats.consumer_lag as f64);
+                .set(lag as f64);
             }
         }
     }
