@@ -10,6 +10,8 @@ TANSU_VERSION=0.6.0
 TANSU=$TOOLS_DIR/tansu-$TANSU_VERSION/bin/tansu
 KAFKA_PORT=${PIVOTAL_KAFKA_PORT:-9092}
 
+SCRIPT_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+
 log() { printf '==> %s\n' "$*" >&2; }
 
 port_open() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -105,6 +107,9 @@ if ! port_open "$KAFKA_PORT"; then
   cd - >/dev/null
   wait_port "$KAFKA_PORT" tansu
 fi
+# tansu's storage lacks an index its fetch needs (see the script); a broker
+# started before this script learned that gets it too.
+python3 "$SCRIPT_DIR/tansu-index.py" "$DATA_DIR/tansu/tansu.db"
 # --- A fresh broker for a test or benchmark run (--fresh-test-broker) -------
 # Tests create topics of their own on every run; a broker of their own,
 # emptied each time, keeps them from filling the development broker's
@@ -123,6 +128,7 @@ if [ "${1:-}" = "--fresh-test-broker" ]; then
     --storage-engine "sqlite://tansu.db"
   cd - >/dev/null
   wait_port "$TEST_KAFKA_PORT" "test broker"
+  python3 "$SCRIPT_DIR/tansu-index.py" "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT/tansu.db"
 fi
 
 # --- Deployment validator (tests validate compose and k8s offline) -----------

@@ -487,8 +487,15 @@ pub fn tansu() -> String {
     })
 }
 
-/// A private tansu broker on `port` with its SQLite storage in `dir`.
+/// A private tansu broker on `port` with its SQLite storage in `dir`, given
+/// the index its fetch needs (`scripts/tansu-index.py`). Its output goes to
+/// `broker.log` in `dir`, appended to across restarts.
 pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
+    let log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(dir.join("broker.log"))
+        .expect("broker log");
     let child = Command::new(tansu())
         .args([
             "broker",
@@ -500,11 +507,22 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
             "sqlite://broker.db",
         ])
         .current_dir(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(log.try_clone().expect("broker log"))
+        .stderr(log)
         .spawn()
         .expect("tansu must be installed (scripts/services.sh)");
-    Process(child)
+    let broker = Process(child);
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tansu-index.py");
+    let indexed = Command::new("python3")
+        .arg(script)
+        .arg(dir.join("broker.db"))
+        .status()
+        .expect("python3 is installed by scripts/services.sh");
+    assert!(
+        indexed.success(),
+        "{script} failed on the broker in {dir:?}"
+    );
+    broker
 }
 
 /// A private Redis on `port`, keeping nothing on disk.
