@@ -667,6 +667,9 @@ pub struct RebuildReport {
     pub events: u64,
     pub applied: u64,
     pub seconds: f64,
+    /// The versions outgrew [`RebuildLimits::versions_in_memory`] and were
+    /// kept in the copy's bookkeeping table from then on.
+    pub versions_written_out: bool,
 }
 
 impl RebuildReport {
@@ -679,8 +682,27 @@ impl RebuildReport {
     }
 }
 
-/// Events replayed per transaction while a rebuild catches up.
-const REBUILD_BATCH: i64 = 10_000;
+/// How a rebuild divides its work. [`RebuildLimits::default`] is what
+/// [`rebuild`] uses; smaller limits exist so tests reach every path of a
+/// rebuild with little data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RebuildLimits {
+    /// Events read from the log and applied per transaction.
+    pub batch: i64,
+    /// Most aggregate versions kept in memory while catching up (about 100
+    /// bytes each). Past this many they are written to the copy's
+    /// bookkeeping table, and from then on read and written per batch.
+    pub versions_in_memory: usize,
+}
+
+impl Default for RebuildLimits {
+    fn default() -> Self {
+        Self {
+            batch: 10_000,
+            versions_in_memory: 1_000_000,
+        }
+    }
+}
 
 fn shadow_schema(projection: &str) -> String {
     format!("rebuild_{projection}")
@@ -753,10 +775,6 @@ async fn create_shadow_indexes(
     Ok(())
 }
 
-/// Most aggregate versions a rebuild's catch-up keeps in memory (about
-/// 100 bytes each) before writing them out and reading them per batch.
-const REBUILD_VERSIONS_IN_MEMORY: usize = 1_000_000;
-
 /// One batch of the log as a rebuild applies it: how many events were read,
 /// where reading stopped, and the followed events decoded, with their
 /// positions.
@@ -766,14 +784,15 @@ struct ReadBatch {
     events: Vec<(Envelope, i64)>,
 }
 
-/// Reads up to [`REBUILD_BATCH`] events after `checkpoint` and decodes those
-/// of `types`.
+/// Reads up to `limit` events after `checkpoint` and decodes those of
+/// `types`.
 async fn read_batch(
     executor: impl sqlx::PgExecutor<'_>,
     types: &[&str],
     checkpoint: Checkpoint,
+    limit: i64,
 ) -> Result<ReadBatch, ProjectionError> {
-    let batch = log::read_after(executor, checkpoint, REBUILD_BATCH).await?;
+    let batch = log::read_after(executor, checkpoint, limit).await?;
     let events = batch
         .iter()
         .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
@@ -793,11 +812,12 @@ async fn read_batch(
 
 /// Reads the log ahead of a rebuild's writer, on a connection of its own:
 /// the next batch is read and decoded while the current one is applied.
-/// Stops after the first batch shorter than [`REBUILD_BATCH`] (caught up).
+/// Stops after the first batch shorter than `limit` (caught up).
 fn read_ahead(
     pool: &PgPool,
     types: &'static [&'static str],
     mut checkpoint: Checkpoint,
+    limit: i64,
 ) -> (
     tokio::sync::mpsc::Receiver<Result<ReadBatch, ProjectionError>>,
     AbortOnDrop,
@@ -806,11 +826,11 @@ fn read_ahead(
     let pool = pool.clone();
     let reader = tokio::spawn(async move {
         loop {
-            let batch = read_batch(&pool, types, checkpoint).await;
+            let batch = read_batch(&pool, types, checkpoint, limit).await;
             let last = match &batch {
                 Ok(batch) => {
                     checkpoint = batch.checkpoint.unwrap_or(checkpoint);
-                    i64::try_from(batch.read).unwrap_or(i64::MAX) < REBUILD_BATCH
+                    i64::try_from(batch.read).unwrap_or(i64::MAX) < limit
                 }
                 Err(_) => true,
             };
@@ -877,8 +897,9 @@ async fn replay(
     checkpoint: &mut Checkpoint,
     report: &mut RebuildReport,
     progress: Option<&indicatif::ProgressBar>,
+    limit: i64,
 ) -> Result<usize, ProjectionError> {
-    let batch = read_batch(&mut *conn, projection.aggregate_types(), *checkpoint).await?;
+    let batch = read_batch(&mut *conn, projection.aggregate_types(), *checkpoint, limit).await?;
     if let Some(last) = batch.checkpoint {
         *checkpoint = last;
     }
@@ -898,6 +919,16 @@ pub async fn rebuild(
     pool: &PgPool,
     projection: &dyn Projection,
     progress: Option<&indicatif::ProgressBar>,
+) -> Result<RebuildReport, ProjectionError> {
+    rebuild_with(pool, projection, progress, RebuildLimits::default()).await
+}
+
+/// [`rebuild`] with the given limits.
+pub async fn rebuild_with(
+    pool: &PgPool,
+    projection: &dyn Projection,
+    progress: Option<&indicatif::ProgressBar>,
+    limits: RebuildLimits,
 ) -> Result<RebuildReport, ProjectionError> {
     let started = Instant::now();
     let name = projection.name();
@@ -925,12 +956,14 @@ pub async fn rebuild(
         events: 0,
         applied: 0,
         seconds: 0.0,
+        versions_written_out: false,
     };
     let search_path = format!("SET LOCAL search_path TO {schema}, public");
     // Catch up without blocking the live projector, with the versions in
     // memory (written out when there are too many, and at the end).
     let mut known = Some(Versions::empty(projection));
-    let (mut batches, _reader) = read_ahead(pool, projection.aggregate_types(), checkpoint);
+    let (mut batches, _reader) =
+        read_ahead(pool, projection.aggregate_types(), checkpoint, limits.batch);
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
         let mut tx = pool.begin().await?;
@@ -946,10 +979,11 @@ pub async fn rebuild(
         .await?;
         if known
             .as_ref()
-            .is_some_and(|k| k.len() > REBUILD_VERSIONS_IN_MEMORY)
+            .is_some_and(|k| k.len() > limits.versions_in_memory)
             && let Some(versions) = known.take()
         {
             versions.store(&mut tx).await?;
+            report.versions_written_out = true;
         }
         tx.commit().await?;
         if let Some(last) = batch.checkpoint {
@@ -973,7 +1007,17 @@ pub async fn rebuild(
         .execute(&mut *tx)
         .await?;
     sqlx::query(&search_path).execute(&mut *tx).await?;
-    while replay(&mut tx, projection, &mut checkpoint, &mut report, progress).await? > 0 {}
+    while replay(
+        &mut tx,
+        projection,
+        &mut checkpoint,
+        &mut report,
+        progress,
+        limits.batch,
+    )
+    .await?
+        > 0
+    {}
     for statement in [
         format!("DROP TABLE public.{table}"),
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),

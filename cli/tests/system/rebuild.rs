@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::Duration;
 
+use pivotal_projectors::framework::{RebuildLimits, RebuildReport};
 use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -17,6 +18,27 @@ const CUSTOMERS: usize = 40;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_table_rebuild_never_shows_a_half_built_model() {
+    let report = rebuild_under_load(RebuildLimits::default()).await;
+    assert!(!report.versions_written_out, "{report:?}");
+}
+
+/// The path a rebuild of more than a million aggregates takes, with limits
+/// that reach it on a few dozen: batches of seven events, and the versions
+/// written out of memory once there are more than ten. From then on every
+/// batch reads and writes its versions in the copy's bookkeeping table.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_rebuild_whose_versions_outgrow_memory_never_shows_a_half_built_model() {
+    let report = rebuild_under_load(RebuildLimits {
+        batch: 7,
+        versions_in_memory: 10,
+    })
+    .await;
+    assert!(report.versions_written_out, "{report:?}");
+}
+
+/// Rebuilds the customers table with `limits` while commands change
+/// customers and queries count them; checks the result equals a replay.
+async fn rebuild_under_load(limits: RebuildLimits) -> RebuildReport {
     let env = TestEnv::new().await;
     let (commands, _c) = env.spawn_command_api().await;
     let (query_api, _q) = env.spawn_query_api().await;
@@ -89,10 +111,11 @@ async fn a_table_rebuild_never_shows_a_half_built_model() {
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let report = pivotal_projectors::framework::rebuild(
+    let report = pivotal_projectors::framework::rebuild_with(
         &env.pool,
         &pivotal_projectors::customers::CustomersProjection,
         None,
+        limits,
     )
     .await
     .unwrap();
@@ -138,4 +161,5 @@ async fn a_table_rebuild_never_shows_a_half_built_model() {
         .unwrap();
     assert_eq!(tags.0, [format!("round-{}", changes - 1)]);
     assert_read_model_equals_replay(&env).await;
+    report
 }
