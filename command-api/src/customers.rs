@@ -392,7 +392,7 @@ pub async fn create_customer(
         };
         let outcome = state
             .customers
-            .execute(&id.to_string(), Some(0), command, &meta.context(&caller))
+            .create(&id.to_string(), command, &meta.context(&caller))
             .await?;
         Ok(accepted(StatusCode::CREATED, id, &outcome))
     };

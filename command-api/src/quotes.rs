@@ -165,9 +165,8 @@ pub async fn create_rate_card(
     let id = Uuid::now_v7();
     let outcome = state
         .rate_cards
-        .execute(
+        .create(
             &id.to_string(),
-            Some(0),
             RateCardCommand::Create {
                 actor,
                 rate_card_id: id,

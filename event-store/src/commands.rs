@@ -8,7 +8,7 @@
 
 use std::marker::PhantomData;
 
-use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
 use pivotal_domain::envelope::CommandContext;
 use postgres_es::PostgresEventRepository;
@@ -153,11 +153,6 @@ where
     /// With `expected_version`, the command is refused unless the aggregate is
     /// at exactly that version when it commits. Without it, a lost race is
     /// retried on fresh state a few times.
-    #[tracing::instrument(
-        name = "execute",
-        skip_all,
-        fields(otel.name = %format!("execute {}", A::TYPE), aggregate.id = aggregate_id)
-    )]
     pub async fn execute(
         &self,
         aggregate_id: &str,
@@ -165,14 +160,62 @@ where
         command: A::Command,
         context: &CommandContext,
     ) -> Result<Outcome, ExecuteError<A::Error>> {
+        self.run(
+            aggregate_id,
+            Start::Load(expected_version),
+            command,
+            context,
+        )
+        .await
+    }
+
+    /// Runs `command`, which creates the aggregate `aggregate_id` under an
+    /// id just made for it, on the empty aggregate without reading the store
+    /// first (one statement fewer). Should an aggregate with that id exist
+    /// after all, the first event's sequence collides with its first event
+    /// and the command is refused as a version conflict, as
+    /// [`execute`](Self::execute) expecting version 0 refuses it.
+    pub async fn create(
+        &self,
+        aggregate_id: &str,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Outcome, ExecuteError<A::Error>> {
+        self.run(aggregate_id, Start::Empty, command, context).await
+    }
+
+    #[tracing::instrument(
+        name = "execute",
+        skip_all,
+        fields(otel.name = %format!("execute {}", A::TYPE), aggregate.id = aggregate_id)
+    )]
+    async fn run(
+        &self,
+        aggregate_id: &str,
+        start: Start,
+        command: A::Command,
+        context: &CommandContext,
+    ) -> Result<Outcome, ExecuteError<A::Error>> {
+        let expected_version = match start {
+            Start::Load(expected) => expected,
+            Start::Empty => Some(0),
+        };
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut loaded = self
-                .store
-                .load_aggregate(aggregate_id)
-                .await
-                .map_err(store_error)?;
+            let mut loaded = match start {
+                Start::Empty => EventStoreAggregateContext {
+                    aggregate_id: aggregate_id.to_owned(),
+                    aggregate: A::default(),
+                    current_sequence: 0,
+                    current_snapshot: None,
+                },
+                Start::Load(_) => self
+                    .store
+                    .load_aggregate(aggregate_id)
+                    .await
+                    .map_err(store_error)?,
+            };
             let current = loaded.current_sequence as u64;
             if let Some(expected) = expected_version
                 && expected != current
@@ -255,6 +298,15 @@ where
             )
             .collect())
     }
+}
+
+/// Where [`AggregateStore::run`] starts a command.
+#[derive(Debug, Clone, Copy)]
+enum Start {
+    /// From the stored aggregate, expecting a version or not.
+    Load(Option<u64>),
+    /// From the empty aggregate, not read: a creation under a new id.
+    Empty,
 }
 
 /// A command decided but not yet committed: the events it produces on top

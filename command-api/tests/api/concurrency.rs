@@ -1,7 +1,13 @@
 //! Optimistic concurrency and idempotency under concurrent requests.
 
 use futures::future::join_all;
+use pivotal_domain::customer::{
+    Billing, Contact, Customer, CustomerCommand, NewCustomer, sample_created,
+};
+use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_event_store::commands::{AggregateStore, ExecuteError};
 use serde_json::{Value, json};
+use uuid::Uuid;
 
 use crate::helpers::{TestApp, assert_problem};
 
@@ -275,4 +281,80 @@ async fn stored_hash_of(app: &TestApp, id: &str) -> String {
     .await
     .unwrap();
     hash
+}
+
+/// A creation starts from the empty aggregate without reading the store.
+/// Should its id exist after all, it is refused as a version conflict (the
+/// stored version named) and appends nothing.
+#[tokio::test]
+async fn a_creation_under_an_id_that_exists_is_a_version_conflict() {
+    let app = TestApp::spawn().await;
+    let existing: Uuid = app.create_customer("Acme").await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    let store = AggregateStore::<Customer>::new(app.env.pool.clone());
+    let actor = Actor {
+        organization_id: app.org,
+        user_id: Uuid::now_v7(),
+    };
+    let context = CommandContext {
+        actor,
+        timestamp: chrono::Utc::now(),
+        metadata: EventMetadata {
+            correlation_id: "creation-test".into(),
+            causation_id: None,
+            source: "command-api".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+        idempotency_key: None,
+    };
+    let create = |id: Uuid| {
+        let c = sample_created(id, app.org);
+        CustomerCommand::Create {
+            actor,
+            customer_id: id,
+            customer: NewCustomer {
+                legal_name: c.legal_name,
+                display_name: c.display_name,
+                contact: Contact {
+                    email: c.email,
+                    phone: c.phone,
+                },
+                billing: Billing {
+                    billing_address: c.billing_address,
+                    tax_number: c.tax_number,
+                    currency: c.currency,
+                    payment_terms_days: c.payment_terms_days,
+                },
+                tags: c.tags,
+            },
+        }
+    };
+
+    let refused = store
+        .create(&existing.to_string(), create(existing), &context)
+        .await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::VersionConflict {
+                expected: 0,
+                current: 1
+            })
+        ),
+        "{refused:?}"
+    );
+    assert_eq!(app.event_count().await, 1);
+
+    let fresh = Uuid::now_v7();
+    let outcome = store
+        .create(&fresh.to_string(), create(fresh), &context)
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 1);
+    assert_eq!(outcome.events.len(), 1);
+    assert_eq!(app.event_count().await, 2);
 }
