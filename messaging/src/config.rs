@@ -50,12 +50,9 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
         // died without leaving. Batches take well under a second.
         .set("max.poll.interval.ms", "30000")
         .set("enable.partition.eof", "false")
-        // Freshness: a fetch returns after at most this long even when the
-        // broker holds it for more data (tansu waits the whole time). Not
-        // lower: an idle consumer sends a fetch this often, and at 20 ms
-        // (50 a second per projector) tansu spent its CPU on them and
-        // answered group heartbeats too late.
-        .set("fetch.wait.max.ms", "50")
+        // Freshness on a broker that holds every fetch for the whole wait
+        // (tansu); Apache Kafka answers as soon as data arrives.
+        .set("fetch.wait.max.ms", settings.fetch_wait_ms.to_string())
         // Prefetch at most 8 MiB (librdkafka's default is 64 MiB): a
         // projector applies a few hundred events per transaction, so more
         // read-ahead only costs resident memory.

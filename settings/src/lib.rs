@@ -98,6 +98,13 @@ pub struct KafkaSettings {
     pub partitions: i32,
     pub replication_factor: i32,
     pub client_id: String,
+    /// Longest a projector's fetch waits for data (`fetch.wait.max.ms`).
+    /// Apache Kafka answers a waiting fetch as soon as data arrives, so
+    /// there a long wait (its default is 500) costs no freshness and
+    /// spares the broker idle requests. The development broker, tansu,
+    /// holds every fetch for the whole wait, so there the wait is added to
+    /// freshness: the default, 50, is set for it.
+    pub fetch_wait_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -268,6 +275,7 @@ topic_prefix = "pivotal"
 partitions = 3
 replication_factor = 1
 client_id = "pivotal-flow"
+fetch_wait_ms = 50
 
 [redis]
 url = "redis://127.0.0.1:6379"
