@@ -244,13 +244,18 @@ impl Follower {
         sink.subscribe(Revocations::channel(&self.prefix)).await?;
         // Subscribed first, loaded second: a revocation made meanwhile is
         // in the load, the stream or both (merging keeps the latest).
+        let loading_since = now_ms();
         let loaded = self.load().await?;
         {
             let Some(view) = self.view.upgrade() else {
                 return Ok(());
             };
+            // The copy becomes what Redis holds (a Redis that lost its
+            // revocations loses them here too), except revocations recorded
+            // since the load began: this process's own may have landed
+            // after the load read their keys.
             if let Ok(mut map) = view.before.write() {
-                map.clear();
+                map.retain(|_, before| *before >= loading_since);
             }
             for (user, before) in loaded {
                 view.record(user, before);
