@@ -6,8 +6,6 @@
 //! collision on `(aggregate_type, aggregate_id, sequence)` to an
 //! optimistic-lock conflict, so two writers on one aggregate never both win.
 
-use std::marker::PhantomData;
-
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
 use pivotal_domain::envelope::CommandContext;
@@ -107,11 +105,24 @@ fn from_sqlx<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
 /// race to a concurrent writer.
 const RETRIES_WITHOUT_EXPECTATION: usize = 8;
 
+/// Aggregates of one type whose state after their last command this
+/// process remembers.
+const REMEMBERED_AGGREGATES: usize = 10_000;
+
 /// Commands and reads of one aggregate type.
+///
+/// The state each aggregate reached with the last command this process
+/// committed on it is remembered (up to [`REMEMBERED_AGGREGATES`]), so the
+/// next command on it need not read its events back. Remembered state is
+/// only a hint: another process may have appended since. It can only lead
+/// to a commit, and a commit on a stale version collides with the stored
+/// event of that sequence and is retried on the stored state; every other
+/// answer (a refusal, nothing to do, another expected version) is decided
+/// again on the stored state before it is given.
 pub struct AggregateStore<A: Aggregate> {
     pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
-    _aggregate: PhantomData<A>,
+    remembered: quick_cache::sync::Cache<String, (A, usize)>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
@@ -124,7 +135,7 @@ impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
 
 impl<A> AggregateStore<A>
 where
-    A: Aggregate<Services = ()> + 'static,
+    A: Aggregate<Services = ()> + Clone + 'static,
     A::Command: Clone + Send,
     A::Error: Send,
 {
@@ -134,7 +145,7 @@ where
         Self {
             pool,
             store,
-            _aggregate: PhantomData,
+            remembered: quick_cache::sync::Cache::new(REMEMBERED_AGGREGATES),
         }
     }
 
@@ -203,14 +214,30 @@ where
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut loaded = match start {
-                Start::Empty => EventStoreAggregateContext {
-                    aggregate_id: aggregate_id.to_owned(),
-                    aggregate: A::default(),
-                    current_sequence: 0,
-                    current_snapshot: None,
+            let empty = || EventStoreAggregateContext {
+                aggregate_id: aggregate_id.to_owned(),
+                aggregate: A::default(),
+                current_sequence: 0,
+                current_snapshot: None,
+            };
+            // Remembered state only on the first attempt: a retry follows a
+            // collision or a doubt, and reads the store.
+            let remembered = match start {
+                Start::Load(expected) if attempt == 1 => self
+                    .remembered
+                    .get(aggregate_id)
+                    .filter(|(_, version)| expected.is_none_or(|e| e == *version as u64)),
+                _ => None,
+            };
+            let from_memory = remembered.is_some();
+            let mut loaded = match (start, remembered) {
+                (_, Some((aggregate, version))) => EventStoreAggregateContext {
+                    aggregate,
+                    current_sequence: version,
+                    ..empty()
                 },
-                Start::Load(_) => self
+                (Start::Empty, None) => empty(),
+                (Start::Load(_), None) => self
                     .store
                     .load_aggregate(aggregate_id)
                     .await
@@ -223,17 +250,22 @@ where
                 return Err(ExecuteError::VersionConflict { expected, current });
             }
             let sink = cqrs_es::event_sink::EventSink::<A>::default();
-            loaded
-                .aggregate
-                .handle(command.clone(), &(), &sink)
-                .await
-                .map_err(ExecuteError::Domain)?;
+            let decided = loaded.aggregate.handle(command.clone(), &(), &sink).await;
             let events = sink.collect().await;
+            if from_memory && (decided.is_err() || events.is_empty()) {
+                // A refusal or a no-op is given only on the stored state.
+                continue;
+            }
+            decided.map_err(ExecuteError::Domain)?;
             if events.is_empty() {
                 return Ok(Outcome {
                     version: current,
                     events: Vec::new(),
                 });
+            }
+            let mut after = loaded.aggregate.clone();
+            for event in &events {
+                after.apply(event.clone());
             }
             match self
                 .store
@@ -243,6 +275,8 @@ where
                 Ok(committed) => {
                     let first = committed.first().map_or(current + 1, |e| e.sequence as u64);
                     let last = committed.last().map_or(current, |e| e.sequence as u64);
+                    self.remembered
+                        .insert(aggregate_id.to_owned(), (after, last as usize));
                     let events = self.positions(aggregate_id, first, last).await?;
                     return Ok(Outcome {
                         version: last,
@@ -250,6 +284,7 @@ where
                     });
                 }
                 Err(AggregateError::AggregateConflict) => {
+                    self.remembered.remove(aggregate_id);
                     if expected_version.is_some() || attempt > RETRIES_WITHOUT_EXPECTATION {
                         let (_, now) = self.load(aggregate_id).await?;
                         return Err(ExecuteError::VersionConflict {

@@ -5,6 +5,7 @@ use pivotal_domain::customer::{
     Billing, Contact, Customer, CustomerCommand, NewCustomer, sample_created,
 };
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+use pivotal_domain::values::Name;
 use pivotal_event_store::commands::{AggregateStore, ExecuteError};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -295,22 +296,7 @@ async fn a_creation_under_an_id_that_exists_is_a_version_conflict() {
         .parse()
         .unwrap();
     let store = AggregateStore::<Customer>::new(app.env.pool.clone());
-    let actor = Actor {
-        organization_id: app.org,
-        user_id: Uuid::now_v7(),
-    };
-    let context = CommandContext {
-        actor,
-        timestamp: chrono::Utc::now(),
-        metadata: EventMetadata {
-            correlation_id: "creation-test".into(),
-            causation_id: None,
-            source: "command-api".into(),
-            user_agent: None,
-            ip_address: None,
-        },
-        idempotency_key: None,
-    };
+    let (actor, context) = command_context(app.org);
     let create = |id: Uuid| {
         let c = sample_created(id, app.org);
         CustomerCommand::Create {
@@ -357,4 +343,96 @@ async fn a_creation_under_an_id_that_exists_is_a_version_conflict() {
     assert_eq!(outcome.version, 1);
     assert_eq!(outcome.events.len(), 1);
     assert_eq!(app.event_count().await, 2);
+}
+
+/// A command run in this process, as the command API would run it.
+fn command_context(organization_id: Uuid) -> (Actor, CommandContext) {
+    let actor = Actor {
+        organization_id,
+        user_id: Uuid::now_v7(),
+    };
+    let context = CommandContext {
+        actor,
+        timestamp: chrono::Utc::now(),
+        metadata: EventMetadata {
+            correlation_id: "store-test".into(),
+            causation_id: None,
+            source: "command-api".into(),
+            user_agent: None,
+            ip_address: None,
+        },
+        idempotency_key: None,
+    };
+    (actor, context)
+}
+
+/// A store remembers the state its last command left each aggregate in;
+/// another process (the command API) changing the aggregate since must not
+/// make it lose a change or give an answer decided on the old state.
+#[tokio::test]
+async fn remembered_state_another_process_changed_is_never_trusted() {
+    let app = TestApp::spawn().await;
+    let id = app.create_customer("Acme").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let mine = AggregateStore::<Customer>::new(app.env.pool.clone());
+    let (actor, context) = command_context(app.org);
+    let rename = |to: &str| CustomerCommand::Rename {
+        actor,
+        legal_name: Name::parse("", to).unwrap(),
+        display_name: Name::parse("", to).unwrap(),
+    };
+    // This store renames (version 2) and remembers the name.
+    let outcome = mine
+        .execute(&id, None, rename("Mine"), &context)
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 2);
+
+    // The API renames it back on top (its own memory of version 1 from the
+    // creation collides with version 2, and it retries on the store).
+    let response = app
+        .post(&format!("/v1/customers/{id}/rename"))
+        .json(&json!({"legalName": "Theirs"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 200);
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["version"], 3);
+
+    // Renaming to "Mine" again: nothing to do by this store's memory, a
+    // rename by the stored state.
+    let outcome = mine
+        .execute(&id, None, rename("Mine"), &context)
+        .await
+        .unwrap();
+    assert_eq!(outcome.version, 4);
+    assert_eq!(outcome.events.len(), 1);
+    // Expecting a version the aggregate has left: refused, naming the
+    // stored version.
+    let refused = mine.execute(&id, Some(3), rename("Other"), &context).await;
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::VersionConflict {
+                expected: 3,
+                current: 4
+            })
+        ),
+        "{refused:?}"
+    );
+    let (state, version) = mine.load(&id).await.unwrap();
+    assert_eq!(version, 4);
+    let renamed: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload->'data'->>'legalName' FROM events
+         WHERE aggregate_id = $1 AND event_type = 'customer.renamed' ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    let renamed: Vec<&str> = renamed.iter().map(|(name,)| name.as_str()).collect();
+    assert_eq!(renamed, ["Mine", "Theirs", "Mine"], "{state:?}");
 }
