@@ -475,6 +475,26 @@ impl Aggregate for Customer {
     }
 }
 
+/// The command input that creates [`sample_created`]'s customer, for tests.
+pub fn sample_new_customer() -> NewCustomer {
+    let c = sample_created(Uuid::nil(), Uuid::nil());
+    NewCustomer {
+        legal_name: c.legal_name,
+        display_name: c.display_name,
+        contact: Contact {
+            email: c.email,
+            phone: c.phone,
+        },
+        billing: Billing {
+            billing_address: c.billing_address,
+            tax_number: c.tax_number,
+            currency: c.currency,
+            payment_terms_days: c.payment_terms_days,
+        },
+        tags: c.tags,
+    }
+}
+
 /// A fully populated sample, used by tests and by the schema catalog.
 pub fn sample_created(customer_id: Uuid, organization_id: Uuid) -> CustomerCreated {
     let parse = |r: Result<Name, crate::values::FieldError>| r.unwrap_or_else(|e| panic!("{e}"));
@@ -529,22 +549,7 @@ mod tests {
     }
 
     fn new_customer() -> NewCustomer {
-        let c = sample_created(Uuid::from_u128(3), actor().organization_id);
-        NewCustomer {
-            legal_name: c.legal_name,
-            display_name: c.display_name,
-            contact: Contact {
-                email: c.email,
-                phone: c.phone,
-            },
-            billing: Billing {
-                billing_address: c.billing_address,
-                tax_number: c.tax_number,
-                currency: c.currency,
-                payment_terms_days: c.payment_terms_days,
-            },
-            tags: c.tags,
-        }
+        sample_new_customer()
     }
 
     fn name(raw: &str) -> Name {

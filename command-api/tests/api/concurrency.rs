@@ -1,9 +1,7 @@
 //! Optimistic concurrency and idempotency under concurrent requests.
 
 use futures::future::join_all;
-use pivotal_domain::customer::{
-    Billing, Contact, Customer, CustomerCommand, NewCustomer, sample_created,
-};
+use pivotal_domain::customer::{Customer, CustomerCommand, sample_new_customer};
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
 use pivotal_domain::values::Name;
 use pivotal_event_store::commands::{AggregateStore, ExecuteError};
@@ -297,27 +295,10 @@ async fn a_creation_under_an_id_that_exists_is_a_version_conflict() {
         .unwrap();
     let store = AggregateStore::<Customer>::new(app.env.pool.clone());
     let (actor, context) = command_context(app.org);
-    let create = |id: Uuid| {
-        let c = sample_created(id, app.org);
-        CustomerCommand::Create {
-            actor,
-            customer_id: id,
-            customer: NewCustomer {
-                legal_name: c.legal_name,
-                display_name: c.display_name,
-                contact: Contact {
-                    email: c.email,
-                    phone: c.phone,
-                },
-                billing: Billing {
-                    billing_address: c.billing_address,
-                    tax_number: c.tax_number,
-                    currency: c.currency,
-                    payment_terms_days: c.payment_terms_days,
-                },
-                tags: c.tags,
-            },
-        }
+    let create = |id: Uuid| CustomerCommand::Create {
+        actor,
+        customer_id: id,
+        customer: sample_new_customer(),
     };
 
     let refused = store
