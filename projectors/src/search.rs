@@ -23,6 +23,12 @@ use crate::framework::{Envelope, Projection, ProjectionError};
 
 const INDEX_LOCK: &str = "pivotal-search-index";
 const DRAIN_BATCH: i64 = 500;
+/// Least time from one drain's start to the next one's. Each drain is one
+/// write to the engine (for the embedded engine a writer, a new segment
+/// and an fsync), so under a steady stream of changes the index takes one
+/// write per interval instead of one per projector batch; a change waits
+/// at most this long more to become searchable.
+const DRAIN_SPACING: Duration = Duration::from_millis(200);
 
 #[derive(Debug, Clone, Copy)]
 pub struct SearchProjection;
@@ -362,7 +368,8 @@ impl SearchIndexer {
     }
 
     /// Drains whenever `wake` fires and every second (rows left by a crash
-    /// or by a rebuild that held the lock), until `shutdown` resolves.
+    /// or by a rebuild that held the lock), at most once per
+    /// [`DRAIN_SPACING`], until `shutdown` resolves.
     pub async fn run(
         self,
         wake: Arc<tokio::sync::Notify>,
@@ -370,8 +377,14 @@ impl SearchIndexer {
     ) {
         tokio::pin!(shutdown);
         loop {
+            let started = tokio::time::Instant::now();
             if let Err(error) = self.drain().await {
                 tracing::warn!(%error, "search indexing failed; retrying");
+            }
+            // A wake meanwhile is kept (a `Notify` permit) for below.
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep_until(started + DRAIN_SPACING) => {}
             }
             tokio::select! {
                 () = &mut shutdown => return,
