@@ -112,7 +112,7 @@ const REMEMBERED_AGGREGATES: usize = 10_000;
 /// Commands and reads of one aggregate type.
 ///
 /// The state each aggregate reached with the last command this process
-/// committed on it is remembered (up to [`REMEMBERED_AGGREGATES`]), so the
+/// committed on it is remembered (up to 10,000 per type), so the
 /// next command on it need not read its events back. Remembered state is
 /// only a hint: another process may have appended since. It can only lead
 /// to a commit, and a commit on a stale version collides with the stored
