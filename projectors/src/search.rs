@@ -368,8 +368,8 @@ impl SearchIndexer {
     }
 
     /// Drains whenever `wake` fires and every second (rows left by a crash
-    /// or by a rebuild that held the lock), at most once per
-    /// [`DRAIN_SPACING`], until `shutdown` resolves.
+    /// or by a rebuild that held the lock), at most once every 200 ms,
+    /// until `shutdown` resolves.
     pub async fn run(
         self,
         wake: Arc<tokio::sync::Notify>,
