@@ -24,7 +24,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "==> cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST_THREADS:-4}" --skip faults::
 # The fault scenarios last, alone and one at a time: each keeps its own
-# broker, a relay, a projector and writers busy, and beside other tests on a
-# two-core machine the broker's group coordinator falls behind.
+# broker, a relay, a projector and writers busy, and its time limits are set
+# for the two cores to itself.
 echo "==> fault scenarios"
 cargo test -p pivotal-cli --test system --locked -- --test-threads=1 faults::
