@@ -156,6 +156,31 @@ pub async fn aggregate_history(
     Ok(rows.into_iter().map(from_row).collect())
 }
 
+/// The events of one aggregate from version `from` to `to` (both included),
+/// in version order: what a reader that met a later version first is
+/// missing.
+pub async fn aggregate_versions(
+    executor: impl PgExecutor<'_>,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    from: i64,
+    to: i64,
+) -> Result<Vec<LoggedEvent>, sqlx::Error> {
+    let sql = format!(
+        "SELECT {COLUMNS} FROM events
+         WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4
+         ORDER BY sequence"
+    );
+    let rows: Vec<Row> = sqlx::query_as(&sql)
+        .bind(aggregate_type)
+        .bind(aggregate_id)
+        .bind(from)
+        .bind(to)
+        .fetch_all(executor)
+        .await?;
+    Ok(rows.into_iter().map(from_row).collect())
+}
+
 /// The checkpoint of relay `name` (the log's start when it has none).
 pub async fn load_checkpoint(
     executor: impl PgExecutor<'_>,

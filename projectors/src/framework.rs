@@ -359,9 +359,9 @@ pub async fn run(
         // retried as it is, in place: no seek, so no partition can be left
         // behind, and the messages stay in order. Shutdown still wins.
         let started = Instant::now();
-        let offsets = loop {
+        let applied = loop {
             match apply_batch(&pool, &projections, &batch).await {
-                Ok(offsets) => break offsets,
+                Ok(applied) => break applied,
                 Err(error) => {
                     failures += 1;
                     tracing::error!(error = %error, "batch not applied, it will be retried");
@@ -379,11 +379,7 @@ pub async fn run(
         failures = 0;
         metrics::counter!("projector_applied_total").increment(batch.len() as u64);
         metrics::histogram!("projector_batch_seconds").record(started.elapsed().as_secs_f64());
-        let events: Vec<Envelope> = batch
-            .iter()
-            .filter_map(|m| m.payload())
-            .filter_map(|p| serde_json::from_slice(p).ok())
-            .collect();
+        let AppliedBatch { offsets, events } = applied;
         wake_indexer.notify_one();
         notifier.announce(&mut redis, &events).await;
         let touched: Vec<(&'static str, uuid::Uuid)> = events
@@ -548,12 +544,63 @@ fn header<'a>(message: &'a BorrowedMessage<'_>, name: &str) -> Option<&'a str> {
     })
 }
 
-/// Applies a batch in one transaction; returns the offsets to commit.
+/// An event of a batch: from a message, or read from the event store to
+/// fill a gap the topic left (see [`fill_gaps`]).
+struct Pending<'b> {
+    message: Option<&'b BorrowedMessage<'b>>,
+    event: Envelope,
+    position: Option<i64>,
+}
+
+impl Pending<'_> {
+    /// The event's span, open until the batch is committed: that is when
+    /// its change becomes visible.
+    fn span(&self) -> tracing::Span {
+        let event = &self.event;
+        let Some(message) = self.message else {
+            return tracing::info_span!(
+                "project",
+                otel.name = %format!("project {}", event.event_type),
+                event.id = %event.id,
+                event.version = event.version,
+                event.from_store = true,
+            );
+        };
+        let span = tracing::info_span!(
+            "project",
+            otel.name = %format!("project {}", event.event_type),
+            otel.kind = "consumer",
+            messaging.system = "kafka",
+            messaging.destination.name = message.topic(),
+            messaging.kafka.destination.partition = message.partition(),
+            messaging.kafka.message.offset = message.offset(),
+            event.id = %event.id,
+            event.version = event.version,
+        );
+        pivotal_telemetry::trace::set_parent(&span, |key| header(message, key));
+        span
+    }
+}
+
+/// A batch applied and committed: the offsets to commit to the group, and
+/// every event in the order applied (with those read from the store).
+struct AppliedBatch {
+    offsets: TopicPartitionList,
+    events: Vec<Envelope>,
+}
+
+fn follows(projection: &dyn Projection, event: &Envelope) -> bool {
+    projection
+        .aggregate_types()
+        .contains(&event.aggregate_type.as_str())
+}
+
+/// Applies a batch in one transaction.
 async fn apply_batch(
     pool: &PgPool,
     projections: &[Box<dyn Projection>],
     batch: &[BorrowedMessage<'_>],
-) -> Result<TopicPartitionList, ProjectionError> {
+) -> Result<AppliedBatch, ProjectionError> {
     let mut tx = pool.begin().await?;
     for projection in projections {
         sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
@@ -577,50 +624,38 @@ async fn apply_batch(
             continue;
         };
         match serde_json::from_slice::<Envelope>(payload) {
-            Ok(event) => events.push((message, event)),
+            Ok(event) => events.push(Pending {
+                position: header(message, headers::POSITION).and_then(|p| p.parse().ok()),
+                message: Some(message),
+                event,
+            }),
             Err(error) => {
                 tracing::error!(error = %error, topic = message.topic(), offset = message.offset(), "message is not an event envelope, skipped");
             }
         }
     }
-    let follows = |projection: &dyn Projection, event: &Envelope| {
-        projection
-            .aggregate_types()
-            .contains(&event.aggregate_type.as_str())
-    };
     let mut versions = Vec::with_capacity(projections.len());
     for projection in projections {
         let aggregates = events
             .iter()
-            .filter(|(_, e)| follows(projection.as_ref(), e))
-            .map(|(_, e)| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
+            .map(|p| &p.event)
+            .filter(|e| follows(projection.as_ref(), e))
+            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
         versions.push(Versions::load(&mut tx, projection.as_ref(), aggregates).await?);
     }
-    // Each event's span stays open until the batch is committed: that is
-    // when its change becomes visible.
+    let events = fill_gaps(&mut tx, &versions, events).await?;
     let mut spans = Vec::with_capacity(events.len());
     let mut admitted: Vec<Vec<&Envelope>> = vec![Vec::new(); projections.len()];
-    for (message, event) in &events {
-        let position = header(message, headers::POSITION).and_then(|p| p.parse().ok());
-        let span = tracing::info_span!(
-            "project",
-            otel.name = %format!("project {}", event.event_type),
-            otel.kind = "consumer",
-            messaging.system = "kafka",
-            messaging.destination.name = message.topic(),
-            messaging.kafka.destination.partition = message.partition(),
-            messaging.kafka.message.offset = message.offset(),
-            event.id = %event.id,
-            event.version = event.version,
-        );
-        pivotal_telemetry::trace::set_parent(&span, |key| header(message, key));
+    for pending in &events {
+        let event = &pending.event;
+        let span = pending.span();
         for ((projection, versions), admitted) in projections
             .iter()
             .zip(versions.iter_mut())
             .zip(admitted.iter_mut())
         {
             if follows(projection.as_ref(), event)
-                && span.in_scope(|| versions.admit(event, position))? == Applied::Applied
+                && span.in_scope(|| versions.admit(event, pending.position))? == Applied::Applied
             {
                 admitted.push(event);
             }
@@ -658,7 +693,78 @@ async fn apply_batch(
     }
     tx.commit().await?;
     drop(spans);
-    Ok(offsets)
+    Ok(AppliedBatch {
+        offsets,
+        events: events.into_iter().map(|p| p.event).collect(),
+    })
+}
+
+/// Puts before each event the versions of its aggregate that the topic
+/// skipped, read from the event store.
+///
+/// A topic holds each aggregate's events in version order, but not always
+/// without a hole: a record may fail to be delivered while its successors
+/// go through and be sent again after them (a delivery that timed out, a
+/// relay that lost its lock with records in flight), and a projection added
+/// later meets aggregates whose first events it never saw. Refused as a gap,
+/// such an event would be retried for ever: its partition moves on only once
+/// it is applied. Every version below one that was published is committed in
+/// the store, so the missing ones are read from there and applied first; the
+/// records that bring them later are duplicates. Should the store lack them
+/// too, nothing is filled and the event is refused as a gap.
+async fn fill_gaps<'b>(
+    conn: &mut PgConnection,
+    versions: &[Versions<'_>],
+    events: Vec<Pending<'b>>,
+) -> Result<Vec<Pending<'b>>, ProjectionError> {
+    let mut reached: HashMap<(String, String), i64> = HashMap::new();
+    let mut filled = Vec::with_capacity(events.len());
+    for pending in events {
+        let event = &pending.event;
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        // The lowest version any projection following the aggregate holds:
+        // the others take what it is missing as duplicates.
+        let known = reached.get(&key).copied().or_else(|| {
+            versions
+                .iter()
+                .filter(|v| follows(v.projection, event))
+                .map(|v| v.current.get(&key).copied().unwrap_or(0))
+                .min()
+        });
+        let Some(known) = known else {
+            filled.push(pending);
+            continue;
+        };
+        let version = i64::try_from(event.version).unwrap_or(i64::MAX);
+        if version > known + 1 {
+            let missing =
+                log::aggregate_versions(&mut *conn, &key.0, &key.1, known + 1, version - 1).await?;
+            if i64::try_from(missing.len()) == Ok(version - known - 1) {
+                tracing::warn!(
+                    aggregate_type = %key.0,
+                    aggregate_id = %key.1,
+                    from = known + 1,
+                    to = version - 1,
+                    "versions the topic skipped are applied from the event store"
+                );
+                metrics::counter!("projector_events_from_store_total")
+                    .increment(missing.len() as u64);
+                for logged in missing {
+                    let event = logged
+                        .envelope()
+                        .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
+                    filled.push(Pending {
+                        message: None,
+                        event,
+                        position: Some(logged.position),
+                    });
+                }
+            }
+        }
+        reached.insert(key, known.max(version));
+        filled.push(pending);
+    }
+    Ok(filled)
 }
 
 /// Progress of a rebuild.

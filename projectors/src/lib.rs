@@ -4,9 +4,10 @@
 //! Each message is applied by every projection that follows its aggregate
 //! type, inside one PostgreSQL transaction per batch that also records, per
 //! projection, the last applied version of each aggregate and the next Kafka
-//! offset. Redelivered events are therefore no-ops, a version that skips
-//! ahead is refused as a gap, and Kafka offsets are committed only after the
-//! transaction. The read models outside PostgreSQL keep the same contract by
+//! offset. Redelivered events are therefore no-ops, the versions an event
+//! skips are read from the event store and applied before it (a topic can
+//! hold a record sent again after its successors), and Kafka offsets are
+//! committed only after the transaction. The read models outside PostgreSQL keep the same contract by
 //! writing idempotently by version: the search index
 //! through a pending queue written in the batch transaction, the Redis
 //! dashboard through per-record versions checked in Redis itself.

@@ -9,6 +9,7 @@ mod crashes;
 mod dashboard;
 mod end_to_end;
 mod faults;
+mod gaps;
 mod harness;
 mod live;
 mod observability;
