@@ -52,31 +52,64 @@ impl Projection for SearchProjection {
         conn: &mut PgConnection,
         envelope: &Envelope,
     ) -> Result<(), ProjectionError> {
+        self.apply_batch(conn, &[envelope]).await
+    }
+
+    /// Records every changed record at its highest version in one
+    /// statement, with the quotes of every changed customer (a quote's
+    /// document carries its customer's name, so they are indexed again).
+    /// The rows are locked in key order, the order in which the indexer
+    /// deletes them, so the two never deadlock.
+    async fn apply_batch(
+        &self,
+        conn: &mut PgConnection,
+        events: &[&Envelope],
+    ) -> Result<(), ProjectionError> {
+        let mut highest: std::collections::BTreeMap<(&str, &str), i64> =
+            std::collections::BTreeMap::new();
+        let mut customers = Vec::new();
+        for event in events {
+            let version = i64::try_from(event.version).unwrap_or(i64::MAX);
+            let entry = highest
+                .entry((event.aggregate_type.as_str(), event.aggregate_id.as_str()))
+                .or_insert(version);
+            *entry = (*entry).max(version);
+            if event.aggregate_type == "customer"
+                && let Ok(customer) = Uuid::parse_str(&event.aggregate_id)
+            {
+                customers.push(customer);
+            }
+        }
+        if highest.is_empty() {
+            return Ok(());
+        }
+        let mut types = Vec::with_capacity(highest.len());
+        let mut ids = Vec::with_capacity(highest.len());
+        let mut versions = Vec::with_capacity(highest.len());
+        for ((aggregate_type, aggregate_id), version) in highest {
+            types.push(aggregate_type);
+            ids.push(aggregate_id);
+            versions.push(version);
+        }
         sqlx::query(
-            "INSERT INTO search_pending (aggregate_type, aggregate_id, version) VALUES ($1, $2, $3)
+            "INSERT INTO search_pending (aggregate_type, aggregate_id, version)
+             SELECT t, i, max(v) FROM (
+               SELECT t, i, v FROM unnest($1::text[], $2::text[], $3::bigint[]) AS k(t, i, v)
+               UNION ALL
+               SELECT 'quote', q.id::text, q.version FROM rm_quotes q
+               WHERE q.customer_id = ANY($4::uuid[])
+             ) AS changed(t, i, v)
+             GROUP BY t, i
+             ORDER BY t, i
              ON CONFLICT (aggregate_type, aggregate_id)
                DO UPDATE SET version = greatest(search_pending.version, EXCLUDED.version)",
         )
-        .bind(&envelope.aggregate_type)
-        .bind(&envelope.aggregate_id)
-        .bind(i64::try_from(envelope.version).unwrap_or(i64::MAX))
+        .bind(&types)
+        .bind(&ids)
+        .bind(&versions)
+        .bind(&customers)
         .execute(&mut *conn)
         .await?;
-        // A quote's document carries its customer's name: the customer's
-        // quotes are indexed again with it.
-        if envelope.aggregate_type == "customer"
-            && let Ok(customer) = Uuid::parse_str(&envelope.aggregate_id)
-        {
-            sqlx::query(
-                "INSERT INTO search_pending (aggregate_type, aggregate_id, version)
-                 SELECT 'quote', id::text, version FROM rm_quotes WHERE customer_id = $1
-                 ON CONFLICT (aggregate_type, aggregate_id)
-                   DO UPDATE SET version = greatest(search_pending.version, EXCLUDED.version)",
-            )
-            .bind(customer)
-            .execute(&mut *conn)
-            .await?;
-        }
         Ok(())
     }
 }
@@ -335,9 +368,15 @@ impl SearchIndexer {
                 .map(|v| i64::try_from(v).unwrap_or(i64::MAX))
                 .collect();
             sqlx::query(
+                // Locked in key order, as the projection locks them.
                 "DELETE FROM search_pending p
-                 USING unnest($1::text[], $2::text[], $3::bigint[]) AS d(t, i, v)
-                 WHERE p.aggregate_type = d.t AND p.aggregate_id = d.i AND p.version <= d.v",
+                 WHERE (p.aggregate_type, p.aggregate_id) IN (
+                   SELECT s.aggregate_type, s.aggregate_id
+                   FROM search_pending s
+                   JOIN unnest($1::text[], $2::text[], $3::bigint[]) AS d(t, i, v)
+                     ON s.aggregate_type = d.t AND s.aggregate_id = d.i AND s.version <= d.v
+                   ORDER BY s.aggregate_type, s.aggregate_id
+                   FOR UPDATE OF s)",
             )
             .bind(&types)
             .bind(&ids)
