@@ -41,8 +41,12 @@ pub fn spawn_relay(env: &TestEnv) -> (Task, watch::Receiver<RelayStatus>) {
 }
 
 pub fn spawn_projector(env: &TestEnv) -> Task {
+    spawn_projector_with(env, env.settings.clone())
+}
+
+/// [`spawn_projector`] with other settings.
+pub fn spawn_projector_with(env: &TestEnv, settings: pivotal_settings::Settings) -> Task {
     let (stop, stopped) = oneshot::channel::<()>();
-    let settings = env.settings.clone();
     let pool = env.pool.clone();
     tokio::spawn(async move {
         pivotal_projectors::framework::run(settings, pool, async move {
