@@ -498,26 +498,29 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     let id = Uuid::now_v7().simple().to_string();
     let tag = &id[id.len() - 10..];
     let base = settings.database.url.expose_secret().to_owned();
-    let server = base
-        .rsplit_once('/')
-        .map_or(base.as_str(), |(s, _)| s)
-        .to_owned();
+    // The connection parameters (`?sslmode=...`) apply to every database.
+    let (base, parameters) = base
+        .split_once('?')
+        .map_or((base.as_str(), String::new()), |(b, p)| {
+            (b, format!("?{p}"))
+        });
+    let server = base.rsplit_once('/').map_or(base, |(s, _)| s).to_owned();
     let database = format!("pivotal_bench_{tag}");
     {
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{server}/postgres"))
+            .connect(&format!("{server}/postgres{parameters}"))
             .await?;
         sqlx::query(&format!("CREATE DATABASE \"{database}\""))
             .execute(&admin)
             .await?;
     }
-    let url = format!("{server}/{database}");
+    let url = format!("{server}/{database}{parameters}");
     let outcome = measure(settings, options, &url, tag).await;
     // The run's database goes with it, whatever the outcome.
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&format!("{server}/postgres"))
+        .connect(&format!("{server}/postgres{parameters}"))
         .await?;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"

@@ -26,6 +26,10 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+/// Connection parameters of every test database: the servers tests use are
+/// on the loopback interface, where TLS protects nothing.
+const CONNECTION_PARAMETERS: &str = "?sslmode=disable";
+
 /// Base URL of the PostgreSQL server used by tests.
 pub fn postgres_server() -> String {
     std::env::var("PIVOTAL_TEST_POSTGRES")
@@ -81,7 +85,7 @@ impl TestEnv {
         let db = format!("pf_test_{id}");
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{server}/postgres"))
+            .connect(&format!("{server}/postgres{CONNECTION_PARAMETERS}"))
             .await
             .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services.sh starts it)");
         sqlx::query(&format!("CREATE DATABASE \"{db}\""))
@@ -89,7 +93,7 @@ impl TestEnv {
             .await
             .unwrap();
         admin.close().await;
-        let database_url = format!("{server}/{db}");
+        let database_url = format!("{server}/{db}{CONNECTION_PARAMETERS}");
         let root = workspace_root();
         let overrides = json!({
             "database": { "url": database_url, "max_connections": 30 },
