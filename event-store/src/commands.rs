@@ -105,15 +105,55 @@ fn from_sqlx<E: std::error::Error>(error: sqlx::Error) -> ExecuteError<E> {
 /// race to a concurrent writer.
 const RETRIES_WITHOUT_EXPECTATION: usize = 8;
 
-/// Aggregates of one type whose state after their last command this
-/// process remembers.
-const REMEMBERED_AGGREGATES: usize = 10_000;
+/// Most memory for the remembered state of one aggregate type, in bytes of
+/// the states' JSON form (their size in memory is of the same order).
+pub const REMEMBERED_BYTES: u64 = 8 * 1024 * 1024;
+
+/// The remembered state of one aggregate: the state and version reached
+/// with this process's last commit on it, and its weight, measured once
+/// when it is remembered.
+#[derive(Clone)]
+struct Remembered<A> {
+    state: A,
+    version: usize,
+    weight: u64,
+}
+
+/// Weighs a remembered aggregate by its id and its state's JSON length.
+#[derive(Debug, Clone, Copy)]
+struct ByLength;
+
+impl<A> quick_cache::Weighter<String, Remembered<A>> for ByLength {
+    fn weight(&self, key: &String, value: &Remembered<A>) -> u64 {
+        key.len() as u64 + value.weight
+    }
+}
+
+/// The length of `value`'s JSON form, counted without building it.
+fn json_length<T: serde::Serialize>(value: &T) -> u64 {
+    struct Count(u64);
+    impl std::io::Write for Count {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0 += bytes.len() as u64;
+            Ok(bytes.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let mut count = Count(0);
+    // Writing to a counter cannot fail; a state that cannot be serialized
+    // weighs what was counted before the failure.
+    let _ = serde_json::to_writer(&mut count, value);
+    count.0
+}
 
 /// Commands and reads of one aggregate type.
 ///
 /// The state each aggregate reached with the last command this process
-/// committed on it is remembered (up to 10,000 per type), so the
-/// next command on it need not read its events back. Remembered state is
+/// committed on it is remembered (up to [`REMEMBERED_BYTES`] per type, least
+/// recently used forgotten first), so the next command on it need not read
+/// its events back. Remembered state is
 /// only a hint: another process may have appended since. It can only lead
 /// to a commit, and a commit on a stale version collides with the stored
 /// event of that sequence and is retried on the stored state; every other
@@ -122,7 +162,7 @@ const REMEMBERED_AGGREGATES: usize = 10_000;
 pub struct AggregateStore<A: Aggregate> {
     pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
-    remembered: quick_cache::sync::Cache<String, (A, usize)>,
+    remembered: quick_cache::sync::Cache<String, Remembered<A>, ByLength>,
 }
 
 impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
@@ -140,13 +180,26 @@ where
     A::Error: Send,
 {
     pub fn new(pool: PgPool) -> Self {
+        Self::remembering(pool, REMEMBERED_BYTES)
+    }
+
+    /// A store that remembers at most `bytes` of aggregate state (see
+    /// [`REMEMBERED_BYTES`]).
+    pub fn remembering(pool: PgPool, bytes: u64) -> Self {
         let store =
             PersistedEventStore::new_event_store(PostgresEventRepository::new(pool.clone()));
+        // A hint for the table's size: states of about 500 bytes.
+        let estimated = usize::try_from(bytes / 500).unwrap_or(usize::MAX).max(16);
         Self {
             pool,
             store,
-            remembered: quick_cache::sync::Cache::new(REMEMBERED_AGGREGATES),
+            remembered: quick_cache::sync::Cache::with_weighter(estimated, bytes, ByLength),
         }
+    }
+
+    /// How many aggregates' states are remembered, and their weight in bytes.
+    pub fn remembered(&self) -> (usize, u64) {
+        (self.remembered.len(), self.remembered.weight())
     }
 
     /// Current state and version (0 when the aggregate has no events).
@@ -226,14 +279,14 @@ where
                 Start::Load(expected) if attempt == 1 => self
                     .remembered
                     .get(aggregate_id)
-                    .filter(|(_, version)| expected.is_none_or(|e| e == *version as u64)),
+                    .filter(|r| expected.is_none_or(|e| e == r.version as u64)),
                 _ => None,
             };
             let from_memory = remembered.is_some();
             let mut loaded = match (start, remembered) {
-                (_, Some((aggregate, version))) => EventStoreAggregateContext {
-                    aggregate,
-                    current_sequence: version,
+                (_, Some(remembered)) => EventStoreAggregateContext {
+                    aggregate: remembered.state,
+                    current_sequence: remembered.version,
                     ..empty()
                 },
                 (Start::Empty, None) => empty(),
@@ -275,8 +328,15 @@ where
                 Ok(committed) => {
                     let first = committed.first().map_or(current + 1, |e| e.sequence as u64);
                     let last = committed.last().map_or(current, |e| e.sequence as u64);
-                    self.remembered
-                        .insert(aggregate_id.to_owned(), (after, last as usize));
+                    let weight = json_length(&after);
+                    self.remembered.insert(
+                        aggregate_id.to_owned(),
+                        Remembered {
+                            state: after,
+                            version: last as usize,
+                            weight,
+                        },
+                    );
                     let events = self.positions(aggregate_id, first, last).await?;
                     return Ok(Outcome {
                         version: last,

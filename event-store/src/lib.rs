@@ -12,7 +12,8 @@
 //! - [`commands`]: [`commands::AggregateStore`] runs a command on its aggregate with an
 //!   optional expected version and reports the committed events with their
 //!   global positions; it remembers the state its last commit left each
-//!   aggregate in, as a hint the store's sequence check keeps honest
+//!   aggregate in (within a bound in bytes per type), as a hint the
+//!   store's sequence check keeps honest
 //!   (`docs/adr/0023-remembered-aggregates.md`).
 //! - [`log`]: the ordered, gap-free reading of the log that the relay and
 //!   rebuilds follow, and the relay's checkpoints.

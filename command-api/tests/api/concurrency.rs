@@ -417,3 +417,53 @@ async fn remembered_state_another_process_changed_is_never_trusted() {
     let renamed: Vec<&str> = renamed.iter().map(|(name,)| name.as_str()).collect();
     assert_eq!(renamed, ["Mine", "Theirs", "Mine"], "{state:?}");
 }
+
+/// Remembered state is bounded by bytes, each state weighing its id and its
+/// JSON form: with room for a few customers, a hundred creations leave only
+/// some remembered, within the bound, and a command on a forgotten customer
+/// reads it back from the store.
+#[tokio::test]
+async fn remembered_state_stays_within_its_bytes_and_forgotten_aggregates_are_read_back() {
+    const BYTES: u64 = 4096;
+    let app = TestApp::spawn().await;
+    let store = AggregateStore::<Customer>::remembering(app.env.pool.clone(), BYTES);
+    let (actor, context) = command_context(app.org);
+    let mut ids = Vec::new();
+    for _ in 0..100 {
+        let id = Uuid::now_v7();
+        let command = CustomerCommand::Create {
+            actor,
+            customer_id: id,
+            customer: sample_new_customer(),
+        };
+        store
+            .create(&id.to_string(), command, &context)
+            .await
+            .unwrap();
+        ids.push(id.to_string());
+    }
+    let (count, weight) = store.remembered();
+    assert!(count > 0 && count < 100, "{count} remembered");
+    assert!(weight <= BYTES, "{weight} bytes remembered");
+    // The customers differ only in their ids, so each weighs the same.
+    let (state, _) = store.load(&ids[0]).await.unwrap();
+    let each = 36 + serde_json::to_vec(&state).unwrap().len() as u64;
+    assert_eq!(weight, count as u64 * each);
+
+    let rename = |to: &str| CustomerCommand::Rename {
+        actor,
+        legal_name: Name::parse("", to).unwrap(),
+        display_name: Name::parse("", to).unwrap(),
+    };
+    for id in [&ids[0], &ids[99]] {
+        let outcome = store
+            .execute(id, None, rename("Renamed Ltd"), &context)
+            .await
+            .unwrap();
+        assert_eq!(outcome.version, 2);
+        let (state, version) = store.load(id).await.unwrap();
+        assert_eq!(version, 2);
+        assert_eq!(state.state.unwrap().legal_name.as_str(), "Renamed Ltd");
+    }
+    assert_eq!(app.event_count().await, 102);
+}
