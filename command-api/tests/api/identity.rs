@@ -399,11 +399,14 @@ async fn mfa_enrolment_login_with_totp_and_recovery_code() {
         )
         .await;
     assert_problem(bad, 422, "validation_failed").await;
+    // One code, kept: replayed below, it must be the very code used here,
+    // not the code of whatever 30-second step the clock has reached by then.
+    let confirming = code(0);
     let confirmed = api
         .post(
             "/v1/me/mfa/totp/confirm",
             Some(&access),
-            json!({"code": code(0)}),
+            json!({"code": confirming}),
         )
         .await;
     assert_eq!(confirmed.status(), 200);
@@ -426,7 +429,7 @@ async fn mfa_enrolment_login_with_totp_and_recovery_code() {
         .post(
             "/v1/auth/mfa/verify",
             None,
-            json!({"challenge": c1, "code": code(0)}),
+            json!({"challenge": c1, "code": confirming}),
         )
         .await;
     let replay_body = assert_problem(replay, 422, "validation_failed").await;
