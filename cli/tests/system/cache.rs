@@ -7,7 +7,10 @@ use pivotal_test_support::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{free_port, spawn_projector, spawn_projector_with, spawn_relay, start_redis};
+use crate::harness::{
+    create_customer, free_port, rename_customer, spawn_projector, spawn_projector_with,
+    spawn_relay, start_redis,
+};
 
 async fn name_of(query: &str, token: &str, id: &str) -> Value {
     let body: Value = http()
@@ -209,17 +212,7 @@ async fn a_query_with_the_token_sees_the_write_the_cache_has_not_learnt_of() {
     cut_off.redis.url = format!("redis://127.0.0.1:{}", free_port()).into();
     let _projector = spawn_projector_with(&env, cut_off);
     let token = env.token(Uuid::now_v7(), &["owner"]);
-    let created = http()
-        .post(format!("{commands}/v1/customers"))
-        .bearer_auth(&token)
-        .json(&json!({"legalName": "Window 1", "currency": "NZD"}))
-        .send()
-        .await
-        .unwrap();
-    let id = created.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (id, _) = create_customer(&commands, &token, "Window 1").await;
     let projected = eventually(Duration::from_secs(60), || async {
         (projected_version(&env, &id).await >= 1).then_some(())
     })
@@ -229,18 +222,7 @@ async fn a_query_with_the_token_sees_the_write_the_cache_has_not_learnt_of() {
     for _ in 0..2 {
         assert_eq!(name_of(&query, &token, &id).await["version"], 1);
     }
-    let renamed = http()
-        .post(format!("{commands}/v1/customers/{id}/rename"))
-        .bearer_auth(&token)
-        .json(&json!({"legalName": "Window 2"}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(renamed.status(), 200);
-    let consistency = renamed.headers()["x-consistency-token"]
-        .to_str()
-        .unwrap()
-        .to_owned();
+    let consistency = rename_customer(&commands, &token, &id, "Window 2").await;
     let projected = eventually(Duration::from_secs(60), || async {
         (projected_version(&env, &id).await >= 2).then_some(())
     })

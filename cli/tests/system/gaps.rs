@@ -9,26 +9,15 @@
 
 use std::time::Duration;
 
-use pivotal_test_support::{TestEnv, http, read_topic_until};
+use pivotal_test_support::{TestEnv, read_topic_until};
 use rdkafka::Message;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 use crate::harness::{
-    assert_read_model_equals_replay, projection_caught_up, relay_caught_up, spawn_projector,
-    spawn_relay, store_events,
+    assert_read_model_equals_replay, create_customer, projection_caught_up, relay_caught_up,
+    rename_customer, spawn_projector, spawn_relay, store_events,
 };
-
-async fn rename(url: &str, token: &str, id: &str, name: &str) {
-    let response = http()
-        .post(format!("{url}/v1/customers/{id}/rename"))
-        .bearer_auth(token)
-        .json(&json!({"legalName": name}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 200, "{:?}", response.text().await);
-}
 
 async fn customer_row(env: &TestEnv, id: &str) -> Option<(String, i64)> {
     sqlx::query_as("SELECT legal_name, version FROM rm_customers WHERE id = $1::uuid")
@@ -43,19 +32,9 @@ async fn versions_a_topic_skipped_are_applied_from_the_store_and_their_records_c
     let env = TestEnv::new().await;
     let (url, _api) = env.spawn_command_api().await;
     let token = env.token(Uuid::now_v7(), &["manager"]);
-    let created: Value = http()
-        .post(format!("{url}/v1/customers"))
-        .bearer_auth(&token)
-        .json(&json!({"legalName": "Skipped Ltd", "currency": "NZD"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let id = created["id"].as_str().unwrap().to_owned();
-    rename(&url, &token, &id, "Second Name Ltd").await;
-    rename(&url, &token, &id, "Third Name Ltd").await;
+    let (id, _) = create_customer(&url, &token, "Skipped Ltd").await;
+    rename_customer(&url, &token, &id, "Second Name Ltd").await;
+    rename_customer(&url, &token, &id, "Third Name Ltd").await;
 
     // Only version 3 reaches the topic, published as the relay publishes.
     let stored = store_events(&env).await;
@@ -88,7 +67,7 @@ async fn versions_a_topic_skipped_are_applied_from_the_store_and_their_records_c
     // after version 3 and are duplicates; version 4 applies on top.
     let (_relay, _) = spawn_relay(&env);
     relay_caught_up(&env, Duration::from_secs(60)).await;
-    rename(&url, &token, &id, "Fourth Name Ltd").await;
+    rename_customer(&url, &token, &id, "Fourth Name Ltd").await;
     relay_caught_up(&env, Duration::from_secs(60)).await;
     projection_caught_up(&env, Duration::from_secs(60)).await;
     assert_eq!(

@@ -584,6 +584,41 @@ pub async fn post_accepted(url: &str, token: &str, body: &Value) -> reqwest::Res
     response
 }
 
+/// Creates a customer named `legal_name` through the command API at
+/// `commands`; returns its id and the command's consistency token.
+pub async fn create_customer(commands: &str, token: &str, legal_name: &str) -> (String, String) {
+    let response = post_accepted(
+        &format!("{commands}/v1/customers"),
+        token,
+        &serde_json::json!({"legalName": legal_name, "currency": "NZD"}),
+    )
+    .await;
+    let consistency = consistency_token(&response);
+    let id = response.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    (id, consistency)
+}
+
+/// Renames customer `id`; returns the command's consistency token.
+pub async fn rename_customer(commands: &str, token: &str, id: &str, legal_name: &str) -> String {
+    let response = post_accepted(
+        &format!("{commands}/v1/customers/{id}/rename"),
+        token,
+        &serde_json::json!({"legalName": legal_name}),
+    )
+    .await;
+    consistency_token(&response)
+}
+
+fn consistency_token(response: &reqwest::Response) -> String {
+    response.headers()["x-consistency-token"]
+        .to_str()
+        .unwrap()
+        .to_owned()
+}
+
 /// Runs `query` with `variables` on the query API at `url` as `token`'s
 /// caller; returns the GraphQL response.
 pub async fn graphql(url: &str, token: &str, query: &str, variables: Value) -> Value {
