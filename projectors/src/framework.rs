@@ -1151,3 +1151,138 @@ pub async fn rebuild_with(
     report.seconds = started.elapsed().as_secs_f64();
     Ok(report)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use pivotal_domain::customer::{Customer, CustomerCommand, sample_new_customer};
+    use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
+    use pivotal_domain::values::Name;
+    use pivotal_event_store::commands::AggregateStore;
+    use pivotal_test_support::TestEnv;
+    use uuid::Uuid;
+
+    use super::*;
+    use crate::customers::CustomersProjection;
+
+    /// A customer with three stored versions; returns its id.
+    async fn customer_with_three_versions(env: &TestEnv) -> String {
+        let actor = Actor {
+            organization_id: Uuid::now_v7(),
+            user_id: Uuid::now_v7(),
+        };
+        let context = CommandContext {
+            actor,
+            timestamp: chrono::Utc::now(),
+            metadata: EventMetadata {
+                correlation_id: "gap-test".into(),
+                causation_id: None,
+                source: "projectors".into(),
+                user_agent: None,
+                ip_address: None,
+            },
+            idempotency_key: None,
+        };
+        let store = AggregateStore::<Customer>::new(env.pool.clone());
+        let id = Uuid::now_v7();
+        let create = CustomerCommand::Create {
+            actor,
+            customer_id: id,
+            customer: sample_new_customer(),
+        };
+        store
+            .create(&id.to_string(), create, &context)
+            .await
+            .unwrap();
+        for name in ["Second Ltd", "Third Ltd"] {
+            let rename = CustomerCommand::Rename {
+                actor,
+                legal_name: Name::parse("", name).unwrap(),
+                display_name: Name::parse("", name).unwrap(),
+            };
+            store
+                .execute(&id.to_string(), None, rename, &context)
+                .await
+                .unwrap();
+        }
+        id.to_string()
+    }
+
+    fn pending(event: Envelope) -> Pending<'static> {
+        Pending {
+            message: None,
+            event,
+            position: None,
+        }
+    }
+
+    fn versions_of(events: &[Pending<'_>]) -> Vec<(u64, bool)> {
+        events
+            .iter()
+            .map(|p| (p.event.version, p.position.is_some()))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn skipped_versions_are_read_from_the_store_and_only_when_it_has_them_all() {
+        let env = TestEnv::new().await;
+        let id = customer_with_three_versions(&env).await;
+        let third = log::aggregate_versions(&env.pool, "customer", &id, 3, 3)
+            .await
+            .unwrap()
+            .remove(0)
+            .envelope()
+            .unwrap();
+        let mut tx = env.pool.begin().await.unwrap();
+        let projection = CustomersProjection;
+        let versions = [
+            Versions::load(&mut tx, &projection, [("customer", id.as_str())])
+                .await
+                .unwrap(),
+        ];
+
+        // Version 3 first: versions 1 and 2 come from the store (with
+        // their positions), ahead of it; a duplicate of version 2 after
+        // them is left as it is.
+        let mut second = third.clone();
+        second.version = 2;
+        let filled = fill_gaps(
+            &mut tx,
+            &versions,
+            vec![pending(third.clone()), pending(second)],
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            versions_of(&filled),
+            [(1, true), (2, true), (3, false), (2, false)]
+        );
+        let stored = log::aggregate_versions(&env.pool, "customer", &id, 1, 2)
+            .await
+            .unwrap();
+        assert_eq!(filled[0].event.id, stored[0].event_id);
+        assert_eq!(filled[1].event.id, stored[1].event_id);
+
+        // Version 5, which skips a version the store lacks too: nothing is
+        // filled, and the bookkeeping refuses it as a gap.
+        let mut fifth = third;
+        fifth.version = 5;
+        let unfilled = fill_gaps(&mut tx, &versions, vec![pending(fifth)])
+            .await
+            .unwrap();
+        assert_eq!(versions_of(&unfilled), [(5, false)]);
+        let [mut versions] = versions;
+        let refused = versions.admit(&unfilled[0].event, None);
+        assert!(
+            matches!(
+                refused,
+                Err(ProjectionError::Gap {
+                    expected: 1,
+                    got: 5,
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+    }
+}
