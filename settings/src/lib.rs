@@ -97,7 +97,12 @@ pub struct KafkaSettings {
     pub brokers: String,
     /// First part of every topic name: `{prefix}.{aggregate}.events`.
     pub topic_prefix: String,
-    /// Partitions of each topic created at start-up.
+    /// Partitions of each topic created at start-up. The default, 1, is
+    /// for the single-node development broker, which answers every fetch
+    /// by querying each partition in turn: idle, three partitions a topic
+    /// cost it a third of a core (ADR 0025). Deployments set more (the
+    /// compose file 6, the Kubernetes base 12): partitions are how
+    /// projectors scale out.
     pub partitions: i32,
     pub replication_factor: i32,
     pub client_id: String,
@@ -275,7 +280,7 @@ acquire_timeout_secs = 5
 [kafka]
 brokers = "127.0.0.1:9092"
 topic_prefix = "pivotal"
-partitions = 3
+partitions = 1
 replication_factor = 1
 client_id = "pivotal-flow"
 fetch_wait_ms = 50

@@ -151,6 +151,10 @@ impl TestEnv {
             ("PIVOTAL_DATABASE__URL".into(), self.database_url.clone()),
             ("PIVOTAL_KAFKA__BROKERS".into(), s.kafka.brokers.clone()),
             (
+                "PIVOTAL_KAFKA__PARTITIONS".into(),
+                s.kafka.partitions.to_string(),
+            ),
+            (
                 "PIVOTAL_REDIS__URL".into(),
                 s.redis.url.expose_secret().to_owned(),
             ),
