@@ -100,7 +100,7 @@ pub struct KafkaSettings {
     /// Partitions of each topic created at start-up. The default, 1, is
     /// for the single-node development broker, which answers every fetch
     /// by querying each partition in turn: idle, three partitions a topic
-    /// cost it a third of a core (ADR 0025). Deployments set more (the
+    /// cost it 40% of a core, one 16% (ADR 0025). Deployments set more (the
     /// compose file 6, the Kubernetes base 12): partitions are how
     /// projectors scale out.
     pub partitions: i32,
