@@ -276,6 +276,10 @@ impl Projection for CustomersProjection {
         "rm_customers"
     }
 
+    fn rows_per_aggregate(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

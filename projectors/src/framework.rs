@@ -75,6 +75,13 @@ pub trait Projection: Send + Sync {
     /// The one table holding the read model (unqualified: rebuilds fill a
     /// copy of it in another schema through `search_path`).
     fn table(&self) -> &'static str;
+    /// Whether each row of the read model is written by the events of one
+    /// aggregate only (no row sums up or refers to several aggregates). A
+    /// rebuild then writes each batch on several connections at once, each
+    /// with the events of some of the aggregates: they touch disjoint rows.
+    fn rows_per_aggregate(&self) -> bool {
+        false
+    }
 }
 
 /// What happened to one event in one projection.
@@ -799,6 +806,11 @@ pub struct RebuildLimits {
     /// bytes each). Past this many they are written to the copy's
     /// bookkeeping table, and from then on read and written per batch.
     pub versions_in_memory: usize,
+    /// Connections a batch is written on at once while the versions are
+    /// in memory, for a projection whose rows are each one aggregate's
+    /// ([`Projection::rows_per_aggregate`]); one otherwise. One more reads
+    /// ahead.
+    pub writers: usize,
 }
 
 impl Default for RebuildLimits {
@@ -806,6 +818,7 @@ impl Default for RebuildLimits {
         Self {
             batch: 10_000,
             versions_in_memory: 1_000_000,
+            writers: 2,
         }
     }
 }
@@ -977,6 +990,24 @@ async fn apply_read<'p>(
             .await?,
         ),
     };
+    let admitted = admit_read(batch, versions, report)?;
+    projection.apply_batch(&mut *conn, &admitted).await?;
+    if let Some(versions) = loaded {
+        versions.store(conn).await?;
+    }
+    if let Some(bar) = progress {
+        bar.inc(report.events - bar.position());
+    }
+    Ok(())
+}
+
+/// The events of `batch` that `versions` admits, in order, counted in
+/// `report`.
+fn admit_read<'b>(
+    batch: &'b ReadBatch,
+    versions: &mut Versions<'_>,
+    report: &mut RebuildReport,
+) -> Result<Vec<&'b Envelope>, ProjectionError> {
     let mut admitted = Vec::with_capacity(batch.events.len());
     for (event, position) in &batch.events {
         report.events += 1;
@@ -985,13 +1016,41 @@ async fn apply_read<'p>(
         }
     }
     report.applied += admitted.len() as u64;
-    projection.apply_batch(&mut *conn, &admitted).await?;
-    if let Some(versions) = loaded {
-        versions.store(conn).await?;
+    Ok(admitted)
+}
+
+/// Applies `events` to the shadow copy on `writers` connections at once,
+/// each in a transaction of its own; the events of one aggregate all go to
+/// one connection, in their order. Only for a projection whose rows are
+/// each one aggregate's ([`Projection::rows_per_aggregate`]): the
+/// connections then write disjoint rows and never wait for each other.
+/// The copy is invisible until the switch, and a rebuild that fails starts
+/// again from an empty copy, so the transactions need not commit together.
+async fn apply_spread(
+    pool: &PgPool,
+    search_path: &str,
+    projection: &dyn Projection,
+    events: &[&Envelope],
+    writers: usize,
+) -> Result<(), ProjectionError> {
+    use std::hash::BuildHasher;
+    let hasher = std::hash::RandomState::new();
+    let mut shares: Vec<Vec<&Envelope>> = vec![Vec::new(); writers.max(1)];
+    let count = shares.len() as u64;
+    for event in events {
+        let share = hasher.hash_one((&event.aggregate_type, &event.aggregate_id)) % count;
+        shares[usize::try_from(share).unwrap_or_default()].push(event);
     }
-    if let Some(bar) = progress {
-        bar.inc(report.events - bar.position());
-    }
+    futures::future::try_join_all(shares.iter().filter(|share| !share.is_empty()).map(
+        |share| async move {
+            let mut tx = pool.begin().await?;
+            sqlx::query(search_path).execute(&mut *tx).await?;
+            projection.apply_batch(&mut tx, share).await?;
+            tx.commit().await?;
+            Ok::<_, ProjectionError>(())
+        },
+    ))
+    .await?;
     Ok(())
 }
 
@@ -1068,10 +1127,29 @@ pub async fn rebuild_with(
     // Catch up without blocking the live projector, with the versions in
     // memory (written out when there are too many, and at the end).
     let mut known = Some(Versions::empty(projection));
+    let writers = if projection.rows_per_aggregate() {
+        limits.writers.max(1)
+    } else {
+        1
+    };
     let (mut batches, _reader) =
         read_ahead(pool, projection.aggregate_types(), checkpoint, limits.batch);
     while let Some(batch) = batches.recv().await {
         let batch = batch?;
+        if writers > 1
+            && let Some(versions) = known.as_mut()
+            && versions.len() <= limits.versions_in_memory
+        {
+            let admitted = admit_read(&batch, versions, &mut report)?;
+            apply_spread(pool, &search_path, projection, &admitted, writers).await?;
+            if let Some(bar) = progress {
+                bar.inc(report.events - bar.position());
+            }
+            if let Some(last) = batch.checkpoint {
+                checkpoint = last;
+            }
+            continue;
+        }
         let mut tx = pool.begin().await?;
         sqlx::query(&search_path).execute(&mut *tx).await?;
         apply_read(

@@ -26,6 +26,10 @@ impl Projection for RateCardsProjection {
         "rm_rate_cards"
     }
 
+    fn rows_per_aggregate(&self) -> bool {
+        true
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,
@@ -80,6 +84,10 @@ impl Projection for QuotesProjection {
 
     fn table(&self) -> &'static str {
         "rm_quotes"
+    }
+
+    fn rows_per_aggregate(&self) -> bool {
+        true
     }
 
     async fn apply(
