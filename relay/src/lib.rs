@@ -8,6 +8,11 @@
 //!   broker acknowledged every message of a batch. A crash between the two
 //!   republishes that batch (at-least-once); consumers deduplicate by event id
 //!   and aggregate version.
+//! - Pipelined: the next batches are read and handed to the producer while
+//!   earlier ones await their acknowledgements (`relay.batches_in_flight`);
+//!   the checkpoint still moves batch by batch, in order. After a failure,
+//!   every batch in flight is settled before the relay resends from the
+//!   checkpoint.
 //! - One active relay per name: it holds a PostgreSQL advisory lock on a
 //!   dedicated connection, and reads and checkpoints through that same
 //!   connection, so a relay that lost its lock cannot move the checkpoint.
@@ -22,7 +27,7 @@
 
 pub mod publish;
 
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
@@ -56,6 +61,8 @@ pub struct RelayStatus {
     pub leader: bool,
     pub checkpoint: Checkpoint,
     pub published: u64,
+    /// The most batches that awaited the broker's acknowledgements at once.
+    pub most_in_flight: usize,
 }
 
 /// Runs the relay until `shutdown` resolves.
@@ -90,6 +97,14 @@ pub async fn run_with_status(
         }
         result = relay.lead_forever() => result,
     }
+}
+
+/// A batch handed to the producer whose acknowledgements are awaited.
+struct InFlight {
+    /// Its last event: the checkpoint once it is acknowledged.
+    last: Checkpoint,
+    count: usize,
+    pending: publish::Pending,
 }
 
 struct Relay {
@@ -142,6 +157,12 @@ impl Relay {
         self.publish_loop(&mut conn).await
     }
 
+    /// Reads batches after the checkpoint and hands them to the producer,
+    /// up to `relay.batches_in_flight` ahead of the broker's
+    /// acknowledgements; moves the checkpoint past each batch, in order,
+    /// once every record of it is acknowledged. After a failure, what is
+    /// still in flight is waited for before anything is sent again from the
+    /// checkpoint, so a retry never overtakes a record sent before it.
     async fn publish_loop(&mut self, conn: &mut PgConnection) -> Result<(), RelayError> {
         let name = self.settings.relay.name.clone();
         let mut checkpoint = log::load_checkpoint(&mut *conn, &name).await?;
@@ -149,12 +170,43 @@ impl Relay {
             s.leader = true;
             s.checkpoint = checkpoint;
         });
+        let depth = self.settings.relay.batches_in_flight.max(1);
+        let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
+        // The last event handed to the producer.
+        let mut cursor = checkpoint;
         let mut last_report = Instant::now();
         let mut failures = 0u32;
         loop {
-            let batch =
-                log::read_after(&mut *conn, checkpoint, self.settings.relay.batch_size).await?;
-            if batch.is_empty() {
+            if in_flight.len() < depth && in_flight.back().is_none_or(|b| !b.pending.is_refused()) {
+                let batch =
+                    log::read_after(&mut *conn, cursor, self.settings.relay.batch_size).await?;
+                if let Some(last) = batch.last().map(log::LoggedEvent::checkpoint) {
+                    self.ensure_topics(&batch).await?;
+                    let prefix = &self.settings.kafka.topic_prefix;
+                    match publish::enqueue(&self.producer, prefix, &batch) {
+                        Ok(pending) => {
+                            in_flight.push_back(InFlight {
+                                last,
+                                count: batch.len(),
+                                pending,
+                            });
+                            cursor = last;
+                            let now = in_flight.len();
+                            self.status.send_if_modified(|s| {
+                                let more = now > s.most_in_flight;
+                                s.most_in_flight = s.most_in_flight.max(now);
+                                more
+                            });
+                        }
+                        Err(error) => {
+                            self.retry_later(&mut in_flight, &mut failures, error).await;
+                            cursor = checkpoint;
+                        }
+                    }
+                    continue;
+                }
+            }
+            let Some(batch) = in_flight.pop_front() else {
                 if last_report.elapsed() > LAG_REPORT {
                     self.report_lag(checkpoint).await;
                     last_report = Instant::now();
@@ -164,33 +216,23 @@ impl Relay {
                 tokio::time::sleep(Duration::from_millis(self.settings.relay.poll_interval_ms))
                     .await;
                 continue;
-            }
-            self.ensure_topics(&batch).await?;
-            match publish::publish_batch(&self.producer, &self.settings.kafka.topic_prefix, &batch)
-                .await
-            {
-                Ok(()) => failures = 0,
-                Err(error) => {
-                    failures += 1;
-                    let wait = self.backoff(failures);
-                    tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry the batch");
-                    tokio::time::sleep(wait).await;
-                    continue;
-                }
-            }
-            let Some(last) = batch.last().map(log::LoggedEvent::checkpoint) else {
-                continue;
             };
-            log::save_checkpoint(&mut *conn, &name, last, batch.len() as i64).await?;
-            checkpoint = last;
+            if let Err(error) = batch.pending.acknowledged().await {
+                self.retry_later(&mut in_flight, &mut failures, error).await;
+                cursor = checkpoint;
+                continue;
+            }
+            failures = 0;
+            log::save_checkpoint(&mut *conn, &name, batch.last, batch.count as i64).await?;
+            checkpoint = batch.last;
             self.status.send_modify(|s| {
-                s.checkpoint = last;
-                s.published += batch.len() as u64;
+                s.checkpoint = batch.last;
+                s.published += batch.count as u64;
             });
-            metrics::counter!("relay_published_total").increment(batch.len() as u64);
+            metrics::counter!("relay_published_total").increment(batch.count as u64);
             tracing::debug!(
-                count = batch.len(),
-                position = last.position,
+                count = batch.count,
+                position = batch.last.position,
                 "batch published"
             );
             if last_report.elapsed() > LAG_REPORT {
@@ -198,6 +240,25 @@ impl Relay {
                 last_report = Instant::now();
             }
         }
+    }
+
+    /// After a batch failed: waits until every later batch in flight is
+    /// settled (acknowledged or failed), then backs off.
+    async fn retry_later(
+        &self,
+        in_flight: &mut VecDeque<InFlight>,
+        failures: &mut u32,
+        error: RelayError,
+    ) {
+        for batch in in_flight.drain(..) {
+            // Its outcome does not matter: it is sent again after the
+            // failed batch.
+            let _ = batch.pending.acknowledged().await;
+        }
+        *failures += 1;
+        let wait = self.backoff(*failures);
+        tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry from the checkpoint");
+        tokio::time::sleep(wait).await;
     }
 
     async fn ensure_topics(&mut self, batch: &[log::LoggedEvent]) -> Result<(), RelayError> {

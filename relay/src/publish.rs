@@ -6,21 +6,83 @@ use futures::future::join_all;
 use pivotal_event_store::log::LoggedEvent;
 use pivotal_messaging::{headers, topics};
 use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::DeliveryFuture;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 
 use crate::RelayError;
 
 /// Produces every event of `batch` and waits until the broker acknowledged all.
-///
-/// Records are enqueued in log order; with the idempotent producer, records
-/// of one key (one partition) are written in that order even when retried.
 pub async fn publish_batch(
     producer: &FutureProducer,
     prefix: &str,
     batch: &[LoggedEvent],
 ) -> Result<(), RelayError> {
+    enqueue(producer, prefix, batch)?.acknowledged().await
+}
+
+/// The records of a batch handed to the producer, not yet acknowledged.
+#[must_use = "the batch is published only once every record is acknowledged"]
+pub struct Pending {
+    deliveries: Vec<DeliveryFuture>,
+    /// Publish spans last until the broker acknowledged their record.
+    spans: Vec<tracing::Span>,
+    /// Why the producer refused a record (its queue full, say): the
+    /// records after it were not handed over.
+    refused: Option<rdkafka::error::KafkaError>,
+}
+
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending")
+            .field("records", &self.deliveries.len())
+            .field("refused", &self.refused)
+            .finish()
+    }
+}
+
+impl Pending {
+    /// Waits until the broker acknowledged every record (at most 60 s
+    /// each): an error when any was refused, dropped or not acknowledged.
+    /// Every record is waited for even when one fails, so that nothing of
+    /// the batch is still on its way once this returns.
+    pub async fn acknowledged(self) -> Result<(), RelayError> {
+        let acknowledgements = join_all(self.deliveries.into_iter().map(|d| async move {
+            match tokio::time::timeout(Duration::from_secs(60), d).await {
+                Ok(Ok(Ok(_))) => Ok(()),
+                Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
+                Ok(Err(_)) => Err(RelayError::Delivery(
+                    "the producer dropped the message".into(),
+                )),
+                Err(_) => Err(RelayError::Delivery(
+                    "no acknowledgement within 60 s".into(),
+                )),
+            }
+        }))
+        .await;
+        drop(self.spans);
+        if let Some(error) = self.refused {
+            return Err(RelayError::Kafka(error));
+        }
+        acknowledgements.into_iter().collect()
+    }
+
+    /// Whether the producer refused part of the batch: it fails once
+    /// acknowledged, and nothing may be sent after it until then.
+    pub fn is_refused(&self) -> bool {
+        self.refused.is_some()
+    }
+}
+
+/// Hands every event of `batch` to the producer, in log order, without
+/// waiting for the broker. With the idempotent producer, records of one key
+/// (one partition) are written in the order they were handed over, also
+/// across batches and when retried.
+pub fn enqueue(
+    producer: &FutureProducer,
+    prefix: &str,
+    batch: &[LoggedEvent],
+) -> Result<Pending, RelayError> {
     let mut deliveries = Vec::with_capacity(batch.len());
-    // Publish spans last until the broker acknowledged their record.
     let mut spans = Vec::new();
     for event in batch {
         let envelope = event
@@ -76,28 +138,19 @@ pub async fn publish_batch(
         match producer.send_result(record) {
             Ok(delivery) => deliveries.push(delivery),
             Err((error, _)) => {
-                // Local queue full or similar: wait for what is in flight, then fail the batch.
-                join_all(deliveries).await;
-                return Err(RelayError::Kafka(error));
+                return Ok(Pending {
+                    deliveries,
+                    spans,
+                    refused: Some(error),
+                });
             }
         }
     }
-    let acknowledgements = join_all(deliveries.into_iter().map(|d| async move {
-        match tokio::time::timeout(Duration::from_secs(60), d).await {
-            Ok(Ok(Ok(_))) => Ok(()),
-            Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
-            Ok(Err(_)) => Err(RelayError::Delivery(
-                "the producer dropped the message".into(),
-            )),
-            Err(_) => Err(RelayError::Delivery(
-                "no acknowledgement within 60 s".into(),
-            )),
-        }
-    }))
-    .await;
-    drop(spans);
-    // Every record must be acknowledged before the checkpoint may move.
-    acknowledgements.into_iter().collect()
+    Ok(Pending {
+        deliveries,
+        spans,
+        refused: None,
+    })
 }
 
 /// The trace context the record carries: that of a publish span continuing

@@ -231,6 +231,9 @@ pub struct RelaySettings {
     /// Name of the checkpoint row (one per relay deployment).
     pub name: String,
     pub batch_size: i64,
+    /// Batches handed to the producer ahead of the broker's
+    /// acknowledgements (at least 1: one at a time).
+    pub batches_in_flight: usize,
     /// Idle wait between polls of the event log, in milliseconds.
     pub poll_interval_ms: u64,
     /// Longest back-off after a failure, in milliseconds.
@@ -332,6 +335,7 @@ introspection = true
 [relay]
 name = "main"
 batch_size = 500
+batches_in_flight = 4
 poll_interval_ms = 20
 max_backoff_ms = 5000
 ops_listen = "127.0.0.1:9101"

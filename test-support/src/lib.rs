@@ -110,7 +110,8 @@ impl TestEnv {
             "redis": { "key_prefix": format!("t{}", &id[..12]) },
             "command_api": { "listen": "127.0.0.1:0" },
             "query_api": { "listen": "127.0.0.1:0" },
-            "relay": { "name": format!("relay-{}", &id[..8]), "poll_interval_ms": 10, "ops_listen": "127.0.0.1:0" },
+            // Small batches: a relay under test load has several in flight.
+            "relay": { "name": format!("relay-{}", &id[..8]), "batch_size": 25, "poll_interval_ms": 10, "ops_listen": "127.0.0.1:0" },
             "projector": { "group_id": format!("group-{id}"), "ops_listen": "127.0.0.1:0" },
             "search": search_settings(&id),
             "log": { "format": "pretty", "filter": "warn" },
@@ -163,6 +164,10 @@ impl TestEnv {
                 s.kafka.topic_prefix.clone(),
             ),
             ("PIVOTAL_RELAY__NAME".into(), s.relay.name.clone()),
+            (
+                "PIVOTAL_RELAY__BATCH_SIZE".into(),
+                s.relay.batch_size.to_string(),
+            ),
             (
                 "PIVOTAL_RELAY__POLL_INTERVAL_MS".into(),
                 s.relay.poll_interval_ms.to_string(),

@@ -21,9 +21,16 @@ impl Drop for Task {
 }
 
 pub fn spawn_relay(env: &TestEnv) -> (Task, watch::Receiver<RelayStatus>) {
+    spawn_relay_with(env, env.settings.clone())
+}
+
+/// [`spawn_relay`] with other settings.
+pub fn spawn_relay_with(
+    env: &TestEnv,
+    settings: pivotal_settings::Settings,
+) -> (Task, watch::Receiver<RelayStatus>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let (status_tx, status_rx) = watch::channel(RelayStatus::default());
-    let settings = env.settings.clone();
     let pool = env.pool.clone();
     tokio::spawn(async move {
         pivotal_relay::run_with_status(

@@ -7,7 +7,7 @@ use uuid::Uuid;
 
 use crate::harness::{
     assert_read_model_equals_replay, projection_caught_up, relay_caught_up, spawn_projector,
-    spawn_relay, store_events, verify_topic,
+    spawn_relay, spawn_relay_with, store_events, verify_topic,
 };
 
 const WRITERS: usize = 8;
@@ -94,4 +94,37 @@ async fn concurrent_writers_every_event_published_once_in_order_and_projected_ex
     projection_caught_up(&env, Duration::from_secs(60)).await;
     drop(projector);
     assert_read_model_equals_replay(&env).await;
+}
+
+/// A relay started on a backlog hands batches to the producer while earlier
+/// ones await their acknowledgements; the topic still holds every event
+/// once, each aggregate's in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_pipelined_relay_publishes_a_backlog_once_in_order() {
+    let env = TestEnv::new().await;
+    let (url, _api) = env.spawn_command_api().await;
+    let token = env.token(Uuid::now_v7(), &["manager"]);
+    let accepted = concurrent_load(&url, &token).await;
+    let stored = store_events(&env).await;
+    assert_eq!(stored.len(), accepted);
+
+    let mut settings = env.settings.clone();
+    settings.relay.batch_size = 10;
+    settings.relay.batches_in_flight = 4;
+    let (_relay, mut status) = spawn_relay_with(&env, settings);
+    let published = stored.len() as u64;
+    let status = tokio::time::timeout(
+        Duration::from_secs(60),
+        status.wait_for(|s| s.published >= published),
+    )
+    .await
+    .expect("the relay did not publish the backlog within 60 s")
+    .unwrap()
+    .clone();
+    assert_eq!(status.published, published, "{status:?}");
+    assert!(status.most_in_flight > 1, "{status:?}");
+    assert!(status.most_in_flight <= 4, "{status:?}");
+    let (messages, distinct) = verify_topic(&env, &stored, false).await;
+    assert_eq!(messages, stored.len(), "each event published exactly once");
+    assert_eq!(distinct, stored.len());
 }
