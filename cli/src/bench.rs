@@ -41,6 +41,9 @@ pub struct BenchOptions {
     /// Customer events the rebuild replays at least (copies of the load
     /// phases' events).
     pub rebuild_events: u64,
+    /// Connections the rebuild writes each batch on
+    /// (`RebuildLimits::writers`).
+    pub rebuild_writers: usize,
     /// Where the JSON report goes.
     pub out: PathBuf,
 }
@@ -110,16 +113,22 @@ struct System {
     env: Vec<(String, String)>,
     command_api: String,
     query_api: String,
+    /// Where each process's output goes (`{name}.log`, appended to).
+    logs: std::path::PathBuf,
 }
 
 impl System {
     fn spawn(&self, name: &'static str, extra: &[(&str, String)]) -> anyhow::Result<Running> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.logs.join(format!("{name}.log")))?;
         let child = Command::new(std::env::current_exe()?)
             .arg(name)
             .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .envs(extra.iter().map(|(k, v)| (*k, v.as_str())))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stdout(Stdio::from(log.try_clone()?))
+            .stderr(Stdio::from(log))
             .spawn()?;
         Ok(Running { name, child })
     }
@@ -589,7 +598,15 @@ async fn measure(
         ],
         command_api: format!("http://127.0.0.1:{command_port}"),
         query_api: format!("http://127.0.0.1:{query_port}"),
+        logs: options
+            .out
+            .parent()
+            .unwrap_or(std::path::Path::new("."))
+            .join("logs"),
     };
+    // This run's process logs replace the last run's.
+    let _ = std::fs::remove_dir_all(&system.logs);
+    std::fs::create_dir_all(&system.logs)?;
     // Connections: 17 here, 32 + 16 + 4 + 8 for the processes, within
     // PostgreSQL's default limit of 100.
     let pool_size = |n: u32| [("PIVOTAL_DATABASE__MAX_CONNECTIONS", n.to_string())];
@@ -745,10 +762,14 @@ async fn measure(
     // copied under new ids, with the rest of the system stopped.
     let seeded = seed_customer_events(&pool, options.rebuild_events).await?;
     println!("rebuild: customers projection over {seeded} events");
-    let rebuild = pivotal_projectors::framework::rebuild(
+    let rebuild = pivotal_projectors::framework::rebuild_with(
         &pool,
         &pivotal_projectors::customers::CustomersProjection,
         None,
+        pivotal_projectors::framework::RebuildLimits {
+            writers: options.rebuild_writers,
+            ..Default::default()
+        },
     )
     .await?;
     let _ = std::fs::remove_dir_all(&search_dir);
@@ -772,6 +793,7 @@ async fn measure(
         "relay_events_per_second": relay_rate,
         "rebuild_events_per_second": rebuild.events_per_second(),
         "rebuild_events": rebuild.events,
+        "rebuild_writers": options.rebuild_writers,
         "peak_rss_mib": memory.iter().map(|(n, m)| (n.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
         "options": {
             "seconds": options.seconds,
@@ -802,6 +824,7 @@ async fn measure(
     }
     std::fs::write(&options.out, serde_json::to_string_pretty(&report)?)?;
     println!("\nJSON report: {}", options.out.display());
+    println!("process logs: {}", system.logs.display());
     pool.close().await;
     Ok(report)
 }

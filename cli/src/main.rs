@@ -59,6 +59,9 @@ enum Task {
         /// events copied under new ids).
         #[arg(long, default_value_t = 200_000)]
         rebuild_events: u64,
+        /// Connections the rebuild writes each batch on.
+        #[arg(long, default_value_t = pivotal_projectors::framework::RebuildLimits::default().writers)]
+        rebuild_writers: usize,
         /// The JSON report.
         #[arg(long, default_value = "target/bench/report.json")]
         out: PathBuf,
@@ -177,6 +180,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             query_connections,
             freshness_samples,
             rebuild_events,
+            rebuild_writers,
             out,
         } => {
             let options = pivotal_cli::bench::BenchOptions {
@@ -185,6 +189,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
                 query_connections,
                 freshness_samples,
                 rebuild_events,
+                rebuild_writers,
                 out,
             };
             pivotal_cli::bench::run(&settings, &options).await?;

@@ -8,11 +8,11 @@
 //!   broker acknowledged every message of a batch. A crash between the two
 //!   republishes that batch (at-least-once); consumers deduplicate by event id
 //!   and aggregate version.
-//! - Pipelined: the next batches are read and handed to the producer while
-//!   earlier ones await their acknowledgements (`relay.batches_in_flight`);
-//!   the checkpoint still moves batch by batch, in order. After a failure,
-//!   every batch in flight is settled before the relay resends from the
-//!   checkpoint.
+//! - Optionally pipelined: with `relay.batches_in_flight` above 1 (the
+//!   default is 1), the next batches are read and handed to the producer
+//!   while earlier ones await their acknowledgements; the checkpoint still
+//!   moves batch by batch, in order. After a failure, every batch in flight
+//!   is settled before the relay resends from the checkpoint.
 //! - One active relay per name: it holds a PostgreSQL advisory lock on a
 //!   dedicated connection, and reads and checkpoints through that same
 //!   connection, so a relay that lost its lock cannot move the checkpoint.
