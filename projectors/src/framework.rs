@@ -76,9 +76,11 @@ pub trait Projection: Send + Sync {
     /// copy of it in another schema through `search_path`).
     fn table(&self) -> &'static str;
     /// Whether each row of the read model is written by the events of one
-    /// aggregate only (no row sums up or refers to several aggregates). A
+    /// aggregate only (no row sums up or refers to several aggregates), and
+    /// no unique value passes from one aggregate's row to another's. A
     /// rebuild then writes each batch on several connections at once, each
-    /// with the events of some of the aggregates: they touch disjoint rows.
+    /// with the events of some of the aggregates: they touch disjoint rows
+    /// and never wait for each other.
     fn rows_per_aggregate(&self) -> bool {
         false
     }
