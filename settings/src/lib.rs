@@ -234,7 +234,7 @@ pub struct RelaySettings {
     /// Batches handed to the producer ahead of the broker's
     /// acknowledgements (at least 1: one at a time). 1 by default: with 4,
     /// the benchmark's relay phase ran about 10% faster on the development
-    /// broker, but one run in fifteen stalled its pipeline (unexplained).
+    /// broker, but one run in twenty-two stalled its pipeline (unexplained).
     pub batches_in_flight: usize,
     /// Idle wait between polls of the event log, in milliseconds.
     pub poll_interval_ms: u64,
