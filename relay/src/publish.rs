@@ -6,8 +6,7 @@ use futures::future::join_all;
 use pivotal_event_store::log::LoggedEvent;
 use pivotal_messaging::{headers, topics};
 use rdkafka::message::{Header, OwnedHeaders};
-use rdkafka::producer::DeliveryFuture;
-use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::RelayError;
 

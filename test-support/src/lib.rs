@@ -110,7 +110,7 @@ impl TestEnv {
             "redis": { "key_prefix": format!("t{}", &id[..12]) },
             "command_api": { "listen": "127.0.0.1:0" },
             "query_api": { "listen": "127.0.0.1:0" },
-            // Small batches: a relay under test load has several in flight.
+            // Small batches: a relay under test load crosses many batch boundaries.
             "relay": { "name": format!("relay-{}", &id[..8]), "batch_size": 25, "poll_interval_ms": 10, "ops_listen": "127.0.0.1:0" },
             "projector": { "group_id": format!("group-{id}"), "ops_listen": "127.0.0.1:0" },
             "search": search_settings(&id),
