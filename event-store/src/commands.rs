@@ -2,9 +2,11 @@
 //!
 //! [`AggregateStore::execute`] loads the aggregate through cqrs-es's
 //! `PersistedEventStore` on postgres-es, checks the caller's expected version,
-//! lets the aggregate decide, and commits. postgres-es maps a primary-key
-//! collision on `(aggregate_type, aggregate_id, sequence)` to an
-//! optimistic-lock conflict, so two writers on one aggregate never both win.
+//! lets the aggregate decide, and appends its events to postgres-es's table
+//! in one statement that returns their global positions
+//! (`docs/adr/0027-one-statement-appends.md`). The primary key on
+//! `(aggregate_type, aggregate_id, sequence)` refuses a second writer of a
+//! sequence, so two writers on one aggregate never both win.
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
@@ -320,30 +322,24 @@ where
             for event in &events {
                 after.apply(event.clone());
             }
-            match self
-                .store
-                .commit(events, loaded, store_metadata(context))
-                .await
-            {
+            match insert_events::<A>(&self.pool, aggregate_id, current, &events, context).await {
                 Ok(committed) => {
-                    let first = committed.first().map_or(current + 1, |e| e.sequence as u64);
-                    let last = committed.last().map_or(current, |e| e.sequence as u64);
+                    let last = committed.last().map_or(current, |e| e.sequence);
                     let weight = json_length(&after);
                     self.remembered.insert(
                         aggregate_id.to_owned(),
                         Remembered {
                             state: after,
-                            version: last as usize,
+                            version: usize::try_from(last).unwrap_or(usize::MAX),
                             weight,
                         },
                     );
-                    let events = self.positions(aggregate_id, first, last).await?;
                     return Ok(Outcome {
                         version: last,
-                        events,
+                        events: committed,
                     });
                 }
-                Err(AggregateError::AggregateConflict) => {
+                Err(AppendError::Conflict) => {
                     self.remembered.remove(aggregate_id);
                     if expected_version.is_some() || attempt > RETRIES_WITHOUT_EXPECTATION {
                         let (_, now) = self.load(aggregate_id).await?;
@@ -358,40 +354,9 @@ where
                         "lost a race, retrying on fresh state"
                     );
                 }
-                Err(other) => return Err(store_error(other)),
+                Err(AppendError::Store(error)) => return Err(from_sqlx(error)),
             }
         }
-    }
-
-    async fn positions(
-        &self,
-        aggregate_id: &str,
-        first: u64,
-        last: u64,
-    ) -> Result<Vec<CommittedEvent>, ExecuteError<A::Error>> {
-        let rows: Vec<(Uuid, String, i64, i64)> = sqlx::query_as(
-            "SELECT event_id, event_type, sequence, global_position FROM events
-             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence BETWEEN $3 AND $4
-             ORDER BY sequence",
-        )
-        .bind(A::TYPE)
-        .bind(aggregate_id)
-        .bind(i64::try_from(first).unwrap_or(i64::MAX))
-        .bind(i64::try_from(last).unwrap_or(i64::MAX))
-        .fetch_all(&self.pool)
-        .await
-        .map_err(from_sqlx)?;
-        Ok(rows
-            .into_iter()
-            .map(
-                |(event_id, event_type, sequence, position)| CommittedEvent {
-                    event_id,
-                    event_type,
-                    sequence: u64::try_from(sequence).unwrap_or_default(),
-                    position,
-                },
-            )
-            .collect())
     }
 }
 
@@ -470,52 +435,93 @@ where
         })
     }
 
-    /// Appends decided events in the caller's transaction. The rows are the
-    /// ones postgres-es writes (same columns, payload and metadata), so the
-    /// aggregate loads them like any other.
+    /// Appends decided events in the caller's transaction, as
+    /// [`insert_events`] writes them.
     pub async fn append(
         &self,
         conn: &mut sqlx::PgConnection,
         decided: &Decided<A>,
         context: &CommandContext,
     ) -> Result<Vec<CommittedEvent>, AppendError> {
-        let metadata = serde_json::to_value(store_metadata(context))
-            .map_err(|e| AppendError::Store(sqlx::Error::Encode(Box::new(e))))?;
-        let mut committed = Vec::with_capacity(decided.events.len());
-        for (offset, event) in decided.events.iter().enumerate() {
-            let sequence = decided.version + offset as u64 + 1;
-            let payload = serde_json::to_value(event)
-                .map_err(|e| AppendError::Store(sqlx::Error::Encode(Box::new(e))))?;
-            let row: Result<(Uuid, i64), sqlx::Error> = sqlx::query_as(
-                "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                     event_version, payload, metadata)
-                 VALUES ($1, $2, $3, $4, $5, $6::json, $7::json)
-                 RETURNING event_id, global_position",
-            )
-            .bind(A::TYPE)
-            .bind(&decided.aggregate_id)
-            .bind(i64::try_from(sequence).unwrap_or(i64::MAX))
-            .bind(event.event_type())
-            .bind(event.event_version())
-            .bind(payload.to_string())
-            .bind(metadata.to_string())
-            .fetch_one(&mut *conn)
-            .await;
-            match row {
-                Ok((event_id, position)) => committed.push(CommittedEvent {
-                    event_id,
-                    event_type: event.event_type(),
-                    sequence,
-                    position,
-                }),
-                Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-                    return Err(AppendError::Conflict);
-                }
-                Err(other) => return Err(AppendError::Store(other)),
-            }
-        }
-        Ok(committed)
+        insert_events::<A>(
+            conn,
+            &decided.aggregate_id,
+            decided.version,
+            &decided.events,
+            context,
+        )
+        .await
     }
+}
+
+/// Appends the events one command decided on top of `version`, in a
+/// single statement, and reports each with the global position and event
+/// id it was given.
+///
+/// The rows are postgres-es's (same columns, payload and metadata as its
+/// `PostgresEventRepository` writes), so the aggregate loads them like any
+/// other; its primary key on (type, id, sequence) still refuses a second
+/// writer of a sequence, which is reported as [`AppendError::Conflict`].
+/// One statement is atomic on its own: given a pool, it commits by itself
+/// (one round trip, where postgres-es's commit takes BEGIN, one INSERT per
+/// event and COMMIT, and returns no positions); given a connection in a
+/// transaction, it commits with the rest of it.
+async fn insert_events<'c, A: Aggregate>(
+    executor: impl sqlx::PgExecutor<'c>,
+    aggregate_id: &str,
+    version: u64,
+    events: &[A::Event],
+    context: &CommandContext,
+) -> Result<Vec<CommittedEvent>, AppendError> {
+    let encode = |e: serde_json::Error| AppendError::Store(sqlx::Error::Encode(Box::new(e)));
+    let metadata = serde_json::to_string(&store_metadata(context)).map_err(encode)?;
+    let mut sequences = Vec::with_capacity(events.len());
+    let mut types = Vec::with_capacity(events.len());
+    let mut versions = Vec::with_capacity(events.len());
+    let mut payloads = Vec::with_capacity(events.len());
+    for (offset, event) in events.iter().enumerate() {
+        let sequence = version.saturating_add(offset as u64 + 1);
+        sequences.push(i64::try_from(sequence).unwrap_or(i64::MAX));
+        types.push(event.event_type());
+        versions.push(event.event_version());
+        payloads.push(serde_json::to_string(event).map_err(encode)?);
+    }
+    let rows: Result<Vec<(Uuid, String, i64, i64)>, sqlx::Error> = sqlx::query_as(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                             event_version, payload, metadata)
+         SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
+         FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
+              AS e(sequence, event_type, event_version, payload)
+         RETURNING event_id, event_type, sequence, global_position",
+    )
+    .bind(A::TYPE)
+    .bind(aggregate_id)
+    .bind(&sequences)
+    .bind(&types)
+    .bind(&versions)
+    .bind(&payloads)
+    .bind(&metadata)
+    .fetch_all(executor)
+    .await;
+    let mut committed: Vec<CommittedEvent> = match rows {
+        Ok(rows) => rows
+            .into_iter()
+            .map(
+                |(event_id, event_type, sequence, position)| CommittedEvent {
+                    event_id,
+                    event_type,
+                    sequence: u64::try_from(sequence).unwrap_or_default(),
+                    position,
+                },
+            )
+            .collect(),
+        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+            return Err(AppendError::Conflict);
+        }
+        Err(other) => return Err(AppendError::Store(other)),
+    };
+    committed.sort_by_key(|e| e.sequence);
+    Ok(committed)
 }
 
 fn store_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {

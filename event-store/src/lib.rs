@@ -10,9 +10,11 @@
 //!
 //! - [`db`]: connection pool and migrations.
 //! - [`commands`]: [`commands::AggregateStore`] runs a command on its aggregate with an
-//!   optional expected version and reports the committed events with their
-//!   global positions; it remembers the state its last commit left each
-//!   aggregate in (within a bound in bytes per type), as a hint the
+//!   optional expected version, appends its events in one statement and
+//!   reports them with their global positions
+//!   (`docs/adr/0027-one-statement-appends.md`); it remembers the state
+//!   its last commit left each aggregate in (within a bound in bytes per
+//!   type), as a hint the
 //!   store's sequence check keeps honest
 //!   (`docs/adr/0023-remembered-aggregates.md`).
 //! - [`log`]: the ordered, gap-free reading of the log that the relay and

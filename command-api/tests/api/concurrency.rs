@@ -4,7 +4,7 @@ use futures::future::join_all;
 use pivotal_domain::customer::{Customer, CustomerCommand, sample_new_customer};
 use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
 use pivotal_domain::values::Name;
-use pivotal_event_store::commands::{AggregateStore, ExecuteError};
+use pivotal_event_store::commands::{AggregateStore, AppendError, Decided, ExecuteError};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -324,6 +324,128 @@ async fn a_creation_under_an_id_that_exists_is_a_version_conflict() {
     assert_eq!(outcome.version, 1);
     assert_eq!(outcome.events.len(), 1);
     assert_eq!(app.event_count().await, 2);
+}
+
+/// The stored (event id, sequence, global position) of `id`'s events from
+/// `from` on.
+async fn stored_from(app: &TestApp, id: &str, from: i64) -> Vec<(Uuid, u64, i64)> {
+    let rows: Vec<(Uuid, i64, i64)> = sqlx::query_as(
+        "SELECT event_id, sequence, global_position FROM events
+         WHERE aggregate_id = $1 AND sequence >= $2 ORDER BY sequence",
+    )
+    .bind(id)
+    .bind(from)
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    rows.into_iter()
+        .map(|(event_id, sequence, position)| (event_id, sequence as u64, position))
+        .collect()
+}
+
+/// The events of one command are appended by one statement: all of them or
+/// none, each reported with the event id and global position it was stored
+/// under, and read back by postgres-es like any other event.
+#[tokio::test]
+async fn the_events_of_one_command_are_appended_together_or_not_at_all() {
+    let app = TestApp::spawn().await;
+    let store = AggregateStore::<Customer>::new(app.env.pool.clone());
+    let (actor, context) = command_context(app.org);
+    let rename = |to: &str| CustomerCommand::Rename {
+        actor,
+        legal_name: Name::parse("", to).unwrap(),
+        display_name: Name::parse("", to).unwrap(),
+    };
+    // Two renames decided on version 1, as one command's two events.
+    let two_renames = |id: &str| {
+        let store = &store;
+        let id = id.to_owned();
+        async move {
+            let first = store.decide(&id, Some(1), rename("One")).await.unwrap();
+            let mut events = first.events.clone();
+            events.extend(first.state.decide(rename("Two")).unwrap());
+            Decided {
+                aggregate_id: id,
+                version: 1,
+                state: first.state,
+                events,
+            }
+        }
+    };
+
+    // On a connection outside any transaction: the statement commits both.
+    let id = app.create_customer("Acme").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decided = two_renames(&id).await;
+    let mut conn = app.env.pool.acquire().await.unwrap();
+    let committed = store.append(&mut conn, &decided, &context).await.unwrap();
+    drop(conn);
+    let reported: Vec<(Uuid, u64, i64)> = committed
+        .iter()
+        .map(|e| (e.event_id, e.sequence, e.position))
+        .collect();
+    let stored = stored_from(&app, &id, 2).await;
+    assert_eq!(reported, stored);
+    assert_eq!(stored.iter().map(|s| s.1).collect::<Vec<_>>(), [2, 3]);
+    assert!(stored[0].2 < stored[1].2, "{stored:?}");
+    assert_eq!(
+        committed
+            .iter()
+            .map(|e| e.event_type.as_str())
+            .collect::<Vec<_>>(),
+        ["customer.renamed", "customer.renamed"]
+    );
+    let (_, version) = store.load(&id).await.unwrap();
+    assert_eq!(version, 3);
+    let names: Vec<(String,)> = sqlx::query_as(
+        "SELECT payload->'data'->>'legalName' FROM events
+         WHERE aggregate_id = $1 AND sequence > 1 ORDER BY sequence",
+    )
+    .bind(&id)
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(names, [("One".to_owned(),), ("Two".to_owned(),)]);
+
+    // A command run by the store reports its event as stored, too.
+    let outcome = store
+        .execute(&id, Some(3), rename("Three"), &context)
+        .await
+        .unwrap();
+    let reported: Vec<(Uuid, u64, i64)> = outcome
+        .events
+        .iter()
+        .map(|e| (e.event_id, e.sequence, e.position))
+        .collect();
+    assert_eq!(reported, stored_from(&app, &id, 4).await);
+    assert_eq!(outcome.position(), Some(reported[0].2));
+
+    // The second event's sequence is taken (as if another writer got there
+    // first): the first, which alone would fit, is not appended either.
+    let other = app.create_customer("Other").await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let decided = two_renames(&other).await;
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                             event_version, payload, metadata)
+         SELECT aggregate_type, aggregate_id, 3, event_type, event_version, payload, metadata
+         FROM events WHERE aggregate_id = $1 AND sequence = 1",
+    )
+    .bind(&other)
+    .execute(&app.env.pool)
+    .await
+    .unwrap();
+    let before = app.event_count().await;
+    let mut conn = app.env.pool.acquire().await.unwrap();
+    let refused = store.append(&mut conn, &decided, &context).await;
+    assert!(matches!(refused, Err(AppendError::Conflict)), "{refused:?}");
+    drop(conn);
+    assert_eq!(app.event_count().await, before);
+    assert!(stored_from(&app, &other, 2).await.iter().all(|s| s.1 != 2));
 }
 
 /// A command run in this process, as the command API would run it.
