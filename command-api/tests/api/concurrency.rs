@@ -351,34 +351,12 @@ async fn the_events_of_one_command_are_appended_together_or_not_at_all() {
     let app = TestApp::spawn().await;
     let store = AggregateStore::<Customer>::new(app.env.pool.clone());
     let (actor, context) = command_context(app.org);
-    let rename = |to: &str| CustomerCommand::Rename {
-        actor,
-        legal_name: Name::parse("", to).unwrap(),
-        display_name: Name::parse("", to).unwrap(),
-    };
-    // Two renames decided on version 1, as one command's two events.
-    let two_renames = |id: &str| {
-        let store = &store;
-        let id = id.to_owned();
-        async move {
-            let first = store.decide(&id, Some(1), rename("One")).await.unwrap();
-            let mut events = first.events.clone();
-            events.extend(first.state.decide(rename("Two")).unwrap());
-            Decided {
-                aggregate_id: id,
-                version: 1,
-                state: first.state,
-                events,
-            }
-        }
-    };
-
     // On a connection outside any transaction: the statement commits both.
     let id = app.create_customer("Acme").await["id"]
         .as_str()
         .unwrap()
         .to_owned();
-    let decided = two_renames(&id).await;
+    let decided = two_renames(&store, actor, &id).await;
     let mut conn = app.env.pool.acquire().await.unwrap();
     let committed = store.append(&mut conn, &decided, &context).await.unwrap();
     drop(conn);
@@ -411,7 +389,7 @@ async fn the_events_of_one_command_are_appended_together_or_not_at_all() {
 
     // A command run by the store reports its event as stored, too.
     let outcome = store
-        .execute(&id, Some(3), rename("Three"), &context)
+        .execute(&id, Some(3), rename(actor, "Three"), &context)
         .await
         .unwrap();
     let reported: Vec<(Uuid, u64, i64)> = outcome
@@ -428,7 +406,7 @@ async fn the_events_of_one_command_are_appended_together_or_not_at_all() {
         .as_str()
         .unwrap()
         .to_owned();
-    let decided = two_renames(&other).await;
+    let decided = two_renames(&store, actor, &other).await;
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
                              event_version, payload, metadata)
@@ -446,6 +424,35 @@ async fn the_events_of_one_command_are_appended_together_or_not_at_all() {
     drop(conn);
     assert_eq!(app.event_count().await, before);
     assert!(stored_from(&app, &other, 2).await.iter().all(|s| s.1 != 2));
+}
+
+/// A rename of the customer to `to`, by `actor`.
+fn rename(actor: Actor, to: &str) -> CustomerCommand {
+    CustomerCommand::Rename {
+        actor,
+        legal_name: Name::parse("", to).unwrap(),
+        display_name: Name::parse("", to).unwrap(),
+    }
+}
+
+/// Two renames decided on version 1 of `id`, as one command's two events.
+async fn two_renames(
+    store: &AggregateStore<Customer>,
+    actor: Actor,
+    id: &str,
+) -> Decided<Customer> {
+    let first = store
+        .decide(id, Some(1), rename(actor, "One"))
+        .await
+        .unwrap();
+    let mut events = first.events.clone();
+    events.extend(first.state.decide(rename(actor, "Two")).unwrap());
+    Decided {
+        aggregate_id: id.to_owned(),
+        version: 1,
+        state: first.state,
+        events,
+    }
 }
 
 /// A command run in this process, as the command API would run it.
@@ -481,14 +488,9 @@ async fn remembered_state_another_process_changed_is_never_trusted() {
         .to_owned();
     let mine = AggregateStore::<Customer>::new(app.env.pool.clone());
     let (actor, context) = command_context(app.org);
-    let rename = |to: &str| CustomerCommand::Rename {
-        actor,
-        legal_name: Name::parse("", to).unwrap(),
-        display_name: Name::parse("", to).unwrap(),
-    };
     // This store renames (version 2) and remembers the name.
     let outcome = mine
-        .execute(&id, None, rename("Mine"), &context)
+        .execute(&id, None, rename(actor, "Mine"), &context)
         .await
         .unwrap();
     assert_eq!(outcome.version, 2);
@@ -508,14 +510,16 @@ async fn remembered_state_another_process_changed_is_never_trusted() {
     // Renaming to "Mine" again: nothing to do by this store's memory, a
     // rename by the stored state.
     let outcome = mine
-        .execute(&id, None, rename("Mine"), &context)
+        .execute(&id, None, rename(actor, "Mine"), &context)
         .await
         .unwrap();
     assert_eq!(outcome.version, 4);
     assert_eq!(outcome.events.len(), 1);
     // Expecting a version the aggregate has left: refused, naming the
     // stored version.
-    let refused = mine.execute(&id, Some(3), rename("Other"), &context).await;
+    let refused = mine
+        .execute(&id, Some(3), rename(actor, "Other"), &context)
+        .await;
     assert!(
         matches!(
             refused,
@@ -572,14 +576,9 @@ async fn remembered_state_stays_within_its_bytes_and_forgotten_aggregates_are_re
     let each = 36 + serde_json::to_vec(&state).unwrap().len() as u64;
     assert_eq!(weight, count as u64 * each);
 
-    let rename = |to: &str| CustomerCommand::Rename {
-        actor,
-        legal_name: Name::parse("", to).unwrap(),
-        display_name: Name::parse("", to).unwrap(),
-    };
     for id in [&ids[0], &ids[99]] {
         let outcome = store
-            .execute(id, None, rename("Renamed Ltd"), &context)
+            .execute(id, None, rename(actor, "Renamed Ltd"), &context)
             .await
             .unwrap();
         assert_eq!(outcome.version, 2);
