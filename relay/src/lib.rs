@@ -13,12 +13,20 @@
 //!   while earlier ones await their acknowledgements; the checkpoint still
 //!   moves batch by batch, in order. After a failure, every batch in flight
 //!   is settled before the relay resends from the checkpoint.
+//! - A batch the producer's queue has no room for
+//!   (`queue.buffering.max.messages`) ends at the last record it took; the
+//!   rest follow once that part is acknowledged. A full queue is back
+//!   pressure, not a failure.
 //! - One active relay per name: it holds a PostgreSQL advisory lock on a
 //!   dedicated connection, and reads and checkpoints through that same
 //!   connection, so a relay that lost its lock cannot move the checkpoint.
 //!   Others wait on the lock and take over when the holder dies.
 //! - When the broker is down it retries with exponential back-off and loses
 //!   nothing; it logs its lag (events and seconds) as it goes.
+//! - A producer with a fatal error (librdkafka's idempotent producer gives
+//!   up for good when it cannot keep a partition's sequence) is replaced by
+//!   a new one once everything in flight is settled, and publishing resumes
+//!   from the checkpoint (ADR 0028).
 //!
 //! # Layout
 //!
@@ -33,8 +41,9 @@ use std::time::{Duration, Instant};
 
 use pivotal_event_store::log::{self, Checkpoint};
 use pivotal_messaging::topics;
-use pivotal_settings::Settings;
-use rdkafka::producer::FutureProducer;
+use pivotal_settings::{KafkaSettings, Settings};
+use rdkafka::error::KafkaError;
+use rdkafka::producer::{FutureProducer, Producer};
 use sqlx::{PgConnection, PgPool};
 use tokio::sync::watch;
 
@@ -63,7 +72,14 @@ pub struct RelayStatus {
     pub published: u64,
     /// The most batches that awaited the broker's acknowledgements at once.
     pub most_in_flight: usize,
+    /// Producers made: one at the start and one for each replaced after a
+    /// fatal error.
+    pub producers: u64,
 }
+
+/// Makes the relay's Kafka producer, at the start and again whenever the
+/// one in use has a fatal error.
+pub type MakeProducer = dyn Fn(&KafkaSettings) -> Result<FutureProducer, KafkaError> + Send + Sync;
 
 /// Runs the relay until `shutdown` resolves.
 pub async fn run(
@@ -82,11 +98,31 @@ pub async fn run_with_status(
     shutdown: impl Future<Output = ()> + Send + 'static,
     status: watch::Sender<RelayStatus>,
 ) -> Result<(), RelayError> {
-    let producer: FutureProducer = pivotal_messaging::config::producer(&settings.kafka).create()?;
+    run_with_producers(
+        settings,
+        pool,
+        shutdown,
+        status,
+        Box::new(|kafka| pivotal_messaging::config::producer(kafka).create()),
+    )
+    .await
+}
+
+/// [`run_with_status`] with its producers made by `make_producer`.
+pub async fn run_with_producers(
+    settings: Settings,
+    pool: PgPool,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    status: watch::Sender<RelayStatus>,
+    make_producer: Box<MakeProducer>,
+) -> Result<(), RelayError> {
+    let producer = make_producer(&settings.kafka)?;
+    status.send_modify(|s| s.producers = 1);
     let mut relay = Relay {
         settings,
         pool,
         producer,
+        make_producer,
         ensured: HashSet::new(),
         status,
     };
@@ -111,6 +147,7 @@ struct Relay {
     settings: Settings,
     pool: PgPool,
     producer: FutureProducer,
+    make_producer: Box<MakeProducer>,
     ensured: HashSet<String>,
     status: watch::Sender<RelayStatus>,
 }
@@ -184,10 +221,20 @@ impl Relay {
                     self.ensure_topics(&batch).await?;
                     let prefix = &self.settings.kafka.topic_prefix;
                     match publish::enqueue(&self.producer, prefix, &batch) {
+                        // The producer's queue has no room: wait below for
+                        // the oldest batch in flight (or a moment).
+                        Ok(pending) if pending.is_full() && pending.handed() == 0 => {}
                         Ok(pending) => {
+                            // The batch ends at the last record handed over
+                            // (all of them unless the queue filled up); the
+                            // rest are read again after it.
+                            let handed = pending.handed();
+                            let last = handed
+                                .checked_sub(1)
+                                .map_or(last, |i| batch[i].checkpoint());
                             in_flight.push_back(InFlight {
                                 last,
-                                count: batch.len(),
+                                count: handed,
                                 pending,
                             });
                             cursor = last;
@@ -197,13 +244,15 @@ impl Relay {
                                 s.most_in_flight = s.most_in_flight.max(now);
                                 more
                             });
+                            continue;
                         }
                         Err(error) => {
-                            self.retry_later(&mut in_flight, &mut failures, error).await;
+                            self.retry_later(&mut in_flight, &mut failures, error)
+                                .await?;
                             cursor = checkpoint;
+                            continue;
                         }
                     }
-                    continue;
                 }
             }
             let Some(batch) = in_flight.pop_front() else {
@@ -218,7 +267,8 @@ impl Relay {
                 continue;
             };
             if let Err(error) = batch.pending.acknowledged().await {
-                self.retry_later(&mut in_flight, &mut failures, error).await;
+                self.retry_later(&mut in_flight, &mut failures, error)
+                    .await?;
                 cursor = checkpoint;
                 continue;
             }
@@ -243,13 +293,14 @@ impl Relay {
     }
 
     /// After a batch failed: waits until every later batch in flight is
-    /// settled (acknowledged or failed), then backs off.
+    /// settled (acknowledged or failed), replaces the producer if it has a
+    /// fatal error, then backs off.
     async fn retry_later(
-        &self,
+        &mut self,
         in_flight: &mut VecDeque<InFlight>,
         failures: &mut u32,
         error: RelayError,
-    ) {
+    ) -> Result<(), RelayError> {
         for batch in in_flight.drain(..) {
             // Its outcome does not matter: it is sent again after the
             // failed batch.
@@ -258,7 +309,28 @@ impl Relay {
         *failures += 1;
         let wait = self.backoff(*failures);
         tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry from the checkpoint");
+        self.replace_producer_if_fatal()?;
         tokio::time::sleep(wait).await;
+        Ok(())
+    }
+
+    /// A producer with a fatal error refuses every record from then on, so
+    /// only a new one can publish. Called once nothing is in flight: the new
+    /// producer (a new producer id, its sequences from zero) never races
+    /// the old one's records.
+    fn replace_producer_if_fatal(&mut self) -> Result<(), RelayError> {
+        let Some((code, reason)) = self.producer.client().fatal_error() else {
+            return Ok(());
+        };
+        tracing::error!(error = %reason, code = %code, "the producer has a fatal error; replacing it");
+        let new = (self.make_producer)(&self.settings.kafka)?;
+        let old = std::mem::replace(&mut self.producer, new);
+        // Dropping a producer blocks: it purges, flushes (up to 0.5 s) and
+        // joins its polling thread.
+        tokio::task::spawn_blocking(move || drop(old));
+        metrics::counter!("relay_producers_replaced_total").increment(1);
+        self.status.send_modify(|s| s.producers += 1);
+        Ok(())
     }
 
     async fn ensure_topics(&mut self, batch: &[log::LoggedEvent]) -> Result<(), RelayError> {

@@ -5,18 +5,29 @@ use std::time::Duration;
 use futures::future::join_all;
 use pivotal_event_store::log::LoggedEvent;
 use pivotal_messaging::{headers, topics};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::RelayError;
 
-/// Produces every event of `batch` and waits until the broker acknowledged all.
+/// Produces every event of `batch` and waits until the broker acknowledged
+/// all; an error when the producer's queue could not take them all.
 pub async fn publish_batch(
     producer: &FutureProducer,
     prefix: &str,
     batch: &[LoggedEvent],
 ) -> Result<(), RelayError> {
-    enqueue(producer, prefix, batch)?.acknowledged().await
+    let pending = enqueue(producer, prefix, batch)?;
+    let handed = pending.handed();
+    pending.acknowledged().await?;
+    if handed < batch.len() {
+        return Err(RelayError::Delivery(format!(
+            "the producer's queue took {handed} of {} records",
+            batch.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The records of a batch handed to the producer, not yet acknowledged.
@@ -25,9 +36,12 @@ pub struct Pending {
     deliveries: Vec<DeliveryFuture>,
     /// Publish spans last until the broker acknowledged their record.
     spans: Vec<tracing::Span>,
-    /// Why the producer refused a record (its queue full, say): the
-    /// records after it were not handed over.
-    refused: Option<rdkafka::error::KafkaError>,
+    /// Why the producer refused a record: the records after it were not
+    /// handed over.
+    refused: Option<KafkaError>,
+    /// The producer's queue was full: the records from there on were not
+    /// handed over, and wait for the next batch.
+    full: bool,
 }
 
 impl std::fmt::Debug for Pending {
@@ -35,13 +49,15 @@ impl std::fmt::Debug for Pending {
         f.debug_struct("Pending")
             .field("records", &self.deliveries.len())
             .field("refused", &self.refused)
+            .field("full", &self.full)
             .finish()
     }
 }
 
 impl Pending {
-    /// Waits until the broker acknowledged every record (at most 60 s
-    /// each): an error when any was refused, dropped or not acknowledged.
+    /// Waits until the broker acknowledged every record handed over (at
+    /// most 60 s each): an error when any was refused (other than for a
+    /// full queue), dropped or not acknowledged.
     /// Every record is waited for even when one fails, so that nothing of
     /// the batch is still on its way once this returns.
     pub async fn acknowledged(self) -> Result<(), RelayError> {
@@ -65,17 +81,30 @@ impl Pending {
         acknowledgements.into_iter().collect()
     }
 
-    /// Whether the producer refused part of the batch: it fails once
-    /// acknowledged, and nothing may be sent after it until then.
+    /// Whether the producer refused part of the batch (it fails once
+    /// acknowledged) or had no room for all of it: nothing may be sent
+    /// after it until it is acknowledged.
     pub fn is_refused(&self) -> bool {
-        self.refused.is_some()
+        self.refused.is_some() || self.full
+    }
+
+    /// Whether the producer's queue was full before the batch's end.
+    pub fn is_full(&self) -> bool {
+        self.full
+    }
+
+    /// How many of the batch's records, from its first, the producer took.
+    pub fn handed(&self) -> usize {
+        self.deliveries.len()
     }
 }
 
 /// Hands every event of `batch` to the producer, in log order, without
 /// waiting for the broker. With the idempotent producer, records of one key
 /// (one partition) are written in the order they were handed over, also
-/// across batches and when retried.
+/// across batches and when retried. When the producer's queue is full
+/// (`queue.buffering.max.messages`), hands over the records before it only:
+/// [`Pending::handed`] says how many.
 pub fn enqueue(
     producer: &FutureProducer,
     prefix: &str,
@@ -94,7 +123,6 @@ pub fn enqueue(
         let position = event.position.to_string();
         let organization = envelope.organization_id.to_string();
         let (trace, span) = trace_context(event, &topic);
-        spans.extend(span);
         let mut record_headers = OwnedHeaders::new()
             .insert(Header {
                 key: headers::EVENT_ID,
@@ -135,12 +163,24 @@ pub fn enqueue(
             .payload(&value)
             .headers(record_headers);
         match producer.send_result(record) {
-            Ok(delivery) => deliveries.push(delivery),
+            Ok(delivery) => {
+                deliveries.push(delivery);
+                spans.extend(span);
+            }
+            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
+                return Ok(Pending {
+                    deliveries,
+                    spans,
+                    refused: None,
+                    full: true,
+                });
+            }
             Err((error, _)) => {
                 return Ok(Pending {
                     deliveries,
                     spans,
                     refused: Some(error),
+                    full: false,
                 });
             }
         }
@@ -149,6 +189,7 @@ pub fn enqueue(
         deliveries,
         spans,
         refused: None,
+        full: false,
     })
 }
 

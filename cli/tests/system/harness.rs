@@ -29,17 +29,31 @@ pub fn spawn_relay_with(
     env: &TestEnv,
     settings: pivotal_settings::Settings,
 ) -> (Task, watch::Receiver<RelayStatus>) {
+    spawn_relay_making(
+        env,
+        settings,
+        Box::new(|kafka| pivotal_messaging::config::producer(kafka).create()),
+    )
+}
+
+/// [`spawn_relay_with`], its producers made by `make_producer`.
+pub fn spawn_relay_making(
+    env: &TestEnv,
+    settings: pivotal_settings::Settings,
+    make_producer: Box<pivotal_relay::MakeProducer>,
+) -> (Task, watch::Receiver<RelayStatus>) {
     let (stop, stopped) = oneshot::channel::<()>();
     let (status_tx, status_rx) = watch::channel(RelayStatus::default());
     let pool = env.pool.clone();
     tokio::spawn(async move {
-        pivotal_relay::run_with_status(
+        pivotal_relay::run_with_producers(
             settings,
             pool,
             async move {
                 let _ = stopped.await;
             },
             status_tx,
+            make_producer,
         )
         .await
         .unwrap();

@@ -14,6 +14,7 @@ mod harness;
 mod live;
 mod observability;
 mod ordering;
+mod producer_errors;
 mod quotes;
 mod read_your_writes;
 mod rebuild;

@@ -1,0 +1,108 @@
+//! The relay's producer refusing records: a fatal error (raised with
+//! librdkafka's own test hook, ADR 0028), after which the relay replaces
+//! it, both when idle and while records are on their way; and a queue too
+//! small for a batch, which the relay publishes in parts. Nothing is lost
+//! or reordered.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use pivotal_domain::customer::Customer;
+use pivotal_domain::envelope::Actor;
+use pivotal_event_store::commands::AggregateStore;
+use pivotal_kafka_fault::raise_fatal_error;
+use pivotal_test_support::{TestEnv, eventually};
+use rdkafka::ClientConfig;
+use rdkafka::producer::{FutureProducer, Producer};
+use uuid::Uuid;
+
+use crate::broker_outage::append;
+use crate::harness::{relay_caught_up, spawn_relay_making, store_events, verify_topic};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_producer_with_a_fatal_error_is_replaced_and_nothing_is_lost() {
+    let env = TestEnv::new().await;
+    let store = AggregateStore::<Customer>::new(env.pool.clone());
+    let actor = Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+    // Every producer the relay makes, kept here to be broken.
+    let made: Arc<Mutex<Vec<FutureProducer>>> = Arc::default();
+    let keep = Arc::clone(&made);
+    let (_relay, status) = spawn_relay_making(
+        &env,
+        env.settings.clone(),
+        Box::new(move |kafka| {
+            let producer: FutureProducer = pivotal_messaging::config::producer(kafka).create()?;
+            keep.lock().unwrap().push(producer.clone());
+            Ok(producer)
+        }),
+    );
+    let producer = |n: usize| made.lock().unwrap()[n].clone();
+
+    append(&store, actor, 10).await;
+    relay_caught_up(&env, Duration::from_secs(60)).await;
+    assert_eq!(status.borrow().producers, 1);
+
+    // Idle: the broken producer refuses the next batch.
+    let first = producer(0);
+    raise_fatal_error(first.client(), c"test: a partition's sequence is broken").unwrap();
+    assert!(first.client().fatal_error().is_some());
+    append(&store, actor, 10).await;
+    relay_caught_up(&env, Duration::from_secs(60)).await;
+    assert_eq!(status.borrow().producers, 2, "{:?}", status.borrow());
+    assert_eq!(made.lock().unwrap().len(), 2);
+    assert!(producer(1).client().fatal_error().is_none());
+
+    // Busy: the producer breaks while writers keep the relay publishing.
+    let writer = {
+        let store = AggregateStore::<Customer>::new(env.pool.clone());
+        tokio::spawn(async move { append(&store, actor, 100).await })
+    };
+    let published = status.borrow().published;
+    let moving = eventually(Duration::from_secs(60), || async {
+        (status.borrow().published > published).then_some(())
+    })
+    .await;
+    assert!(moving.is_some(), "the relay published nothing new");
+    raise_fatal_error(producer(1).client(), c"test: broken mid-stream").unwrap();
+    writer.await.unwrap();
+    relay_caught_up(&env, Duration::from_secs(90)).await;
+    assert_eq!(status.borrow().producers, 3, "{:?}", status.borrow());
+
+    // Every event is on the topic, each aggregate's in order.
+    let stored = store_events(&env).await;
+    assert_eq!(stored.len(), 240);
+    verify_topic(&env, &stored, true).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn batches_larger_than_the_producer_queue_are_published_in_parts() {
+    let mut env = TestEnv::new().await;
+    env.settings.relay.batch_size = 50;
+    let store = AggregateStore::<Customer>::new(env.pool.clone());
+    let actor = Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+    // Room for 7 records until the broker acknowledges them, so every batch
+    // of 50 meets a full queue.
+    let (_relay, status) = spawn_relay_making(
+        &env,
+        env.settings.clone(),
+        Box::new(|kafka| {
+            let mut config: ClientConfig = pivotal_messaging::config::producer(kafka);
+            config.set("queue.buffering.max.messages", "7");
+            config.create()
+        }),
+    );
+    append(&store, actor, 60).await;
+    relay_caught_up(&env, Duration::from_secs(90)).await;
+    assert_eq!(status.borrow().producers, 1, "{:?}", status.borrow());
+
+    // Nothing failed, so nothing was sent twice.
+    let stored = store_events(&env).await;
+    assert_eq!(stored.len(), 120);
+    verify_topic(&env, &stored, false).await;
+}
