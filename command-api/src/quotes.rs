@@ -282,7 +282,11 @@ pub async fn put_entry(
     let entry_id = uuid_of(&entry, "rate_entry")?;
     let b = &body.value;
     let mut v = Validator::new();
-    let name = v.check(Name::parse_bounded("/name", &b.name, 100));
+    let name = v.check(Name::parse_bounded(
+        "/name",
+        &b.name,
+        pivotal_domain::rate_card::MAX_ENTRY_NAME_CHARS,
+    ));
     let mut rates = Vec::new();
     for (i, rate) in b.rates.iter().enumerate() {
         if let Some(currency) = v.check(Currency::parse(

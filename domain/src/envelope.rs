@@ -9,6 +9,14 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+/// The most bytes an event's envelope may take as JSON: the value of its
+/// Kafka record. The producer's `message.max.bytes` and the event topics'
+/// `max.message.bytes` are set from it (with room for the record's headers),
+/// and the domain's bounds keep every event below it: the largest quote a
+/// client can send (500 lines, every field at its bound) makes an event of
+/// about 0.99 MB, within 1% of Kafka's default limit of 1 MB.
+pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
+
 /// `IEventMetadata`: where a change came from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -194,14 +194,17 @@ fn check_discount(errors: &mut Vec<FieldError>, pointer: &str, discount: &Discou
     }
 }
 
+/// The most lines a quote has.
+pub const MAX_LINES: usize = 500;
+
 /// Checks every input field; errors name JSON pointers under `/lines/{i}`.
 pub fn validate(input: &PricingInput) -> Result<(), Vec<FieldError>> {
     let mut errors = Vec::new();
-    if input.lines.len() > 500 {
+    if input.lines.len() > MAX_LINES {
         errors.push(FieldError::new(
             "/lines",
             "too_many",
-            "a quote has at most 500 lines",
+            format!("a quote has at most {MAX_LINES} lines"),
         ));
     }
     for (i, line) in input.lines.iter().enumerate() {

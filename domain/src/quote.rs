@@ -678,6 +678,53 @@ mod tests {
     }
 
     #[test]
+    fn the_largest_quote_event_fits_in_a_kafka_record() {
+        // Every bounded field at its bound, in characters that take the
+        // most bytes: four in UTF-8 for names, six escaped in JSON for the
+        // free texts (which may hold control characters).
+        let name = Name::parse("", &"\u{1D11E}".repeat(Name::MAX_CHARS)).unwrap();
+        let text = Some("\u{1}".repeat(5000));
+        let mut content = content("999999999.99");
+        content.title = name.clone();
+        content.description = text.clone();
+        content.terms = text.clone();
+        content.notes = text;
+        content.discount = Some(Discount::Amount(d("1.01")));
+        let line = content.lines[0].clone();
+        content.lines = (0..crate::pricing::MAX_LINES)
+            .map(|i| QuoteLine {
+                line_id: Uuid::from_u128(u128::MAX - i as u128),
+                description: name.clone(),
+                quantity: d("999999999.9999"),
+                rate_source: Some(RateSource {
+                    rate_card_id: Uuid::from_u128(u128::MAX),
+                    entry_id: Uuid::from_u128(u128::MAX),
+                    entry_name: "\u{1D11E}".repeat(crate::rate_card::MAX_ENTRY_NAME_CHARS),
+                }),
+                discount: Some(Discount::Percent(d("12.3456"))),
+                tax_rate: d("15.1234"),
+                ..line.clone()
+            })
+            .collect();
+        let events = Quote::default()
+            .decide(QuoteCommand::Create {
+                actor: author(),
+                quote_id: Uuid::from_u128(5),
+                number: "Q-2026-0001".into(),
+                content,
+            })
+            .unwrap();
+        let bytes = serde_json::to_vec(&events[0]).unwrap().len();
+        // The envelope adds its ids, times and metadata (a user agent of at
+        // most 512 characters, a correlation id of at most 128): far below
+        // 64 KiB.
+        assert!(
+            bytes + 64 * 1024 <= crate::envelope::MAX_EVENT_BYTES,
+            "{bytes} bytes"
+        );
+    }
+
+    #[test]
     fn created_quotes_are_priced_drafts() {
         let quote = created("150");
         let s = quote.state.as_ref().unwrap();

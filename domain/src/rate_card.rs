@@ -19,6 +19,8 @@ pub const AGGREGATE_TYPE: &str = "rate_card";
 pub const SCHEMA_VERSION: u32 = 1;
 /// Most entries on one card.
 pub const MAX_ENTRIES: usize = 200;
+/// Most characters of an entry's name.
+pub const MAX_ENTRY_NAME_CHARS: usize = 100;
 
 /// What a quantity counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]

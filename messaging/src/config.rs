@@ -1,7 +1,13 @@
 //! Client configurations.
 
+use pivotal_domain::envelope::MAX_EVENT_BYTES;
 use pivotal_settings::KafkaSettings;
 use rdkafka::ClientConfig;
+
+/// The largest record batch a producer sends and an event topic accepts
+/// (`message.max.bytes`, `max.message.bytes`): the largest event with room
+/// for its headers and the batch's framing.
+pub const MAX_BATCH_BYTES: usize = MAX_EVENT_BYTES + 64 * 1024;
 
 /// Common settings of every client.
 pub fn base(settings: &KafkaSettings, client_suffix: &str) -> ClientConfig {
@@ -26,6 +32,8 @@ pub fn producer(settings: &KafkaSettings) -> ClientConfig {
         .set("max.in.flight.requests.per.connection", "5")
         .set("linger.ms", "5")
         .set("compression.type", "none")
+        // Kafka's default of 1 MB is less than the largest event.
+        .set("message.max.bytes", MAX_BATCH_BYTES.to_string())
         // Kafka's own delivery timeout: an outage shorter than this is
         // waited out by the messages already queued, with no retry of the
         // batch and no producer epoch bump.

@@ -38,6 +38,7 @@ pub async fn ensure_event_topics(
         .iter()
         .map(|a| event_topic(&settings.topic_prefix, a))
         .collect();
+    let max_bytes = crate::config::MAX_BATCH_BYTES.to_string();
     let topics: Vec<NewTopic<'_>> = names
         .iter()
         .map(|name| {
@@ -51,6 +52,7 @@ pub async fn ensure_event_topics(
             // conventional -1 is misread as "delete now" by some brokers.
             .set("retention.ms", RETAIN_FOREVER_MS)
             .set("cleanup.policy", "delete")
+            .set("max.message.bytes", &max_bytes)
         })
         .collect();
     let options = AdminOptions::new().operation_timeout(Some(Duration::from_secs(30)));

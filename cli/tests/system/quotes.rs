@@ -237,3 +237,94 @@ async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql()
     assert_eq!(body["data"]["quote"], Value::Null);
     assert_eq!(body["data"]["quotes"]["totalCount"], 0);
 }
+
+/// The largest quote a client can send (500 lines, every field at its
+/// bound, in the characters that take the most bytes) makes an event of
+/// about 1 MB: it reaches its topic and its read model.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_largest_quote_reaches_kafka_and_its_read_model() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let _projector = spawn_projector(&env);
+    let api = Client { url: commands };
+    let (owner, _) = sign_up(&api, "Kauri Works").await;
+    let customer = api
+        .call(
+            "POST",
+            "/v1/customers",
+            Some(&owner),
+            json!({"legalName": "Large Orders Limited", "currency": "NZD"}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let name = "\u{1D11E}".repeat(200);
+    let card = api
+        .call(
+            "POST",
+            "/v1/rate-cards",
+            Some(&owner),
+            json!({"name": name}),
+        )
+        .await["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entry = uuid::Uuid::now_v7().to_string();
+    api.call(
+        "PUT",
+        &format!("/v1/rate-cards/{card}/entries/{entry}"),
+        Some(&owner),
+        json!({"name": "\u{1D11E}".repeat(100), "unit": "hours", "rates": [
+            {"currency": "NZD", "amount": "180.00", "effectiveFrom": "2026-01-01"}]}),
+    )
+    .await;
+    let text = "\u{1}".repeat(5000);
+    let lines: Vec<Value> = (0..500)
+        .map(|_| {
+            json!({"description": name, "quantity": "999999999.9999", "rateEntryId": entry, "discount": {"type": "percent", "value": "12.3456"},
+                   "taxRate": "15.1234"})
+        })
+        .collect();
+    let quote = api
+        .call(
+            "POST",
+            "/v1/quotes",
+            Some(&owner),
+            json!({"customerId": customer, "title": name, "description": text, "terms": text,
+                   "notes": text, "rateCardId": card, "lines": lines}),
+        )
+        .await;
+    let id = quote["id"].as_str().unwrap().to_owned();
+
+    let messages = pivotal_test_support::read_topic_until(
+        &env.settings.kafka.brokers,
+        &env.topic("quote"),
+        Duration::from_secs(60),
+        |messages| messages.iter().any(|m| m.key() == Some(id.as_bytes())),
+    );
+    let record = messages
+        .iter()
+        .find(|m| m.key() == Some(id.as_bytes()))
+        .expect("the quote's event is on its topic");
+    let size = record.payload().map_or(0, <[u8]>::len);
+    assert!(size > 950_000, "{size} bytes");
+    let event = json_of(record);
+    assert_eq!(event["type"], "quote.created");
+    assert_eq!(
+        event["data"]["content"]["lines"].as_array().map(Vec::len),
+        Some(500)
+    );
+
+    let projected = eventually(Duration::from_secs(60), || async {
+        sqlx::query_as::<_, (i64,)>("SELECT version FROM rm_quotes WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(&id).unwrap())
+            .fetch_optional(&env.pool)
+            .await
+            .unwrap()
+    })
+    .await;
+    assert_eq!(projected, Some((1,)));
+}
