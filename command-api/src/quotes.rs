@@ -17,7 +17,8 @@ use pivotal_domain::organization::{Organization, OrganizationState};
 use pivotal_domain::permissions::Permission;
 use pivotal_domain::pricing::{Discount, TaxMode};
 use pivotal_domain::quote::{
-    Quote, QuoteCommand, QuoteContent, QuoteError, QuoteLine, QuoteState, RateSource,
+    MAX_TEXT_CHARS, Quote, QuoteCommand, QuoteContent, QuoteError, QuoteLine, QuoteState,
+    RateSource,
 };
 use pivotal_domain::rate_card::{
     Rate, RateCard, RateCardCommand, RateCardError, RateCardState, RateEntry, Unit,
@@ -483,9 +484,14 @@ async fn content(
     let card = quote_rate_card(state, actor, body.rate_card_id, customer.id, &org).await?;
     let mut v = Validator::new();
     let title = v.check(Name::parse("/title", &body.title));
-    let description = text(&mut v, "/description", body.description.as_deref(), 5000);
-    let terms = text(&mut v, "/terms", body.terms.as_deref(), 5000);
-    let notes = text(&mut v, "/notes", body.notes.as_deref(), 5000);
+    let description = text(
+        &mut v,
+        "/description",
+        body.description.as_deref(),
+        MAX_TEXT_CHARS,
+    );
+    let terms = text(&mut v, "/terms", body.terms.as_deref(), MAX_TEXT_CHARS);
+    let notes = text(&mut v, "/notes", body.notes.as_deref(), MAX_TEXT_CHARS);
     let currency = match &body.currency {
         Some(raw) => v.check(Currency::parse("/currency", raw)),
         None => Some(customer.billing.currency),

@@ -13,8 +13,8 @@ use uuid::Uuid;
 /// Kafka record. The producer's `message.max.bytes` and the event topics'
 /// `max.message.bytes` are set from it (with room for the record's headers),
 /// and the domain's bounds keep every event below it: the largest quote a
-/// client can send (500 lines, every field at its bound) makes an event of
-/// about 0.99 MB, within 1% of Kafka's default limit of 1 MB.
+/// client can send (500 lines, every field at its bound) makes a record of
+/// about 0.97 MB, within 3% of Kafka's default limit of 1 MB (ADR 0029).
 pub const MAX_EVENT_BYTES: usize = 2 * 1024 * 1024;
 
 /// `IEventMetadata`: where a change came from.

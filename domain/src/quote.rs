@@ -22,6 +22,8 @@ use crate::values::{Currency, FieldError, Name};
 
 pub const AGGREGATE_TYPE: &str = "quote";
 pub const SCHEMA_VERSION: u32 = 1;
+/// Most characters of a quote's description, terms and notes.
+pub const MAX_TEXT_CHARS: usize = 5000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -683,7 +685,7 @@ mod tests {
         // most bytes: four in UTF-8 for names, six escaped in JSON for the
         // free texts (which may hold control characters).
         let name = Name::parse("", &"\u{1D11E}".repeat(Name::MAX_CHARS)).unwrap();
-        let text = Some("\u{1}".repeat(5000));
+        let text = Some("\u{1}".repeat(MAX_TEXT_CHARS));
         let mut content = content("999999999.99");
         content.title = name.clone();
         content.description = text.clone();

@@ -4,6 +4,10 @@
 
 use std::time::Duration;
 
+use pivotal_domain::pricing::MAX_LINES;
+use pivotal_domain::quote::MAX_TEXT_CHARS;
+use pivotal_domain::rate_card::MAX_ENTRY_NAME_CHARS;
+use pivotal_domain::values::Name;
 use pivotal_test_support::{TestEnv, eventually, http, json_of, read_topic};
 use rdkafka::Message;
 use serde_json::{Value, json};
@@ -31,6 +35,14 @@ impl Client {
         let body: Value = response.json().await.unwrap_or(Value::Null);
         assert!(status.is_success(), "{method} {path}: {status} {body}");
         body
+    }
+
+    /// POSTs `body` to `path` and returns the new resource's id.
+    async fn create(&self, path: &str, token: &str, body: Value) -> String {
+        self.call("POST", path, Some(token), body).await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned()
     }
 }
 
@@ -83,16 +95,12 @@ async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql()
     let (stranger, _) = sign_up(&api, "Elsewhere Ltd").await;
 
     let customer = api
-        .call(
-            "POST",
+        .create(
             "/v1/customers",
-            Some(&owner),
+            &owner,
             json!({"legalName": "Harbour Bridge Engineering", "currency": "NZD"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .await;
     let quote = api
         .call(
             "POST",
@@ -250,39 +258,27 @@ async fn the_largest_quote_reaches_kafka_and_its_read_model() {
     let api = Client { url: commands };
     let (owner, _) = sign_up(&api, "Kauri Works").await;
     let customer = api
-        .call(
-            "POST",
+        .create(
             "/v1/customers",
-            Some(&owner),
+            &owner,
             json!({"legalName": "Large Orders Limited", "currency": "NZD"}),
         )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let name = "\u{1D11E}".repeat(200);
+        .await;
+    let name = "\u{1D11E}".repeat(Name::MAX_CHARS);
     let card = api
-        .call(
-            "POST",
-            "/v1/rate-cards",
-            Some(&owner),
-            json!({"name": name}),
-        )
-        .await["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+        .create("/v1/rate-cards", &owner, json!({"name": name}))
+        .await;
     let entry = uuid::Uuid::now_v7().to_string();
     api.call(
         "PUT",
         &format!("/v1/rate-cards/{card}/entries/{entry}"),
         Some(&owner),
-        json!({"name": "\u{1D11E}".repeat(100), "unit": "hours", "rates": [
+        json!({"name": "\u{1D11E}".repeat(MAX_ENTRY_NAME_CHARS), "unit": "hours", "rates": [
             {"currency": "NZD", "amount": "180.00", "effectiveFrom": "2026-01-01"}]}),
     )
     .await;
-    let text = "\u{1}".repeat(5000);
-    let lines: Vec<Value> = (0..500)
+    let text = "\u{1}".repeat(MAX_TEXT_CHARS);
+    let lines: Vec<Value> = (0..MAX_LINES)
         .map(|_| {
             json!({"description": name, "quantity": "999999999.9999", "rateEntryId": entry, "discount": {"type": "percent", "value": "12.3456"},
                    "taxRate": "15.1234"})
@@ -315,7 +311,7 @@ async fn the_largest_quote_reaches_kafka_and_its_read_model() {
     assert_eq!(event["type"], "quote.created");
     assert_eq!(
         event["data"]["content"]["lines"].as_array().map(Vec::len),
-        Some(500)
+        Some(MAX_LINES)
     );
 
     let projected = eventually(Duration::from_secs(60), || async {
