@@ -74,6 +74,8 @@ pub enum ApiError {
     Conflict { code: &'static str, message: String },
     #[error("the request body is larger than the limit")]
     TooLarge,
+    #[error(transparent)]
+    EventTooLarge(pivotal_event_store::commands::TooLarge),
     #[error("requests must be sent as application/json")]
     UnsupportedMediaType,
     #[error("invalid {header} header: {detail}")]
@@ -132,6 +134,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
+            ),
+            Self::EventTooLarge(_) => (
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "event_too_large",
+                "Change too large",
             ),
             Self::UnsupportedMediaType => (
                 StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -281,6 +288,7 @@ where
             }
             ExecuteError::Store(cause) => Self::Internal(cause),
             ExecuteError::Unavailable(cause) => Self::Unavailable(cause),
+            ExecuteError::TooLarge(too_large) => Self::EventTooLarge(too_large),
         }
     }
 }

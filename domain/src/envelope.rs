@@ -129,6 +129,39 @@ impl CommandContext {
     }
 }
 
+impl CommandContext {
+    /// The most bytes the published envelope of an event decided in this
+    /// context can take (the value of its Kafka record, see
+    /// [`MAX_EVENT_BYTES`]): the envelope's fields as the relay fills them
+    /// from the stored metadata, plus the whole stored payload
+    /// (`payload_bytes`), of which the envelope's `data` is a part.
+    pub fn envelope_bytes(
+        &self,
+        aggregate_type: &str,
+        aggregate_id: &str,
+        event_type: &str,
+        version: u64,
+        payload_bytes: usize,
+    ) -> usize {
+        let envelope = EventEnvelope {
+            id: Uuid::max(),
+            event_type: event_type.to_owned(),
+            aggregate_id: aggregate_id.to_owned(),
+            aggregate_type: aggregate_type.to_owned(),
+            organization_id: self.actor.organization_id,
+            user_id: Some(self.actor.user_id),
+            // Stored (and published) to the microsecond: never longer.
+            timestamp: self.timestamp,
+            version,
+            metadata: self.metadata.clone(),
+            data: (),
+        };
+        serde_json::to_vec(&envelope)
+            .map_or(usize::MAX, |json| json.len())
+            .saturating_add(payload_bytes)
+    }
+}
+
 /// The envelope fields recovered from a stored metadata map.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMetadata {
@@ -171,6 +204,56 @@ impl StoredMetadata {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn envelope_bytes_bound_the_published_envelope() {
+        let context = CommandContext {
+            actor: Actor {
+                organization_id: Uuid::now_v7(),
+                user_id: Uuid::now_v7(),
+            },
+            // Nanoseconds, which the store keeps to the microsecond.
+            timestamp: DateTime::from_timestamp(1_790_000_000, 123_456_789).unwrap(),
+            metadata: EventMetadata {
+                correlation_id: "c-\u{1D11E}\"".into(),
+                causation_id: Some("r-1".into()),
+                source: "command-api".into(),
+                user_agent: Some("agent/1.0 (\\)".into()),
+                ip_address: Some("2001:db8::1".into()),
+            },
+            idempotency_key: Some("k-1".into()),
+        };
+        let payload = serde_json::json!({
+            "type": "renamed",
+            "data": {"name": "\u{1D11E}\"\n".repeat(100), "at": [1, 2.5, -3]}
+        });
+        let payload_json = serde_json::to_string(&payload).unwrap();
+        // As the relay builds it: from the stored metadata and the payload's `data`.
+        let stored = StoredMetadata::from_store(&context.to_store_metadata()).unwrap();
+        let published = EventEnvelope {
+            id: Uuid::now_v7(),
+            event_type: "customer.renamed".into(),
+            aggregate_id: "a-1".into(),
+            aggregate_type: "customer".into(),
+            organization_id: stored.organization_id,
+            user_id: stored.user_id,
+            timestamp: stored.timestamp,
+            version: 12,
+            metadata: stored.metadata,
+            data: payload["data"].clone(),
+        };
+        let published = serde_json::to_vec(&published).unwrap().len();
+        let bound = context.envelope_bytes(
+            "customer",
+            "a-1",
+            "customer.renamed",
+            12,
+            payload_json.len(),
+        );
+        assert!(bound >= published, "{bound} < {published}");
+        // Not by much: the payload's own wrapping and the dropped nanoseconds.
+        assert!(bound - published < 64, "{bound} - {published}");
+    }
 
     #[test]
     fn store_metadata_round_trips() {

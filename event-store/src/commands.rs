@@ -10,7 +10,7 @@
 
 use cqrs_es::persist::{EventStoreAggregateContext, PersistedEventStore};
 use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
-use pivotal_domain::envelope::CommandContext;
+use pivotal_domain::envelope::{CommandContext, MAX_EVENT_BYTES};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -67,6 +67,24 @@ pub enum ExecuteError<E: std::error::Error> {
     /// connections): worth retrying shortly.
     #[error("event store unavailable: {0}")]
     Unavailable(String),
+    /// An event would be larger than Kafka takes; nothing was appended.
+    #[error(transparent)]
+    TooLarge(TooLarge),
+}
+
+/// An event whose published envelope would exceed
+/// [`MAX_EVENT_BYTES`](pivotal_domain::envelope::MAX_EVENT_BYTES): it is
+/// refused before it is appended, since a committed event that Kafka
+/// cannot take would stop the whole log behind it (ADR 0030).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the change makes a {event_type} event of {bytes} bytes; events are limited to {limit} bytes"
+)]
+pub struct TooLarge {
+    pub event_type: String,
+    /// The envelope's length, at most.
+    pub bytes: usize,
+    pub limit: usize,
 }
 
 /// Whether `error`, or any error it wraps, is a PostgreSQL connection
@@ -355,6 +373,9 @@ where
                     );
                 }
                 Err(AppendError::Store(error)) => return Err(from_sqlx(error)),
+                Err(AppendError::TooLarge(too_large)) => {
+                    return Err(ExecuteError::TooLarge(too_large));
+                }
             }
         }
     }
@@ -391,6 +412,8 @@ pub enum AppendError {
     Conflict,
     #[error("event store failure: {0}")]
     Store(#[from] sqlx::Error),
+    #[error(transparent)]
+    TooLarge(TooLarge),
 }
 
 impl<A> AggregateStore<A>
@@ -456,7 +479,8 @@ where
 
 /// Appends the events one command decided on top of `version`, in a
 /// single statement, and reports each with the global position and event
-/// id it was given.
+/// id it was given. An event whose published envelope would be larger than
+/// [`MAX_EVENT_BYTES`] is refused before anything is written.
 ///
 /// The rows are postgres-es's (same columns, payload and metadata as its
 /// `PostgresEventRepository` writes), so the aggregate loads them like any
@@ -481,10 +505,21 @@ async fn insert_events<'c, A: Aggregate>(
     let mut payloads = Vec::with_capacity(events.len());
     for (offset, event) in events.iter().enumerate() {
         let sequence = version.saturating_add(offset as u64 + 1);
+        let event_type = event.event_type();
+        let payload = serde_json::to_string(event).map_err(encode)?;
+        let bytes =
+            context.envelope_bytes(A::TYPE, aggregate_id, &event_type, sequence, payload.len());
+        if bytes > MAX_EVENT_BYTES {
+            return Err(AppendError::TooLarge(TooLarge {
+                event_type,
+                bytes,
+                limit: MAX_EVENT_BYTES,
+            }));
+        }
         sequences.push(i64::try_from(sequence).unwrap_or(i64::MAX));
-        types.push(event.event_type());
+        types.push(event_type);
         versions.push(event.event_version());
-        payloads.push(serde_json::to_string(event).map_err(encode)?);
+        payloads.push(payload);
     }
     let rows: Result<Vec<(Uuid, String, i64, i64)>, sqlx::Error> = sqlx::query_as(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,

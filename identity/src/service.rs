@@ -106,6 +106,7 @@ impl From<AppendError> for IdentityError {
         match e {
             AppendError::Conflict => Self::Conflict,
             AppendError::Store(e) => e.into(),
+            AppendError::TooLarge(e) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -116,6 +117,7 @@ impl From<ExecuteError<UserError>> for IdentityError {
             ExecuteError::Domain(e) => Self::User(e),
             ExecuteError::VersionConflict { .. } => Self::Conflict,
             ExecuteError::Store(e) | ExecuteError::Unavailable(e) => Self::Unavailable(e),
+            ExecuteError::TooLarge(e) => Self::Internal(e.to_string()),
         }
     }
 }
@@ -126,6 +128,7 @@ impl From<ExecuteError<OrganizationError>> for IdentityError {
             ExecuteError::Domain(e) => Self::Organization(e),
             ExecuteError::VersionConflict { .. } => Self::Conflict,
             ExecuteError::Store(e) | ExecuteError::Unavailable(e) => Self::Unavailable(e),
+            ExecuteError::TooLarge(e) => Self::Internal(e.to_string()),
         }
     }
 }

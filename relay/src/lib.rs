@@ -27,6 +27,15 @@
 //!   up for good when it cannot keep a partition's sequence) is replaced by
 //!   a new one once everything in flight is settled, and publishing resumes
 //!   from the checkpoint (ADR 0028).
+//! - A record refused for good (too large for the producer or the topic,
+//!   malformed, not permitted) is never skipped: the log waits behind it,
+//!   as it must to stay in order. The relay says so once at error level,
+//!   names the event in [`RelayStatus::blocked`] and `relay_blocked`, retries
+//!   at the longest back-off, and carries on once an operator has raised the
+//!   limit (ADR 0030).
+//! - Its lag (`relay_lag_events`, `relay_lag_seconds`) is measured every
+//!   two seconds also while publishing fails, so that it grows for alerts
+//!   while the broker is down or the log is blocked.
 //!
 //! # Layout
 //!
@@ -62,6 +71,8 @@ pub enum RelayError {
     Envelope(String, String),
     #[error("delivery failed: {0}")]
     Delivery(String),
+    #[error("{0}")]
+    Refused(Box<publish::Refusal>),
 }
 
 /// What the relay reports about itself.
@@ -75,6 +86,20 @@ pub struct RelayStatus {
     /// Producers made: one at the start and one for each replaced after a
     /// fatal error.
     pub producers: u64,
+    /// Events committed after the checkpoint, as last measured.
+    pub lag_events: i64,
+    /// The event the log waits behind while Kafka refuses it for good.
+    pub blocked: Option<Blocked>,
+}
+
+/// An event Kafka refuses for good, which everything after it waits behind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Blocked {
+    pub event_id: uuid::Uuid,
+    pub position: i64,
+    /// The record's value length in bytes.
+    pub bytes: usize,
+    pub reason: String,
 }
 
 /// Makes the relay's Kafka producer, at the start and again whenever the
@@ -118,6 +143,7 @@ pub async fn run_with_producers(
 ) -> Result<(), RelayError> {
     let producer = make_producer(&settings.kafka)?;
     status.send_modify(|s| s.producers = 1);
+    metrics::gauge!("relay_blocked").set(0.0);
     let mut relay = Relay {
         settings,
         pool,
@@ -125,6 +151,7 @@ pub async fn run_with_producers(
         make_producer,
         ensured: HashSet::new(),
         status,
+        last_lag_report: Instant::now(),
     };
     tokio::select! {
         () = shutdown => {
@@ -150,6 +177,7 @@ struct Relay {
     make_producer: Box<MakeProducer>,
     ensured: HashSet<String>,
     status: watch::Sender<RelayStatus>,
+    last_lag_report: Instant,
 }
 
 impl Relay {
@@ -211,7 +239,6 @@ impl Relay {
         let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
         // The last event handed to the producer.
         let mut cursor = checkpoint;
-        let mut last_report = Instant::now();
         let mut failures = 0u32;
         loop {
             if in_flight.len() < depth && in_flight.back().is_none_or(|b| !b.pending.is_refused()) {
@@ -223,11 +250,12 @@ impl Relay {
                     match publish::enqueue(&self.producer, prefix, &batch) {
                         // The producer's queue has no room: wait below for
                         // the oldest batch in flight (or a moment).
-                        Ok(pending) if pending.is_full() && pending.handed() == 0 => {}
+                        Ok(pending) if pending.is_cut() && pending.handed() == 0 => {}
                         Ok(pending) => {
                             // The batch ends at the last record handed over
-                            // (all of them unless the queue filled up); the
-                            // rest are read again after it.
+                            // (all of them unless the queue filled up or the
+                            // producer refused the next); the rest are read
+                            // again after it.
                             let handed = pending.handed();
                             let last = handed
                                 .checked_sub(1)
@@ -247,7 +275,7 @@ impl Relay {
                             continue;
                         }
                         Err(error) => {
-                            self.retry_later(&mut in_flight, &mut failures, error)
+                            self.retry_later(&mut in_flight, &mut failures, error, checkpoint)
                                 .await?;
                             cursor = checkpoint;
                             continue;
@@ -256,10 +284,7 @@ impl Relay {
                 }
             }
             let Some(batch) = in_flight.pop_front() else {
-                if last_report.elapsed() > LAG_REPORT {
-                    self.report_lag(checkpoint).await;
-                    last_report = Instant::now();
-                }
+                self.report_lag_when_due(checkpoint).await;
                 // Keep the session (and its lock) demonstrably alive while idle.
                 sqlx::query("SELECT 1").execute(&mut *conn).await?;
                 tokio::time::sleep(Duration::from_millis(self.settings.relay.poll_interval_ms))
@@ -267,7 +292,7 @@ impl Relay {
                 continue;
             };
             if let Err(error) = batch.pending.acknowledged().await {
-                self.retry_later(&mut in_flight, &mut failures, error)
+                self.retry_later(&mut in_flight, &mut failures, error, checkpoint)
                     .await?;
                 cursor = checkpoint;
                 continue;
@@ -275,31 +300,35 @@ impl Relay {
             failures = 0;
             log::save_checkpoint(&mut *conn, &name, batch.last, batch.count as i64).await?;
             checkpoint = batch.last;
+            let mut unblocked = None;
             self.status.send_modify(|s| {
                 s.checkpoint = batch.last;
                 s.published += batch.count as u64;
+                unblocked = s.blocked.take();
             });
+            if let Some(blocked) = unblocked {
+                tracing::info!(event.id = %blocked.event_id, position = blocked.position, "the refused event is published; the log moves again");
+                metrics::gauge!("relay_blocked").set(0.0);
+            }
             metrics::counter!("relay_published_total").increment(batch.count as u64);
             tracing::debug!(
                 count = batch.count,
                 position = batch.last.position,
                 "batch published"
             );
-            if last_report.elapsed() > LAG_REPORT {
-                self.report_lag(checkpoint).await;
-                last_report = Instant::now();
-            }
+            self.report_lag_when_due(checkpoint).await;
         }
     }
 
     /// After a batch failed: waits until every later batch in flight is
     /// settled (acknowledged or failed), replaces the producer if it has a
-    /// fatal error, then backs off.
+    /// fatal error, measures the lag when due, then backs off.
     async fn retry_later(
         &mut self,
         in_flight: &mut VecDeque<InFlight>,
         failures: &mut u32,
         error: RelayError,
+        checkpoint: Checkpoint,
     ) -> Result<(), RelayError> {
         for batch in in_flight.drain(..) {
             // Its outcome does not matter: it is sent again after the
@@ -307,11 +336,53 @@ impl Relay {
             let _ = batch.pending.acknowledged().await;
         }
         *failures += 1;
-        let wait = self.backoff(*failures);
-        tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry from the checkpoint");
+        let wait = match &error {
+            RelayError::Refused(refusal) if refusal.is_permanent() => {
+                self.block(refusal);
+                Duration::from_millis(self.settings.relay.max_backoff_ms)
+            }
+            _ => {
+                let wait = self.backoff(*failures);
+                tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "publishing failed, will retry from the checkpoint");
+                wait
+            }
+        };
         self.replace_producer_if_fatal()?;
+        self.report_lag_when_due(checkpoint).await;
         tokio::time::sleep(wait).await;
         Ok(())
+    }
+
+    /// Records that the log waits behind a record Kafka refuses for good:
+    /// logged at error level when first met (not on every retry), and shown
+    /// in the status and `relay_blocked`.
+    fn block(&self, refusal: &publish::Refusal) {
+        let blocked = Blocked {
+            event_id: refusal.event_id,
+            position: refusal.position,
+            bytes: refusal.bytes,
+            reason: refusal.error.to_string(),
+        };
+        let new = self.status.send_if_modified(|s| {
+            let new = s.blocked.as_ref() != Some(&blocked);
+            if new {
+                s.blocked = Some(blocked);
+            }
+            new
+        });
+        if new {
+            tracing::error!(
+                event.id = %refusal.event_id,
+                position = refusal.position,
+                bytes = refusal.bytes,
+                error = %refusal.error,
+                "Kafka refuses this event for good; every later event waits behind it. \
+                 Raise the limit it exceeds (the topic's max.message.bytes, the \
+                 producer's message.max.bytes) or grant the permission; the relay \
+                 keeps retrying"
+            );
+        }
+        metrics::gauge!("relay_blocked").set(1.0);
     }
 
     /// A producer with a fatal error refuses every record from then on, so
@@ -349,9 +420,22 @@ impl Relay {
         Ok(())
     }
 
+    /// Measures the lag if the last measurement is older than [`LAG_REPORT`].
+    async fn report_lag_when_due(&mut self, checkpoint: Checkpoint) {
+        if self.last_lag_report.elapsed() > LAG_REPORT {
+            self.report_lag(checkpoint).await;
+            self.last_lag_report = Instant::now();
+        }
+    }
+
     async fn report_lag(&self, checkpoint: Checkpoint) {
         match log::lag(&self.pool, checkpoint).await {
             Ok((events, seconds)) => {
+                self.status.send_if_modified(|s| {
+                    let changed = s.lag_events != events;
+                    s.lag_events = events;
+                    changed
+                });
                 metrics::gauge!("relay_lag_events").set(events as f64);
                 metrics::gauge!("relay_lag_seconds").set(seconds.unwrap_or(0.0));
                 tracing::debug!(

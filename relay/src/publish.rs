@@ -11,8 +11,71 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::RelayError;
 
+/// A record the producer or the broker refused, and why.
+#[derive(Debug)]
+pub struct Refusal {
+    pub event_id: uuid::Uuid,
+    /// The event's position in the global log.
+    pub position: i64,
+    /// The length of the record's value (the envelope's JSON).
+    pub bytes: usize,
+    pub error: KafkaError,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "event {} at position {} ({} bytes) was refused: {}",
+            self.event_id, self.position, self.bytes, self.error
+        )
+    }
+}
+
+impl Refusal {
+    /// Whether the record will be refused again however often it is sent,
+    /// until an operator changes a limit or a permission: it is too large
+    /// for the producer or the topic, malformed, or the relay may not write
+    /// to the topic. Everything after it in the log waits behind it.
+    pub fn is_permanent(&self) -> bool {
+        use RDKafkaErrorCode as C;
+        matches!(
+            self.error.rdkafka_error_code(),
+            Some(
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::MessageBatchTooLarge
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+            )
+        )
+    }
+}
+
+/// What the relay keeps of a record handed to the producer, to name it
+/// should it be refused.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    event_id: uuid::Uuid,
+    position: i64,
+    bytes: usize,
+}
+
+impl Sent {
+    fn refused(self, error: KafkaError) -> RelayError {
+        RelayError::Refused(Box::new(Refusal {
+            event_id: self.event_id,
+            position: self.position,
+            bytes: self.bytes,
+            error,
+        }))
+    }
+}
+
 /// Produces every event of `batch` and waits until the broker acknowledged
-/// all; an error when the producer's queue could not take them all.
+/// all; an error when the producer did not take them all.
 pub async fn publish_batch(
     producer: &FutureProducer,
     prefix: &str,
@@ -23,7 +86,7 @@ pub async fn publish_batch(
     pending.acknowledged().await?;
     if handed < batch.len() {
         return Err(RelayError::Delivery(format!(
-            "the producer's queue took {handed} of {} records",
+            "the producer took {handed} of {} records",
             batch.len()
         )));
     }
@@ -34,14 +97,18 @@ pub async fn publish_batch(
 #[must_use = "the batch is published only once every record is acknowledged"]
 pub struct Pending {
     deliveries: Vec<DeliveryFuture>,
+    /// The records of `deliveries`, in the same order.
+    sent: Vec<Sent>,
     /// Publish spans last until the broker acknowledged their record.
     spans: Vec<tracing::Span>,
     /// Why the producer refused a record: the records after it were not
     /// handed over.
-    refused: Option<KafkaError>,
-    /// The producer's queue was full: the records from there on were not
-    /// handed over, and wait for the next batch.
-    full: bool,
+    refused: Option<RelayError>,
+    /// The batch ends before its last record: the producer's queue was
+    /// full, or the producer refused the record after those handed over
+    /// (which then comes first in the next batch, and fails there alone).
+    /// The records from there on wait for the next batch.
+    cut: bool,
 }
 
 impl std::fmt::Debug for Pending {
@@ -49,7 +116,7 @@ impl std::fmt::Debug for Pending {
         f.debug_struct("Pending")
             .field("records", &self.deliveries.len())
             .field("refused", &self.refused)
-            .field("full", &self.full)
+            .field("cut", &self.cut)
             .finish()
     }
 }
@@ -57,14 +124,16 @@ impl std::fmt::Debug for Pending {
 impl Pending {
     /// Waits until the broker acknowledged every record handed over (at
     /// most 60 s each): an error when any was refused (other than for a
-    /// full queue), dropped or not acknowledged.
+    /// full queue), dropped or not acknowledged; for a refusal, the first
+    /// record refused, as a [`RelayError::Refused`].
     /// Every record is waited for even when one fails, so that nothing of
     /// the batch is still on its way once this returns.
     pub async fn acknowledged(self) -> Result<(), RelayError> {
-        let acknowledgements = join_all(self.deliveries.into_iter().map(|d| async move {
+        let records = self.deliveries.into_iter().zip(self.sent);
+        let acknowledgements = join_all(records.map(|(d, sent)| async move {
             match tokio::time::timeout(Duration::from_secs(60), d).await {
                 Ok(Ok(Ok(_))) => Ok(()),
-                Ok(Ok(Err((error, _)))) => Err(RelayError::Kafka(error)),
+                Ok(Ok(Err((error, _)))) => Err(sent.refused(error)),
                 Ok(Err(_)) => Err(RelayError::Delivery(
                     "the producer dropped the message".into(),
                 )),
@@ -76,7 +145,7 @@ impl Pending {
         .await;
         drop(self.spans);
         if let Some(error) = self.refused {
-            return Err(RelayError::Kafka(error));
+            return Err(error);
         }
         acknowledgements.into_iter().collect()
     }
@@ -85,12 +154,12 @@ impl Pending {
     /// acknowledged) or had no room for all of it: nothing may be sent
     /// after it until it is acknowledged.
     pub fn is_refused(&self) -> bool {
-        self.refused.is_some() || self.full
+        self.refused.is_some() || self.cut
     }
 
-    /// Whether the producer's queue was full before the batch's end.
-    pub fn is_full(&self) -> bool {
-        self.full
+    /// Whether the batch ends before its last record (see [`Pending::handed`]).
+    pub fn is_cut(&self) -> bool {
+        self.cut
     }
 
     /// How many of the batch's records, from its first, the producer took.
@@ -103,14 +172,16 @@ impl Pending {
 /// waiting for the broker. With the idempotent producer, records of one key
 /// (one partition) are written in the order they were handed over, also
 /// across batches and when retried. When the producer's queue is full
-/// (`queue.buffering.max.messages`), hands over the records before it only:
-/// [`Pending::handed`] says how many.
+/// (`queue.buffering.max.messages`), or the producer refuses a record after
+/// the first, hands over the records before it only: [`Pending::handed`]
+/// says how many. A refused first record makes the whole batch fail.
 pub fn enqueue(
     producer: &FutureProducer,
     prefix: &str,
     batch: &[LoggedEvent],
 ) -> Result<Pending, RelayError> {
     let mut deliveries = Vec::with_capacity(batch.len());
+    let mut sent = Vec::with_capacity(batch.len());
     let mut spans = Vec::new();
     for event in batch {
         let envelope = event
@@ -162,34 +233,54 @@ pub fn enqueue(
             .key(&event.aggregate_id)
             .payload(&value)
             .headers(record_headers);
+        let record_sent = Sent {
+            event_id: event.event_id,
+            position: event.position,
+            bytes: value.len(),
+        };
         match producer.send_result(record) {
             Ok(delivery) => {
                 deliveries.push(delivery);
+                sent.push(record_sent);
                 spans.extend(span);
             }
             Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
                 return Ok(Pending {
                     deliveries,
+                    sent,
                     spans,
                     refused: None,
-                    full: true,
+                    cut: true,
+                });
+            }
+            // The records before it are published on their own, so that
+            // the checkpoint reaches the refused record.
+            Err(_) if !deliveries.is_empty() => {
+                return Ok(Pending {
+                    deliveries,
+                    sent,
+                    spans,
+                    refused: None,
+                    cut: true,
                 });
             }
             Err((error, _)) => {
                 return Ok(Pending {
                     deliveries,
+                    sent,
                     spans,
-                    refused: Some(error),
-                    full: false,
+                    refused: Some(record_sent.refused(error)),
+                    cut: false,
                 });
             }
         }
     }
     Ok(Pending {
         deliveries,
+        sent,
         spans,
         refused: None,
-        full: false,
+        cut: false,
     })
 }
 

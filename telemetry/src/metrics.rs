@@ -9,7 +9,8 @@
 //!   API) and `outcome` (`accepted`, `invalid`, `denied`, `not_found`,
 //!   `conflict`, `rate_limited`, `unavailable`, `failed`);
 //! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`,
-//!   `relay_producers_replaced_total` (after a fatal producer error);
+//!   `relay_producers_replaced_total` (after a fatal producer error),
+//!   `relay_blocked` (1 while Kafka refuses an event for good);
 //! - `projection_lag_events`, `projection_lag_seconds` by `projection`;
 //!   `projector_applied_total`, `projector_batch_seconds`;
 //! - `consumer_lag_messages` by `topic` and `partition`, from each

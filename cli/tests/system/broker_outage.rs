@@ -15,8 +15,9 @@ use crate::harness::{
     free_port, relay_caught_up, spawn_relay, start_broker, store_events, verify_topic,
 };
 
-pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
-    let context = CommandContext {
+/// The context of the commands these tests append.
+pub fn context(actor: Actor) -> CommandContext {
+    CommandContext {
         actor,
         timestamp: chrono::Utc::now(),
         metadata: EventMetadata {
@@ -27,37 +28,48 @@ pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize
             ip_address: None,
         },
         idempotency_key: None,
+    }
+}
+
+/// Creates a customer named `name` (one event) and returns its id.
+pub async fn create_customer(store: &AggregateStore<Customer>, actor: Actor, name: &str) -> Uuid {
+    let id = Uuid::now_v7();
+    let customer = pivotal_domain::customer::NewCustomer {
+        legal_name: Name::parse("", name).unwrap(),
+        display_name: Name::parse("", name).unwrap(),
+        contact: pivotal_domain::customer::Contact {
+            email: None,
+            phone: None,
+        },
+        billing: pivotal_domain::customer::Billing {
+            billing_address: None,
+            tax_number: None,
+            currency: pivotal_domain::values::Currency::parse("", "NZD").unwrap(),
+            payment_terms_days: pivotal_domain::values::PaymentTerms::parse("", 20).unwrap(),
+        },
+        tags: Tags::default(),
     };
+    store
+        .execute(
+            &id.to_string(),
+            Some(0),
+            CustomerCommand::Create {
+                actor,
+                customer_id: id,
+                customer,
+            },
+            &context(actor),
+        )
+        .await
+        .unwrap();
+    id
+}
+
+/// Appends `count` customers, each created and archived (two events).
+pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize) {
+    let context = context(actor);
     for i in 0..count {
-        let id = Uuid::now_v7();
-        let customer = pivotal_domain::customer::NewCustomer {
-            legal_name: Name::parse("", &format!("Outage {i}")).unwrap(),
-            display_name: Name::parse("", &format!("Outage {i}")).unwrap(),
-            contact: pivotal_domain::customer::Contact {
-                email: None,
-                phone: None,
-            },
-            billing: pivotal_domain::customer::Billing {
-                billing_address: None,
-                tax_number: None,
-                currency: pivotal_domain::values::Currency::parse("", "NZD").unwrap(),
-                payment_terms_days: pivotal_domain::values::PaymentTerms::parse("", 20).unwrap(),
-            },
-            tags: Tags::default(),
-        };
-        store
-            .execute(
-                &id.to_string(),
-                Some(0),
-                CustomerCommand::Create {
-                    actor,
-                    customer_id: id,
-                    customer,
-                },
-                &context,
-            )
-            .await
-            .unwrap();
+        let id = create_customer(store, actor, &format!("Outage {i}")).await;
         store
             .execute(
                 &id.to_string(),

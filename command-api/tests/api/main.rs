@@ -6,6 +6,7 @@ mod access;
 mod concurrency;
 mod customers;
 mod errors;
+mod event_size;
 mod helpers;
 mod identity;
 mod quotes;
