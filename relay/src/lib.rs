@@ -28,11 +28,11 @@
 //!   a new one once everything in flight is settled, and publishing resumes
 //!   from the checkpoint (ADR 0028).
 //! - A record refused for good (too large for the producer or the topic,
-//!   malformed, not permitted) is never skipped: the log waits behind it,
-//!   as it must to stay in order. The relay says so once at error level,
-//!   names the event in [`RelayStatus::blocked`] and `relay_blocked`, retries
-//!   at the longest back-off, and carries on once an operator has raised the
-//!   limit (ADR 0030).
+//!   invalid to the broker, not permitted) is never skipped: the log waits
+//!   behind it, as it must to stay in order. The relay says so once at
+//!   error level, names the event in [`RelayStatus::blocked`] and
+//!   `relay_blocked`, retries at the longest back-off, and carries on once
+//!   an operator has raised the limit (ADR 0030).
 //! - Its lag (`relay_lag_events`, `relay_lag_seconds`) is measured every
 //!   two seconds also while publishing fails, so that it grows for alerts
 //!   while the broker is down or the log is blocked.

@@ -35,17 +35,17 @@ impl std::fmt::Display for Refusal {
 impl Refusal {
     /// Whether the record will be refused again however often it is sent,
     /// until an operator changes a limit or a permission: it is too large
-    /// for the producer or the topic, malformed, or the relay may not write
-    /// to the topic. Everything after it in the log waits behind it.
+    /// for the producer or the topic, the broker finds it invalid (not
+    /// merely corrupted on the way, which a resend mends), or the relay may
+    /// not write to the topic. Everything after it in the log waits behind
+    /// it.
     pub fn is_permanent(&self) -> bool {
         use RDKafkaErrorCode as C;
         matches!(
             self.error.rdkafka_error_code(),
             Some(
                 C::MessageSizeTooLarge
-                    | C::InvalidMessageSize
                     | C::MessageBatchTooLarge
-                    | C::InvalidMessage
                     | C::InvalidRecord
                     | C::TopicAuthorizationFailed
                     | C::ClusterAuthorizationFailed
