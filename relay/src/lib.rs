@@ -88,18 +88,8 @@ pub struct RelayStatus {
     pub producers: u64,
     /// Events committed after the checkpoint, as last measured.
     pub lag_events: i64,
-    /// The event the log waits behind while Kafka refuses it for good.
-    pub blocked: Option<Blocked>,
-}
-
-/// An event Kafka refuses for good, which everything after it waits behind.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Blocked {
-    pub event_id: uuid::Uuid,
-    pub position: i64,
-    /// The record's value length in bytes.
-    pub bytes: usize,
-    pub reason: String,
+    /// The record the log waits behind while Kafka refuses it for good.
+    pub blocked: Option<publish::Refusal>,
 }
 
 /// Makes the relay's Kafka producer, at the start and again whenever the
@@ -307,7 +297,7 @@ impl Relay {
                 unblocked = s.blocked.take();
             });
             if let Some(blocked) = unblocked {
-                tracing::info!(event.id = %blocked.event_id, position = blocked.position, "the refused event is published; the log moves again");
+                tracing::info!(event.id = %blocked.record.event_id, position = blocked.record.position, "the refused event is published; the log moves again");
                 metrics::gauge!("relay_blocked").set(0.0);
             }
             metrics::counter!("relay_published_total").increment(batch.count as u64);
@@ -357,24 +347,18 @@ impl Relay {
     /// logged at error level when first met (not on every retry), and shown
     /// in the status and `relay_blocked`.
     fn block(&self, refusal: &publish::Refusal) {
-        let blocked = Blocked {
-            event_id: refusal.event_id,
-            position: refusal.position,
-            bytes: refusal.bytes,
-            reason: refusal.error.to_string(),
-        };
         let new = self.status.send_if_modified(|s| {
-            let new = s.blocked.as_ref() != Some(&blocked);
+            let new = s.blocked.as_ref() != Some(refusal);
             if new {
-                s.blocked = Some(blocked);
+                s.blocked = Some(refusal.clone());
             }
             new
         });
         if new {
             tracing::error!(
-                event.id = %refusal.event_id,
-                position = refusal.position,
-                bytes = refusal.bytes,
+                event.id = %refusal.record.event_id,
+                position = refusal.record.position,
+                bytes = refusal.record.bytes,
                 error = %refusal.error,
                 "Kafka refuses this event for good; every later event waits behind it. \
                  Raise the limit it exceeds (the topic's max.message.bytes, the \

@@ -11,23 +11,43 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 
 use crate::RelayError;
 
-/// A record the producer or the broker refused, and why.
-#[derive(Debug)]
-pub struct Refusal {
+/// A record handed to the producer: what names it should it be refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Record {
     pub event_id: uuid::Uuid,
     /// The event's position in the global log.
     pub position: i64,
     /// The length of the record's value (the envelope's JSON).
     pub bytes: usize,
+}
+
+impl Record {
+    fn refused(self, error: KafkaError) -> RelayError {
+        RelayError::Refused(Box::new(Refusal {
+            record: self,
+            error,
+        }))
+    }
+}
+
+/// A record the producer or the broker refused, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    pub record: Record,
     pub error: KafkaError,
 }
 
 impl std::fmt::Display for Refusal {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let Record {
+            event_id,
+            position,
+            bytes,
+        } = self.record;
         write!(
             f,
-            "event {} at position {} ({} bytes) was refused: {}",
-            self.event_id, self.position, self.bytes, self.error
+            "event {event_id} at position {position} ({bytes} bytes) was refused: {}",
+            self.error
         )
     }
 }
@@ -51,26 +71,6 @@ impl Refusal {
                     | C::ClusterAuthorizationFailed
             )
         )
-    }
-}
-
-/// What the relay keeps of a record handed to the producer, to name it
-/// should it be refused.
-#[derive(Debug, Clone, Copy)]
-struct Sent {
-    event_id: uuid::Uuid,
-    position: i64,
-    bytes: usize,
-}
-
-impl Sent {
-    fn refused(self, error: KafkaError) -> RelayError {
-        RelayError::Refused(Box::new(Refusal {
-            event_id: self.event_id,
-            position: self.position,
-            bytes: self.bytes,
-            error,
-        }))
     }
 }
 
@@ -98,7 +98,7 @@ pub async fn publish_batch(
 pub struct Pending {
     deliveries: Vec<DeliveryFuture>,
     /// The records of `deliveries`, in the same order.
-    sent: Vec<Sent>,
+    sent: Vec<Record>,
     /// Publish spans last until the broker acknowledged their record.
     spans: Vec<tracing::Span>,
     /// Why the producer refused a record: the records after it were not
@@ -233,7 +233,7 @@ pub fn enqueue(
             .key(&event.aggregate_id)
             .payload(&value)
             .headers(record_headers);
-        let record_sent = Sent {
+        let handed = Record {
             event_id: event.event_id,
             position: event.position,
             bytes: value.len(),
@@ -241,36 +241,22 @@ pub fn enqueue(
         match producer.send_result(record) {
             Ok(delivery) => {
                 deliveries.push(delivery);
-                sent.push(record_sent);
+                sent.push(handed);
                 spans.extend(span);
             }
-            Err((KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull), _)) => {
-                return Ok(Pending {
-                    deliveries,
-                    sent,
-                    spans,
-                    refused: None,
-                    cut: true,
-                });
-            }
-            // The records before it are published on their own, so that
-            // the checkpoint reaches the refused record.
-            Err(_) if !deliveries.is_empty() => {
-                return Ok(Pending {
-                    deliveries,
-                    sent,
-                    spans,
-                    refused: None,
-                    cut: true,
-                });
-            }
             Err((error, _)) => {
+                // A full queue, or a refusal after the batch's first record:
+                // the batch ends here, and the records before it are
+                // published on their own (so the checkpoint reaches a refused
+                // record). A refused first record fails the batch.
+                let full = error == KafkaError::MessageProduction(RDKafkaErrorCode::QueueFull);
+                let refused = (!full && deliveries.is_empty()).then(|| handed.refused(error));
                 return Ok(Pending {
                     deliveries,
                     sent,
                     spans,
-                    refused: Some(record_sent.refused(error)),
-                    cut: false,
+                    cut: refused.is_none(),
+                    refused,
                 });
             }
         }

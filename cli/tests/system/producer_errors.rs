@@ -175,10 +175,13 @@ async fn a_record_refused_for_good_blocks_the_log_until_the_limit_is_raised() {
     })
     .await
     .expect("the relay never reported the refused record");
-    assert_eq!(blocked.event_id, large.event_id);
-    assert_eq!(blocked.position, large.position);
-    assert!(blocked.bytes > 1500, "{blocked:?}");
-    assert!(blocked.reason.contains("too large"), "{blocked:?}");
+    assert_eq!(blocked.record.event_id, large.event_id);
+    assert_eq!(blocked.record.position, large.position);
+    assert!(blocked.record.bytes > 1500, "{blocked:?}");
+    assert!(
+        blocked.error.to_string().contains("too large"),
+        "{blocked:?}"
+    );
     assert_eq!(status.borrow().checkpoint, stored[6].checkpoint());
     assert_eq!(status.borrow().published, 7);
     // Its lag is still measured while it is blocked: the large record and
@@ -193,7 +196,7 @@ async fn a_record_refused_for_good_blocks_the_log_until_the_limit_is_raised() {
     tokio::time::sleep(Duration::from_millis(2 * env.settings.relay.max_backoff_ms)).await;
     assert_eq!(status.borrow().published, 7);
     assert_eq!(
-        status.borrow().blocked.as_ref().map(|b| b.event_id),
+        status.borrow().blocked.as_ref().map(|b| b.record.event_id),
         Some(large.event_id)
     );
     verify_topic(&env, &stored[..7], false).await;
