@@ -115,6 +115,9 @@ pub async fn apply_once(
     Ok(applied)
 }
 
+/// A projection and the aggregates (type, id) whose versions it needs.
+pub type Aggregates<'p, 'k> = (&'p dyn Projection, Vec<(&'k str, &'k str)>);
+
 /// The version bookkeeping of one projection over a batch of events, read
 /// once, kept in memory while the batch applies and written once: a few
 /// statements per batch instead of three per event. The events it admits
@@ -138,53 +141,89 @@ impl std::fmt::Debug for Versions<'_> {
 }
 
 impl<'p> Versions<'p> {
-    /// Reads and locks the versions of `aggregates` (type, id), in key order
-    /// so that two projectors locking overlapping batches wait instead of
-    /// deadlocking. An aggregate not seen before gets a row at version 0
-    /// first, so it is locked too: two projectors that briefly hold the same
-    /// partition during a rebalance then apply its first events one after
-    /// the other, and the second sees what the first applied, instead of
-    /// both starting from nothing and the later commit setting the version
-    /// (and the read model) back.
+    /// Reads and locks the versions of `aggregates` (type, id) of one
+    /// projection: [`Versions::load_all`] for one.
     pub async fn load<'k>(
         conn: &mut PgConnection,
         projection: &'p dyn Projection,
         aggregates: impl IntoIterator<Item = (&'k str, &'k str)>,
     ) -> Result<Self, ProjectionError> {
-        let keys: std::collections::BTreeSet<(&str, &str)> = aggregates.into_iter().collect();
-        let (types, ids): (Vec<&str>, Vec<&str>) = keys.into_iter().unzip();
+        let mut all =
+            Self::load_all(conn, vec![(projection, aggregates.into_iter().collect())]).await?;
+        Ok(all.pop().unwrap_or_else(|| Self::empty(projection)))
+    }
+
+    /// Reads and locks the versions of the aggregates (type, id) each
+    /// projection names, in two statements whatever the number of
+    /// projections, and returns one bookkeeping per projection in the order
+    /// given (names must differ). Rows are locked in key order so that two
+    /// projectors locking overlapping batches wait instead of deadlocking.
+    /// An aggregate not seen before gets a row at version 0 first, so it is
+    /// locked too: two projectors that briefly hold the same partition
+    /// during a rebalance then apply its first events one after the other,
+    /// and the second sees what the first applied, instead of both starting
+    /// from nothing and the later commit setting the version (and the read
+    /// model) back. Nothing is sent when no projection names an aggregate.
+    pub async fn load_all<'k>(
+        conn: &mut PgConnection,
+        wanted: Vec<Aggregates<'p, 'k>>,
+    ) -> Result<Vec<Self>, ProjectionError> {
+        let keys: std::collections::BTreeSet<(&str, &str, &str)> = wanted
+            .iter()
+            .flat_map(|(projection, keys)| {
+                keys.iter()
+                    .map(|(aggregate_type, id)| (projection.name(), *aggregate_type, *id))
+            })
+            .collect();
+        let mut all: Vec<Self> = wanted
+            .iter()
+            .map(|(projection, _)| Self::empty(*projection))
+            .collect();
+        if keys.is_empty() {
+            return Ok(all);
+        }
+        let mut names = Vec::with_capacity(keys.len());
+        let mut types = Vec::with_capacity(keys.len());
+        let mut ids = Vec::with_capacity(keys.len());
+        for (name, aggregate_type, id) in keys {
+            names.push(name);
+            types.push(aggregate_type);
+            ids.push(id);
+        }
         sqlx::query(
             "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
-             SELECT $1, k.aggregate_type, k.aggregate_id, 0
-             FROM UNNEST($2::text[], $3::text[]) WITH ORDINALITY AS k(aggregate_type, aggregate_id, n)
+             SELECT k.projection, k.aggregate_type, k.aggregate_id, 0
+             FROM UNNEST($1::text[], $2::text[], $3::text[])
+                  WITH ORDINALITY AS k(projection, aggregate_type, aggregate_id, n)
              ORDER BY k.n
              ON CONFLICT (projection, aggregate_type, aggregate_id) DO NOTHING",
         )
-        .bind(projection.name())
+        .bind(&names)
         .bind(&types)
         .bind(&ids)
         .execute(&mut *conn)
         .await?;
-        let rows: Vec<(String, String, i64)> = sqlx::query_as(
-            "SELECT v.aggregate_type, v.aggregate_id, v.version
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "SELECT v.projection, v.aggregate_type, v.aggregate_id, v.version
              FROM projection_versions v
-             JOIN UNNEST($2::text[], $3::text[]) AS k(aggregate_type, aggregate_id)
-               ON v.aggregate_type = k.aggregate_type AND v.aggregate_id = k.aggregate_id
-             WHERE v.projection = $1
-             ORDER BY v.aggregate_type, v.aggregate_id
+             JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(projection, aggregate_type, aggregate_id)
+               ON v.projection = k.projection
+              AND v.aggregate_type = k.aggregate_type
+              AND v.aggregate_id = k.aggregate_id
+             ORDER BY v.projection, v.aggregate_type, v.aggregate_id
              FOR UPDATE OF v",
         )
-        .bind(projection.name())
+        .bind(&names)
         .bind(&types)
         .bind(&ids)
         .fetch_all(&mut *conn)
         .await?;
-        Ok(Self {
-            projection,
-            current: rows.into_iter().map(|(t, i, v)| ((t, i), v)).collect(),
-            changed: HashSet::new(),
-            position: None,
-        })
+        for (name, aggregate_type, id, version) in rows {
+            if let Some(versions) = all.iter_mut().find(|v| v.projection.name() == name) {
+                versions.current.insert((aggregate_type, id), version);
+            }
+        }
+        Ok(all)
     }
 
     /// Bookkeeping that knows no version yet (a rebuild's empty copy).
@@ -233,39 +272,70 @@ impl<'p> Versions<'p> {
         Ok(Applied::Applied)
     }
 
-    /// Writes the versions that moved and the highest position applied.
+    /// Writes the versions that moved and the highest position applied:
+    /// [`Versions::store_all`] for one projection.
     pub async fn store(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
-        if !self.changed.is_empty() {
-            let mut types = Vec::with_capacity(self.changed.len());
-            let mut ids = Vec::with_capacity(self.changed.len());
-            let mut versions = Vec::with_capacity(self.changed.len());
-            for key in &self.changed {
-                versions.push(self.current[key]);
-                types.push(key.0.as_str());
-                ids.push(key.1.as_str());
+        Self::store_all(conn, vec![self]).await
+    }
+
+    /// Writes the versions that moved and the highest position applied of
+    /// several projections: one statement for the versions and one for the
+    /// positions, each sent only when there is something to write.
+    pub async fn store_all(conn: &mut PgConnection, all: Vec<Self>) -> Result<(), ProjectionError> {
+        let mut changed: Vec<(&str, &str, &str, i64)> = all
+            .iter()
+            .flat_map(|versions| {
+                versions.changed.iter().map(move |key| {
+                    (
+                        versions.projection.name(),
+                        key.0.as_str(),
+                        key.1.as_str(),
+                        versions.current[key],
+                    )
+                })
+            })
+            .collect();
+        if !changed.is_empty() {
+            // In key order, as they were locked.
+            changed.sort_unstable();
+            let mut names = Vec::with_capacity(changed.len());
+            let mut types = Vec::with_capacity(changed.len());
+            let mut ids = Vec::with_capacity(changed.len());
+            let mut versions = Vec::with_capacity(changed.len());
+            for (name, aggregate_type, id, version) in changed {
+                names.push(name);
+                types.push(aggregate_type);
+                ids.push(id);
+                versions.push(version);
             }
             sqlx::query(
                 "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
-                 SELECT $1, t, i, v FROM UNNEST($2::text[], $3::text[], $4::bigint[]) AS k(t, i, v)
+                 SELECT p, t, i, v FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(p, t, i, v)
                  ON CONFLICT (projection, aggregate_type, aggregate_id)
                    DO UPDATE SET version = EXCLUDED.version",
             )
-            .bind(self.projection.name())
+            .bind(&names)
             .bind(&types)
             .bind(&ids)
             .bind(&versions)
             .execute(&mut *conn)
             .await?;
         }
-        if let Some(position) = self.position {
+        let (names, positions): (Vec<&str>, Vec<i64>) = all
+            .iter()
+            .filter_map(|v| Some((v.projection.name(), v.position?)))
+            .unzip();
+        if !names.is_empty() {
             sqlx::query(
-                "INSERT INTO projection_positions (projection, last_position, updated_at) VALUES ($1, $2, now())
+                "INSERT INTO projection_positions (projection, last_position, updated_at)
+                 SELECT p, l, now() FROM UNNEST($1::text[], $2::bigint[]) AS k(p, l)
+                 ORDER BY p
                  ON CONFLICT (projection) DO UPDATE
                    SET last_position = greatest(projection_positions.last_position, EXCLUDED.last_position),
                        updated_at = now()",
             )
-            .bind(self.projection.name())
-            .bind(position)
+            .bind(&names)
+            .bind(&positions)
             .execute(&mut *conn)
             .await?;
         }
@@ -611,12 +681,11 @@ async fn apply_batch(
     batch: &[BorrowedMessage<'_>],
 ) -> Result<AppliedBatch, ProjectionError> {
     let mut tx = pool.begin().await?;
-    for projection in projections {
-        sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext($1))")
-            .bind(lock_key(projection.name()))
-            .execute(&mut *tx)
-            .await?;
-    }
+    let lock_keys: Vec<String> = projections.iter().map(|p| lock_key(p.name())).collect();
+    sqlx::query("SELECT pg_advisory_xact_lock_shared(hashtext(k)) FROM UNNEST($1::text[]) AS k")
+        .bind(&lock_keys)
+        .execute(&mut *tx)
+        .await?;
     let mut next_offsets: BTreeMap<(String, i32), i64> = BTreeMap::new();
     let mut events = Vec::with_capacity(batch.len());
     for message in batch {
@@ -643,15 +712,19 @@ async fn apply_batch(
             }
         }
     }
-    let mut versions = Vec::with_capacity(projections.len());
-    for projection in projections {
-        let aggregates = events
-            .iter()
-            .map(|p| &p.event)
-            .filter(|e| follows(projection.as_ref(), e))
-            .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()));
-        versions.push(Versions::load(&mut tx, projection.as_ref(), aggregates).await?);
-    }
+    let wanted: Vec<Aggregates<'_, '_>> = projections
+        .iter()
+        .map(|projection| {
+            let aggregates = events
+                .iter()
+                .map(|p| &p.event)
+                .filter(|e| follows(projection.as_ref(), e))
+                .map(|e| (e.aggregate_type.as_str(), e.aggregate_id.as_str()))
+                .collect();
+            (projection.as_ref(), aggregates)
+        })
+        .collect();
+    let mut versions = Versions::load_all(&mut tx, wanted).await?;
     let events = fill_gaps(&mut tx, &versions, events).await?;
     let mut spans = Vec::with_capacity(events.len());
     let mut admitted: Vec<Vec<&Envelope>> = vec![Vec::new(); projections.len()];
@@ -672,6 +745,9 @@ async fn apply_batch(
         spans.push(span);
     }
     for (projection, admitted) in projections.iter().zip(&admitted) {
+        if admitted.is_empty() {
+            continue;
+        }
         let span = tracing::info_span!(
             "apply",
             projection = projection.name(),
@@ -679,26 +755,34 @@ async fn apply_batch(
         );
         tracing::Instrument::instrument(projection.apply_batch(&mut tx, admitted), span).await?;
     }
-    for versions in versions {
-        versions.store(&mut tx).await?;
-    }
+    Versions::store_all(&mut tx, versions).await?;
     let mut offsets = TopicPartitionList::new();
+    let mut topics = Vec::with_capacity(next_offsets.len());
+    let mut partitions = Vec::with_capacity(next_offsets.len());
+    let mut nexts = Vec::with_capacity(next_offsets.len());
     for ((topic, partition), next) in &next_offsets {
-        for projection in projections {
-            sqlx::query(
-                "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
-                 VALUES ($1, $2, $3, $4, now())
-                 ON CONFLICT (projection, topic, partition) DO UPDATE
-                   SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
-            )
-            .bind(projection.name())
-            .bind(topic)
-            .bind(partition)
-            .bind(next)
-            .execute(&mut *tx)
-            .await?;
-        }
         offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
+        topics.push(topic.as_str());
+        partitions.push(*partition);
+        nexts.push(*next);
+    }
+    if !topics.is_empty() {
+        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+        sqlx::query(
+            "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
+             SELECT p, o.topic, o.partition, o.next, now()
+             FROM UNNEST($1::text[]) AS p
+             CROSS JOIN UNNEST($2::text[], $3::int4[], $4::int8[]) AS o(topic, partition, next)
+             ORDER BY p, o.topic, o.partition
+             ON CONFLICT (projection, topic, partition) DO UPDATE
+               SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
+        )
+        .bind(&names)
+        .bind(&topics)
+        .bind(&partitions)
+        .bind(&nexts)
+        .execute(&mut *tx)
+        .await?;
     }
     tx.commit().await?;
     drop(spans);
@@ -993,7 +1077,9 @@ async fn apply_read<'p>(
         ),
     };
     let admitted = admit_read(batch, versions, report)?;
-    projection.apply_batch(&mut *conn, &admitted).await?;
+    if !admitted.is_empty() {
+        projection.apply_batch(&mut *conn, &admitted).await?;
+    }
     if let Some(versions) = loaded {
         versions.store(conn).await?;
     }

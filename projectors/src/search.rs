@@ -315,19 +315,49 @@ impl SearchIndexer {
     /// advisory lock on a connection of the indexer's own, which closes
     /// (releasing it) if the indexer stops mid-drain.
     pub async fn drain(&self) -> Result<usize, IndexError> {
-        let mut conn = self.pool.acquire().await?.detach();
-        let result = self.drain_on(&mut conn).await;
-        let _ = sqlx::Connection::close(conn).await;
+        let mut held = None;
+        let result = self.drain_held(&mut held).await;
+        if let Some(conn) = held {
+            let _ = sqlx::Connection::close(conn).await;
+        }
         result
     }
 
-    async fn drain_on(&self, conn: &mut PgConnection) -> Result<usize, IndexError> {
+    /// [`SearchIndexer::drain`] on the connection `held` keeps from one
+    /// drain to the next (its prepared statements too; a new one is opened
+    /// when it holds none). A drain that ends well releases the index lock
+    /// and keeps the connection; one that fails closes it, which releases
+    /// the lock whatever state the session was left in.
+    async fn drain_held(&self, held: &mut Option<PgConnection>) -> Result<usize, IndexError> {
+        let conn = match held {
+            Some(conn) => conn,
+            None => held.insert(self.pool.acquire().await?.detach()),
+        };
+        let result = self.drain_on(conn).await;
+        let released = match result {
+            Ok(Some(_)) => sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+                .bind(INDEX_LOCK)
+                .execute(&mut *conn)
+                .await
+                .is_ok(),
+            Ok(None) => true,
+            Err(_) => false,
+        };
+        if !released && let Some(conn) = held.take() {
+            let _ = sqlx::Connection::close(conn).await;
+        }
+        result.map(Option::unwrap_or_default)
+    }
+
+    /// Drains while holding the index lock; `None` when another session
+    /// holds it. Leaves the lock held.
+    async fn drain_on(&self, conn: &mut PgConnection) -> Result<Option<usize>, IndexError> {
         let (locked,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
             .bind(INDEX_LOCK)
             .fetch_one(&mut *conn)
             .await?;
         if !locked {
-            return Ok(0);
+            return Ok(None);
         }
         let mut sent = 0;
         loop {
@@ -339,7 +369,7 @@ impl SearchIndexer {
             .fetch_all(&mut *conn)
             .await?;
             if pending.is_empty() {
-                return Ok(sent);
+                return Ok(Some(sent));
             }
             let mut documents = Vec::with_capacity(pending.len());
             for kind in EntityKind::ALL {
@@ -401,7 +431,7 @@ impl SearchIndexer {
                 }
             }
             if i64::try_from(pending.len()).unwrap_or(0) < DRAIN_BATCH {
-                return Ok(sent);
+                return Ok(Some(sent));
             }
         }
     }
@@ -415,9 +445,10 @@ impl SearchIndexer {
         shutdown: impl std::future::Future<Output = ()> + Send,
     ) {
         tokio::pin!(shutdown);
+        let mut held = None;
         loop {
             let started = tokio::time::Instant::now();
-            if let Err(error) = self.drain().await {
+            if let Err(error) = self.drain_held(&mut held).await {
                 tracing::warn!(%error, "search indexing failed; retrying");
             }
             // A wake meanwhile is kept (a `Notify` permit) for below.
