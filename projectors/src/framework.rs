@@ -84,6 +84,18 @@ pub trait Projection: Send + Sync {
     fn rows_per_aggregate(&self) -> bool {
         false
     }
+    /// Whether the framework keeps this projection's version of each
+    /// aggregate (the default), so that it sees each version once and in
+    /// order. A projection whose writes are idempotent and need no order
+    /// (a queue of records to index again, at the highest version seen)
+    /// says no: it is handed every event of its types in each batch,
+    /// duplicates included, and costs no `projection_versions` row. Every
+    /// aggregate type it follows must also be followed by a projection that
+    /// keeps versions: that projection's version is what read-your-writes
+    /// waits for, and it is written in the same transaction.
+    fn keeps_versions(&self) -> bool {
+        true
+    }
 }
 
 /// What happened to one event in one projection.
@@ -163,13 +175,16 @@ impl<'p> Versions<'p> {
     /// during a rebalance then apply its first events one after the other,
     /// and the second sees what the first applied, instead of both starting
     /// from nothing and the later commit setting the version (and the read
-    /// model) back. Nothing is sent when no projection names an aggregate.
+    /// model) back. Nothing is sent when no projection names an aggregate,
+    /// and nothing is read for a projection that keeps no versions
+    /// ([`Projection::keeps_versions`]).
     pub async fn load_all<'k>(
         conn: &mut PgConnection,
         wanted: Vec<Aggregates<'p, 'k>>,
     ) -> Result<Vec<Self>, ProjectionError> {
         let keys: std::collections::BTreeSet<(&str, &str, &str)> = wanted
             .iter()
+            .filter(|(projection, _)| projection.keeps_versions())
             .flat_map(|(projection, keys)| {
                 keys.iter()
                     .map(|(aggregate_type, id)| (projection.name(), *aggregate_type, *id))
@@ -244,12 +259,17 @@ impl<'p> Versions<'p> {
     /// Whether `event` is to be applied: not when its version was applied
     /// before; an error for a version that skips ahead. An admitted event
     /// counts as applied from here on (the caller applies it in the same
-    /// transaction). The aggregate must be among those loaded.
+    /// transaction). The aggregate must be among those loaded. A projection
+    /// that keeps no versions is given every event.
     pub fn admit(
         &mut self,
         event: &Envelope,
         position: Option<i64>,
     ) -> Result<Applied, ProjectionError> {
+        if !self.projection.keeps_versions() {
+            self.reached(position);
+            return Ok(Applied::Applied);
+        }
         let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
         let current = self.current.get(&key).copied().unwrap_or(0);
         let version = i64::try_from(event.version).unwrap_or(i64::MAX);
@@ -266,10 +286,15 @@ impl<'p> Versions<'p> {
         }
         self.current.insert(key.clone(), version);
         self.changed.insert(key);
+        self.reached(position);
+        Ok(Applied::Applied)
+    }
+
+    /// Raises the highest position applied.
+    fn reached(&mut self, position: Option<i64>) {
         if let Some(position) = position {
             self.position = Some(self.position.map_or(position, |p| p.max(position)));
         }
-        Ok(Applied::Applied)
     }
 
     /// Writes the versions that moved and the highest position applied:
@@ -820,7 +845,7 @@ async fn fill_gaps<'b>(
         let known = reached.get(&key).copied().or_else(|| {
             versions
                 .iter()
-                .filter(|v| follows(v.projection, event))
+                .filter(|v| v.projection.keeps_versions() && follows(v.projection, event))
                 .map(|v| v.current.get(&key).copied().unwrap_or(0))
                 .min()
         });
@@ -1330,6 +1355,7 @@ mod tests {
 
     use super::*;
     use crate::customers::CustomersProjection;
+    use crate::search::SearchProjection;
 
     /// A customer with three stored versions; returns its id.
     async fn customer_with_three_versions(env: &TestEnv) -> String {
@@ -1387,6 +1413,40 @@ mod tests {
             .iter()
             .map(|p| (p.event.version, p.position.is_some()))
             .collect()
+    }
+
+    /// A projection that keeps no versions (search) does not count as
+    /// one that has seen nothing of an aggregate: only the versions kept
+    /// decide what the topic skipped.
+    #[tokio::test]
+    async fn a_projection_keeping_no_versions_asks_for_no_filling() {
+        let env = TestEnv::new().await;
+        let id = customer_with_three_versions(&env).await;
+        let stored = log::aggregate_versions(&env.pool, "customer", &id, 1, 3)
+            .await
+            .unwrap();
+        let events: Vec<Envelope> = stored.iter().map(|e| e.envelope().unwrap()).collect();
+        let mut tx = env.pool.begin().await.unwrap();
+        for event in &events[..2] {
+            apply_once(&mut tx, &CustomersProjection, event, None)
+                .await
+                .unwrap();
+        }
+        let versions = Versions::load_all(
+            &mut tx,
+            vec![
+                (&CustomersProjection, vec![("customer", id.as_str())]),
+                (&SearchProjection, vec![("customer", id.as_str())]),
+            ],
+        )
+        .await
+        .unwrap();
+        assert_eq!(versions[0].current.len(), 1);
+        assert!(versions[1].current.is_empty());
+        let filled = fill_gaps(&mut tx, &versions, vec![pending(events[2].clone())])
+            .await
+            .unwrap();
+        assert_eq!(versions_of(&filled), [(3, false)]);
     }
 
     #[tokio::test]

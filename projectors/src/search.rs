@@ -47,6 +47,13 @@ impl Projection for SearchProjection {
         "search_pending"
     }
 
+    /// A pending row asks for a record to be indexed again at its highest
+    /// version seen: an event seen twice, or late, asks for nothing new,
+    /// and the read models it follows keep the versions.
+    fn keeps_versions(&self) -> bool {
+        false
+    }
+
     async fn apply(
         &self,
         conn: &mut PgConnection,

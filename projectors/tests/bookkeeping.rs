@@ -6,6 +6,7 @@ use chrono::Utc;
 use pivotal_domain::envelope::{EventEnvelope, EventMetadata};
 use pivotal_projectors::customers::CustomersProjection;
 use pivotal_projectors::framework::{Applied, ProjectionError, apply_once};
+use pivotal_projectors::search::SearchProjection;
 use pivotal_test_support::TestEnv;
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -296,4 +297,59 @@ async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
         .await
         .unwrap();
     assert_eq!(count, 0);
+}
+
+/// The search projection keeps no versions: it takes every event, repeated
+/// and late ones too, its queue holds the highest version seen, it writes no
+/// `projection_versions` row, and its position still moves.
+#[tokio::test]
+async fn a_projection_keeping_no_versions_takes_every_event_and_writes_none() {
+    let env = TestEnv::new().await;
+    let (customer, org) = (Uuid::now_v7(), Uuid::now_v7());
+    let renamed = |version| {
+        event(
+            customer,
+            org,
+            version,
+            "customer.renamed",
+            json!({"customerId": customer, "legalName": "Renamed Ltd", "displayName": "Renamed"}),
+        )
+    };
+    let mut tx = env.pool.begin().await.unwrap();
+    for (version, position) in [(3, 30), (1, 10), (3, 30), (2, 20)] {
+        assert_eq!(
+            apply_once(
+                &mut tx,
+                &SearchProjection,
+                &renamed(version),
+                Some(position)
+            )
+            .await
+            .unwrap(),
+            Applied::Applied,
+            "version {version}"
+        );
+    }
+    tx.commit().await.unwrap();
+    let (pending,): (i64,) = sqlx::query_as(
+        "SELECT version FROM search_pending WHERE aggregate_type = 'customer' AND aggregate_id = $1",
+    )
+    .bind(customer.to_string())
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(pending, 3);
+    let (versions,): (i64,) =
+        sqlx::query_as("SELECT count(*) FROM projection_versions WHERE projection = 'search'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(versions, 0);
+    let (position,): (i64,) = sqlx::query_as(
+        "SELECT last_position FROM projection_positions WHERE projection = 'search'",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(position, 30);
 }

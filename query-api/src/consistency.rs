@@ -118,7 +118,13 @@ pub async fn wait(
     .fetch_optional(pool)
     .await?;
     let (aggregate_type, aggregate_id, sequence) = event.ok_or(ConsistencyError::Invalid)?;
-    let projections = projections_of(&aggregate_type);
+    // The projections that keep versions: the others write in the same
+    // transaction as one of them.
+    let projections: Vec<&str> = pivotal_projectors::all_projections()
+        .iter()
+        .filter(|p| p.keeps_versions() && p.aggregate_types().contains(&aggregate_type.as_str()))
+        .map(|p| p.name())
+        .collect();
     let expected = i64::try_from(projections.len()).unwrap_or(i64::MAX);
     let started = Instant::now();
     loop {
