@@ -321,7 +321,7 @@ impl<'p> Versions<'p> {
             })
             .collect();
         if !changed.is_empty() {
-            // In key order, as they were locked.
+            // In key order (this transaction holds their locks already).
             changed.sort_unstable();
             let mut names = Vec::with_capacity(changed.len());
             let mut types = Vec::with_capacity(changed.len());

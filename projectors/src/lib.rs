@@ -3,7 +3,8 @@
 //!
 //! Each message is applied by every projection that follows its aggregate
 //! type, inside one PostgreSQL transaction per batch that also records, per
-//! projection, the last applied version of each aggregate and the next Kafka
+//! projection, the last applied version of each aggregate (except for the
+//! search queue, which is idempotent and keeps none) and the next Kafka
 //! offset. Redelivered events are therefore no-ops, the versions an event
 //! skips are read from the event store and applied before it (a topic can
 //! hold a record sent again after its successors), and Kafka offsets are
