@@ -537,7 +537,67 @@ pub async fn rebuild_index(
 
 #[cfg(test)]
 mod tests {
+    use pivotal_test_support::TestEnv;
+
     use super::*;
+
+    async fn backend(conn: &mut PgConnection) -> i32 {
+        sqlx::query_as::<_, (i32,)>("SELECT pg_backend_pid()")
+            .fetch_one(conn)
+            .await
+            .unwrap()
+            .0
+    }
+
+    /// The indexer's connection lives from one drain to the next, the
+    /// index lock does not: another session (a rebuild) takes it between
+    /// drains, and a drain meanwhile leaves the queue alone.
+    #[tokio::test]
+    async fn the_indexer_keeps_its_connection_but_not_the_index_lock_between_drains() {
+        let env = TestEnv::new().await;
+        let engine = pivotal_search::open(&env.settings.search).unwrap();
+        let indexer = SearchIndexer::new(env.pool.clone(), engine);
+        let mut held = None;
+        assert_eq!(indexer.drain_held(&mut held).await.unwrap(), 0);
+        let first = backend(held.as_mut().unwrap()).await;
+
+        let mut other = env.pool.acquire().await.unwrap();
+        let (taken,): (bool,) = sqlx::query_as("SELECT pg_try_advisory_lock(hashtext($1))")
+            .bind(INDEX_LOCK)
+            .fetch_one(&mut *other)
+            .await
+            .unwrap();
+        assert!(taken, "the index lock outlived the drain");
+        // A record with no read-model row: a drain drops it from the queue.
+        let missing = Uuid::now_v7().to_string();
+        sqlx::query("INSERT INTO search_pending VALUES ('customer', $1, 1)")
+            .bind(&missing)
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        let queued = || async {
+            sqlx::query_as::<_, (i64,)>("SELECT count(*) FROM search_pending")
+                .fetch_one(&env.pool)
+                .await
+                .unwrap()
+                .0
+        };
+        assert_eq!(indexer.drain_held(&mut held).await.unwrap(), 0);
+        assert_eq!(
+            queued().await,
+            1,
+            "drained while another session held the index"
+        );
+
+        sqlx::query("SELECT pg_advisory_unlock(hashtext($1))")
+            .bind(INDEX_LOCK)
+            .execute(&mut *other)
+            .await
+            .unwrap();
+        assert_eq!(indexer.drain_held(&mut held).await.unwrap(), 0);
+        assert_eq!(queued().await, 0);
+        assert_eq!(backend(held.as_mut().unwrap()).await, first);
+    }
 
     #[test]
     fn quote_document_versions_grow_with_the_quote_and_with_its_customer() {

@@ -24,11 +24,14 @@ pub enum ConsistencyError {
     Database(#[from] sqlx::Error),
 }
 
-/// Projections (by name) that follow `aggregate_type`.
-fn projections_of(aggregate_type: &str) -> Vec<&'static str> {
+/// Projections (by name) that follow `aggregate_type`; with
+/// `keeping_versions`, only those that keep versions (the others write in
+/// the same transaction as one of them).
+fn projections_of(aggregate_type: &str, keeping_versions: bool) -> Vec<&'static str> {
     pivotal_projectors::all_projections()
         .iter()
         .filter(|p| p.aggregate_types().contains(&aggregate_type))
+        .filter(|p| !keeping_versions || p.keeps_versions())
         .map(|p| p.name())
         .collect()
 }
@@ -118,13 +121,7 @@ pub async fn wait(
     .fetch_optional(pool)
     .await?;
     let (aggregate_type, aggregate_id, sequence) = event.ok_or(ConsistencyError::Invalid)?;
-    // The projections that keep versions: the others write in the same
-    // transaction as one of them.
-    let projections: Vec<&str> = pivotal_projectors::all_projections()
-        .iter()
-        .filter(|p| p.keeps_versions() && p.aggregate_types().contains(&aggregate_type.as_str()))
-        .map(|p| p.name())
-        .collect();
+    let projections = projections_of(&aggregate_type, true);
     let expected = i64::try_from(projections.len()).unwrap_or(i64::MAX);
     let started = Instant::now();
     loop {
@@ -165,7 +162,7 @@ pub async fn wait(
 /// those are waited for too. Events of types the index does not hold need
 /// no wait.
 pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), ConsistencyError> {
-    if !projections_of(&reached.aggregate_type).contains(&"search") {
+    if !projections_of(&reached.aggregate_type, false).contains(&"search") {
         return Ok(());
     }
     let customer = (reached.aggregate_type == "customer")
