@@ -61,19 +61,48 @@ impl LoggedEvent {
 
     /// The published envelope: `IBaseEvent` fields with the event's `data`.
     pub fn envelope(&self) -> Result<EventEnvelope<Value>, EnvelopeError> {
+        self.assemble(
+            self.event_type.clone(),
+            self.aggregate_id.clone(),
+            self.aggregate_type.clone(),
+            self.payload.get("data").cloned().unwrap_or(Value::Null),
+        )
+    }
+
+    /// [`LoggedEvent::envelope`], taking the row's strings and `data`
+    /// instead of copying them (a rebuild decodes every event it reads).
+    pub fn into_envelope(mut self) -> Result<EventEnvelope<Value>, EnvelopeError> {
+        let data = self
+            .payload
+            .as_object_mut()
+            .and_then(|payload| payload.remove("data"))
+            .unwrap_or(Value::Null);
+        let event_type = std::mem::take(&mut self.event_type);
+        let aggregate_id = std::mem::take(&mut self.aggregate_id);
+        let aggregate_type = std::mem::take(&mut self.aggregate_type);
+        self.assemble(event_type, aggregate_id, aggregate_type, data)
+    }
+
+    fn assemble(
+        &self,
+        event_type: String,
+        aggregate_id: String,
+        aggregate_type: String,
+        data: Value,
+    ) -> Result<EventEnvelope<Value>, EnvelopeError> {
         let stored = StoredMetadata::from_store(&self.metadata)?;
         Ok(EventEnvelope {
             id: self.event_id,
-            event_type: self.event_type.clone(),
-            aggregate_id: self.aggregate_id.clone(),
-            aggregate_type: self.aggregate_type.clone(),
+            event_type,
+            aggregate_id,
+            aggregate_type,
             organization_id: stored.organization_id,
             user_id: stored.user_id,
             timestamp: stored.timestamp,
             version: u64::try_from(self.sequence)
                 .map_err(|_| EnvelopeError::Sequence(self.event_id))?,
             metadata: stored.metadata,
-            data: self.payload.get("data").cloned().unwrap_or(Value::Null),
+            data,
         })
     }
 }

@@ -45,12 +45,19 @@ pub fn producer(settings: &KafkaSettings) -> ClientConfig {
     config
 }
 
-/// A consumer-group member that commits offsets itself, after its work is durable.
+/// A consumer-group member that stores each message's offset itself, once
+/// its work is durable; librdkafka commits the stored offsets every
+/// `commit_interval_ms`, when a partition is revoked and when the consumer
+/// closes (ADR 0032). Nothing is committed that was not stored.
 pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
     let mut config = base(settings, "projector");
     config
         .set("group.id", group_id)
-        .set("enable.auto.commit", "false")
+        .set("enable.auto.commit", "true")
+        .set(
+            "auto.commit.interval.ms",
+            settings.commit_interval_ms.max(1).to_string(),
+        )
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
         .set("session.timeout.ms", "10000")

@@ -9,7 +9,7 @@ use pivotal_domain::customer::{
     CustomerCreated, CustomerRenamed, CustomerTagsChanged,
 };
 use pivotal_domain::values::Address;
-use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
@@ -18,9 +18,9 @@ use crate::framework::{Envelope, Projection, ProjectionError};
 #[derive(Debug, Clone, Copy)]
 pub struct CustomersProjection;
 
-fn data<T: DeserializeOwned>(event: &Envelope) -> Result<T, ProjectionError> {
-    serde_json::from_value(event.data.clone())
-        .map_err(|e| ProjectionError::Data(event.id, e.to_string()))
+/// The event's `data` as `T`, read in place (no copy of the JSON tree).
+fn data<'e, T: Deserialize<'e>>(event: &'e Envelope) -> Result<T, ProjectionError> {
+    T::deserialize(&event.data).map_err(|e| ProjectionError::Data(event.id, e.to_string()))
 }
 
 fn id(event: &Envelope) -> Result<Uuid, ProjectionError> {

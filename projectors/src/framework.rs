@@ -497,9 +497,11 @@ pub async fn run(
             })
             .collect();
         dashboard.after_commit(&mut redis, &touched).await;
-        if let Err(error) = consumer.commit(&offsets, CommitMode::Async) {
-            // The offsets are also in PostgreSQL; a redelivery is a no-op.
-            tracing::warn!(error = %error, "offset commit failed");
+        // Committed to the group with the next interval's commit (ADR
+        // 0032). The offsets are also in PostgreSQL, and a redelivery is a
+        // no-op.
+        if let Err(error) = consumer.store_offsets(&offsets) {
+            tracing::warn!(error = %error, "offsets not stored");
         }
     }
 }
@@ -537,9 +539,11 @@ async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
 /// (every five seconds, `statistics.interval.ms`) into
 /// `consumer_lag_messages` per topic and partition this member owns: the
 /// partition's high watermark, as the last fetch response gave it, minus
-/// the offset the group has committed, as Kafka's own tools count it. No
-/// request beyond the fetches themselves, so watching lag adds no load to
-/// the broker.
+/// the offset after the last batch this member applied (its stored
+/// offset), or before its first batch the offset the group has committed,
+/// as Kafka's own tools count it. The committed offset trails the applied
+/// one by up to a commit interval (ADR 0032). No request beyond the
+/// fetches themselves, so watching lag adds no load to the broker.
 #[derive(Debug, Clone, Copy)]
 pub struct LagContext;
 
@@ -556,10 +560,12 @@ impl rdkafka::ClientContext for LagContext {
                     // a rebalance leaves no stale figure behind to be added
                     // to the new owner's.
                     0
+                } else if stats.consumer_lag_stored >= 0 {
+                    stats.consumer_lag_stored
                 } else if stats.consumer_lag >= 0 {
                     stats.consumer_lag
                 } else {
-                    // Owned, but nothing committed yet: not known.
+                    // Owned, but nothing applied or committed yet: not known.
                     continue;
                 };
                 metrics::gauge!(
@@ -1023,19 +1029,22 @@ async fn read_batch(
     limit: i64,
 ) -> Result<ReadBatch, ProjectionError> {
     let batch = log::read_after(executor, checkpoint, limit).await?;
+    let read = batch.len();
+    let checkpoint = batch.last().map(log::LoggedEvent::checkpoint);
     let events = batch
-        .iter()
+        .into_iter()
         .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
         .map(|logged| {
+            let (id, position) = (logged.event_id, logged.position);
             logged
-                .envelope()
-                .map(|event| (event, logged.position))
-                .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))
+                .into_envelope()
+                .map(|event| (event, position))
+                .map_err(|e| ProjectionError::Data(id, e.to_string()))
         })
         .collect::<Result<_, _>>()?;
     Ok(ReadBatch {
-        read: batch.len(),
-        checkpoint: batch.last().map(log::LoggedEvent::checkpoint),
+        read,
+        checkpoint,
         events,
     })
 }

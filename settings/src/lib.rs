@@ -113,6 +113,14 @@ pub struct KafkaSettings {
     /// holds every fetch for the whole wait, so there the wait is added to
     /// freshness: the default, 50, is set for it.
     pub fetch_wait_ms: u32,
+    /// How often a projector commits its group offsets to the broker
+    /// (`auto.commit.interval.ms`). A projector stores each batch's
+    /// offsets once the batch is committed in PostgreSQL, and librdkafka
+    /// commits the stored ones at this interval, when a partition is
+    /// revoked and at shutdown. After a crash, at most this much is
+    /// delivered again, which the projections' versions turn into no-ops
+    /// (ADR 0032).
+    pub commit_interval_ms: u32,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -289,6 +297,7 @@ partitions = 1
 replication_factor = 1
 client_id = "pivotal-flow"
 fetch_wait_ms = 50
+commit_interval_ms = 1000
 
 [redis]
 url = "redis://127.0.0.1:6379"

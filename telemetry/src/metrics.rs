@@ -15,7 +15,8 @@
 //!   `projector_applied_total`, `projector_batch_seconds`;
 //! - `consumer_lag_messages` by `topic` and `partition`, from each
 //!   projector for the partitions it owns (librdkafka's statistics: high
-//!   watermark minus the group's committed offset).
+//!   watermark minus the offset after the last applied batch, or the
+//!   group's committed offset before the first).
 
 use std::sync::OnceLock;
 use std::time::Instant;

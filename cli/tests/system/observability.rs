@@ -11,7 +11,10 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::harness::{free_port, spawn_process_with, terminate};
+use crate::harness::{
+    create_customer, free_port, projection_caught_up, spawn_process_with, spawn_projector_with,
+    spawn_relay, terminate,
+};
 
 /// The value of the sample `name{labels}` (labels in exposition order).
 fn sample(text: &str, series: &str) -> Option<f64> {
@@ -45,10 +48,15 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         "relay",
         &[("PIVOTAL_RELAY__OPS_LISTEN", relay_ops.clone())],
     );
+    // No interval commit within the test: the offsets checked after
+    // SIGTERM can only come from the shutdown's commit.
     let mut projector = spawn_process_with(
         &env,
         "projector",
-        &[("PIVOTAL_PROJECTOR__OPS_LISTEN", projector_ops.clone())],
+        &[
+            ("PIVOTAL_PROJECTOR__OPS_LISTEN", projector_ops.clone()),
+            ("PIVOTAL_KAFKA__COMMIT_INTERVAL_MS", "3600000".into()),
+        ],
     );
     let token = env.token(Uuid::now_v7(), &["owner"]);
     let created = http()
@@ -153,6 +161,16 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
             "{name} did not stop cleanly: {status:?}"
         );
     }
+    assert_eq!(
+        committed_customer_offsets(&env),
+        1,
+        "the one customer event is committed for the group"
+    );
+}
+
+/// The sum of the projector group's committed offsets on the customer
+/// topic's partitions (none committed counts 0).
+fn committed_customer_offsets(env: &TestEnv) -> i64 {
     let consumer: BaseConsumer =
         pivotal_messaging::config::consumer(&env.settings.kafka, &env.settings.projector.group_id)
             .create()
@@ -162,19 +180,43 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     for partition in 0..env.settings.kafka.partitions {
         partitions.add_partition(&topic, partition);
     }
-    let committed = consumer
+    consumer
         .committed_offsets(partitions, Duration::from_secs(10))
-        .unwrap();
-    let total: i64 = committed
+        .unwrap()
         .elements()
         .iter()
         .map(|e| match e.offset() {
             Offset::Offset(o) => o,
             _ => 0,
         })
-        .sum();
+        .sum()
+}
+
+/// A running projector commits the offsets of the batches it applied to
+/// its group on the commit interval (ADR 0032), with no shutdown: a
+/// projector killed later is redelivered at most one interval's events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_running_projector_commits_applied_offsets_on_its_interval() {
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let mut settings = env.settings.clone();
+    settings.kafka.commit_interval_ms = 200;
+    let _projector = spawn_projector_with(&env, settings);
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    for n in 0..3 {
+        create_customer(&commands, &token, &format!("Committed {n} Ltd")).await;
+    }
+    projection_caught_up(&env, Duration::from_secs(60)).await;
+    let committed = eventually(Duration::from_secs(30), || async {
+        let total = committed_customer_offsets(&env);
+        (total == 3).then_some(total)
+    })
+    .await;
     assert_eq!(
-        total, 1,
-        "the one customer event is committed for the group"
+        committed,
+        Some(3),
+        "the three applied customer events were never committed while the projector ran (last seen {})",
+        committed_customer_offsets(&env)
     );
 }
