@@ -1020,6 +1020,12 @@ struct ReadBatch {
     events: Vec<(Envelope, i64)>,
 }
 
+/// Batches as the read-ahead hands them to a rebuild.
+type BatchReceiver = tokio::sync::mpsc::Receiver<Result<ReadBatch, ProjectionError>>;
+
+/// Batches read and decoded ahead of a rebuild's writers, at most.
+const READ_AHEAD: usize = 2;
+
 /// Reads up to `limit` events after `checkpoint` and decodes those of
 /// `types`.
 async fn read_batch(
@@ -1049,19 +1055,17 @@ async fn read_batch(
     })
 }
 
-/// Reads the log ahead of a rebuild's writer, on a connection of its own:
-/// the next batch is read and decoded while the current one is applied.
-/// Stops after the first batch shorter than `limit` (caught up).
+/// Reads the log ahead of a rebuild's writers, on a connection of its own:
+/// up to [`READ_AHEAD`] batches are read and decoded while the writers
+/// apply earlier ones. Stops after the first batch shorter than `limit`
+/// (caught up).
 fn read_ahead(
     pool: &PgPool,
     types: &'static [&'static str],
     mut checkpoint: Checkpoint,
     limit: i64,
-) -> (
-    tokio::sync::mpsc::Receiver<Result<ReadBatch, ProjectionError>>,
-    AbortOnDrop,
-) {
-    let (sender, receiver) = tokio::sync::mpsc::channel(1);
+) -> (BatchReceiver, AbortOnDrop) {
+    let (sender, receiver) = tokio::sync::mpsc::channel(READ_AHEAD);
     let pool = pool.clone();
     let reader = tokio::spawn(async move {
         loop {
@@ -1123,17 +1127,18 @@ async fn apply_read<'p>(
     Ok(())
 }
 
-/// The events of `batch` that `versions` admits, in order, counted in
-/// `report`.
-fn admit_read<'b>(
-    batch: &'b ReadBatch,
+/// The events of a read batch that `versions` admits, in order, counted in
+/// `report`: references for `batch.events.iter()`, the events themselves
+/// for `batch.events.into_iter()`.
+fn admit<E: std::borrow::Borrow<Envelope>>(
+    events: impl ExactSizeIterator<Item = (E, i64)>,
     versions: &mut Versions<'_>,
     report: &mut RebuildReport,
-) -> Result<Vec<&'b Envelope>, ProjectionError> {
-    let mut admitted = Vec::with_capacity(batch.events.len());
-    for (event, position) in &batch.events {
+) -> Result<Vec<E>, ProjectionError> {
+    let mut admitted = Vec::with_capacity(events.len());
+    for (event, position) in events {
         report.events += 1;
-        if versions.admit(event, Some(*position))? == Applied::Applied {
+        if versions.admit(event.borrow(), Some(position))? == Applied::Applied {
             admitted.push(event);
         }
     }
@@ -1141,39 +1146,115 @@ fn admit_read<'b>(
     Ok(admitted)
 }
 
-/// Applies `events` to the shadow copy on `writers` connections at once,
-/// each in a transaction of its own; the events of one aggregate all go to
-/// one connection, in their order. Only for a projection whose rows are
-/// each one aggregate's ([`Projection::rows_per_aggregate`]): the
-/// connections then write disjoint rows and never wait for each other.
-/// The copy is invisible until the switch, and a rebuild that fails starts
-/// again from an empty copy, so the transactions need not commit together.
-async fn apply_spread(
-    pool: &PgPool,
-    search_path: &str,
-    projection: &dyn Projection,
-    events: &[&Envelope],
-    writers: usize,
-) -> Result<(), ProjectionError> {
-    use std::hash::BuildHasher;
-    let hasher = std::hash::RandomState::new();
-    let mut shares: Vec<Vec<&Envelope>> = vec![Vec::new(); writers.max(1)];
-    let count = shares.len() as u64;
-    for event in events {
-        let share = hasher.hash_one((&event.aggregate_type, &event.aggregate_id)) % count;
-        shares[usize::try_from(share).unwrap_or_default()].push(event);
+/// The events of `batch` that `versions` admits, in order, counted in
+/// `report`.
+fn admit_read<'b>(
+    batch: &'b ReadBatch,
+    versions: &mut Versions<'_>,
+    report: &mut RebuildReport,
+) -> Result<Vec<&'b Envelope>, ProjectionError> {
+    admit(
+        batch
+            .events
+            .iter()
+            .map(|(event, position)| (event, *position)),
+        versions,
+        report,
+    )
+}
+
+/// Where a rebuild's catch-up stands, and what it writes with.
+struct CatchUp<'a> {
+    pool: &'a PgPool,
+    projection: &'a dyn Projection,
+    /// `SET LOCAL search_path` to the shadow schema.
+    search_path: &'a str,
+    progress: Option<&'a indicatif::ProgressBar>,
+    report: RebuildReport,
+    /// After the last batch applied (or handed to a writer).
+    checkpoint: Checkpoint,
+}
+
+impl CatchUp<'_> {
+    /// Applies batches from `batches` on `writers` connections at once,
+    /// while the versions fit in memory (`versions.len() <= limit`); returns
+    /// the first batch it did not apply, if the versions outgrew memory
+    /// before the log ran out. Only for a projection whose rows are each
+    /// one aggregate's ([`Projection::rows_per_aggregate`]): the events of
+    /// one aggregate all go to one connection, in their order, so the
+    /// connections write disjoint rows and never wait for each other.
+    ///
+    /// Each writer takes its share of a batch as soon as it has applied its
+    /// share of the one before, in a transaction of its own, so one slow
+    /// commit holds up only its own connection; the batches are admitted
+    /// (versions, in order) here and handed on. The copy is invisible until
+    /// the switch, and a rebuild that fails starts again from an empty
+    /// copy, so the transactions need not commit together. Every writer has
+    /// committed when this returns.
+    async fn spread(
+        &mut self,
+        batches: &mut BatchReceiver,
+        versions: &mut Versions<'_>,
+        limit: usize,
+        writers: usize,
+    ) -> Result<Option<ReadBatch>, ProjectionError> {
+        use std::hash::BuildHasher;
+        let (senders, receivers): (Vec<_>, Vec<_>) = (0..writers.max(1))
+            .map(|_| tokio::sync::mpsc::channel::<Vec<Envelope>>(1))
+            .unzip();
+        let (pool, projection, search_path) = (self.pool, self.projection, self.search_path);
+        let write =
+            futures::future::try_join_all(receivers.into_iter().map(|mut shares| async move {
+                while let Some(share) = shares.recv().await {
+                    let share: Vec<&Envelope> = share.iter().collect();
+                    let mut tx = pool.begin().await?;
+                    sqlx::query(search_path).execute(&mut *tx).await?;
+                    projection.apply_batch(&mut tx, &share).await?;
+                    tx.commit().await?;
+                }
+                Ok::<_, ProjectionError>(())
+            }));
+        let dispatch = async move {
+            let left = async {
+                let hasher = std::hash::RandomState::new();
+                let count = senders.len() as u64;
+                while let Some(batch) = batches.recv().await {
+                    let mut batch = batch?;
+                    if versions.len() > limit {
+                        return Ok(Some(batch));
+                    }
+                    let checkpoint = batch.checkpoint.take();
+                    let admitted = admit(batch.events.into_iter(), versions, &mut self.report)?;
+                    let mut shares: Vec<Vec<Envelope>> = vec![Vec::new(); senders.len()];
+                    for event in admitted {
+                        let share =
+                            hasher.hash_one((&event.aggregate_type, &event.aggregate_id)) % count;
+                        shares[usize::try_from(share).unwrap_or_default()].push(event);
+                    }
+                    for (sender, share) in senders.iter().zip(shares) {
+                        // A writer that stopped failed; its error is the one
+                        // `write` returns.
+                        if !share.is_empty() && sender.send(share).await.is_err() {
+                            return Ok(None);
+                        }
+                    }
+                    if let Some(bar) = self.progress {
+                        bar.inc(self.report.events - bar.position());
+                    }
+                    if let Some(last) = checkpoint {
+                        self.checkpoint = last;
+                    }
+                }
+                Ok::<_, ProjectionError>(None)
+            }
+            .await;
+            // Closing the channels lets each writer finish its last share.
+            drop(senders);
+            left
+        };
+        let (left, _) = futures::future::try_join(dispatch, write).await?;
+        Ok(left)
     }
-    futures::future::try_join_all(shares.iter().filter(|share| !share.is_empty()).map(
-        |share| async move {
-            let mut tx = pool.begin().await?;
-            sqlx::query(search_path).execute(&mut *tx).await?;
-            projection.apply_batch(&mut tx, share).await?;
-            tx.commit().await?;
-            Ok::<_, ProjectionError>(())
-        },
-    ))
-    .await?;
-    Ok(())
 }
 
 /// Reads the next batch after `checkpoint` in `conn`'s transaction and
@@ -1238,47 +1319,60 @@ pub async fn rebuild_with(
                 .await?;
         bar.set_length(u64::try_from(total).unwrap_or_default());
     }
-    let mut checkpoint = Checkpoint::default();
-    let mut report = RebuildReport {
-        events: 0,
-        applied: 0,
-        seconds: 0.0,
-        versions_written_out: false,
-    };
     let search_path = format!("SET LOCAL search_path TO {schema}, public");
+    let mut catch_up = CatchUp {
+        pool,
+        projection,
+        search_path: &search_path,
+        progress,
+        report: RebuildReport {
+            events: 0,
+            applied: 0,
+            seconds: 0.0,
+            versions_written_out: false,
+        },
+        checkpoint: Checkpoint::default(),
+    };
     // Catch up without blocking the live projector, with the versions in
     // memory (written out when there are too many, and at the end).
     let mut known = Some(Versions::empty(projection));
-    let writers = if projection.rows_per_aggregate() {
-        limits.writers.max(1)
-    } else {
-        1
-    };
-    let (mut batches, _reader) =
-        read_ahead(pool, projection.aggregate_types(), checkpoint, limits.batch);
-    while let Some(batch) = batches.recv().await {
-        let batch = batch?;
-        if writers > 1
-            && let Some(versions) = known.as_mut()
-            && versions.len() <= limits.versions_in_memory
-        {
-            let admitted = admit_read(&batch, versions, &mut report)?;
-            apply_spread(pool, &search_path, projection, &admitted, writers).await?;
-            if let Some(bar) = progress {
-                bar.inc(report.events - bar.position());
-            }
-            if let Some(last) = batch.checkpoint {
-                checkpoint = last;
-            }
-            continue;
-        }
+    let (mut batches, _reader) = read_ahead(
+        pool,
+        projection.aggregate_types(),
+        catch_up.checkpoint,
+        limits.batch,
+    );
+    let mut pending = None;
+    if projection.rows_per_aggregate()
+        && limits.writers > 1
+        && let Some(versions) = known.as_mut()
+    {
+        pending = catch_up
+            .spread(
+                &mut batches,
+                versions,
+                limits.versions_in_memory,
+                limits.writers,
+            )
+            .await?;
+    }
+    // One writer: for a projection whose rows span aggregates, and once the
+    // versions have outgrown memory.
+    loop {
+        let batch = match pending.take() {
+            Some(batch) => batch,
+            None => match batches.recv().await {
+                Some(batch) => batch?,
+                None => break,
+            },
+        };
         let mut tx = pool.begin().await?;
         sqlx::query(&search_path).execute(&mut *tx).await?;
         apply_read(
             &mut tx,
             projection,
             &batch,
-            &mut report,
+            &mut catch_up.report,
             progress,
             known.as_mut(),
         )
@@ -1289,13 +1383,18 @@ pub async fn rebuild_with(
             && let Some(versions) = known.take()
         {
             versions.store(&mut tx).await?;
-            report.versions_written_out = true;
+            catch_up.report.versions_written_out = true;
         }
         tx.commit().await?;
         if let Some(last) = batch.checkpoint {
-            checkpoint = last;
+            catch_up.checkpoint = last;
         }
     }
+    let CatchUp {
+        mut report,
+        mut checkpoint,
+        ..
+    } = catch_up;
     {
         let mut conn = pool.acquire().await?;
         if let Some(versions) = known {
@@ -1519,5 +1618,65 @@ mod tests {
             ),
             "{refused:?}"
         );
+    }
+
+    /// A rebuild whose writers fail on an event they cannot apply stops
+    /// with that event's error instead of waiting on the other writer, and
+    /// leaves the live read model as it was: the copy never replaces it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_rebuild_whose_writer_fails_stops_with_its_error_and_keeps_the_live_model() {
+        let env = TestEnv::new().await;
+        let mut ids = Vec::new();
+        for _ in 0..6 {
+            ids.push(customer_with_three_versions(&env).await);
+        }
+        let limits = RebuildLimits {
+            batch: 4,
+            versions_in_memory: 1_000,
+            writers: 2,
+        };
+        let report = rebuild_with(&env.pool, &CustomersProjection, None, limits)
+            .await
+            .unwrap();
+        assert_eq!((report.events, report.applied), (18, 18), "{report:?}");
+        let live = || async {
+            sqlx::query_as::<_, (Uuid, String)>(
+                "SELECT id, legal_name FROM public.rm_customers ORDER BY id",
+            )
+            .fetch_all(&env.pool)
+            .await
+            .unwrap()
+        };
+        let before = live().await;
+        assert_eq!(before.len(), 6);
+        assert!(
+            before.iter().all(|(_, name)| name == "Third Ltd"),
+            "{before:?}"
+        );
+
+        // A fourth version of one customer whose data fits no customer
+        // event: the writer it goes to fails on it.
+        let (bad,): (Uuid,) = sqlx::query_as(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT aggregate_type, aggregate_id, 4, event_type, event_version,
+                    (payload::jsonb || '{\"data\": {\"unexpected\": true}}'::jsonb)::json, metadata
+             FROM events WHERE aggregate_type = 'customer' AND aggregate_id = $1 AND sequence = 3
+             RETURNING event_id",
+        )
+        .bind(&ids[0])
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        let failed = tokio::time::timeout(
+            std::time::Duration::from_secs(60),
+            rebuild_with(&env.pool, &CustomersProjection, None, limits),
+        )
+        .await
+        .expect("the rebuild stops");
+        assert!(
+            matches!(&failed, Err(ProjectionError::Data(id, _)) if *id == bad),
+            "{failed:?}"
+        );
+        assert_eq!(live().await, before);
     }
 }
