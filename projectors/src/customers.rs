@@ -209,9 +209,20 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
     if rows.is_empty() {
         return Ok(());
     }
+    // Columns borrow the rows' text instead of copying it.
     macro_rules! column {
         ($field:ident) => {
-            rows.iter().map(|r| r.$field.clone()).collect::<Vec<_>>()
+            rows.iter().map(|r| r.$field).collect::<Vec<_>>()
+        };
+    }
+    macro_rules! text {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.as_str()).collect::<Vec<_>>()
+        };
+    }
+    macro_rules! optional_text {
+        ($field:ident) => {
+            rows.iter().map(|r| r.$field.as_deref()).collect::<Vec<_>>()
         };
     }
     // Arrays of arrays must be rectangular; tags travel as JSON arrays.
@@ -236,22 +247,22 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
     ))
     .bind(column!(organization_id))
     .bind(column!(id))
-    .bind(column!(legal_name))
-    .bind(column!(display_name))
-    .bind(column!(email))
-    .bind(column!(phone))
-    .bind(column!(billing_line1))
-    .bind(column!(billing_line2))
-    .bind(column!(billing_city))
-    .bind(column!(billing_region))
-    .bind(column!(billing_postal_code))
-    .bind(column!(billing_country))
-    .bind(column!(tax_number))
-    .bind(column!(currency))
+    .bind(text!(legal_name))
+    .bind(text!(display_name))
+    .bind(optional_text!(email))
+    .bind(optional_text!(phone))
+    .bind(optional_text!(billing_line1))
+    .bind(optional_text!(billing_line2))
+    .bind(optional_text!(billing_city))
+    .bind(optional_text!(billing_region))
+    .bind(optional_text!(billing_postal_code))
+    .bind(optional_text!(billing_country))
+    .bind(optional_text!(tax_number))
+    .bind(text!(currency))
     .bind(column!(payment_terms_days))
     .bind(tags)
-    .bind(column!(status))
-    .bind(column!(archive_reason))
+    .bind(text!(status))
+    .bind(optional_text!(archive_reason))
     .bind(column!(version))
     .bind(column!(created_at))
     .bind(column!(updated_at))
@@ -301,6 +312,8 @@ impl Projection for CustomersProjection {
             .collect::<Result<_, ProjectionError>>()?;
         let keys: Vec<(Uuid, Uuid)> = keys.into_iter().collect();
         let mut rows = load(&mut *conn, &keys).await?;
+        // Room for the rows the batch creates, so the map never rehashes.
+        rows.reserve(keys.len().saturating_sub(rows.len()));
         for event in events {
             let key = (event.organization_id, id(event)?);
             if let Some(row) = fold(rows.remove(&key), event)? {

@@ -945,8 +945,14 @@ fn shadow_schema(projection: &str) -> String {
 }
 
 /// Creates `{schema}.{table}` like `public.{table}`, with the same
-/// constraints (its other indexes come later, [`create_shadow_indexes`]),
-/// and empty copies of the bookkeeping tables.
+/// constraints (its other indexes come later, [`shadow_index_statements`]),
+/// and empty copies of the bookkeeping tables. All three are unlogged while
+/// the copy fills: nothing written to them goes through the write-ahead
+/// log, and a server crash empties them, which costs nothing, since a
+/// rebuild that fails starts again from an empty copy anyway. The table
+/// that replaces the live one is made logged before its indexes are
+/// built ([`rebuild_with`]); the bookkeeping copies never are, since the
+/// switch copies their rows into the logged tables.
 async fn create_shadow(
     conn: &mut PgConnection,
     schema: &str,
@@ -956,13 +962,13 @@ async fn create_shadow(
         format!("DROP SCHEMA IF EXISTS {schema} CASCADE"),
         format!("CREATE SCHEMA {schema}"),
         format!(
-            "CREATE TABLE {schema}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY)"
+            "CREATE UNLOGGED TABLE {schema}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY)"
         ),
         format!(
-            "CREATE TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING ALL)"
+            "CREATE UNLOGGED TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING ALL)"
         ),
         format!(
-            "CREATE TABLE {schema}.projection_positions (LIKE public.projection_positions INCLUDING ALL)"
+            "CREATE UNLOGGED TABLE {schema}.projection_positions (LIKE public.projection_positions INCLUDING ALL)"
         ),
     ] {
         sqlx::query(&statement).execute(&mut *conn).await?;
@@ -984,31 +990,32 @@ async fn create_shadow(
     Ok(())
 }
 
-/// Gives the copy the live table's other indexes (same names). Built once
-/// the copy is filled, which is far cheaper than maintaining them row by
-/// row while it fills.
-async fn create_shadow_indexes(
-    conn: &mut PgConnection,
+/// The statements that give the copy the live table's other indexes (same
+/// names). They run once the copy is filled, which is far cheaper than
+/// maintaining the indexes row by row while it fills.
+async fn shadow_index_statements(
+    pool: &PgPool,
     schema: &str,
     table: &str,
-) -> Result<(), ProjectionError> {
+) -> Result<Vec<String>, ProjectionError> {
     let indexes: Vec<(String,)> = sqlx::query_as(
         "SELECT pg_get_indexdef(i.indexrelid) FROM pg_index i
          WHERE i.indrelid = format('public.%I', $1::text)::regclass
            AND NOT EXISTS (SELECT 1 FROM pg_constraint c WHERE c.conindid = i.indexrelid)",
     )
     .bind(table)
-    .fetch_all(&mut *conn)
+    .fetch_all(pool)
     .await?;
-    for (definition,) in indexes {
-        let moved = definition.replacen(
-            &format!(" ON public.{table} "),
-            &format!(" ON {schema}.{table} "),
-            1,
-        );
-        sqlx::query(&moved).execute(&mut *conn).await?;
-    }
-    Ok(())
+    Ok(indexes
+        .into_iter()
+        .map(|(definition,)| {
+            definition.replacen(
+                &format!(" ON public.{table} "),
+                &format!(" ON {schema}.{table} "),
+                1,
+            )
+        })
+        .collect())
 }
 
 /// One batch of the log as a rebuild applies it: how many events were read,
@@ -1037,17 +1044,18 @@ async fn read_batch(
     let batch = log::read_after(executor, checkpoint, limit).await?;
     let read = batch.len();
     let checkpoint = batch.last().map(log::LoggedEvent::checkpoint);
-    let events = batch
-        .into_iter()
-        .filter(|logged| types.contains(&logged.aggregate_type.as_str()))
-        .map(|logged| {
+    // Sized once: a batch's events take megabytes, and growing the vector
+    // would copy them and fault in fresh pages at every doubling.
+    let mut events = Vec::with_capacity(read);
+    for logged in batch {
+        if types.contains(&logged.aggregate_type.as_str()) {
             let (id, position) = (logged.event_id, logged.position);
-            logged
+            let event = logged
                 .into_envelope()
-                .map(|event| (event, position))
-                .map_err(|e| ProjectionError::Data(id, e.to_string()))
-        })
-        .collect::<Result<_, _>>()?;
+                .map_err(|e| ProjectionError::Data(id, e.to_string()))?;
+            events.push((event, position));
+        }
+    }
     Ok(ReadBatch {
         read,
         checkpoint,
@@ -1225,11 +1233,24 @@ impl CatchUp<'_> {
                     }
                     let checkpoint = batch.checkpoint.take();
                     let admitted = admit(batch.events.into_iter(), versions, &mut self.report)?;
-                    let mut shares: Vec<Vec<Envelope>> = vec![Vec::new(); senders.len()];
-                    for event in admitted {
-                        let share =
-                            hasher.hash_one((&event.aggregate_type, &event.aggregate_id)) % count;
-                        shares[usize::try_from(share).unwrap_or_default()].push(event);
+                    // Each share sized exactly (see `read_batch`).
+                    let targets: Vec<usize> = admitted
+                        .iter()
+                        .map(|event| {
+                            let share = hasher
+                                .hash_one((&event.aggregate_type, &event.aggregate_id))
+                                % count;
+                            usize::try_from(share).unwrap_or_default()
+                        })
+                        .collect();
+                    let mut sizes = vec![0; senders.len()];
+                    for target in &targets {
+                        sizes[*target] += 1;
+                    }
+                    let mut shares: Vec<Vec<Envelope>> =
+                        sizes.into_iter().map(Vec::with_capacity).collect();
+                    for (event, target) in admitted.into_iter().zip(targets) {
+                        shares[target].push(event);
                     }
                     for (sender, share) in senders.iter().zip(shares) {
                         // A writer that stopped failed; its error is the one
@@ -1395,16 +1416,46 @@ pub async fn rebuild_with(
         mut checkpoint,
         ..
     } = catch_up;
-    {
-        let mut conn = pool.acquire().await?;
+    use futures::{StreamExt, TryStreamExt};
+    let caught_up = started.elapsed();
+    // The versions kept in memory go to the copy's bookkeeping while the
+    // copy is made logged (rewritten once into the write-ahead log, far
+    // cheaper than logging each row as it was written); then its other
+    // indexes are built, `writers` at once, each on a connection of its
+    // own (one index build keeps one backend busy; builds on one table
+    // take compatible locks). The versions' copy gets statistics for the
+    // switch, which joins it. The table's own come from autovacuum, which
+    // counts the rows written to it under the same relation once it is
+    // live (an ANALYZE here would hold up the switch by about as long as
+    // the index builds take).
+    let store_versions = async {
         if let Some(versions) = known {
-            let mut tx = sqlx::Connection::begin(&mut *conn).await?;
+            let mut tx = pool.begin().await?;
             sqlx::query(&search_path).execute(&mut *tx).await?;
             versions.store(&mut tx).await?;
             tx.commit().await?;
         }
-        create_shadow_indexes(&mut conn, &schema, table).await?;
-    }
+        sqlx::query(&format!("ANALYZE {schema}.projection_versions"))
+            .execute(pool)
+            .await?;
+        Ok::<_, ProjectionError>(())
+    };
+    let make_logged = async {
+        sqlx::query(&format!("ALTER TABLE {schema}.{table} SET LOGGED"))
+            .execute(pool)
+            .await?;
+        Ok(())
+    };
+    futures::future::try_join(store_versions, make_logged).await?;
+    futures::stream::iter(shadow_index_statements(pool, &schema, table).await?)
+        .map(|statement| async move {
+            sqlx::query(&statement).execute(pool).await?;
+            Ok::<_, ProjectionError>(())
+        })
+        .buffer_unordered(limits.writers.max(1))
+        .try_collect::<Vec<()>>()
+        .await?;
+    let indexed = started.elapsed();
     // The last events and the switch, under the projection's lock.
     let mut tx = pool.begin().await?;
     sqlx::query("SELECT pg_advisory_xact_lock(hashtext($1))")
@@ -1429,25 +1480,54 @@ pub async fn rebuild_with(
     ] {
         sqlx::query(&statement).execute(&mut *tx).await?;
     }
-    for bookkeeping in ["projection_versions", "projection_positions"] {
-        sqlx::query(&format!(
-            "DELETE FROM public.{bookkeeping} WHERE projection = $1"
-        ))
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
-        sqlx::query(&format!(
-            "INSERT INTO public.{bookkeeping} SELECT * FROM {schema}.{bookkeeping} WHERE projection = $1"
-        ))
-        .bind(name)
-        .execute(&mut *tx)
-        .await?;
+    // The copy's versions replace the live ones. Only the rows that differ
+    // are written: the live projector has usually applied the same events,
+    // so most versions match and this holds the lock for reads, not for
+    // rewriting every row.
+    for statement in [
+        format!(
+            "DELETE FROM public.projection_versions p WHERE p.projection = $1
+               AND NOT EXISTS (SELECT 1 FROM {schema}.projection_versions s
+                 WHERE (s.projection, s.aggregate_type, s.aggregate_id)
+                     = (p.projection, p.aggregate_type, p.aggregate_id))"
+        ),
+        format!(
+            "UPDATE public.projection_versions p SET version = s.version
+             FROM {schema}.projection_versions s
+             WHERE s.projection = $1
+               AND (p.projection, p.aggregate_type, p.aggregate_id)
+                 = (s.projection, s.aggregate_type, s.aggregate_id)
+               AND p.version <> s.version"
+        ),
+        format!(
+            "INSERT INTO public.projection_versions
+             SELECT s.* FROM {schema}.projection_versions s
+             WHERE s.projection = $1
+               AND NOT EXISTS (SELECT 1 FROM public.projection_versions p
+                 WHERE (p.projection, p.aggregate_type, p.aggregate_id)
+                     = (s.projection, s.aggregate_type, s.aggregate_id))"
+        ),
+        "DELETE FROM public.projection_positions WHERE projection = $1".to_owned(),
+        format!(
+            "INSERT INTO public.projection_positions
+             SELECT * FROM {schema}.projection_positions WHERE projection = $1"
+        ),
+    ] {
+        sqlx::query(&statement).bind(name).execute(&mut *tx).await?;
     }
     sqlx::query(&format!("DROP SCHEMA {schema} CASCADE"))
         .execute(&mut *tx)
         .await?;
     tx.commit().await?;
     report.seconds = started.elapsed().as_secs_f64();
+    tracing::info!(
+        projection = name,
+        events = report.events,
+        caught_up_s = caught_up.as_secs_f64(),
+        indexed_s = (indexed - caught_up).as_secs_f64(),
+        switched_s = report.seconds - indexed.as_secs_f64(),
+        "rebuild switched"
+    );
     Ok(report)
 }
 
@@ -1678,5 +1758,70 @@ mod tests {
             "{failed:?}"
         );
         assert_eq!(live().await, before);
+    }
+
+    /// The switch leaves the projection's versions exactly as the replay
+    /// found them, whatever the live ones were: a stale version is
+    /// updated, a missing one inserted and one the store does not know
+    /// deleted, and those of other projections are left alone.
+    #[tokio::test]
+    async fn a_rebuild_leaves_exactly_the_replayed_versions() {
+        let env = TestEnv::new().await;
+        let mut ids = Vec::new();
+        for _ in 0..4 {
+            ids.push(customer_with_three_versions(&env).await);
+        }
+        let limits = RebuildLimits {
+            batch: 5,
+            versions_in_memory: 1_000,
+            writers: 2,
+        };
+        rebuild_with(&env.pool, &CustomersProjection, None, limits)
+            .await
+            .unwrap();
+        let versions = |projection: &'static str| {
+            let pool = env.pool.clone();
+            async move {
+                sqlx::query_as::<_, (String, String, i64)>(
+                    "SELECT aggregate_type, aggregate_id, version FROM projection_versions
+                     WHERE projection = $1 ORDER BY aggregate_type, aggregate_id",
+                )
+                .bind(projection)
+                .fetch_all(&pool)
+                .await
+                .unwrap()
+            }
+        };
+        let mut expected: Vec<(String, String, i64)> = ids
+            .iter()
+            .map(|id| ("customer".to_owned(), id.clone(), 3))
+            .collect();
+        expected.sort();
+        assert_eq!(versions("customers").await, expected);
+
+        for statement in [
+            "UPDATE projection_versions SET version = 1
+             WHERE projection = 'customers' AND aggregate_id = $1",
+            "DELETE FROM projection_versions
+             WHERE projection = 'customers' AND aggregate_id = $2",
+            "INSERT INTO projection_versions VALUES
+               ('customers', 'customer', 'not-in-the-store', 7),
+               ('search', 'customer', $1, 2)",
+        ] {
+            sqlx::query(statement)
+                .bind(&ids[0])
+                .bind(&ids[1])
+                .execute(&env.pool)
+                .await
+                .unwrap();
+        }
+        rebuild_with(&env.pool, &CustomersProjection, None, limits)
+            .await
+            .unwrap();
+        assert_eq!(versions("customers").await, expected);
+        assert_eq!(
+            versions("search").await,
+            [("customer".to_owned(), ids[0].clone(), 2)]
+        );
     }
 }
