@@ -159,13 +159,20 @@ pub async fn read_after(
          ORDER BY events.tx_id, events.global_position
          LIMIT $3"
     );
-    let rows: Vec<Row> = sqlx::query_as(&sql)
+    use futures::TryStreamExt;
+    // Decoded as the rows arrive, into a vector sized once: a batch of
+    // thousands of events takes megabytes, and growing it would copy them
+    // and fault in fresh pages at every doubling.
+    let mut events = Vec::with_capacity(usize::try_from(limit.clamp(0, 100_000)).unwrap_or(0));
+    let mut rows = sqlx::query_as::<_, Row>(&sql)
         .bind(after.tx_id)
         .bind(after.position)
         .bind(limit)
-        .fetch_all(executor)
-        .await?;
-    Ok(rows.into_iter().map(from_row).collect())
+        .fetch(executor);
+    while let Some(row) = rows.try_next().await? {
+        events.push(from_row(row));
+    }
+    Ok(events)
 }
 
 /// Every event of one aggregate, in version order (for auditors and tests).
