@@ -1424,10 +1424,9 @@ pub async fn rebuild_with(
     // indexes are built, `writers` at once, each on a connection of its
     // own (one index build keeps one backend busy; builds on one table
     // take compatible locks). The versions' copy gets statistics for the
-    // switch, which joins it. The table's own come from autovacuum, which
-    // counts the rows written to it under the same relation once it is
-    // live (an ANALYZE here would hold up the switch by about as long as
-    // the index builds take).
+    // switch, which joins it. The table gets its own once it is live
+    // (below): an ANALYZE here would hold up the switch by about as long
+    // as the index builds take.
     let store_versions = async {
         if let Some(versions) = known {
             let mut tx = pool.begin().await?;
@@ -1520,6 +1519,12 @@ pub async fn rebuild_with(
         .await?;
     tx.commit().await?;
     report.seconds = started.elapsed().as_secs_f64();
+    // Statistics for the new live table now, rather than whenever
+    // autovacuum comes to it: until then the planner would guess. ANALYZE
+    // blocks neither readers nor the live projector.
+    sqlx::query(&format!("ANALYZE public.{table}"))
+        .execute(pool)
+        .await?;
     tracing::info!(
         projection = name,
         events = report.events,
@@ -1823,5 +1828,14 @@ mod tests {
             versions("search").await,
             [("customer".to_owned(), ids[0].clone(), 2)]
         );
+        // The table that went live has planner statistics already.
+        let (analyzed,): (bool,) = sqlx::query_as(
+            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
+             WHERE schemaname = 'public' AND relname = 'rm_customers'",
+        )
+        .fetch_one(&env.pool)
+        .await
+        .unwrap();
+        assert!(analyzed);
     }
 }
