@@ -15,6 +15,7 @@
 use std::collections::HashMap;
 
 use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
 use pivotal_domain::envelope::{EventEnvelope, MetadataError, StoredMetadata};
 use serde_json::Value;
 use sqlx::{PgExecutor, PgPool};
@@ -159,7 +160,6 @@ pub async fn read_after(
          ORDER BY events.tx_id, events.global_position
          LIMIT $3"
     );
-    use futures::TryStreamExt;
     // Decoded as the rows arrive, into a vector sized once: a batch of
     // thousands of events takes megabytes, and growing it would copy them
     // and fault in fresh pages at every doubling.

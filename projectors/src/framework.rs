@@ -5,6 +5,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use futures::{StreamExt, TryStreamExt};
 use pivotal_domain::envelope::EventEnvelope;
 use pivotal_event_store::log::{self, Checkpoint};
 use pivotal_messaging::{headers, topics};
@@ -1416,7 +1417,6 @@ pub async fn rebuild_with(
         mut checkpoint,
         ..
     } = catch_up;
-    use futures::{StreamExt, TryStreamExt};
     let caught_up = started.elapsed();
     // The versions kept in memory go to the copy's bookkeeping while the
     // copy is made logged (rewritten once into the write-ahead log, far
