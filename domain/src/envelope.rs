@@ -173,7 +173,20 @@ pub struct StoredMetadata {
 
 impl StoredMetadata {
     pub fn from_store(map: &HashMap<String, String>) -> Result<Self, MetadataError> {
-        let get = |key: &'static str| map.get(key).filter(|v| !v.is_empty()).cloned();
+        Self::from_fields(|key| map.get(key).filter(|v| !v.is_empty()).cloned())
+    }
+
+    /// [`StoredMetadata::from_store`], taking the map's strings instead of
+    /// copying them.
+    pub fn from_owned_store(mut map: HashMap<String, String>) -> Result<Self, MetadataError> {
+        Self::from_fields(|key| map.remove(key).filter(|v| !v.is_empty()))
+    }
+
+    /// Reads the envelope's fields through `get`, which gives a key's
+    /// non-empty value.
+    fn from_fields(
+        mut get: impl FnMut(&'static str) -> Option<String>,
+    ) -> Result<Self, MetadataError> {
         let organization_id = get(keys::ORGANIZATION_ID)
             .and_then(|v| Uuid::parse_str(&v).ok())
             .ok_or(MetadataError(keys::ORGANIZATION_ID))?;

@@ -17,7 +17,8 @@ use std::collections::HashMap;
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use pivotal_domain::envelope::{EventEnvelope, MetadataError, StoredMetadata};
-use serde_json::Value;
+use serde::Deserialize;
+use serde_json::value::RawValue;
 use sqlx::{PgExecutor, PgPool};
 use uuid::Uuid;
 
@@ -29,7 +30,7 @@ pub struct Checkpoint {
 }
 
 /// One row of the log.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone)]
 pub struct LoggedEvent {
     pub tx_id: i64,
     pub position: i64,
@@ -39,7 +40,11 @@ pub struct LoggedEvent {
     pub sequence: i64,
     pub event_type: String,
     pub event_version: String,
-    pub payload: Value,
+    /// The event's own facts: the stored payload's `data`, as the JSON text
+    /// it was stored as (`null` for an event without any). Every reader
+    /// either passes it on as it is (the relay, the history) or reads its
+    /// own types from it, so no JSON tree is built in between.
+    pub data: Box<RawValue>,
     pub metadata: HashMap<String, String>,
     pub recorded_at: DateTime<Utc>,
 }
@@ -61,37 +66,35 @@ impl LoggedEvent {
     }
 
     /// The published envelope: `IBaseEvent` fields with the event's `data`.
-    pub fn envelope(&self) -> Result<EventEnvelope<Value>, EnvelopeError> {
+    pub fn envelope(&self) -> Result<EventEnvelope<&RawValue>, EnvelopeError> {
         self.assemble(
+            StoredMetadata::from_store(&self.metadata)?,
             self.event_type.clone(),
             self.aggregate_id.clone(),
             self.aggregate_type.clone(),
-            self.payload.get("data").cloned().unwrap_or(Value::Null),
+            &self.data,
         )
     }
 
-    /// [`LoggedEvent::envelope`], taking the row's strings and `data`
+    /// [`LoggedEvent::envelope`], owning the row's strings and `data`
     /// instead of copying them (a rebuild decodes every event it reads).
-    pub fn into_envelope(mut self) -> Result<EventEnvelope<Value>, EnvelopeError> {
-        let data = self
-            .payload
-            .as_object_mut()
-            .and_then(|payload| payload.remove("data"))
-            .unwrap_or(Value::Null);
+    pub fn into_envelope(mut self) -> Result<EventEnvelope<Box<RawValue>>, EnvelopeError> {
+        let data = std::mem::take(&mut self.data);
         let event_type = std::mem::take(&mut self.event_type);
         let aggregate_id = std::mem::take(&mut self.aggregate_id);
         let aggregate_type = std::mem::take(&mut self.aggregate_type);
-        self.assemble(event_type, aggregate_id, aggregate_type, data)
+        let stored = StoredMetadata::from_owned_store(std::mem::take(&mut self.metadata))?;
+        self.assemble(stored, event_type, aggregate_id, aggregate_type, data)
     }
 
-    fn assemble(
+    fn assemble<T>(
         &self,
+        stored: StoredMetadata,
         event_type: String,
         aggregate_id: String,
         aggregate_type: String,
-        data: Value,
-    ) -> Result<EventEnvelope<Value>, EnvelopeError> {
-        let stored = StoredMetadata::from_store(&self.metadata)?;
+        data: T,
+    ) -> Result<EventEnvelope<T>, EnvelopeError> {
         Ok(EventEnvelope {
             id: self.event_id,
             event_type,
@@ -108,6 +111,15 @@ impl LoggedEvent {
     }
 }
 
+/// The stored payload as far as it is read: the domain event, adjacently
+/// tagged, whose `data` is kept as text. Its tag is skipped without being
+/// copied.
+#[derive(Deserialize)]
+struct StoredPayload {
+    #[serde(default)]
+    data: Option<Box<RawValue>>,
+}
+
 type Row = (
     i64,
     i64,
@@ -117,7 +129,7 @@ type Row = (
     i64,
     String,
     String,
-    Value,
+    sqlx::types::Json<StoredPayload>,
     sqlx::types::Json<HashMap<String, String>>,
     DateTime<Utc>,
 );
@@ -132,7 +144,7 @@ fn from_row(row: Row) -> LoggedEvent {
         sequence: row.5,
         event_type: row.6,
         event_version: row.7,
-        payload: row.8,
+        data: row.8.0.data.unwrap_or_else(|| RawValue::NULL.to_owned()),
         metadata: row.9.0,
         recorded_at: row.10,
     }

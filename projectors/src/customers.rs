@@ -18,9 +18,9 @@ use crate::framework::{Envelope, Projection, ProjectionError};
 #[derive(Debug, Clone, Copy)]
 pub struct CustomersProjection;
 
-/// The event's `data` as `T`, read in place (no copy of the JSON tree).
+/// The event's `data` as `T`, read straight from its JSON text.
 fn data<'e, T: Deserialize<'e>>(event: &'e Envelope) -> Result<T, ProjectionError> {
-    T::deserialize(&event.data).map_err(|e| ProjectionError::Data(event.id, e.to_string()))
+    T::deserialize(&*event.data).map_err(|e| ProjectionError::Data(event.id, e.to_string()))
 }
 
 fn id(event: &Envelope) -> Result<Uuid, ProjectionError> {

@@ -13,13 +13,16 @@ use pivotal_settings::Settings;
 use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
 use rdkafka::message::{BorrowedMessage, Headers, Message};
 use rdkafka::{Offset, TopicPartitionList};
-use serde_json::Value;
+use serde_json::value::RawValue;
 use sqlx::{PgConnection, PgPool};
 
 use crate::redis_link::RedisLink;
 
-/// An event as a projection sees it.
-pub type Envelope = EventEnvelope<Value>;
+/// An event as a projection sees it. Its `data` stays the JSON text it
+/// was stored and published as: each projection reads its own types from
+/// it (a `&RawValue` is a `serde` deserializer), with no JSON tree in
+/// between.
+pub type Envelope = EventEnvelope<Box<RawValue>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ProjectionError {
@@ -875,13 +878,14 @@ async fn fill_gaps<'b>(
                 metrics::counter!("projector_events_from_store_total")
                     .increment(missing.len() as u64);
                 for logged in missing {
+                    let (id, position) = (logged.event_id, logged.position);
                     let event = logged
-                        .envelope()
-                        .map_err(|e| ProjectionError::Data(logged.event_id, e.to_string()))?;
+                        .into_envelope()
+                        .map_err(|e| ProjectionError::Data(id, e.to_string()))?;
                     filled.push(Pending {
                         message: None,
                         event,
-                        position: Some(logged.position),
+                        position: Some(position),
                     });
                 }
             }
@@ -1618,7 +1622,10 @@ mod tests {
         let stored = log::aggregate_versions(&env.pool, "customer", &id, 1, 3)
             .await
             .unwrap();
-        let events: Vec<Envelope> = stored.iter().map(|e| e.envelope().unwrap()).collect();
+        let events: Vec<Envelope> = stored
+            .into_iter()
+            .map(|e| e.into_envelope().unwrap())
+            .collect();
         let mut tx = env.pool.begin().await.unwrap();
         for event in &events[..2] {
             apply_once(&mut tx, &CustomersProjection, event, None)
@@ -1650,7 +1657,7 @@ mod tests {
             .await
             .unwrap()
             .remove(0)
-            .envelope()
+            .into_envelope()
             .unwrap();
         let mut tx = env.pool.begin().await.unwrap();
         let projection = CustomersProjection;
@@ -1763,6 +1770,54 @@ mod tests {
             "{failed:?}"
         );
         assert_eq!(live().await, before);
+    }
+
+    /// Each event's `data` reaches its readers as the very text it was
+    /// stored as, through both envelopes; an event stored without any has
+    /// `null`.
+    #[tokio::test]
+    async fn the_log_hands_on_each_event_s_data_as_it_was_stored() {
+        let env = TestEnv::new().await;
+        let id = customer_with_three_versions(&env).await;
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata)
+             SELECT aggregate_type, aggregate_id, 4, event_type, event_version,
+                    (payload::jsonb - 'data')::json, metadata
+             FROM events WHERE aggregate_type = 'customer' AND aggregate_id = $1 AND sequence = 3",
+        )
+        .bind(&id)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        let stored: Vec<Option<String>> = sqlx::query_scalar(
+            "SELECT (payload -> 'data')::text FROM events
+             WHERE aggregate_type = 'customer' AND aggregate_id = $1 ORDER BY sequence",
+        )
+        .bind(&id)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(stored.len(), 4);
+        assert!(stored[..3].iter().all(Option::is_some), "{stored:?}");
+        assert_eq!(stored[3], None);
+
+        let logged = log::aggregate_versions(&env.pool, "customer", &id, 1, 4)
+            .await
+            .unwrap();
+        let borrowed: Vec<String> = logged
+            .iter()
+            .map(|e| e.envelope().unwrap().data.get().to_owned())
+            .collect();
+        let owned: Vec<String> = logged
+            .into_iter()
+            .map(|e| e.into_envelope().unwrap().data.get().to_owned())
+            .collect();
+        let expected: Vec<String> = stored
+            .into_iter()
+            .map(|data| data.unwrap_or_else(|| "null".into()))
+            .collect();
+        assert_eq!(borrowed, expected);
+        assert_eq!(owned, expected);
     }
 
     /// The switch leaves the projection's versions exactly as the replay

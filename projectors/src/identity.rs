@@ -9,17 +9,28 @@ use pivotal_domain::organization::{self, Organization};
 use pivotal_domain::user::{self, User};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use serde_json::value::RawValue;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
 use crate::framework::{Envelope, Projection, ProjectionError};
 
+/// The domain event of `envelope`, read from the stored form (adjacently
+/// tagged): its type and its `data`, put back together as JSON text.
 pub(crate) fn event<E: DeserializeOwned>(envelope: &Envelope) -> Result<E, ProjectionError> {
-    serde_json::from_value(serde_json::json!({
-        "type": envelope.event_type,
-        "data": envelope.data,
-    }))
-    .map_err(|e| ProjectionError::Data(envelope.id, e.to_string()))
+    #[derive(Serialize)]
+    struct Tagged<'e> {
+        #[serde(rename = "type")]
+        event_type: &'e str,
+        data: &'e RawValue,
+    }
+    let invalid = |e: serde_json::Error| ProjectionError::Data(envelope.id, e.to_string());
+    let tagged = serde_json::to_string(&Tagged {
+        event_type: &envelope.event_type,
+        data: &envelope.data,
+    })
+    .map_err(invalid)?;
+    serde_json::from_str(&tagged).map_err(invalid)
 }
 
 pub(crate) fn id(envelope: &Envelope) -> Result<Uuid, ProjectionError> {

@@ -5,19 +5,13 @@
 use chrono::Utc;
 use pivotal_domain::envelope::{EventEnvelope, EventMetadata};
 use pivotal_projectors::customers::CustomersProjection;
-use pivotal_projectors::framework::{Applied, ProjectionError, apply_once};
+use pivotal_projectors::framework::{Applied, Envelope, ProjectionError, apply_once};
 use pivotal_projectors::search::SearchProjection;
 use pivotal_test_support::TestEnv;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-fn event(
-    customer: Uuid,
-    org: Uuid,
-    version: u64,
-    event_type: &str,
-    data: Value,
-) -> EventEnvelope<Value> {
+fn event(customer: Uuid, org: Uuid, version: u64, event_type: &str, data: Value) -> Envelope {
     EventEnvelope {
         id: Uuid::now_v7(),
         event_type: event_type.into(),
@@ -34,7 +28,7 @@ fn event(
             user_agent: None,
             ip_address: None,
         },
-        data,
+        data: serde_json::value::to_raw_value(&data).unwrap(),
     }
 }
 
@@ -234,7 +228,7 @@ async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
     for e in &events {
         assert_eq!(versions.admit(e, None).unwrap(), Applied::Applied);
     }
-    let refs: Vec<&EventEnvelope<Value>> = events.iter().collect();
+    let refs: Vec<&Envelope> = events.iter().collect();
     CustomersProjection
         .apply_batch(&mut tx, &refs)
         .await

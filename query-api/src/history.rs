@@ -47,8 +47,12 @@ pub async fn of_aggregate(
         .await
         .map_err(errors::internal)?;
     let mut out = Vec::with_capacity(events.len());
-    for logged in events {
-        let envelope = logged.envelope().map_err(errors::internal)?;
+    for mut logged in events {
+        let (schema_version, position) =
+            (std::mem::take(&mut logged.event_version), logged.position);
+        let envelope = logged.into_envelope().map_err(errors::internal)?;
+        let data: serde_json::Value =
+            serde_json::from_str(envelope.data.get()).map_err(errors::internal)?;
         if envelope.organization_id != organization {
             continue;
         }
@@ -61,8 +65,8 @@ pub async fn of_aggregate(
             user_id: envelope.user_id.map(|u| ID(u.to_string())),
             timestamp: envelope.timestamp,
             version: i64::try_from(envelope.version).unwrap_or(i64::MAX),
-            schema_version: logged.event_version,
-            position: logged.position,
+            schema_version,
+            position,
             metadata: EventMetadata {
                 correlation_id: envelope.metadata.correlation_id,
                 causation_id: envelope.metadata.causation_id,
@@ -70,7 +74,7 @@ pub async fn of_aggregate(
                 user_agent: envelope.metadata.user_agent,
                 ip_address: envelope.metadata.ip_address,
             },
-            data: Json(envelope.data),
+            data: Json(data),
         });
     }
     Ok(out)

@@ -69,7 +69,8 @@ async fn create_returns_version_position_etag_and_location() {
     assert_eq!(envelope.metadata.ip_address.as_deref(), Some("127.0.0.1"));
     assert!(envelope.metadata.causation_id.is_some());
     assert_eq!(envelope.id.get_version_num(), 7, "event ids are UUIDv7");
-    assert_eq!(envelope.data["legalName"], "Kowhai Consulting Limited");
+    let data: Value = serde_json::from_str(envelope.data.get()).unwrap();
+    assert_eq!(data["legalName"], "Kowhai Consulting Limited");
 }
 
 #[tokio::test]
