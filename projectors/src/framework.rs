@@ -311,6 +311,24 @@ impl<'p> Versions<'p> {
     /// several projections: one statement for the versions and one for the
     /// positions, each sent only when there is something to write.
     pub async fn store_all(conn: &mut PgConnection, all: Vec<Self>) -> Result<(), ProjectionError> {
+        Self::write(conn, all, true).await
+    }
+
+    /// Writes the versions into bookkeeping that holds none of this
+    /// projection's (a rebuild's copy, before its key is added): plain
+    /// inserts, with no conflict to look for, which on tens of thousands of
+    /// versions takes a third of the time an upsert does.
+    async fn store_new(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
+        Self::write(conn, vec![self], false).await
+    }
+
+    /// Writes the versions that moved, as upserts (`upsert`) or as plain
+    /// inserts, and the highest positions applied.
+    async fn write(
+        conn: &mut PgConnection,
+        all: Vec<Self>,
+        upsert: bool,
+    ) -> Result<(), ProjectionError> {
         let mut changed: Vec<(&str, &str, &str, i64)> = all
             .iter()
             .flat_map(|versions| {
@@ -325,8 +343,12 @@ impl<'p> Versions<'p> {
             })
             .collect();
         if !changed.is_empty() {
-            // In key order (this transaction holds their locks already).
-            changed.sort_unstable();
+            // Upserts in key order (this transaction holds their locks
+            // already); plain inserts go to a rebuild's copy, which no
+            // other transaction writes.
+            if upsert {
+                changed.sort_unstable();
+            }
             let mut names = Vec::with_capacity(changed.len());
             let mut types = Vec::with_capacity(changed.len());
             let mut ids = Vec::with_capacity(changed.len());
@@ -337,12 +359,15 @@ impl<'p> Versions<'p> {
                 ids.push(id);
                 versions.push(version);
             }
-            sqlx::query(
+            sqlx::query(if upsert {
                 "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
                  SELECT p, t, i, v FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(p, t, i, v)
                  ON CONFLICT (projection, aggregate_type, aggregate_id)
-                   DO UPDATE SET version = EXCLUDED.version",
-            )
+                   DO UPDATE SET version = EXCLUDED.version"
+            } else {
+                "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
+                 SELECT p, t, i, v FROM UNNEST($1::text[], $2::text[], $3::text[], $4::bigint[]) AS k(p, t, i, v)"
+            })
             .bind(&names)
             .bind(&types)
             .bind(&ids)
@@ -969,8 +994,11 @@ async fn create_shadow(
         format!(
             "CREATE UNLOGGED TABLE {schema}.{table} (LIKE public.{table} INCLUDING DEFAULTS INCLUDING GENERATED INCLUDING IDENTITY)"
         ),
+        // Its key is added once the versions kept in memory are written
+        // ([`key_shadow_versions`]): building it then is cheaper than
+        // maintaining it row by row.
         format!(
-            "CREATE UNLOGGED TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING ALL)"
+            "CREATE UNLOGGED TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING DEFAULTS)"
         ),
         format!(
             "CREATE UNLOGGED TABLE {schema}.projection_positions (LIKE public.projection_positions INCLUDING ALL)"
@@ -978,6 +1006,16 @@ async fn create_shadow(
     ] {
         sqlx::query(&statement).execute(&mut *conn).await?;
     }
+    copy_constraints(conn, schema, table).await
+}
+
+/// Gives the copy `{schema}.{table}` the live table's constraints (same
+/// names): its key, unique and check constraints.
+async fn copy_constraints(
+    conn: &mut PgConnection,
+    schema: &str,
+    table: &str,
+) -> Result<(), ProjectionError> {
     let constraints: Vec<(String, String)> = sqlx::query_as(
         "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
          WHERE conrelid = format('public.%I', $1::text)::regclass AND contype IN ('p', 'u', 'x', 'c')",
@@ -993,6 +1031,18 @@ async fn create_shadow(
         .await?;
     }
     Ok(())
+}
+
+/// Writes the versions a rebuild kept in memory into the copy's
+/// bookkeeping, which holds none of them, then gives it its key: from here
+/// on, it is read and written per batch.
+async fn key_shadow_versions(
+    conn: &mut PgConnection,
+    schema: &str,
+    versions: Versions<'_>,
+) -> Result<(), ProjectionError> {
+    versions.store_new(&mut *conn).await?;
+    copy_constraints(conn, schema, "projection_versions").await
 }
 
 /// The statements that give the copy the live table's other indexes (same
@@ -1408,7 +1458,7 @@ pub async fn rebuild_with(
             .is_some_and(|k| k.len() > limits.versions_in_memory)
             && let Some(versions) = known.take()
         {
-            versions.store(&mut tx).await?;
+            key_shadow_versions(&mut tx, &schema, versions).await?;
             catch_up.report.versions_written_out = true;
         }
         tx.commit().await?;
@@ -1435,7 +1485,7 @@ pub async fn rebuild_with(
         if let Some(versions) = known {
             let mut tx = pool.begin().await?;
             sqlx::query(&search_path).execute(&mut *tx).await?;
-            versions.store(&mut tx).await?;
+            key_shadow_versions(&mut tx, &schema, versions).await?;
             tx.commit().await?;
         }
         sqlx::query(&format!("ANALYZE {schema}.projection_versions"))
