@@ -1477,8 +1477,11 @@ pub async fn rebuild_with(
     // cheaper than logging each row as it was written); then its other
     // indexes are built, `writers` at once, each on a connection of its
     // own (one index build keeps one backend busy; builds on one table
-    // take compatible locks). The versions' copy gets statistics for the
-    // switch, which joins it. The table gets its own once it is live
+    // take compatible locks). The versions' copy and the live versions get
+    // statistics for the switch, which joins them: with none, or stale
+    // ones, the planner probes one index per version (about 0.4 s a
+    // statement for 67,000 customers, under the lock) instead of hashing
+    // (under 0.1 s). The table gets its own once it is live
     // (below): an ANALYZE here would hold up the switch by about as long
     // as the index builds take.
     let store_versions = async {
@@ -1488,9 +1491,11 @@ pub async fn rebuild_with(
             key_shadow_versions(&mut tx, &schema, versions).await?;
             tx.commit().await?;
         }
-        sqlx::query(&format!("ANALYZE {schema}.projection_versions"))
-            .execute(pool)
-            .await?;
+        sqlx::query(&format!(
+            "ANALYZE {schema}.projection_versions, public.projection_versions"
+        ))
+        .execute(pool)
+        .await?;
         Ok::<_, ProjectionError>(())
     };
     let make_logged = async {
@@ -1933,14 +1938,22 @@ mod tests {
             versions("search").await,
             [("customer".to_owned(), ids[0].clone(), 2)]
         );
-        // The table that went live has planner statistics already.
-        let (analyzed,): (bool,) = sqlx::query_as(
-            "SELECT last_analyze IS NOT NULL FROM pg_stat_user_tables
-             WHERE schemaname = 'public' AND relname = 'rm_customers'",
+        // The table that went live, and the versions the switch joined,
+        // have planner statistics already.
+        let analyzed: Vec<(String, bool)> = sqlx::query_as(
+            "SELECT relname::text, last_analyze IS NOT NULL FROM pg_stat_user_tables
+             WHERE schemaname = 'public' AND relname IN ('rm_customers', 'projection_versions')
+             ORDER BY relname",
         )
-        .fetch_one(&env.pool)
+        .fetch_all(&env.pool)
         .await
         .unwrap();
-        assert!(analyzed);
+        assert_eq!(
+            analyzed,
+            [
+                ("projection_versions".to_owned(), true),
+                ("rm_customers".to_owned(), true)
+            ]
+        );
     }
 }
