@@ -316,8 +316,7 @@ impl<'p> Versions<'p> {
 
     /// Writes the versions into bookkeeping that holds none of this
     /// projection's (a rebuild's copy, before its key is added): plain
-    /// inserts, with no conflict to look for, which on tens of thousands of
-    /// versions takes a third of the time an upsert does.
+    /// inserts, with no conflict to look for and no index to maintain.
     async fn store_new(self, conn: &mut PgConnection) -> Result<(), ProjectionError> {
         Self::write(conn, vec![self], false).await
     }
