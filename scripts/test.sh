@@ -11,10 +11,14 @@ bash scripts/services.sh --fresh-test-broker
 # Tests use the broker started empty for this run.
 export PIVOTAL_TEST_KAFKA=127.0.0.1:${PIVOTAL_TEST_KAFKA_PORT:-19092}
 
-# Databases left behind by earlier test runs.
-psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
-  "SELECT datname FROM pg_database WHERE datname LIKE 'pf_test_%'" |
-  while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+# Each test works in a database of its own (pf_test_*). A passing run drops
+# them at its end; a failing one leaves them for inspection until the next run.
+drop_test_databases() {
+  psql -h 127.0.0.1 -U postgres -d postgres -Atqc \
+    "SELECT datname FROM pg_database WHERE datname LIKE 'pf_test_%'" |
+    while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
+}
+drop_test_databases
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 echo "==> cargo fmt --check"
@@ -28,3 +32,6 @@ cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST
 # for the two cores to itself.
 echo "==> fault scenarios"
 cargo test -p pivotal-cli --test system --locked -- --test-threads=1 faults::
+
+echo "==> dropping the test databases"
+drop_test_databases

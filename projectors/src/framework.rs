@@ -427,6 +427,7 @@ pub async fn run(
             .create_with_context(LagContext)?;
     let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
+    let followed = followed_topics(&settings.kafka.topic_prefix, &projections);
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);
     let mut redis = {
@@ -492,7 +493,7 @@ pub async fn run(
         // behind, and the messages stay in order. Shutdown still wins.
         let started = Instant::now();
         let applied = loop {
-            match apply_batch(&pool, &projections, &batch).await {
+            match apply_batch(&pool, &projections, &followed, &batch).await {
                 Ok(applied) => break applied,
                 Err(error) => {
                     failures += 1;
@@ -733,10 +734,25 @@ fn follows(projection: &dyn Projection, event: &Envelope) -> bool {
         .contains(&event.aggregate_type.as_str())
 }
 
-/// Applies a batch in one transaction.
+/// The event topics each projection follows, in the order of `projections`.
+fn followed_topics(prefix: &str, projections: &[Box<dyn Projection>]) -> Vec<HashSet<String>> {
+    projections
+        .iter()
+        .map(|p| {
+            p.aggregate_types()
+                .iter()
+                .map(|a| topics::event_topic(prefix, a))
+                .collect()
+        })
+        .collect()
+}
+
+/// Applies a batch in one transaction. `followed` holds each projection's
+/// topics: a projection's offsets are recorded only for those.
 async fn apply_batch(
     pool: &PgPool,
     projections: &[Box<dyn Projection>],
+    followed: &[HashSet<String>],
     batch: &[BorrowedMessage<'_>],
 ) -> Result<AppliedBatch, ProjectionError> {
     let mut tx = pool.begin().await?;
@@ -816,23 +832,30 @@ async fn apply_batch(
     }
     Versions::store_all(&mut tx, versions).await?;
     let mut offsets = TopicPartitionList::new();
-    let mut topics = Vec::with_capacity(next_offsets.len());
-    let mut partitions = Vec::with_capacity(next_offsets.len());
-    let mut nexts = Vec::with_capacity(next_offsets.len());
     for ((topic, partition), next) in &next_offsets {
         offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-        topics.push(topic.as_str());
-        partitions.push(*partition);
-        nexts.push(*next);
     }
-    if !topics.is_empty() {
-        let names: Vec<&str> = projections.iter().map(|p| p.name()).collect();
+    let mut names = Vec::new();
+    let mut topics = Vec::new();
+    let mut partitions = Vec::new();
+    let mut nexts = Vec::new();
+    for (projection, followed) in projections.iter().zip(followed) {
+        for ((topic, partition), next) in &next_offsets {
+            if followed.contains(topic) {
+                names.push(projection.name());
+                topics.push(topic.as_str());
+                partitions.push(*partition);
+                nexts.push(*next);
+            }
+        }
+    }
+    if !names.is_empty() {
         sqlx::query(
             "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
-             SELECT p, o.topic, o.partition, o.next, now()
-             FROM UNNEST($1::text[]) AS p
-             CROSS JOIN UNNEST($2::text[], $3::int4[], $4::int8[]) AS o(topic, partition, next)
-             ORDER BY p, o.topic, o.partition
+             SELECT o.projection, o.topic, o.partition, o.next, now()
+             FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[])
+               AS o(projection, topic, partition, next)
+             ORDER BY o.projection, o.topic, o.partition
              ON CONFLICT (projection, topic, partition) DO UPDATE
                SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
         )
