@@ -1563,7 +1563,19 @@ pub async fn rebuild_with(
     // The copy's versions replace the live ones. Only the rows that differ
     // are written: the live projector has usually applied the same events,
     // so most versions match and this holds the lock for reads, not for
-    // rewriting every row.
+    // rewriting every row. The versions the live table lacks are gathered
+    // in a temporary table before they are inserted: a statement that
+    // inserted them while probing the same table for them could be planned
+    // as a scan of that table per row (when it holds none of this
+    // projection's versions), and each scan would read the pages the
+    // statement had just written; on 66,672 versions that held the lock
+    // for about 50 s instead of a fraction of one.
+    sqlx::query(
+        "CREATE TEMPORARY TABLE missing_versions
+           (LIKE public.projection_versions) ON COMMIT DROP",
+    )
+    .execute(&mut *tx)
+    .await?;
     for statement in [
         format!(
             "DELETE FROM public.projection_versions p WHERE p.projection = $1
@@ -1580,13 +1592,16 @@ pub async fn rebuild_with(
                AND p.version <> s.version"
         ),
         format!(
-            "INSERT INTO public.projection_versions
+            "INSERT INTO pg_temp.missing_versions
              SELECT s.* FROM {schema}.projection_versions s
              WHERE s.projection = $1
                AND NOT EXISTS (SELECT 1 FROM public.projection_versions p
                  WHERE (p.projection, p.aggregate_type, p.aggregate_id)
                      = (s.projection, s.aggregate_type, s.aggregate_id))"
         ),
+        "INSERT INTO public.projection_versions
+         SELECT * FROM pg_temp.missing_versions WHERE projection = $1"
+            .to_owned(),
         "DELETE FROM public.projection_positions WHERE projection = $1".to_owned(),
         format!(
             "INSERT INTO public.projection_positions
