@@ -1,6 +1,6 @@
 //! The customers read model (`rm_customers`).
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -306,16 +306,30 @@ impl Projection for CustomersProjection {
         conn: &mut PgConnection,
         events: &[&Envelope],
     ) -> Result<(), ProjectionError> {
-        let keys: HashSet<(Uuid, Uuid)> = events
+        let keys: Vec<(Uuid, Uuid)> = events
             .iter()
             .map(|event| Ok((event.organization_id, id(event)?)))
             .collect::<Result<_, ProjectionError>>()?;
-        let keys: Vec<(Uuid, Uuid)> = keys.into_iter().collect();
-        let mut rows = load(&mut *conn, &keys).await?;
+        // Whether each customer's row is read: not when its first event
+        // here is its creation, which starts the row afresh (and comes
+        // before any row of it can exist).
+        let mut read: HashMap<(Uuid, Uuid), bool> = HashMap::with_capacity(keys.len());
+        for (key, event) in keys.iter().zip(events) {
+            read.entry(*key)
+                .or_insert_with(|| event.event_type != "customer.created");
+        }
+        let existing: Vec<(Uuid, Uuid)> = read
+            .iter()
+            .filter_map(|(key, read)| read.then_some(*key))
+            .collect();
+        let mut rows = if existing.is_empty() {
+            HashMap::new()
+        } else {
+            load(&mut *conn, &existing).await?
+        };
         // Room for the rows the batch creates, so the map never rehashes.
-        rows.reserve(keys.len().saturating_sub(rows.len()));
-        for event in events {
-            let key = (event.organization_id, id(event)?);
+        rows.reserve(read.len().saturating_sub(rows.len()));
+        for (key, event) in keys.into_iter().zip(events) {
             if let Some(row) = fold(rows.remove(&key), event)? {
                 rows.insert(key, row);
             }

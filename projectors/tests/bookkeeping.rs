@@ -272,6 +272,54 @@ async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
         "the unknown event moves the version, not the row"
     );
 
+    // One batch creating a customer and changing one that exists: the
+    // existing row is read and changed, the new one starts from its
+    // creation.
+    let newcomer = Uuid::now_v7();
+    let mut mixed = history(newcomer, org);
+    mixed.truncate(1);
+    mixed.push(event(
+        batched,
+        org,
+        10,
+        "customer.tags.changed",
+        json!({"customerId": batched.to_string(), "tags": ["c"]}),
+    ));
+    mixed.push(event(
+        newcomer,
+        org,
+        2,
+        "customer.renamed",
+        json!({
+        "customerId": newcomer.to_string(), "legalName": "Rātā Limited", "displayName": "Rātā"}),
+    ));
+    let mut tx = env.pool.begin().await.unwrap();
+    let refs: Vec<&Envelope> = mixed.iter().collect();
+    CustomersProjection
+        .apply_batch(&mut tx, &refs)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let mut changed = expected.clone();
+    changed["tags"] = json!(["c"]);
+    changed["version"] = json!(10);
+    assert_eq!(row(batched).await, changed);
+    let created = row(newcomer).await;
+    assert_eq!(
+        (
+            &created["legal_name"],
+            &created["email"],
+            &created["tags"],
+            &created["version"]
+        ),
+        (
+            &json!("Rātā Limited"),
+            &json!("a@kowhai.example.com"),
+            &json!(["consulting"]),
+            &json!(2)
+        )
+    );
+
     // Events of a customer that was never created change nothing.
     let ghost = Uuid::now_v7();
     let mut tx = env.pool.begin().await.unwrap();
