@@ -17,6 +17,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use chrono::{DateTime, Utc};
 use pivotal_auth::{TokenIssuer, TokenRequest};
 use pivotal_settings::Settings;
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -58,16 +59,67 @@ pub struct Latency {
     pub p99_ms: f64,
     pub max_ms: f64,
     pub errors: usize,
+    /// When the slowest request was due (UTC), to find in the processes'
+    /// logs.
+    pub slowest_due_at: Option<DateTime<Utc>>,
+    /// Requests that took longer than [`SLOW`].
+    pub slow: usize,
+    /// The first and the last time a request that took longer than
+    /// [`SLOW`] was due (UTC): where a stall lies in the phase.
+    pub slow_due_between: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-fn latency(mut samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Latency {
-    samples.sort();
+/// A request slow enough to locate: the paced phases' p99 targets are
+/// 10 and 50 ms.
+const SLOW: Duration = Duration::from_millis(50);
+
+/// One timed request: how long it took, and when it was due.
+#[derive(Debug, Clone, Copy)]
+struct Sample {
+    took: Duration,
+    due: Instant,
+}
+
+/// The wall-clock time of monotonic instants, from one reading of both
+/// clocks.
+#[derive(Debug, Clone, Copy)]
+struct Clock {
+    instant: Instant,
+    wall: DateTime<Utc>,
+}
+
+impl Clock {
+    fn now() -> Self {
+        Self {
+            instant: Instant::now(),
+            wall: Utc::now(),
+        }
+    }
+
+    fn wall(&self, at: Instant) -> DateTime<Utc> {
+        let since = at.saturating_duration_since(self.instant);
+        self.wall + chrono::Duration::from_std(since).unwrap_or_default()
+    }
+}
+
+fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Clock) -> Latency {
+    let slow: Vec<Instant> = samples
+        .iter()
+        .filter(|s| s.took > SLOW)
+        .map(|s| s.due)
+        .collect();
+    let slow_due_between = slow
+        .iter()
+        .min()
+        .zip(slow.iter().max())
+        .map(|(first, last)| (clock.wall(*first), clock.wall(*last)));
+    samples.sort_by_key(|s| s.took);
     let at = |q: f64| -> f64 {
         if samples.is_empty() {
             return 0.0;
         }
         let i = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
-        samples[i].as_secs_f64() * 1000.0
+        samples[i].took.as_secs_f64() * 1000.0
     };
     Latency {
         count: samples.len(),
@@ -75,8 +127,13 @@ fn latency(mut samples: Vec<Duration>, elapsed: Duration, errors: usize) -> Late
         p50_ms: at(0.50),
         p95_ms: at(0.95),
         p99_ms: at(0.99),
-        max_ms: samples.last().map_or(0.0, |d| d.as_secs_f64() * 1000.0),
+        max_ms: samples
+            .last()
+            .map_or(0.0, |s| s.took.as_secs_f64() * 1000.0),
         errors,
+        slowest_due_at: samples.last().map(|s| clock.wall(s.due)),
+        slow: slow.len(),
+        slow_due_between,
     }
 }
 
@@ -267,7 +324,8 @@ where
         seconds,
         rate,
     } = load;
-    let start = Instant::now();
+    let clock = Clock::now();
+    let start = clock.instant;
     let deadline = start + Duration::from_secs(seconds);
     let errors = Arc::new(AtomicUsize::new(0));
     // Each loop's interval between requests when paced.
@@ -293,7 +351,10 @@ where
                         _ => Instant::now(),
                     };
                     if request(c, n).await {
-                        samples.push(started.elapsed());
+                        samples.push(Sample {
+                            took: started.elapsed(),
+                            due: started,
+                        });
                     } else {
                         errors.fetch_add(1, Ordering::Relaxed);
                     }
@@ -307,7 +368,12 @@ where
     for task in tasks {
         samples.extend(task.await.unwrap_or_default());
     }
-    latency(samples, started.elapsed(), errors.load(Ordering::Relaxed))
+    latency(
+        samples,
+        started.elapsed(),
+        errors.load(Ordering::Relaxed),
+        clock,
+    )
 }
 
 /// 256 clients (by default): 30% creations, 70% changes of customers
@@ -401,7 +467,8 @@ async fn freshness_phase(
 ) -> Latency {
     let mut found = Vec::new();
     let mut errors = 0;
-    let started = Instant::now();
+    let clock = Clock::now();
+    let started = clock.instant;
     for i in 0..samples {
         // A bound on the phase: a stalled pipeline shows as errors, not a hang.
         if started.elapsed() > Duration::from_secs(120) {
@@ -433,7 +500,10 @@ async fn freshness_phase(
                 && let Ok(body) = r.json::<Value>().await
                 && body["data"]["customer"]["legalName"] == name.as_str()
             {
-                found.push(accepted.elapsed());
+                found.push(Sample {
+                    took: accepted.elapsed(),
+                    due: accepted,
+                });
                 break;
             }
             if accepted.elapsed() > Duration::from_secs(10) {
@@ -443,7 +513,7 @@ async fn freshness_phase(
             tokio::time::sleep(Duration::from_millis(1)).await;
         }
     }
-    latency(found, started.elapsed(), errors)
+    latency(found, started.elapsed(), errors, clock)
 }
 
 /// Copies the customers' events under new aggregate ids until there are at
@@ -875,6 +945,21 @@ fn print_table(
             l.per_second, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.errors
         );
     }
+    // Where a phase's tail lies, to compare with the processes' logs. Only
+    // a tail: in the closed-loop phases most requests queue for longer.
+    let time = |t: &DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
+    for (name, l) in phases.iter().filter(|(_, l)| l.slow * 20 <= l.count) {
+        if let (Some(slowest), Some((first, last))) = (&l.slowest_due_at, &l.slow_due_between) {
+            println!(
+                "{name}: {} over {} ms, due {} to {} UTC, the slowest at {}",
+                l.slow,
+                SLOW.as_millis(),
+                time(first),
+                time(last),
+                time(slowest)
+            );
+        }
+    }
     println!(
         "\n{:<44} {:>12} {:>10} {:>10}",
         "throughput", "per s", "/ 1 client", "/ 16 cl."
@@ -917,5 +1002,41 @@ fn print_table(
     println!("\n{:<44} {:>12}", "process", "peak RSS MiB");
     for (name, mib) in memory {
         println!("{name:<44} {mib:>12.1}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn latency_locates_the_requests_slower_than_the_threshold() {
+        let clock = Clock::now();
+        let at = |ms: u64| clock.instant + Duration::from_millis(ms);
+        let sample = |due_ms: u64, took_ms: u64| Sample {
+            took: Duration::from_millis(took_ms),
+            due: at(due_ms),
+        };
+        let samples = vec![
+            sample(0, 2),
+            sample(100, 120),
+            sample(200, 3),
+            sample(300, 60),
+            sample(400, 50),
+            sample(500, 1),
+        ];
+        let l = latency(samples, Duration::from_secs(1), 1, clock);
+        assert_eq!((l.count, l.errors, l.slow), (6, 1, 2));
+        assert_eq!(l.max_ms, 120.0);
+        assert_eq!(l.p50_ms, 3.0);
+        let wall = |ms: i64| clock.wall + chrono::Duration::milliseconds(ms);
+        assert_eq!(l.slowest_due_at, Some(wall(100)));
+        assert_eq!(l.slow_due_between, Some((wall(100), wall(300))));
+
+        let quick = latency(vec![sample(0, 5)], Duration::from_secs(1), 0, clock);
+        assert_eq!((quick.slow, quick.slow_due_between), (0, None));
+        assert_eq!(quick.slowest_due_at, Some(wall(0)));
+        let none = latency(Vec::new(), Duration::from_secs(1), 0, clock);
+        assert_eq!((none.count, none.slowest_due_at), (0, None));
     }
 }
