@@ -69,8 +69,8 @@ pub struct Latency {
     pub slow_due_between: Option<(DateTime<Utc>, DateTime<Utc>)>,
 }
 
-/// A request slow enough to locate: the paced phases' p99 targets are
-/// 10 and 50 ms.
+/// A request slow enough to be worth locating in time: the paced
+/// commands' p99 target (by id's is 10 ms, but a stall reaches further).
 const SLOW: Duration = Duration::from_millis(50);
 
 /// One timed request: how long it took, and when it was due.
