@@ -67,6 +67,102 @@ pub struct Latency {
     /// The first and the last time a request that took longer than
     /// [`SLOW`] was due (UTC): where a stall lies in the phase.
     pub slow_due_between: Option<(DateTime<Utc>, DateTime<Utc>)>,
+    /// The machine's share of CPU time in I/O wait from the first slow
+    /// request's due time until the last one was answered.
+    pub slow_io_wait: Option<f64>,
+    /// The same share over the whole phase.
+    pub io_wait: Option<f64>,
+    /// The phase, and the time slow requests were outstanding in it.
+    #[serde(skip)]
+    spans: Option<Spans>,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Spans {
+    phase: (Instant, Instant),
+    slow: Option<(Instant, Instant)>,
+}
+
+/// The machine's CPU time (`/proc/stat`) read every 50 ms on a thread of
+/// its own, so that it goes on while the load's runtime is busy: where a
+/// phase's slow requests fall, it tells whether the CPUs were working or
+/// waiting for the disk.
+struct CpuSampler {
+    samples: Arc<std::sync::Mutex<Vec<CpuSample>>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Cumulative CPU time in clock ticks: all of it, and in I/O wait.
+#[derive(Debug, Clone, Copy)]
+struct CpuSample {
+    at: Instant,
+    total: u64,
+    io_wait: u64,
+}
+
+impl CpuSampler {
+    fn start() -> Self {
+        let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (into, stopped) = (samples.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !stopped.load(Ordering::Relaxed) {
+                if let Some(sample) = read_cpu() {
+                    into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        });
+        Self { samples, stop }
+    }
+
+    /// Fills in `latency`'s I/O wait shares.
+    fn annotate(&self, latency: &mut Latency) {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(spans) = latency.spans {
+            latency.io_wait = io_wait_share(&samples, spans.phase);
+            latency.slow_io_wait = spans.slow.and_then(|s| io_wait_share(&samples, s));
+        }
+    }
+}
+
+impl Drop for CpuSampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
+/// softirq, steal (guest time is counted in user).
+fn read_cpu() -> Option<CpuSample> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let ticks: Vec<u64> = stat
+        .lines()
+        .next()?
+        .split_whitespace()
+        .skip(1)
+        .take(8)
+        .filter_map(|t| t.parse().ok())
+        .collect();
+    (ticks.len() == 8).then(|| CpuSample {
+        at: Instant::now(),
+        total: ticks.iter().sum(),
+        io_wait: ticks[4],
+    })
+}
+
+/// The share of CPU time in I/O wait from the last sample at or before
+/// `from` to the first at or after `to` (so a span shorter than the
+/// interval still covers one); `None` without two samples around it.
+fn io_wait_share(samples: &[CpuSample], (from, to): (Instant, Instant)) -> Option<f64> {
+    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
+    let last = samples
+        .iter()
+        .position(|s| s.at >= to)
+        .unwrap_or(samples.len().saturating_sub(1));
+    let (a, b) = (samples.get(first)?, samples.get(last)?);
+    let total = b.total.checked_sub(a.total).filter(|t| *t > 0)?;
+    Some(b.io_wait.saturating_sub(a.io_wait) as f64 / total as f64)
 }
 
 /// A request slow enough to be worth locating in time: the paced
@@ -103,16 +199,13 @@ impl Clock {
 }
 
 fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Clock) -> Latency {
-    let slow: Vec<Instant> = samples
-        .iter()
-        .filter(|s| s.took > SLOW)
-        .map(|s| s.due)
-        .collect();
-    let slow_due_between = slow
-        .iter()
-        .min()
-        .zip(slow.iter().max())
-        .map(|(first, last)| (clock.wall(*first), clock.wall(*last)));
+    let slow: Vec<&Sample> = samples.iter().filter(|s| s.took > SLOW).collect();
+    let first_slow = slow.iter().map(|s| s.due).min();
+    let slow_due_between = first_slow
+        .zip(slow.iter().map(|s| s.due).max())
+        .map(|(first, last)| (clock.wall(first), clock.wall(last)));
+    let slow_span = first_slow.zip(slow.iter().map(|s| s.due + s.took).max());
+    let slow = slow.len();
     samples.sort_by_key(|s| s.took);
     let at = |q: f64| -> f64 {
         if samples.is_empty() {
@@ -132,8 +225,14 @@ fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Cl
             .map_or(0.0, |s| s.took.as_secs_f64() * 1000.0),
         errors,
         slowest_due_at: samples.last().map(|s| clock.wall(s.due)),
-        slow: slow.len(),
+        slow,
         slow_due_between,
+        slow_io_wait: None,
+        io_wait: None,
+        spans: Some(Spans {
+            phase: (clock.instant, Instant::now()),
+            slow: slow_span,
+        }),
     }
 }
 
@@ -721,7 +820,8 @@ async fn measure(
         seconds: options.seconds,
         rate,
     };
-    let commands = command_phase(
+    let cpu = CpuSampler::start();
+    let mut commands = command_phase(
         &client,
         &system.command_api,
         &token,
@@ -738,7 +838,7 @@ async fn measure(
         "commands: {} clients for {} s paced at {command_rate:.0}/s",
         options.command_clients, options.seconds
     );
-    let commands_paced = command_phase(
+    let mut commands_paced = command_phase(
         &client,
         &system.command_api,
         &token,
@@ -753,7 +853,7 @@ async fn measure(
         "graphql: {} connections, {} s by id and {} s lists",
         options.query_connections, options.seconds, options.seconds
     );
-    let by_id = query_phase(
+    let mut by_id = query_phase(
         &client,
         &system.query_api,
         &token,
@@ -767,7 +867,7 @@ async fn measure(
         "graphql: {} connections for {} s by id paced at {query_rate:.0}/s",
         options.query_connections, options.seconds
     );
-    let by_id_paced = query_phase(
+    let mut by_id_paced = query_phase(
         &client,
         &system.query_api,
         &token,
@@ -776,7 +876,7 @@ async fn measure(
         true,
     )
     .await;
-    let lists = query_phase(
+    let mut lists = query_phase(
         &client,
         &system.query_api,
         &token,
@@ -786,8 +886,19 @@ async fn measure(
     )
     .await;
     println!("freshness: {} renames", options.freshness_samples);
-    let freshness =
+    let mut freshness =
         freshness_phase(&client, &system, &token, &ids, options.freshness_samples).await;
+    for phase in [
+        &mut commands,
+        &mut commands_paced,
+        &mut by_id,
+        &mut by_id_paced,
+        &mut lists,
+        &mut freshness,
+    ] {
+        cpu.annotate(phase);
+    }
+    drop(cpu);
 
     // Relay throughput: a second relay republishes the whole log to fresh topics.
     let (events,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
@@ -950,13 +1061,17 @@ fn print_table(
     let time = |t: &DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
     for (name, l) in phases.iter().filter(|(_, l)| l.slow * 20 <= l.count) {
         if let (Some(slowest), Some((first, last))) = (&l.slowest_due_at, &l.slow_due_between) {
+            let share = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
             println!(
-                "{name}: {} over {} ms, due {} to {} UTC, the slowest at {}",
+                "{name}: {} over {} ms, due {} to {} UTC, the slowest at {}; \
+                 I/O wait {} of the CPU time until they were answered ({} over the phase)",
                 l.slow,
                 SLOW.as_millis(),
                 time(first),
                 time(last),
-                time(slowest)
+                time(slowest),
+                share(l.slow_io_wait),
+                share(l.io_wait)
             );
         }
     }
@@ -1038,5 +1153,29 @@ mod tests {
         assert_eq!(quick.slowest_due_at, Some(wall(0)));
         let none = latency(Vec::new(), Duration::from_secs(1), 0, clock);
         assert_eq!((none.count, none.slowest_due_at), (0, None));
+    }
+
+    #[test]
+    fn io_wait_share_covers_the_intervals_of_a_span() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        // Ten ticks every 50 ms; the third and fourth intervals all in I/O
+        // wait.
+        let io_wait = [0, 0, 0, 10, 20, 20, 20];
+        let samples: Vec<CpuSample> = io_wait
+            .iter()
+            .enumerate()
+            .map(|(i, w)| CpuSample {
+                at: at(i as u64 * 50),
+                total: i as u64 * 10,
+                io_wait: *w,
+            })
+            .collect();
+        assert_eq!(io_wait_share(&samples, (at(100), at(200))), Some(1.0));
+        assert_eq!(io_wait_share(&samples, (at(0), at(300))), Some(20.0 / 60.0));
+        // A span inside one interval is widened to it.
+        assert_eq!(io_wait_share(&samples, (at(110), at(120))), Some(1.0));
+        assert_eq!(io_wait_share(&samples, (at(0), at(40))), Some(0.0));
+        assert_eq!(io_wait_share(&[], (at(0), at(40))), None);
     }
 }
