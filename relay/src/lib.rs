@@ -27,12 +27,15 @@
 //!   up for good when it cannot keep a partition's sequence) is replaced by
 //!   a new one once everything in flight is settled, and publishing resumes
 //!   from the checkpoint (ADR 0028).
+//! - When part of a batch fails, the checkpoint first moves past the
+//!   records acknowledged before the first failure, so only the rest is
+//!   sent again.
 //! - A record refused for good (too large for the producer or the topic,
 //!   invalid to the broker, not permitted) is never skipped: the log waits
 //!   behind it, as it must to stay in order. The relay says so once at
 //!   error level, names the event in [`RelayStatus::blocked`] and
-//!   `relay_blocked`, retries at the longest back-off, and carries on once
-//!   an operator has raised the limit (ADR 0030).
+//!   `relay_blocked`, retries it alone at the longest back-off, and
+//!   carries on once an operator has raised the limit (ADR 0030).
 //! - Its lag (`relay_lag_events`, `relay_lag_seconds`) is measured every
 //!   two seconds also while publishing fails, so that it grows for alerts
 //!   while the broker is down or the log is blocked.
@@ -232,8 +235,15 @@ impl Relay {
         let mut failures = 0u32;
         loop {
             if in_flight.len() < depth && in_flight.back().is_none_or(|b| !b.pending.is_refused()) {
-                let batch =
-                    log::read_after(&mut *conn, cursor, self.settings.relay.batch_size).await?;
+                // While a record refused for good blocks the log, it goes
+                // alone, so the records after it (which the broker may take)
+                // are not published at every retry.
+                let size = if self.status.borrow().blocked.is_some() {
+                    1
+                } else {
+                    self.settings.relay.batch_size
+                };
+                let batch = log::read_after(&mut *conn, cursor, size).await?;
                 if let Some(last) = batch.last().map(log::LoggedEvent::checkpoint) {
                     self.ensure_topics(&batch).await?;
                     let prefix = &self.settings.kafka.topic_prefix;
@@ -281,26 +291,31 @@ impl Relay {
                     .await;
                 continue;
             };
-            if let Err(error) = batch.pending.acknowledged().await {
-                self.retry_later(&mut in_flight, &mut failures, error, checkpoint)
+            if let Err(failed) = batch.pending.acknowledged().await {
+                // The records before the first that failed are on the
+                // broker: the checkpoint moves past them, so that the retry
+                // (every retry, while Kafka refuses a record for good) does
+                // not publish them again.
+                if let Some(record) = failed.acknowledged {
+                    checkpoint = record.checkpoint();
+                    self.advance(&mut *conn, &name, checkpoint, failed.count)
+                        .await?;
+                }
+                self.retry_later(&mut in_flight, &mut failures, failed.error, checkpoint)
                     .await?;
                 cursor = checkpoint;
                 continue;
             }
             failures = 0;
-            log::save_checkpoint(&mut *conn, &name, batch.last, batch.count as i64).await?;
             checkpoint = batch.last;
+            self.advance(&mut *conn, &name, checkpoint, batch.count)
+                .await?;
             let mut unblocked = None;
-            self.status.send_modify(|s| {
-                s.checkpoint = batch.last;
-                s.published += batch.count as u64;
-                unblocked = s.blocked.take();
-            });
+            self.status.send_modify(|s| unblocked = s.blocked.take());
             if let Some(blocked) = unblocked {
                 tracing::info!(event.id = %blocked.record.event_id, position = blocked.record.position, "the refused event is published; the log moves again");
                 metrics::gauge!("relay_blocked").set(0.0);
             }
-            metrics::counter!("relay_published_total").increment(batch.count as u64);
             tracing::debug!(
                 count = batch.count,
                 position = batch.last.position,
@@ -308,6 +323,24 @@ impl Relay {
             );
             self.report_lag_when_due(checkpoint).await;
         }
+    }
+
+    /// Moves the checkpoint past `count` acknowledged records ending at
+    /// `last`, through the connection holding the lock.
+    async fn advance(
+        &self,
+        conn: &mut PgConnection,
+        name: &str,
+        last: Checkpoint,
+        count: usize,
+    ) -> Result<(), RelayError> {
+        log::save_checkpoint(conn, name, last, count as i64).await?;
+        self.status.send_modify(|s| {
+            s.checkpoint = last;
+            s.published += count as u64;
+        });
+        metrics::counter!("relay_published_total").increment(count as u64);
+        Ok(())
     }
 
     /// After a batch failed: waits until every later batch in flight is

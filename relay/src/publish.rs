@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use futures::future::join_all;
-use pivotal_event_store::log::LoggedEvent;
+use pivotal_event_store::log::{Checkpoint, LoggedEvent};
 use pivotal_messaging::{headers, topics};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::{Header, OwnedHeaders};
@@ -17,11 +17,23 @@ pub struct Record {
     pub event_id: uuid::Uuid,
     /// The event's position in the global log.
     pub position: i64,
+    /// The transaction that committed it (with `position`, the checkpoint
+    /// once it is acknowledged).
+    pub tx_id: i64,
     /// The length of the record's value (the envelope's JSON).
     pub bytes: usize,
 }
 
 impl Record {
+    /// The relay's checkpoint once this record and every one before it
+    /// are acknowledged.
+    pub fn checkpoint(&self) -> Checkpoint {
+        Checkpoint {
+            tx_id: self.tx_id,
+            position: self.position,
+        }
+    }
+
     fn refused(self, error: KafkaError) -> RelayError {
         RelayError::Refused(Box::new(Refusal {
             record: self,
@@ -43,6 +55,7 @@ impl std::fmt::Display for Refusal {
             event_id,
             position,
             bytes,
+            ..
         } = self.record;
         write!(
             f,
@@ -83,7 +96,7 @@ pub async fn publish_batch(
 ) -> Result<(), RelayError> {
     let pending = enqueue(producer, prefix, batch)?;
     let handed = pending.handed();
-    pending.acknowledged().await?;
+    pending.acknowledged().await.map_err(|u| u.error)?;
     if handed < batch.len() {
         return Err(RelayError::Delivery(format!(
             "the producer took {handed} of {} records",
@@ -121,6 +134,20 @@ impl std::fmt::Debug for Pending {
     }
 }
 
+/// A batch not acknowledged in full: why, and how far it was.
+#[derive(Debug)]
+pub struct Unacknowledged {
+    /// The first failure, in the batch's order; for a refusal, a
+    /// [`RelayError::Refused`] naming the record.
+    pub error: RelayError,
+    /// The last record of the batch's acknowledged beginning (the records
+    /// before the first that failed), if any: the checkpoint may move to
+    /// it, so that a retry does not publish those again.
+    pub acknowledged: Option<Record>,
+    /// How many records that beginning holds.
+    pub count: usize,
+}
+
 impl Pending {
     /// Waits until the broker acknowledged every record handed over (at
     /// most 60 s each): an error when any was refused (other than for a
@@ -128,8 +155,8 @@ impl Pending {
     /// record refused, as a [`RelayError::Refused`].
     /// Every record is waited for even when one fails, so that nothing of
     /// the batch is still on its way once this returns.
-    pub async fn acknowledged(self) -> Result<(), RelayError> {
-        let records = self.deliveries.into_iter().zip(self.sent);
+    pub async fn acknowledged(self) -> Result<(), Box<Unacknowledged>> {
+        let records = self.deliveries.into_iter().zip(self.sent.iter().copied());
         let acknowledgements = join_all(records.map(|(d, sent)| async move {
             match tokio::time::timeout(Duration::from_secs(60), d).await {
                 Ok(Ok(Ok(_))) => Ok(()),
@@ -144,10 +171,7 @@ impl Pending {
         }))
         .await;
         drop(self.spans);
-        if let Some(error) = self.refused {
-            return Err(error);
-        }
-        acknowledgements.into_iter().collect()
+        settle(&self.sent, acknowledgements, self.refused)
     }
 
     /// Whether the producer refused part of the batch (it fails once
@@ -166,6 +190,26 @@ impl Pending {
     pub fn handed(&self) -> usize {
         self.deliveries.len()
     }
+}
+
+/// How a batch's acknowledgements add up: every record of `sent`
+/// acknowledged, or the first failure (the producer's refusal of the
+/// record after them coming first) with the records acknowledged before
+/// the first that was not.
+fn settle(
+    sent: &[Record],
+    outcomes: Vec<Result<(), RelayError>>,
+    refused: Option<RelayError>,
+) -> Result<(), Box<Unacknowledged>> {
+    let count = outcomes.iter().take_while(|o| o.is_ok()).count();
+    let Some(error) = refused.or_else(|| outcomes.into_iter().find_map(Result::err)) else {
+        return Ok(());
+    };
+    Err(Box::new(Unacknowledged {
+        error,
+        acknowledged: count.checked_sub(1).and_then(|i| sent.get(i)).copied(),
+        count,
+    }))
 }
 
 /// Hands every event of `batch` to the producer, in log order, without
@@ -236,6 +280,7 @@ pub fn enqueue(
         let handed = Record {
             event_id: event.event_id,
             position: event.position,
+            tx_id: event.tx_id,
             bytes: value.len(),
         };
         match producer.send_result(record) {
@@ -302,4 +347,83 @@ fn trace_context(
         fields.push((TRACESTATE, state.to_owned()));
     }
     (fields, None)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn records(n: i64) -> Vec<Record> {
+        (1..=n)
+            .map(|position| Record {
+                event_id: uuid::Uuid::now_v7(),
+                position,
+                tx_id: 100 + position,
+                bytes: 10,
+            })
+            .collect()
+    }
+
+    fn failed() -> RelayError {
+        RelayError::Delivery("no acknowledgement within 60 s".into())
+    }
+
+    #[test]
+    fn a_batch_acknowledged_in_full_settles() {
+        let sent = records(3);
+        assert!(settle(&sent, vec![Ok(()), Ok(()), Ok(())], None).is_ok());
+        assert!(settle(&[], Vec::new(), None).is_ok());
+    }
+
+    #[test]
+    fn a_failure_keeps_the_acknowledged_records_before_it_and_no_later_one() {
+        let sent = records(5);
+        let outcomes = vec![Ok(()), Ok(()), Err(failed()), Ok(()), Err(failed())];
+        let unacknowledged = settle(&sent, outcomes, None).unwrap_err();
+        assert_eq!(unacknowledged.count, 2);
+        assert_eq!(unacknowledged.acknowledged, Some(sent[1]));
+        assert_eq!(
+            unacknowledged.acknowledged.map(|r| r.checkpoint()),
+            Some(Checkpoint {
+                tx_id: 102,
+                position: 2
+            })
+        );
+        assert!(matches!(unacknowledged.error, RelayError::Delivery(_)));
+    }
+
+    #[test]
+    fn a_first_record_that_failed_leaves_nothing_acknowledged() {
+        let sent = records(2);
+        let unacknowledged = settle(&sent, vec![Err(failed()), Ok(())], None).unwrap_err();
+        assert_eq!(unacknowledged.count, 0);
+        assert_eq!(unacknowledged.acknowledged, None);
+    }
+
+    #[test]
+    fn the_first_failure_is_the_one_reported() {
+        let sent = records(3);
+        let refusal = sent[1].refused(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        let outcomes = vec![Ok(()), Err(refusal), Err(failed())];
+        let unacknowledged = settle(&sent, outcomes, None).unwrap_err();
+        let RelayError::Refused(refusal) = unacknowledged.error else {
+            panic!("not the refusal: {:?}", unacknowledged.error);
+        };
+        assert_eq!(refusal.record, sent[1]);
+        assert_eq!(unacknowledged.acknowledged, Some(sent[0]));
+    }
+
+    #[test]
+    fn a_refused_first_record_fails_the_batch_with_nothing_acknowledged() {
+        let sent = records(1);
+        let refusal = sent[0].refused(KafkaError::MessageProduction(
+            RDKafkaErrorCode::MessageSizeTooLarge,
+        ));
+        let unacknowledged = settle(&[], Vec::new(), Some(refusal)).unwrap_err();
+        assert!(matches!(unacknowledged.error, RelayError::Refused(_)));
+        assert_eq!(unacknowledged.count, 0);
+        assert_eq!(unacknowledged.acknowledged, None);
+    }
 }
