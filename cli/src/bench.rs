@@ -72,6 +72,13 @@ pub struct Latency {
     pub slow_io_wait: Option<f64>,
     /// The same share over the whole phase.
     pub io_wait: Option<f64>,
+    /// Where the machine's CPU time went from the first slow request's due
+    /// time until the last one was answered: each process's share of all
+    /// the cores' time (1.0 is every core), and the shares of the rest of
+    /// the machine (`other`), of I/O wait and of idle time.
+    pub slow_cpu: Option<CpuShares>,
+    /// The same over the whole phase.
+    pub cpu: Option<CpuShares>,
     /// The phase, and the time slow requests were outstanding in it.
     #[serde(skip)]
     spans: Option<Spans>,
@@ -83,47 +90,132 @@ struct Spans {
     slow: Option<(Instant, Instant)>,
 }
 
-/// The machine's CPU time (`/proc/stat`) read every 50 ms on a thread of
-/// its own, so that it goes on while the load's runtime is busy: where a
-/// phase's slow requests fall, it tells whether the CPUs were working or
-/// waiting for the disk.
+/// Shares of the machine's CPU time by where it went, largest first.
+pub type CpuShares = Vec<(String, f64)>;
+
+/// The processes whose CPU time is told apart, beside the system's own
+/// children (named as they are started) and this process (`load
+/// generator`): by the name their executable gives them.
+const SERVICES: [(&str, &str); 3] = [
+    ("postgres", "postgresql"),
+    ("tansu", "broker (tansu)"),
+    ("redis-server", "redis"),
+];
+
+/// The machine's CPU time (`/proc/stat`) and each watched process's
+/// (`/proc/{pid}/stat`) read every 50 ms on a thread of its own, so that it
+/// goes on while the load's runtime is busy: where a phase's slow requests
+/// fall, it tells whether the CPUs were working or waiting for the disk,
+/// and which process was working.
 struct CpuSampler {
+    /// The groups of [`CpuSample::groups`], in order.
+    names: Vec<String>,
     samples: Arc<std::sync::Mutex<Vec<CpuSample>>>,
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Cumulative CPU time in clock ticks: all of it, and in I/O wait.
-#[derive(Debug, Clone, Copy)]
+/// Cumulative CPU time in clock ticks: all of it, in I/O wait, idle, and
+/// per group of processes (the time of those seen at two samples in a row).
+#[derive(Debug, Clone)]
 struct CpuSample {
     at: Instant,
     total: u64,
     io_wait: u64,
+    idle: u64,
+    groups: Vec<u64>,
 }
 
 impl CpuSampler {
-    fn start() -> Self {
+    /// Samples the machine, `children` (name and pid), this process and
+    /// the [`SERVICES`]; the services' processes (PostgreSQL's backends
+    /// come and go) are looked up again every second.
+    fn start(children: Vec<(String, u32)>) -> Self {
+        let mut names: Vec<String> = children.iter().map(|(n, _)| n.clone()).collect();
+        names.push("load generator".into());
+        names.extend(SERVICES.iter().map(|(_, n)| (*n).to_owned()));
         let samples = Arc::new(std::sync::Mutex::new(Vec::new()));
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-        let (into, stopped) = (samples.clone(), stop.clone());
+        let (into, stopped, groups) = (samples.clone(), stop.clone(), names.len());
         std::thread::spawn(move || {
+            let mut watched = watched_processes(&children);
+            let mut looked_up = Instant::now();
+            let mut last: std::collections::HashMap<u32, u64> = Default::default();
+            let mut cumulative = vec![0u64; groups];
             while !stopped.load(Ordering::Relaxed) {
-                if let Some(sample) = read_cpu() {
+                if looked_up.elapsed() >= Duration::from_secs(1) {
+                    watched = watched_processes(&children);
+                    last.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
+                    looked_up = Instant::now();
+                }
+                for &(pid, group) in &watched {
+                    if let Some(ticks) = process_ticks(pid)
+                        && let Some(before) = last.insert(pid, ticks)
+                    {
+                        cumulative[group] += ticks.saturating_sub(before);
+                    }
+                }
+                if let Some(sample) = read_cpu(cumulative.clone()) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
                 std::thread::sleep(Duration::from_millis(50));
             }
         });
-        Self { samples, stop }
+        Self {
+            names,
+            samples,
+            stop,
+        }
     }
 
-    /// Fills in `latency`'s I/O wait shares.
+    /// Fills in `latency`'s I/O wait and CPU shares.
     fn annotate(&self, latency: &mut Latency) {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(spans) = latency.spans {
             latency.io_wait = io_wait_share(&samples, spans.phase);
             latency.slow_io_wait = spans.slow.and_then(|s| io_wait_share(&samples, s));
+            latency.cpu = cpu_shares(&samples, &self.names, spans.phase);
+            latency.slow_cpu = spans
+                .slow
+                .and_then(|s| cpu_shares(&samples, &self.names, s));
         }
     }
+}
+
+/// The pids to sample and their group in [`CpuSampler::names`]: the
+/// children, this process, then the [`SERVICES`]' processes found in
+/// `/proc`.
+fn watched_processes(children: &[(String, u32)]) -> Vec<(u32, usize)> {
+    let mut watched: Vec<(u32, usize)> = children
+        .iter()
+        .enumerate()
+        .map(|(group, (_, pid))| (*pid, group))
+        .collect();
+    watched.push((std::process::id(), children.len()));
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return watched;
+    };
+    for entry in entries.flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
+            continue;
+        };
+        let Ok(comm) = std::fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        if let Some(service) = SERVICES.iter().position(|(c, _)| *c == comm.trim_end()) {
+            watched.push((pid, children.len() + 1 + service));
+        }
+    }
+    watched
+}
+
+/// A process's user and system time in clock ticks (`/proc/{pid}/stat`,
+/// fields 14 and 15, counted after the parenthesised name).
+fn process_ticks(pid: u32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
+    let user: u64 = fields.next()?.parse().ok()?;
+    let system: u64 = fields.next()?.parse().ok()?;
+    Some(user + system)
 }
 
 impl Drop for CpuSampler {
@@ -134,7 +226,7 @@ impl Drop for CpuSampler {
 
 /// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
 /// softirq, steal (guest time is counted in user).
-fn read_cpu() -> Option<CpuSample> {
+fn read_cpu(groups: Vec<u64>) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -148,13 +240,19 @@ fn read_cpu() -> Option<CpuSample> {
         at: Instant::now(),
         total: ticks.iter().sum(),
         io_wait: ticks[4],
+        idle: ticks[3],
+        groups,
     })
 }
 
-/// The share of CPU time in I/O wait from the last sample at or before
-/// `from` to the first at or after `to` (so a span shorter than the
-/// interval still covers one); `None` without two samples around it.
-fn io_wait_share(samples: &[CpuSample], (from, to): (Instant, Instant)) -> Option<f64> {
+/// The samples around a span: the last at or before `from` and the first
+/// at or after `to` (so a span shorter than the interval still covers
+/// one), with the CPU time between them; `None` without two samples
+/// around it.
+fn around(
+    samples: &[CpuSample],
+    (from, to): (Instant, Instant),
+) -> Option<(&CpuSample, &CpuSample, f64)> {
     let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
     let last = samples
         .iter()
@@ -162,7 +260,42 @@ fn io_wait_share(samples: &[CpuSample], (from, to): (Instant, Instant)) -> Optio
         .unwrap_or(samples.len().saturating_sub(1));
     let (a, b) = (samples.get(first)?, samples.get(last)?);
     let total = b.total.checked_sub(a.total).filter(|t| *t > 0)?;
-    Some(b.io_wait.saturating_sub(a.io_wait) as f64 / total as f64)
+    Some((a, b, total as f64))
+}
+
+/// The share of CPU time in I/O wait over a span (see [`around`]).
+fn io_wait_share(samples: &[CpuSample], span: (Instant, Instant)) -> Option<f64> {
+    let (a, b, total) = around(samples, span)?;
+    Some(b.io_wait.saturating_sub(a.io_wait) as f64 / total)
+}
+
+/// Each group's share of the machine's CPU time over a span (see
+/// [`around`]), with `other` (busy time outside the groups), `I/O wait`
+/// and `idle`, largest first; the shares add up to 1.
+fn cpu_shares(
+    samples: &[CpuSample],
+    names: &[String],
+    span: (Instant, Instant),
+) -> Option<CpuShares> {
+    let (a, b, total) = around(samples, span)?;
+    let io_wait = b.io_wait.saturating_sub(a.io_wait);
+    let idle = b.idle.saturating_sub(a.idle);
+    let mut shares: CpuShares = Vec::with_capacity(names.len() + 3);
+    let mut counted = io_wait + idle;
+    for (group, name) in names.iter().enumerate() {
+        let used = b.groups.get(group)?.saturating_sub(*a.groups.get(group)?);
+        counted += used;
+        shares.push((name.clone(), used as f64 / total));
+    }
+    // Ticks are counted per process and for the machine apart, so a
+    // busy span can count a little more for the processes than the
+    // machine had: `other` is then 0.
+    let other = (total as u64).saturating_sub(counted);
+    shares.push(("other".into(), other as f64 / total));
+    shares.push(("I/O wait".into(), io_wait as f64 / total));
+    shares.push(("idle".into(), idle as f64 / total));
+    shares.sort_by(|x, y| y.1.total_cmp(&x.1));
+    Some(shares)
 }
 
 /// A request slow enough to be worth locating in time: the paced
@@ -229,6 +362,8 @@ fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Cl
         slow_due_between,
         slow_io_wait: None,
         io_wait: None,
+        slow_cpu: None,
+        cpu: None,
         spans: Some(Spans {
             phase: (clock.instant, Instant::now()),
             slow: slow_span,
@@ -820,7 +955,12 @@ async fn measure(
         seconds: options.seconds,
         rate,
     };
-    let cpu = CpuSampler::start();
+    let cpu = CpuSampler::start(
+        processes
+            .iter()
+            .map(|p| (p.name.to_owned(), p.child.id()))
+            .collect(),
+    );
     let mut commands = command_phase(
         &client,
         &system.command_api,
@@ -1033,6 +1173,16 @@ fn machine() -> Value {
     json!({"cpus": cpus, "memory_gib": (memory * 10.0).round() / 10.0, "cpu_model": model})
 }
 
+/// `postgresql 41%, command-api 20%, …`: the shares that round to 1% or more.
+fn shares(shares: &CpuShares) -> String {
+    let listed: Vec<String> = shares
+        .iter()
+        .filter(|(_, s)| *s >= 0.005)
+        .map(|(name, s)| format!("{name} {:.0}%", s * 100.0))
+        .collect();
+    listed.join(", ")
+}
+
 #[allow(clippy::too_many_arguments)]
 fn print_table(
     report: &Value,
@@ -1073,6 +1223,13 @@ fn print_table(
                 share(l.slow_io_wait),
                 share(l.io_wait)
             );
+            if let (Some(slow), Some(phase)) = (&l.slow_cpu, &l.cpu) {
+                println!(
+                    "  CPU time until they were answered: {}\n  over the phase: {}",
+                    shares(slow),
+                    shares(phase)
+                );
+            }
         }
     }
     println!(
@@ -1169,6 +1326,8 @@ mod tests {
                 at: at(i as u64 * 50),
                 total: i as u64 * 10,
                 io_wait: *w,
+                idle: 0,
+                groups: Vec::new(),
             })
             .collect();
         assert_eq!(io_wait_share(&samples, (at(100), at(200))), Some(1.0));
@@ -1177,5 +1336,68 @@ mod tests {
         assert_eq!(io_wait_share(&samples, (at(110), at(120))), Some(1.0));
         assert_eq!(io_wait_share(&samples, (at(0), at(40))), Some(0.0));
         assert_eq!(io_wait_share(&[], (at(0), at(40))), None);
+    }
+
+    #[test]
+    fn cpu_shares_split_a_span_between_the_processes_and_the_rest() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let names = vec!["command-api".to_owned(), "postgresql".to_owned()];
+        // Cumulative ticks: machine total, I/O wait, idle, then per group.
+        let sample = |ms, total, io_wait, idle, groups: [u64; 2]| CpuSample {
+            at: at(ms),
+            total,
+            io_wait,
+            idle,
+            groups: groups.to_vec(),
+        };
+        let samples = vec![
+            sample(0, 0, 0, 0, [0, 0]),
+            sample(50, 10, 0, 2, [3, 4]),
+            // Between 50 and 100 ms: PostgreSQL 6, the API 1, I/O wait 2,
+            // idle 0, one tick elsewhere.
+            sample(100, 20, 2, 2, [4, 10]),
+            sample(150, 30, 2, 12, [4, 10]),
+        ];
+        let share = |shares: &CpuShares, name: &str| {
+            shares
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, s)| *s)
+                .unwrap()
+        };
+        let slow = cpu_shares(&samples, &names, (at(60), at(90))).unwrap();
+        // Widened to the samples at 50 and 100 ms.
+        assert_eq!(share(&slow, "postgresql"), 0.6);
+        assert_eq!(share(&slow, "command-api"), 0.1);
+        assert_eq!(share(&slow, "I/O wait"), 0.2);
+        assert_eq!(share(&slow, "idle"), 0.0);
+        assert_eq!(share(&slow, "other"), 0.1);
+        assert_eq!(slow[0].0, "postgresql", "largest first: {slow:?}");
+        let whole = cpu_shares(&samples, &names, (at(0), at(150))).unwrap();
+        assert!((whole.iter().map(|(_, s)| s).sum::<f64>() - 1.0).abs() < 1e-9);
+        assert_eq!(share(&whole, "idle"), 12.0 / 30.0);
+        assert_eq!(whole[0].0, "idle");
+        assert_eq!(cpu_shares(&[], &names, (at(0), at(10))), None);
+        assert_eq!(
+            shares(&slow),
+            "postgresql 60%, I/O wait 20%, command-api 10%, other 10%"
+        );
+    }
+
+    #[test]
+    fn process_ticks_reads_this_process() {
+        // Spend some CPU time, then read it back.
+        let mut x = 0u64;
+        let started = Instant::now();
+        while started.elapsed() < Duration::from_millis(30) {
+            x = x.wrapping_mul(31).wrapping_add(7);
+        }
+        assert_ne!(x, 1);
+        let ticks = process_ticks(std::process::id());
+        assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
+        assert_eq!(process_ticks(u32::MAX), None);
+        let watched = watched_processes(&[("relay".to_owned(), 1)]);
+        assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
     }
 }
