@@ -439,16 +439,57 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
 }
 
 /// Single-row INSERT+COMMIT transactions per second with `clients` clients.
+/// The row of the INSERT+COMMIT baselines: about 300 bytes of JSON.
+fn baseline_row() -> Value {
+    json!({"legalName": "Baseline Row Limited", "displayName": "Baseline Row",
+        "email": "accounts@baseline.example", "currency": "NZD", "paymentTermsDays": 20,
+        "tags": ["baseline", "bench"], "billingAddress": {"line1": "1 Quay Street",
+        "city": "Auckland", "postalCode": "1010", "country": "NZ"}})
+}
+
+/// How often the commit probe writes.
+const PROBE_PER_SECOND: f64 = 50.0;
+
+/// A single-row INSERT+COMMIT of the baseline row on the same PostgreSQL,
+/// [`PROBE_PER_SECOND`] times a second on one connection, timed from when
+/// each was due as the paced phases are. Run beside the paced commands, it
+/// tells whether their slow requests waited on commits that were slow for
+/// everyone (the disk, the WAL) or on something of the system's own.
+async fn commit_probe(pool: &PgPool, seconds: u64) -> anyhow::Result<Latency> {
+    sqlx::query(
+        "CREATE TABLE IF NOT EXISTS bench_probe (id bigserial PRIMARY KEY, body jsonb NOT NULL)",
+    )
+    .execute(pool)
+    .await?;
+    // One connection of its own, used by one request at a time.
+    let conn = Arc::new(Mutex::new(pool.acquire().await?.detach()));
+    let body = Arc::new(baseline_row());
+    let load = Load {
+        clients: 1,
+        seconds,
+        rate: Some(PROBE_PER_SECOND),
+    };
+    Ok(drive(load, move |_, _| {
+        let (conn, body) = (conn.clone(), body.clone());
+        async move {
+            let mut conn = conn.lock().await;
+            sqlx::query("INSERT INTO bench_probe (body) VALUES ($1)")
+                .bind(&*body)
+                .execute(&mut *conn)
+                .await
+                .is_ok()
+        }
+    })
+    .await)
+}
+
 async fn insert_commit_rate(pool: &PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL)",
     )
     .execute(pool)
     .await?;
-    let body = json!({"legalName": "Baseline Row Limited", "displayName": "Baseline Row",
-        "email": "accounts@baseline.example", "currency": "NZD", "paymentTermsDays": 20,
-        "tags": ["baseline", "bench"], "billingAddress": {"line1": "1 Quay Street",
-        "city": "Auckland", "postalCode": "1010", "country": "NZ"}});
+    let body = baseline_row();
     let count = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let mut tasks = Vec::new();
@@ -504,6 +545,55 @@ async fn producer_rate(settings: &Settings, messages: usize) -> anyhow::Result<f
         result.map_err(|(e, _)| e)?;
     }
     Ok(messages as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Messages per second of a bare producer sending the relay's own records
+/// (every event of the log, with its envelope and headers, as the relay
+/// makes them) to fresh topics, up to 10,000 unacknowledged at a time: the
+/// relay's publishing without its reads of the log and its checkpoints.
+async fn relay_records_rate(
+    pool: &PgPool,
+    settings: &Settings,
+    topic_prefix: String,
+) -> anyhow::Result<(f64, usize)> {
+    let log = pivotal_event_store::log::read_after(pool, Default::default(), i64::MAX).await?;
+    let mut kafka = settings.kafka.clone();
+    kafka.topic_prefix = topic_prefix;
+    let mut types: Vec<&str> = log.iter().map(|e| e.aggregate_type.as_str()).collect();
+    types.sort_unstable();
+    types.dedup();
+    pivotal_messaging::topics::ensure_event_topics(&kafka, &types).await?;
+    let producer: FutureProducer = pivotal_messaging::config::producer(&kafka).create()?;
+    let started = Instant::now();
+    let mut pending = std::collections::VecDeque::new();
+    let mut rest = log.as_slice();
+    while !rest.is_empty() || !pending.is_empty() {
+        let chunk = &rest[..rest.len().min(2_000)];
+        let mut handed = 0;
+        if pending.len() < 5 && !chunk.is_empty() {
+            let batch = pivotal_relay::publish::enqueue(&producer, &kafka.topic_prefix, chunk)?;
+            handed = batch.handed();
+            if handed > 0 {
+                pending.push_back(batch);
+            } else if !batch.is_cut() {
+                // Its first record refused: the error.
+                batch.acknowledged().await.map_err(|u| u.error)?;
+            }
+        }
+        rest = &rest[handed..];
+        // The window is full, or the producer's queue is: wait for the
+        // oldest part (or, with none of this run's outstanding, a moment).
+        if handed < chunk.len() || chunk.is_empty() {
+            match pending.pop_front() {
+                Some(oldest) => oldest.acknowledged().await.map_err(|u| u.error)?,
+                None => tokio::time::sleep(Duration::from_millis(1)).await,
+            }
+        }
+    }
+    Ok((
+        log.len() as f64 / started.elapsed().as_secs_f64(),
+        log.len(),
+    ))
 }
 
 async fn create_customer(
@@ -978,14 +1068,18 @@ async fn measure(
         "commands: {} clients for {} s paced at {command_rate:.0}/s",
         options.command_clients, options.seconds
     );
-    let mut commands_paced = command_phase(
-        &client,
-        &system.command_api,
-        &token,
-        command_load(Some(command_rate)),
-        ids.clone(),
-    )
-    .await;
+    let (mut commands_paced, probe) = tokio::join!(
+        command_phase(
+            &client,
+            &system.command_api,
+            &token,
+            command_load(Some(command_rate)),
+            ids.clone(),
+        ),
+        commit_probe(&pool, options.seconds)
+    );
+    let mut probe = probe?;
+    sqlx::query("DROP TABLE bench_probe").execute(&pool).await?;
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
@@ -1031,6 +1125,7 @@ async fn measure(
     for phase in [
         &mut commands,
         &mut commands_paced,
+        &mut probe,
         &mut by_id,
         &mut by_id_paced,
         &mut lists,
@@ -1072,6 +1167,9 @@ async fn measure(
     }
     replay.name = "relay (replay)";
     processes.push(replay);
+    println!("producer: the relay's records, {events} of them, to fresh topics");
+    let (relay_records, _) =
+        relay_records_rate(&pool, &bench_settings, format!("benchrecords{tag}")).await?;
 
     let memory: Vec<(String, f64)> = processes
         .iter()
@@ -1101,9 +1199,11 @@ async fn measure(
             "insert_commit_per_second_1_client": insert_1,
             "insert_commit_per_second_16_clients": insert_16,
             "producer_messages_per_second": producer,
+            "producer_relay_records_per_second": relay_records,
         },
         "commands": commands,
         "commands_paced": commands_paced,
+        "commit_probe_beside_paced_commands": probe,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
         "paced_share_of_peak": PACED_SHARE,
@@ -1127,6 +1227,7 @@ async fn measure(
         &[
             ("commands (create/update)", &commands),
             ("commands, paced at half the peak", &commands_paced),
+            ("INSERT+COMMIT probe beside them", &probe),
             ("GraphQL by id", &by_id),
             ("GraphQL by id, paced at half the peak", &by_id_paced),
             ("GraphQL list", &lists),
@@ -1136,6 +1237,7 @@ async fn measure(
         insert_1,
         insert_16,
         producer,
+        relay_records,
         relay_rate,
         rebuild.events_per_second(),
         &memory,
@@ -1191,6 +1293,7 @@ fn print_table(
     insert_1: f64,
     insert_16: f64,
     producer: f64,
+    relay_records: f64,
     relay: f64,
     rebuild: f64,
     memory: &[(String, f64)],
@@ -1252,24 +1355,33 @@ fn print_table(
         ratio(commands, insert_16)
     );
     println!(
-        "\n{:<44} {:>12} {:>10}",
-        "throughput", "per s", "/ producer"
+        "\n{:<44} {:>12} {:>10} {:>10}",
+        "throughput", "per s", "/ producer", "/ records"
     );
     println!(
-        "{:<44} {:>12.0} {:>10}",
-        "baseline: bare producer, messages", producer, "1.00"
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        "baseline: bare producer, messages", producer, "1.00", "-"
     );
     println!(
-        "{:<44} {:>12.0} {:>10}",
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        "baseline: bare producer, the relay's records",
+        relay_records,
+        ratio(relay_records, producer),
+        "1.00"
+    );
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10}",
         "relay, events to the broker",
         relay,
-        ratio(relay, producer)
+        ratio(relay, producer),
+        ratio(relay, relay_records)
     );
     println!(
-        "{:<44} {:>12.0} {:>10}",
+        "{:<44} {:>12.0} {:>10} {:>10}",
         "projection rebuild (customers), events",
         rebuild,
-        ratio(rebuild, producer)
+        ratio(rebuild, producer),
+        "-"
     );
     println!("\n{:<44} {:>12}", "process", "peak RSS MiB");
     for (name, mib) in memory {
