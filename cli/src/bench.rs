@@ -84,6 +84,15 @@ pub struct Latency {
     spans: Option<Spans>,
 }
 
+impl Latency {
+    /// Whether the requests over [`SLOW`] are a tail: the median request
+    /// took less. In the closed-loop phases most requests queue for
+    /// longer, and every freshness sample waits out a fetch.
+    fn has_tail(&self) -> bool {
+        self.slow > 0 && self.p50_ms < SLOW.as_secs_f64() * 1000.0
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Spans {
     phase: (Instant, Instant),
@@ -1309,10 +1318,9 @@ fn print_table(
             l.per_second, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.errors
         );
     }
-    // Where a phase's tail lies, to compare with the processes' logs. Only
-    // a tail: in the closed-loop phases most requests queue for longer.
+    // Where a phase's tail lies, to compare with the processes' logs.
     let time = |t: &DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
-    for (name, l) in phases.iter().filter(|(_, l)| l.slow * 20 <= l.count) {
+    for (name, l) in phases.iter().filter(|(_, l)| l.has_tail()) {
         if let (Some(slowest), Some((first, last))) = (&l.slowest_due_at, &l.slow_due_between) {
             let share = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
             println!(
@@ -1417,8 +1425,28 @@ mod tests {
         assert_eq!(l.slowest_due_at, Some(wall(100)));
         assert_eq!(l.slow_due_between, Some((wall(100), wall(300))));
 
+        assert!(l.has_tail());
+        // Half of them slow, but the median request quick: a tail.
+        let half = latency(
+            vec![sample(0, 60), sample(10, 70), sample(20, 2), sample(30, 3)],
+            Duration::from_secs(1),
+            0,
+            clock,
+        );
+        assert_eq!((half.slow, half.p50_ms), (2, 3.0));
+        assert!(half.has_tail());
+        // Every request slow, as when they queue: no tail.
+        let slow = latency(
+            vec![sample(0, 60), sample(10, 70), sample(20, 55)],
+            Duration::from_secs(1),
+            0,
+            clock,
+        );
+        assert!(!slow.has_tail(), "{slow:?}");
+
         let quick = latency(vec![sample(0, 5)], Duration::from_secs(1), 0, clock);
         assert_eq!((quick.slow, quick.slow_due_between), (0, None));
+        assert!(!quick.has_tail());
         assert_eq!(quick.slowest_due_at, Some(wall(0)));
         let none = latency(Vec::new(), Duration::from_secs(1), 0, clock);
         assert_eq!((none.count, none.slowest_due_at), (0, None));
