@@ -280,7 +280,10 @@ fn io_wait_share(samples: &[CpuSample], span: (Instant, Instant)) -> Option<f64>
 
 /// Each group's share of the machine's CPU time over a span (see
 /// [`around`]), with `other` (busy time outside the groups), `I/O wait`
-/// and `idle`, largest first; the shares add up to 1.
+/// and `idle`, largest first. Over a long span they add up to 1; over a
+/// span of a few samples they are coarse (the kernel counts in ticks of
+/// 10 ms, and reads each process a moment before the machine), so the
+/// processes' shares can add up to more than the busy time.
 fn cpu_shares(
     samples: &[CpuSample],
     names: &[String],
@@ -297,8 +300,8 @@ fn cpu_shares(
         shares.push((name.clone(), used as f64 / total));
     }
     // Ticks are counted per process and for the machine apart, so a
-    // busy span can count a little more for the processes than the
-    // machine had: `other` is then 0.
+    // short busy span can count more for the processes than the machine
+    // had: `other` is then 0.
     let other = (total as u64).saturating_sub(counted);
     shares.push(("other".into(), other as f64 / total));
     shares.push(("I/O wait".into(), io_wait as f64 / total));
