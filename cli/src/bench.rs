@@ -180,12 +180,12 @@ impl CpuSampler {
     fn annotate(&self, latency: &mut Latency) {
         let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(spans) = latency.spans {
-            latency.io_wait = io_wait_share(&samples, spans.phase);
-            latency.slow_io_wait = spans.slow.and_then(|s| io_wait_share(&samples, s));
             latency.cpu = cpu_shares(&samples, &self.names, spans.phase);
             latency.slow_cpu = spans
                 .slow
                 .and_then(|s| cpu_shares(&samples, &self.names, s));
+            latency.io_wait = latency.cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
+            latency.slow_io_wait = latency.slow_cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
         }
     }
 }
@@ -254,42 +254,34 @@ fn read_cpu(groups: Vec<u64>) -> Option<CpuSample> {
     })
 }
 
-/// The samples around a span: the last at or before `from` and the first
-/// at or after `to` (so a span shorter than the interval still covers
-/// one), with the CPU time between them; `None` without two samples
-/// around it.
-fn around(
-    samples: &[CpuSample],
-    (from, to): (Instant, Instant),
-) -> Option<(&CpuSample, &CpuSample, f64)> {
-    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
-    let last = samples
-        .iter()
-        .position(|s| s.at >= to)
-        .unwrap_or(samples.len().saturating_sub(1));
-    let (a, b) = (samples.get(first)?, samples.get(last)?);
-    let total = b.total.checked_sub(a.total).filter(|t| *t > 0)?;
-    Some((a, b, total as f64))
+/// The name of the I/O wait share in [`CpuShares`].
+const IO_WAIT: &str = "I/O wait";
+
+/// The share named `name`.
+fn share_of(shares: &CpuShares, name: &str) -> Option<f64> {
+    shares.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
 }
 
-/// The share of CPU time in I/O wait over a span (see [`around`]).
-fn io_wait_share(samples: &[CpuSample], span: (Instant, Instant)) -> Option<f64> {
-    let (a, b, total) = around(samples, span)?;
-    Some(b.io_wait.saturating_sub(a.io_wait) as f64 / total)
-}
-
-/// Each group's share of the machine's CPU time over a span (see
-/// [`around`]), with `other` (busy time outside the groups), `I/O wait`
-/// and `idle`, largest first. Over a long span they add up to 1; over a
+/// Each group's share of the machine's CPU time over a span, with
+/// `other` (busy time outside the groups), `I/O wait` and `idle`, largest
+/// first; `None` without two samples around the span. The span runs from
+/// the last sample at or before its start to the first at or after its end,
+/// so a span shorter than the interval still covers one. Over a long span they add up to 1; over a
 /// span of a few samples they are coarse (the kernel counts in ticks of
 /// 10 ms, and reads each process a moment before the machine), so the
 /// processes' shares can add up to more than the busy time.
 fn cpu_shares(
     samples: &[CpuSample],
     names: &[String],
-    span: (Instant, Instant),
+    (from, to): (Instant, Instant),
 ) -> Option<CpuShares> {
-    let (a, b, total) = around(samples, span)?;
+    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
+    let last = samples
+        .iter()
+        .position(|s| s.at >= to)
+        .unwrap_or(samples.len().saturating_sub(1));
+    let (a, b) = (samples.get(first)?, samples.get(last)?);
+    let total = b.total.checked_sub(a.total).filter(|t| *t > 0)? as f64;
     let io_wait = b.io_wait.saturating_sub(a.io_wait);
     let idle = b.idle.saturating_sub(a.idle);
     let mut shares: CpuShares = Vec::with_capacity(names.len() + 3);
@@ -304,7 +296,7 @@ fn cpu_shares(
     // had: `other` is then 0.
     let other = (total as u64).saturating_sub(counted);
     shares.push(("other".into(), other as f64 / total));
-    shares.push(("I/O wait".into(), io_wait as f64 / total));
+    shares.push((IO_WAIT.into(), io_wait as f64 / total));
     shares.push(("idle".into(), idle as f64 / total));
     shares.sort_by(|x, y| y.1.total_cmp(&x.1));
     Some(shares)
@@ -450,7 +442,6 @@ async fn wait_ready(client: &reqwest::Client, url: &str) -> anyhow::Result<()> {
     anyhow::bail!("{url} did not become ready")
 }
 
-/// Single-row INSERT+COMMIT transactions per second with `clients` clients.
 /// The row of the INSERT+COMMIT baselines: about 300 bytes of JSON.
 fn baseline_row() -> Value {
     json!({"legalName": "Baseline Row Limited", "displayName": "Baseline Row",
@@ -468,11 +459,7 @@ const PROBE_PER_SECOND: f64 = 50.0;
 /// tells whether their slow requests waited on commits that were slow for
 /// everyone (the disk, the WAL) or on something of the system's own.
 async fn commit_probe(pool: &PgPool, seconds: u64) -> anyhow::Result<Latency> {
-    sqlx::query(
-        "CREATE TABLE IF NOT EXISTS bench_probe (id bigserial PRIMARY KEY, body jsonb NOT NULL)",
-    )
-    .execute(pool)
-    .await?;
+    create_baseline_table(pool).await?;
     // One connection of its own, used by one request at a time.
     let conn = Arc::new(Mutex::new(pool.acquire().await?.detach()));
     let body = Arc::new(baseline_row());
@@ -485,7 +472,7 @@ async fn commit_probe(pool: &PgPool, seconds: u64) -> anyhow::Result<Latency> {
         let (conn, body) = (conn.clone(), body.clone());
         async move {
             let mut conn = conn.lock().await;
-            sqlx::query("INSERT INTO bench_probe (body) VALUES ($1)")
+            sqlx::query("INSERT INTO bench_rows (body) VALUES ($1)")
                 .bind(&*body)
                 .execute(&mut *conn)
                 .await
@@ -495,12 +482,20 @@ async fn commit_probe(pool: &PgPool, seconds: u64) -> anyhow::Result<Latency> {
     .await)
 }
 
-async fn insert_commit_rate(pool: &PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+/// Creates the table of the INSERT+COMMIT baselines and the probe, unless
+/// it exists.
+async fn create_baseline_table(pool: &PgPool) -> anyhow::Result<()> {
     sqlx::query(
         "CREATE TABLE IF NOT EXISTS bench_rows (id bigserial PRIMARY KEY, body jsonb NOT NULL)",
     )
     .execute(pool)
     .await?;
+    Ok(())
+}
+
+/// Single-row INSERT+COMMIT transactions per second with `clients` clients.
+async fn insert_commit_rate(pool: &PgPool, clients: usize, seconds: u64) -> anyhow::Result<f64> {
+    create_baseline_table(pool).await?;
     let body = baseline_row();
     let count = Arc::new(AtomicUsize::new(0));
     let deadline = Instant::now() + Duration::from_secs(seconds);
@@ -968,7 +963,6 @@ async fn measure(
     );
     let insert_1 = insert_commit_rate(&pool, 1, options.seconds.min(5)).await?;
     let insert_16 = insert_commit_rate(&pool, 16, options.seconds.min(5)).await?;
-    sqlx::query("DROP TABLE bench_rows").execute(&pool).await?;
     let producer = producer_rate(&bench_settings, 100_000).await?;
 
     let (command_port, query_port) = (free_port()?, free_port()?);
@@ -1088,7 +1082,7 @@ async fn measure(
         commit_probe(&pool, options.seconds)
     );
     let mut probe = probe?;
-    sqlx::query("DROP TABLE bench_probe").execute(&pool).await?;
+    sqlx::query("DROP TABLE bench_rows").execute(&pool).await?;
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
@@ -1453,7 +1447,7 @@ mod tests {
     }
 
     #[test]
-    fn io_wait_share_covers_the_intervals_of_a_span() {
+    fn the_shares_cover_the_intervals_of_a_span() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
         // Ten ticks every 50 ms; the third and fourth intervals all in I/O
@@ -1470,12 +1464,13 @@ mod tests {
                 groups: Vec::new(),
             })
             .collect();
-        assert_eq!(io_wait_share(&samples, (at(100), at(200))), Some(1.0));
-        assert_eq!(io_wait_share(&samples, (at(0), at(300))), Some(20.0 / 60.0));
+        let io_wait = |span| cpu_shares(&samples, &[], span).and_then(|c| share_of(&c, IO_WAIT));
+        assert_eq!(io_wait((at(100), at(200))), Some(1.0));
+        assert_eq!(io_wait((at(0), at(300))), Some(20.0 / 60.0));
         // A span inside one interval is widened to it.
-        assert_eq!(io_wait_share(&samples, (at(110), at(120))), Some(1.0));
-        assert_eq!(io_wait_share(&samples, (at(0), at(40))), Some(0.0));
-        assert_eq!(io_wait_share(&[], (at(0), at(40))), None);
+        assert_eq!(io_wait((at(110), at(120))), Some(1.0));
+        assert_eq!(io_wait((at(0), at(40))), Some(0.0));
+        assert_eq!(cpu_shares(&[], &[], (at(0), at(40))), None);
     }
 
     #[test]
@@ -1499,13 +1494,7 @@ mod tests {
             sample(100, 20, 2, 2, [4, 10]),
             sample(150, 30, 2, 12, [4, 10]),
         ];
-        let share = |shares: &CpuShares, name: &str| {
-            shares
-                .iter()
-                .find(|(n, _)| n == name)
-                .map(|(_, s)| *s)
-                .unwrap()
-        };
+        let share = |shares: &CpuShares, name: &str| share_of(shares, name).unwrap();
         let slow = cpu_shares(&samples, &names, (at(60), at(90))).unwrap();
         // Widened to the samples at 50 and 100 ms.
         assert_eq!(share(&slow, "postgresql"), 0.6);
@@ -1528,12 +1517,10 @@ mod tests {
     #[test]
     fn process_ticks_reads_this_process() {
         // Spend some CPU time, then read it back.
-        let mut x = 0u64;
         let started = Instant::now();
         while started.elapsed() < Duration::from_millis(30) {
-            x = x.wrapping_mul(31).wrapping_add(7);
+            std::hint::black_box(started);
         }
-        assert_ne!(x, 1);
         let ticks = process_ticks(std::process::id());
         assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
         assert_eq!(process_ticks(u32::MAX), None);
