@@ -79,6 +79,11 @@ pub struct Latency {
     pub slow_cpu: Option<CpuShares>,
     /// The same over the whole phase.
     pub cpu: Option<CpuShares>,
+    /// Where tasks waited, and what the disks did, from the first slow
+    /// request's due time until the last one was answered.
+    pub slow_stalls: Option<Stalls>,
+    /// The same over the whole phase.
+    pub stalls: Option<Stalls>,
     /// The phase, and the time slow requests were outstanding in it.
     #[serde(skip)]
     spans: Option<Spans>,
@@ -124,7 +129,8 @@ struct CpuSampler {
 }
 
 /// Cumulative CPU time in clock ticks: all of it, in I/O wait, idle, and
-/// per group of processes (the time of those seen at two samples in a row).
+/// per group of processes (the time of those seen at two samples in a row);
+/// and the stall and disk counters read with it.
 #[derive(Debug, Clone)]
 struct CpuSample {
     at: Instant,
@@ -132,6 +138,45 @@ struct CpuSample {
     io_wait: u64,
     idle: u64,
     groups: Vec<u64>,
+    stalls: Option<StallCounters>,
+}
+
+/// Cumulative counters of waiting and of the disks: the kernel's pressure
+/// stall information (`/proc/pressure/cpu` and `io`, microseconds of wall
+/// time in which some task, or every non-idle task, waited), and
+/// `/proc/diskstats` summed over the disks that are devices (not loop,
+/// RAM or compressed-RAM disks).
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct StallCounters {
+    cpu_some_us: u64,
+    io_some_us: u64,
+    io_full_us: u64,
+    writes: u64,
+    write_ms: u64,
+    sectors_written: u64,
+    flushes: u64,
+    flush_ms: u64,
+}
+
+/// Where tasks waited, and what the disks did, over a span: a tail with
+/// tasks waiting for a CPU is the CPUs', one with tasks waiting for I/O
+/// and slow writes or flushes is the disk's.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Stalls {
+    /// Share of the span in which some task waited for a CPU.
+    pub cpu_some: f64,
+    /// Share of the span in which some task waited for I/O.
+    pub io_some: f64,
+    /// Share of the span in which every non-idle task waited for I/O.
+    pub io_full: f64,
+    pub disk_writes_per_second: f64,
+    pub disk_written_mib_per_second: f64,
+    /// The average time a write completed in the span took, from queued
+    /// to done (none without a write).
+    pub disk_write_ms: Option<f64>,
+    /// Cache flushes: what an fsync asks of a disk with a write cache.
+    pub disk_flushes_per_second: f64,
+    pub disk_flush_ms: Option<f64>,
 }
 
 impl CpuSampler {
@@ -150,6 +195,7 @@ impl CpuSampler {
             let mut looked_up = Instant::now();
             let mut last: std::collections::HashMap<u32, u64> = Default::default();
             let mut cumulative = vec![0u64; groups];
+            let disks = physical_disks();
             while !stopped.load(Ordering::Relaxed) {
                 if looked_up.elapsed() >= Duration::from_secs(1) {
                     watched = watched_processes(&children);
@@ -163,7 +209,7 @@ impl CpuSampler {
                         cumulative[group] += ticks.saturating_sub(before);
                     }
                 }
-                if let Some(sample) = read_cpu(cumulative.clone()) {
+                if let Some(sample) = read_cpu(cumulative.clone(), &disks) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -186,6 +232,8 @@ impl CpuSampler {
                 .and_then(|s| cpu_shares(&samples, &self.names, s));
             latency.io_wait = latency.cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
             latency.slow_io_wait = latency.slow_cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
+            latency.stalls = stalls(&samples, spans.phase);
+            latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, s));
         }
     }
 }
@@ -233,9 +281,79 @@ impl Drop for CpuSampler {
     }
 }
 
+/// The disks `/proc/diskstats` is summed over: those in `/sys/block`
+/// backed by a device.
+fn physical_disks() -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir("/sys/block") else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter(|e| e.path().join("device").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect()
+}
+
+/// The `total=` microseconds of the `some` and `full` lines of a
+/// `/proc/pressure` file.
+fn pressure_totals(text: &str) -> Option<(u64, u64)> {
+    let total = |kind: &str| {
+        text.lines()
+            .find(|l| l.starts_with(kind))?
+            .split_whitespace()
+            .find_map(|f| f.strip_prefix("total="))?
+            .parse()
+            .ok()
+    };
+    Some((total("some ")?, total("full ").unwrap_or(0)))
+}
+
+/// Adds the write and flush counters of `disks`' lines of
+/// `/proc/diskstats` to `into`: after the device numbers and name, writes
+/// completed (5th), sectors written (7th), milliseconds writing (8th),
+/// flushes completed (16th) and milliseconds flushing (17th; kernels before
+/// 5.5 have no flush fields, counted as 0).
+fn add_disk_counters(diskstats: &str, disks: &[String], into: &mut StallCounters) {
+    for line in diskstats.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 14 || !disks.iter().any(|d| d == fields[2]) {
+            continue;
+        }
+        let field = |n: usize| {
+            fields
+                .get(n + 2)
+                .and_then(|f| f.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
+        into.writes += field(5);
+        into.sectors_written += field(7);
+        into.write_ms += field(8);
+        into.flushes += field(16);
+        into.flush_ms += field(17);
+    }
+}
+
+/// The stall and disk counters now; none where the kernel keeps no
+/// pressure stall information.
+fn read_stalls(disks: &[String]) -> Option<StallCounters> {
+    let (cpu_some_us, _) = pressure_totals(&std::fs::read_to_string("/proc/pressure/cpu").ok()?)?;
+    let (io_some_us, io_full_us) =
+        pressure_totals(&std::fs::read_to_string("/proc/pressure/io").ok()?)?;
+    let mut counters = StallCounters {
+        cpu_some_us,
+        io_some_us,
+        io_full_us,
+        ..StallCounters::default()
+    };
+    if let Ok(diskstats) = std::fs::read_to_string("/proc/diskstats") {
+        add_disk_counters(&diskstats, disks, &mut counters);
+    }
+    Some(counters)
+}
+
 /// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
 /// softirq, steal (guest time is counted in user).
-fn read_cpu(groups: Vec<u64>) -> Option<CpuSample> {
+fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -251,6 +369,7 @@ fn read_cpu(groups: Vec<u64>) -> Option<CpuSample> {
         io_wait: ticks[4],
         idle: ticks[3],
         groups,
+        stalls: read_stalls(disks),
     })
 }
 
@@ -273,14 +392,9 @@ fn share_of(shares: &CpuShares, name: &str) -> Option<f64> {
 fn cpu_shares(
     samples: &[CpuSample],
     names: &[String],
-    (from, to): (Instant, Instant),
+    span: (Instant, Instant),
 ) -> Option<CpuShares> {
-    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
-    let last = samples
-        .iter()
-        .position(|s| s.at >= to)
-        .unwrap_or(samples.len().saturating_sub(1));
-    let (a, b) = (samples.get(first)?, samples.get(last)?);
+    let (a, b) = around(samples, span)?;
     let total = b.total.checked_sub(a.total).filter(|t| *t > 0)? as f64;
     let io_wait = b.io_wait.saturating_sub(a.io_wait);
     let idle = b.idle.saturating_sub(a.idle);
@@ -300,6 +414,64 @@ fn cpu_shares(
     shares.push(("idle".into(), idle as f64 / total));
     shares.sort_by(|x, y| y.1.total_cmp(&x.1));
     Some(shares)
+}
+
+/// The samples a span is measured between: the last at or before its
+/// start and the first at or after its end (or the first and the last
+/// sample), so a span shorter than the interval still covers one.
+fn around(
+    samples: &[CpuSample],
+    (from, to): (Instant, Instant),
+) -> Option<(&CpuSample, &CpuSample)> {
+    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
+    let last = samples
+        .iter()
+        .position(|s| s.at >= to)
+        .unwrap_or(samples.len().saturating_sub(1));
+    Some((samples.get(first)?, samples.get(last)?))
+}
+
+/// [`Stalls`] over a span, widened like [`cpu_shares`]'; none without two
+/// samples around it that both read the counters.
+fn stalls(samples: &[CpuSample], span: (Instant, Instant)) -> Option<Stalls> {
+    let (a, b) = around(samples, span)?;
+    let (x, y) = (a.stalls?, b.stalls?);
+    let seconds = b.at.checked_duration_since(a.at)?.as_secs_f64();
+    if seconds <= 0.0 {
+        return None;
+    }
+    let delta = |f: fn(&StallCounters) -> u64| f(&y).saturating_sub(f(&x)) as f64;
+    let per_second = |f| delta(f) / seconds;
+    let share = |f| (delta(f) / 1e6 / seconds).min(1.0);
+    let each = |ms: f64, count: f64| (count > 0.0).then(|| ms / count);
+    Some(Stalls {
+        cpu_some: share(|c| c.cpu_some_us),
+        io_some: share(|c| c.io_some_us),
+        io_full: share(|c| c.io_full_us),
+        disk_writes_per_second: per_second(|c| c.writes),
+        disk_written_mib_per_second: per_second(|c| c.sectors_written) * 512.0 / 1024.0 / 1024.0,
+        disk_write_ms: each(delta(|c| c.write_ms), delta(|c| c.writes)),
+        disk_flushes_per_second: per_second(|c| c.flushes),
+        disk_flush_ms: each(delta(|c| c.flush_ms), delta(|c| c.flushes)),
+    })
+}
+
+/// `tasks waiting for a CPU 35%, for I/O 12% (all 3%) of the time; disk 420
+/// writes/s of 1.20 ms, 5.3 MiB/s, 80 flushes/s of 0.10 ms`.
+fn stalls_line(s: &Stalls) -> String {
+    let ms = |m: Option<f64>| m.map_or("-".to_owned(), |m| format!("{m:.2} ms"));
+    format!(
+        "tasks waiting for a CPU {:.0}%, for I/O {:.0}% (all {:.0}%) of the time; \
+         disk {:.0} writes/s of {}, {:.1} MiB/s, {:.0} flushes/s of {}",
+        s.cpu_some * 100.0,
+        s.io_some * 100.0,
+        s.io_full * 100.0,
+        s.disk_writes_per_second,
+        ms(s.disk_write_ms),
+        s.disk_written_mib_per_second,
+        s.disk_flushes_per_second,
+        ms(s.disk_flush_ms)
+    )
 }
 
 /// A request slow enough to be worth locating in time: the paced
@@ -368,6 +540,8 @@ fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Cl
         io_wait: None,
         slow_cpu: None,
         cpu: None,
+        slow_stalls: None,
+        stalls: None,
         spans: Some(Spans {
             phase: (clock.instant, Instant::now()),
             slow: slow_span,
@@ -1335,6 +1509,13 @@ fn print_table(
                     shares(phase)
                 );
             }
+            if let (Some(slow), Some(phase)) = (&l.slow_stalls, &l.stalls) {
+                println!(
+                    "  until they were answered: {}\n  over the phase: {}",
+                    stalls_line(slow),
+                    stalls_line(phase)
+                );
+            }
         }
     }
     println!(
@@ -1462,6 +1643,7 @@ mod tests {
                 io_wait: *w,
                 idle: 0,
                 groups: Vec::new(),
+                stalls: None,
             })
             .collect();
         let io_wait = |span| cpu_shares(&samples, &[], span).and_then(|c| share_of(&c, IO_WAIT));
@@ -1485,6 +1667,7 @@ mod tests {
             io_wait,
             idle,
             groups: groups.to_vec(),
+            stalls: None,
         };
         let samples = vec![
             sample(0, 0, 0, 0, [0, 0]),
@@ -1511,6 +1694,104 @@ mod tests {
         assert_eq!(
             shares(&slow),
             "postgresql 60%, I/O wait 20%, command-api 10%, other 10%"
+        );
+    }
+
+    #[test]
+    fn pressure_and_disk_counters_are_read_from_the_kernel_files() {
+        let cpu = "some avg10=3.09 avg60=9.94 avg300=6.27 total=33992414\n\
+                   full avg10=0.00 avg60=0.00 avg300=0.00 total=0\n";
+        assert_eq!(pressure_totals(cpu), Some((33_992_414, 0)));
+        let io = "some avg10=0.00 avg60=0.09 avg300=0.14 total=3346019\n\
+                  full avg10=0.00 avg60=0.00 avg300=0.08 total=2836885\n";
+        assert_eq!(pressure_totals(io), Some((3_346_019, 2_836_885)));
+        // Older kernels have no `full` line for the CPU.
+        assert_eq!(pressure_totals("some avg10=0.00 total=7\n"), Some((7, 0)));
+        assert_eq!(pressure_totals("garbage"), None);
+
+        let diskstats = "\
+             254       0 vda 28063 5244 2396778 15283 31668 41947 5657128 29111 0 8240 45614 11693 39 1279184 1038 5706 181
+             254       1 vda1 1 2 3 4 5 6 7 8 0 9 10 0 0 0 0 0 0
+               7       0 loop0 9 9 9 9 9 9 9 9 0 9 9 0 0 0 0 9 9
+             253       0 vdb 1 0 8 1 100 0 2048 50 0 60 51
+            ";
+        let mut counters = StallCounters::default();
+        add_disk_counters(
+            diskstats,
+            &["vda".to_owned(), "vdb".to_owned()],
+            &mut counters,
+        );
+        assert_eq!(
+            counters,
+            StallCounters {
+                writes: 31_668 + 100,
+                sectors_written: 5_657_128 + 2_048,
+                write_ms: 29_111 + 50,
+                // vdb's kernel line has no flush fields.
+                flushes: 5_706,
+                flush_ms: 181,
+                ..StallCounters::default()
+            }
+        );
+        if std::path::Path::new("/proc/pressure/io").exists() {
+            let read = read_stalls(&physical_disks());
+            assert!(read.is_some_and(|r| r.cpu_some_us > 0), "{read:?}");
+        }
+    }
+
+    #[test]
+    fn stalls_are_shares_of_the_span_and_rates_of_the_disks() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let sample = |ms, stalls| CpuSample {
+            at: at(ms),
+            total: ms,
+            io_wait: 0,
+            idle: 0,
+            groups: Vec::new(),
+            stalls,
+        };
+        let counters = |io_some_us, writes, write_ms, flushes| StallCounters {
+            cpu_some_us: 1_000,
+            io_some_us,
+            io_full_us: io_some_us / 2,
+            writes,
+            write_ms,
+            sectors_written: writes * 8,
+            flushes,
+            flush_ms: flushes * 3,
+        };
+        let samples = vec![
+            sample(0, Some(counters(0, 0, 0, 0))),
+            // 250 ms of the 500 some task waited for I/O; 50 writes of
+            // 4 ms each (200 KiB), 10 flushes of 3 ms.
+            sample(500, Some(counters(250_000, 50, 200, 10))),
+            sample(1000, Some(counters(250_000, 50, 200, 10))),
+            sample(1500, None),
+        ];
+        let slow = stalls(&samples, (at(100), at(400))).unwrap();
+        assert_eq!(
+            slow,
+            Stalls {
+                cpu_some: 0.0,
+                io_some: 0.5,
+                io_full: 0.25,
+                disk_writes_per_second: 100.0,
+                disk_written_mib_per_second: 100.0 * 8.0 * 512.0 / 1024.0 / 1024.0,
+                disk_write_ms: Some(4.0),
+                disk_flushes_per_second: 20.0,
+                disk_flush_ms: Some(3.0),
+            }
+        );
+        let quiet = stalls(&samples, (at(500), at(1000))).unwrap();
+        assert_eq!((quiet.io_some, quiet.disk_write_ms), (0.0, None));
+        // A span ending where the counters were not read has none.
+        assert_eq!(stalls(&samples, (at(0), at(1500))), None);
+        assert_eq!(stalls(&[], (at(0), at(10))), None);
+        assert_eq!(
+            stalls_line(&slow),
+            "tasks waiting for a CPU 0%, for I/O 50% (all 25%) of the time; \
+             disk 100 writes/s of 4.00 ms, 0.4 MiB/s, 20 flushes/s of 3.00 ms"
         );
     }
 
