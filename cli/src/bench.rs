@@ -130,7 +130,8 @@ struct CpuSampler {
 
 /// Cumulative CPU time in clock ticks: all of it, in I/O wait, idle, and
 /// per group of processes (the time of those seen at two samples in a row);
-/// and the stall and disk counters read with it.
+/// each group's bytes written; and the stall and disk counters read with
+/// it.
 #[derive(Debug, Clone)]
 struct CpuSample {
     at: Instant,
@@ -138,6 +139,9 @@ struct CpuSample {
     io_wait: u64,
     idle: u64,
     groups: Vec<u64>,
+    /// Bytes each group of processes caused to be written to storage
+    /// (`write_bytes` of `/proc/{pid}/io`, counted like `groups`).
+    written: Vec<u64>,
     stalls: Option<StallCounters>,
 }
 
@@ -177,6 +181,9 @@ pub struct Stalls {
     /// Cache flushes: what an fsync asks of a disk with a write cache.
     pub disk_flushes_per_second: f64,
     pub disk_flush_ms: Option<f64>,
+    /// What each group of processes wrote, MiB per second, largest first
+    /// (counted when a page is dirtied: the disk may write it later).
+    pub written_by: Vec<(String, f64)>,
 }
 
 impl CpuSampler {
@@ -194,12 +201,15 @@ impl CpuSampler {
             let mut watched = watched_processes(&children);
             let mut looked_up = Instant::now();
             let mut last: std::collections::HashMap<u32, u64> = Default::default();
+            let mut last_written: std::collections::HashMap<u32, u64> = Default::default();
             let mut cumulative = vec![0u64; groups];
+            let mut written = vec![0u64; groups];
             let disks = physical_disks();
             while !stopped.load(Ordering::Relaxed) {
                 if looked_up.elapsed() >= Duration::from_secs(1) {
                     watched = watched_processes(&children);
                     last.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
+                    last_written.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
                     looked_up = Instant::now();
                 }
                 for &(pid, group) in &watched {
@@ -208,8 +218,13 @@ impl CpuSampler {
                     {
                         cumulative[group] += ticks.saturating_sub(before);
                     }
+                    if let Some(bytes) = process_written(pid)
+                        && let Some(before) = last_written.insert(pid, bytes)
+                    {
+                        written[group] += bytes.saturating_sub(before);
+                    }
                 }
-                if let Some(sample) = read_cpu(cumulative.clone(), &disks) {
+                if let Some(sample) = read_cpu(cumulative.clone(), written.clone(), &disks) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -232,8 +247,8 @@ impl CpuSampler {
                 .and_then(|s| cpu_shares(&samples, &self.names, s));
             latency.io_wait = latency.cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
             latency.slow_io_wait = latency.slow_cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
-            latency.stalls = stalls(&samples, spans.phase);
-            latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, s));
+            latency.stalls = stalls(&samples, &self.names, spans.phase);
+            latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, &self.names, s));
         }
     }
 }
@@ -273,6 +288,18 @@ fn process_ticks(pid: u32) -> Option<u64> {
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
     Some(user + system)
+}
+
+/// The bytes a process caused to be written to storage (`write_bytes` of
+/// `/proc/{pid}/io`).
+fn process_written(pid: u32) -> Option<u64> {
+    std::fs::read_to_string(format!("/proc/{pid}/io"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix("write_bytes:"))?
+        .trim()
+        .parse()
+        .ok()
 }
 
 impl Drop for CpuSampler {
@@ -353,7 +380,7 @@ fn read_stalls(disks: &[String]) -> Option<StallCounters> {
 
 /// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
 /// softirq, steal (guest time is counted in user).
-fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
+fn read_cpu(groups: Vec<u64>, written: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -369,6 +396,7 @@ fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
         io_wait: ticks[4],
         idle: ticks[3],
         groups,
+        written,
         stalls: read_stalls(disks),
     })
 }
@@ -433,7 +461,7 @@ fn around(
 
 /// [`Stalls`] over a span, widened like [`cpu_shares`]'; none without two
 /// samples around it that both read the counters.
-fn stalls(samples: &[CpuSample], span: (Instant, Instant)) -> Option<Stalls> {
+fn stalls(samples: &[CpuSample], names: &[String], span: (Instant, Instant)) -> Option<Stalls> {
     let (a, b) = around(samples, span)?;
     let (x, y) = (a.stalls?, b.stalls?);
     let seconds = b.at.checked_duration_since(a.at)?.as_secs_f64();
@@ -444,25 +472,52 @@ fn stalls(samples: &[CpuSample], span: (Instant, Instant)) -> Option<Stalls> {
     let per_second = |f| delta(f) / seconds;
     let share = |f| (delta(f) / 1e6 / seconds).min(1.0);
     let each = |ms: f64, count: f64| (count > 0.0).then(|| ms / count);
+    let mib = 1024.0 * 1024.0;
+    let mut written_by: Vec<(String, f64)> = names
+        .iter()
+        .enumerate()
+        .map(|(group, name)| {
+            let bytes = match (a.written.get(group), b.written.get(group)) {
+                (Some(x), Some(y)) => y.saturating_sub(*x),
+                _ => 0,
+            };
+            (name.clone(), bytes as f64 / mib / seconds)
+        })
+        .collect();
+    written_by.sort_by(|x, y| y.1.total_cmp(&x.1));
     Some(Stalls {
         cpu_some: share(|c| c.cpu_some_us),
         io_some: share(|c| c.io_some_us),
         io_full: share(|c| c.io_full_us),
         disk_writes_per_second: per_second(|c| c.writes),
-        disk_written_mib_per_second: per_second(|c| c.sectors_written) * 512.0 / 1024.0 / 1024.0,
+        disk_written_mib_per_second: per_second(|c| c.sectors_written) * 512.0 / mib,
         disk_write_ms: each(delta(|c| c.write_ms), delta(|c| c.writes)),
         disk_flushes_per_second: per_second(|c| c.flushes),
         disk_flush_ms: each(delta(|c| c.flush_ms), delta(|c| c.flushes)),
+        written_by,
     })
 }
 
 /// `tasks waiting for a CPU 35%, for I/O 12% (all 3%) of the time; disk 420
-/// writes/s of 1.20 ms, 5.3 MiB/s, 80 flushes/s of 0.10 ms`.
+/// writes/s of 1.20 ms, 5.3 MiB/s, 80 flushes/s of 0.10 ms; written by
+/// postgresql 3.1 MiB/s, broker (tansu) 2.0 MiB/s` (the writers of at least
+/// 0.1 MiB/s).
 fn stalls_line(s: &Stalls) -> String {
     let ms = |m: Option<f64>| m.map_or("-".to_owned(), |m| format!("{m:.2} ms"));
+    let writers: Vec<String> = s
+        .written_by
+        .iter()
+        .filter(|(_, w)| *w >= 0.05)
+        .map(|(name, w)| format!("{name} {w:.1} MiB/s"))
+        .collect();
+    let writers = if writers.is_empty() {
+        "none".to_owned()
+    } else {
+        writers.join(", ")
+    };
     format!(
         "tasks waiting for a CPU {:.0}%, for I/O {:.0}% (all {:.0}%) of the time; \
-         disk {:.0} writes/s of {}, {:.1} MiB/s, {:.0} flushes/s of {}",
+         disk {:.0} writes/s of {}, {:.1} MiB/s, {:.0} flushes/s of {}; written by {writers}",
         s.cpu_some * 100.0,
         s.io_some * 100.0,
         s.io_full * 100.0,
@@ -1066,6 +1121,21 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// Writes the machine's dirty pages to disk (`sync`) and returns how long
+/// that took, in seconds. The kernel writes a page back about 30 s after
+/// it was dirtied (`vm.dirty_expire_centisecs`), so without this one
+/// phase's writes are written back in the middle of a later phase, and its
+/// commits wait behind them: the baseline producer's 100,000 messages,
+/// written to the broker's storage, landed in the paced commands 30 s on.
+async fn flush_dirty_pages() -> anyhow::Result<f64> {
+    let started = Instant::now();
+    let status = tokio::process::Command::new("sync").status().await?;
+    anyhow::ensure!(status.success(), "sync failed: {status}");
+    let seconds = started.elapsed().as_secs_f64();
+    println!("disk: dirty pages written out in {seconds:.2} s");
+    Ok(seconds)
+}
+
 fn ratio(value: f64, baseline: f64) -> String {
     if baseline > 0.0 {
         format!("{:.2}", value / baseline)
@@ -1138,6 +1208,8 @@ async fn measure(
     let insert_1 = insert_commit_rate(&pool, 1, options.seconds.min(5)).await?;
     let insert_16 = insert_commit_rate(&pool, 16, options.seconds.min(5)).await?;
     let producer = producer_rate(&bench_settings, 100_000).await?;
+    let mut flushed = serde_json::Map::new();
+    flushed.insert("after_baselines".into(), json!(flush_dirty_pages().await?));
 
     let (command_port, query_port) = (free_port()?, free_port()?);
     let search_dir = std::env::temp_dir().join(format!("pivotal-bench-search-{tag}"));
@@ -1241,6 +1313,10 @@ async fn measure(
     // relay and projector have caught up with the closed-loop phase, whose
     // backlog would otherwise take CPU from the commands it times.
     let drained_before_paced = drain(&pool).await?;
+    flushed.insert(
+        "before_paced_commands".into(),
+        json!(flush_dirty_pages().await?),
+    );
     println!(
         "commands: {} clients for {} s paced at {command_rate:.0}/s",
         options.command_clients, options.seconds
@@ -1260,6 +1336,7 @@ async fn measure(
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
+    flushed.insert("before_reads".into(), json!(flush_dirty_pages().await?));
     println!(
         "graphql: {} connections, {} s by id and {} s lists",
         options.query_connections, options.seconds, options.seconds
@@ -1388,6 +1465,7 @@ async fn measure(
         "freshness": freshness,
         "pipeline_drained_before_paced_commands": drained_before_paced,
         "pipeline_drained_before_reads": drained,
+        "dirty_pages_flushed_in_seconds": flushed,
         "relay_events_per_second": relay_rate,
         "rebuild_events_per_second": rebuild.events_per_second(),
         "rebuild_events": rebuild.events,
@@ -1643,6 +1721,7 @@ mod tests {
                 io_wait: *w,
                 idle: 0,
                 groups: Vec::new(),
+                written: Vec::new(),
                 stalls: None,
             })
             .collect();
@@ -1667,6 +1746,7 @@ mod tests {
             io_wait,
             idle,
             groups: groups.to_vec(),
+            written: Vec::new(),
             stalls: None,
         };
         let samples = vec![
@@ -1743,12 +1823,14 @@ mod tests {
     fn stalls_are_shares_of_the_span_and_rates_of_the_disks() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let sample = |ms, stalls| CpuSample {
+        let names = vec!["postgresql".to_owned(), "broker (tansu)".to_owned()];
+        let sample = |ms, written: [u64; 2], stalls| CpuSample {
             at: at(ms),
             total: ms,
             io_wait: 0,
             idle: 0,
             groups: Vec::new(),
+            written: written.to_vec(),
             stalls,
         };
         let counters = |io_some_us, writes, write_ms, flushes| StallCounters {
@@ -1761,15 +1843,17 @@ mod tests {
             flushes,
             flush_ms: flushes * 3,
         };
+        const MIB: u64 = 1024 * 1024;
         let samples = vec![
-            sample(0, Some(counters(0, 0, 0, 0))),
+            sample(0, [0, 0], Some(counters(0, 0, 0, 0))),
             // 250 ms of the 500 some task waited for I/O; 50 writes of
-            // 4 ms each (200 KiB), 10 flushes of 3 ms.
-            sample(500, Some(counters(250_000, 50, 200, 10))),
-            sample(1000, Some(counters(250_000, 50, 200, 10))),
-            sample(1500, None),
+            // 4 ms each (200 KiB), 10 flushes of 3 ms; the broker wrote
+            // 2 MiB, PostgreSQL 1 MiB.
+            sample(500, [MIB, 2 * MIB], Some(counters(250_000, 50, 200, 10))),
+            sample(1000, [MIB, 2 * MIB], Some(counters(250_000, 50, 200, 10))),
+            sample(1500, [MIB, 2 * MIB], None),
         ];
-        let slow = stalls(&samples, (at(100), at(400))).unwrap();
+        let slow = stalls(&samples, &names, (at(100), at(400))).unwrap();
         assert_eq!(
             slow,
             Stalls {
@@ -1781,18 +1865,25 @@ mod tests {
                 disk_write_ms: Some(4.0),
                 disk_flushes_per_second: 20.0,
                 disk_flush_ms: Some(3.0),
+                written_by: vec![
+                    ("broker (tansu)".to_owned(), 4.0),
+                    ("postgresql".to_owned(), 2.0)
+                ],
             }
         );
-        let quiet = stalls(&samples, (at(500), at(1000))).unwrap();
+        let quiet = stalls(&samples, &names, (at(500), at(1000))).unwrap();
         assert_eq!((quiet.io_some, quiet.disk_write_ms), (0.0, None));
+        assert!(quiet.written_by.iter().all(|(_, w)| *w == 0.0));
         // A span ending where the counters were not read has none.
-        assert_eq!(stalls(&samples, (at(0), at(1500))), None);
-        assert_eq!(stalls(&[], (at(0), at(10))), None);
+        assert_eq!(stalls(&samples, &names, (at(0), at(1500))), None);
+        assert_eq!(stalls(&[], &names, (at(0), at(10))), None);
         assert_eq!(
             stalls_line(&slow),
             "tasks waiting for a CPU 0%, for I/O 50% (all 25%) of the time; \
-             disk 100 writes/s of 4.00 ms, 0.4 MiB/s, 20 flushes/s of 3.00 ms"
+             disk 100 writes/s of 4.00 ms, 0.4 MiB/s, 20 flushes/s of 3.00 ms; \
+             written by broker (tansu) 4.0 MiB/s, postgresql 2.0 MiB/s"
         );
+        assert!(stalls_line(&quiet).ends_with("written by none"));
     }
 
     #[test]
@@ -1805,6 +1896,19 @@ mod tests {
         let ticks = process_ticks(std::process::id());
         assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
         assert_eq!(process_ticks(u32::MAX), None);
+        // Write and sync a file of 64 KiB, then read back this process's
+        // bytes written (beside the sources: a temporary directory may be
+        // in memory, which counts no bytes to storage).
+        let before = process_written(std::process::id()).unwrap();
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join(format!(".pivotal-written-{}", std::process::id()));
+        let mut file = std::fs::File::create(&path).unwrap();
+        std::io::Write::write_all(&mut file, &[7u8; 65_536]).unwrap();
+        file.sync_all().unwrap();
+        let after = process_written(std::process::id()).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert!(after >= before + 65_536, "{before} then {after}");
+        assert_eq!(process_written(u32::MAX), None);
         let watched = watched_processes(&[("relay".to_owned(), 1)]);
         assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
     }
