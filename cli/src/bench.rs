@@ -128,20 +128,19 @@ struct CpuSampler {
     stop: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Cumulative CPU time in clock ticks: all of it, in I/O wait, idle, and
-/// per group of processes (the time of those seen at two samples in a row);
-/// each group's bytes written; and the stall and disk counters read with
-/// it.
+/// Cumulative CPU time in clock ticks: all of it, in I/O wait, idle,
+/// serving interrupts (hard and soft), stolen by the hypervisor for other
+/// guests, and per group of processes (the time of those seen at two
+/// samples in a row); and the stall and disk counters read with it.
 #[derive(Debug, Clone)]
 struct CpuSample {
     at: Instant,
     total: u64,
     io_wait: u64,
     idle: u64,
+    interrupts: u64,
+    steal: u64,
     groups: Vec<u64>,
-    /// Bytes each group of processes caused to be written to storage
-    /// (`write_bytes` of `/proc/{pid}/io`, counted like `groups`).
-    written: Vec<u64>,
     stalls: Option<StallCounters>,
 }
 
@@ -181,9 +180,6 @@ pub struct Stalls {
     /// Cache flushes: what an fsync asks of a disk with a write cache.
     pub disk_flushes_per_second: f64,
     pub disk_flush_ms: Option<f64>,
-    /// What each group of processes wrote, MiB per second, largest first
-    /// (counted when a page is dirtied: the disk may write it later).
-    pub written_by: Vec<(String, f64)>,
 }
 
 impl CpuSampler {
@@ -201,15 +197,12 @@ impl CpuSampler {
             let mut watched = watched_processes(&children);
             let mut looked_up = Instant::now();
             let mut last: std::collections::HashMap<u32, u64> = Default::default();
-            let mut last_written: std::collections::HashMap<u32, u64> = Default::default();
             let mut cumulative = vec![0u64; groups];
-            let mut written = vec![0u64; groups];
             let disks = physical_disks();
             while !stopped.load(Ordering::Relaxed) {
                 if looked_up.elapsed() >= Duration::from_secs(1) {
                     watched = watched_processes(&children);
                     last.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
-                    last_written.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
                     looked_up = Instant::now();
                 }
                 for &(pid, group) in &watched {
@@ -218,13 +211,8 @@ impl CpuSampler {
                     {
                         cumulative[group] += ticks.saturating_sub(before);
                     }
-                    if let Some(bytes) = process_written(pid)
-                        && let Some(before) = last_written.insert(pid, bytes)
-                    {
-                        written[group] += bytes.saturating_sub(before);
-                    }
                 }
-                if let Some(sample) = read_cpu(cumulative.clone(), written.clone(), &disks) {
+                if let Some(sample) = read_cpu(cumulative.clone(), &disks) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -247,8 +235,8 @@ impl CpuSampler {
                 .and_then(|s| cpu_shares(&samples, &self.names, s));
             latency.io_wait = latency.cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
             latency.slow_io_wait = latency.slow_cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
-            latency.stalls = stalls(&samples, &self.names, spans.phase);
-            latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, &self.names, s));
+            latency.stalls = stalls(&samples, spans.phase);
+            latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, s));
         }
     }
 }
@@ -288,18 +276,6 @@ fn process_ticks(pid: u32) -> Option<u64> {
     let user: u64 = fields.next()?.parse().ok()?;
     let system: u64 = fields.next()?.parse().ok()?;
     Some(user + system)
-}
-
-/// The bytes a process caused to be written to storage (`write_bytes` of
-/// `/proc/{pid}/io`).
-fn process_written(pid: u32) -> Option<u64> {
-    std::fs::read_to_string(format!("/proc/{pid}/io"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix("write_bytes:"))?
-        .trim()
-        .parse()
-        .ok()
 }
 
 impl Drop for CpuSampler {
@@ -380,7 +356,7 @@ fn read_stalls(disks: &[String]) -> Option<StallCounters> {
 
 /// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
 /// softirq, steal (guest time is counted in user).
-fn read_cpu(groups: Vec<u64>, written: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
+fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -395,8 +371,9 @@ fn read_cpu(groups: Vec<u64>, written: Vec<u64>, disks: &[String]) -> Option<Cpu
         total: ticks.iter().sum(),
         io_wait: ticks[4],
         idle: ticks[3],
+        interrupts: ticks[5] + ticks[6],
+        steal: ticks[7],
         groups,
-        written,
         stalls: read_stalls(disks),
     })
 }
@@ -410,8 +387,9 @@ fn share_of(shares: &CpuShares, name: &str) -> Option<f64> {
 }
 
 /// Each group's share of the machine's CPU time over a span, with
-/// `other` (busy time outside the groups), `I/O wait` and `idle`, largest
-/// first; `None` without two samples around the span. The span runs from
+/// `interrupts` (where the kernel counts their time apart from the
+/// processes'), `steal` (time the hypervisor gave other guests), `other`
+/// (busy time outside all of these), `I/O wait` and `idle`, largest first; `None` without two samples around the span. The span runs from
 /// the last sample at or before its start to the first at or after its end,
 /// so a span shorter than the interval still covers one. Over a long span they add up to 1; over a
 /// span of a few samples they are coarse (the kernel counts in ticks of
@@ -426,8 +404,10 @@ fn cpu_shares(
     let total = b.total.checked_sub(a.total).filter(|t| *t > 0)? as f64;
     let io_wait = b.io_wait.saturating_sub(a.io_wait);
     let idle = b.idle.saturating_sub(a.idle);
-    let mut shares: CpuShares = Vec::with_capacity(names.len() + 3);
-    let mut counted = io_wait + idle;
+    let interrupts = b.interrupts.saturating_sub(a.interrupts);
+    let steal = b.steal.saturating_sub(a.steal);
+    let mut shares: CpuShares = Vec::with_capacity(names.len() + 5);
+    let mut counted = io_wait + idle + interrupts + steal;
     for (group, name) in names.iter().enumerate() {
         let used = b.groups.get(group)?.saturating_sub(*a.groups.get(group)?);
         counted += used;
@@ -437,6 +417,8 @@ fn cpu_shares(
     // short busy span can count more for the processes than the machine
     // had: `other` is then 0.
     let other = (total as u64).saturating_sub(counted);
+    shares.push(("interrupts".into(), interrupts as f64 / total));
+    shares.push(("steal".into(), steal as f64 / total));
     shares.push(("other".into(), other as f64 / total));
     shares.push((IO_WAIT.into(), io_wait as f64 / total));
     shares.push(("idle".into(), idle as f64 / total));
@@ -461,7 +443,7 @@ fn around(
 
 /// [`Stalls`] over a span, widened like [`cpu_shares`]'; none without two
 /// samples around it that both read the counters.
-fn stalls(samples: &[CpuSample], names: &[String], span: (Instant, Instant)) -> Option<Stalls> {
+fn stalls(samples: &[CpuSample], span: (Instant, Instant)) -> Option<Stalls> {
     let (a, b) = around(samples, span)?;
     let (x, y) = (a.stalls?, b.stalls?);
     let seconds = b.at.checked_duration_since(a.at)?.as_secs_f64();
@@ -472,52 +454,25 @@ fn stalls(samples: &[CpuSample], names: &[String], span: (Instant, Instant)) -> 
     let per_second = |f| delta(f) / seconds;
     let share = |f| (delta(f) / 1e6 / seconds).min(1.0);
     let each = |ms: f64, count: f64| (count > 0.0).then(|| ms / count);
-    let mib = 1024.0 * 1024.0;
-    let mut written_by: Vec<(String, f64)> = names
-        .iter()
-        .enumerate()
-        .map(|(group, name)| {
-            let bytes = match (a.written.get(group), b.written.get(group)) {
-                (Some(x), Some(y)) => y.saturating_sub(*x),
-                _ => 0,
-            };
-            (name.clone(), bytes as f64 / mib / seconds)
-        })
-        .collect();
-    written_by.sort_by(|x, y| y.1.total_cmp(&x.1));
     Some(Stalls {
         cpu_some: share(|c| c.cpu_some_us),
         io_some: share(|c| c.io_some_us),
         io_full: share(|c| c.io_full_us),
         disk_writes_per_second: per_second(|c| c.writes),
-        disk_written_mib_per_second: per_second(|c| c.sectors_written) * 512.0 / mib,
+        disk_written_mib_per_second: per_second(|c| c.sectors_written) * 512.0 / 1024.0 / 1024.0,
         disk_write_ms: each(delta(|c| c.write_ms), delta(|c| c.writes)),
         disk_flushes_per_second: per_second(|c| c.flushes),
         disk_flush_ms: each(delta(|c| c.flush_ms), delta(|c| c.flushes)),
-        written_by,
     })
 }
 
 /// `tasks waiting for a CPU 35%, for I/O 12% (all 3%) of the time; disk 420
-/// writes/s of 1.20 ms, 5.3 MiB/s, 80 flushes/s of 0.10 ms; written by
-/// postgresql 3.1 MiB/s, broker (tansu) 2.0 MiB/s` (the writers of at least
-/// 0.1 MiB/s).
+/// writes/s of 1.20 ms, 5.3 MiB/s, 80 flushes/s of 0.10 ms`.
 fn stalls_line(s: &Stalls) -> String {
     let ms = |m: Option<f64>| m.map_or("-".to_owned(), |m| format!("{m:.2} ms"));
-    let writers: Vec<String> = s
-        .written_by
-        .iter()
-        .filter(|(_, w)| *w >= 0.05)
-        .map(|(name, w)| format!("{name} {w:.1} MiB/s"))
-        .collect();
-    let writers = if writers.is_empty() {
-        "none".to_owned()
-    } else {
-        writers.join(", ")
-    };
     format!(
         "tasks waiting for a CPU {:.0}%, for I/O {:.0}% (all {:.0}%) of the time; \
-         disk {:.0} writes/s of {}, {:.1} MiB/s, {:.0} flushes/s of {}; written by {writers}",
+         disk {:.0} writes/s of {}, {:.1} MiB/s, {:.0} flushes/s of {}",
         s.cpu_some * 100.0,
         s.io_some * 100.0,
         s.io_full * 100.0,
@@ -1125,8 +1080,9 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
 /// that took, in seconds. The kernel writes a page back about 30 s after
 /// it was dirtied (`vm.dirty_expire_centisecs`), so without this one
 /// phase's writes are written back in the middle of a later phase, and its
-/// commits wait behind them: the baseline producer's 100,000 messages,
-/// written to the broker's storage, landed in the paced commands 30 s on.
+/// commits wait behind them: the baselines' writes (their rows, and the
+/// producer's 100,000 messages in the broker's storage) landed in the
+/// paced commands 30 s on.
 async fn flush_dirty_pages() -> anyhow::Result<f64> {
     let started = Instant::now();
     let status = tokio::process::Command::new("sync").status().await?;
@@ -1720,8 +1676,9 @@ mod tests {
                 total: i as u64 * 10,
                 io_wait: *w,
                 idle: 0,
+                interrupts: 0,
+                steal: 0,
                 groups: Vec::new(),
-                written: Vec::new(),
                 stalls: None,
             })
             .collect();
@@ -1745,8 +1702,9 @@ mod tests {
             total,
             io_wait,
             idle,
+            interrupts: 0,
+            steal: 0,
             groups: groups.to_vec(),
-            written: Vec::new(),
             stalls: None,
         };
         let samples = vec![
@@ -1774,6 +1732,29 @@ mod tests {
         assert_eq!(
             shares(&slow),
             "postgresql 60%, I/O wait 20%, command-api 10%, other 10%"
+        );
+    }
+
+    #[test]
+    fn stolen_and_interrupt_time_are_told_apart_from_the_rest() {
+        let start = Instant::now();
+        let names = vec!["query-api".to_owned()];
+        // Cumulative ticks: machine total, interrupts, steal, the API.
+        let sample = |ms, total, interrupts, steal, api| CpuSample {
+            at: start + Duration::from_millis(ms),
+            total,
+            io_wait: 0,
+            idle: 0,
+            interrupts,
+            steal,
+            groups: vec![api],
+            stalls: None,
+        };
+        let samples = vec![sample(0, 0, 0, 0, 0), sample(100, 20, 2, 10, 6)];
+        let span = cpu_shares(&samples, &names, (samples[0].at, samples[1].at)).unwrap();
+        assert_eq!(
+            shares(&span),
+            "steal 50%, query-api 30%, interrupts 10%, other 10%"
         );
     }
 
@@ -1823,14 +1804,14 @@ mod tests {
     fn stalls_are_shares_of_the_span_and_rates_of_the_disks() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
-        let names = vec!["postgresql".to_owned(), "broker (tansu)".to_owned()];
-        let sample = |ms, written: [u64; 2], stalls| CpuSample {
+        let sample = |ms, stalls| CpuSample {
             at: at(ms),
             total: ms,
             io_wait: 0,
             idle: 0,
+            interrupts: 0,
+            steal: 0,
             groups: Vec::new(),
-            written: written.to_vec(),
             stalls,
         };
         let counters = |io_some_us, writes, write_ms, flushes| StallCounters {
@@ -1843,17 +1824,15 @@ mod tests {
             flushes,
             flush_ms: flushes * 3,
         };
-        const MIB: u64 = 1024 * 1024;
         let samples = vec![
-            sample(0, [0, 0], Some(counters(0, 0, 0, 0))),
+            sample(0, Some(counters(0, 0, 0, 0))),
             // 250 ms of the 500 some task waited for I/O; 50 writes of
-            // 4 ms each (200 KiB), 10 flushes of 3 ms; the broker wrote
-            // 2 MiB, PostgreSQL 1 MiB.
-            sample(500, [MIB, 2 * MIB], Some(counters(250_000, 50, 200, 10))),
-            sample(1000, [MIB, 2 * MIB], Some(counters(250_000, 50, 200, 10))),
-            sample(1500, [MIB, 2 * MIB], None),
+            // 4 ms each (200 KiB), 10 flushes of 3 ms.
+            sample(500, Some(counters(250_000, 50, 200, 10))),
+            sample(1000, Some(counters(250_000, 50, 200, 10))),
+            sample(1500, None),
         ];
-        let slow = stalls(&samples, &names, (at(100), at(400))).unwrap();
+        let slow = stalls(&samples, (at(100), at(400))).unwrap();
         assert_eq!(
             slow,
             Stalls {
@@ -1865,25 +1844,18 @@ mod tests {
                 disk_write_ms: Some(4.0),
                 disk_flushes_per_second: 20.0,
                 disk_flush_ms: Some(3.0),
-                written_by: vec![
-                    ("broker (tansu)".to_owned(), 4.0),
-                    ("postgresql".to_owned(), 2.0)
-                ],
             }
         );
-        let quiet = stalls(&samples, &names, (at(500), at(1000))).unwrap();
+        let quiet = stalls(&samples, (at(500), at(1000))).unwrap();
         assert_eq!((quiet.io_some, quiet.disk_write_ms), (0.0, None));
-        assert!(quiet.written_by.iter().all(|(_, w)| *w == 0.0));
         // A span ending where the counters were not read has none.
-        assert_eq!(stalls(&samples, &names, (at(0), at(1500))), None);
-        assert_eq!(stalls(&[], &names, (at(0), at(10))), None);
+        assert_eq!(stalls(&samples, (at(0), at(1500))), None);
+        assert_eq!(stalls(&[], (at(0), at(10))), None);
         assert_eq!(
             stalls_line(&slow),
             "tasks waiting for a CPU 0%, for I/O 50% (all 25%) of the time; \
-             disk 100 writes/s of 4.00 ms, 0.4 MiB/s, 20 flushes/s of 3.00 ms; \
-             written by broker (tansu) 4.0 MiB/s, postgresql 2.0 MiB/s"
+             disk 100 writes/s of 4.00 ms, 0.4 MiB/s, 20 flushes/s of 3.00 ms"
         );
-        assert!(stalls_line(&quiet).ends_with("written by none"));
     }
 
     #[test]
@@ -1896,19 +1868,6 @@ mod tests {
         let ticks = process_ticks(std::process::id());
         assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
         assert_eq!(process_ticks(u32::MAX), None);
-        // Write and sync a file of 64 KiB, then read back this process's
-        // bytes written (beside the sources: a temporary directory may be
-        // in memory, which counts no bytes to storage).
-        let before = process_written(std::process::id()).unwrap();
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join(format!(".pivotal-written-{}", std::process::id()));
-        let mut file = std::fs::File::create(&path).unwrap();
-        std::io::Write::write_all(&mut file, &[7u8; 65_536]).unwrap();
-        file.sync_all().unwrap();
-        let after = process_written(std::process::id()).unwrap();
-        std::fs::remove_file(&path).unwrap();
-        assert!(after >= before + 65_536, "{before} then {after}");
-        assert_eq!(process_written(u32::MAX), None);
         let watched = watched_processes(&[("relay".to_owned(), 1)]);
         assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
     }
