@@ -45,6 +45,9 @@ pub struct BenchOptions {
     /// Connections the rebuild writes each batch on
     /// (`RebuildLimits::writers`).
     pub rebuild_writers: usize,
+    /// Whether to leave the dirty pages between phases, rather than write
+    /// them out ([`flush_dirty_pages`]).
+    pub leave_dirty_pages: bool,
     /// Where the JSON report goes.
     pub out: PathBuf,
 }
@@ -1077,19 +1080,22 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
 }
 
 /// Writes the machine's dirty pages to disk (`sync`) and returns how long
-/// that took, in seconds. The kernel writes a page back about 30 s after
+/// that took, in seconds (none with `--leave-dirty-pages`). The kernel writes a page back about 30 s after
 /// it was dirtied (`vm.dirty_expire_centisecs`), so without this one
 /// phase's writes are written back in the middle of a later phase, and its
 /// commits wait behind them: the baselines' writes (their rows, and the
 /// producer's 100,000 messages in the broker's storage) landed in the
 /// paced commands 30 s on.
-async fn flush_dirty_pages() -> anyhow::Result<f64> {
+async fn flush_dirty_pages(options: &BenchOptions) -> anyhow::Result<Option<f64>> {
+    if options.leave_dirty_pages {
+        return Ok(None);
+    }
     let started = Instant::now();
     let status = tokio::process::Command::new("sync").status().await?;
     anyhow::ensure!(status.success(), "sync failed: {status}");
     let seconds = started.elapsed().as_secs_f64();
     println!("disk: dirty pages written out in {seconds:.2} s");
-    Ok(seconds)
+    Ok(Some(seconds))
 }
 
 fn ratio(value: f64, baseline: f64) -> String {
@@ -1165,7 +1171,10 @@ async fn measure(
     let insert_16 = insert_commit_rate(&pool, 16, options.seconds.min(5)).await?;
     let producer = producer_rate(&bench_settings, 100_000).await?;
     let mut flushed = serde_json::Map::new();
-    flushed.insert("after_baselines".into(), json!(flush_dirty_pages().await?));
+    flushed.insert(
+        "after_baselines".into(),
+        json!(flush_dirty_pages(options).await?),
+    );
 
     let (command_port, query_port) = (free_port()?, free_port()?);
     let search_dir = std::env::temp_dir().join(format!("pivotal-bench-search-{tag}"));
@@ -1271,7 +1280,7 @@ async fn measure(
     let drained_before_paced = drain(&pool).await?;
     flushed.insert(
         "before_paced_commands".into(),
-        json!(flush_dirty_pages().await?),
+        json!(flush_dirty_pages(options).await?),
     );
     println!(
         "commands: {} clients for {} s paced at {command_rate:.0}/s",
@@ -1292,7 +1301,10 @@ async fn measure(
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
-    flushed.insert("before_reads".into(), json!(flush_dirty_pages().await?));
+    flushed.insert(
+        "before_reads".into(),
+        json!(flush_dirty_pages(options).await?),
+    );
     println!(
         "graphql: {} connections, {} s by id and {} s lists",
         options.query_connections, options.seconds, options.seconds

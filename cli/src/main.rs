@@ -62,6 +62,10 @@ enum Task {
         /// Connections the rebuild writes each batch on.
         #[arg(long, default_value_t = pivotal_projectors::framework::RebuildLimits::default().writers)]
         rebuild_writers: usize,
+        /// Leave the machine's dirty pages where they are between phases
+        /// (to compare with the runs that write them out first).
+        #[arg(long)]
+        leave_dirty_pages: bool,
         /// The JSON report.
         #[arg(long, default_value = "target/bench/report.json")]
         out: PathBuf,
@@ -181,6 +185,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             freshness_samples,
             rebuild_events,
             rebuild_writers,
+            leave_dirty_pages,
             out,
         } => {
             let options = pivotal_cli::bench::BenchOptions {
@@ -190,6 +195,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
                 freshness_samples,
                 rebuild_events,
                 rebuild_writers,
+                leave_dirty_pages,
                 out,
             };
             pivotal_cli::bench::run(&settings, &options).await?;
