@@ -119,11 +119,12 @@ const SERVICES: [(&str, &str); 3] = [
     ("redis-server", "redis"),
 ];
 
-/// The machine's CPU time (`/proc/stat`) and each watched process's
-/// (`/proc/{pid}/stat`) read every 50 ms on a thread of its own, so that it
+/// The machine's CPU time (`/proc/stat`), each watched process's
+/// (`/proc/{pid}/stat`), and the stall and disk counters
+/// ([`StallCounters`]) read every 50 ms on a thread of its own, so that it
 /// goes on while the load's runtime is busy: where a phase's slow requests
 /// fall, it tells whether the CPUs were working or waiting for the disk,
-/// and which process was working.
+/// which process was working, who waited and what the disks did.
 struct CpuSampler {
     /// The groups of [`CpuSample::groups`], in order.
     names: Vec<String>,
@@ -392,10 +393,10 @@ fn share_of(shares: &CpuShares, name: &str) -> Option<f64> {
 /// Each group's share of the machine's CPU time over a span, with
 /// `interrupts` (where the kernel counts their time apart from the
 /// processes'), `steal` (time the hypervisor gave other guests), `other`
-/// (busy time outside all of these), `I/O wait` and `idle`, largest first; `None` without two samples around the span. The span runs from
-/// the last sample at or before its start to the first at or after its end,
-/// so a span shorter than the interval still covers one. Over a long span they add up to 1; over a
-/// span of a few samples they are coarse (the kernel counts in ticks of
+/// (busy time outside all of these), `I/O wait` and `idle`, largest first;
+/// `None` without two samples around the span. The span is widened to
+/// samples by [`around`]. Over a long span they add up to 1; over a span
+/// of a few samples they are coarse (the kernel counts in ticks of
 /// 10 ms, and reads each process a moment before the machine), so the
 /// processes' shares can add up to more than the busy time.
 fn cpu_shares(
@@ -1080,12 +1081,12 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
 }
 
 /// Writes the machine's dirty pages to disk (`sync`) and returns how long
-/// that took, in seconds (none with `--leave-dirty-pages`). The kernel writes a page back about 30 s after
-/// it was dirtied (`vm.dirty_expire_centisecs`), so without this one
-/// phase's writes are written back in the middle of a later phase, and its
-/// commits wait behind them: the baselines' writes (their rows, and the
-/// producer's 100,000 messages in the broker's storage) landed in the
-/// paced commands 30 s on.
+/// that took, in seconds (none with `--leave-dirty-pages`). The kernel
+/// writes a page back about 30 s after it was dirtied
+/// (`vm.dirty_expire_centisecs`), so without this one phase's writes can
+/// be written back in the middle of a later phase, with its commits
+/// waiting behind them: without it, a burst of writes came in the middle
+/// of the paced commands, about 30 s after the baselines began writing.
 async fn flush_dirty_pages(options: &BenchOptions) -> anyhow::Result<Option<f64>> {
     if options.leave_dirty_pages {
         return Ok(None);
