@@ -7,8 +7,18 @@
 //! The token travels either as the `X-Consistency-Token` header (the whole
 //! request waits before it runs) or as the `consistencyToken` argument of a
 //! root field (that field waits, [`honour`]); both give the same answer.
+//!
+//! A field that reaches another aggregate from a record read under a token
+//! (a quote's `customer`) waits too, in that aggregate's own projections,
+//! for its last event at or below the token's position ([`related`]): what
+//! the writer had seen of it when the token's command ran. Those waits of
+//! one request are batched ([`RelatedLoader`]).
 
+use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+
+use async_graphql::dataloader::{DataLoader, Loader};
 
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -88,6 +98,10 @@ pub async fn honour(
 
 /// The GraphQL error of a token that cannot be honoured.
 pub fn into_graphql(error: ConsistencyError) -> async_graphql::Error {
+    graphql_error(&error)
+}
+
+fn graphql_error(error: &ConsistencyError) -> async_graphql::Error {
     match error {
         ConsistencyError::Invalid => crate::errors::bad_input(error.to_string()),
         ConsistencyError::Stale { .. } => {
@@ -191,6 +205,132 @@ pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), Consis
         if Instant::now() >= reached.deadline {
             return Err(ConsistencyError::Stale {
                 position: reached.position,
+                waited_ms: started.elapsed().as_millis(),
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// An aggregate a field reaches from a record read under a token, and the
+/// token's bound: [`related`] waits until its projections hold every event
+/// of it at or below `position`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Related {
+    pub aggregate_type: &'static str,
+    pub aggregate_id: Uuid,
+    pub position: i64,
+    pub deadline: Instant,
+}
+
+/// Waits until `aggregate_id` (of `aggregate_type`), reached from a record
+/// read under `reached`, is in its read models as of the token: a quote's
+/// customer renamed before the quote's command shows the new name, however
+/// the two topics interleave at the projector. Through the request's
+/// [`RelatedLoader`] when it has one, so that a page of records waits in
+/// one round.
+pub async fn related(
+    ctx: &async_graphql::Context<'_>,
+    reached: &Reached,
+    aggregate_type: &'static str,
+    aggregate_id: Uuid,
+) -> async_graphql::Result<()> {
+    let key = Related {
+        aggregate_type,
+        aggregate_id,
+        position: reached.position,
+        deadline: reached.deadline,
+    };
+    match ctx.data_opt::<DataLoader<RelatedLoader>>() {
+        Some(loader) => loader
+            .load_one(key)
+            .await
+            .map(drop)
+            .map_err(|e| graphql_error(&e)),
+        None => wait_related(crate::schema::pool(ctx)?, &[key])
+            .await
+            .map_err(into_graphql),
+    }
+}
+
+/// Batches the [`related`] waits of one request.
+#[derive(Debug, Clone)]
+pub struct RelatedLoader {
+    pool: PgPool,
+}
+
+impl RelatedLoader {
+    pub fn new(pool: PgPool) -> Self {
+        Self { pool }
+    }
+}
+
+impl Loader<Related> for RelatedLoader {
+    type Value = ();
+    type Error = Arc<ConsistencyError>;
+
+    async fn load(&self, keys: &[Related]) -> Result<HashMap<Related, ()>, Self::Error> {
+        let mut rounds: HashMap<(&'static str, i64, Instant), Vec<Related>> = HashMap::new();
+        for key in keys {
+            rounds
+                .entry((key.aggregate_type, key.position, key.deadline))
+                .or_default()
+                .push(key.clone());
+        }
+        for round in rounds.values() {
+            wait_related(&self.pool, round).await.map_err(Arc::new)?;
+        }
+        Ok(keys.iter().map(|k| (k.clone(), ())).collect())
+    }
+}
+
+/// [`related`] for aggregates of one type under one token: the last
+/// sequence of each at or below the token's position (an aggregate with
+/// none there is absent as of the token, and needs no wait), then the same
+/// `projection_versions` check as [`wait`].
+async fn wait_related(pool: &PgPool, keys: &[Related]) -> Result<(), ConsistencyError> {
+    let Some(first) = keys.first() else {
+        return Ok(());
+    };
+    let ids: Vec<String> = keys.iter().map(|k| k.aggregate_id.to_string()).collect();
+    let (ids, sequences): (Vec<String>, Vec<i64>) = sqlx::query_as::<_, (String, i64)>(
+        "SELECT aggregate_id, max(sequence) FROM events
+         WHERE aggregate_type = $1 AND aggregate_id = ANY($2) AND global_position <= $3
+         GROUP BY aggregate_id",
+    )
+    .bind(first.aggregate_type)
+    .bind(&ids)
+    .bind(first.position)
+    .fetch_all(pool)
+    .await?
+    .into_iter()
+    .unzip();
+    if ids.is_empty() {
+        return Ok(());
+    }
+    let projections = projections_of(first.aggregate_type, true);
+    let expected = i64::try_from(projections.len() * ids.len()).unwrap_or(i64::MAX);
+    let started = Instant::now();
+    loop {
+        let (applied,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM projection_versions v
+             JOIN unnest($3::text[], $4::bigint[]) AS t(aggregate_id, sequence)
+               ON v.aggregate_id = t.aggregate_id
+             WHERE v.projection = ANY($1) AND v.aggregate_type = $2
+               AND v.version >= t.sequence",
+        )
+        .bind(&projections)
+        .bind(first.aggregate_type)
+        .bind(&ids)
+        .bind(&sequences)
+        .fetch_one(pool)
+        .await?;
+        if applied >= expected {
+            return Ok(());
+        }
+        if Instant::now() >= first.deadline {
+            return Err(ConsistencyError::Stale {
+                position: first.position,
                 waited_ms: started.elapsed().as_millis(),
             });
         }

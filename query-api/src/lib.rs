@@ -224,16 +224,12 @@ async fn subscriptions(
                         return Err(async_graphql::Error::new(AuthError::Revoked.to_string()));
                     }
                     // Queries over the socket batch `Quote.customer` like
-                    // those over HTTP (one loader per connection: it
-                    // batches, it does not cache).
-                    let loader = async_graphql::dataloader::DataLoader::new(
-                        customers::CustomerLoader::new(pool, principal.claims.org),
-                        tokio::spawn,
-                    );
+                    // those over HTTP (one set of loaders per connection:
+                    // they batch, they do not cache).
                     let mut data = async_graphql::Data::default();
+                    insert_loaders(&mut data, &pool, principal.claims.org);
                     data.insert(principal);
                     data.insert(bound);
-                    data.insert(loader);
                     Ok(data)
                 })
                 .serve()
@@ -280,10 +276,8 @@ async fn graphql(
     };
     match verified {
         Ok((principal, reached)) => {
-            let loader = async_graphql::dataloader::DataLoader::new(
-                customers::CustomerLoader::new(state.pool.clone(), principal.claims.org),
-                tokio::spawn,
-            );
+            let mut request = request;
+            insert_loaders(&mut request.data, &state.pool, principal.claims.org);
             let request = request
                 .data(consistency::Bound(state.consistency_wait))
                 .data(principal);
@@ -293,9 +287,9 @@ async fn graphql(
                     // A read with a consistency token goes to the read
                     // models: the cache learns of a projection only after
                     // the projector's commit (ADR 0014).
-                    request.data(loader).data(reached)
+                    request.data(reached)
                 } else {
-                    request.data(loader).data(state.cache.clone())
+                    request.data(state.cache.clone())
                 })
                 .await
                 .into()
@@ -305,4 +299,17 @@ async fn graphql(
         ])
         .into(),
     }
+}
+
+/// The batching loaders of one request (or one socket): `Quote.customer`
+/// across a page, and the waits of fields read under a consistency token.
+fn insert_loaders(data: &mut async_graphql::Data, pool: &sqlx::PgPool, organization: uuid::Uuid) {
+    data.insert(async_graphql::dataloader::DataLoader::new(
+        customers::CustomerLoader::new(pool.clone(), organization),
+        tokio::spawn,
+    ));
+    data.insert(async_graphql::dataloader::DataLoader::new(
+        consistency::RelatedLoader::new(pool.clone()),
+        tokio::spawn,
+    ));
 }

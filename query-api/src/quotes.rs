@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
-use crate::consistency::ConsistencyToken;
+use crate::consistency::{ConsistencyToken, Reached};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -158,6 +158,9 @@ pub struct Quote {
     organization_id: Uuid,
     #[graphql(skip)]
     uuid: Uuid,
+    /// The token the quote was read under, which its `customer` honours.
+    #[graphql(skip)]
+    reached: Option<Reached>,
 }
 
 fn lines(content: &pivotal_domain::quote::QuoteContent, pricing: &QuotePricing) -> Vec<QuoteLine> {
@@ -227,7 +230,7 @@ struct QuoteRow {
 }
 
 impl Quote {
-    fn of(s: &QuoteState, row: &QuoteRow) -> Self {
+    fn of(s: &QuoteState, row: &QuoteRow, reached: Option<&Reached>) -> Self {
         Self {
             id: ID(s.id.to_string()),
             number: s.number.clone(),
@@ -266,17 +269,24 @@ impl Quote {
             updated_at: row.updated_at,
             organization_id: s.organization_id,
             uuid: s.id,
+            reached: reached.cloned(),
         }
     }
 
-    fn from_row(row: &QuoteRow) -> Option<Self> {
-        row.state.0.state.as_ref().map(|s| Self::of(s, row))
+    fn from_row(row: &QuoteRow, reached: Option<&Reached>) -> Option<Self> {
+        row.state
+            .0
+            .state
+            .as_ref()
+            .map(|s| Self::of(s, row, reached))
     }
 }
 
 #[ComplexObject]
 impl Quote {
-    /// The customer (needs `customers:read`); batched across a page.
+    /// The customer (needs `customers:read`); batched across a page. Under
+    /// a consistency token, as of that token: a change to the customer
+    /// made before the token's command is shown.
     async fn customer(
         &self,
         ctx: &Context<'_>,
@@ -285,6 +295,9 @@ impl Quote {
         let loader =
             ctx.data::<async_graphql::dataloader::DataLoader<crate::customers::CustomerLoader>>()?;
         let id = Uuid::parse_str(&self.customer_id).map_err(errors::internal)?;
+        if let Some(reached) = &self.reached {
+            crate::consistency::related(ctx, reached, "customer", id).await?;
+        }
         loader.load_one(id).await.map_err(errors::internal)
     }
 
@@ -463,9 +476,7 @@ impl QuoteQuery {
         let Ok(id) = Uuid::parse_str(&id) else {
             return Err(errors::bad_input("id is not a quote id"));
         };
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
-            .await?
-            .is_some();
+        let reached = crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let organization = principal.claims.org;
         let pool = pool(ctx)?.clone();
         let load = || async move {
@@ -483,8 +494,11 @@ impl QuoteQuery {
                 (r, version)
             }))
         };
+        let fresh = reached.is_some();
         let row = crate::cache::lookup(ctx, fresh, "quote", organization, id, load).await?;
-        Ok(row.as_ref().and_then(Quote::from_row))
+        Ok(row
+            .as_ref()
+            .and_then(|row| Quote::from_row(row, reached.as_ref())))
     }
 
     /// Quotes of the caller's organization, as a connection (forward).
@@ -513,7 +527,7 @@ impl QuoteQuery {
                 Uuid::parse_str(id).map_err(|_| errors::bad_input("customerId is not an id"))?,
             ),
         };
-        crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
+        let reached = crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
             None,
@@ -565,7 +579,7 @@ impl QuoteQuery {
                 connection
                     .edges
                     .extend(rows.iter().enumerate().filter_map(|(i, row)| {
-                        let quote = Quote::from_row(row)?;
+                        let quote = Quote::from_row(row, reached.as_ref())?;
                         Some(Edge::new(
                             OpaqueCursor(QuoteCursor { offset: offset + i }),
                             quote,

@@ -881,6 +881,182 @@ mod quotes {
         assert_eq!(queries.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
+    /// The answer to a GraphQL POST, errors included, with the token as the
+    /// header or not at all.
+    async fn answer(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
+        let mut request = http()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(token)
+            .json(&json!({"query": query}));
+        if let Some(c) = consistency {
+            request = request.header("x-consistency-token", c);
+        }
+        request.send().await.unwrap().json().await.unwrap()
+    }
+
+    async fn rebuild(env: &TestEnv, only: Option<&str>) {
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
+        for projection in pivotal_projectors::all_projections() {
+            if only.is_none_or(|name| projection.name() == name) {
+                pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
+                    .await
+                    .unwrap();
+            }
+        }
+    }
+
+    /// A quote read under its command's token shows its customer as the
+    /// writer had seen it, whatever order the projections applied the two
+    /// aggregates in: the customer's projections are waited for up to the
+    /// token's position (STALE_READ past the bound, never the old name),
+    /// and a later change to the customer is not waited for.
+    #[tokio::test]
+    async fn a_quote_under_its_token_shows_its_customer_as_of_that_token() {
+        let mut env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        env.settings.query_api.consistency_wait_ms = 500;
+        let (short, _s) = env.spawn_query_api().await;
+        env.settings.query_api.consistency_wait_ms = 60_000;
+        let (long, _l) = env.spawn_query_api().await;
+        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
+        let owner = post(
+            &command,
+            "/v1/auth/signup",
+            None,
+            json!({"organization": {"name": "Tokens Ltd", "defaultCurrency": "NZD"},
+                   "user": {"email": email, "password": "tokens passphrase", "firstName": "T", "lastName": "Owner"}}),
+        )
+        .await["accessToken"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let customer = post(
+            &command,
+            "/v1/customers",
+            Some(&owner),
+            json!({"legalName": "Before Limited", "currency": "NZD"}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let lines = json!([{"description": "Work", "quantity": "1", "unitPrice": "100"}]);
+        let quote = post(
+            &command,
+            "/v1/quotes",
+            Some(&owner),
+            json!({"customerId": customer, "title": "First", "lines": lines}),
+        )
+        .await["id"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        rebuild(&env, None).await;
+
+        // The customer is renamed, then the quote edited; only the quote's
+        // projection has applied its change.
+        post(
+            &command,
+            &format!("/v1/customers/{customer}/rename"),
+            Some(&owner),
+            json!({"legalName": "After Limited"}),
+        )
+        .await;
+        let edited = http()
+            .put(format!("{command}/v1/quotes/{quote}"))
+            .bearer_auth(&owner)
+            .json(&json!({"customerId": customer, "title": "Revised", "lines": lines}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(edited.status(), 200);
+        let token = edited.headers()["x-consistency-token"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        rebuild(&env, Some("quotes")).await;
+
+        let one = format!(r#"{{ quote(id: "{quote}") {{ title customer {{ legalName }} }} }}"#);
+        let one_with_argument = format!(
+            r#"{{ quote(id: "{quote}", consistencyToken: "{token}") {{ title customer {{ legalName }} }} }}"#
+        );
+        let page = format!(
+            r#"{{ quotes(consistencyToken: "{token}") {{ edges {{ node {{ title customer {{ legalName }} }} }} }} }}"#
+        );
+        for (query, consistency, quote_path, customer_path) in [
+            (
+                &one,
+                Some(token.as_str()),
+                "/data/quote",
+                json!(["quote", "customer"]),
+            ),
+            (
+                &one_with_argument,
+                None,
+                "/data/quote",
+                json!(["quote", "customer"]),
+            ),
+            (
+                &page,
+                None,
+                "/data/quotes/edges/0/node",
+                json!(["quotes", "edges", 0, "node", "customer"]),
+            ),
+        ] {
+            let stale = answer(&short, &owner, consistency, query).await;
+            assert_eq!(
+                stale["errors"][0]["extensions"]["code"], "STALE_READ",
+                "{query}: {stale}"
+            );
+            assert_eq!(stale["errors"][0]["path"], customer_path, "{stale}");
+            let read = stale.pointer(quote_path).unwrap();
+            assert_eq!(read["title"], "Revised", "{stale}");
+            assert_eq!(read["customer"], Value::Null, "{stale}");
+        }
+        // Without a token, the read model as it is.
+        let as_is = answer(&short, &owner, None, &one).await;
+        assert_eq!(
+            as_is["data"]["quote"]["customer"]["legalName"], "Before Limited",
+            "{as_is}"
+        );
+
+        // Under a long bound the customer's field waits until its
+        // projections have the rename.
+        let pending = tokio::spawn({
+            let (long, owner, token, one) =
+                (long.clone(), owner.clone(), token.clone(), one.clone());
+            async move { answer(&long, &owner, Some(&token), &one).await }
+        });
+        tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+        rebuild(&env, None).await;
+        let waited = pending.await.unwrap();
+        assert!(waited.get("errors").is_none(), "{waited}");
+        assert_eq!(waited["data"]["quote"]["title"], "Revised");
+        assert_eq!(
+            waited["data"]["quote"]["customer"]["legalName"], "After Limited",
+            "{waited}"
+        );
+
+        // A rename after the token, not projected, is not waited for: the
+        // short bound answers, with the customer as of the token.
+        post(
+            &command,
+            &format!("/v1/customers/{customer}/rename"),
+            Some(&owner),
+            json!({"legalName": "Later Limited"}),
+        )
+        .await;
+        for (query, consistency) in [(&one, Some(token.as_str())), (&page, None)] {
+            let read = answer(&short, &owner, consistency, query).await;
+            assert!(read.get("errors").is_none(), "{read}");
+            let node = read
+                .pointer("/data/quote")
+                .or_else(|| read.pointer("/data/quotes/edges/0/node"))
+                .unwrap();
+            assert_eq!(node["customer"]["legalName"], "After Limited", "{read}");
+        }
+    }
+
     #[tokio::test]
     async fn introspection_can_be_switched_off() {
         let env = TestEnv::new().await;
