@@ -135,30 +135,33 @@ pub async fn wait(
     .fetch_optional(pool)
     .await?;
     let (aggregate_type, aggregate_id, sequence) = event.ok_or(ConsistencyError::Invalid)?;
-    let projections = projections_of(&aggregate_type, true);
-    let expected = i64::try_from(projections.len()).unwrap_or(i64::MAX);
+    let deadline = Instant::now() + bound;
+    let (ids, sequences) = ([aggregate_id.clone()], [sequence]);
+    poll(position, deadline, || {
+        applied(pool, &aggregate_type, &ids, &sequences)
+    })
+    .await?;
+    Ok(Reached {
+        position,
+        aggregate_type,
+        aggregate_id,
+        deadline,
+    })
+}
+
+/// Checks `check` every 10 ms until it holds; once `deadline` has passed
+/// (after one last check), the token at `position` is `Stale`.
+async fn poll<F, Fut>(position: i64, deadline: Instant, check: F) -> Result<(), ConsistencyError>
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Result<bool, ConsistencyError>>,
+{
     let started = Instant::now();
     loop {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM projection_versions
-             WHERE projection = ANY($1) AND aggregate_type = $2 AND aggregate_id = $3
-               AND version >= $4",
-        )
-        .bind(&projections)
-        .bind(&aggregate_type)
-        .bind(&aggregate_id)
-        .bind(sequence)
-        .fetch_one(pool)
-        .await?;
-        if applied >= expected {
-            return Ok(Reached {
-                position,
-                aggregate_type,
-                aggregate_id,
-                deadline: started + bound,
-            });
+        if check().await? {
+            return Ok(());
         }
-        if started.elapsed() >= bound {
+        if Instant::now() >= deadline {
             return Err(ConsistencyError::Stale {
                 position,
                 waited_ms: started.elapsed().as_millis(),
@@ -166,6 +169,32 @@ pub async fn wait(
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
+}
+
+/// Whether every projection of `aggregate_type` that keeps versions holds
+/// each of `ids` at its `sequences` entry or later.
+async fn applied(
+    pool: &PgPool,
+    aggregate_type: &str,
+    ids: &[String],
+    sequences: &[i64],
+) -> Result<bool, ConsistencyError> {
+    let projections = projections_of(aggregate_type, true);
+    let expected = i64::try_from(projections.len() * ids.len()).unwrap_or(i64::MAX);
+    let (applied,): (i64,) = sqlx::query_as(
+        "SELECT count(*) FROM projection_versions v
+         JOIN unnest($3::text[], $4::bigint[]) AS t(aggregate_id, sequence)
+           ON v.aggregate_id = t.aggregate_id
+         WHERE v.projection = ANY($1) AND v.aggregate_type = $2
+           AND v.version >= t.sequence",
+    )
+    .bind(&projections)
+    .bind(aggregate_type)
+    .bind(ids)
+    .bind(sequences)
+    .fetch_one(pool)
+    .await?;
+    Ok(applied >= expected)
 }
 
 /// Waits until the search index holds the event `reached` names: the search
@@ -182,8 +211,7 @@ pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), Consis
     let customer = (reached.aggregate_type == "customer")
         .then(|| Uuid::parse_str(&reached.aggregate_id).ok())
         .flatten();
-    let started = Instant::now();
-    loop {
+    poll(reached.position, reached.deadline, || async move {
         let (pending,): (bool,) = sqlx::query_as(
             "SELECT EXISTS (
                SELECT 1 FROM search_pending
@@ -199,17 +227,9 @@ pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), Consis
         .bind(customer)
         .fetch_one(pool)
         .await?;
-        if !pending {
-            return Ok(());
-        }
-        if Instant::now() >= reached.deadline {
-            return Err(ConsistencyError::Stale {
-                position: reached.position,
-                waited_ms: started.elapsed().as_millis(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+        Ok(!pending)
+    })
+    .await
 }
 
 /// An aggregate a field reaches from a record read under a token, and the
@@ -308,32 +328,8 @@ async fn wait_related(pool: &PgPool, keys: &[Related]) -> Result<(), Consistency
     if ids.is_empty() {
         return Ok(());
     }
-    let projections = projections_of(first.aggregate_type, true);
-    let expected = i64::try_from(projections.len() * ids.len()).unwrap_or(i64::MAX);
-    let started = Instant::now();
-    loop {
-        let (applied,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM projection_versions v
-             JOIN unnest($3::text[], $4::bigint[]) AS t(aggregate_id, sequence)
-               ON v.aggregate_id = t.aggregate_id
-             WHERE v.projection = ANY($1) AND v.aggregate_type = $2
-               AND v.version >= t.sequence",
-        )
-        .bind(&projections)
-        .bind(first.aggregate_type)
-        .bind(&ids)
-        .bind(&sequences)
-        .fetch_one(pool)
-        .await?;
-        if applied >= expected {
-            return Ok(());
-        }
-        if Instant::now() >= first.deadline {
-            return Err(ConsistencyError::Stale {
-                position: first.position,
-                waited_ms: started.elapsed().as_millis(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    poll(first.position, first.deadline, || {
+        applied(pool, first.aggregate_type, &ids, &sequences)
+    })
+    .await
 }

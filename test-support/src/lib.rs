@@ -352,3 +352,21 @@ pub fn http() -> reqwest::Client {
         .build()
         .unwrap()
 }
+
+/// The answer to a GraphQL POST to `{url}/graphql`, errors included, with
+/// `consistency` as the `X-Consistency-Token` header when given.
+pub async fn graphql_answer(
+    url: &str,
+    token: &str,
+    consistency: Option<&str>,
+    query: &str,
+) -> Value {
+    let mut request = http()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&serde_json::json!({"query": query}));
+    if let Some(c) = consistency {
+        request = request.header("x-consistency-token", c);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}

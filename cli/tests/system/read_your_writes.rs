@@ -4,22 +4,11 @@
 //! as the `X-Consistency-Token` header or as a root field's
 //! `consistencyToken` argument; both are held to the same.
 
-use pivotal_test_support::{TestEnv, http};
+use pivotal_test_support::{TestEnv, graphql_answer as graphql, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{post_accepted, sign_up, spawn_projector, spawn_relay};
-
-async fn graphql(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
-    let mut request = http()
-        .post(format!("{url}/graphql"))
-        .bearer_auth(token)
-        .json(&json!({"query": query}));
-    if let Some(c) = consistency {
-        request = request.header("x-consistency-token", c);
-    }
-    request.send().await.unwrap().json().await.unwrap()
-}
 
 /// `query` with `$token` bound to `consistency`: the token as an argument.
 async fn graphql_with_argument(url: &str, token: &str, consistency: &str, query: &str) -> Value {

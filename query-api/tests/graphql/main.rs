@@ -676,7 +676,7 @@ mod quotes {
     //! Quotes and rate cards through GraphQL: filters, ordering, paging,
     //! revisions and tenant scoping.
 
-    use pivotal_test_support::{TestEnv, http};
+    use pivotal_test_support::{TestEnv, graphql_answer as answer, http};
     use serde_json::{Value, json};
 
     async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> Value {
@@ -708,17 +708,19 @@ mod quotes {
         body["data"].clone()
     }
 
-    #[tokio::test]
-    async fn quotes_filter_order_page_and_show_revisions() {
-        let env = TestEnv::new().await;
-        let (command, _c) = env.spawn_command_api().await;
-        let (query, _q) = env.spawn_query_api().await;
+    /// The access token of a new organization's owner, and the id of a
+    /// customer it created.
+    async fn owner_and_customer(
+        command: &str,
+        organization: &str,
+        customer: &str,
+    ) -> (String, String) {
         let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
         let owner = post(
-            &command,
+            command,
             "/v1/auth/signup",
             None,
-            json!({"organization": {"name": "Quotes Ltd", "defaultCurrency": "NZD"},
+            json!({"organization": {"name": organization, "defaultCurrency": "NZD"},
                    "user": {"email": email, "password": "quotes passphrase", "firstName": "Q", "lastName": "Owner"}}),
         )
         .await["accessToken"]
@@ -726,15 +728,24 @@ mod quotes {
             .unwrap()
             .to_owned();
         let customer = post(
-            &command,
+            command,
             "/v1/customers",
             Some(&owner),
-            json!({"legalName": "Alpha Client", "currency": "NZD"}),
+            json!({"legalName": customer, "currency": "NZD"}),
         )
         .await["id"]
             .as_str()
             .unwrap()
             .to_owned();
+        (owner, customer)
+    }
+
+    #[tokio::test]
+    async fn quotes_filter_order_page_and_show_revisions() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let (owner, customer) = owner_and_customer(&command, "Quotes Ltd", "Alpha Client").await;
         post(
             &command,
             "/v1/rate-cards",
@@ -881,19 +892,6 @@ mod quotes {
         assert_eq!(queries.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
-    /// The answer to a GraphQL POST, errors included, with the token as the
-    /// header or not at all.
-    async fn answer(url: &str, token: &str, consistency: Option<&str>, query: &str) -> Value {
-        let mut request = http()
-            .post(format!("{url}/graphql"))
-            .bearer_auth(token)
-            .json(&json!({"query": query}));
-        if let Some(c) = consistency {
-            request = request.header("x-consistency-token", c);
-        }
-        request.send().await.unwrap().json().await.unwrap()
-    }
-
     async fn rebuild(env: &TestEnv, only: Option<&str>) {
         pivotal_test_support::wait_for_horizon(&env.pool).await;
         for projection in pivotal_projectors::all_projections() {
@@ -918,28 +916,7 @@ mod quotes {
         let (short, _s) = env.spawn_query_api().await;
         env.settings.query_api.consistency_wait_ms = 60_000;
         let (long, _l) = env.spawn_query_api().await;
-        let email = format!("{}@example.com", uuid::Uuid::new_v4().simple());
-        let owner = post(
-            &command,
-            "/v1/auth/signup",
-            None,
-            json!({"organization": {"name": "Tokens Ltd", "defaultCurrency": "NZD"},
-                   "user": {"email": email, "password": "tokens passphrase", "firstName": "T", "lastName": "Owner"}}),
-        )
-        .await["accessToken"]
-            .as_str()
-            .unwrap()
-            .to_owned();
-        let customer = post(
-            &command,
-            "/v1/customers",
-            Some(&owner),
-            json!({"legalName": "Before Limited", "currency": "NZD"}),
-        )
-        .await["id"]
-            .as_str()
-            .unwrap()
-            .to_owned();
+        let (owner, customer) = owner_and_customer(&command, "Tokens Ltd", "Before Limited").await;
         let lines = json!([{"description": "Work", "quantity": "1", "unitPrice": "100"}]);
         let quote = post(
             &command,
