@@ -87,6 +87,10 @@ pub struct Latency {
     pub slow_stalls: Option<Stalls>,
     /// The same over the whole phase.
     pub stalls: Option<Stalls>,
+    /// The processes outside every watched group that used the most CPU
+    /// time in the seconds around the slow requests (their share of all
+    /// the cores' time), to name what `other` in [`Latency::slow_cpu`] is.
+    pub slow_unwatched: Option<CpuShares>,
     /// The phase, and the time slow requests were outstanding in it.
     #[serde(skip)]
     spans: Option<Spans>,
@@ -146,7 +150,15 @@ struct CpuSample {
     steal: u64,
     groups: Vec<u64>,
     stalls: Option<StallCounters>,
+    /// Cumulative ticks of every other process, by name, read once a
+    /// second (at the samples where the watched processes are looked up
+    /// again).
+    unwatched: Option<Arc<Unwatched>>,
 }
+
+/// Cumulative ticks of the processes outside every watched group, by
+/// name (`/proc/{pid}/comm`).
+type Unwatched = std::collections::BTreeMap<String, u64>;
 
 /// Cumulative counters of waiting and of the disks: the kernel's pressure
 /// stall information (`/proc/pressure/cpu` and `io`, microseconds of wall
@@ -198,15 +210,28 @@ impl CpuSampler {
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (into, stopped, groups) = (samples.clone(), stop.clone(), names.len());
         std::thread::spawn(move || {
-            let mut watched = watched_processes(&children);
+            let (mut watched, _) = watched_processes(&children);
             let mut looked_up = Instant::now();
             let mut last: std::collections::HashMap<u32, u64> = Default::default();
             let mut cumulative = vec![0u64; groups];
+            let mut others_last: std::collections::HashMap<u32, u64> = Default::default();
+            let mut others = Unwatched::new();
             let disks = physical_disks();
             while !stopped.load(Ordering::Relaxed) {
+                let mut unwatched = None;
                 if looked_up.elapsed() >= Duration::from_secs(1) {
-                    watched = watched_processes(&children);
+                    let (now_watched, now_others) = watched_processes(&children);
+                    watched = now_watched;
                     last.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
+                    others_last.retain(|pid, _| now_others.iter().any(|(p, _)| p == pid));
+                    for (pid, name) in now_others {
+                        if let Some(ticks) = process_ticks(pid)
+                            && let Some(before) = others_last.insert(pid, ticks)
+                        {
+                            *others.entry(name).or_default() += ticks.saturating_sub(before);
+                        }
+                    }
+                    unwatched = Some(Arc::new(others.clone()));
                     looked_up = Instant::now();
                 }
                 for &(pid, group) in &watched {
@@ -216,7 +241,7 @@ impl CpuSampler {
                         cumulative[group] += ticks.saturating_sub(before);
                     }
                 }
-                if let Some(sample) = read_cpu(cumulative.clone(), &disks) {
+                if let Some(sample) = read_cpu(cumulative.clone(), &disks, unwatched) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
                 std::thread::sleep(Duration::from_millis(50));
@@ -241,22 +266,27 @@ impl CpuSampler {
             latency.slow_io_wait = latency.slow_cpu.as_ref().and_then(|c| share_of(c, IO_WAIT));
             latency.stalls = stalls(&samples, spans.phase);
             latency.slow_stalls = spans.slow.and_then(|s| stalls(&samples, s));
+            latency.slow_unwatched = spans.slow.and_then(|s| unwatched_shares(&samples, s));
         }
     }
 }
 
-/// The pids to sample and their group in [`CpuSampler::names`]: the
+/// Processes outside every watched group: pid and name.
+type Others = Vec<(u32, String)>;
+
+/// The pids to sample and their group in [`CpuSampler::names`] (the
 /// children, this process, then the [`SERVICES`]' processes found in
-/// `/proc`.
-fn watched_processes(children: &[(String, u32)]) -> Vec<(u32, usize)> {
+/// `/proc`), and every other process with its name.
+fn watched_processes(children: &[(String, u32)]) -> (Vec<(u32, usize)>, Others) {
     let mut watched: Vec<(u32, usize)> = children
         .iter()
         .enumerate()
         .map(|(group, (_, pid))| (*pid, group))
         .collect();
     watched.push((std::process::id(), children.len()));
+    let mut others = Vec::new();
     let Ok(entries) = std::fs::read_dir("/proc") else {
-        return watched;
+        return (watched, others);
     };
     for entry in entries.flatten() {
         let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse().ok()) else {
@@ -267,9 +297,11 @@ fn watched_processes(children: &[(String, u32)]) -> Vec<(u32, usize)> {
         };
         if let Some(service) = SERVICES.iter().position(|(c, _)| *c == comm.trim_end()) {
             watched.push((pid, children.len() + 1 + service));
+        } else if !watched.iter().any(|(p, _)| *p == pid) {
+            others.push((pid, comm.trim_end().to_owned()));
         }
     }
-    watched
+    (watched, others)
 }
 
 /// A process's user and system time in clock ticks (`/proc/{pid}/stat`,
@@ -360,7 +392,11 @@ fn read_stalls(disks: &[String]) -> Option<StallCounters> {
 
 /// The first line of `/proc/stat`: user, nice, system, idle, iowait, irq,
 /// softirq, steal (guest time is counted in user).
-fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
+fn read_cpu(
+    groups: Vec<u64>,
+    disks: &[String],
+    unwatched: Option<Arc<Unwatched>>,
+) -> Option<CpuSample> {
     let stat = std::fs::read_to_string("/proc/stat").ok()?;
     let ticks: Vec<u64> = stat
         .lines()
@@ -379,6 +415,7 @@ fn read_cpu(groups: Vec<u64>, disks: &[String]) -> Option<CpuSample> {
         steal: ticks[7],
         groups,
         stalls: read_stalls(disks),
+        unwatched,
     })
 }
 
@@ -433,17 +470,48 @@ fn cpu_shares(
 /// The samples a span is measured between: the last at or before its
 /// start and the first at or after its end (or the first and the last
 /// sample), so a span shorter than the interval still covers one.
-fn around(
+fn around(samples: &[CpuSample], span: (Instant, Instant)) -> Option<(&CpuSample, &CpuSample)> {
+    around_by(samples, span, |_| true)
+}
+
+/// [`around`] among the samples that `keep`.
+fn around_by(
     samples: &[CpuSample],
     (from, to): (Instant, Instant),
+    keep: impl Fn(&CpuSample) -> bool,
 ) -> Option<(&CpuSample, &CpuSample)> {
-    let first = samples.iter().rposition(|s| s.at <= from).unwrap_or(0);
-    let last = samples
+    let kept: Vec<&CpuSample> = samples.iter().filter(|s| keep(s)).collect();
+    let first = kept.iter().rposition(|s| s.at <= from).unwrap_or(0);
+    let last = kept
         .iter()
         .position(|s| s.at >= to)
-        .unwrap_or(samples.len().saturating_sub(1));
-    Some((samples.get(first)?, samples.get(last)?))
+        .unwrap_or(kept.len().saturating_sub(1));
+    Some((kept.get(first)?, kept.get(last)?))
 }
+
+/// The processes outside every watched group that used the most CPU time
+/// over a span widened to the once-a-second samples that read them (at
+/// most [`UNWATCHED_SHOWN`], each with at least one tick), largest first,
+/// as shares of all the cores' time; `None` without two such samples.
+fn unwatched_shares(samples: &[CpuSample], span: (Instant, Instant)) -> Option<CpuShares> {
+    let (a, b) = around_by(samples, span, |s| s.unwatched.is_some())?;
+    let (before, after) = (a.unwatched.as_ref()?, b.unwatched.as_ref()?);
+    let total = b.total.checked_sub(a.total).filter(|t| *t > 0)? as f64;
+    let mut shares: CpuShares = after
+        .iter()
+        .map(|(name, ticks)| {
+            let used = ticks.saturating_sub(before.get(name).copied().unwrap_or(0));
+            (name.clone(), used as f64 / total)
+        })
+        .filter(|(_, share)| *share > 0.0)
+        .collect();
+    shares.sort_by(|x, y| y.1.total_cmp(&x.1).then_with(|| x.0.cmp(&y.0)));
+    shares.truncate(UNWATCHED_SHOWN);
+    Some(shares)
+}
+
+/// How many unwatched processes a tail names.
+const UNWATCHED_SHOWN: usize = 4;
 
 /// [`Stalls`] over a span, widened like [`cpu_shares`]'; none without two
 /// samples around it that both read the counters.
@@ -556,6 +624,7 @@ fn latency(mut samples: Vec<Sample>, elapsed: Duration, errors: usize, clock: Cl
         cpu: None,
         slow_stalls: None,
         stalls: None,
+        slow_unwatched: None,
         spans: Some(Spans {
             phase: (clock.instant, Instant::now()),
             slow: slow_span,
@@ -1563,6 +1632,12 @@ fn print_table(
                     stalls_line(phase)
                 );
             }
+            if let Some(unwatched) = l.slow_unwatched.as_ref().filter(|u| !u.is_empty()) {
+                println!(
+                    "  outside the watched processes, in the seconds around them: {}",
+                    shares(unwatched)
+                );
+            }
         }
     }
     println!(
@@ -1693,6 +1768,7 @@ mod tests {
                 steal: 0,
                 groups: Vec::new(),
                 stalls: None,
+                unwatched: None,
             })
             .collect();
         let io_wait = |span| cpu_shares(&samples, &[], span).and_then(|c| share_of(&c, IO_WAIT));
@@ -1719,6 +1795,7 @@ mod tests {
             steal: 0,
             groups: groups.to_vec(),
             stalls: None,
+            unwatched: None,
         };
         let samples = vec![
             sample(0, 0, 0, 0, [0, 0]),
@@ -1762,6 +1839,7 @@ mod tests {
             steal,
             groups: vec![api],
             stalls: None,
+            unwatched: None,
         };
         let samples = vec![sample(0, 0, 0, 0, 0), sample(100, 20, 2, 10, 6)];
         let span = cpu_shares(&samples, &names, (samples[0].at, samples[1].at)).unwrap();
@@ -1814,6 +1892,57 @@ mod tests {
     }
 
     #[test]
+    fn unwatched_processes_are_named_by_their_share_of_a_widened_span() {
+        let start = Instant::now();
+        let at = |ms: u64| start + Duration::from_millis(ms);
+        let sample = |ms: u64, total, unwatched: Option<&[(&str, u64)]>| CpuSample {
+            at: at(ms),
+            total,
+            io_wait: 0,
+            idle: 0,
+            interrupts: 0,
+            steal: 0,
+            groups: Vec::new(),
+            stalls: None,
+            unwatched: unwatched
+                .map(|u| Arc::new(u.iter().map(|(n, t)| ((*n).to_owned(), *t)).collect())),
+        };
+        let samples = vec![
+            sample(0, 0, Some(&[("kdamond.0", 5), ("beam.smp", 1)])),
+            sample(500, 100, None),
+            // Over the second: 200 ticks of the machine; kdamond 10, a
+            // process first seen 30, beam.smp none, three more of 4, 2, 1.
+            sample(
+                1000,
+                200,
+                Some(&[
+                    ("kdamond.0", 15),
+                    ("beam.smp", 1),
+                    ("newcomer", 30),
+                    ("a", 4),
+                    ("b", 2),
+                    ("c", 1),
+                ]),
+            ),
+            sample(1500, 300, None),
+        ];
+        // A span between two unwatched readings is widened to them.
+        let slow = unwatched_shares(&samples, (at(400), at(600))).unwrap();
+        assert_eq!(
+            slow,
+            vec![
+                ("newcomer".to_owned(), 0.15),
+                ("kdamond.0".to_owned(), 0.05),
+                ("a".to_owned(), 0.02),
+                ("b".to_owned(), 0.01),
+            ]
+        );
+        assert_eq!(shares(&slow), "newcomer 15%, kdamond.0 5%, a 2%, b 1%");
+        // One reading only: nothing to compare.
+        assert_eq!(unwatched_shares(&samples[..2], (at(400), at(600))), None);
+    }
+
+    #[test]
     fn stalls_are_shares_of_the_span_and_rates_of_the_disks() {
         let start = Instant::now();
         let at = |ms: u64| start + Duration::from_millis(ms);
@@ -1826,6 +1955,7 @@ mod tests {
             steal: 0,
             groups: Vec::new(),
             stalls,
+            unwatched: None,
         };
         let counters = |io_some_us, writes, write_ms, flushes| StallCounters {
             cpu_some_us: 1_000,
@@ -1881,7 +2011,14 @@ mod tests {
         let ticks = process_ticks(std::process::id());
         assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
         assert_eq!(process_ticks(u32::MAX), None);
-        let watched = watched_processes(&[("relay".to_owned(), 1)]);
+        let (watched, others) = watched_processes(&[("relay".to_owned(), 1)]);
         assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
+        // Every other process is named, none of the watched among them.
+        assert!(!others.is_empty());
+        assert!(
+            others
+                .iter()
+                .all(|(pid, name)| { !name.is_empty() && !watched.iter().any(|(p, _)| p == pid) })
+        );
     }
 }
