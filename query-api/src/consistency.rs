@@ -247,8 +247,7 @@ pub struct Related {
 /// read under `reached`, is in its read models as of the token: a quote's
 /// customer renamed before the quote's command shows the new name, however
 /// the two topics interleave at the projector. Through the request's
-/// [`RelatedLoader`] when it has one, so that a page of records waits in
-/// one round.
+/// [`RelatedLoader`], so that a page of records waits in one round.
 pub async fn related(
     ctx: &async_graphql::Context<'_>,
     reached: &Reached,
@@ -261,16 +260,11 @@ pub async fn related(
         position: reached.position,
         deadline: reached.deadline,
     };
-    match ctx.data_opt::<DataLoader<RelatedLoader>>() {
-        Some(loader) => loader
-            .load_one(key)
-            .await
-            .map(drop)
-            .map_err(|e| graphql_error(&e)),
-        None => wait_related(crate::schema::pool(ctx)?, &[key])
-            .await
-            .map_err(into_graphql),
-    }
+    ctx.data::<DataLoader<RelatedLoader>>()?
+        .load_one(key)
+        .await
+        .map(drop)
+        .map_err(|e| graphql_error(&e))
 }
 
 /// Batches the [`related`] waits of one request.

@@ -19,6 +19,19 @@ struct Fixture {
     schema: schema::PivotalSchema,
 }
 
+/// Rebuilds every projection (or only the one named) from the event store,
+/// once the log horizon has passed every committed event.
+async fn project(env: &TestEnv, only: Option<&str>) {
+    pivotal_test_support::wait_for_horizon(&env.pool).await;
+    for projection in pivotal_projectors::all_projections() {
+        if only.is_none_or(|name| projection.name() == name) {
+            pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
+                .await
+                .unwrap();
+        }
+    }
+}
+
 fn context(actor: Actor) -> CommandContext {
     CommandContext {
         actor,
@@ -438,15 +451,6 @@ mod identity {
             .unwrap()
     }
 
-    async fn project(env: &TestEnv) {
-        pivotal_test_support::wait_for_horizon(&env.pool).await;
-        for projection in pivotal_projectors::all_projections() {
-            pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
-                .await
-                .unwrap();
-        }
-    }
-
     #[tokio::test]
     async fn me_users_roles_and_organization_stay_inside_the_tenant() {
         let env = TestEnv::new().await;
@@ -465,7 +469,7 @@ mod identity {
                    "roles": ["member"], "password": PASSWORD}),
         )
         .await;
-        project(&env).await;
+        crate::project(&env, None).await;
 
         let me = graphql(
             &query,
@@ -558,7 +562,7 @@ mod identity {
             json!({"legalName": "Awa client", "currency": "NZD"}),
         )
         .await;
-        project(&env).await;
+        crate::project(&env, None).await;
         let foreign = graphql(
             &query,
             b_owner,
@@ -787,12 +791,7 @@ mod quotes {
             .await
             .unwrap();
         assert_eq!(edited.status(), 200);
-        pivotal_test_support::wait_for_horizon(&env.pool).await;
-        for projection in pivotal_projectors::all_projections() {
-            pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
-                .await
-                .unwrap();
-        }
+        crate::project(&env, None).await;
 
         let data = graphql(
             &query,
@@ -892,17 +891,6 @@ mod quotes {
         assert_eq!(queries.load(std::sync::atomic::Ordering::Relaxed), 1);
     }
 
-    async fn rebuild(env: &TestEnv, only: Option<&str>) {
-        pivotal_test_support::wait_for_horizon(&env.pool).await;
-        for projection in pivotal_projectors::all_projections() {
-            if only.is_none_or(|name| projection.name() == name) {
-                pivotal_projectors::framework::rebuild(&env.pool, projection.as_ref(), None)
-                    .await
-                    .unwrap();
-            }
-        }
-    }
-
     /// A quote read under its command's token shows its customer as the
     /// writer had seen it, whatever order the projections applied the two
     /// aggregates in: the customer's projections are waited for up to the
@@ -928,7 +916,7 @@ mod quotes {
             .as_str()
             .unwrap()
             .to_owned();
-        rebuild(&env, None).await;
+        crate::project(&env, None).await;
 
         // The customer is renamed, then the quote edited; only the quote's
         // projection has applied its change.
@@ -951,7 +939,7 @@ mod quotes {
             .to_str()
             .unwrap()
             .to_owned();
-        rebuild(&env, Some("quotes")).await;
+        crate::project(&env, Some("quotes")).await;
 
         let one = format!(r#"{{ quote(id: "{quote}") {{ title customer {{ legalName }} }} }}"#);
         let one_with_argument = format!(
@@ -1005,7 +993,7 @@ mod quotes {
             async move { answer(&long, &owner, Some(&token), &one).await }
         });
         tokio::time::sleep(std::time::Duration::from_millis(300)).await;
-        rebuild(&env, None).await;
+        crate::project(&env, None).await;
         let waited = pending.await.unwrap();
         assert!(waited.get("errors").is_none(), "{waited}");
         assert_eq!(waited["data"]["quote"]["title"], "Revised");
