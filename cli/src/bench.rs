@@ -665,6 +665,8 @@ struct System {
     env: Vec<(String, String)>,
     command_api: String,
     query_api: String,
+    /// The projector's operations endpoint.
+    projector_ops: String,
     /// Where each process's output goes (`{name}.log`, appended to).
     logs: std::path::PathBuf,
 }
@@ -1149,6 +1151,20 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(false)
 }
 
+/// Says what the projector's `/readyz` says of itself when the pipeline
+/// did not drain: a projector out of its consumer group consumes nothing.
+async fn not_drained(client: &reqwest::Client, system: &System) {
+    let readiness = match client
+        .get(format!("{}/readyz", system.projector_ops))
+        .send()
+        .await
+    {
+        Ok(response) => response.text().await.unwrap_or_default(),
+        Err(error) => error.to_string(),
+    };
+    println!("pipeline: not drained within 120 s; the projector's /readyz: {readiness}");
+}
+
 /// Writes the machine's dirty pages to disk (`sync`) and returns how long
 /// that took, in seconds (none with `--leave-dirty-pages`). The kernel
 /// writes a page back about 30 s after it was dirtied
@@ -1246,7 +1262,7 @@ async fn measure(
         json!(flush_dirty_pages(options).await?),
     );
 
-    let (command_port, query_port) = (free_port()?, free_port()?);
+    let (command_port, query_port, projector_ops_port) = (free_port()?, free_port()?, free_port()?);
     let search_dir = std::env::temp_dir().join(format!("pivotal-bench-search-{tag}"));
     let system = System {
         env: vec![
@@ -1267,7 +1283,10 @@ async fn measure(
                 format!("127.0.0.1:{query_port}"),
             ),
             ("PIVOTAL_RELAY__OPS_LISTEN".into(), "127.0.0.1:0".into()),
-            ("PIVOTAL_PROJECTOR__OPS_LISTEN".into(), "127.0.0.1:0".into()),
+            (
+                "PIVOTAL_PROJECTOR__OPS_LISTEN".into(),
+                format!("127.0.0.1:{projector_ops_port}"),
+            ),
             (
                 "PIVOTAL_SEARCH__DIR".into(),
                 search_dir.display().to_string(),
@@ -1276,6 +1295,7 @@ async fn measure(
         ],
         command_api: format!("http://127.0.0.1:{command_port}"),
         query_api: format!("http://127.0.0.1:{query_port}"),
+        projector_ops: format!("http://127.0.0.1:{projector_ops_port}"),
         logs: options
             .out
             .parent()
@@ -1348,6 +1368,9 @@ async fn measure(
     // relay and projector have caught up with the closed-loop phase, whose
     // backlog would otherwise take CPU from the commands it times.
     let drained_before_paced = drain(&pool).await?;
+    if !drained_before_paced {
+        not_drained(&client, &system).await;
+    }
     flushed.insert(
         "before_paced_commands".into(),
         json!(flush_dirty_pages(options).await?),
@@ -1371,6 +1394,9 @@ async fn measure(
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
+    if !drained {
+        not_drained(&client, &system).await;
+    }
     flushed.insert(
         "before_reads".into(),
         json!(flush_dirty_pages(options).await?),

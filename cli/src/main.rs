@@ -159,6 +159,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             pivotal_telemetry::ops::serve(
                 settings.relay.ops_listen,
                 pool.clone(),
+                Vec::new(),
                 shutdown_signal(),
             )
             .await?;
@@ -166,13 +167,25 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
         }
         Task::Projector => {
             let pool = pivotal_cli::setup::connect(&settings).await?;
+            let membership = pivotal_projectors::membership::Membership::new(
+                std::time::Duration::from_millis(settings.projector.out_of_group_limit_ms),
+            );
+            let check = membership.clone();
             pivotal_telemetry::ops::serve(
                 settings.projector.ops_listen,
                 pool.clone(),
+                vec![pivotal_telemetry::ops::Check {
+                    name: "consumer_group",
+                    probe: Box::new(move || {
+                        let verdict = check.verdict();
+                        (verdict.ready, verdict.detail)
+                    }),
+                }],
                 shutdown_signal(),
             )
             .await?;
-            pivotal_projectors::framework::run(settings, pool, shutdown_signal()).await?;
+            pivotal_projectors::framework::run_with(settings, pool, membership, shutdown_signal())
+                .await?;
         }
         Task::Rebuild { projection } => {
             let pool = pivotal_cli::setup::database(&settings).await?;

@@ -16,6 +16,7 @@ use rdkafka::{Offset, TopicPartitionList};
 use serde_json::value::RawValue;
 use sqlx::{PgConnection, PgPool};
 
+use crate::membership::Membership;
 use crate::redis_link::RedisLink;
 
 /// An event as a projection sees it. Its `data` stays the JSON text it
@@ -403,6 +404,20 @@ pub async fn run(
     pool: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProjectionError> {
+    let membership = Membership::new(Duration::from_millis(
+        settings.projector.out_of_group_limit_ms,
+    ));
+    run_with(settings, pool, membership, shutdown).await
+}
+
+/// [`run`], recording the consumer's place in its group in `membership`
+/// (the operations endpoint's readiness check).
+pub async fn run_with(
+    settings: Settings,
+    pool: PgPool,
+    membership: Membership,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ProjectionError> {
     let projections = crate::all_projections();
     let aggregate_types: Vec<&str> = projections
         .iter()
@@ -421,10 +436,10 @@ pub async fn run(
             }
         }
     };
-    let consumer: StreamConsumer<LagContext> =
+    let consumer: StreamConsumer<ProjectorContext> =
         pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(LagContext)?;
+            .create_with_context(ProjectorContext { membership })?;
     let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
     let followed = followed_topics(&settings.kafka.topic_prefix, &projections);
@@ -564,7 +579,8 @@ async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
     }
 }
 
-/// The projector's consumer context: turns librdkafka's own statistics
+/// The projector's consumer context. Its rebalance callbacks keep the
+/// member's [`Membership`]. It turns librdkafka's own statistics
 /// (every five seconds, `statistics.interval.ms`) into
 /// `consumer_lag_messages` per topic and partition this member owns: the
 /// partition's high watermark, as the last fetch response gave it, minus
@@ -573,11 +589,14 @@ async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
 /// as Kafka's own tools count it. The committed offset trails the applied
 /// one by up to a commit interval (ADR 0032). No request beyond the
 /// fetches themselves, so watching lag adds no load to the broker.
-#[derive(Debug, Clone, Copy)]
-pub struct LagContext;
+#[derive(Debug, Clone)]
+pub struct ProjectorContext {
+    membership: Membership,
+}
 
-impl rdkafka::ClientContext for LagContext {
+impl rdkafka::ClientContext for ProjectorContext {
     fn stats(&self, statistics: rdkafka::Statistics) {
+        self.membership.report();
         for (topic, stats) in &statistics.topics {
             for (partition, stats) in &stats.partitions {
                 // -1 is librdkafka's internal unassigned partition.
@@ -608,7 +627,35 @@ impl rdkafka::ClientContext for LagContext {
     }
 }
 
-impl rdkafka::consumer::ConsumerContext for LagContext {}
+impl rdkafka::consumer::ConsumerContext for ProjectorContext {
+    fn post_rebalance(
+        &self,
+        _consumer: &rdkafka::consumer::BaseConsumer<Self>,
+        rebalance: &rdkafka::consumer::Rebalance<'_>,
+    ) {
+        use rdkafka::consumer::Rebalance;
+        match rebalance {
+            Rebalance::Assign(partitions) => {
+                metrics::counter!("consumer_group_rebalances_total", "outcome" => "assigned")
+                    .increment(1);
+                tracing::info!(partitions = partitions.count(), "partitions assigned");
+                self.membership.assigned(partitions.count());
+            }
+            Rebalance::Revoke(partitions) => {
+                metrics::counter!("consumer_group_rebalances_total", "outcome" => "revoked")
+                    .increment(1);
+                tracing::info!(partitions = partitions.count(), "partitions revoked");
+                self.membership.left("revoked");
+            }
+            Rebalance::Error(error) => {
+                metrics::counter!("consumer_group_rebalances_total", "outcome" => "failed")
+                    .increment(1);
+                tracing::warn!(%error, "rebalance failed");
+                self.membership.left("rebalance failed");
+            }
+        }
+    }
+}
 
 /// Sets a version key unless it already holds a higher version (a
 /// redelivered event never lowers it).

@@ -22,6 +22,7 @@
 //! - [`quotes`]: the `rm_rate_cards` and `rm_quotes` read models.
 //! - [`search`]: the search projection, its indexer and index rebuilds.
 //! - [`dashboard`]: per-organization counters and recent changes in Redis.
+//! - [`membership`]: the consumer's place in its group, for `/readyz`.
 //! - [`redis_link`]: the Redis connection of the post-commit work, left
 //!   alone for a while after a failure so an outage never slows a batch.
 //! - [`db`]: the read models' migrations.
@@ -31,6 +32,7 @@ pub mod dashboard;
 pub mod db;
 pub mod framework;
 pub mod identity;
+pub mod membership;
 pub mod quotes;
 pub mod redis_link;
 pub mod search;

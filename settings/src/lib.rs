@@ -261,6 +261,10 @@ pub struct ProjectorSettings {
     pub batch_size: usize,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub ops_listen: SocketAddr,
+    /// How long the consumer may hold no place in its group (joining,
+    /// rebalancing, waiting for a coordinator) before `/readyz` says it is
+    /// not ready. Longer than a session timeout plus a rebalance timeout.
+    pub out_of_group_limit_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -355,6 +359,7 @@ ops_listen = "127.0.0.1:9101"
 group_id = "pivotal-projectors"
 batch_size = 500
 ops_listen = "127.0.0.1:9102"
+out_of_group_limit_ms = 60000
 
 [quotes]
 templates_dir = ""

@@ -1,9 +1,10 @@
 //! The operations endpoint of processes that serve no API (relay,
-//! projector): `/healthz`, `/readyz` (PostgreSQL answers within a second)
-//! and `/metrics`.
+//! projector): `/healthz`, `/readyz` (PostgreSQL answers within a second,
+//! and the process's own [`Check`]s pass) and `/metrics`.
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::State;
@@ -11,15 +12,43 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use sqlx::PgPool;
 
-async fn ready(State(pool): State<PgPool>) -> (StatusCode, axum::Json<serde_json::Value>) {
+/// A readiness check of the process's own: its name in `/readyz` and a
+/// function that says whether it passes and in a few words why.
+pub struct Check {
+    pub name: &'static str,
+    pub probe: Box<dyn Fn() -> (bool, String) + Send + Sync>,
+}
+
+impl std::fmt::Debug for Check {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Check").field("name", &self.name).finish()
+    }
+}
+
+struct Ops {
+    pool: PgPool,
+    checks: Vec<Check>,
+}
+
+async fn ready(State(ops): State<Arc<Ops>>) -> (StatusCode, axum::Json<serde_json::Value>) {
     let limit = std::time::Duration::from_secs(1);
-    let postgres = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&pool)).await;
-    let ok = matches!(postgres, Ok(Ok(_)));
+    let postgres = tokio::time::timeout(limit, sqlx::query("SELECT 1").execute(&ops.pool)).await;
+    let mut ready = matches!(postgres, Ok(Ok(_)));
+    let mut checks = serde_json::Map::new();
+    checks.insert(
+        "postgres".into(),
+        (if ready { "ok" } else { "unavailable" }).into(),
+    );
+    for check in &ops.checks {
+        let (ok, detail) = (check.probe)();
+        ready &= ok;
+        checks.insert(check.name.into(), detail.into());
+    }
     let body = serde_json::json!({
-        "status": if ok { "ready" } else { "not_ready" },
-        "checks": {"postgres": if ok { "ok" } else { "unavailable" }},
+        "status": if ready { "ready" } else { "not_ready" },
+        "checks": checks,
     });
-    let status = if ok {
+    let status = if ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -32,6 +61,7 @@ async fn ready(State(pool): State<PgPool>) -> (StatusCode, axum::Json<serde_json
 pub async fn serve(
     listen: SocketAddr,
     pool: PgPool,
+    checks: Vec<Check>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<SocketAddr> {
     crate::metrics::handle();
@@ -41,7 +71,7 @@ pub async fn serve(
         .route("/healthz", get(|| async { "ok" }))
         .route("/readyz", get(ready))
         .route("/metrics", get(crate::metrics::endpoint))
-        .with_state(pool);
+        .with_state(Arc::new(Ops { pool, checks }));
     tokio::spawn(async move {
         if let Err(error) = axum::serve(listener, router)
             .with_graceful_shutdown(shutdown)

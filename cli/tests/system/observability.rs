@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::harness::{
     create_customer, free_port, projection_caught_up, spawn_process_with, spawn_projector_with,
-    spawn_relay, terminate,
+    spawn_relay, start_broker, terminate,
 };
 
 /// The value of the sample `name{labels}` (labels in exposition order).
@@ -143,15 +143,33 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         through.is_some(),
         "relay and projector metrics never showed the event through"
     );
-    for url in [&relay_url, &projector_url] {
-        let ready = http().get(format!("{url}/readyz")).send().await.unwrap();
-        assert_eq!(ready.status(), 200);
-        let body: Value = ready.json().await.unwrap();
-        assert_eq!(
-            body,
-            json!({"status": "ready", "checks": {"postgres": "ok"}})
-        );
-    }
+    let text = metrics(&projector_url).await;
+    assert_eq!(sample(&text, "consumer_group_unsettled_seconds"), Some(0.0));
+    assert!(
+        sample(
+            &text,
+            r#"consumer_group_rebalances_total{outcome="assigned"}"#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    let (ready, body) = readiness(&relay_url).await.unwrap();
+    assert_eq!(ready, 200);
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {"postgres": "ok"}})
+    );
+    // The one member of its group holds every partition of every topic
+    // it follows.
+    let (ready, body) = readiness(&projector_url).await.unwrap();
+    assert_eq!(ready, 200);
+    assert_eq!(
+        body,
+        json!({"status": "ready", "checks": {
+            "postgres": "ok",
+            "consumer_group": format!("ok ({} partitions)", followed_partitions(&env)),
+        }})
+    );
 
     // SIGTERM: both exit 0, and the projector committed its group offsets.
     for (name, process) in [("projector", &mut projector), ("relay", &mut relay)] {
@@ -170,6 +188,95 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
 
 /// The sum of the projector group's committed offsets on the customer
 /// topic's partitions (none committed counts 0).
+/// `/readyz`'s status and body; `None` while the endpoint does not answer.
+async fn readiness(base: &str) -> Option<(u16, Value)> {
+    let response = http().get(format!("{base}/readyz")).send().await.ok()?;
+    Some((response.status().as_u16(), response.json().await.ok()?))
+}
+
+/// Partitions of the topics the projector follows.
+fn followed_partitions(env: &TestEnv) -> usize {
+    let types: std::collections::HashSet<&str> = pivotal_projectors::all_projections()
+        .iter()
+        .flat_map(|p| p.aggregate_types().iter().copied())
+        .collect();
+    types.len() * env.settings.kafka.partitions as usize
+}
+
+/// A projector whose broker goes away loses its place in the group, and
+/// `/readyz` says so once the absence outlasts its limit; it is ready again
+/// once the broker is back and the group has given it its partitions.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut broker = start_broker(dir.path(), port);
+    let mut env = TestEnv::new().await;
+    env.settings.kafka.brokers = format!("127.0.0.1:{port}");
+    let ops = format!("127.0.0.1:{}", free_port());
+    let url = format!("http://{ops}");
+    let _projector = spawn_process_with(
+        &env,
+        "projector",
+        &[
+            ("PIVOTAL_PROJECTOR__OPS_LISTEN", ops.clone()),
+            ("PIVOTAL_PROJECTOR__OUT_OF_GROUP_LIMIT_MS", "3000".into()),
+        ],
+    );
+    let partitions = followed_partitions(&env);
+    let in_group = || async {
+        let (status, body) = readiness(&url).await?;
+        (status == 200
+            && body["checks"]["consumer_group"] == format!("ok ({partitions} partitions)"))
+        .then_some(body)
+    };
+    assert!(
+        eventually(Duration::from_secs(60), in_group)
+            .await
+            .is_some(),
+        "the projector never settled in its group"
+    );
+
+    drop(broker);
+    // The session times out (10 s), the partitions are lost, and three
+    // seconds later the projector is not ready.
+    let out = eventually(Duration::from_secs(60), || async {
+        let (status, body) = readiness(&url).await?;
+        (status == 503).then_some(body)
+    })
+    .await
+    .expect("the projector stayed ready with its broker gone");
+    assert_eq!(out["status"], "not_ready");
+    assert_eq!(out["checks"]["postgres"], "ok");
+    let detail = out["checks"]["consumer_group"].as_str().unwrap();
+    assert!(
+        detail.starts_with("out of its group for ") && detail.ends_with("; limit 3 s)"),
+        "{detail}"
+    );
+    // Published with librdkafka's statistics, every five seconds.
+    let absent = eventually(Duration::from_secs(20), || async {
+        let text = metrics(&url).await;
+        sample(&text, "consumer_group_unsettled_seconds").filter(|s| *s > 3.0)
+    })
+    .await;
+    assert!(absent.is_some(), "{}", metrics(&url).await);
+
+    broker = start_broker(dir.path(), port);
+    assert!(
+        eventually(Duration::from_secs(90), in_group)
+            .await
+            .is_some(),
+        "the projector never rejoined its group after the broker came back"
+    );
+    let text = metrics(&url).await;
+    assert_eq!(
+        sample(&text, "consumer_group_unsettled_seconds"),
+        Some(0.0),
+        "{text}"
+    );
+    drop(broker);
+}
+
 fn committed_customer_offsets(env: &TestEnv) -> i64 {
     let consumer: BaseConsumer =
         pivotal_messaging::config::consumer(&env.settings.kafka, &env.settings.projector.group_id)
