@@ -1151,17 +1151,25 @@ async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
     Ok(false)
 }
 
-/// Says what the projector's `/readyz` says of itself when the pipeline
-/// did not drain: a projector out of its consumer group consumes nothing.
-async fn not_drained(client: &reqwest::Client, system: &System) {
-    let readiness = match client
+/// The projector's `/readyz` body, or the error of asking for it: a
+/// projector out of its consumer group consumes nothing (ADR 0034).
+async fn projector_readiness(client: &reqwest::Client, system: &System) -> Value {
+    let response = client
         .get(format!("{}/readyz", system.projector_ops))
         .send()
-        .await
-    {
-        Ok(response) => response.text().await.unwrap_or_default(),
-        Err(error) => error.to_string(),
-    };
+        .await;
+    match response {
+        Ok(response) => response
+            .json::<Value>()
+            .await
+            .unwrap_or_else(|error| json!({"error": error.to_string()})),
+        Err(error) => json!({"error": error.to_string()}),
+    }
+}
+
+/// Says what the projector says of itself when the pipeline did not drain.
+async fn not_drained(client: &reqwest::Client, system: &System) {
+    let readiness = projector_readiness(client, system).await;
     println!("pipeline: not drained within 120 s; the projector's /readyz: {readiness}");
 }
 
@@ -1440,6 +1448,13 @@ async fn measure(
     println!("freshness: {} renames", options.freshness_samples);
     let mut freshness =
         freshness_phase(&client, &system, &token, &ids, options.freshness_samples).await;
+    let projector_readiness = projector_readiness(&client, &system).await;
+    if projector_readiness["checks"]["consumer_group"]
+        .as_str()
+        .is_none_or(|detail| !detail.starts_with("ok"))
+    {
+        println!("projector after the freshness samples: {projector_readiness}");
+    }
     for phase in [
         &mut commands,
         &mut commands_paced,
@@ -1527,6 +1542,7 @@ async fn measure(
         "paced_share_of_peak": PACED_SHARE,
         "graphql_list": lists,
         "freshness": freshness,
+        "projector_readiness_after_freshness": projector_readiness,
         "pipeline_drained_before_paced_commands": drained_before_paced,
         "pipeline_drained_before_reads": drained,
         "dirty_pages_flushed_in_seconds": flushed,

@@ -186,8 +186,6 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     );
 }
 
-/// The sum of the projector group's committed offsets on the customer
-/// topic's partitions (none committed counts 0).
 /// `/readyz`'s status and body; `None` while the endpoint does not answer.
 async fn readiness(base: &str) -> Option<(u16, Value)> {
     let response = http().get(format!("{base}/readyz")).send().await.ok()?;
@@ -277,6 +275,8 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
     drop(broker);
 }
 
+/// The sum of the projector group's committed offsets on the customer
+/// topic's partitions (none committed counts 0).
 fn committed_customer_offsets(env: &TestEnv) -> i64 {
     let consumer: BaseConsumer =
         pivotal_messaging::config::consumer(&env.settings.kafka, &env.settings.projector.group_id)
