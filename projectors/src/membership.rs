@@ -110,19 +110,6 @@ impl Membership {
         standing.reason = reason;
     }
 
-    /// How long the member has been out of its group; `None` while in it.
-    pub fn absent_for(&self) -> Option<Duration> {
-        self.absent_at(Instant::now())
-    }
-
-    fn absent_at(&self, now: Instant) -> Option<Duration> {
-        let standing = self.standing();
-        standing
-            .partitions
-            .is_none()
-            .then(|| now.duration_since(standing.since))
-    }
-
     /// `/readyz`'s verdict.
     pub fn verdict(&self) -> Verdict {
         self.verdict_at(Instant::now())
@@ -203,10 +190,6 @@ mod tests {
             late.detail,
             "out of its group for 61 s (joining; limit 60 s)"
         );
-        assert_eq!(
-            membership.absent_at(at(start, 61)),
-            Some(Duration::from_secs(61))
-        );
     }
 
     #[test]
@@ -217,7 +200,6 @@ mod tests {
         let verdict = membership.verdict_at(at(start, 500));
         assert!(verdict.ready);
         assert_eq!(verdict.detail, "ok (0 partitions)");
-        assert_eq!(membership.absent_at(at(start, 500)), None);
     }
 
     #[test]

@@ -466,4 +466,30 @@ mod tests {
         .unwrap_err();
         assert!(error.to_string().contains("brokerz"), "{error}");
     }
+
+    #[test]
+    fn a_limit_that_is_not_a_whole_number_of_milliseconds_is_refused_by_name() {
+        #[derive(Serialize)]
+        struct Projector {
+            out_of_group_limit_ms: &'static str,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            projector: Projector,
+        }
+        for value in ["a minute", "-1"] {
+            let error = Settings::load_from(&Overrides {
+                projector: Projector {
+                    out_of_group_limit_ms: value,
+                },
+            })
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("out_of_group_limit_ms"),
+                "{value}: {error}"
+            );
+        }
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.projector.out_of_group_limit_ms, 60_000);
+    }
 }
