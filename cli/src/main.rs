@@ -170,9 +170,8 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
         }
         Task::Projector => {
             let pool = pivotal_cli::setup::connect(&settings).await?;
-            let membership = pivotal_projectors::membership::Membership::new(
-                std::time::Duration::from_millis(settings.projector.out_of_group_limit_ms),
-            );
+            let membership =
+                pivotal_projectors::membership::Membership::from_settings(&settings.projector);
             let check = membership.clone();
             pivotal_telemetry::ops::serve(
                 settings.projector.ops_listen,

@@ -404,9 +404,7 @@ pub async fn run(
     pool: PgPool,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ProjectionError> {
-    let membership = Membership::new(Duration::from_millis(
-        settings.projector.out_of_group_limit_ms,
-    ));
+    let membership = Membership::from_settings(&settings.projector);
     run_with(settings, pool, membership, shutdown).await
 }
 

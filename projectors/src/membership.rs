@@ -49,6 +49,12 @@ impl Membership {
         Self::starting_at(limit, Instant::now())
     }
 
+    /// A member that has not joined yet, with the configured limit
+    /// (`projector.out_of_group_limit_ms`).
+    pub fn from_settings(settings: &pivotal_settings::ProjectorSettings) -> Self {
+        Self::new(Duration::from_millis(settings.out_of_group_limit_ms))
+    }
+
     fn starting_at(limit: Duration, now: Instant) -> Self {
         Self {
             standing: Arc::new(Mutex::new(Standing {
