@@ -212,7 +212,7 @@ impl CpuSampler {
         std::thread::spawn(move || {
             let (mut watched, _) = watched_processes(&children);
             let mut looked_up = Instant::now();
-            let mut last: std::collections::HashMap<u32, u64> = Default::default();
+            let mut tally = Tally::default();
             let mut cumulative = vec![0u64; groups];
             let mut others_last: std::collections::HashMap<u32, u64> = Default::default();
             let mut others = Unwatched::new();
@@ -222,7 +222,6 @@ impl CpuSampler {
                 if looked_up.elapsed() >= Duration::from_secs(1) {
                     let (now_watched, now_others) = watched_processes(&children);
                     watched = now_watched;
-                    last.retain(|pid, _| watched.iter().any(|(p, _)| p == pid));
                     others_last.retain(|pid, _| now_others.iter().any(|(p, _)| p == pid));
                     for (pid, name) in now_others {
                         if let Some(ticks) = process_ticks(pid)
@@ -234,13 +233,11 @@ impl CpuSampler {
                     unwatched = Some(Arc::new(others.clone()));
                     looked_up = Instant::now();
                 }
-                for &(pid, group) in &watched {
-                    if let Some(ticks) = process_ticks(pid)
-                        && let Some(before) = last.insert(pid, ticks)
-                    {
-                        cumulative[group] += ticks.saturating_sub(before);
-                    }
-                }
+                let readings: Vec<_> = watched
+                    .iter()
+                    .map(|&(pid, group)| (pid, group, process_times(pid)))
+                    .collect();
+                tally.add(&readings, &mut cumulative);
                 if let Some(sample) = read_cpu(cumulative.clone(), &disks, unwatched) {
                     into.lock().unwrap_or_else(|e| e.into_inner()).push(sample);
                 }
@@ -307,11 +304,99 @@ fn watched_processes(children: &[(String, u32)]) -> (Vec<(u32, usize)>, Others) 
 /// A process's user and system time in clock ticks (`/proc/{pid}/stat`,
 /// fields 14 and 15, counted after the parenthesised name).
 fn process_ticks(pid: u32) -> Option<u64> {
+    process_times(pid).map(|t| t.own)
+}
+
+/// A process's CPU time in clock ticks, from `/proc/{pid}/stat`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct ProcessTimes {
+    /// Its parent (field 4).
+    parent: u32,
+    /// Its own user and system time (fields 14 and 15).
+    own: u64,
+    /// The user and system time of the children it has waited for,
+    /// each counted whole when waited for (fields 16 and 17).
+    children: u64,
+}
+
+fn process_times(pid: u32) -> Option<ProcessTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let mut fields = stat.rsplit_once(')')?.1.split_whitespace().skip(11);
-    let user: u64 = fields.next()?.parse().ok()?;
-    let system: u64 = fields.next()?.parse().ok()?;
-    Some(user + system)
+    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
+    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    Some(ProcessTimes {
+        parent: u32::try_from(number(1)?).ok()?,
+        own: number(11)? + number(12)?,
+        children: number(13)? + number(14)?,
+    })
+}
+
+/// Adds up the watched processes' CPU time by group, including the time
+/// of processes that came and went between two lookups (PostgreSQL's
+/// autovacuum workers and short-lived backends): a process's whole time
+/// is added to its parent's children's time when the parent waits for
+/// it, so a watched parent's children's time counts too, less what had
+/// already been read of each watched child that has gone.
+#[derive(Debug, Default)]
+struct Tally {
+    /// Each watched process's last reading.
+    last: std::collections::HashMap<u32, ProcessTimes>,
+    /// By parent: the time last read of its watched children that have
+    /// gone (counted, or before the first reading not to be counted), to
+    /// take off its children's time once it waits for them.
+    read_of_gone: std::collections::HashMap<u32, u64>,
+    /// Whether the first round was read: processes first read later
+    /// started since, and are counted from nothing.
+    started: bool,
+}
+
+impl Tally {
+    /// Adds one round of readings (pid, group, times; `None` when the
+    /// process could not be read) to `cumulative`. The first round only
+    /// sets where each process is counted from; a process first read in a
+    /// later round is counted whole. One that is no longer
+    /// read (gone, or no longer watched) is forgotten, and its time as
+    /// last read waits to be taken off its parent's children's time.
+    fn add(&mut self, readings: &[(u32, usize, Option<ProcessTimes>)], cumulative: &mut [u64]) {
+        let read: std::collections::HashSet<u32> = readings
+            .iter()
+            .filter_map(|(pid, _, times)| times.map(|_| *pid))
+            .collect();
+        let gone: Vec<u32> = self
+            .last
+            .keys()
+            .filter(|pid| !read.contains(pid))
+            .copied()
+            .collect();
+        for pid in gone {
+            if let Some(last) = self.last.remove(&pid) {
+                *self.read_of_gone.entry(last.parent).or_default() += last.own + last.children;
+            }
+            self.read_of_gone.remove(&pid);
+        }
+        for &(pid, group, times) in readings {
+            let Some(now) = times else { continue };
+            let before = match self.last.insert(pid, now) {
+                Some(before) => before,
+                None if self.started => ProcessTimes {
+                    own: 0,
+                    children: 0,
+                    ..now
+                },
+                None => continue,
+            };
+            let own = now.own.saturating_sub(before.own);
+            let mut children = now.children.saturating_sub(before.children);
+            if let Some(read) = self.read_of_gone.get_mut(&pid) {
+                let already = children.min(*read);
+                children -= already;
+                *read -= already;
+            }
+            if let Some(slot) = cumulative.get_mut(group) {
+                *slot += own + children;
+            }
+        }
+        self.started = true;
+    }
 }
 
 impl Drop for CpuSampler {
@@ -2072,6 +2157,73 @@ mod tests {
     }
 
     #[test]
+    fn the_tally_counts_processes_that_come_and_go_once() {
+        let times = |parent, own, children| {
+            Some(ProcessTimes {
+                parent,
+                own,
+                children,
+            })
+        };
+        let mut tally = Tally::default();
+        let mut groups = vec![0u64; 2];
+        // The first round only sets where each process is counted from:
+        // a parent (1, group 0) and its child (2), and another process (3,
+        // group 1).
+        tally.add(
+            &[
+                (1, 0, times(0, 100, 50)),
+                (2, 0, times(1, 40, 0)),
+                (3, 1, times(0, 7, 0)),
+            ],
+            &mut groups,
+        );
+        assert_eq!(groups, [0, 0]);
+        // Each process's own time since.
+        tally.add(
+            &[
+                (1, 0, times(0, 105, 50)),
+                (2, 0, times(1, 46, 0)),
+                (3, 1, times(0, 9, 0)),
+            ],
+            &mut groups,
+        );
+        assert_eq!(groups, [11, 2]);
+        // The child worked 3 more ticks and exited; the parent waited for
+        // it, adding its whole 49 ticks to its children's time, and for
+        // one never read (started and gone between two rounds) of 4.
+        tally.add(
+            &[(1, 0, times(0, 106, 50 + 49 + 4)), (3, 1, None)],
+            &mut groups,
+        );
+        assert_eq!(groups, [11 + 1 + 3 + 4, 2]);
+        // A process first read after the first round started since: all
+        // of its time is counted. Nothing of the gone child counts again.
+        tally.add(
+            &[(1, 0, times(0, 106, 103)), (4, 1, times(1, 5, 0))],
+            &mut groups,
+        );
+        assert_eq!(groups, [19, 7]);
+        // It worked 3 more ticks and exited at 8: the 5 read of it are not
+        // counted again, the rest counts in its parent's group, where its
+        // end is seen.
+        tally.add(&[(1, 0, times(0, 106, 103 + 8))], &mut groups);
+        assert_eq!(groups, [22, 7]);
+        // A child first read at 10 ticks (counted whole), then no longer
+        // read while it runs on: the 10 are taken off its parent's
+        // children's time only once the parent waits for it, at 12.
+        tally.add(
+            &[(1, 0, times(0, 106, 111)), (5, 0, times(1, 10, 0))],
+            &mut groups,
+        );
+        assert_eq!(groups, [32, 7]);
+        tally.add(&[(1, 0, times(0, 106, 111))], &mut groups);
+        assert_eq!(groups, [32, 7]);
+        tally.add(&[(1, 0, times(0, 106, 111 + 12))], &mut groups);
+        assert_eq!(groups, [34, 7]);
+    }
+
+    #[test]
     fn process_ticks_reads_this_process() {
         // Spend some CPU time, then read it back.
         let started = Instant::now();
@@ -2081,6 +2233,16 @@ mod tests {
         let ticks = process_ticks(std::process::id());
         assert!(ticks.is_some_and(|t| t > 0), "{ticks:?}");
         assert_eq!(process_ticks(u32::MAX), None);
+        // A child's time is this process's once it has waited for it.
+        let before = process_times(std::process::id()).expect("this process");
+        let status = std::process::Command::new("sh")
+            .args(["-c", "i=0; while [ $i -lt 300000 ]; do i=$((i+1)); done"])
+            .status()
+            .expect("sh runs");
+        assert!(status.success());
+        let after = process_times(std::process::id()).expect("this process");
+        assert!(after.children > before.children, "{before:?} {after:?}");
+        assert_eq!(after.parent, before.parent);
         let (watched, others) = watched_processes(&[("relay".to_owned(), 1)]);
         assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
         // Every other process is named, none of the watched among them.
