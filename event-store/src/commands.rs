@@ -173,7 +173,9 @@ fn json_length<T: serde::Serialize>(value: &T) -> u64 {
 /// The state each aggregate reached with the last command this process
 /// committed on it is remembered (up to [`REMEMBERED_BYTES`] per type, least
 /// recently used forgotten first), so the next command on it need not read
-/// its events back. Remembered state is
+/// its events back. Commands on one aggregate run one at a time in a
+/// process ([`Turns`](crate::turns::Turns)), each on the state the last
+/// one left. Remembered state is
 /// only a hint: another process may have appended since. It can only lead
 /// to a commit, and a commit on a stale version collides with the stored
 /// event of that sequence and is retried on the stored state; every other
@@ -183,6 +185,7 @@ pub struct AggregateStore<A: Aggregate> {
     pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
     remembered: quick_cache::sync::Cache<String, Remembered<A>, ByLength>,
+    turns: crate::turns::Turns,
 }
 
 impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
@@ -214,6 +217,7 @@ where
             pool,
             store,
             remembered: quick_cache::sync::Cache::with_weighter(estimated, bytes, ByLength),
+            turns: crate::turns::Turns::default(),
         }
     }
 
@@ -284,6 +288,9 @@ where
             Start::Load(expected) => expected,
             Start::Empty => Some(0),
         };
+        // The commands before this one on the aggregate, in this process,
+        // commit first (ADR 0036).
+        let _turn = self.turns.take(aggregate_id).await;
         let mut attempt = 0;
         loop {
             attempt += 1;

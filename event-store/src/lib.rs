@@ -17,6 +17,9 @@
 //!   type), as a hint the
 //!   store's sequence check keeps honest
 //!   (`docs/adr/0023-remembered-aggregates.md`).
+//! - [`turns`]: commands on one aggregate run one at a time within a
+//!   process, so they do not collide with each other
+//!   (`docs/adr/0036-commands-take-turns-per-aggregate.md`).
 //! - [`log`]: the ordered, gap-free reading of the log that the relay and
 //!   rebuilds follow, and the relay's checkpoints.
 //! - [`idempotency`]: stored responses for requests that carry an idempotency key.
@@ -25,5 +28,6 @@ pub mod commands;
 pub mod db;
 pub mod idempotency;
 pub mod log;
+pub mod turns;
 
 pub use sqlx::PgPool;

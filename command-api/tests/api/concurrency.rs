@@ -61,6 +61,34 @@ async fn writers_without_expectations_all_succeed_in_sequence() {
 }
 
 #[tokio::test]
+async fn writers_on_one_aggregate_take_turns_and_waste_no_insert() {
+    let app = TestApp::spawn().await;
+    let created = app.create_customer("Acme").await;
+    let id = created["id"].as_str().unwrap();
+    let requests = (0..24).map(|i| {
+        app.put(&format!("/v1/customers/{id}/tags"))
+            .json(&json!({"tags": [format!("t{i}")]}))
+            .send()
+    });
+    for response in join_all(requests).await {
+        assert_eq!(response.unwrap().status(), 200);
+    }
+    // Every insert that collides on the primary key still draws a global
+    // position, which is then never used: gapless positions mean that no
+    // command was decided on a version another had already committed.
+    let (count, first, last): (i64, i64, i64) = sqlx::query_as(
+        "SELECT count(*), min(global_position), max(global_position) FROM events
+         WHERE aggregate_id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    assert_eq!(count, 25);
+    assert_eq!(last - first + 1, count, "positions {first}..={last}");
+}
+
+#[tokio::test]
 async fn a_retried_request_returns_the_first_response_and_appends_nothing() {
     let app = TestApp::spawn().await;
     let body = json!({"legalName": "Acme", "currency": "NZD"});
