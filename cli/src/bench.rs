@@ -321,12 +321,18 @@ struct ProcessTimes {
 
 fn process_times(pid: u32) -> Option<ProcessTimes> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let fields: Vec<&str> = stat.rsplit_once(')')?.1.split_whitespace().collect();
-    let number = |i: usize| fields.get(i)?.parse::<u64>().ok();
+    // After the command's name: state (0), parent (1), ..., utime (11),
+    // stime, cutime, cstime (14). Some fields between may be negative
+    // (the terminal's process group), so only these are read.
+    let mut fields = stat.rsplit_once(')')?.1.split_whitespace();
+    let mut next_number = |skip: usize| fields.nth(skip)?.parse::<u64>().ok();
+    let parent = u32::try_from(next_number(1)?).ok()?;
+    let (utime, stime) = (next_number(9)?, next_number(0)?);
+    let (cutime, cstime) = (next_number(0)?, next_number(0)?);
     Some(ProcessTimes {
-        parent: u32::try_from(number(1)?).ok()?,
-        own: number(11)? + number(12)?,
-        children: number(13)? + number(14)?,
+        parent,
+        own: utime + stime,
+        children: cutime + cstime,
     })
 }
 
@@ -2242,7 +2248,11 @@ mod tests {
         assert!(status.success());
         let after = process_times(std::process::id()).expect("this process");
         assert!(after.children > before.children, "{before:?} {after:?}");
-        assert_eq!(after.parent, before.parent);
+        assert_eq!(after.parent, std::os::unix::process::parent_id());
+        assert!(
+            after.own >= ticks.unwrap_or_default(),
+            "{after:?} {ticks:?}"
+        );
         let (watched, others) = watched_processes(&[("relay".to_owned(), 1)]);
         assert_eq!(&watched[..2], &[(1, 0), (std::process::id(), 1)]);
         // Every other process is named, none of the watched among them.

@@ -75,11 +75,13 @@ impl Turns {
 
     /// How many aggregates have a command running or waiting (and, until
     /// a sweep, locks left by cancelled waiters).
-    pub fn len(&self) -> usize {
+    #[cfg(test)]
+    fn len(&self) -> usize {
         self.locks().by_aggregate.len()
     }
 
-    pub fn is_empty(&self) -> bool {
+    #[cfg(test)]
+    fn is_empty(&self) -> bool {
         self.len() == 0
     }
 }

@@ -225,8 +225,11 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
             rows.iter().map(|r| r.$field.as_deref()).collect::<Vec<_>>()
         };
     }
-    // Arrays of arrays must be rectangular; tags travel as JSON arrays.
-    let tags: Vec<serde_json::Value> = rows.iter().map(|r| serde_json::json!(r.tags)).collect();
+    // Arrays of arrays must be rectangular, so each row's tags travel as
+    // the text of an array, which PostgreSQL reads with the array type's
+    // own input function (a JSON array turned into one took a subquery per
+    // row).
+    let tags: Vec<String> = rows.iter().map(|r| array_literal(&r.tags)).collect();
     let assignments = COLUMNS
         .split(',')
         .map(str::trim)
@@ -237,10 +240,10 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
     sqlx::query(&format!(
         "INSERT INTO rm_customers ({COLUMNS})
          SELECT o, i, ln, dn, em, ph, l1, l2, ci, re, pc, co, tn, cu, pt,
-                ARRAY(SELECT jsonb_array_elements_text(tg)), st, ar, ve, ca, ua, cb, ub
+                tg::text[], st, ar, ve, ca, ua, cb, ub
          FROM UNNEST($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[], $6::text[],
                      $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[],
-                     $13::text[], $14::text[], $15::int4[], $16::jsonb[], $17::text[], $18::text[],
+                     $13::text[], $14::text[], $15::int4[], $16::text[], $17::text[], $18::text[],
                      $19::int8[], $20::timestamptz[], $21::timestamptz[], $22::uuid[], $23::uuid[])
            AS u(o, i, ln, dn, em, ph, l1, l2, ci, re, pc, co, tn, cu, pt, tg, st, ar, ve, ca, ua, cb, ub)
          ON CONFLICT (organization_id, id) DO UPDATE SET {assignments}"
@@ -271,6 +274,28 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
     .execute(&mut *conn)
     .await?;
     Ok(())
+}
+
+/// `items` as the text of a PostgreSQL array (`{"a","b"}`): each item
+/// quoted, with its quotes and backslashes escaped.
+fn array_literal(items: &[String]) -> String {
+    let mut literal = String::with_capacity(2 + items.iter().map(|i| i.len() + 3).sum::<usize>());
+    literal.push('{');
+    for (index, item) in items.iter().enumerate() {
+        if index > 0 {
+            literal.push(',');
+        }
+        literal.push('"');
+        for c in item.chars() {
+            if matches!(c, '"' | '\\') {
+                literal.push('\\');
+            }
+            literal.push(c);
+        }
+        literal.push('"');
+    }
+    literal.push('}');
+    literal
 }
 
 #[async_trait]
