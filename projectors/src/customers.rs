@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-use crate::framework::{Envelope, Projection, ProjectionError};
+use crate::framework::{Envelope, FastHash, Projection, ProjectionError};
 
 #[derive(Debug, Clone, Copy)]
 pub struct CustomersProjection;
@@ -188,7 +188,7 @@ fn fold(
 async fn load(
     conn: &mut PgConnection,
     keys: &[(Uuid, Uuid)],
-) -> Result<HashMap<(Uuid, Uuid), CustomerRow>, ProjectionError> {
+) -> Result<HashMap<(Uuid, Uuid), CustomerRow, FastHash>, ProjectionError> {
     let (organizations, ids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
     let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
         "SELECT {COLUMNS} FROM rm_customers
@@ -338,7 +338,8 @@ impl Projection for CustomersProjection {
         // Whether each customer's row is read: not when its first event
         // here is its creation, which starts the row afresh (and comes
         // before any row of it can exist).
-        let mut read: HashMap<(Uuid, Uuid), bool> = HashMap::with_capacity(keys.len());
+        let mut read: HashMap<(Uuid, Uuid), bool, FastHash> =
+            HashMap::with_capacity_and_hasher(keys.len(), FastHash::default());
         for (key, event) in keys.iter().zip(events) {
             read.entry(*key)
                 .or_insert_with(|| event.event_type != "customer.created");
@@ -348,7 +349,7 @@ impl Projection for CustomersProjection {
             .filter_map(|(key, read)| read.then_some(*key))
             .collect();
         let mut rows = if existing.is_empty() {
-            HashMap::new()
+            HashMap::default()
         } else {
             load(&mut *conn, &existing).await?
         };
