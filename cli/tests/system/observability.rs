@@ -222,17 +222,30 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
         ],
     );
     let partitions = followed_partitions(&env);
+    // The last `/readyz` answer, for a failure's message.
+    let last = std::sync::Mutex::new(None::<(u16, Value)>);
     let in_group = || async {
         let (status, body) = readiness(&url).await?;
-        (status == 200
-            && body["checks"]["consumer_group"] == format!("ok ({partitions} partitions)"))
-        .then_some(body)
+        let settled = status == 200
+            && body["checks"]["consumer_group"] == format!("ok ({partitions} partitions)");
+        *last.lock().unwrap() = Some((status, body.clone()));
+        settled.then_some(body)
+    };
+    // The first join also waits for a fresh broker, whose storage starts
+    // empty, and shares the machine with the other tests: as long as the
+    // rejoin below.
+    let settled = eventually(Duration::from_secs(90), in_group)
+        .await
+        .is_some();
+    let text = if settled {
+        String::new()
+    } else {
+        metrics(&url).await
     };
     assert!(
-        eventually(Duration::from_secs(60), in_group)
-            .await
-            .is_some(),
-        "the projector never settled in its group"
+        settled,
+        "the projector never settled in its group; its last /readyz: {:?}; its metrics: {text}",
+        last.lock().unwrap()
     );
 
     drop(broker);
@@ -260,11 +273,18 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
     assert!(absent.is_some(), "{}", metrics(&url).await);
 
     broker = start_broker(dir.path(), port);
+    let rejoined = eventually(Duration::from_secs(90), in_group)
+        .await
+        .is_some();
+    let text = if rejoined {
+        String::new()
+    } else {
+        metrics(&url).await
+    };
     assert!(
-        eventually(Duration::from_secs(90), in_group)
-            .await
-            .is_some(),
-        "the projector never rejoined its group after the broker came back"
+        rejoined,
+        "the projector never rejoined its group after the broker came back; its last /readyz: {:?}; its metrics: {text}",
+        last.lock().unwrap()
     );
     let text = metrics(&url).await;
     assert_eq!(
