@@ -192,6 +192,31 @@ async fn readiness(base: &str) -> Option<(u16, Value)> {
     Some((response.status().as_u16(), response.json().await.ok()?))
 }
 
+/// Waits up to 90 s until the projector at `url` is ready and holds
+/// `partitions` partitions in its group; otherwise says what its last
+/// `/readyz` answer and its metrics were.
+async fn settle_in_group(url: &str, partitions: usize) -> Result<(), String> {
+    let last = std::sync::Mutex::new(None::<(u16, Value)>);
+    let in_group = || async {
+        let (status, body) = readiness(url).await?;
+        let settled = status == 200
+            && body["checks"]["consumer_group"] == format!("ok ({partitions} partitions)");
+        *last.lock().unwrap() = Some((status, body));
+        settled.then_some(())
+    };
+    if eventually(Duration::from_secs(90), in_group)
+        .await
+        .is_some()
+    {
+        return Ok(());
+    }
+    let last = last.lock().unwrap().take();
+    Err(format!(
+        "its last /readyz: {last:?}; its metrics: {}",
+        metrics(url).await
+    ))
+}
+
 /// Partitions of the topics the projector follows.
 fn followed_partitions(env: &TestEnv) -> usize {
     let types: std::collections::HashSet<&str> = pivotal_projectors::all_projections()
@@ -222,31 +247,12 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
         ],
     );
     let partitions = followed_partitions(&env);
-    // The last `/readyz` answer, for a failure's message.
-    let last = std::sync::Mutex::new(None::<(u16, Value)>);
-    let in_group = || async {
-        let (status, body) = readiness(&url).await?;
-        let settled = status == 200
-            && body["checks"]["consumer_group"] == format!("ok ({partitions} partitions)");
-        *last.lock().unwrap() = Some((status, body.clone()));
-        settled.then_some(body)
-    };
     // The first join also waits for a fresh broker, whose storage starts
     // empty, and shares the machine with the other tests: as long as the
     // rejoin below.
-    let settled = eventually(Duration::from_secs(90), in_group)
-        .await
-        .is_some();
-    let text = if settled {
-        String::new()
-    } else {
-        metrics(&url).await
-    };
-    assert!(
-        settled,
-        "the projector never settled in its group; its last /readyz: {:?}; its metrics: {text}",
-        last.lock().unwrap()
-    );
+    if let Err(last) = settle_in_group(&url, partitions).await {
+        panic!("the projector never settled in its group; {last}");
+    }
 
     drop(broker);
     // The session times out (10 s), the partitions are lost, and three
@@ -273,19 +279,9 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
     assert!(absent.is_some(), "{}", metrics(&url).await);
 
     broker = start_broker(dir.path(), port);
-    let rejoined = eventually(Duration::from_secs(90), in_group)
-        .await
-        .is_some();
-    let text = if rejoined {
-        String::new()
-    } else {
-        metrics(&url).await
-    };
-    assert!(
-        rejoined,
-        "the projector never rejoined its group after the broker came back; its last /readyz: {:?}; its metrics: {text}",
-        last.lock().unwrap()
-    );
+    if let Err(last) = settle_in_group(&url, partitions).await {
+        panic!("the projector never rejoined its group after the broker came back; {last}");
+    }
     let text = metrics(&url).await;
     assert_eq!(
         sample(&text, "consumer_group_unsettled_seconds"),
