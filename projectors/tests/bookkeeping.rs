@@ -303,12 +303,15 @@ async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
         json!({
         "customerId": newcomer.to_string(), "legalName": "Rātā Limited", "displayName": "Rātā"}),
     ));
+    // A third customer, created and untagged in the same batch.
+    let untagged = Uuid::now_v7();
+    mixed.extend(history(untagged, org).into_iter().take(1));
     mixed.push(event(
-        newcomer,
+        untagged,
         org,
-        3,
+        2,
         "customer.tags.changed",
-        json!({"customerId": newcomer.to_string(), "tags": []}),
+        json!({"customerId": untagged.to_string(), "tags": []}),
     ));
     let mut tx = env.pool.begin().await.unwrap();
     let refs: Vec<&Envelope> = mixed.iter().collect();
@@ -332,9 +335,14 @@ async fn customer_rows_are_the_same_one_by_one_and_in_one_batch() {
         (
             &json!("Rātā Limited"),
             &json!("a@kowhai.example.com"),
-            &json!([]),
-            &json!(3)
+            &json!(["consulting"]),
+            &json!(2)
         )
+    );
+    let untagged = row(untagged).await;
+    assert_eq!(
+        (&untagged["tags"], &untagged["version"]),
+        (&json!([]), &json!(2))
     );
 
     // Events of a customer that was never created change nothing.
