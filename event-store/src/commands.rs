@@ -4,7 +4,9 @@
 //! `PersistedEventStore` on postgres-es, checks the caller's expected version,
 //! lets the aggregate decide, and appends its events to postgres-es's table
 //! in one statement that returns their global positions
-//! (`docs/adr/0027-one-statement-appends.md`). The primary key on
+//! (`docs/adr/0027-one-statement-appends.md`), shared with the commands
+//! that wait for a writer at the same time ([`crate::appends`],
+//! `docs/adr/0038-appends-share-a-statement.md`). The primary key on
 //! `(aggregate_type, aggregate_id, sequence)` refuses a second writer of a
 //! sequence, so two writers on one aggregate never both win.
 
@@ -14,6 +16,8 @@ use pivotal_domain::envelope::{CommandContext, MAX_EVENT_BYTES};
 use postgres_es::PostgresEventRepository;
 use sqlx::PgPool;
 use uuid::Uuid;
+
+use crate::appends::{Append, Appender, Failure};
 
 /// The metadata stored beside each event: the command's context and the
 /// trace context of the current span (`traceparent`, `tracestate`), which
@@ -182,10 +186,10 @@ fn json_length<T: serde::Serialize>(value: &T) -> u64 {
 /// answer (a refusal, nothing to do, another expected version) is decided
 /// again on the stored state before it is given.
 pub struct AggregateStore<A: Aggregate> {
-    pool: PgPool,
     store: PersistedEventStore<PostgresEventRepository, A>,
     remembered: quick_cache::sync::Cache<String, Remembered<A>, ByLength>,
     turns: crate::turns::Turns,
+    appender: Appender,
 }
 
 impl<A: Aggregate> std::fmt::Debug for AggregateStore<A> {
@@ -214,11 +218,26 @@ where
         // A hint for the table's size: states of about 500 bytes.
         let estimated = usize::try_from(bytes / 500).unwrap_or(usize::MAX).max(16);
         Self {
-            pool,
+            appender: Appender::new(pool, A::TYPE, crate::appends::WRITERS),
             store,
             remembered: quick_cache::sync::Cache::with_weighter(estimated, bytes, ByLength),
             turns: crate::turns::Turns::default(),
         }
+    }
+
+    /// The same store with at most `writers` append statements in flight
+    /// (at least one; [`WRITERS`](crate::appends::WRITERS) by default).
+    pub fn with_writers(self, writers: usize) -> Self {
+        let pool = self.appender.pool().clone();
+        Self {
+            appender: Appender::new(pool, A::TYPE, writers),
+            ..self
+        }
+    }
+
+    /// Commands' appends waiting for a free writer.
+    pub fn appends_waiting(&self) -> usize {
+        self.appender.waiting()
     }
 
     /// How many aggregates' states are remembered, and their weight in bytes.
@@ -347,7 +366,16 @@ where
             for event in &events {
                 after.apply(event.clone());
             }
-            match insert_events::<A>(&self.pool, aggregate_id, current, &events, context).await {
+            let append = match encode::<A>(aggregate_id, current, &events, context) {
+                Ok(append) => append,
+                Err(Unwritable::TooLarge(too_large)) => {
+                    return Err(ExecuteError::TooLarge(too_large));
+                }
+                Err(Unwritable::Encode(error)) => {
+                    return Err(from_sqlx(sqlx::Error::Encode(Box::new(error))));
+                }
+            };
+            match self.appender.append(append).await {
                 Ok(committed) => {
                     let last = committed.last().map_or(current, |e| e.sequence);
                     let weight = json_length(&after);
@@ -364,7 +392,7 @@ where
                         events: committed,
                     });
                 }
-                Err(AppendError::Conflict) => {
+                Err(Failure::Conflict) => {
                     self.remembered.remove(aggregate_id);
                     if expected_version.is_some() || attempt > RETRIES_WITHOUT_EXPECTATION {
                         let (_, now) = self.load(aggregate_id).await?;
@@ -379,10 +407,8 @@ where
                         "lost a race, retrying on fresh state"
                     );
                 }
-                Err(AppendError::Store(error)) => return Err(from_sqlx(error)),
-                Err(AppendError::TooLarge(too_large)) => {
-                    return Err(ExecuteError::TooLarge(too_large));
-                }
+                Err(Failure::Unavailable(error)) => return Err(ExecuteError::Unavailable(error)),
+                Err(Failure::Store(error)) => return Err(ExecuteError::Store(error)),
             }
         }
     }
@@ -465,105 +491,87 @@ where
         })
     }
 
-    /// Appends decided events in the caller's transaction, as
-    /// [`insert_events`] writes them.
+    /// Appends decided events in the caller's transaction, in one
+    /// statement of their own. The rows are postgres-es's (same columns,
+    /// payload and metadata as its `PostgresEventRepository` writes), so
+    /// the aggregate loads them like any other; its primary key on (type,
+    /// id, sequence) still refuses a second writer of a sequence, which is
+    /// reported as [`AppendError::Conflict`].
     pub async fn append(
         &self,
         conn: &mut sqlx::PgConnection,
         decided: &Decided<A>,
         context: &CommandContext,
     ) -> Result<Vec<CommittedEvent>, AppendError> {
-        insert_events::<A>(
-            conn,
+        let append = encode::<A>(
             &decided.aggregate_id,
             decided.version,
             &decided.events,
             context,
-        )
-        .await
+        )?;
+        let one = [&append];
+        match crate::appends::insert(conn, A::TYPE, &one).await {
+            Ok(rows) => Ok(crate::appends::split(&one, rows).pop().unwrap_or_default()),
+            Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
+                Err(AppendError::Conflict)
+            }
+            Err(other) => Err(AppendError::Store(other)),
+        }
     }
 }
 
-/// Appends the events one command decided on top of `version`, in a
-/// single statement, and reports each with the global position and event
-/// id it was given. An event whose published envelope would be larger than
-/// [`MAX_EVENT_BYTES`] is refused before anything is written.
-///
-/// The rows are postgres-es's (same columns, payload and metadata as its
-/// `PostgresEventRepository` writes), so the aggregate loads them like any
-/// other; its primary key on (type, id, sequence) still refuses a second
-/// writer of a sequence, which is reported as [`AppendError::Conflict`].
-/// One statement is atomic on its own: given a pool, it commits by itself
-/// (one round trip, where postgres-es's commit takes BEGIN, one INSERT per
-/// event and COMMIT, and returns no positions); given a connection in a
-/// transaction, it commits with the rest of it.
-async fn insert_events<'c, A: Aggregate>(
-    executor: impl sqlx::PgExecutor<'c>,
+/// Why a command's events cannot be written.
+#[derive(Debug)]
+enum Unwritable {
+    TooLarge(TooLarge),
+    Encode(serde_json::Error),
+}
+
+impl From<Unwritable> for AppendError {
+    fn from(unwritable: Unwritable) -> Self {
+        match unwritable {
+            Unwritable::TooLarge(too_large) => Self::TooLarge(too_large),
+            Unwritable::Encode(error) => Self::Store(sqlx::Error::Encode(Box::new(error))),
+        }
+    }
+}
+
+/// The rows of the events one command decided on top of `version`. An
+/// event whose published envelope would be larger than [`MAX_EVENT_BYTES`]
+/// is refused, so that nothing is written.
+fn encode<A: Aggregate>(
     aggregate_id: &str,
     version: u64,
     events: &[A::Event],
     context: &CommandContext,
-) -> Result<Vec<CommittedEvent>, AppendError> {
-    let encode = |e: serde_json::Error| AppendError::Store(sqlx::Error::Encode(Box::new(e)));
-    let metadata = serde_json::to_string(&store_metadata(context)).map_err(encode)?;
-    let mut sequences = Vec::with_capacity(events.len());
-    let mut types = Vec::with_capacity(events.len());
-    let mut versions = Vec::with_capacity(events.len());
-    let mut payloads = Vec::with_capacity(events.len());
+) -> Result<Append, Unwritable> {
+    let metadata = serde_json::to_string(&store_metadata(context)).map_err(Unwritable::Encode)?;
+    let mut append = Append {
+        aggregate_id: aggregate_id.to_owned(),
+        metadata,
+        ..Append::default()
+    };
     for (offset, event) in events.iter().enumerate() {
         let sequence = version.saturating_add(offset as u64 + 1);
         let event_type = event.event_type();
-        let payload = serde_json::to_string(event).map_err(encode)?;
+        let payload = serde_json::to_string(event).map_err(Unwritable::Encode)?;
         let bytes =
             context.envelope_bytes(A::TYPE, aggregate_id, &event_type, sequence, payload.len());
         if bytes > MAX_EVENT_BYTES {
-            return Err(AppendError::TooLarge(TooLarge {
+            return Err(Unwritable::TooLarge(TooLarge {
                 event_type,
                 bytes,
                 limit: MAX_EVENT_BYTES,
             }));
         }
-        sequences.push(i64::try_from(sequence).unwrap_or(i64::MAX));
-        types.push(event_type);
-        versions.push(event.event_version());
-        payloads.push(payload);
+        append
+            .sequences
+            .push(i64::try_from(sequence).unwrap_or(i64::MAX));
+        append.types.push(event_type);
+        append.versions.push(event.event_version());
+        append.payloads.push(payload);
     }
-    let rows: Result<Vec<(Uuid, String, i64, i64)>, sqlx::Error> = sqlx::query_as(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                             event_version, payload, metadata)
-         SELECT $1, $2, e.sequence, e.event_type, e.event_version, e.payload::json, $7::json
-         FROM UNNEST($3::bigint[], $4::text[], $5::text[], $6::text[])
-              AS e(sequence, event_type, event_version, payload)
-         RETURNING event_id, event_type, sequence, global_position",
-    )
-    .bind(A::TYPE)
-    .bind(aggregate_id)
-    .bind(&sequences)
-    .bind(&types)
-    .bind(&versions)
-    .bind(&payloads)
-    .bind(&metadata)
-    .fetch_all(executor)
-    .await;
-    let mut committed: Vec<CommittedEvent> = match rows {
-        Ok(rows) => rows
-            .into_iter()
-            .map(
-                |(event_id, event_type, sequence, position)| CommittedEvent {
-                    event_id,
-                    event_type,
-                    sequence: u64::try_from(sequence).unwrap_or_default(),
-                    position,
-                },
-            )
-            .collect(),
-        Err(sqlx::Error::Database(db)) if db.is_unique_violation() => {
-            return Err(AppendError::Conflict);
-        }
-        Err(other) => return Err(AppendError::Store(other)),
-    };
-    committed.sort_by_key(|e| e.sequence);
-    Ok(committed)
+    Ok(append)
 }
 
 fn store_error<E: std::error::Error>(error: AggregateError<E>) -> ExecuteError<E> {

@@ -17,6 +17,9 @@
 //!   type), as a hint the
 //!   store's sequence check keeps honest
 //!   (`docs/adr/0023-remembered-aggregates.md`).
+//! - [`appends`]: the appends of commands that arrive while every writer
+//!   is busy share one statement and one commit
+//!   (`docs/adr/0038-appends-share-a-statement.md`).
 //! - [`turns`]: commands on one aggregate run one at a time within a
 //!   process, so they do not collide with each other
 //!   (`docs/adr/0036-commands-take-turns-per-aggregate.md`).
@@ -24,6 +27,7 @@
 //!   rebuilds follow, and the relay's checkpoints.
 //! - [`idempotency`]: stored responses for requests that carry an idempotency key.
 
+pub mod appends;
 pub mod commands;
 pub mod db;
 pub mod idempotency;

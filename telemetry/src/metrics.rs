@@ -8,6 +8,8 @@
 //! - `commands_total`, labelled `command` (method and route of the command
 //!   API) and `outcome` (`accepted`, `invalid`, `denied`, `not_found`,
 //!   `conflict`, `rate_limited`, `unavailable`, `failed`);
+//! - `event_store_append_commands` by `aggregate`: the commands each
+//!   append statement of the command API carried (ADR 0038);
 //! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`,
 //!   `relay_producers_replaced_total` (after a fatal producer error),
 //!   `relay_blocked` (1 while Kafka refuses an event for good);

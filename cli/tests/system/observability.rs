@@ -95,6 +95,7 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         r#"commands_total{command="POST /v1/customers",outcome="invalid"}"#,
         r#"http_requests_total{method="POST",route="/v1/customers",status="201"}"#,
         r#"http_request_duration_seconds_count{method="POST",route="/v1/customers",status="422"}"#,
+        r#"event_store_append_commands_count{aggregate="customer"}"#,
     ] {
         assert!(
             sample(&text, series).is_some_and(|v| v >= 1.0),

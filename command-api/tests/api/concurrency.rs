@@ -618,3 +618,212 @@ async fn remembered_state_stays_within_its_bytes_and_forgotten_aggregates_are_re
     }
     assert_eq!(app.event_count().await, 102);
 }
+
+/// Holds `events` against inserts (`LOCK TABLE ... IN SHARE MODE`) until
+/// the returned transaction ends.
+async fn hold_appends(app: &TestApp) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut lock = app.env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN SHARE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    lock
+}
+
+/// Waits until `sessions` of this database wait for a lock.
+async fn wait_for_lock_waiters(app: &TestApp, sessions: i64) {
+    for _ in 0..500 {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_stat_activity
+             WHERE datname = current_database() AND wait_event_type = 'Lock'",
+        )
+        .fetch_one(&app.env.pool)
+        .await
+        .unwrap();
+        if waiting >= sessions {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("no {sessions} sessions waited for a lock");
+}
+
+/// Waits until `store` has `appends` waiting for its writer.
+async fn wait_for_appends(store: &AggregateStore<Customer>, appends: usize) {
+    for _ in 0..500 {
+        if store.appends_waiting() == appends {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("{} appends waited, not {appends}", store.appends_waiting());
+}
+
+/// Creates a customer through `store` on a task of its own.
+fn spawn_creation(
+    store: &std::sync::Arc<AggregateStore<Customer>>,
+    actor: Actor,
+    context: &CommandContext,
+) -> (
+    String,
+    tokio::task::JoinHandle<Result<pivotal_event_store::commands::Outcome, String>>,
+) {
+    let id = Uuid::now_v7();
+    let (store, context) = (store.clone(), context.clone());
+    let task = tokio::spawn(async move {
+        let command = CustomerCommand::Create {
+            actor,
+            customer_id: id,
+            customer: sample_new_customer(),
+        };
+        store
+            .create(&id.to_string(), command, &context)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    (id.to_string(), task)
+}
+
+/// The distinct transactions that wrote the events of `ids`.
+async fn transactions_of(app: &TestApp, ids: &[String]) -> i64 {
+    let (count,): (i64,) = sqlx::query_as(
+        "SELECT count(DISTINCT tx_id::text) FROM events WHERE aggregate_id = ANY($1)",
+    )
+    .bind(ids)
+    .fetch_one(&app.env.pool)
+    .await
+    .unwrap();
+    count
+}
+
+/// Commands that arrive while every writer is busy are appended by one
+/// statement, in one transaction, each reported with its own events as
+/// stored.
+#[tokio::test]
+async fn appends_waiting_for_a_writer_share_one_statement() {
+    let app = TestApp::spawn().await;
+    let store =
+        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
+    let (actor, context) = command_context(app.org);
+    let lock = hold_appends(&app).await;
+    // The first creation takes the one writer and waits at the lock.
+    let (first, first_task) = spawn_creation(&store, actor, &context);
+    wait_for_lock_waiters(&app, 1).await;
+    wait_for_appends(&store, 0).await;
+    // These wait for the writer.
+    let waiting: Vec<_> = (0..10)
+        .map(|_| spawn_creation(&store, actor, &context))
+        .collect();
+    wait_for_appends(&store, 10).await;
+    lock.commit().await.unwrap();
+
+    first_task.await.unwrap().unwrap();
+    let mut ids = Vec::new();
+    for (id, task) in waiting {
+        let outcome = task.await.unwrap().unwrap();
+        assert_eq!(outcome.version, 1);
+        let reported: Vec<(Uuid, u64, i64)> = outcome
+            .events
+            .iter()
+            .map(|e| (e.event_id, e.sequence, e.position))
+            .collect();
+        assert_eq!(reported, stored_from(&app, &id, 1).await, "{id}");
+        ids.push(id);
+    }
+    assert_eq!(transactions_of(&app, &ids).await, 1);
+    ids.push(first);
+    assert_eq!(transactions_of(&app, &ids).await, 2);
+    assert_eq!(app.event_count().await, 11);
+}
+
+/// A statement in which one command collides with a stored event stores
+/// nothing; each of its commands is then written alone: the others
+/// commit, the one that collided is retried on the stored state (without
+/// an expected version) or refused (expecting the version it was decided
+/// on).
+#[tokio::test]
+async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
+    let app = TestApp::spawn().await;
+    let mine =
+        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
+    let theirs = AggregateStore::<Customer>::new(app.env.pool.clone());
+    let (actor, context) = command_context(app.org);
+    // Two customers this store remembers at version 1, renamed since by
+    // another process to version 2.
+    let mut stale = Vec::new();
+    for _ in 0..2 {
+        let id = Uuid::now_v7().to_string();
+        let command = CustomerCommand::Create {
+            actor,
+            customer_id: id.parse().unwrap(),
+            customer: sample_new_customer(),
+        };
+        mine.create(&id, command, &context).await.unwrap();
+        theirs
+            .execute(&id, None, rename(actor, "Theirs"), &context)
+            .await
+            .unwrap();
+        stale.push(id);
+    }
+    let before = app.event_count().await;
+
+    let lock = hold_appends(&app).await;
+    let (first, first_task) = spawn_creation(&mine, actor, &context);
+    wait_for_lock_waiters(&app, 1).await;
+    wait_for_appends(&mine, 0).await;
+    let rename_task = |id: String, expected: Option<u64>| {
+        let (store, context) = (mine.clone(), context.clone());
+        tokio::spawn(async move {
+            store
+                .execute(&id, expected, rename(actor, "Mine"), &context)
+                .await
+        })
+    };
+    let retried = rename_task(stale[0].clone(), None);
+    let refused = rename_task(stale[1].clone(), Some(1));
+    let creations: Vec<_> = (0..6)
+        .map(|_| spawn_creation(&mine, actor, &context))
+        .collect();
+    wait_for_appends(&mine, 8).await;
+    lock.commit().await.unwrap();
+
+    first_task.await.unwrap().unwrap();
+    let retried = retried.await.unwrap().unwrap();
+    assert_eq!(retried.version, 3);
+    assert_eq!(
+        retried
+            .events
+            .iter()
+            .map(|e| (e.event_id, e.sequence, e.position))
+            .collect::<Vec<_>>(),
+        stored_from(&app, &stale[0], 3).await
+    );
+    let refused = refused.await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::VersionConflict {
+                expected: 1,
+                current: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    assert!(stored_from(&app, &stale[1], 3).await.is_empty());
+    let mut ids = Vec::new();
+    for (id, task) in creations {
+        let outcome = task.await.unwrap().unwrap();
+        let reported: Vec<(Uuid, u64, i64)> = outcome
+            .events
+            .iter()
+            .map(|e| (e.event_id, e.sequence, e.position))
+            .collect();
+        assert_eq!(reported, stored_from(&app, &id, 1).await, "{id}");
+        ids.push(id);
+    }
+    // Written one by one after the shared statement stored nothing.
+    assert_eq!(transactions_of(&app, &ids).await, 6);
+    assert!(!ids.contains(&first));
+    // The first creation, six more and the retried rename.
+    assert_eq!(app.event_count().await, before + 8);
+}
