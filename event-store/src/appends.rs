@@ -22,6 +22,7 @@
 //! deadlock.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use sqlx::PgPool;
@@ -96,7 +97,7 @@ pub struct Appender {
     /// Started by the first append, on the runtime it runs on.
     queue: OnceLock<mpsc::UnboundedSender<Job>>,
     /// Appends queued for a writer (a gauge for tests and metrics).
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Appender {
@@ -109,10 +110,7 @@ impl std::fmt::Debug for Appender {
 }
 
 impl Appender {
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
-    }
-
+    /// An appender with at most `writers` statements in flight (at least one).
     pub fn new(pool: PgPool, aggregate_type: &'static str, writers: usize) -> Self {
         Self {
             pool,
@@ -123,9 +121,14 @@ impl Appender {
         }
     }
 
+    /// The pool the statements run on.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
     /// Appends queued and not yet taken by a writer.
     pub fn waiting(&self) -> usize {
-        self.waiting.load(std::sync::atomic::Ordering::Relaxed)
+        self.waiting.load(Ordering::Relaxed)
     }
 
     /// Stores `append` and reports its events as stored, in sequence order.
@@ -142,8 +145,7 @@ impl Appender {
             sender
         });
         let (reply, answer) = oneshot::channel();
-        self.waiting
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.waiting.fetch_add(1, Ordering::Relaxed);
         match queue.send(Job { append, reply }) {
             Ok(()) => answer.await.unwrap_or_else(|_| {
                 Err(Failure::Unavailable(
@@ -153,8 +155,7 @@ impl Appender {
             // The writers' runtime has ended (a store used on a later
             // runtime): write on this task.
             Err(mpsc::error::SendError(job)) => {
-                self.waiting
-                    .fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+                self.waiting.fetch_sub(1, Ordering::Relaxed);
                 insert(&self.pool, self.aggregate_type, &[&job.append])
                     .await
                     .map_err(|e| Failure::of(&e))
@@ -171,7 +172,7 @@ async fn write_queue(
     aggregate_type: &'static str,
     writers: usize,
     mut queue: mpsc::UnboundedReceiver<Job>,
-    waiting: Arc<std::sync::atomic::AtomicUsize>,
+    waiting: Arc<AtomicUsize>,
 ) {
     let free = Arc::new(Semaphore::new(writers));
     while let Some(first) = queue.recv().await {
@@ -186,7 +187,7 @@ async fn write_queue(
             bytes += job.append.bytes();
             jobs.push(job);
         }
-        waiting.fetch_sub(jobs.len(), std::sync::atomic::Ordering::Relaxed);
+        waiting.fetch_sub(jobs.len(), Ordering::Relaxed);
         let pool = pool.clone();
         tokio::spawn(async move {
             write(&pool, aggregate_type, jobs).await;
