@@ -982,6 +982,9 @@ struct Load {
 /// Share of the closed-loop throughput offered in the paced phases.
 const PACED_SHARE: f64 = 0.5;
 
+/// Share of one client's INSERT+COMMIT rate the commands' target names.
+const TARGET_SHARE_OF_INSERT: f64 = 0.5;
+
 /// Runs `clients` loops until `seconds` pass; each loop calls `request`
 /// with its client number and its count, and a request is timed when it
 /// returns true and counted as an error otherwise.
@@ -1055,17 +1058,17 @@ where
 }
 
 /// 256 clients (by default): 30% creations, 70% changes of customers
-/// created so far.
+/// created so far. Creations are numbered from `first` on in each client's
+/// range of a million, so each phase names its customers apart.
 async fn command_phase(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     load: Load,
     ids: Arc<Mutex<Vec<String>>>,
+    first: usize,
 ) -> Latency {
     let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
-    // Paced runs number their creations apart from the closed-loop run's.
-    let first = if load.rate.is_some() { 500_000 } else { 0 };
     drive(load, move |c, n| {
         let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
         async move {
@@ -1460,6 +1463,7 @@ async fn measure(
         &token,
         command_load(None),
         ids.clone(),
+        0,
     )
     .await;
     let command_rate = commands.per_second * PACED_SHARE;
@@ -1485,11 +1489,37 @@ async fn measure(
             &token,
             command_load(Some(command_rate)),
             ids.clone(),
+            300_000,
         ),
         commit_probe(&pool, options.seconds)
     );
     let mut probe = probe?;
     sqlx::query("DROP TABLE bench_rows").execute(&pool).await?;
+    // The target pairs a throughput with a latency: commands at half of
+    // one client's INSERT+COMMIT rate with p99 under 50 ms. This phase
+    // offers exactly that rate, timed like the paced phase.
+    let target_rate = insert_1 * TARGET_SHARE_OF_INSERT;
+    let drained_before_target = drain(&pool).await?;
+    if !drained_before_target {
+        not_drained(&client, &system).await;
+    }
+    flushed.insert(
+        "before_target_rate_commands".into(),
+        json!(flush_dirty_pages(options).await?),
+    );
+    println!(
+        "commands: {} clients for {} s paced at {target_rate:.0}/s (the target rate)",
+        options.command_clients, options.seconds
+    );
+    let mut commands_at_target = command_phase(
+        &client,
+        &system.command_api,
+        &token,
+        command_load(Some(target_rate)),
+        ids.clone(),
+        600_000,
+    )
+    .await;
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = drain(&pool).await?;
@@ -1550,6 +1580,7 @@ async fn measure(
         &mut commands,
         &mut commands_paced,
         &mut probe,
+        &mut commands_at_target,
         &mut by_id,
         &mut by_id_paced,
         &mut lists,
@@ -1628,6 +1659,8 @@ async fn measure(
         "commands": commands,
         "commands_paced": commands_paced,
         "commit_probe_beside_paced_commands": probe,
+        "commands_at_target_rate": commands_at_target,
+        "target_rate_share_of_insert": TARGET_SHARE_OF_INSERT,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
         "paced_share_of_peak": PACED_SHARE,
@@ -1635,6 +1668,7 @@ async fn measure(
         "freshness": freshness,
         "projector_readiness_after_freshness": projector_readiness,
         "pipeline_drained_before_paced_commands": drained_before_paced,
+        "pipeline_drained_before_target_rate_commands": drained_before_target,
         "pipeline_drained_before_reads": drained,
         "dirty_pages_flushed_in_seconds": flushed,
         "relay_events_per_second": relay_rate,
@@ -1655,6 +1689,7 @@ async fn measure(
             ("commands (create/update)", &commands),
             ("commands, paced at half the peak", &commands_paced),
             ("INSERT+COMMIT probe beside them", &probe),
+            ("commands, paced at the target rate", &commands_at_target),
             ("GraphQL by id", &by_id),
             ("GraphQL by id, paced at half the peak", &by_id_paced),
             ("GraphQL list", &lists),
