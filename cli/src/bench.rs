@@ -1261,10 +1261,25 @@ async fn projector_readiness(client: &reqwest::Client, system: &System) -> Value
     }
 }
 
-/// Says what the projector says of itself when the pipeline did not drain.
-async fn not_drained(client: &reqwest::Client, system: &System) {
-    let readiness = projector_readiness(client, system).await;
-    println!("pipeline: not drained within 120 s; the projector's /readyz: {readiness}");
+/// Before a timed phase: waits for the pipeline to drain (and says what
+/// the projector says of itself when it does not), then writes the dirty
+/// pages out, recording how long that took under `phase` in `flushed`.
+/// Returns whether the pipeline drained.
+async fn settle(
+    pool: &PgPool,
+    client: &reqwest::Client,
+    system: &System,
+    options: &BenchOptions,
+    flushed: &mut serde_json::Map<String, Value>,
+    phase: &str,
+) -> anyhow::Result<bool> {
+    let drained = drain(pool).await?;
+    if !drained {
+        let readiness = projector_readiness(client, system).await;
+        println!("pipeline: not drained within 120 s; the projector's /readyz: {readiness}");
+    }
+    flushed.insert(phase.into(), json!(flush_dirty_pages(options).await?));
+    Ok(drained)
 }
 
 /// Writes the machine's dirty pages to disk (`sync`) and returns how long
@@ -1470,14 +1485,15 @@ async fn measure(
     // The paced phase measures latency at a steady load: it starts once the
     // relay and projector have caught up with the closed-loop phase, whose
     // backlog would otherwise take CPU from the commands it times.
-    let drained_before_paced = drain(&pool).await?;
-    if !drained_before_paced {
-        not_drained(&client, &system).await;
-    }
-    flushed.insert(
-        "before_paced_commands".into(),
-        json!(flush_dirty_pages(options).await?),
-    );
+    let drained_before_paced = settle(
+        &pool,
+        &client,
+        &system,
+        options,
+        &mut flushed,
+        "before_paced_commands",
+    )
+    .await?;
     println!(
         "commands: {} clients for {} s paced at {command_rate:.0}/s",
         options.command_clients, options.seconds
@@ -1499,14 +1515,15 @@ async fn measure(
     // one client's INSERT+COMMIT rate with p99 under 50 ms. This phase
     // offers exactly that rate, timed like the paced phase.
     let target_rate = insert_1 * TARGET_SHARE_OF_INSERT;
-    let drained_before_target = drain(&pool).await?;
-    if !drained_before_target {
-        not_drained(&client, &system).await;
-    }
-    flushed.insert(
-        "before_target_rate_commands".into(),
-        json!(flush_dirty_pages(options).await?),
-    );
+    let drained_before_target = settle(
+        &pool,
+        &client,
+        &system,
+        options,
+        &mut flushed,
+        "before_target_rate_commands",
+    )
+    .await?;
     println!(
         "commands: {} clients for {} s paced at {target_rate:.0}/s (the target rate)",
         options.command_clients, options.seconds
@@ -1522,14 +1539,15 @@ async fn measure(
     .await;
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
-    let drained = drain(&pool).await?;
-    if !drained {
-        not_drained(&client, &system).await;
-    }
-    flushed.insert(
-        "before_reads".into(),
-        json!(flush_dirty_pages(options).await?),
-    );
+    let drained = settle(
+        &pool,
+        &client,
+        &system,
+        options,
+        &mut flushed,
+        "before_reads",
+    )
+    .await?;
     println!(
         "graphql: {} connections, {} s by id and {} s lists",
         options.query_connections, options.seconds, options.seconds
