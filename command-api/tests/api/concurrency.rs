@@ -830,3 +830,70 @@ async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
     // The first creation, six more and the retried rename.
     assert_eq!(app.event_count().await, before + 8);
 }
+
+/// The sessions of this database waiting for a lock.
+async fn lock_waiters(app: &TestApp) -> Vec<i32> {
+    let pids: Vec<(i32,)> = sqlx::query_as(
+        "SELECT pid FROM pg_stat_activity
+         WHERE datname = current_database() AND wait_event_type = 'Lock'",
+    )
+    .fetch_all(&app.env.pool)
+    .await
+    .unwrap();
+    pids.into_iter().map(|(pid,)| pid).collect()
+}
+
+/// Ends the sessions `pids` (as a database restart would).
+async fn terminate(app: &TestApp, pids: &[i32]) {
+    sqlx::query("SELECT pg_terminate_backend(pid) FROM unnest($1::int[]) AS pid")
+        .bind(pids)
+        .execute(&app.env.pool)
+        .await
+        .unwrap();
+}
+
+/// A shared statement whose connection ends is not written again: each of
+/// its commands is told the store is unavailable, and nothing is stored.
+#[tokio::test]
+async fn a_shared_statement_cut_off_answers_each_of_its_commands_unavailable() {
+    let app = TestApp::spawn().await;
+    let store =
+        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
+    let (actor, context) = command_context(app.org);
+    let lock = hold_appends(&app).await;
+    let (_, first_task) = spawn_creation(&store, actor, &context);
+    wait_for_lock_waiters(&app, 1).await;
+    wait_for_appends(&store, 0).await;
+    let waiting: Vec<_> = (0..5)
+        .map(|_| spawn_creation(&store, actor, &context))
+        .collect();
+    wait_for_appends(&store, 5).await;
+    // The first statement's session ends; the five go together next.
+    let first = lock_waiters(&app).await;
+    terminate(&app, &first).await;
+    wait_for_appends(&store, 0).await;
+    let mut shared = Vec::new();
+    for _ in 0..500 {
+        shared = lock_waiters(&app).await;
+        shared.retain(|pid| !first.contains(pid));
+        if !shared.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(shared.len(), 1, "the shared statement never waited");
+    terminate(&app, &shared).await;
+
+    let answers = std::iter::once(first_task).chain(waiting.into_iter().map(|(_, task)| task));
+    for task in answers {
+        let answer = task.await.unwrap();
+        assert!(
+            answer
+                .as_ref()
+                .is_err_and(|e| e.starts_with("event store unavailable")),
+            "{answer:?}"
+        );
+    }
+    lock.commit().await.unwrap();
+    assert_eq!(app.event_count().await, 0);
+}
