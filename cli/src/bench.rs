@@ -1679,6 +1679,7 @@ async fn measure(
         "commit_probe_beside_paced_commands": probe,
         "commands_at_target_rate": commands_at_target,
         "target_rate_share_of_insert": TARGET_SHARE_OF_INSERT,
+        "append_writers": settings.database.append_writers,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
         "paced_share_of_peak": PACED_SHARE,

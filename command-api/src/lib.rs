@@ -107,10 +107,11 @@ impl Application {
         // it publishes.
         let (identity, jwks) = Identity::from_settings(settings, pool.clone()).await?;
         let verifier = identity.verifier();
+        let writers = settings.database.append_writers.get();
         let state = AppState {
-            customers: Arc::new(AggregateStore::new(pool.clone())),
-            quotes: Arc::new(AggregateStore::new(pool.clone())),
-            rate_cards: Arc::new(AggregateStore::new(pool.clone())),
+            customers: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
+            quotes: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
+            rate_cards: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
             templates_dir: Some(settings.quotes.templates_dir.clone())
                 .filter(|d| !d.is_empty())
                 .map(std::path::PathBuf::from),

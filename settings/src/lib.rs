@@ -88,6 +88,11 @@ pub struct DatabaseSettings {
     pub max_connections: u32,
     /// Seconds to wait for a pooled connection.
     pub acquire_timeout_secs: u64,
+    /// Append statements in flight per aggregate type in the command API.
+    /// Commands that arrive while every writer is busy share the next
+    /// statement (ADR 0038): fewer writers share more under load, more
+    /// writers wait less when idle. At least 1.
+    pub append_writers: std::num::NonZeroUsize,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -293,6 +298,7 @@ const DEFAULTS: &str = r#"
 url = "postgres://postgres@127.0.0.1:5432/pivotal_flow?sslmode=disable"
 max_connections = 20
 acquire_timeout_secs = 5
+append_writers = 4
 
 [kafka]
 brokers = "127.0.0.1:9092"
@@ -491,5 +497,36 @@ mod tests {
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.projector.out_of_group_limit_ms, 60_000);
+    }
+
+    #[test]
+    fn append_writers_are_at_least_one() {
+        #[derive(Serialize)]
+        struct Database {
+            append_writers: i64,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            database: Database,
+        }
+        for value in [0, -2] {
+            let error = Settings::load_from(&Overrides {
+                database: Database {
+                    append_writers: value,
+                },
+            })
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("append_writers"),
+                "{value}: {error}"
+            );
+        }
+        let two = Settings::load_from(&Overrides {
+            database: Database { append_writers: 2 },
+        })
+        .unwrap();
+        assert_eq!(two.database.append_writers.get(), 2);
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.database.append_writers.get(), 4);
     }
 }

@@ -8,8 +8,9 @@
 //! - `commands_total`, labelled `command` (method and route of the command
 //!   API) and `outcome` (`accepted`, `invalid`, `denied`, `not_found`,
 //!   `conflict`, `rate_limited`, `unavailable`, `failed`);
-//! - `event_store_append_commands` by `aggregate`: the commands each
-//!   append statement of the command API carried (ADR 0038);
+//! - `event_store_append_commands` (histogram, buckets 1 to 500) by
+//!   `aggregate`: the commands each append statement of the command API
+//!   carried (ADR 0038);
 //! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`,
 //!   `relay_producers_replaced_total` (after a fatal producer error),
 //!   `relay_blocked` (1 while Kafka refuses an event for good);
@@ -35,12 +36,22 @@ const LATENCY_BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 ];
 
+/// Commands per append statement, from one to the statement's most rows.
+const COMMANDS_PER_STATEMENT_BUCKETS: &[f64] =
+    &[1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 500.0];
+
 /// Installs the process's recorder on first use and returns its handle.
 pub fn handle() -> PrometheusHandle {
     HANDLE
         .get_or_init(|| {
             let recorder = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), LATENCY_BUCKETS)
+                .and_then(|builder| {
+                    builder.set_buckets_for_metric(
+                        Matcher::Full("event_store_append_commands".into()),
+                        COMMANDS_PER_STATEMENT_BUCKETS,
+                    )
+                })
                 .unwrap_or_else(|_| PrometheusBuilder::new())
                 .build_recorder();
             let handle = recorder.handle();

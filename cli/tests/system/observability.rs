@@ -103,6 +103,15 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         );
     }
     assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/v1/customers",status="201",le="0.05"}"#));
+    // Commands per append statement are counted in buckets, not quantiles.
+    assert!(
+        sample(
+            &text,
+            r#"event_store_append_commands_bucket{aggregate="customer",le="+Inf"}"#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
     let text = metrics(&queries).await;
     let series = r#"http_requests_total{method="POST",route="/graphql",status="200"}"#;
     assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{text}");
