@@ -662,14 +662,45 @@ async fn wait_for_appends(store: &AggregateStore<Customer>, appends: usize) {
 }
 
 /// Creates a customer through `store` on a task of its own.
+type Creation = (
+    String,
+    tokio::task::JoinHandle<Result<pivotal_event_store::commands::Outcome, String>>,
+);
+
+/// Creations queued on a store with one writer: the first has the writer
+/// and waits at the held table (`lock`), the others wait for the writer.
+struct Queued {
+    store: std::sync::Arc<AggregateStore<Customer>>,
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    first: Creation,
+    waiting: Vec<Creation>,
+}
+
+async fn queue_creations(app: &TestApp, waiting: usize) -> Queued {
+    let store =
+        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
+    let (actor, context) = command_context(app.org);
+    let lock = hold_appends(app).await;
+    let first = spawn_creation(&store, actor, &context);
+    wait_for_lock_waiters(app, 1).await;
+    wait_for_appends(&store, 0).await;
+    let waiting: Vec<_> = (0..waiting)
+        .map(|_| spawn_creation(&store, actor, &context))
+        .collect();
+    wait_for_appends(&store, waiting.len()).await;
+    Queued {
+        store,
+        lock,
+        first,
+        waiting,
+    }
+}
+
 fn spawn_creation(
     store: &std::sync::Arc<AggregateStore<Customer>>,
     actor: Actor,
     context: &CommandContext,
-) -> (
-    String,
-    tokio::task::JoinHandle<Result<pivotal_event_store::commands::Outcome, String>>,
-) {
+) -> Creation {
     let id = Uuid::now_v7();
     let (store, context) = (store.clone(), context.clone());
     let task = tokio::spawn(async move {
@@ -704,19 +735,14 @@ async fn transactions_of(app: &TestApp, ids: &[String]) -> i64 {
 #[tokio::test]
 async fn appends_waiting_for_a_writer_share_one_statement() {
     let app = TestApp::spawn().await;
-    let store =
-        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
-    let (actor, context) = command_context(app.org);
-    let lock = hold_appends(&app).await;
-    // The first creation takes the one writer and waits at the lock.
-    let (first, first_task) = spawn_creation(&store, actor, &context);
-    wait_for_lock_waiters(&app, 1).await;
-    wait_for_appends(&store, 0).await;
-    // These wait for the writer.
-    let waiting: Vec<_> = (0..10)
-        .map(|_| spawn_creation(&store, actor, &context))
-        .collect();
-    wait_for_appends(&store, 10).await;
+    // The first creation takes the one writer and waits at the lock; ten
+    // wait for the writer.
+    let Queued {
+        lock,
+        first: (first, first_task),
+        waiting,
+        ..
+    } = queue_creations(&app, 10).await;
     lock.commit().await.unwrap();
 
     let created = first_task.await.unwrap().unwrap();
@@ -857,17 +883,12 @@ async fn terminate(app: &TestApp, pids: &[i32]) {
 #[tokio::test]
 async fn a_shared_statement_cut_off_answers_each_of_its_commands_unavailable() {
     let app = TestApp::spawn().await;
-    let store =
-        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
-    let (actor, context) = command_context(app.org);
-    let lock = hold_appends(&app).await;
-    let (_, first_task) = spawn_creation(&store, actor, &context);
-    wait_for_lock_waiters(&app, 1).await;
-    wait_for_appends(&store, 0).await;
-    let waiting: Vec<_> = (0..5)
-        .map(|_| spawn_creation(&store, actor, &context))
-        .collect();
-    wait_for_appends(&store, 5).await;
+    let Queued {
+        store,
+        lock,
+        first: (_, first_task),
+        waiting,
+    } = queue_creations(&app, 5).await;
     // The first statement's session ends; the five go together next.
     let first = lock_waiters(&app).await;
     terminate(&app, &first).await;
