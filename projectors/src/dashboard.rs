@@ -125,7 +125,9 @@ type FigureRow = (
     DateTime<Utc>,
 );
 
-/// The figures of records `ids` of `kind`, from its read model.
+/// The figures of records `ids` of `kind`, from its read model, looked up
+/// with unnamed statements planned with the ids each time, as
+/// [`crate::search::documents`] does (ADR 0039).
 pub async fn figures(
     conn: &mut PgConnection,
     kind: &'static str,
@@ -138,6 +140,7 @@ pub async fn figures(
                  FROM rm_quotes WHERE id = ANY($1)",
             )
             .bind(ids)
+            .persistent(false)
             .fetch_all(conn)
             .await?
         }
@@ -151,6 +154,7 @@ pub async fn figures(
                  FROM {table} WHERE id = ANY($1)"
             ))
             .bind(ids)
+            .persistent(false)
             .fetch_all(conn)
             .await?
         }

@@ -165,6 +165,11 @@ fn join(parts: &[Option<&str>]) -> String {
 
 /// Search documents of the records `ids` of `kind`, built from the read
 /// models at their current versions.
+///
+/// The lookups are unnamed statements, planned on each execution with the
+/// batch's ids (ADR 0039): a named one settles on a generic plan, and one
+/// made while the table was small scans it whole for as long as the
+/// connection lives, testing each row against the ids one by one.
 pub async fn documents(
     conn: &mut PgConnection,
     kind: EntityKind,
@@ -217,6 +222,7 @@ pub async fn documents(
                  FROM rm_customers WHERE id = ANY($1)",
             )
             .bind(ids)
+            .persistent(false)
             .fetch_all(conn)
             .await?;
             rows.into_iter()
@@ -253,6 +259,7 @@ pub async fn documents(
                  WHERE q.id = ANY($1)",
             )
             .bind(ids)
+            .persistent(false)
             .fetch_all(conn)
             .await?;
             rows.into_iter()
@@ -274,6 +281,7 @@ pub async fn documents(
                  FROM rm_users WHERE id = ANY($1)",
             )
             .bind(ids)
+            .persistent(false)
             .fetch_all(conn)
             .await?;
             rows.into_iter()
