@@ -168,8 +168,8 @@ fn join(parts: &[Option<&str>]) -> String {
 ///
 /// The lookups are unnamed statements, planned on each execution with the
 /// batch's ids (ADR 0039): a named one settles on a generic plan, and one
-/// made while the table was small scans it whole for as long as the
-/// connection lives, testing each row against the ids one by one.
+/// made while the table was small scans it whole until the table's
+/// statistics change, testing each row against the ids one by one.
 pub async fn documents(
     conn: &mut PgConnection,
     kind: EntityKind,
