@@ -405,17 +405,11 @@ impl CustomerQuery {
 pub struct CustomerLoader {
     pool: sqlx::PgPool,
     organization: Uuid,
-    /// How many queries the loader ran (observed by tests).
-    pub queries: std::sync::Arc<std::sync::atomic::AtomicUsize>,
 }
 
 impl CustomerLoader {
     pub fn new(pool: sqlx::PgPool, organization: Uuid) -> Self {
-        Self {
-            pool,
-            organization,
-            queries: std::sync::Arc::default(),
-        }
+        Self { pool, organization }
     }
 }
 
@@ -427,8 +421,6 @@ impl async_graphql::dataloader::Loader<Uuid> for CustomerLoader {
         &self,
         keys: &[Uuid],
     ) -> Result<std::collections::HashMap<Uuid, Customer>, Self::Error> {
-        self.queries
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let rows: Vec<CustomerRow> = sqlx::query_as(
             "SELECT * FROM rm_customers WHERE organization_id = $1 AND id = ANY($2)",
         )

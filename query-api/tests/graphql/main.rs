@@ -855,17 +855,21 @@ mod quotes {
             .unwrap();
         assert_eq!(bad["errors"][0]["extensions"]["code"], "BAD_USER_INPUT");
 
-        // A page of quotes with their customers: one customer query in all.
+        // A page of quotes with their customers: one customer query in all,
+        // counted by PostgreSQL on the loader's one connection (each
+        // execution of a prepared statement is planned or reuses a plan).
         let principal = pivotal_auth::TokenVerifier::from_settings(&env.settings.auth)
             .unwrap()
             .verify(&owner)
             .await
             .unwrap();
-        let loader = pivotal_query_api::customers::CustomerLoader::new(
-            env.pool.clone(),
-            principal.claims.org,
-        );
-        let queries = loader.queries.clone();
+        let one = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&env.database_url)
+            .await
+            .unwrap();
+        let loader =
+            pivotal_query_api::customers::CustomerLoader::new(one.clone(), principal.claims.org);
         let schema = pivotal_query_api::schema::build(env.pool.clone());
         let response = schema
             .execute(
@@ -888,7 +892,16 @@ mod quotes {
             .map(|e| e["node"]["customer"]["legalName"].as_str().unwrap())
             .collect();
         assert_eq!(names, ["Alpha Client"; 3]);
-        assert_eq!(queries.load(std::sync::atomic::Ordering::Relaxed), 1);
+        let executions: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT statement, custom_plans + generic_plans FROM pg_prepared_statements
+             WHERE strpos(statement, 'FROM rm_customers') > 0
+               AND strpos(statement, 'pg_prepared_statements') = 0",
+        )
+        .fetch_all(&one)
+        .await
+        .unwrap();
+        assert_eq!(executions.len(), 1, "{executions:?}");
+        assert_eq!(executions[0].1, 1, "{executions:?}");
     }
 
     /// A quote read under its command's token shows its customer as the
