@@ -227,18 +227,79 @@ mod tests {
         assert!(membership.verdict_at(at(start, 1000)).ready);
     }
 
+    /// A writer shared by the subscriber and the test.
+    #[derive(Clone, Default)]
+    struct Captured(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Captured {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            self.0
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    /// The log lines `f` writes.
+    fn logged(f: impl FnOnce()) -> Vec<String> {
+        let captured = Captured::default();
+        let writer = captured.clone();
+        let subscriber = tracing_subscriber::fmt()
+            .with_writer(move || writer.clone())
+            .with_ansi(false)
+            .without_time()
+            .finish();
+        tracing::subscriber::with_default(subscriber, f);
+        let bytes = captured
+            .0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        String::from_utf8_lossy(&bytes)
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+
     #[test]
     fn the_log_reports_each_absence_once() {
         let start = Instant::now();
         let membership = Membership::starting_at(LIMIT, start);
-        membership.report_at(at(start, 61));
-        assert!(membership.standing().reported);
-        membership.assigned_at(1, at(start, 62));
-        assert!(!membership.standing().reported);
-        membership.left_at("revoked", at(start, 70));
-        membership.report_at(at(start, 100));
-        assert!(!membership.standing().reported, "within the limit");
-        membership.report_at(at(start, 131));
-        assert!(membership.standing().reported);
+        let log = logged(|| {
+            membership.report_at(at(start, 61));
+            membership.report_at(at(start, 65));
+            membership.assigned_at(1, at(start, 66));
+            membership.left_at("revoked", at(start, 70));
+            membership.report_at(at(start, 100));
+            membership.report_at(at(start, 131));
+            membership.report_at(at(start, 140));
+        });
+        let kinds: Vec<(&str, &str)> = log
+            .iter()
+            .map(|line| {
+                let level = line.split_whitespace().next().unwrap_or_default();
+                let absent = line
+                    .split_whitespace()
+                    .find(|word| word.starts_with("absent_seconds="))
+                    .unwrap_or_default();
+                (level, absent)
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                ("ERROR", "absent_seconds=61"),
+                ("INFO", "absent_seconds=66"),
+                ("ERROR", "absent_seconds=61"),
+            ],
+            "{log:#?}"
+        );
+        assert!(log[0].contains("reason=\"joining\""), "{log:#?}");
+        assert!(log[2].contains("reason=\"revoked\""), "{log:#?}");
     }
 }
