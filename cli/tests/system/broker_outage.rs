@@ -129,3 +129,27 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     verify_topic(&env, &stored, true).await;
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A broker whose port is taken exits (tansu creates its storage first,
+/// then fails to bind); `start_broker` says so at once, with the broker's
+/// own error, instead of handing the test a broker that is not there.
+#[test]
+fn a_broker_that_cannot_take_its_port_fails_its_start_with_its_log() {
+    let port = free_port();
+    let _taken = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let started = std::panic::catch_unwind(|| start_broker(dir.path(), port));
+    let message = match started {
+        Ok(_) => panic!("a broker started on a port another socket holds"),
+        Err(panic) => panic
+            .downcast_ref::<String>()
+            .cloned()
+            .expect("a formatted message"),
+    };
+    assert!(
+        message.contains(&format!("the broker on port {port} did not come up")),
+        "{message}"
+    );
+    assert!(message.contains("the broker is exited"), "{message}");
+    assert!(message.contains("AddrInUse"), "{message}");
+}

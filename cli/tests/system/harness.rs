@@ -1,4 +1,4 @@
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
@@ -435,22 +435,43 @@ pub async fn add_user(
     body["accessToken"].as_str().unwrap().to_owned()
 }
 
-/// A TCP port free at the time of asking.
+/// A TCP port free at the time of asking, and never handed out before in
+/// this test process.
 ///
 /// Taken below the kernel's ephemeral range (32768 and up on Linux), so a
 /// service stopped and started again on it by a test never finds it taken
-/// by another test's outgoing connection in between.
+/// by another test's outgoing connection in between. The tests of this
+/// binary run side by side: a port handed to one test's service, free
+/// until that service binds it or again while a test has it stopped, is
+/// never handed to another.
 pub fn free_port() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     const FIRST: u16 = 20_000;
     const COUNT: u16 = 12_000;
+    static HANDED_OUT: std::sync::Mutex<BTreeSet<u16>> = std::sync::Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     let mut hasher = std::collections::hash_map::RandomState::new().build_hasher();
     hasher.write_u32(std::process::id());
     let start = (hasher.finish() % u64::from(COUNT)) as u16;
-    (0..COUNT)
+    let port = (0..COUNT)
         .map(|i| FIRST + (start + i) % COUNT)
+        .filter(|port| !handed_out.contains(port))
         .find(|port| std::net::TcpListener::bind(("127.0.0.1", *port)).is_ok())
-        .expect("a free port below the ephemeral range")
+        .expect("a free port below the ephemeral range");
+    handed_out.insert(port);
+    port
+}
+
+/// Drawn at random, 500 free ports would repeat one almost surely (the
+/// birthday bound over 12,000 ports): every one handed out here differs.
+#[test]
+fn free_ports_are_never_handed_out_twice() {
+    let ports: Vec<u16> = (0..500).map(|_| free_port()).collect();
+    let distinct: BTreeSet<u16> = ports.iter().copied().collect();
+    assert_eq!(distinct.len(), ports.len());
+    assert!(ports.iter().all(|port| (20_000..32_000).contains(port)));
 }
 
 /// Sends SIGTERM to `process` and waits up to `limit` for it to exit;
@@ -513,9 +534,20 @@ pub fn tansu() -> String {
 }
 
 /// A private tansu broker on `port` with its SQLite storage in `dir`, given
-/// the index its fetch needs (`scripts/tansu-index.py`). Its output goes to
-/// `broker.log` in `dir`, appended to across restarts.
+/// the index its fetch needs (`scripts/tansu-index.py`). Returns once it
+/// listens on `port` (a line `ready in …ms` once bound); a broker that
+/// exits first (its port taken, its storage unreadable) fails the test here
+/// with its log. Its output, with its warnings and errors, goes to
+/// `broker.log` in `dir`, appended to across restarts ([`broker_report`]).
 pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
+    let readies = || {
+        std::fs::read_to_string(dir.join("broker.log"))
+            .unwrap_or_default()
+            .lines()
+            .filter(|line| line.starts_with("ready in "))
+            .count()
+    };
+    let earlier = readies();
     let log = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
@@ -531,12 +563,25 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
             "--storage-engine",
             "sqlite://broker.db",
         ])
+        .env("RUST_LOG", "warn")
+        .env("RUST_BACKTRACE", "0")
+        .env("NO_COLOR", "1")
         .current_dir(dir)
         .stdout(log.try_clone().expect("broker log"))
         .stderr(log)
         .spawn()
         .expect("tansu must be installed (scripts/services.sh)");
-    let broker = Process(child);
+    let mut broker = Process(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while readies() == earlier {
+        let exited = broker.0.try_wait().unwrap().is_some();
+        assert!(
+            !exited && std::time::Instant::now() < deadline,
+            "the broker on port {port} did not come up; {}",
+            broker_report(dir, &mut broker)
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../scripts/tansu-index.py");
     let indexed = Command::new("python3")
         .arg(script)
@@ -548,6 +593,20 @@ pub fn start_broker(dir: &std::path::Path, port: u16) -> Process {
         "{script} failed on the broker in {dir:?}"
     );
     broker
+}
+
+/// Whether `broker`, started by [`start_broker`] in `dir`, still runs, and
+/// the last lines of its log: what a test that waited for it in vain says.
+pub fn broker_report(dir: &std::path::Path, broker: &mut Process) -> String {
+    let state = match broker.0.try_wait() {
+        Ok(None) => "running".to_owned(),
+        Ok(Some(status)) => format!("exited ({status})"),
+        Err(error) => format!("unknown ({error})"),
+    };
+    let log = std::fs::read_to_string(dir.join("broker.log")).unwrap_or_default();
+    let lines: Vec<&str> = log.lines().collect();
+    let tail = lines[lines.len().saturating_sub(40)..].join("\n");
+    format!("the broker is {state}; the end of its log:\n{tail}")
 }
 
 /// A private Redis on `port`, keeping nothing on disk.

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{
-    create_customer, free_port, projection_caught_up, spawn_process_with, spawn_projector_with,
-    spawn_relay, start_broker, terminate,
+    broker_report, create_customer, free_port, projection_caught_up, spawn_process_with,
+    spawn_projector_with, spawn_relay, start_broker, terminate,
 };
 
 /// The value of the sample `name{labels}` (labels in exposition order).
@@ -261,7 +261,10 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
     // empty, and shares the machine with the other tests: as long as the
     // rejoin below.
     if let Err(last) = settle_in_group(&url, partitions).await {
-        panic!("the projector never settled in its group; {last}");
+        panic!(
+            "the projector never settled in its group; {last}; {}",
+            broker_report(dir.path(), &mut broker)
+        );
     }
 
     drop(broker);
@@ -290,7 +293,10 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
 
     broker = start_broker(dir.path(), port);
     if let Err(last) = settle_in_group(&url, partitions).await {
-        panic!("the projector never rejoined its group after the broker came back; {last}");
+        panic!(
+            "the projector never rejoined its group after the broker came back; {last}; {}",
+            broker_report(dir.path(), &mut broker)
+        );
     }
     let text = metrics(&url).await;
     assert_eq!(

@@ -5,7 +5,6 @@
 //! every read-model row, every stored event and every log line is searched
 //! for every secret the scenario produced.
 
-use std::net::TcpListener;
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -14,19 +13,11 @@ use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
 
-use crate::harness::{Process, relay_caught_up, spawn_projector, spawn_relay};
+use crate::harness::{Process, free_port, relay_caught_up, spawn_projector, spawn_relay};
 
 const PASSWORD: &str = "vault scenario passphrase one";
 const NEW_PASSWORD: &str = "vault scenario passphrase two";
 const INVITEE_PASSWORD: &str = "vault scenario passphrase three";
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn now() -> u64 {
     SystemTime::now()
