@@ -29,9 +29,10 @@ echo "==> cargo test"
 cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST_THREADS:-4}" --skip faults::
 # The fault scenarios last, alone and one at a time: each keeps its own
 # broker, a relay, a projector and writers busy, and its time limits are set
-# for the two cores to itself.
+# for the two cores to itself. `--workspace` resolves features as the run
+# above did, so the test binary it built is reused, not rebuilt.
 echo "==> fault scenarios"
-cargo test -p pivotal-cli --test system --locked -- --test-threads=1 faults::
+cargo test --workspace --test system --locked -- --test-threads=1 faults::
 
 echo "==> dropping the test databases"
 drop_test_databases
