@@ -124,7 +124,7 @@ impl Customer {
     }
 }
 
-#[derive(InputObject, Debug, Default)]
+#[derive(InputObject, Debug, Default, Clone)]
 pub struct CustomerFilter {
     pub status: Option<CustomerStatus>,
     /// Case-insensitive match on legal name, display name or email.
@@ -166,9 +166,28 @@ pub struct CustomerCursor {
     id: Uuid,
 }
 
-#[derive(SimpleObject, Debug)]
+/// What a page of customers says about the whole list: counted only when
+/// a query selects it, so a page that does not ask pays for no count.
+#[derive(Debug)]
 pub struct ConnectionInfo {
-    pub total_count: i64,
+    pool: sqlx::PgPool,
+    organization: Uuid,
+    filter: CustomerFilter,
+}
+
+#[Object]
+impl ConnectionInfo {
+    /// Every customer the filter matches, not only this page.
+    async fn total_count(&self) -> async_graphql::Result<i64> {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_customers");
+        push_filters(&mut count, self.organization, &self.filter);
+        let (total,): (i64,) = count
+            .build_query_as()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(errors::internal)?;
+        Ok(total)
+    }
 }
 
 pub type CustomerConnection =
@@ -334,14 +353,6 @@ impl CustomerQuery {
                         return Err(errors::bad_input("the cursor belongs to another ordering"));
                     }
                 }
-                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_customers");
-                push_filters(&mut count, organization, &filter);
-                let (total,): (i64,) = count
-                    .build_query_as()
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(errors::internal)?;
-
                 // Read forward for `first`, backward for `last`, one extra row to
                 // know whether more exist.
                 let backward = last.is_some() && first.is_none();
@@ -380,7 +391,11 @@ impl CustomerQuery {
                 let mut connection = Connection::with_additional_fields(
                     has_previous,
                     has_next,
-                    ConnectionInfo { total_count: total },
+                    ConnectionInfo {
+                        pool: pool.clone(),
+                        organization,
+                        filter: filter.clone(),
+                    },
                 );
                 connection.edges.extend(rows.into_iter().map(|row| {
                     let customer = Customer::from(row);

@@ -197,7 +197,7 @@ pub struct Organization {
     pub updated_at: DateTime<Utc>,
 }
 
-#[derive(InputObject, Debug, Default)]
+#[derive(InputObject, Debug, Default, Clone)]
 pub struct UserFilter {
     pub status: Option<UserStatus>,
     /// Users holding this role.
@@ -206,9 +206,28 @@ pub struct UserFilter {
     pub search: Option<String>,
 }
 
-#[derive(SimpleObject, Debug)]
+/// What a page of users says about the whole list: counted only when a
+/// query selects it, so a page that does not ask pays for no count.
+#[derive(Debug)]
 pub struct UserConnectionInfo {
-    pub total_count: i64,
+    pool: PgPool,
+    organization: Uuid,
+    filter: UserFilter,
+}
+
+#[Object]
+impl UserConnectionInfo {
+    /// Every user the filter matches, not only this page.
+    async fn total_count(&self) -> async_graphql::Result<i64> {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_users");
+        push_filters(&mut count, self.organization, &self.filter);
+        let (total,): (i64,) = count
+            .build_query_as()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(errors::internal)?;
+        Ok(total)
+    }
 }
 
 pub type UserConnection = Connection<
@@ -368,13 +387,6 @@ impl IdentityQuery {
              _before: Option<OpaqueCursor<UserCursor>>,
              first,
              _last| async move {
-                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_users");
-                push_filters(&mut count, organization, &filter);
-                let (total,): (i64,) = count
-                    .build_query_as()
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(errors::internal)?;
                 let limit = first.unwrap_or(20).min(MAX_PAGE);
                 let mut qb = QueryBuilder::<Postgres>::new(
                     "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users",
@@ -399,7 +411,11 @@ impl IdentityQuery {
                 let mut connection = Connection::with_additional_fields(
                     after.is_some(),
                     more,
-                    UserConnectionInfo { total_count: total },
+                    UserConnectionInfo {
+                        pool: pool.clone(),
+                        organization,
+                        filter: filter.clone(),
+                    },
                 );
                 connection.edges.extend(rows.iter().filter_map(|row| {
                     let user = User::from_row(row)?;

@@ -353,7 +353,7 @@ impl Quote {
     }
 }
 
-#[derive(InputObject, Debug, Default)]
+#[derive(InputObject, Debug, Default, Clone)]
 pub struct QuoteFilter {
     pub status: Option<QuoteStatus>,
     pub customer_id: Option<ID>,
@@ -389,9 +389,29 @@ pub struct QuoteOrder {
     pub direction: Direction,
 }
 
-#[derive(SimpleObject, Debug)]
+/// What a page of quotes says about the whole list: counted only when a
+/// query selects it, so a page that does not ask pays for no count.
+#[derive(Debug)]
 pub struct QuoteConnectionInfo {
-    pub total_count: i64,
+    pool: sqlx::PgPool,
+    organization: Uuid,
+    filter: QuoteFilter,
+    customer: Option<Uuid>,
+}
+
+#[Object]
+impl QuoteConnectionInfo {
+    /// Every quote the filter matches, not only this page.
+    async fn total_count(&self) -> async_graphql::Result<i64> {
+        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
+        push_filters(&mut count, self.organization, &self.filter, self.customer);
+        let (total,): (i64,) = count
+            .build_query_as()
+            .fetch_one(&self.pool)
+            .await
+            .map_err(errors::internal)?;
+        Ok(total)
+    }
 }
 
 /// Offset into one ordering of the filtered list.
@@ -537,13 +557,6 @@ impl QuoteQuery {
              _before: Option<OpaqueCursor<QuoteCursor>>,
              first,
              _last| async move {
-                let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
-                push_filters(&mut count, organization, &filter, customer);
-                let (total,): (i64,) = count
-                    .build_query_as()
-                    .fetch_one(&pool)
-                    .await
-                    .map_err(errors::internal)?;
                 let limit = first.unwrap_or(20).min(MAX_PAGE);
                 let offset = after.map_or(0, |c| c.offset + 1);
                 let mut qb = QueryBuilder::<Postgres>::new(
@@ -574,7 +587,12 @@ impl QuoteQuery {
                 let mut connection = Connection::with_additional_fields(
                     offset > 0,
                     more,
-                    QuoteConnectionInfo { total_count: total },
+                    QuoteConnectionInfo {
+                        pool: pool.clone(),
+                        organization,
+                        filter: filter.clone(),
+                        customer,
+                    },
                 );
                 connection
                     .edges

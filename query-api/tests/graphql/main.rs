@@ -287,6 +287,56 @@ async fn filters_and_ordering() {
     assert_eq!(code(&mixed), "BAD_USER_INPUT", "{mixed}");
 }
 
+/// `totalCount` costs a count of every matching row: a page that does not
+/// select it runs none, and one that does (here through a fragment) runs
+/// one. Seen in PostgreSQL's prepared statements on the schema's only
+/// connection.
+#[tokio::test]
+async fn a_page_counts_its_list_only_when_the_query_asks() {
+    let f = fixture().await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&f.env.database_url)
+        .await
+        .unwrap();
+    let schema = schema::build(one.clone());
+    let run = |query: &'static str| {
+        let schema = schema.clone();
+        let principal = f.principal(&["member"]);
+        async move {
+            let response = schema.execute(Request::new(query).data(principal)).await;
+            assert!(response.errors.is_empty(), "{:?}", response.errors);
+            response.data.into_json().unwrap()
+        }
+    };
+    let counts = || async {
+        let (counts,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_prepared_statements
+             WHERE strpos(statement, 'SELECT count(*) FROM rm_customers') > 0
+               AND strpos(statement, 'pg_prepared_statements') = 0",
+        )
+        .fetch_one(&one)
+        .await
+        .unwrap();
+        counts
+    };
+
+    let page =
+        run("{ customers(first: 3, filter: {status: ACTIVE}) { edges { node { displayName } } } }")
+            .await;
+    assert_eq!(names(&page["customers"]), ["Alpha", "bravo", "Delta"]);
+    assert_eq!(counts().await, 0, "a page without totalCount counted");
+
+    let counted = run(
+        "{ customers(first: 3, filter: {status: ACTIVE}) { ...Total edges { node { displayName } } } }
+         fragment Total on CustomerConnection { totalCount }",
+    )
+    .await;
+    assert_eq!(counted["customers"]["totalCount"], 8);
+    assert_eq!(names(&counted["customers"]), ["Alpha", "bravo", "Delta"]);
+    assert_eq!(counts().await, 1);
+}
+
 #[tokio::test]
 async fn bad_input_and_missing_permissions_have_codes() {
     let f = fixture().await;
