@@ -221,12 +221,7 @@ impl UserConnectionInfo {
     async fn total_count(&self) -> async_graphql::Result<i64> {
         let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_users");
         push_filters(&mut count, self.organization, &self.filter);
-        let (total,): (i64,) = count
-            .build_query_as()
-            .fetch_one(&self.pool)
-            .await
-            .map_err(errors::internal)?;
-        Ok(total)
+        crate::schema::total_count(&self.pool, count).await
     }
 }
 

@@ -89,3 +89,17 @@ pub fn caller<'a>(
 pub fn pool<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a PgPool> {
     ctx.data::<PgPool>()
 }
+
+/// A connection's `totalCount`: runs `count`, a `SELECT count(*)` with the
+/// list's filters (ADR 0040).
+pub async fn total_count(
+    pool: &PgPool,
+    mut count: sqlx::QueryBuilder<'_, sqlx::Postgres>,
+) -> async_graphql::Result<i64> {
+    let (total,): (i64,) = count
+        .build_query_as()
+        .fetch_one(pool)
+        .await
+        .map_err(errors::internal)?;
+    Ok(total)
+}
