@@ -5,8 +5,8 @@
 //!
 //! Phases: baselines (single-row INSERT+COMMIT on the same PostgreSQL with 1
 //! and 16 clients; a bare rdkafka producer to the same broker), commands
-//! (mixed create/update over many customers), GraphQL by id and lists,
-//! freshness (a command's 2xx until GraphQL shows the change, through
+//! (mixed create/update over many customers), GraphQL by id and lists
+//! (with and without `totalCount`), freshness (a command's 2xx until GraphQL shows the change, through
 //! Kafka), relay throughput (a second relay republishing the whole log to
 //! fresh topics), a projection rebuild, and each process's peak resident
 //! memory.
@@ -1101,24 +1101,43 @@ async fn command_phase(
     .await
 }
 
+/// What a query phase asks the query API.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// One customer by id, spread over the customers created.
+    ById,
+    /// A page of 20 customers with `totalCount`: a count of the whole list
+    /// besides the page (ADR 0040).
+    CountedPage,
+    /// The same page without `totalCount`, as a scrolling front end asks.
+    Page,
+}
+
 async fn query_phase(
     client: &reqwest::Client,
     url: &str,
     token: &str,
     load: Load,
     ids: &[String],
-    by_id: bool,
+    read: Read,
 ) -> Latency {
     let (client, url, token) = (client.clone(), url.to_owned(), token.to_owned());
     let ids = Arc::new(ids.to_vec());
     drive(load, move |c, n| {
         let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
         async move {
-            let query = if by_id {
-                let id = &ids[(c + n * 7) % ids.len()];
-                format!(r#"{{ customer(id: "{id}") {{ id legalName version }} }}"#)
-            } else {
-                "{ customers(first: 20) { totalCount edges { node { id legalName } } } }".to_owned()
+            let query = match read {
+                Read::ById => {
+                    let id = &ids[(c + n * 7) % ids.len()];
+                    format!(r#"{{ customer(id: "{id}") {{ id legalName version }} }}"#)
+                }
+                Read::CountedPage => {
+                    "{ customers(first: 20) { totalCount edges { node { id legalName } } } }"
+                        .to_owned()
+                }
+                Read::Page => {
+                    "{ customers(first: 20) { edges { node { id legalName } } } }".to_owned()
+                }
             };
             match client
                 .post(format!("{url}/graphql"))
@@ -1549,7 +1568,7 @@ async fn measure(
     )
     .await?;
     println!(
-        "graphql: {} connections, {} s by id and {} s lists",
+        "graphql: {} connections, {} s by id and {} s for each kind of list",
         options.query_connections, options.seconds, options.seconds
     );
     let mut by_id = query_phase(
@@ -1558,7 +1577,7 @@ async fn measure(
         &token,
         query_load(None),
         &ids,
-        true,
+        Read::ById,
     )
     .await;
     let query_rate = by_id.per_second * PACED_SHARE;
@@ -1572,7 +1591,7 @@ async fn measure(
         &token,
         query_load(Some(query_rate)),
         &ids,
-        true,
+        Read::ById,
     )
     .await;
     let mut lists = query_phase(
@@ -1581,7 +1600,16 @@ async fn measure(
         &token,
         query_load(None),
         &ids,
-        false,
+        Read::CountedPage,
+    )
+    .await;
+    let mut pages = query_phase(
+        &client,
+        &system.query_api,
+        &token,
+        query_load(None),
+        &ids,
+        Read::Page,
     )
     .await;
     println!("freshness: {} renames", options.freshness_samples);
@@ -1602,6 +1630,7 @@ async fn measure(
         &mut by_id,
         &mut by_id_paced,
         &mut lists,
+        &mut pages,
         &mut freshness,
     ] {
         cpu.annotate(phase);
@@ -1684,6 +1713,7 @@ async fn measure(
         "graphql_by_id_paced": by_id_paced,
         "paced_share_of_peak": PACED_SHARE,
         "graphql_list": lists,
+        "graphql_list_without_total": pages,
         "freshness": freshness,
         "projector_readiness_after_freshness": projector_readiness,
         "pipeline_drained_before_paced_commands": drained_before_paced,
@@ -1712,6 +1742,7 @@ async fn measure(
             ("GraphQL by id", &by_id),
             ("GraphQL by id, paced at half the peak", &by_id_paced),
             ("GraphQL list", &lists),
+            ("GraphQL list, no totalCount", &pages),
             ("freshness (2xx to GraphQL)", &freshness),
         ],
         commands.per_second,
