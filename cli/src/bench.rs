@@ -6,10 +6,10 @@
 //! Phases: baselines (single-row INSERT+COMMIT on the same PostgreSQL with 1
 //! and 16 clients; a bare rdkafka producer to the same broker), commands
 //! (mixed create/update over many customers), GraphQL by id and lists
-//! (with and without `totalCount`), freshness (a command's 2xx until GraphQL shows the change, through
-//! Kafka), relay throughput (a second relay republishing the whole log to
-//! fresh topics), a projection rebuild, and each process's peak resident
-//! memory.
+//! (with and without `totalCount`), freshness (a command's 2xx until
+//! GraphQL shows the change, through Kafka), relay throughput (a second
+//! relay republishing the whole log to fresh topics), a projection rebuild,
+//! and each process's peak resident memory.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
