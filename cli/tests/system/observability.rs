@@ -257,9 +257,9 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
         ],
     );
     let partitions = followed_partitions(&env);
-    // The first join also waits for a fresh broker, whose storage starts
-    // empty, and shares the machine with the other tests: as long as the
-    // rejoin below.
+    // The broker already listens (`start_broker`); the first join creates
+    // the topics and shares the machine with the other tests: as long as
+    // the rejoin below.
     if let Err(last) = settle_in_group(&url, partitions).await {
         panic!(
             "the projector never settled in its group; {last}; {}",
