@@ -1,4 +1,6 @@
-//! The customers read model (`rm_customers`).
+//! The customers read model (`rm_customers`), and with it, kept by triggers
+//! on that table, the customers per organization and status
+//! (`rm_customer_counts`, ADR 0041).
 
 use std::collections::HashMap;
 
@@ -314,6 +316,12 @@ impl Projection for CustomersProjection {
 
     fn rows_per_aggregate(&self) -> bool {
         true
+    }
+
+    /// The rebuilt table gets the triggers that keep `rm_customer_counts`,
+    /// and the counts are taken from it afresh (ADR 0041).
+    fn after_switch(&self) -> &'static [&'static str] {
+        &["SELECT public.rm_customer_counts_attach()"]
     }
 
     async fn apply(

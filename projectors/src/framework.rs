@@ -101,6 +101,13 @@ pub trait Projection: Send + Sync {
     fn keeps_versions(&self) -> bool {
         true
     }
+    /// Statements a rebuild's switch runs, in its transaction and under
+    /// the projection's lock, once the rebuilt table has replaced the live
+    /// one: what the live table carried that a copy made like it lacks
+    /// (its triggers), and what is kept from its rows elsewhere.
+    fn after_switch(&self) -> &'static [&'static str] {
+        &[]
+    }
 }
 
 /// What happened to one event in one projection.
@@ -1660,6 +1667,9 @@ pub async fn rebuild_with(
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
     ] {
         sqlx::query(&statement).execute(&mut *tx).await?;
+    }
+    for statement in projection.after_switch() {
+        sqlx::query(statement).execute(&mut *tx).await?;
     }
     // The copy's versions replace the live ones. Only the rows that differ
     // are written: the live projector has usually applied the same events,

@@ -179,8 +179,26 @@ pub struct ConnectionInfo {
 impl ConnectionInfo {
     /// Every customer the filter matches, not only this page.
     async fn total_count(&self) -> async_graphql::Result<i64> {
-        let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_customers");
-        push_filters(&mut count, self.organization, &self.filter);
+        let filter = &self.filter;
+        let count = if given(filter.search.as_deref()).is_some()
+            || given(filter.tag.as_deref()).is_some()
+        {
+            let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_customers");
+            push_filters(&mut count, self.organization, filter);
+            count
+        } else {
+            // Filtered by status at most: the counts kept beside the rows
+            // (ADR 0041), a row or two instead of the whole list.
+            let mut count = QueryBuilder::<Postgres>::new(
+                "SELECT coalesce(sum(customers), 0)::int8 FROM rm_customer_counts
+                 WHERE organization_id = ",
+            );
+            count.push_bind(self.organization);
+            if let Some(status) = filter.status {
+                count.push(" AND status = ").push_bind(status.column());
+            }
+            count
+        };
         crate::schema::total_count(&self.pool, count).await
     }
 }
@@ -215,17 +233,18 @@ fn order_name(order: CustomerOrder) -> String {
     format!("{:?}:{:?}", order.field, order.direction)
 }
 
+/// A text filter's value, unless it is absent or blank (a blank one
+/// filters nothing).
+fn given(value: Option<&str>) -> Option<&str> {
+    value.map(str::trim).filter(|s| !s.is_empty())
+}
+
 fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter: &CustomerFilter) {
     qb.push(" WHERE organization_id = ").push_bind(organization);
     if let Some(status) = filter.status {
         qb.push(" AND status = ").push_bind(status.column());
     }
-    if let Some(search) = filter
-        .search
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(search) = given(filter.search.as_deref()) {
         let escaped = search
             .replace('\\', "\\\\")
             .replace('%', "\\%")
@@ -239,12 +258,7 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter:
             .push_bind(pattern)
             .push(")");
     }
-    if let Some(tag) = filter
-        .tag
-        .as_deref()
-        .map(str::trim)
-        .filter(|s| !s.is_empty())
-    {
+    if let Some(tag) = given(filter.tag.as_deref()) {
         qb.push(" AND tags @> ARRAY[")
             .push_bind(tag.to_lowercase())
             .push("]::text[]");

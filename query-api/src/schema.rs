@@ -90,8 +90,9 @@ pub fn pool<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a PgPool> {
     ctx.data::<PgPool>()
 }
 
-/// A connection's `totalCount`: runs `count`, a `SELECT count(*)` with the
-/// list's filters (ADR 0040).
+/// A connection's `totalCount`: runs `count`, a statement that answers one
+/// `int8` (a `SELECT count(*)` with the list's filters, ADR 0040, or a sum
+/// of kept counts, ADR 0041).
 pub async fn total_count(
     pool: &PgPool,
     mut count: sqlx::QueryBuilder<'_, sqlx::Postgres>,

@@ -359,9 +359,36 @@ pub async fn read_model(env: &TestEnv) -> Vec<Value> {
     .collect()
 }
 
-/// Asserts that the live read model equals a replay of the event store.
+/// Asserts that the customers kept per organization and status
+/// (`rm_customer_counts`, ADR 0041) are the rows of `rm_customers`, counted
+/// in the same snapshot: no count differs, none is missing, none is left
+/// over (a status with no customers may keep a count of 0).
+pub async fn assert_customer_counts_match_rows(env: &TestEnv) {
+    let (differences,): (Value,) = sqlx::query_as(
+        "WITH kept AS (SELECT organization_id, status, customers FROM rm_customer_counts
+                       WHERE customers <> 0),
+              rows AS (SELECT organization_id, status, count(*) AS customers FROM rm_customers
+                       GROUP BY organization_id, status)
+         SELECT coalesce(jsonb_agg(d), '[]') FROM (
+           (SELECT 'kept' AS side, * FROM kept EXCEPT SELECT 'kept', * FROM rows)
+           UNION ALL
+           (SELECT 'rows' AS side, * FROM rows EXCEPT SELECT 'rows', * FROM kept)) d",
+    )
+    .fetch_one(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        differences,
+        serde_json::json!([]),
+        "customer counts differ from the rows"
+    );
+}
+
+/// Asserts that the live read model equals a replay of the event store,
+/// and its kept counts its rows before and after.
 pub async fn assert_read_model_equals_replay(env: &TestEnv) {
     pivotal_test_support::wait_for_horizon(&env.pool).await;
+    assert_customer_counts_match_rows(env).await;
     let live = read_model(env).await;
     let projection = pivotal_projectors::customers::CustomersProjection;
     let report = pivotal_projectors::framework::rebuild(&env.pool, &projection, None)
@@ -374,6 +401,7 @@ pub async fn assert_read_model_equals_replay(env: &TestEnv) {
         live, replayed,
         "read model differs from a replay of the store"
     );
+    assert_customer_counts_match_rows(env).await;
 }
 
 /// Password of the users the system tests create.
@@ -491,9 +519,11 @@ pub fn terminate(process: &mut Process, limit: Duration) -> Option<std::process:
 }
 
 /// Asserts that every table read model equals a replay of the event store:
-/// each projection's table is read, rebuilt from the store and read again.
+/// each projection's table is read, rebuilt from the store and read again;
+/// and that the customer counts are the customers' rows before and after.
 pub async fn assert_every_read_model_equals_replay(env: &TestEnv) {
     pivotal_test_support::wait_for_horizon(&env.pool).await;
+    assert_customer_counts_match_rows(env).await;
     for projection in pivotal_projectors::all_projections() {
         if projection.name() == "search" {
             // A work queue for the indexer, not a read model.
@@ -523,6 +553,7 @@ pub async fn assert_every_read_model_equals_replay(env: &TestEnv) {
             "{table} differs from a replay of the store"
         );
     }
+    assert_customer_counts_match_rows(env).await;
 }
 
 /// The tansu binary installed by `scripts/services.sh`.

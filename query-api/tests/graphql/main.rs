@@ -287,10 +287,11 @@ async fn filters_and_ordering() {
     assert_eq!(code(&mixed), "BAD_USER_INPUT", "{mixed}");
 }
 
-/// `totalCount` costs a count of every matching row: a page that does not
-/// select it runs none, and one that does (here through a fragment) runs
-/// one. Seen in PostgreSQL's prepared statements on the schema's only
-/// connection.
+/// `totalCount` is worked out only when a query selects it (here through a
+/// fragment): from the kept counts when the list is filtered by status at
+/// most (ADR 0041), by counting the matching rows when it is searched or
+/// filtered by tag. Seen in PostgreSQL's prepared statements on the
+/// schema's only connection.
 #[tokio::test]
 async fn a_page_counts_its_list_only_when_the_query_asks() {
     let f = fixture().await;
@@ -309,23 +310,24 @@ async fn a_page_counts_its_list_only_when_the_query_asks() {
             response.data.into_json().unwrap()
         }
     };
+    // Statements prepared so far that read the kept counts, and that count
+    // the rows.
     let counts = || async {
-        let (counts,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_prepared_statements
-             WHERE strpos(statement, 'SELECT count(*) FROM rm_customers') > 0
-               AND strpos(statement, 'pg_prepared_statements') = 0",
+        sqlx::query_as::<_, (i64, i64)>(
+            "SELECT count(*) FILTER (WHERE strpos(statement, 'FROM rm_customer_counts') > 0),
+                    count(*) FILTER (WHERE strpos(statement, 'SELECT count(*) FROM rm_customers') > 0)
+             FROM pg_prepared_statements WHERE strpos(statement, 'pg_prepared_statements') = 0",
         )
         .fetch_one(&one)
         .await
-        .unwrap();
-        counts
+        .unwrap()
     };
 
     let page =
         run("{ customers(first: 3, filter: {status: ACTIVE}) { edges { node { displayName } } } }")
             .await;
     assert_eq!(names(&page["customers"]), ["Alpha", "bravo", "Delta"]);
-    assert_eq!(counts().await, 0, "a page without totalCount counted");
+    assert_eq!(counts().await, (0, 0), "a page without totalCount counted");
 
     let counted = run(
         "{ customers(first: 3, filter: {status: ACTIVE}) { ...Total edges { node { displayName } } } }
@@ -334,7 +336,20 @@ async fn a_page_counts_its_list_only_when_the_query_asks() {
     .await;
     assert_eq!(counted["customers"]["totalCount"], 8);
     assert_eq!(names(&counted["customers"]), ["Alpha", "bravo", "Delta"]);
-    assert_eq!(counts().await, 1);
+    assert_eq!(counts().await, (1, 0), "a status filter counted the rows");
+
+    let blank =
+        run("{ customers(first: 1, filter: {search: \"  \", tag: \"\"}) { totalCount } }").await;
+    assert_eq!(blank["customers"]["totalCount"], 12);
+    // The kept counts again, without the status: a second statement.
+    assert_eq!(counts().await, (2, 0), "blank filters counted the rows");
+
+    let searched =
+        run("{ customers(first: 1, filter: {search: \"a\", status: ARCHIVED}) { totalCount } }")
+            .await;
+    // Charlie, Foxtrot, India and Lima are archived; Foxtrot has no "a".
+    assert_eq!(searched["customers"]["totalCount"], 3);
+    assert_eq!(counts().await, (2, 1));
 }
 
 #[tokio::test]
