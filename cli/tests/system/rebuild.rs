@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 use crate::harness::{
-    assert_read_model_equals_replay, projection_caught_up, spawn_projector, spawn_relay,
+    assert_read_model_equals_replay, graphql, projection_caught_up, spawn_projector, spawn_relay,
 };
 
 const CUSTOMERS: usize = 40;
@@ -224,17 +224,14 @@ async fn rebuild_under_load(limits: RebuildLimits) -> RebuildReport {
         .unwrap();
     assert_eq!(response.status(), 200, "{}", response.text().await.unwrap());
     projection_caught_up(&env, Duration::from_secs(60)).await;
-    let body: Value = http()
-        .post(format!("{query_api}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({"query": "{ active: customers(first: 1, filter: {status: ACTIVE}) { totalCount }
-                                  archived: customers(first: 1, filter: {status: ARCHIVED}) { totalCount } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = graphql(
+        &query_api,
+        &token,
+        "{ active: customers(first: 1, filter: {status: ACTIVE}) { totalCount }
+           archived: customers(first: 1, filter: {status: ARCHIVED}) { totalCount } }",
+        Value::Null,
+    )
+    .await;
     assert_eq!(
         body["data"]["active"]["totalCount"],
         CUSTOMERS - 1,
