@@ -12,6 +12,12 @@
 //! Redis down or flushed: every lookup goes to PostgreSQL (slower, no
 //! errors) and entries refill once Redis answers again; a flush removes the
 //! version keys, so nothing cached before it is served.
+//!
+//! L1 keeps each entity as its JSON text, shared (`Arc<str>`), and is
+//! bounded by the bytes it holds (`query_api.cache_bytes`), not by a count
+//! of entries whose size nothing limits: a hit clones a pointer and parses
+//! the text, where a tree of `serde_json::Value` would be cloned node by
+//! node and take several times the text's size (ADR 0042).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -20,7 +26,7 @@ use redis::AsyncCommands;
 use redis::aio::ConnectionManager;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use serde_json::Value;
+use serde_json::value::RawValue;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
 
@@ -28,6 +34,25 @@ use uuid::Uuid;
 const L2_TTL_SECS: u64 = 300;
 /// Longest wait for Redis before falling back to PostgreSQL.
 const REDIS_TIMEOUT: Duration = Duration::from_millis(200);
+/// Bytes an L1 entry costs besides its key's and its JSON's: the cache's
+/// slot, the key's and the text's allocation headers, the version.
+const L1_ENTRY_OVERHEAD: u64 = 96;
+/// An entity's JSON size the L1 sizes its table for (a customer's is 400
+/// to 800 bytes).
+const L1_TYPICAL_ENTRY: u64 = 700;
+
+/// L1 entries: an entity's projected version and its JSON text.
+type L1Entry = (i64, Arc<str>);
+
+/// Weighs an L1 entry by the bytes it keeps alive.
+#[derive(Debug, Clone, Copy)]
+struct L1Bytes;
+
+impl quick_cache::Weighter<String, L1Entry> for L1Bytes {
+    fn weight(&self, key: &String, (_, json): &L1Entry) -> u64 {
+        (key.len() + json.len()) as u64 + L1_ENTRY_OVERHEAD
+    }
+}
 
 /// Version key of an entity, as the projector writes it.
 pub fn version_key(prefix: &str, aggregate_type: &str, id: &str) -> String {
@@ -43,7 +68,7 @@ pub struct ReadCache {
     url: String,
     prefix: String,
     redis: Arc<OnceCell<ConnectionManager>>,
-    l1: Arc<quick_cache::sync::Cache<String, (i64, Value)>>,
+    l1: Arc<quick_cache::sync::Cache<String, L1Entry, L1Bytes>>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -55,13 +80,32 @@ impl std::fmt::Debug for ReadCache {
 }
 
 impl ReadCache {
-    pub fn new(url: &str, prefix: &str, l1_entries: usize) -> Self {
+    /// A cache whose L1 holds at most `l1_bytes` of entries (keys, JSON and
+    /// [`L1_ENTRY_OVERHEAD`] each); 0 keeps nothing in process.
+    pub fn new(url: &str, prefix: &str, l1_bytes: u64) -> Self {
+        let typical = L1_TYPICAL_ENTRY + L1_ENTRY_OVERHEAD;
+        let estimated_entries = usize::try_from(l1_bytes / typical).unwrap_or(usize::MAX);
         Self {
             url: url.to_owned(),
             prefix: prefix.to_owned(),
             redis: Arc::new(OnceCell::new()),
-            l1: Arc::new(quick_cache::sync::Cache::new(l1_entries.max(1))),
+            l1: Arc::new(quick_cache::sync::Cache::with_weighter(
+                estimated_entries.max(1),
+                l1_bytes,
+                L1Bytes,
+            )),
         }
+    }
+
+    /// Bytes the L1 entries hold now, as they are weighed against
+    /// `query_api.cache_bytes`.
+    pub fn l1_bytes(&self) -> u64 {
+        self.l1.weight()
+    }
+
+    /// Entries in L1 now.
+    pub fn l1_entries(&self) -> usize {
+        self.l1.len()
     }
 
     /// The Redis key prefix.
@@ -124,8 +168,8 @@ impl ReadCache {
             match current {
                 Ok((Some(version), l2)) => {
                     let stale_l1 = match l1 {
-                        Some((cached, value)) if cached == version => {
-                            if let Ok(value) = serde_json::from_value(value) {
+                        Some((cached, json)) if cached == version => {
+                            if let Ok(value) = serde_json::from_str(&json) {
                                 return Ok(Some(value));
                             }
                             false
@@ -144,11 +188,11 @@ impl ReadCache {
                         l2 => l2,
                     };
                     if let Some(raw) = l2
-                        && let Ok((cached, value)) = serde_json::from_str::<(i64, Value)>(&raw)
+                        && let Ok((cached, json)) = serde_json::from_str::<(i64, &RawValue)>(&raw)
                         && cached == version
-                        && let Ok(typed) = serde_json::from_value::<T>(value.clone())
+                        && let Ok(typed) = serde_json::from_str::<T>(json.get())
                     {
-                        self.l1.insert(entry_key, (version, value));
+                        self.l1.insert(entry_key, (version, Arc::from(json.get())));
                         return Ok(Some(typed));
                     }
                 }
@@ -160,7 +204,7 @@ impl ReadCache {
         let Some((value, version)) = loaded else {
             return Ok(None);
         };
-        if let (Some(mut conn), Ok(json)) = (redis, serde_json::to_value(&value)) {
+        if let (Some(mut conn), Ok(json)) = (redis, serde_json::value::to_raw_value(&value)) {
             let stored: redis::RedisResult<()> = async {
                 // Never overwrite a version the projector wrote.
                 let _: bool = conn.set_nx(&version_key, version).await?;
@@ -175,7 +219,7 @@ impl ReadCache {
             }
             .await;
             match stored {
-                Ok(()) => self.l1.insert(entry_key, (version, json)),
+                Ok(()) => self.l1.insert(entry_key, (version, Arc::from(json.get()))),
                 Err(error) => tracing::debug!(%error, "cache: Redis write failed"),
             }
         }

@@ -23,6 +23,8 @@ use async_graphql::dataloader::{DataLoader, Loader};
 use sqlx::PgPool;
 use uuid::Uuid;
 
+use crate::slots::{Slot, aside};
+
 /// Why a consistency token could not be honoured.
 #[derive(Debug, thiserror::Error)]
 pub enum ConsistencyError {
@@ -90,10 +92,21 @@ pub async fn honour(
     };
     let principal = crate::schema::principal(ctx)?;
     let bound = ctx.data_opt::<Bound>().map_or(DEFAULT_BOUND, |b| b.0);
-    wait(crate::schema::pool(ctx)?, principal.claims.org, raw, bound)
-        .await
-        .map(Some)
-        .map_err(into_graphql)
+    wait(
+        crate::schema::pool(ctx)?,
+        principal.claims.org,
+        raw,
+        bound,
+        slot(ctx),
+    )
+    .await
+    .map(Some)
+    .map_err(into_graphql)
+}
+
+/// The request's execution slot, if it has one (requests over HTTP).
+pub fn slot<'a>(ctx: &async_graphql::Context<'a>) -> Option<&'a Slot> {
+    ctx.data_opt::<Arc<Slot>>().map(Arc::as_ref)
 }
 
 /// The GraphQL error of a token that cannot be honoured.
@@ -113,12 +126,13 @@ fn graphql_error(error: &ConsistencyError) -> async_graphql::Error {
 
 /// Waits until the event at `raw` (a token) is in every read model that
 /// follows it. Tokens of another organization's events are refused like
-/// unknown ones.
+/// unknown ones. A request's `slot` is given back while it waits.
 pub async fn wait(
     pool: &PgPool,
     organization: Uuid,
     raw: &str,
     bound: Duration,
+    slot: Option<&Slot>,
 ) -> Result<Reached, ConsistencyError> {
     let position: i64 = raw
         .trim()
@@ -137,7 +151,7 @@ pub async fn wait(
     let (aggregate_type, aggregate_id, sequence) = event.ok_or(ConsistencyError::Invalid)?;
     let deadline = Instant::now() + bound;
     let (ids, sequences) = ([aggregate_id.clone()], [sequence]);
-    poll(position, deadline, || {
+    poll(position, deadline, slot, || {
         applied(pool, &aggregate_type, &ids, &sequences)
     })
     .await?;
@@ -150,25 +164,38 @@ pub async fn wait(
 }
 
 /// Checks `check` every 10 ms until it holds; once `deadline` has passed
-/// (after one last check), the token at `position` is `Stale`.
-async fn poll<F, Fut>(position: i64, deadline: Instant, check: F) -> Result<(), ConsistencyError>
+/// (after one last check), the token at `position` is `Stale`. When the
+/// first check fails, the request's `slot` is given back until the wait
+/// ends.
+async fn poll<F, Fut>(
+    position: i64,
+    deadline: Instant,
+    slot: Option<&Slot>,
+    check: F,
+) -> Result<(), ConsistencyError>
 where
     F: Fn() -> Fut,
     Fut: Future<Output = Result<bool, ConsistencyError>>,
 {
     let started = Instant::now();
-    loop {
-        if check().await? {
-            return Ok(());
-        }
-        if Instant::now() >= deadline {
-            return Err(ConsistencyError::Stale {
-                position,
-                waited_ms: started.elapsed().as_millis(),
-            });
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
+    if check().await? {
+        return Ok(());
     }
+    aside(slot, async {
+        loop {
+            if Instant::now() >= deadline {
+                return Err(ConsistencyError::Stale {
+                    position,
+                    waited_ms: started.elapsed().as_millis(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            if check().await? {
+                return Ok(());
+            }
+        }
+    })
+    .await
 }
 
 /// Whether every projection of `aggregate_type` that keeps versions holds
@@ -203,15 +230,19 @@ async fn applied(
 /// embedded engine's commit, Elasticsearch's `refresh=wait_for`). A
 /// customer's change also re-indexes its quotes, which carry its name, so
 /// those are waited for too. Events of types the index does not hold need
-/// no wait.
-pub async fn wait_indexed(pool: &PgPool, reached: &Reached) -> Result<(), ConsistencyError> {
+/// no wait. A request's `slot` is given back while it waits.
+pub async fn wait_indexed(
+    pool: &PgPool,
+    reached: &Reached,
+    slot: Option<&Slot>,
+) -> Result<(), ConsistencyError> {
     if !projections_of(&reached.aggregate_type, false).contains(&"search") {
         return Ok(());
     }
     let customer = (reached.aggregate_type == "customer")
         .then(|| Uuid::parse_str(&reached.aggregate_id).ok())
         .flatten();
-    poll(reached.position, reached.deadline, || async move {
+    poll(reached.position, reached.deadline, slot, || async move {
         let (pending,): (bool,) = sqlx::query_as(
             "SELECT EXISTS (
                SELECT 1 FROM search_pending
@@ -267,15 +298,17 @@ pub async fn related(
         .map_err(|e| graphql_error(&e))
 }
 
-/// Batches the [`related`] waits of one request.
+/// Batches the [`related`] waits of one request, giving its `slot` back
+/// while they wait.
 #[derive(Debug, Clone)]
 pub struct RelatedLoader {
     pool: PgPool,
+    slot: Option<Arc<Slot>>,
 }
 
 impl RelatedLoader {
-    pub fn new(pool: PgPool) -> Self {
-        Self { pool }
+    pub fn new(pool: PgPool, slot: Option<Arc<Slot>>) -> Self {
+        Self { pool, slot }
     }
 }
 
@@ -292,7 +325,9 @@ impl Loader<Related> for RelatedLoader {
                 .push(key.clone());
         }
         for round in rounds.values() {
-            wait_related(&self.pool, round).await.map_err(Arc::new)?;
+            wait_related(&self.pool, round, self.slot.as_deref())
+                .await
+                .map_err(Arc::new)?;
         }
         Ok(keys.iter().map(|k| (k.clone(), ())).collect())
     }
@@ -302,7 +337,11 @@ impl Loader<Related> for RelatedLoader {
 /// sequence of each at or below the token's position (an aggregate with
 /// none there is absent as of the token, and needs no wait), then the same
 /// `projection_versions` check as [`wait`].
-async fn wait_related(pool: &PgPool, keys: &[Related]) -> Result<(), ConsistencyError> {
+async fn wait_related(
+    pool: &PgPool,
+    keys: &[Related],
+    slot: Option<&Slot>,
+) -> Result<(), ConsistencyError> {
     let Some(first) = keys.first() else {
         return Ok(());
     };
@@ -322,7 +361,7 @@ async fn wait_related(pool: &PgPool, keys: &[Related]) -> Result<(), Consistency
     if ids.is_empty() {
         return Ok(());
     }
-    poll(first.position, first.deadline, || {
+    poll(first.position, first.deadline, slot, || {
         applied(pool, first.aggregate_type, &ids, &sequences)
     })
     .await

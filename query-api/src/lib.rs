@@ -19,6 +19,7 @@
 //!   kept coherent by version keys the projector writes.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
+//! - [`slots`]: how many operations over HTTP execute at once.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
@@ -35,6 +36,7 @@ pub mod live;
 pub mod quotes;
 pub mod schema;
 pub mod search;
+pub mod slots;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -63,6 +65,7 @@ struct HttpState {
     pool: PgPool,
     consistency_wait: std::time::Duration,
     cache: cache::ReadCache,
+    slots: slots::Slots,
 }
 
 /// A bound, ready-to-serve query API.
@@ -117,8 +120,9 @@ impl Application {
             cache: cache::ReadCache::new(
                 settings.redis.url.expose_secret(),
                 &settings.redis.key_prefix,
-                10_000,
+                settings.query_api.cache_bytes,
             ),
+            slots: slots::Slots::new(settings.query_api.max_concurrent_queries),
             verifier,
             revocations,
         };
@@ -227,7 +231,7 @@ async fn subscriptions(
                     // those over HTTP (one set of loaders per connection:
                     // they batch, they do not cache).
                     let mut data = async_graphql::Data::default();
-                    insert_loaders(&mut data, &pool, principal.claims.org);
+                    insert_loaders(&mut data, &pool, principal.claims.org, None);
                     data.insert(principal);
                     data.insert(bound);
                     Ok(data)
@@ -266,6 +270,7 @@ async fn graphql(
                 principal.claims.org,
                 token.to_str().unwrap_or_default(),
                 state.consistency_wait,
+                None,
             )
             .await;
             waited
@@ -276,11 +281,19 @@ async fn graphql(
     };
     match verified {
         Ok((principal, reached)) => {
+            // Parsing and executing wait for a slot (ADR 0043).
+            let slot = state.slots.take().await;
             let mut request = request;
-            insert_loaders(&mut request.data, &state.pool, principal.claims.org);
+            insert_loaders(
+                &mut request.data,
+                &state.pool,
+                principal.claims.org,
+                Some(slot.clone()),
+            );
             let request = request
                 .data(consistency::Bound(state.consistency_wait))
-                .data(principal);
+                .data(principal)
+                .data(slot);
             state
                 .schema
                 .execute(if let Some(reached) = reached {
@@ -302,14 +315,20 @@ async fn graphql(
 }
 
 /// The batching loaders of one request (or one socket): `Quote.customer`
-/// across a page, and the waits of fields read under a consistency token.
-fn insert_loaders(data: &mut async_graphql::Data, pool: &sqlx::PgPool, organization: uuid::Uuid) {
+/// across a page, and the waits of fields read under a consistency token
+/// (which give the request's `slot` back while they wait).
+fn insert_loaders(
+    data: &mut async_graphql::Data,
+    pool: &sqlx::PgPool,
+    organization: uuid::Uuid,
+    slot: Option<Arc<slots::Slot>>,
+) {
     data.insert(async_graphql::dataloader::DataLoader::new(
         customers::CustomerLoader::new(pool.clone(), organization),
         tokio::spawn,
     ));
     data.insert(async_graphql::dataloader::DataLoader::new(
-        consistency::RelatedLoader::new(pool.clone()),
+        consistency::RelatedLoader::new(pool.clone(), slot),
         tokio::spawn,
     ));
 }

@@ -186,9 +186,13 @@ impl SearchQuery {
         // Read-your-writes: once the PostgreSQL read models have the
         // token's event, wait for the index to have it too.
         if let Some(reached) = crate::consistency::honour(ctx, consistency_token.as_ref()).await? {
-            wait_indexed(crate::schema::pool(ctx)?, &reached)
-                .await
-                .map_err(into_graphql)?;
+            wait_indexed(
+                crate::schema::pool(ctx)?,
+                &reached,
+                crate::consistency::slot(ctx),
+            )
+            .await
+            .map_err(into_graphql)?;
         }
         let organization = principal.claims.org;
         let result = query(

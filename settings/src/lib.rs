@@ -228,6 +228,14 @@ pub struct HttpSettings {
     /// Query API: whether GraphQL introspection is answered.
     #[serde(default = "default_true")]
     pub introspection: bool,
+    /// Query API: bytes of entities its in-process cache keeps (keys, JSON
+    /// and a fixed overhead per entry); 0 keeps none in process.
+    #[serde(default = "default_cache_bytes")]
+    pub cache_bytes: u64,
+    /// Query API: GraphQL operations over HTTP executed at once (at least
+    /// one); more wait for a slot in arrival order.
+    #[serde(default = "default_max_concurrent_queries")]
+    pub max_concurrent_queries: usize,
 }
 
 fn default_true() -> bool {
@@ -236,6 +244,14 @@ fn default_true() -> bool {
 
 fn default_consistency_wait_ms() -> u64 {
     5000
+}
+
+fn default_cache_bytes() -> u64 {
+    8 * 1024 * 1024
+}
+
+fn default_max_concurrent_queries() -> usize {
+    64
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -352,6 +368,8 @@ listen = "127.0.0.1:8081"
 body_limit_bytes = 1048576
 consistency_wait_ms = 5000
 introspection = true
+cache_bytes = 8388608
+max_concurrent_queries = 64
 
 [relay]
 name = "main"

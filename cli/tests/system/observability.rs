@@ -115,6 +115,9 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     let text = metrics(&queries).await;
     let series = r#"http_requests_total{method="POST",route="/graphql",status="200"}"#;
     assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{text}");
+    // No operation is waiting for an execution slot once the queries are
+    // answered (ADR 0043).
+    assert_eq!(sample(&text, "graphql_waiting"), Some(0.0), "{text}");
 
     // The relay and projector processes: lag reaches zero once the event
     // is through; readiness checks PostgreSQL.

@@ -464,6 +464,10 @@ async fn over_http_tokens_are_required_and_graphiql_is_served() {
     );
 }
 
+mod cache;
+
+mod slots;
+
 mod identity {
     //! Users, roles and the organization through GraphQL, with real tokens
     //! issued by the command API and read models built by the projections.

@@ -1,0 +1,133 @@
+//! Execution slots over HTTP (`query_api.max_concurrent_queries`): an
+//! operation beyond them waits for one, and waits for a consistency token
+//! hold none.
+
+use std::time::Duration;
+
+use pivotal_domain::customer::{Customer, CustomerCommand};
+use pivotal_domain::envelope::Actor;
+use pivotal_domain::values::Name;
+use pivotal_event_store::commands::AggregateStore;
+use pivotal_test_support::{eventually, http};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use super::{code, context, fixture};
+
+async fn post(url: String, token: String, query: String, header: Option<String>) -> Value {
+    let mut request = http()
+        .post(format!("{url}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({"query": query}));
+    if let Some(position) = header {
+        request = request.header("x-consistency-token", position);
+    }
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_beyond_the_slots_waits_for_one() {
+    let mut f = fixture().await;
+    f.env.settings.query_api.max_concurrent_queries = 1;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let token = f.env.token(f.org, &["member"]);
+    // The customers' read model is locked, so a list holds the only slot
+    // while it waits for the lock.
+    let mut lock = f.env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm_customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let list = tokio::spawn(post(
+        url.clone(),
+        token.clone(),
+        "{ customers(first: 2) { edges { node { legalName } } } }".into(),
+        None,
+    ));
+    let pool = f.env.pool.clone();
+    let blocked = eventually(Duration::from_secs(10), || async {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'rm_customers'::regclass AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    assert!(blocked.is_some(), "the list reached the locked table");
+    let second = tokio::spawn(post(url, token, "{ __typename }".into(), None));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !second.is_finished(),
+        "the second operation waits for the slot"
+    );
+    assert!(!list.is_finished());
+    lock.commit().await.unwrap();
+    let list = list.await.unwrap();
+    assert_eq!(
+        list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
+        "{list}"
+    );
+    assert_eq!(
+        second.await.unwrap(),
+        json!({"data": {"__typename": "Query"}})
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waits_for_a_consistency_token_hold_no_slot() {
+    let mut f = fixture().await;
+    f.env.settings.query_api.max_concurrent_queries = 1;
+    f.env.settings.query_api.consistency_wait_ms = 3000;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let token = f.env.token(f.org, &["member"]);
+    // A rename the read models never apply here (no projector runs).
+    let (id,): (Uuid,) = sqlx::query_as(
+        "SELECT id FROM rm_customers WHERE organization_id = $1 ORDER BY legal_name LIMIT 1",
+    )
+    .bind(f.org)
+    .fetch_one(&f.env.pool)
+    .await
+    .unwrap();
+    let actor = Actor {
+        organization_id: f.org,
+        user_id: Uuid::now_v7(),
+    };
+    let renamed = AggregateStore::<Customer>::new(f.env.pool.clone())
+        .execute(
+            &id.to_string(),
+            None,
+            CustomerCommand::Rename {
+                actor,
+                legal_name: Name::parse("", "Renamed Limited").unwrap(),
+                display_name: Name::parse("", "Renamed").unwrap(),
+            },
+            &context(actor),
+        )
+        .await
+        .unwrap();
+    let position = renamed.position().unwrap();
+    let field =
+        format!(r#"{{ customer(id: "{id}", consistencyToken: "{position}") {{ legalName }} }}"#);
+    let by_argument = tokio::spawn(post(url.clone(), token.clone(), field, None));
+    let by_header = tokio::spawn(post(
+        url.clone(),
+        token.clone(),
+        "{ customers(first: 1) { edges { node { legalName } } } }".into(),
+        Some(position.to_string()),
+    ));
+    // Both are waiting for the token now (its first check takes
+    // milliseconds); a third operation still finds the slot free.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let plain = post(url, token, "{ __typename }".into(), None).await;
+    assert_eq!(plain, json!({"data": {"__typename": "Query"}}));
+    assert!(!by_argument.is_finished(), "the field is still waiting");
+    assert!(!by_header.is_finished(), "the request is still waiting");
+    let by_argument = by_argument.await.unwrap();
+    assert_eq!(code(&by_argument), "STALE_READ", "{by_argument}");
+    let by_header = by_header.await.unwrap();
+    assert_eq!(code(&by_header), "STALE_READ", "{by_header}");
+}
