@@ -15,9 +15,9 @@
 //! operation, bounded by the connections themselves.
 
 use std::future::Future;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
-use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 /// The slots of one query API process.
 #[derive(Debug, Clone)]
@@ -95,21 +95,44 @@ pub struct Slot {
     held: Mutex<Held>,
 }
 
+/// One field's wait in [`Slot::aside`]: counted in `Held::waits` until it
+/// ends, or until it is dropped unfinished (its request went away).
+struct Aside<'a>(&'a Slot);
+
+impl Drop for Aside<'_> {
+    fn drop(&mut self) {
+        self.0.held().waits -= 1;
+    }
+}
+
 impl Slot {
+    fn held(&self) -> MutexGuard<'_, Held> {
+        self.held.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
     /// Runs `wait` with the slot given back, and takes one again once the
     /// last of the request's fields waiting this way is done.
     pub async fn aside<F: Future>(&self, wait: F) -> F::Output {
-        {
-            let mut held = self.held.lock().await;
+        let aside = {
+            let mut held = self.held();
             held.waits += 1;
             held.permit = None;
-        }
+            Aside(self)
+        };
         let output = wait.await;
-        let mut held = self.held.lock().await;
-        held.waits -= 1;
-        if held.waits == 0 && held.permit.is_none() {
-            let _waiting = Waiting::start();
-            held.permit = Some(acquire(&self.semaphore).await);
+        drop(aside);
+        let wanted = |held: &Held| held.waits == 0 && held.permit.is_none();
+        if wanted(&self.held()) {
+            let permit = {
+                let _waiting = Waiting::start();
+                acquire(&self.semaphore).await
+            };
+            // Unless another field began waiting meanwhile, or one that
+            // ended with this one took a slot first.
+            let mut held = self.held();
+            if wanted(&held) {
+                held.permit = Some(permit);
+            }
         }
         output
     }
@@ -161,5 +184,25 @@ mod tests {
         assert_eq!(slots.free(), 0);
         drop((first, second));
         assert_eq!(slots.free(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_wait_dropped_unfinished_leaves_the_slot_to_be_taken_again() {
+        let slots = Slots::new(1);
+        let slot = slots.take().await;
+        // A field's wait that never ends is dropped with its request...
+        let dropped = tokio::time::timeout(
+            std::time::Duration::from_millis(10),
+            slot.aside(std::future::pending::<()>()),
+        )
+        .await;
+        assert!(dropped.is_err());
+        assert_eq!(slots.free(), 1, "the slot was given back for the wait");
+        // ...and a later wait of the same request takes a slot again at its
+        // end, as if the dropped one had never been.
+        slot.aside(async {}).await;
+        assert_eq!(slots.free(), 0);
+        drop(slot);
+        assert_eq!(slots.free(), 1);
     }
 }
