@@ -87,10 +87,17 @@ pub enum StartError {
     Bind(SocketAddr, std::io::Error),
     #[error("cannot open the search engine: {0}")]
     Search(String),
+    #[error("invalid setting: {0}")]
+    Setting(&'static str),
 }
 
 impl Application {
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
+        if settings.query_api.max_concurrent_queries == 0 {
+            return Err(StartError::Setting(
+                "query_api.max_concurrent_queries must be at least 1",
+            ));
+        }
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
         let revocations = Revocations::connect(
             settings.redis.url.expose_secret(),

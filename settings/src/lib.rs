@@ -233,7 +233,8 @@ pub struct HttpSettings {
     #[serde(default = "default_cache_bytes")]
     pub cache_bytes: u64,
     /// Query API: GraphQL operations over HTTP executed at once (at least
-    /// one); more wait for a slot in arrival order.
+    /// one; the query API refuses to start with 0); more wait for a slot in
+    /// arrival order.
     #[serde(default = "default_max_concurrent_queries")]
     pub max_concurrent_queries: usize,
 }

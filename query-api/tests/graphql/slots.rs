@@ -131,3 +131,15 @@ async fn waits_for_a_consistency_token_hold_no_slot() {
     let by_header = by_header.await.unwrap();
     assert_eq!(code(&by_header), "STALE_READ", "{by_header}");
 }
+
+#[tokio::test]
+async fn no_slots_is_refused_at_start_up() {
+    let mut env = pivotal_test_support::TestEnv::new().await;
+    env.settings.query_api.max_concurrent_queries = 0;
+    let refused = pivotal_query_api::Application::build(&env.settings, env.pool.clone()).await;
+    let error = refused.err().map(|e| e.to_string());
+    assert_eq!(
+        error.as_deref(),
+        Some("invalid setting: query_api.max_concurrent_queries must be at least 1")
+    );
+}
