@@ -11,8 +11,9 @@
 //! it reads: a projector falling behind then delays the reads that asked
 //! for its writes, not every read queued behind them.
 //!
-//! Subscriptions over WebSocket take no slot: each is one long-lived
-//! operation, bounded by the connections themselves.
+//! Operations over the WebSocket (subscriptions, and queries sent on a
+//! socket) take no slot: nothing here bounds them but the sockets open
+//! and the operations each one starts.
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
