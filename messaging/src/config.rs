@@ -18,7 +18,12 @@ pub fn base(settings: &KafkaSettings, client_suffix: &str) -> ClientConfig {
             "client.id",
             format!("{}-{client_suffix}", settings.client_id),
         )
-        .set("socket.keepalive.enable", "true");
+        .set("socket.keepalive.enable", "true")
+        // librdkafka backs off reconnects up to 10 s, so a client could
+        // sit idle that long after its broker came back; the Java
+        // client's 1 s keeps an outage's tail short (the relay and the
+        // projectors resume within a second of the broker).
+        .set("reconnect.backoff.max.ms", "1000");
     config
 }
 

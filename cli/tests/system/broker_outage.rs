@@ -12,7 +12,8 @@ use pivotal_test_support::TestEnv;
 use uuid::Uuid;
 
 use crate::harness::{
-    free_port, relay_caught_up, spawn_relay, start_broker, store_events, verify_topic,
+    broker_report, free_port, log_warnings_to_test_output, relay_caught_up_within, spawn_relay,
+    start_broker, store_events, verify_topic,
 };
 
 /// The context of the commands these tests append.
@@ -87,6 +88,7 @@ pub async fn append(store: &AggregateStore<Customer>, actor: Actor, count: usize
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
+    log_warnings_to_test_output();
     let port = free_port();
     let dir = std::env::temp_dir().join(format!("pf-broker-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&dir).unwrap();
@@ -99,7 +101,7 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     };
 
     // The broker is down: the relay retries and moves nothing.
-    let (_relay, _) = spawn_relay(&env);
+    let (_relay, status) = spawn_relay(&env);
     append(&store, actor, 20).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     let checkpoint = log::load_checkpoint(&env.pool, &env.settings.relay.name)
@@ -112,8 +114,14 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     );
 
     // The broker comes up: everything is published.
-    let broker = start_broker(&dir, port);
-    relay_caught_up(&env, Duration::from_secs(90)).await;
+    let mut broker = start_broker(&dir, port);
+    let caught_up = relay_caught_up_within(&env, Duration::from_secs(90)).await;
+    assert!(
+        caught_up,
+        "relay did not catch up within 90 s of the broker's start; relay: {:?}; {}",
+        *status.borrow(),
+        broker_report(&dir, &mut broker)
+    );
 
     // The broker is killed, more commands arrive, the broker restarts on
     // the same storage: the relay catches up again.
@@ -121,8 +129,14 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     drop(broker);
     append(&store, actor, 20).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let _broker = start_broker(&dir, port);
-    relay_caught_up(&env, Duration::from_secs(120)).await;
+    let mut broker = start_broker(&dir, port);
+    let caught_up = relay_caught_up_within(&env, Duration::from_secs(120)).await;
+    assert!(
+        caught_up,
+        "relay did not catch up within 120 s of the broker's restart; relay: {:?}; {}",
+        *status.borrow(),
+        broker_report(&dir, &mut broker)
+    );
 
     let stored = store_events(&env).await;
     assert_eq!(stored.len(), 80);

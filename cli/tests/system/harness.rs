@@ -130,16 +130,37 @@ pub async fn store_events(env: &TestEnv) -> Vec<LoggedEvent> {
     all.expect("the log horizon never passed every committed event")
 }
 
+/// Sends the warnings and errors of the processes a test runs in its own
+/// tokio runtime (relay, projector) to the test's captured output, which
+/// the test runner prints when the test fails. Once per test binary; later
+/// calls do nothing.
+pub fn log_warnings_to_test_output() {
+    let _ = tracing_subscriber::fmt()
+        .with_test_writer()
+        .with_ansi(false)
+        .with_env_filter(tracing_subscriber::EnvFilter::new("warn"))
+        .try_init();
+}
+
 /// Waits until the relay's checkpoint covers every event in the store.
 pub async fn relay_caught_up(env: &TestEnv, timeout: Duration) {
+    assert!(
+        relay_caught_up_within(env, timeout).await,
+        "relay did not catch up within {timeout:?}"
+    );
+}
+
+/// Whether the relay's checkpoint came to cover every event in the store
+/// within `timeout`.
+pub async fn relay_caught_up_within(env: &TestEnv, timeout: Duration) -> bool {
     let name = env.settings.relay.name.clone();
-    let done = eventually(timeout, || async {
+    eventually(timeout, || async {
         let checkpoint = log::load_checkpoint(&env.pool, &name).await.unwrap();
         let (behind, _) = log::lag(&env.pool, checkpoint).await.unwrap();
         (behind == 0).then_some(())
     })
-    .await;
-    assert!(done.is_some(), "relay did not catch up within {timeout:?}");
+    .await
+    .is_some()
 }
 
 /// Waits until the customers projection has applied every customer event.
