@@ -8,6 +8,7 @@ pub const FORBIDDEN: &str = "FORBIDDEN";
 pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const STALE_READ: &str = "STALE_READ";
+pub const OVERLOADED: &str = "OVERLOADED";
 
 pub fn coded(code: &'static str, message: impl Into<String>) -> Error {
     Error::new(message.into()).extend_with(|_, e| e.set("code", code))

@@ -42,6 +42,7 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use async_graphql::ErrorExtensions;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -129,7 +130,10 @@ impl Application {
                 &settings.redis.key_prefix,
                 settings.query_api.cache_bytes,
             ),
-            slots: slots::Slots::new(settings.query_api.max_concurrent_queries),
+            slots: slots::Slots::new(
+                settings.query_api.max_concurrent_queries,
+                settings.query_api.max_waiting_queries,
+            ),
             verifier,
             revocations,
         };
@@ -251,7 +255,7 @@ async fn graphql(
     State(state): State<HttpState>,
     headers: HeaderMap,
     request: GraphQLRequest,
-) -> GraphQLResponse {
+) -> axum::response::Response {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
@@ -288,8 +292,12 @@ async fn graphql(
     };
     match verified {
         Ok((principal, reached)) => {
-            // Parsing and executing wait for a slot (ADR 0043).
-            let slot = state.slots.take().await;
+            // Parsing and executing wait for a slot (ADR 0043), unless
+            // the queue for them is full.
+            let slot = match state.slots.take().await {
+                Ok(slot) => slot,
+                Err(overloaded) => return overloaded_response(&overloaded),
+            };
             let mut request = request;
             insert_loaders(
                 &mut request.data,
@@ -301,7 +309,7 @@ async fn graphql(
                 .data(consistency::Bound(state.consistency_wait))
                 .data(principal)
                 .data(slot);
-            state
+            let response = state
                 .schema
                 .execute(if let Some(reached) = reached {
                     // A read with a consistency token goes to the read
@@ -311,14 +319,30 @@ async fn graphql(
                 } else {
                     request.data(state.cache.clone())
                 })
-                .await
-                .into()
+                .await;
+            GraphQLResponse::from(response).into_response()
         }
-        Err(error) => async_graphql::Response::from_errors(vec![
+        Err(error) => GraphQLResponse::from(async_graphql::Response::from_errors(vec![
             error.into_server_error(async_graphql::Pos::default()),
-        ])
-        .into(),
+        ]))
+        .into_response(),
     }
+}
+
+/// 503 with `Retry-After: 1` and a GraphQL error coded `OVERLOADED`: every
+/// slot is taken and the queue for them is full (ADR 0043).
+fn overloaded_response(overloaded: &slots::Overloaded) -> axum::response::Response {
+    let error = errors::coded(errors::OVERLOADED, overloaded.to_string())
+        .extend_with(|_, e| e.set("retryAfterSeconds", 1));
+    let body = GraphQLResponse::from(async_graphql::Response::from_errors(vec![
+        error.into_server_error(async_graphql::Pos::default()),
+    ]));
+    (
+        axum::http::StatusCode::SERVICE_UNAVAILABLE,
+        [(header::RETRY_AFTER, "1")],
+        body,
+    )
+        .into_response()
 }
 
 /// The batching loaders of one request (or one socket): `Quote.customer`

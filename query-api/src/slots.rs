@@ -11,11 +11,19 @@
 //! it reads: a projector falling behind then delays the reads that asked
 //! for its writes, not every read queued behind them.
 //!
+//! At most `query_api.max_waiting_queries` requests wait for a slot at
+//! once: one more finds the queue full ([`Overloaded`]) and is answered
+//! 503 with `Retry-After` at once, so that a burst beyond what the process
+//! can serve costs neither memory nor a wait the client would give up on.
+//! A field taking a slot back after its token wait is never refused: its
+//! request was let in.
+//!
 //! Operations over the WebSocket (subscriptions, and queries sent on a
 //! socket) take no slot: nothing here bounds them but the sockets open
 //! and the operations each one starts.
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
@@ -24,6 +32,23 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 #[derive(Debug, Clone)]
 pub struct Slots {
     semaphore: Arc<Semaphore>,
+    /// The number of slots.
+    size: usize,
+    /// Requests waiting in [`Slots::take`] now.
+    waiting: Arc<AtomicUsize>,
+    /// The most that may wait there at once.
+    max_waiting: usize,
+}
+
+/// A request refused a slot: every slot is taken and the queue for them
+/// is full.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the query API is at capacity ({slots} operations executing, {waiting} waiting); retry shortly"
+)]
+pub struct Overloaded {
+    pub slots: usize,
+    pub waiting: usize,
 }
 
 /// Counts the requests waiting for a slot in the `graphql_waiting`
@@ -43,33 +68,66 @@ impl Drop for Waiting {
     }
 }
 
+/// One place in the queue of [`Slots::take`], counted until it is dropped.
+struct Queued<'a>(&'a AtomicUsize);
+
+impl Drop for Queued<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 impl Slots {
-    /// `slots` operations at once (at least one).
-    pub fn new(slots: usize) -> Self {
+    /// `slots` operations at once (at least one), and at most
+    /// `max_waiting` more waiting for a slot.
+    pub fn new(slots: usize, max_waiting: usize) -> Self {
         Self {
             semaphore: Arc::new(Semaphore::new(slots.max(1))),
+            size: slots.max(1),
+            waiting: Arc::new(AtomicUsize::new(0)),
+            max_waiting,
         }
     }
 
-    /// Waits for a free slot, held by the returned [`Slot`] until it is
-    /// dropped.
-    pub async fn take(&self) -> Arc<Slot> {
-        let permit = {
-            let _waiting = Waiting::start();
-            acquire(&self.semaphore).await
+    /// A free slot at once, or after waiting in arrival order; refused
+    /// when every slot is taken and `max_waiting` requests wait already.
+    /// The slot is held by the returned [`Slot`] until it is dropped.
+    pub async fn take(&self) -> Result<Arc<Slot>, Overloaded> {
+        let permit = match self.semaphore.clone().try_acquire_owned() {
+            Ok(permit) => permit,
+            Err(_) => {
+                let before = self.waiting.fetch_add(1, Ordering::AcqRel);
+                let queued = Queued(&self.waiting);
+                if before >= self.max_waiting {
+                    metrics::counter!("graphql_overloaded_total").increment(1);
+                    return Err(Overloaded {
+                        slots: self.size,
+                        waiting: before,
+                    });
+                }
+                let _waiting = Waiting::start();
+                let permit = acquire(&self.semaphore).await;
+                drop(queued);
+                permit
+            }
         };
-        Arc::new(Slot {
+        Ok(Arc::new(Slot {
             semaphore: self.semaphore.clone(),
             held: Mutex::new(Held {
                 waits: 0,
                 permit: Some(permit),
             }),
-        })
+        }))
     }
 
     /// Slots free now.
     pub fn free(&self) -> usize {
         self.semaphore.available_permits()
+    }
+
+    /// Requests waiting for a slot now.
+    pub fn waiting(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 }
 
@@ -154,14 +212,14 @@ mod tests {
 
     #[tokio::test]
     async fn a_slot_is_held_until_dropped_and_given_back_aside() {
-        let slots = Slots::new(2);
-        let first = slots.take().await;
-        let second = slots.take().await;
+        let slots = Slots::new(2, 8);
+        let first = slots.take().await.unwrap();
+        let second = slots.take().await.unwrap();
         assert_eq!(slots.free(), 0);
         // A third request waits until a slot is free.
         let third = tokio::spawn({
             let slots = slots.clone();
-            async move { slots.take().await }
+            async move { slots.take().await.unwrap() }
         });
         tokio::task::yield_now().await;
         assert!(!third.is_finished());
@@ -189,8 +247,8 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_dropped_unfinished_leaves_the_slot_to_be_taken_again() {
-        let slots = Slots::new(1);
-        let slot = slots.take().await;
+        let slots = Slots::new(1, 8);
+        let slot = slots.take().await.unwrap();
         // A field's wait that never ends is dropped with its request...
         let dropped = tokio::time::timeout(
             std::time::Duration::from_millis(10),
@@ -205,5 +263,70 @@ mod tests {
         assert_eq!(slots.free(), 0);
         drop(slot);
         assert_eq!(slots.free(), 1);
+    }
+
+    /// `future`'s output, which must come without waiting for a slot.
+    async fn at_once<F: Future>(future: F) -> F::Output {
+        tokio::time::timeout(std::time::Duration::from_secs(5), future)
+            .await
+            .expect("answered at once, not queued")
+    }
+
+    #[tokio::test]
+    async fn a_request_beyond_the_queue_is_refused_and_a_place_freed_is_taken_again() {
+        let slots = Slots::new(1, 2);
+        let held = slots.take().await.unwrap();
+        let queue = |slots: &Slots| {
+            let slots = slots.clone();
+            tokio::spawn(async move { slots.take().await.map(drop) })
+        };
+        let first = queue(&slots);
+        let second = queue(&slots);
+        while slots.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        // The queue is full: one more is refused at once, and nothing of it
+        // stays counted.
+        let refused = at_once(slots.take()).await.map(drop);
+        assert_eq!(
+            refused,
+            Err(Overloaded {
+                slots: 1,
+                waiting: 2
+            })
+        );
+        assert_eq!(slots.waiting(), 2);
+        // A waiting request that goes away frees its place.
+        first.abort();
+        assert!(first.await.unwrap_err().is_cancelled());
+        assert_eq!(slots.waiting(), 1);
+        let third = queue(&slots);
+        while slots.waiting() < 2 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert_eq!(second.await.unwrap(), Ok(()));
+        assert_eq!(third.await.unwrap(), Ok(()));
+        assert_eq!(slots.waiting(), 0);
+        assert_eq!(slots.free(), 1);
+    }
+
+    #[tokio::test]
+    async fn with_no_queue_only_a_free_slot_lets_a_request_in() {
+        let slots = Slots::new(2, 0);
+        let first = slots.take().await.unwrap();
+        let second = slots.take().await.unwrap();
+        assert_eq!(
+            at_once(slots.take()).await.map(drop),
+            Err(Overloaded {
+                slots: 2,
+                waiting: 0
+            })
+        );
+        drop(first);
+        let third = slots.take().await.unwrap();
+        drop((second, third));
+        assert_eq!(slots.free(), 2);
+        assert_eq!(slots.waiting(), 0);
     }
 }

@@ -237,6 +237,11 @@ pub struct HttpSettings {
     /// arrival order.
     #[serde(default = "default_max_concurrent_queries")]
     pub max_concurrent_queries: usize,
+    /// Query API: GraphQL operations over HTTP that may wait for a slot at
+    /// once; one more is answered 503 with `Retry-After` (code
+    /// `OVERLOADED`) at once instead of queueing. 0 queues none.
+    #[serde(default = "default_max_waiting_queries")]
+    pub max_waiting_queries: usize,
 }
 
 fn default_true() -> bool {
@@ -253,6 +258,10 @@ fn default_cache_bytes() -> u64 {
 
 fn default_max_concurrent_queries() -> usize {
     64
+}
+
+fn default_max_waiting_queries() -> usize {
+    1024
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -371,6 +380,7 @@ consistency_wait_ms = 5000
 introspection = true
 cache_bytes = 8388608
 max_concurrent_queries = 64
+max_waiting_queries = 1024
 
 [relay]
 name = "main"

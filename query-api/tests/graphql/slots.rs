@@ -1,6 +1,7 @@
 //! Execution slots over HTTP (`query_api.max_concurrent_queries`): an
-//! operation beyond them waits for one, and waits for a consistency token
-//! hold none.
+//! operation beyond them waits for one, one beyond the queue
+//! (`query_api.max_waiting_queries`) is turned away with 503, and waits
+//! for a consistency token hold none.
 
 use std::time::Duration;
 
@@ -75,6 +76,97 @@ async fn an_operation_beyond_the_slots_waits_for_one() {
         second.await.unwrap(),
         json!({"data": {"__typename": "Query"}})
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_beyond_the_queue_is_503_with_retry_after_and_costs_the_others_nothing() {
+    let mut f = fixture().await;
+    f.env.settings.query_api.max_concurrent_queries = 1;
+    f.env.settings.query_api.max_waiting_queries = 1;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let token = f.env.token(f.org, &["member"]);
+    let mut lock = f.env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm_customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    // The list holds the only slot, waiting for the lock...
+    let list = tokio::spawn(post(
+        url.clone(),
+        token.clone(),
+        "{ customers(first: 2) { edges { node { legalName } } } }".into(),
+        None,
+    ));
+    let pool = f.env.pool.clone();
+    let blocked = eventually(Duration::from_secs(10), || async {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'rm_customers'::regclass AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    assert!(blocked.is_some(), "the list reached the locked table");
+    // ...the second waits in the queue's one place...
+    let second = tokio::spawn(post(
+        url.clone(),
+        token.clone(),
+        "{ __typename }".into(),
+        None,
+    ));
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!second.is_finished(), "the second operation is queued");
+    // ...and the third is turned away at once.
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        http()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ customers(first: 1) { totalCount } }"}))
+            .send(),
+    )
+    .await
+    .expect("the third operation is answered at once, not queued")
+    .unwrap();
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(code(&body), "OVERLOADED", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("1 operations executing, 1 waiting")),
+        "{body}"
+    );
+    assert!(body.get("data").is_none_or(Value::is_null), "{body}");
+    // The refusal cost the others nothing: both answer once the lock goes,
+    // and the next operation is let in.
+    lock.commit().await.unwrap();
+    let list = list.await.unwrap();
+    assert_eq!(
+        list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
+        "{list}"
+    );
+    assert_eq!(
+        second.await.unwrap(),
+        json!({"data": {"__typename": "Query"}})
+    );
+    let after = post(url, token, "{ __typename }".into(), None).await;
+    assert_eq!(after, json!({"data": {"__typename": "Query"}}));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
