@@ -81,6 +81,10 @@ impl Slots {
     /// `slots` operations at once (at least one), and at most
     /// `max_waiting` more waiting for a slot.
     pub fn new(slots: usize, max_waiting: usize) -> Self {
+        // Both series exist from the start, at 0 until something waits or
+        // is refused, so that alerts on them see a value.
+        metrics::gauge!("graphql_waiting").increment(0.0);
+        metrics::counter!("graphql_overloaded_total").increment(0);
         Self {
             semaphore: Arc::new(Semaphore::new(slots.max(1))),
             size: slots.max(1),

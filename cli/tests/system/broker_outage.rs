@@ -12,8 +12,8 @@ use pivotal_test_support::TestEnv;
 use uuid::Uuid;
 
 use crate::harness::{
-    broker_report, free_port, log_warnings_to_test_output, relay_caught_up_within, spawn_relay,
-    start_broker, store_events, verify_topic,
+    broker_report, free_port, horizon_report, log_warnings_to_test_output, relay_caught_up_within,
+    spawn_relay, start_broker, store_events, verify_topic,
 };
 
 /// The context of the commands these tests append.
@@ -118,8 +118,9 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     let caught_up = relay_caught_up_within(&env, Duration::from_secs(90)).await;
     assert!(
         caught_up,
-        "relay did not catch up within 90 s of the broker's start; relay: {:?}; {}",
+        "relay did not catch up within 90 s of the broker's start; relay: {:?}; {}; {}",
         *status.borrow(),
+        horizon_report(&env).await,
         broker_report(&dir, &mut broker)
     );
 
@@ -133,8 +134,9 @@ async fn the_relay_waits_out_a_broker_outage_and_loses_nothing() {
     let caught_up = relay_caught_up_within(&env, Duration::from_secs(120)).await;
     assert!(
         caught_up,
-        "relay did not catch up within 120 s of the broker's restart; relay: {:?}; {}",
+        "relay did not catch up within 120 s of the broker's restart; relay: {:?}; {}; {}",
         *status.borrow(),
+        horizon_report(&env).await,
         broker_report(&dir, &mut broker)
     );
 

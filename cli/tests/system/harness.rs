@@ -144,10 +144,42 @@ pub fn log_warnings_to_test_output() {
 
 /// Waits until the relay's checkpoint covers every event in the store.
 pub async fn relay_caught_up(env: &TestEnv, timeout: Duration) {
-    assert!(
-        relay_caught_up_within(env, timeout).await,
-        "relay did not catch up within {timeout:?}"
-    );
+    if !relay_caught_up_within(env, timeout).await {
+        panic!(
+            "relay did not catch up within {timeout:?}; {}",
+            horizon_report(env).await
+        );
+    }
+}
+
+/// How many of the store's events the relay may not read yet (at or above
+/// the horizon: a transaction anywhere in the cluster that began before
+/// them is still open), and the oldest open transactions: what a test
+/// that waited in vain for the relay says.
+pub async fn horizon_report(env: &TestEnv) -> String {
+    let above: Result<(i64,), _> = sqlx::query_as(
+        "SELECT count(*) FROM events WHERE tx_id >= pg_snapshot_xmin(pg_current_snapshot())",
+    )
+    .fetch_one(&env.pool)
+    .await;
+    // Database, state, seconds open, query.
+    type Open = (Option<String>, Option<String>, Option<f64>, Option<String>);
+    let oldest: Result<Vec<Open>, _> = sqlx::query_as(
+        "SELECT datname::text, state,
+                    extract(epoch FROM now() - xact_start)::float8,
+                    left(query, 160)
+             FROM pg_stat_activity
+             WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+             ORDER BY xact_start LIMIT 5",
+    )
+    .fetch_all(&env.pool)
+    .await;
+    format!(
+        "events at or above the horizon: {:?}; oldest open transactions \
+         (database, state, seconds, query): {:?}",
+        above.map(|(n,)| n),
+        oldest
+    )
 }
 
 /// Whether the relay's checkpoint came to cover every event in the store
