@@ -44,7 +44,7 @@ pub struct Slots {
 /// is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "the query API is at capacity ({slots} operations executing, {waiting} waiting); retry shortly"
+    "the query API is at capacity: every execution slot ({slots}) is taken and the queue for them ({waiting}) is full; retry shortly"
 )]
 pub struct Overloaded {
     pub slots: usize,

@@ -149,7 +149,8 @@ async fn an_operation_beyond_the_queue_is_503_with_retry_after_and_costs_the_oth
     assert!(
         body["errors"][0]["message"]
             .as_str()
-            .is_some_and(|m| m.contains("1 operations executing, 1 waiting")),
+            .is_some_and(|m| m
+                .contains("every execution slot (1) is taken and the queue for them (1) is full")),
         "{body}"
     );
     assert!(body.get("data").is_none_or(Value::is_null), "{body}");
