@@ -26,6 +26,44 @@ async fn post(url: String, token: String, query: String, header: Option<String>)
     request.send().await.unwrap().json().await.unwrap()
 }
 
+/// Locks the customers' read model and sends a list, which takes a slot
+/// and waits for the lock: returns once it waits there, with the lock's
+/// transaction (commit it to let the list through) and the list's answer.
+async fn a_list_held_by_a_lock(
+    pool: &sqlx::PgPool,
+    url: &str,
+    token: &str,
+) -> (
+    sqlx::Transaction<'static, sqlx::Postgres>,
+    tokio::task::JoinHandle<Value>,
+) {
+    let mut lock = pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE rm_customers IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *lock)
+        .await
+        .unwrap();
+    let list = tokio::spawn(post(
+        url.to_owned(),
+        token.to_owned(),
+        "{ customers(first: 2) { edges { node { legalName } } } }".into(),
+        None,
+    ));
+    let blocked = eventually(Duration::from_secs(10), || async {
+        let (waiting,): (i64,) = sqlx::query_as(
+            "SELECT count(*) FROM pg_locks
+             WHERE relation = 'rm_customers'::regclass AND NOT granted
+               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        (waiting > 0).then_some(())
+    })
+    .await;
+    assert!(blocked.is_some(), "the list reached the locked table");
+    (lock, list)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_beyond_the_slots_waits_for_one() {
     let mut f = fixture().await;
@@ -34,31 +72,7 @@ async fn an_operation_beyond_the_slots_waits_for_one() {
     let token = f.env.token(f.org, &["member"]);
     // The customers' read model is locked, so a list holds the only slot
     // while it waits for the lock.
-    let mut lock = f.env.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE rm_customers IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
-    let list = tokio::spawn(post(
-        url.clone(),
-        token.clone(),
-        "{ customers(first: 2) { edges { node { legalName } } } }".into(),
-        None,
-    ));
-    let pool = f.env.pool.clone();
-    let blocked = eventually(Duration::from_secs(10), || async {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_locks
-             WHERE relation = 'rm_customers'::regclass AND NOT granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
-    assert!(blocked.is_some(), "the list reached the locked table");
+    let (lock, list) = a_list_held_by_a_lock(&f.env.pool, &url, &token).await;
     let second = tokio::spawn(post(url, token, "{ __typename }".into(), None));
     tokio::time::sleep(Duration::from_millis(300)).await;
     assert!(
@@ -85,32 +99,8 @@ async fn an_operation_beyond_the_queue_is_503_with_retry_after_and_costs_the_oth
     f.env.settings.query_api.max_waiting_queries = 1;
     let (url, _stop) = f.env.spawn_query_api().await;
     let token = f.env.token(f.org, &["member"]);
-    let mut lock = f.env.pool.begin().await.unwrap();
-    sqlx::query("LOCK TABLE rm_customers IN ACCESS EXCLUSIVE MODE")
-        .execute(&mut *lock)
-        .await
-        .unwrap();
     // The list holds the only slot, waiting for the lock...
-    let list = tokio::spawn(post(
-        url.clone(),
-        token.clone(),
-        "{ customers(first: 2) { edges { node { legalName } } } }".into(),
-        None,
-    ));
-    let pool = f.env.pool.clone();
-    let blocked = eventually(Duration::from_secs(10), || async {
-        let (waiting,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM pg_locks
-             WHERE relation = 'rm_customers'::regclass AND NOT granted
-               AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
-        )
-        .fetch_one(&pool)
-        .await
-        .unwrap();
-        (waiting > 0).then_some(())
-    })
-    .await;
-    assert!(blocked.is_some(), "the list reached the locked table");
+    let (lock, list) = a_list_held_by_a_lock(&f.env.pool, &url, &token).await;
     // ...the second waits in the queue's one place...
     let second = tokio::spawn(post(
         url.clone(),
