@@ -64,6 +64,25 @@ async fn a_list_held_by_a_lock(
     (lock, list)
 }
 
+/// Commits `lock`: the list held behind it answers its page, and `second`
+/// (a `__typename` query) answers after it.
+async fn both_answer_once_unlocked(
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    list: tokio::task::JoinHandle<Value>,
+    second: tokio::task::JoinHandle<Value>,
+) {
+    lock.commit().await.unwrap();
+    let list = list.await.unwrap();
+    assert_eq!(
+        list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
+        "{list}"
+    );
+    assert_eq!(
+        second.await.unwrap(),
+        json!({"data": {"__typename": "Query"}})
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_operation_beyond_the_slots_waits_for_one() {
     let mut f = fixture().await;
@@ -80,16 +99,7 @@ async fn an_operation_beyond_the_slots_waits_for_one() {
         "the second operation waits for the slot"
     );
     assert!(!list.is_finished());
-    lock.commit().await.unwrap();
-    let list = list.await.unwrap();
-    assert_eq!(
-        list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
-        "{list}"
-    );
-    assert_eq!(
-        second.await.unwrap(),
-        json!({"data": {"__typename": "Query"}})
-    );
+    both_answer_once_unlocked(lock, list, second).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,16 +156,7 @@ async fn an_operation_beyond_the_queue_is_503_with_retry_after_and_costs_the_oth
     assert!(body.get("data").is_none_or(Value::is_null), "{body}");
     // The refusal cost the others nothing: both answer once the lock goes,
     // and the next operation is let in.
-    lock.commit().await.unwrap();
-    let list = list.await.unwrap();
-    assert_eq!(
-        list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
-        "{list}"
-    );
-    assert_eq!(
-        second.await.unwrap(),
-        json!({"data": {"__typename": "Query"}})
-    );
+    both_answer_once_unlocked(lock, list, second).await;
     let after = post(url, token, "{ __typename }".into(), None).await;
     assert_eq!(after, json!({"data": {"__typename": "Query"}}));
 }
