@@ -2,7 +2,7 @@
 //! on that table, the customers per organization and status
 //! (`rm_customer_counts`, ADR 0041).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -278,6 +278,47 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
     Ok(())
 }
 
+/// The counts (organization, status) that writing `rows` moves: a row
+/// new here adds to its status; a row whose status changed takes from the
+/// one it had (`before`) and adds to the new one. Each once, in key order.
+fn counts_moved<'r>(
+    before: &'r HashMap<(Uuid, Uuid), String, FastHash>,
+    rows: &'r [CustomerRow],
+) -> BTreeSet<(Uuid, &'r str)> {
+    let mut moved = BTreeSet::new();
+    for row in rows {
+        let old = before.get(&(row.organization_id, row.id));
+        if old.is_some_and(|old| *old == row.status) {
+            continue;
+        }
+        moved.insert((row.organization_id, row.status.as_str()));
+        if let Some(old) = old {
+            moved.insert((row.organization_id, old.as_str()));
+        }
+    }
+    moved
+}
+
+/// Locks the counts `moved` names, all in one statement and in key order,
+/// before the write whose triggers move them (ADR 0041, "Update"): two
+/// batches on different partitions then wait for each other instead of
+/// deadlocking. Nothing is sent when the batch moves no count.
+async fn lock_counts(
+    conn: &mut PgConnection,
+    moved: &BTreeSet<(Uuid, &str)>,
+) -> Result<(), ProjectionError> {
+    if moved.is_empty() {
+        return Ok(());
+    }
+    let (organizations, statuses): (Vec<Uuid>, Vec<&str>) = moved.iter().copied().unzip();
+    sqlx::query("SELECT rm_customer_counts_lock($1, $2)")
+        .bind(organizations)
+        .bind(statuses)
+        .execute(conn)
+        .await?;
+    Ok(())
+}
+
 /// `items` as the text of a PostgreSQL array (`{"a","b"}`): each item
 /// quoted, with its quotes and backslashes escaped.
 fn array_literal(items: &[String]) -> String {
@@ -361,6 +402,12 @@ impl Projection for CustomersProjection {
         } else {
             load(&mut *conn, &existing).await?
         };
+        // The statuses the batch's rows had before it, to know which
+        // counts it moves.
+        let before: HashMap<(Uuid, Uuid), String, FastHash> = rows
+            .iter()
+            .map(|(key, row)| (*key, row.status.clone()))
+            .collect();
         // Room for the rows the batch creates, so the map never rehashes.
         rows.reserve(read.len().saturating_sub(rows.len()));
         for (key, event) in keys.into_iter().zip(events) {
@@ -371,6 +418,64 @@ impl Projection for CustomersProjection {
         // Rows that exist after the batch are the ones its events touched
         // (a customer never created stays absent).
         let rows: Vec<CustomerRow> = rows.into_values().collect();
+        lock_counts(&mut *conn, &counts_moved(&before, &rows)).await?;
         store(conn, &rows).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(organization_id: Uuid, status: &str) -> CustomerRow {
+        CustomerRow {
+            organization_id,
+            id: Uuid::now_v7(),
+            legal_name: "Alpha Limited".into(),
+            display_name: "Alpha".into(),
+            email: None,
+            phone: None,
+            billing_line1: None,
+            billing_line2: None,
+            billing_city: None,
+            billing_region: None,
+            billing_postal_code: None,
+            billing_country: None,
+            tax_number: None,
+            currency: "NZD".into(),
+            payment_terms_days: 20,
+            tags: Vec::new(),
+            status: status.into(),
+            archive_reason: None,
+            version: 1,
+            created_at: Utc::now(),
+            updated_at: Utc::now(),
+            created_by: None,
+            updated_by: None,
+        }
+    }
+
+    #[test]
+    fn a_batch_moves_the_counts_of_its_creations_and_status_changes_only() {
+        let (first, second) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let created = row(second, "active");
+        let archived = row(first, "archived");
+        let renamed = row(first, "active");
+        let restored_twice = row(second, "archived");
+        let before: HashMap<(Uuid, Uuid), String, FastHash> = [
+            ((first, archived.id), "active".to_owned()),
+            ((first, renamed.id), "active".to_owned()),
+            ((second, restored_twice.id), "archived".to_owned()),
+        ]
+        .into_iter()
+        .collect();
+        let rows = [created, archived, renamed, restored_twice];
+        let moved: Vec<(Uuid, &str)> = counts_moved(&before, &rows).into_iter().collect();
+        assert_eq!(
+            moved,
+            [(first, "active"), (first, "archived"), (second, "active")]
+        );
+        // A batch of renames moves no count, so it locks none.
+        assert!(counts_moved(&before, &rows[2..]).is_empty());
     }
 }

@@ -1,5 +1,6 @@
 //! Version bookkeeping against a real PostgreSQL: duplicates are no-ops,
-//! gaps are refused and change nothing.
+//! gaps are refused and change nothing; batches moving the same counts wait
+//! for each other rather than deadlock.
 #![allow(clippy::unwrap_used)]
 
 use chrono::Utc;
@@ -419,4 +420,198 @@ async fn a_projection_keeping_no_versions_takes_every_event_and_writes_none() {
     .await
     .unwrap();
     assert_eq!(position, 30);
+}
+
+/// Two batches on different partitions that move the same organizations'
+/// counts in crossed order: one archives a customer of the second
+/// organization and creates one in the first, the other archives one of
+/// the first and creates one in the second. Written as they were before
+/// ADR 0041's update (the update trigger's counts, then the insert
+/// trigger's), each would hold what the other waits for. A third
+/// transaction holds one count so that both are caught mid-write; once it
+/// lets go, both must commit, and the counts must equal the rows.
+#[tokio::test]
+async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_deadlocking() {
+    use pivotal_projectors::framework::Projection;
+    use std::time::Duration;
+
+    let env = TestEnv::new().await;
+    let mut orgs = [Uuid::now_v7(), Uuid::now_v7()];
+    orgs.sort();
+    let [first, second] = orgs;
+    let created = |customer: Uuid, org: Uuid| {
+        event(
+            customer,
+            org,
+            1,
+            "customer.created",
+            serde_json::to_value(pivotal_domain::customer::sample_created(customer, org)).unwrap(),
+        )
+    };
+    let archived = |customer: Uuid, org: Uuid, version: u64| {
+        event(
+            customer,
+            org,
+            version,
+            "customer.archived",
+            json!({"customerId": customer, "reason": null}),
+        )
+    };
+    // Each organization: one active customer, one archived.
+    let active = [Uuid::now_v7(), Uuid::now_v7()];
+    let mut seed = Vec::new();
+    for (org, customer) in orgs.into_iter().zip(active) {
+        let gone = Uuid::now_v7();
+        seed.extend([
+            created(customer, org),
+            created(gone, org),
+            archived(gone, org, 2),
+        ]);
+    }
+    let mut tx = env.pool.begin().await.unwrap();
+    CustomersProjection
+        .apply_batch(&mut tx, &seed.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM rm_customer_counts
+         WHERE organization_id = $1 AND status = 'archived' FOR UPDATE",
+    )
+    .bind(second)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+
+    let batch = |events: Vec<Envelope>| {
+        let pool = env.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            let task = tokio::spawn(async move {
+                CustomersProjection
+                    .apply_batch(&mut tx, &events.iter().collect::<Vec<_>>())
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(())
+            });
+            (pid, task)
+        }
+    };
+    let waiting = |pid: i32| {
+        let pool = env.pool.clone();
+        async move {
+            pivotal_test_support::eventually(Duration::from_secs(10), || {
+                let pool = pool.clone();
+                async move {
+                    let (waits,): (bool,) = sqlx::query_as(
+                        "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
+                         FROM pg_stat_activity WHERE pid = $1",
+                    )
+                    .bind(pid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    waits.then_some(())
+                }
+            })
+            .await
+            .is_some()
+        }
+    };
+    let (one, one_task) = batch(vec![
+        archived(active[1], second, 2),
+        created(Uuid::now_v7(), first),
+    ])
+    .await;
+    assert!(
+        waiting(one).await,
+        "the first batch never waited for the held count"
+    );
+    let (other, other_task) = batch(vec![
+        archived(active[0], first, 2),
+        created(Uuid::now_v7(), second),
+    ])
+    .await;
+    assert!(
+        waiting(other).await,
+        "the second batch never waited for the first"
+    );
+    holder.commit().await.unwrap();
+
+    let within = Duration::from_secs(30);
+    let one = tokio::time::timeout(within, one_task)
+        .await
+        .unwrap()
+        .unwrap();
+    let other = tokio::time::timeout(within, other_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(one.is_ok(), "first batch: {one:?}");
+    assert!(other.is_ok(), "second batch: {other:?}");
+
+    let counts: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT organization_id, status, customers FROM rm_customer_counts
+         ORDER BY organization_id, status",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT organization_id, status, count(*) FROM rm_customers
+         GROUP BY organization_id, status ORDER BY organization_id, status",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, rows);
+    let expected: Vec<(Uuid, String, i64)> = orgs
+        .into_iter()
+        .flat_map(|org| [(org, "active".into(), 1), (org, "archived".into(), 2)])
+        .collect();
+    assert_eq!(counts, expected);
+}
+
+/// A rebuild's catch-up writes its copy of `rm_customers`, found first on
+/// its `search_path`: it neither locks nor creates a live count.
+#[tokio::test]
+async fn a_rebuilds_copy_touches_no_live_count() {
+    use pivotal_projectors::framework::Projection;
+
+    let env = TestEnv::new().await;
+    let (customer, org) = (Uuid::now_v7(), Uuid::now_v7());
+    let created = event(
+        customer,
+        org,
+        1,
+        "customer.created",
+        serde_json::to_value(pivotal_domain::customer::sample_created(customer, org)).unwrap(),
+    );
+    let mut tx = env.pool.begin().await.unwrap();
+    for statement in [
+        "CREATE SCHEMA copy",
+        "CREATE TABLE copy.rm_customers (LIKE public.rm_customers INCLUDING ALL)",
+        "SET LOCAL search_path TO copy, public",
+    ] {
+        sqlx::query(statement).execute(&mut *tx).await.unwrap();
+    }
+    CustomersProjection
+        .apply_batch(&mut tx, &[&created])
+        .await
+        .unwrap();
+    let (copied,): (i64,) = sqlx::query_as("SELECT count(*) FROM copy.rm_customers")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    let (counts,): (i64,) = sqlx::query_as("SELECT count(*) FROM public.rm_customer_counts")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    assert_eq!((copied, counts), (1, 0));
 }
