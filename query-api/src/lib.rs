@@ -133,6 +133,7 @@ impl Application {
             slots: slots::Slots::new(
                 settings.query_api.max_concurrent_queries,
                 settings.query_api.max_waiting_queries,
+                std::time::Duration::from_millis(settings.query_api.max_slot_wait_ms),
             ),
             verifier,
             revocations,
@@ -330,7 +331,8 @@ async fn graphql(
 }
 
 /// 503 with `Retry-After: 1` and a GraphQL error coded `OVERLOADED`: every
-/// slot is taken and the queue for them is full (ADR 0043).
+/// slot is taken and the queue for them is full, or no slot came free
+/// within the longest wait (ADR 0043).
 fn overloaded_response(overloaded: &slots::Overloaded) -> axum::response::Response {
     let error = errors::coded(errors::OVERLOADED, overloaded.to_string())
         .extend_with(|_, e| e.set("retryAfterSeconds", 1));

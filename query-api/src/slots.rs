@@ -12,11 +12,14 @@
 //! for its writes, not every read queued behind them.
 //!
 //! At most `query_api.max_waiting_queries` requests wait for a slot at
-//! once: one more finds the queue full ([`Overloaded`]) and is answered
-//! 503 with `Retry-After` at once, so that a burst beyond what the process
-//! can serve costs neither memory nor a wait the client would give up on.
-//! A field taking a slot back after its token wait is never refused: its
-//! request was let in.
+//! once: one more finds the queue full ([`Overloaded::QueueFull`]) and is
+//! answered 503 with `Retry-After` at once, so that a burst beyond what the
+//! process can serve costs neither memory nor a wait the client would give
+//! up on. A request waits at most `query_api.max_slot_wait_ms` for its
+//! slot ([`Overloaded::WaitedTooLong`], the same 503): when the slots are
+//! held by slow operations, the queue moves too slowly for its length to
+//! bound the wait. A field taking a slot back after its token wait is
+//! never refused: its request was let in.
 //!
 //! Operations over the WebSocket (subscriptions, and queries sent on a
 //! socket) take no slot: nothing here bounds them but the sockets open
@@ -25,6 +28,7 @@
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
 
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
@@ -38,17 +42,38 @@ pub struct Slots {
     waiting: Arc<AtomicUsize>,
     /// The most that may wait there at once.
     max_waiting: usize,
+    /// The longest one may wait there.
+    max_wait: Duration,
 }
 
-/// A request refused a slot: every slot is taken and the queue for them
-/// is full.
+/// A request refused a slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "the query API is at capacity: every execution slot ({slots}) is taken and the queue for them ({waiting}) is full; retry shortly"
-)]
-pub struct Overloaded {
-    pub slots: usize,
-    pub waiting: usize,
+pub enum Overloaded {
+    /// Every slot is taken and the queue for them is full.
+    #[error(
+        "the query API is at capacity: every execution slot ({slots}) is taken and the queue for them ({waiting}) is full; retry shortly"
+    )]
+    QueueFull { slots: usize, waiting: usize },
+    /// No slot came free within the longest wait.
+    #[error(
+        "the query API is at capacity: no execution slot (of {slots}) came free within {waited_ms} ms; retry shortly"
+    )]
+    WaitedTooLong { slots: usize, waited_ms: u128 },
+}
+
+impl Overloaded {
+    /// The `reason` label of `graphql_overloaded_total`.
+    fn reason(&self) -> &'static str {
+        match self {
+            Self::QueueFull { .. } => "queue_full",
+            Self::WaitedTooLong { .. } => "waited_too_long",
+        }
+    }
+
+    fn counted(self) -> Self {
+        metrics::counter!("graphql_overloaded_total", "reason" => self.reason()).increment(1);
+        self
+    }
 }
 
 /// Counts the requests waiting for a slot in the `graphql_waiting`
@@ -78,24 +103,28 @@ impl Drop for Queued<'_> {
 }
 
 impl Slots {
-    /// `slots` operations at once (at least one), and at most
-    /// `max_waiting` more waiting for a slot.
-    pub fn new(slots: usize, max_waiting: usize) -> Self {
-        // Both series exist from the start, at 0 until something waits or
-        // is refused, so that alerts on them see a value.
+    /// `slots` operations at once (at least one), at most `max_waiting`
+    /// more waiting for a slot, each at most `max_wait`.
+    pub fn new(slots: usize, max_waiting: usize, max_wait: Duration) -> Self {
+        // Every series exists from the start, at 0 until something waits
+        // or is refused, so that alerts on them see a value.
         metrics::gauge!("graphql_waiting").increment(0.0);
-        metrics::counter!("graphql_overloaded_total").increment(0);
+        for reason in ["queue_full", "waited_too_long"] {
+            metrics::counter!("graphql_overloaded_total", "reason" => reason).increment(0);
+        }
         Self {
             semaphore: Arc::new(Semaphore::new(slots.max(1))),
             size: slots.max(1),
             waiting: Arc::new(AtomicUsize::new(0)),
             max_waiting,
+            max_wait,
         }
     }
 
     /// A free slot at once, or after waiting in arrival order; refused
-    /// when every slot is taken and `max_waiting` requests wait already.
-    /// The slot is held by the returned [`Slot`] until it is dropped.
+    /// when every slot is taken and `max_waiting` requests wait already,
+    /// or when none comes free within `max_wait`. The slot is held by the
+    /// returned [`Slot`] until it is dropped.
     pub async fn take(&self) -> Result<Arc<Slot>, Overloaded> {
         let permit = match self.semaphore.clone().try_acquire_owned() {
             Ok(permit) => permit,
@@ -103,14 +132,22 @@ impl Slots {
                 let before = self.waiting.fetch_add(1, Ordering::AcqRel);
                 let queued = Queued(&self.waiting);
                 if before >= self.max_waiting {
-                    metrics::counter!("graphql_overloaded_total").increment(1);
-                    return Err(Overloaded {
+                    return Err(Overloaded::QueueFull {
                         slots: self.size,
                         waiting: before,
-                    });
+                    }
+                    .counted());
                 }
                 let _waiting = Waiting::start();
-                let permit = acquire(&self.semaphore).await;
+                let Ok(permit) =
+                    tokio::time::timeout(self.max_wait, acquire(&self.semaphore)).await
+                else {
+                    return Err(Overloaded::WaitedTooLong {
+                        slots: self.size,
+                        waited_ms: self.max_wait.as_millis(),
+                    }
+                    .counted());
+                };
                 drop(queued);
                 permit
             }
@@ -214,9 +251,12 @@ pub async fn aside<F: Future>(slot: Option<&Slot>, wait: F) -> F::Output {
 mod tests {
     use super::*;
 
+    /// A wait no test reaches.
+    const LONG: Duration = Duration::from_secs(3600);
+
     #[tokio::test]
     async fn a_slot_is_held_until_dropped_and_given_back_aside() {
-        let slots = Slots::new(2, 8);
+        let slots = Slots::new(2, 8, LONG);
         let first = slots.take().await.unwrap();
         let second = slots.take().await.unwrap();
         assert_eq!(slots.free(), 0);
@@ -251,7 +291,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_wait_dropped_unfinished_leaves_the_slot_to_be_taken_again() {
-        let slots = Slots::new(1, 8);
+        let slots = Slots::new(1, 8, LONG);
         let slot = slots.take().await.unwrap();
         // A field's wait that never ends is dropped with its request...
         let dropped = tokio::time::timeout(
@@ -278,7 +318,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_request_beyond_the_queue_is_refused_and_a_place_freed_is_taken_again() {
-        let slots = Slots::new(1, 2);
+        let slots = Slots::new(1, 2, LONG);
         let held = slots.take().await.unwrap();
         let queue = |slots: &Slots| {
             let slots = slots.clone();
@@ -294,7 +334,7 @@ mod tests {
         let refused = at_once(slots.take()).await.map(drop);
         assert_eq!(
             refused,
-            Err(Overloaded {
+            Err(Overloaded::QueueFull {
                 slots: 1,
                 waiting: 2
             })
@@ -317,12 +357,12 @@ mod tests {
 
     #[tokio::test]
     async fn with_no_queue_only_a_free_slot_lets_a_request_in() {
-        let slots = Slots::new(2, 0);
+        let slots = Slots::new(2, 0, LONG);
         let first = slots.take().await.unwrap();
         let second = slots.take().await.unwrap();
         assert_eq!(
             at_once(slots.take()).await.map(drop),
-            Err(Overloaded {
+            Err(Overloaded::QueueFull {
                 slots: 2,
                 waiting: 0
             })
@@ -332,5 +372,33 @@ mod tests {
         drop((second, third));
         assert_eq!(slots.free(), 2);
         assert_eq!(slots.waiting(), 0);
+    }
+
+    #[tokio::test]
+    async fn a_request_waits_at_most_the_longest_wait_and_leaves_the_queue() {
+        let slots = Slots::new(1, 8, Duration::from_millis(100));
+        let held = slots.take().await.unwrap();
+        let started = std::time::Instant::now();
+        let refused = at_once(slots.take()).await.map(drop);
+        assert_eq!(
+            refused,
+            Err(Overloaded::WaitedTooLong {
+                slots: 1,
+                waited_ms: 100
+            })
+        );
+        assert!(started.elapsed() >= Duration::from_millis(100));
+        assert_eq!(slots.waiting(), 0, "the refused request left the queue");
+        // A slot freed within the wait is taken.
+        let waiting = tokio::spawn({
+            let slots = slots.clone();
+            async move { slots.take().await.map(drop) }
+        });
+        while slots.waiting() < 1 {
+            tokio::task::yield_now().await;
+        }
+        drop(held);
+        assert_eq!(waiting.await.unwrap(), Ok(()));
+        assert_eq!(slots.free(), 1);
     }
 }

@@ -242,6 +242,11 @@ pub struct HttpSettings {
     /// `OVERLOADED`) at once instead of queueing. 0 queues none.
     #[serde(default = "default_max_waiting_queries")]
     pub max_waiting_queries: usize,
+    /// Query API: the longest a GraphQL operation over HTTP waits for a
+    /// slot before it is answered 503 with `Retry-After` (code
+    /// `OVERLOADED`).
+    #[serde(default = "default_max_slot_wait_ms")]
+    pub max_slot_wait_ms: u64,
 }
 
 fn default_true() -> bool {
@@ -262,6 +267,10 @@ fn default_max_concurrent_queries() -> usize {
 
 fn default_max_waiting_queries() -> usize {
     1024
+}
+
+fn default_max_slot_wait_ms() -> u64 {
+    10_000
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -381,6 +390,7 @@ introspection = true
 cache_bytes = 8388608
 max_concurrent_queries = 64
 max_waiting_queries = 1024
+max_slot_wait_ms = 10000
 
 [relay]
 name = "main"

@@ -26,6 +26,9 @@ use sqlx::postgres::PgPoolOptions;
 use tokio::sync::oneshot;
 use uuid::Uuid;
 
+/// The HTTP client [`http`] builds, for tests that name its types.
+pub use reqwest;
+
 /// Connection parameters of every test database: the servers tests use are
 /// on the loopback interface, where TLS protects nothing.
 const CONNECTION_PARAMETERS: &str = "?sslmode=disable";

@@ -118,12 +118,17 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     // No operation is waiting for an execution slot once the queries are
     // answered (ADR 0043).
     assert_eq!(sample(&text, "graphql_waiting"), Some(0.0), "{text}");
-    // Nor was any turned away for a full queue.
-    assert_eq!(
-        sample(&text, "graphql_overloaded_total"),
-        Some(0.0),
-        "{text}"
-    );
+    // Nor was any turned away, for a full queue or a long wait.
+    for reason in ["queue_full", "waited_too_long"] {
+        assert_eq!(
+            sample(
+                &text,
+                &format!(r#"graphql_overloaded_total{{reason="{reason}"}}"#)
+            ),
+            Some(0.0),
+            "{text}"
+        );
+    }
 
     // The relay and projector processes: lag reaches zero once the event
     // is through; readiness checks PostgreSQL.

@@ -1,7 +1,8 @@
 //! Execution slots over HTTP (`query_api.max_concurrent_queries`): an
 //! operation beyond them waits for one, one beyond the queue
-//! (`query_api.max_waiting_queries`) is turned away with 503, and waits
-//! for a consistency token hold none.
+//! (`query_api.max_waiting_queries`) is turned away with 503, as is one
+//! that waited longer than `query_api.max_slot_wait_ms`, and waits for a
+//! consistency token hold none.
 
 use std::time::Duration;
 
@@ -64,12 +65,10 @@ async fn a_list_held_by_a_lock(
     (lock, list)
 }
 
-/// Commits `lock`: the list held behind it answers its page, and `second`
-/// (a `__typename` query) answers after it.
-async fn both_answer_once_unlocked(
+/// Commits `lock`: the list held behind it answers its page.
+async fn the_list_answers_once_unlocked(
     lock: sqlx::Transaction<'static, sqlx::Postgres>,
     list: tokio::task::JoinHandle<Value>,
-    second: tokio::task::JoinHandle<Value>,
 ) {
     lock.commit().await.unwrap();
     let list = list.await.unwrap();
@@ -77,10 +76,46 @@ async fn both_answer_once_unlocked(
         list["data"]["customers"]["edges"][0]["node"]["legalName"], "Alpha Limited",
         "{list}"
     );
+}
+
+/// Commits `lock`: the list held behind it answers its page, and `second`
+/// (a `__typename` query) answers after it.
+async fn both_answer_once_unlocked(
+    lock: sqlx::Transaction<'static, sqlx::Postgres>,
+    list: tokio::task::JoinHandle<Value>,
+    second: tokio::task::JoinHandle<Value>,
+) {
+    the_list_answers_once_unlocked(lock, list).await;
     assert_eq!(
         second.await.unwrap(),
         json!({"data": {"__typename": "Query"}})
     );
+}
+
+/// `refused` is the 503 of an operation turned away for want of a slot:
+/// `Retry-After`, the code `OVERLOADED`, a message saying `why`, no data.
+async fn is_overloaded(refused: pivotal_test_support::reqwest::Response, why: &str) {
+    assert_eq!(refused.status(), 503);
+    assert_eq!(
+        refused
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = refused.json().await.unwrap();
+    assert_eq!(code(&body), "OVERLOADED", "{body}");
+    assert_eq!(
+        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
+        "{body}"
+    );
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains(why)),
+        "{body}"
+    );
+    assert!(body.get("data").is_none_or(Value::is_null), "{body}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -132,31 +167,46 @@ async fn an_operation_beyond_the_queue_is_503_with_retry_after_and_costs_the_oth
     .await
     .expect("the third operation is answered at once, not queued")
     .unwrap();
-    assert_eq!(refused.status(), 503);
-    assert_eq!(
-        refused
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(code(&body), "OVERLOADED", "{body}");
-    assert_eq!(
-        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
-        "{body}"
-    );
-    assert!(
-        body["errors"][0]["message"]
-            .as_str()
-            .is_some_and(|m| m
-                .contains("every execution slot (1) is taken and the queue for them (1) is full")),
-        "{body}"
-    );
-    assert!(body.get("data").is_none_or(Value::is_null), "{body}");
+    is_overloaded(
+        refused,
+        "every execution slot (1) is taken and the queue for them (1) is full",
+    )
+    .await;
     // The refusal cost the others nothing: both answer once the lock goes,
     // and the next operation is let in.
     both_answer_once_unlocked(lock, list, second).await;
+    let after = post(url, token, "{ __typename }".into(), None).await;
+    assert_eq!(after, json!({"data": {"__typename": "Query"}}));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operation_waits_for_a_slot_at_most_the_longest_wait_then_503() {
+    let mut f = fixture().await;
+    f.env.settings.query_api.max_concurrent_queries = 1;
+    f.env.settings.query_api.max_slot_wait_ms = 300;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let token = f.env.token(f.org, &["member"]);
+    // The list holds the only slot, waiting for the lock, for longer than
+    // the second may wait for it.
+    let (lock, list) = a_list_held_by_a_lock(&f.env.pool, &url, &token).await;
+    let started = std::time::Instant::now();
+    let refused = tokio::time::timeout(
+        Duration::from_secs(5),
+        http()
+            .post(format!("{url}/graphql"))
+            .bearer_auth(&token)
+            .json(&json!({"query": "{ __typename }"}))
+            .send(),
+    )
+    .await
+    .expect("the second operation is answered once its wait is over")
+    .unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    is_overloaded(refused, "no execution slot (of 1) came free within 300 ms").await;
+    assert!(!list.is_finished(), "the list still holds its slot");
+    // The list answers once the lock goes, and the next operation is let
+    // in.
+    the_list_answers_once_unlocked(lock, list).await;
     let after = post(url, token, "{ __typename }".into(), None).await;
     assert_eq!(after, json!({"data": {"__typename": "Query"}}));
 }
