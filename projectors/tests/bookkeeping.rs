@@ -33,17 +33,22 @@ fn event(customer: Uuid, org: Uuid, version: u64, event_type: &str, data: Value)
     }
 }
 
-#[tokio::test]
-async fn duplicates_are_no_ops_and_gaps_are_refused() {
-    let env = TestEnv::new().await;
-    let (customer, org) = (Uuid::now_v7(), Uuid::now_v7());
-    let created = event(
+/// The creation of `customer` in `org`, at version 1.
+fn created(customer: Uuid, org: Uuid) -> Envelope {
+    event(
         customer,
         org,
         1,
         "customer.created",
         serde_json::to_value(pivotal_domain::customer::sample_created(customer, org)).unwrap(),
-    );
+    )
+}
+
+#[tokio::test]
+async fn duplicates_are_no_ops_and_gaps_are_refused() {
+    let env = TestEnv::new().await;
+    let (customer, org) = (Uuid::now_v7(), Uuid::now_v7());
+    let created = created(customer, org);
     let renamed = event(
         customer,
         org,
@@ -439,15 +444,6 @@ async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_d
     let mut orgs = [Uuid::now_v7(), Uuid::now_v7()];
     orgs.sort();
     let [first, second] = orgs;
-    let created = |customer: Uuid, org: Uuid| {
-        event(
-            customer,
-            org,
-            1,
-            "customer.created",
-            serde_json::to_value(pivotal_domain::customer::sample_created(customer, org)).unwrap(),
-        )
-    };
     let archived = |customer: Uuid, org: Uuid, version: u64| {
         event(
             customer,
@@ -586,13 +582,7 @@ async fn a_rebuilds_copy_touches_no_live_count() {
 
     let env = TestEnv::new().await;
     let (customer, org) = (Uuid::now_v7(), Uuid::now_v7());
-    let created = event(
-        customer,
-        org,
-        1,
-        "customer.created",
-        serde_json::to_value(pivotal_domain::customer::sample_created(customer, org)).unwrap(),
-    );
+    let created = created(customer, org);
     let mut tx = env.pool.begin().await.unwrap();
     for statement in [
         "CREATE SCHEMA copy",
