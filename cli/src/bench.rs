@@ -1452,6 +1452,10 @@ async fn measure(
     ];
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(2048)
+        // Below the servers' 30 s header timeout (ADR 0044): a pooled
+        // connection is given up before the server closes it, so no
+        // request goes out on one the server is closing.
+        .pool_idle_timeout(Duration::from_secs(20))
         .timeout(Duration::from_secs(60))
         .build()?;
     wait_ready(&client, &system.command_api).await?;

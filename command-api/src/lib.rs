@@ -83,6 +83,9 @@ pub struct Application {
     router: Router,
     state: AppState,
     expiry_interval: std::time::Duration,
+    /// How long a connection may take to send a request's headers, or
+    /// stay idle between requests (ADR 0044).
+    header_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +134,9 @@ impl Application {
             expiry_interval: std::time::Duration::from_secs(
                 settings.quotes.expiry_interval_secs.max(1),
             ),
+            header_timeout: std::time::Duration::from_millis(
+                settings.command_api.header_timeout_ms,
+            ),
         })
     }
 
@@ -160,12 +166,14 @@ impl Application {
                 }
             }
         });
-        let served = axum::serve(
+        // Every request carries the caller's address (`ConnectInfo`) for
+        // the events' metadata.
+        let served = pivotal_telemetry::serve::serve(
             self.listener,
-            self.router
-                .into_make_service_with_connect_info::<SocketAddr>(),
+            self.router,
+            self.header_timeout,
+            shutdown,
         )
-        .with_graceful_shutdown(shutdown)
         .await;
         sweeper.abort();
         served

@@ -76,6 +76,9 @@ pub struct Application {
     router: Router,
     /// Follows the change feed on Redis while the API runs.
     feed: tokio::task::JoinHandle<()>,
+    /// How long a connection may take to send a request's headers, or
+    /// stay idle between requests (ADR 0044).
+    header_timeout: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -174,6 +177,7 @@ impl Application {
             listener,
             router,
             feed,
+            header_timeout: std::time::Duration::from_millis(settings.query_api.header_timeout_ms),
         })
     }
 
@@ -188,9 +192,13 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> std::io::Result<()> {
         tracing::info!(addr = %self.local_addr(), "query api listening");
-        let served = axum::serve(self.listener, self.router)
-            .with_graceful_shutdown(shutdown)
-            .await;
+        let served = pivotal_telemetry::serve::serve(
+            self.listener,
+            self.router,
+            self.header_timeout,
+            shutdown,
+        )
+        .await;
         self.feed.abort();
         served
     }

@@ -221,6 +221,11 @@ pub struct HttpSettings {
     pub listen: SocketAddr,
     /// Largest accepted request body, in bytes.
     pub body_limit_bytes: usize,
+    /// How long a connection may take to send a request's headers,
+    /// counted from when it may send one: a client sending them slowly,
+    /// and a keep-alive connection idle that long, are closed.
+    #[serde(default = "default_header_timeout_ms")]
+    pub header_timeout_ms: u64,
     /// Query API: longest wait for the read models to reach a consistency
     /// token before answering `STALE_READ`.
     #[serde(default = "default_consistency_wait_ms")]
@@ -251,6 +256,10 @@ pub struct HttpSettings {
 
 fn default_true() -> bool {
     true
+}
+
+fn default_header_timeout_ms() -> u64 {
+    30_000
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -381,10 +390,12 @@ window_secs = 60
 [command_api]
 listen = "127.0.0.1:8080"
 body_limit_bytes = 1048576
+header_timeout_ms = 30000
 
 [query_api]
 listen = "127.0.0.1:8081"
 body_limit_bytes = 1048576
+header_timeout_ms = 30000
 consistency_wait_ms = 5000
 introspection = true
 cache_bytes = 8388608

@@ -5,6 +5,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::Router;
 use axum::extract::State;
@@ -56,6 +57,10 @@ async fn ready(State(ops): State<Arc<Ops>>) -> (StatusCode, axum::Json<serde_jso
     (status, axum::Json(body))
 }
 
+/// How long the operations endpoint waits for a request's headers, and
+/// keeps an idle connection (hyper's default).
+const OPS_HEADER_TIMEOUT: Duration = Duration::from_secs(30);
+
 /// Binds `listen` and serves the endpoints until `shutdown` resolves;
 /// returns the bound address.
 pub async fn serve(
@@ -73,9 +78,8 @@ pub async fn serve(
         .route("/metrics", get(crate::metrics::endpoint))
         .with_state(Arc::new(Ops { pool, checks }));
     tokio::spawn(async move {
-        if let Err(error) = axum::serve(listener, router)
-            .with_graceful_shutdown(shutdown)
-            .await
+        if let Err(error) =
+            crate::serve::serve(listener, router, OPS_HEADER_TIMEOUT, shutdown).await
         {
             tracing::warn!(%error, "operations endpoint stopped");
         }

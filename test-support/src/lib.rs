@@ -352,6 +352,9 @@ pub async fn wait_for_horizon(pool: &PgPool) {
 pub fn http() -> reqwest::Client {
     reqwest::Client::builder()
         .timeout(Duration::from_secs(30))
+        // Below the servers' 30 s header timeout (ADR 0044), so no request
+        // goes out on a pooled connection the server is closing.
+        .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .unwrap()
 }
