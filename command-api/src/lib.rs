@@ -135,7 +135,7 @@ impl Application {
                 settings.quotes.expiry_interval_secs.max(1),
             ),
             header_timeout: std::time::Duration::from_millis(
-                settings.command_api.header_timeout_ms,
+                settings.command_api.header_timeout_ms.get(),
             ),
         })
     }

@@ -177,7 +177,9 @@ impl Application {
             listener,
             router,
             feed,
-            header_timeout: std::time::Duration::from_millis(settings.query_api.header_timeout_ms),
+            header_timeout: std::time::Duration::from_millis(
+                settings.query_api.header_timeout_ms.get(),
+            ),
         })
     }
 

@@ -223,9 +223,10 @@ pub struct HttpSettings {
     pub body_limit_bytes: usize,
     /// How long a connection may take to send a request's headers,
     /// counted from when it may send one: a client sending them slowly,
-    /// and a keep-alive connection idle that long, are closed.
+    /// and a keep-alive connection idle that long, are closed. 0 is
+    /// refused: it would close every connection at once.
     #[serde(default = "default_header_timeout_ms")]
-    pub header_timeout_ms: u64,
+    pub header_timeout_ms: std::num::NonZeroU64,
     /// Query API: longest wait for the read models to reach a consistency
     /// token before answering `STALE_READ`.
     #[serde(default = "default_consistency_wait_ms")]
@@ -258,8 +259,8 @@ fn default_true() -> bool {
     true
 }
 
-fn default_header_timeout_ms() -> u64 {
-    30_000
+fn default_header_timeout_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(30_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -578,5 +579,32 @@ mod tests {
         assert_eq!(two.database.append_writers.get(), 2);
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.database.append_writers.get(), 4);
+    }
+
+    #[test]
+    fn header_timeouts_are_above_zero() {
+        #[derive(Serialize)]
+        struct Http {
+            header_timeout_ms: i64,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            query_api: Http,
+        }
+        for value in [0, -1] {
+            let error = Settings::load_from(&Overrides {
+                query_api: Http {
+                    header_timeout_ms: value,
+                },
+            })
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("header_timeout_ms"),
+                "{value}: {error}"
+            );
+        }
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.command_api.header_timeout_ms.get(), 30_000);
+        assert_eq!(defaults.query_api.header_timeout_ms.get(), 30_000);
     }
 }
