@@ -497,12 +497,21 @@ pub async fn run_with(
             }
         }
     };
-    let consumer: StreamConsumer<ProjectorContext> =
+    let consumer: std::sync::Arc<StreamConsumer<ProjectorContext>> = std::sync::Arc::new(
         pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(ProjectorContext { membership })?;
+            .create_with_context(ProjectorContext { membership })?,
+    );
     let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
+    // Rejoins the group when a partition no member consumes has waited
+    // past the limit (ADR 0034, third update).
+    let _watch_unconsumed = AbortOnDrop(tokio::spawn(crate::unconsumed::watch(
+        consumer.clone(),
+        topic_names.clone(),
+        pool.clone(),
+        Duration::from_millis(settings.projector.out_of_group_limit_ms),
+    )));
     let followed = followed_topics(&settings.kafka.topic_prefix, &projections);
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);

@@ -23,6 +23,7 @@
 //! - [`search`]: the search projection, its indexer and index rebuilds.
 //! - [`dashboard`]: per-organization counters and recent changes in Redis.
 //! - [`membership`]: the consumer's place in its group, for `/readyz`.
+//! - [`unconsumed`]: partitions no member of the group consumes, and the rejoin that mends it.
 //! - [`redis_link`]: the Redis connection of the post-commit work, left
 //!   alone for a while after a failure so an outage never slows a batch.
 //! - [`db`]: the read models' migrations.
@@ -36,6 +37,7 @@ pub mod membership;
 pub mod quotes;
 pub mod redis_link;
 pub mod search;
+pub mod unconsumed;
 
 /// Every projection this process runs.
 pub fn all_projections() -> Vec<Box<dyn framework::Projection>> {

@@ -321,6 +321,71 @@ async fn a_projector_out_of_its_group_is_not_ready_until_it_is_back() {
     drop(broker);
 }
 
+/// A member that dies holding partitions: on Apache Kafka the group gives
+/// them to the survivor once the dead member's session expires. The
+/// development broker expires the member but keeps the group formed with
+/// the old assignment, so nothing consumes them while the survivor stays
+/// settled and ready; the survivor rejoins once they have waited past its
+/// limit (ADR 0034, third update), takes them, and applies every event.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn partitions_left_with_a_dead_member_are_taken_up_by_the_survivor() {
+    let env = TestEnv::new().await;
+    let limit = (
+        "PIVOTAL_PROJECTOR__OUT_OF_GROUP_LIMIT_MS",
+        "3000".to_owned(),
+    );
+    let (ops, doomed_ops) = (
+        format!("127.0.0.1:{}", free_port()),
+        format!("127.0.0.1:{}", free_port()),
+    );
+    let (url, doomed_url) = (format!("http://{ops}"), format!("http://{doomed_ops}"));
+    let _survivor = spawn_process_with(
+        &env,
+        "projector",
+        &[("PIVOTAL_PROJECTOR__OPS_LISTEN", ops), limit.clone()],
+    );
+    let partitions = followed_partitions(&env);
+    if let Err(last) = settle_in_group(&url, partitions).await {
+        panic!("the first member never settled; {last}");
+    }
+    // A second member whose id sorts first ("a-doomed-…" before
+    // "pivotal-flow-…"): the range assignor gives it the first two of each
+    // topic's three partitions.
+    let doomed = spawn_process_with(
+        &env,
+        "projector",
+        &[
+            ("PIVOTAL_PROJECTOR__OPS_LISTEN", doomed_ops),
+            ("PIVOTAL_KAFKA__CLIENT_ID", "a-doomed".into()),
+            limit,
+        ],
+    );
+    for (member, held) in [(&doomed_url, partitions * 2 / 3), (&url, partitions / 3)] {
+        if let Err(last) = settle_in_group(member, held).await {
+            panic!("{member} never settled with {held} partitions; {last}");
+        }
+    }
+    // SIGKILL: no LeaveGroup, no commit.
+    drop(doomed);
+    let (commands, _c) = env.spawn_command_api().await;
+    let (_relay, _) = spawn_relay(&env);
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    // Enough customers that some land on the dead member's partitions
+    // (all twelve on the survivor's one in three: 2 in a million).
+    for n in 0..12 {
+        create_customer(&commands, &token, &format!("Orphaned {n} Ltd")).await;
+    }
+    projection_caught_up(&env, Duration::from_secs(90)).await;
+    if let Err(last) = settle_in_group(&url, partitions).await {
+        panic!("the survivor never took every partition; {last}");
+    }
+    let text = metrics(&url).await;
+    assert!(
+        sample(&text, "consumer_group_rejoins_total").is_some_and(|n| n >= 1.0),
+        "{text}"
+    );
+}
+
 /// The sum of the projector group's committed offsets on the customer
 /// topic's partitions (none committed counts 0).
 fn committed_customer_offsets(env: &TestEnv) -> i64 {
