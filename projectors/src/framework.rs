@@ -500,7 +500,9 @@ pub async fn run_with(
     let consumer: std::sync::Arc<StreamConsumer<ProjectorContext>> = std::sync::Arc::new(
         pivotal_messaging::config::consumer(&settings.kafka, &settings.projector.group_id)
             .set("statistics.interval.ms", "5000")
-            .create_with_context(ProjectorContext { membership })?,
+            .create_with_context(ProjectorContext {
+                membership: membership.clone(),
+            })?,
     );
     let names: Vec<&str> = topic_names.iter().map(String::as_str).collect();
     consumer.subscribe(&names)?;
@@ -510,6 +512,7 @@ pub async fn run_with(
         consumer.clone(),
         topic_names.clone(),
         pool.clone(),
+        membership,
         Duration::from_millis(settings.projector.out_of_group_limit_ms),
     )));
     let followed = followed_topics(&settings.kafka.topic_prefix, &projections);

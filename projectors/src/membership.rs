@@ -116,6 +116,11 @@ impl Membership {
         standing.reason = reason;
     }
 
+    /// Whether the member holds an assignment now (possibly empty).
+    pub fn settled(&self) -> bool {
+        self.standing().partitions.is_some()
+    }
+
     /// `/readyz`'s verdict.
     pub fn verdict(&self) -> Verdict {
         self.verdict_at(Instant::now())

@@ -6,10 +6,10 @@
 //! the member but keeps the group formed with the old assignment, so the
 //! dead member's partitions stay with it and nothing consumes them, while
 //! every live member is settled (even with nothing) and ready. A member
-//! that sees such a partition (messages beyond the group's committed
-//! offset, and that offset unmoved for longer than the limit) while its
-//! own partitions move and PostgreSQL answers rejoins its group, which
-//! makes the broker form it again with the live members only.
+//! settled in its group that sees such a partition (messages beyond the
+//! group's committed offset, and that offset unmoved for longer than the
+//! limit) while its own partitions move and PostgreSQL answers rejoins its
+//! group, which makes the broker form it again with the live members only.
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
@@ -18,6 +18,8 @@ use std::time::{Duration, Instant};
 use rdkafka::consumer::{Consumer, ConsumerContext, StreamConsumer};
 use rdkafka::{Offset, TopicPartitionList};
 use sqlx::PgPool;
+
+use crate::membership::Membership;
 
 /// How long a look at the broker may take.
 const LOOK_TIMEOUT: Duration = Duration::from_secs(5);
@@ -117,11 +119,14 @@ fn look_at<C: ConsumerContext>(
 /// Looks at the group's partitions every quarter of `limit` (at least
 /// every half second) and rejoins the group when a partition no member
 /// consumes has waited `limit`, this member's own partitions are not
-/// waiting as long, and PostgreSQL answers (so the wait is not everyone's).
+/// waiting as long, PostgreSQL answers (so the wait is not everyone's),
+/// and this member is settled in its group (one out of it is joining
+/// already; a rejoin would only restart its join).
 pub async fn watch<C: ConsumerContext + 'static>(
     consumer: Arc<StreamConsumer<C>>,
     topics: Vec<String>,
     pool: PgPool,
+    membership: Membership,
     limit: Duration,
 ) {
     // At 0 from the start, so that alerts on it see a value.
@@ -142,7 +147,7 @@ pub async fn watch<C: ConsumerContext + 'static>(
         };
         let stuck = unconsumed.look(Instant::now(), limit, &looks);
         let (mine, orphans): (Vec<_>, Vec<_>) = stuck.into_iter().partition(|p| own.contains(p));
-        if orphans.is_empty() || !mine.is_empty() {
+        if orphans.is_empty() || !mine.is_empty() || !membership.settled() {
             continue;
         }
         if sqlx::query("SELECT 1").execute(&pool).await.is_err() {
