@@ -166,8 +166,11 @@ pub async fn watch<C: ConsumerContext + 'static>(
         metrics::counter!("consumer_group_rejoins_total").increment(1);
         consumer.unsubscribe();
         let names: Vec<&str> = topics.iter().map(String::as_str).collect();
-        if let Err(error) = consumer.subscribe(&names) {
-            tracing::error!(%error, "cannot subscribe again after leaving the group");
+        // A local call that refuses only bad arguments; retried rather
+        // than left unsubscribed, consuming nothing.
+        while let Err(error) = consumer.subscribe(&names) {
+            tracing::error!(%error, "cannot subscribe again after leaving the group; retrying");
+            tokio::time::sleep(Duration::from_secs(1)).await;
         }
         unconsumed.forget();
     }
