@@ -79,34 +79,59 @@ impl Unconsumed {
 type Partition = (String, i32);
 
 /// Every partition of `topics` as the group sees it, and the ones this
-/// member holds (blocking: the broker is asked).
+/// member holds (blocking: the broker is asked, in four requests however
+/// many partitions: the topics' metadata, the group's offsets, and each
+/// partition's earliest and latest offsets).
 fn look_at<C: ConsumerContext>(
     consumer: &StreamConsumer<C>,
     topics: &[String],
 ) -> Result<(Vec<Look>, HashSet<Partition>), rdkafka::error::KafkaError> {
-    let mut partitions = TopicPartitionList::new();
-    for topic in topics {
-        let metadata = consumer.fetch_metadata(Some(topic), LOOK_TIMEOUT)?;
-        for partition in metadata.topics().iter().flat_map(|t| t.partitions()) {
-            partitions.add_partition(topic, partition.id());
+    let metadata = consumer.fetch_metadata(None, LOOK_TIMEOUT)?;
+    let partitions: Vec<(&str, i32)> = metadata
+        .topics()
+        .iter()
+        .filter(|t| topics.iter().any(|name| name == t.name()))
+        .flat_map(|t| t.partitions().iter().map(move |p| (t.name(), p.id())))
+        .collect();
+    // The earliest (low) or latest (high) offset of every partition.
+    let watermarks = |at: Offset| -> Result<HashMap<Partition, i64>, rdkafka::error::KafkaError> {
+        let mut query = TopicPartitionList::new();
+        for (topic, partition) in &partitions {
+            query.add_partition_offset(topic, *partition, at)?;
         }
-    }
-    let committed = consumer.committed_offsets(partitions, LOOK_TIMEOUT)?;
-    let mut looks = Vec::with_capacity(committed.count());
-    for element in committed.elements() {
-        let (low, high) =
-            consumer.fetch_watermarks(element.topic(), element.partition(), LOOK_TIMEOUT)?;
-        looks.push(Look {
-            topic: element.topic().to_owned(),
-            partition: element.partition(),
-            committed: match element.offset() {
-                Offset::Offset(offset) => Some(offset),
+        Ok(consumer
+            .offsets_for_times(query, LOOK_TIMEOUT)?
+            .elements()
+            .iter()
+            .filter_map(|e| match e.offset() {
+                Offset::Offset(offset) => Some(((e.topic().to_owned(), e.partition()), offset)),
                 _ => None,
-            },
-            low,
-            high,
-        });
+            })
+            .collect())
+    };
+    let (lows, highs) = (watermarks(Offset::Beginning)?, watermarks(Offset::End)?);
+    let mut wanted = TopicPartitionList::new();
+    for (topic, partition) in &partitions {
+        wanted.add_partition(topic, *partition);
     }
+    let committed = consumer.committed_offsets(wanted, LOOK_TIMEOUT)?;
+    let looks = committed
+        .elements()
+        .iter()
+        .filter_map(|element| {
+            let key = (element.topic().to_owned(), element.partition());
+            Some(Look {
+                committed: match element.offset() {
+                    Offset::Offset(offset) => Some(offset),
+                    _ => None,
+                },
+                low: *lows.get(&key)?,
+                high: *highs.get(&key)?,
+                topic: key.0,
+                partition: key.1,
+            })
+        })
+        .collect();
     let own = consumer
         .assignment()?
         .elements()
