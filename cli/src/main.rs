@@ -153,7 +153,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             app.run(shutdown_signal()).await?;
         }
         Task::QueryApi => {
-            let pool = pivotal_cli::setup::connect(&settings).await?;
+            let pool = pivotal_query_api::connect(&settings).await?;
             let app = pivotal_query_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }

@@ -1,19 +1,39 @@
 //! Connection pool and schema migrations.
 
+use std::str::FromStr;
 use std::time::Duration;
 
 use pivotal_settings::DatabaseSettings;
 use secrecy::ExposeSecret;
 use sqlx::PgPool;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
 pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+    pool_options(settings)
+        .connect(settings.url.expose_secret())
+        .await
+}
+
+/// A pool whose every connection has PostgreSQL cancel any statement that
+/// runs longer than `statement_timeout` (SQLSTATE 57014). For processes
+/// that only read: a cancelled append or migration would be an error, not
+/// a protection.
+pub async fn connect_with_statement_timeout(
+    settings: &DatabaseSettings,
+    statement_timeout: Duration,
+) -> Result<PgPool, sqlx::Error> {
+    let options = PgConnectOptions::from_str(settings.url.expose_secret())?.options([(
+        "statement_timeout",
+        statement_timeout.as_millis().to_string(),
+    )]);
+    pool_options(settings).connect_with(options).await
+}
+
+fn pool_options(settings: &DatabaseSettings) -> PgPoolOptions {
     PgPoolOptions::new()
         .max_connections(settings.max_connections)
         .acquire_timeout(Duration::from_secs(settings.acquire_timeout_secs))
-        .connect(settings.url.expose_secret())
-        .await
 }
 
 /// Applies the event store's migrations, leaving other migrators' rows alone.

@@ -120,7 +120,7 @@ fn graphql_error(error: &ConsistencyError) -> async_graphql::Error {
         ConsistencyError::Stale { .. } => {
             crate::errors::coded(crate::errors::STALE_READ, error.to_string())
         }
-        ConsistencyError::Database(e) => crate::errors::internal(e),
+        ConsistencyError::Database(e) => crate::errors::database(e),
     }
 }
 

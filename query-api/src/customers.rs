@@ -312,7 +312,7 @@ impl CustomerQuery {
                     .bind(id)
                     .fetch_optional(&pool)
                     .await
-                    .map_err(errors::internal)?;
+                    .map_err(errors::database)?;
             Ok(row.map(|r| {
                 let version = r.version;
                 (r, version)
@@ -386,7 +386,7 @@ impl CustomerQuery {
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
-                    .map_err(errors::internal)?;
+                    .map_err(errors::database)?;
                 let more = rows.len() > limit;
                 rows.truncate(limit);
                 if backward {

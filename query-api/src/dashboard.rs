@@ -272,7 +272,7 @@ impl DashboardQuery {
                 DashboardSource::Database,
                 from_database(pool(ctx)?, organization, fetch)
                     .await
-                    .map_err(errors::internal)?,
+                    .map_err(errors::database)?,
             ),
         };
         let section = |kind: &str| {

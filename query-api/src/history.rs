@@ -45,7 +45,7 @@ pub async fn of_aggregate(
 ) -> async_graphql::Result<Vec<HistoryEvent>> {
     let events = log::aggregate_history(pool, aggregate_type, aggregate_id)
         .await
-        .map_err(errors::internal)?;
+        .map_err(errors::database)?;
     let mut out = Vec::with_capacity(events.len());
     for mut logged in events {
         let (schema_version, position) =

@@ -262,7 +262,7 @@ async fn organization_state(
     .bind(organization)
     .fetch_optional(pool)
     .await
-    .map_err(errors::internal)?;
+    .map_err(errors::database)?;
     Ok(row)
 }
 
@@ -314,7 +314,7 @@ impl IdentityQuery {
         .bind(principal.claims.sub)
         .fetch_optional(pool(ctx)?)
         .await
-        .map_err(errors::internal)?;
+        .map_err(errors::database)?;
         Ok(row.as_ref().and_then(User::from_row))
     }
 
@@ -343,7 +343,7 @@ impl IdentityQuery {
             .bind(id)
             .fetch_optional(&pool)
             .await
-            .map_err(errors::internal)?;
+            .map_err(errors::database)?;
             Ok(row.map(|r| {
                 let version = r.version;
                 (r, version)
@@ -400,7 +400,7 @@ impl IdentityQuery {
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
-                    .map_err(errors::internal)?;
+                    .map_err(errors::database)?;
                 let more = rows.len() > limit;
                 rows.truncate(limit);
                 let mut connection = Connection::with_additional_fields(

@@ -42,7 +42,6 @@ use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use async_graphql::ErrorExtensions;
 use async_graphql::http::GraphiQLSource;
 use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
 use axum::Router;
@@ -93,6 +92,16 @@ pub enum StartError {
     Search(String),
     #[error("invalid setting: {0}")]
     Setting(&'static str),
+}
+
+/// The query API's pool: the database settings, with every statement
+/// limited to `query_api.statement_timeout_ms`.
+pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    pivotal_event_store::db::connect_with_statement_timeout(
+        &settings.database,
+        std::time::Duration::from_millis(settings.query_api.statement_timeout_ms.get()),
+    )
+    .await
 }
 
 impl Application {
@@ -331,12 +340,42 @@ async fn graphql(
                     request.data(state.cache.clone())
                 })
                 .await;
-            GraphQLResponse::from(response).into_response()
+            respond(response)
         }
-        Err(error) => GraphQLResponse::from(async_graphql::Response::from_errors(vec![
+        Err(error) => respond(async_graphql::Response::from_errors(vec![
             error.into_server_error(async_graphql::Pos::default()),
-        ]))
-        .into_response(),
+        ])),
+    }
+}
+
+/// The HTTP face of a GraphQL response: 200, unless nothing was answered
+/// and only because a dependency was unavailable (every error retryable,
+/// every root field null): then 503 with `Retry-After`, so that load
+/// balancers, proxies and HTTP clients see a retryable failure, as they do
+/// from the command API.
+fn respond(response: async_graphql::Response) -> axum::response::Response {
+    let unavailable = errors::all_retryable(&response.errors) && answered_nothing(&response.data);
+    let body = GraphQLResponse::from(response);
+    if unavailable {
+        (
+            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+            [(header::RETRY_AFTER, errors::RETRY_AFTER_SECONDS.to_string())],
+            body,
+        )
+            .into_response()
+    } else {
+        body.into_response()
+    }
+}
+
+/// Whether `data` holds no value: null, or an object of nulls.
+fn answered_nothing(data: &async_graphql::Value) -> bool {
+    match data {
+        async_graphql::Value::Null => true,
+        async_graphql::Value::Object(fields) => {
+            fields.values().all(|v| *v == async_graphql::Value::Null)
+        }
+        _ => false,
     }
 }
 
@@ -344,17 +383,10 @@ async fn graphql(
 /// slot is taken and the queue for them is full, or no slot came free
 /// within the longest wait (ADR 0043).
 fn overloaded_response(overloaded: &slots::Overloaded) -> axum::response::Response {
-    let error = errors::coded(errors::OVERLOADED, overloaded.to_string())
-        .extend_with(|_, e| e.set("retryAfterSeconds", 1));
-    let body = GraphQLResponse::from(async_graphql::Response::from_errors(vec![
+    let error = errors::unavailable(errors::OVERLOADED, &overloaded.to_string());
+    respond(async_graphql::Response::from_errors(vec![
         error.into_server_error(async_graphql::Pos::default()),
-    ]));
-    (
-        axum::http::StatusCode::SERVICE_UNAVAILABLE,
-        [(header::RETRY_AFTER, "1")],
-        body,
-    )
-        .into_response()
+    ]))
 }
 
 /// The batching loaders of one request (or one socket): `Quote.customer`

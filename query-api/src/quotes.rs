@@ -298,7 +298,7 @@ impl Quote {
         if let Some(reached) = &self.reached {
             crate::consistency::related(ctx, reached, "customer", id).await?;
         }
-        loader.load_one(id).await.map_err(errors::internal)
+        loader.load_one(id).await.map_err(errors::database)
     }
 
     /// Every status change, oldest first (from the event history).
@@ -503,7 +503,7 @@ impl QuoteQuery {
             .bind(id)
             .fetch_optional(&pool)
             .await
-            .map_err(errors::internal)?;
+            .map_err(errors::database)?;
             Ok(row.map(|r| {
                 let version = r.version;
                 (r, version)
@@ -576,7 +576,7 @@ impl QuoteQuery {
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
-                    .map_err(errors::internal)?;
+                    .map_err(errors::database)?;
                 let more = rows.len() > limit;
                 rows.truncate(limit);
                 let mut connection = Connection::with_additional_fields(
@@ -620,7 +620,7 @@ impl QuoteQuery {
         .bind(principal.claims.org)
         .fetch_all(pool(ctx)?)
         .await
-        .map_err(errors::internal)?;
+        .map_err(errors::database)?;
         Ok(rows
             .into_iter()
             .filter_map(|(state, version)| {

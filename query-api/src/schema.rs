@@ -101,6 +101,6 @@ pub async fn total_count(
         .build_query_as()
         .fetch_one(pool)
         .await
-        .map_err(errors::internal)?;
+        .map_err(errors::database)?;
     Ok(total)
 }

@@ -225,7 +225,7 @@ impl SearchQuery {
                     SearchError::EmptyQuery => errors::bad_input(e.to_string()),
                     SearchError::Unavailable(_) => {
                         tracing::warn!(error = %e, "search engine unavailable");
-                        errors::coded(
+                        errors::unavailable(
                             SEARCH_UNAVAILABLE,
                             "the search engine is unavailable; retry shortly",
                         )

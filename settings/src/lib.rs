@@ -253,6 +253,13 @@ pub struct HttpSettings {
     /// `OVERLOADED`).
     #[serde(default = "default_max_slot_wait_ms")]
     pub max_slot_wait_ms: u64,
+    /// Query API: the longest one SQL statement may run on its pool
+    /// (PostgreSQL's `statement_timeout`); PostgreSQL cancels it then and
+    /// the field fails with `QUERY_TIMEOUT`, so a pathological read cannot
+    /// hold a connection and a slot for good. 0 is refused: it would turn
+    /// the limit off.
+    #[serde(default = "default_statement_timeout_ms")]
+    pub statement_timeout_ms: std::num::NonZeroU64,
 }
 
 fn default_true() -> bool {
@@ -261,6 +268,10 @@ fn default_true() -> bool {
 
 fn default_header_timeout_ms() -> std::num::NonZeroU64 {
     std::num::NonZeroU64::new(30_000).unwrap_or(std::num::NonZeroU64::MIN)
+}
+
+fn default_statement_timeout_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(5_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -403,6 +414,7 @@ cache_bytes = 8388608
 max_concurrent_queries = 64
 max_waiting_queries = 1024
 max_slot_wait_ms = 10000
+statement_timeout_ms = 5000
 
 [relay]
 name = "main"
@@ -606,5 +618,31 @@ mod tests {
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.command_api.header_timeout_ms.get(), 30_000);
         assert_eq!(defaults.query_api.header_timeout_ms.get(), 30_000);
+    }
+
+    #[test]
+    fn the_statement_timeout_is_above_zero() {
+        #[derive(Serialize)]
+        struct Http {
+            statement_timeout_ms: i64,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            query_api: Http,
+        }
+        for value in [0, -1] {
+            let error = Settings::load_from(&Overrides {
+                query_api: Http {
+                    statement_timeout_ms: value,
+                },
+            })
+            .unwrap_err();
+            assert!(
+                error.to_string().contains("statement_timeout_ms"),
+                "{value}: {error}"
+            );
+        }
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.query_api.statement_timeout_ms.get(), 5_000);
     }
 }

@@ -7,7 +7,8 @@
 //! # Layout
 //!
 //! - [`TestEnv`]: database, settings and token minting for one test.
-//! - [`TestEnv::spawn_command_api`] / [`TestEnv::spawn_query_api`]: in-process servers on free ports.
+//! - [`TestEnv::spawn_command_api`] / [`TestEnv::spawn_query_api`] (or
+//!   [`TestEnv::spawn_query_api_on`] a pool of its own): in-process servers on free ports.
 //! - [`read_topic`]: reads a topic from the beginning with a plain consumer.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
@@ -222,7 +223,14 @@ impl TestEnv {
 
     /// Starts the query API in-process; returns its base URL and a stopper.
     pub async fn spawn_query_api(&self) -> (String, Stopper) {
-        let app = pivotal_query_api::Application::build(&self.settings, self.pool.clone())
+        self.spawn_query_api_on(self.pool.clone()).await
+    }
+
+    /// Starts the query API in-process on `pool` (the pool
+    /// `pivotal_query_api::connect` makes, say); returns its base URL and a
+    /// stopper.
+    pub async fn spawn_query_api_on(&self, pool: PgPool) -> (String, Stopper) {
+        let app = pivotal_query_api::Application::build(&self.settings, pool)
             .await
             .unwrap();
         let url = format!("http://{}", app.local_addr());

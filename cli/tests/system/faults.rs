@@ -5,7 +5,9 @@
 //! - every accepted command's event is in the store (nothing lost);
 //! - every stored event is on its topic, in per-aggregate order;
 //! - every table read model equals a replay of the store;
-//! - no client saw a 5xx other than 503 with `Retry-After`.
+//! - no client saw a 5xx other than 503 with `Retry-After`;
+//! - readers of the query API, where a scenario has them, saw answers or
+//!   `UNAVAILABLE` only.
 //!
 //! Services that a scenario stops are private to it (a broker, a Redis, a
 //! PostgreSQL cluster on their own ports), so other tests keep theirs.
@@ -138,6 +140,112 @@ impl Load {
         }
         all
     }
+}
+
+/// What one GraphQL reader saw of one read.
+#[derive(Debug, Clone)]
+struct Read {
+    status: u16,
+    retry_after: bool,
+    /// Every error's `extensions.code`.
+    codes: Vec<String>,
+    /// Whether the list came back.
+    answered: bool,
+    at: std::time::Instant,
+}
+
+/// Readers listing customers through the query API until stopped.
+struct Reads {
+    stop: Arc<AtomicBool>,
+    clients: Vec<tokio::task::JoinHandle<Vec<Read>>>,
+}
+
+impl Reads {
+    fn start(queries: &str, token: &str, clients: usize) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let clients = (0..clients)
+            .map(|_| {
+                let (stop, queries, token) = (stop.clone(), queries.to_owned(), token.to_owned());
+                tokio::spawn(async move {
+                    let mut seen = Vec::new();
+                    while !stop.load(Ordering::Relaxed) {
+                        let response = http()
+                            .post(format!("{queries}/graphql"))
+                            .bearer_auth(&token)
+                            .json(&json!({"query": "{ customers(first: 5) { totalCount edges { node { legalName } } } }"}))
+                            .timeout(Duration::from_secs(30))
+                            .send()
+                            .await;
+                        let Ok(response) = response else {
+                            seen.push(Read {
+                                status: 0,
+                                retry_after: false,
+                                codes: Vec::new(),
+                                answered: false,
+                                at: std::time::Instant::now(),
+                            });
+                            continue;
+                        };
+                        let status = response.status().as_u16();
+                        let retry_after = response.headers().contains_key("retry-after");
+                        let body: serde_json::Value = response.json().await.unwrap_or_default();
+                        let codes = body["errors"]
+                            .as_array()
+                            .into_iter()
+                            .flatten()
+                            .map(|e| e["extensions"]["code"].as_str().unwrap_or("none").to_owned())
+                            .collect();
+                        if status == 503 {
+                            tokio::time::sleep(Duration::from_millis(200)).await;
+                        }
+                        seen.push(Read {
+                            status,
+                            retry_after,
+                            codes,
+                            answered: body["data"]["customers"]["totalCount"].is_i64(),
+                            at: std::time::Instant::now(),
+                        });
+                    }
+                    seen
+                })
+            })
+            .collect();
+        Self { stop, clients }
+    }
+
+    async fn finish(self) -> Vec<Read> {
+        self.stop.store(true, Ordering::Relaxed);
+        let mut all = Vec::new();
+        for client in self.clients {
+            all.extend(client.await.unwrap());
+        }
+        all
+    }
+}
+
+/// The readers' side of the checker: every read answered, or failed only
+/// as a dependency outage (code `UNAVAILABLE`; HTTP 503 only with
+/// `Retry-After`), and reads answered again after `recovered`.
+fn check_reads(reads: &[Read], recovered: std::time::Instant) {
+    let bad: Vec<&Read> = reads
+        .iter()
+        .filter(|r| {
+            r.status == 0
+                || (r.status >= 500 && !(r.status == 503 && r.retry_after))
+                || r.codes.iter().any(|c| c != "UNAVAILABLE")
+                || (!r.answered && r.codes.is_empty())
+        })
+        .collect();
+    assert!(bad.is_empty(), "undocumented read failures: {bad:?}");
+    assert!(
+        reads.iter().any(|r| r.answered && r.at > recovered),
+        "no read answered once the database was back"
+    );
+    let unavailable = reads.iter().filter(|r| !r.codes.is_empty()).count();
+    eprintln!(
+        "reads: {} answered, {unavailable} unavailable",
+        reads.len() - unavailable
+    );
 }
 
 /// The checker: nothing lost, every topic complete and ordered, every read
@@ -278,10 +386,13 @@ async fn redis_stopped_under_load() {
     let mut env = TestEnv::new().await;
     env.settings.redis.url = format!("redis://127.0.0.1:{port}").into();
     let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
+    let (queries, _q) = env.spawn_query_api().await;
+    let reads = Reads::start(&queries, &env.token(Uuid::now_v7(), &["member"]), 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
     // Without Redis the command API cannot check revocations: 503 with
     // Retry-After, nothing half-done.
     drop(redis);
+    let stopped = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(5)).await;
     // The read models do not wait for Redis: they catch up while it is
     // still down.
@@ -298,6 +409,16 @@ async fn redis_stopped_under_load() {
     assert!(
         seen.iter().any(|s| s.at > back && s.accepted.is_some()),
         "no command was accepted once Redis was back"
+    );
+    // Reads need no Redis (ADR 0010): every one answered, also while it
+    // was down.
+    let reads = reads.finish().await;
+    check_reads(&reads, back);
+    let failed: Vec<&Read> = reads.iter().filter(|r| !r.answered).collect();
+    assert!(failed.is_empty(), "reads failed without Redis: {failed:?}");
+    assert!(
+        reads.iter().any(|r| r.at > stopped && r.at < back),
+        "no read met the outage"
     );
     check(&env, &seen).await;
     drop(redis);
@@ -413,10 +534,26 @@ async fn postgres_restarted_under_load() {
     let postgres = PrivatePostgres::start();
     let env = TestEnv::with_postgres(&postgres.server()).await;
     let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
+    // Readers too, through a query API on the pool its process uses (with
+    // the statement timeout).
+    let pool = pivotal_query_api::connect(&env.settings).await.unwrap();
+    let (queries, _q) = env.spawn_query_api_on(pool).await;
+    let reads = Reads::start(&queries, &env.token(Uuid::now_v7(), &["member"]), 2);
     tokio::time::sleep(Duration::from_secs(3)).await;
-    // A crash (immediate shutdown, recovery at start) under load.
-    postgres.pg_ctl(&["-m", "immediate", "restart"]);
+    // A crash (immediate shutdown, recovery at start) under load, and
+    // three seconds down before the restart, so that reads and commands
+    // meet the outage rather than only the crash.
+    postgres.pg_ctl(&["-m", "immediate", "stop"]);
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    postgres.pg_ctl(&["start"]);
+    let recovered = std::time::Instant::now();
     tokio::time::sleep(Duration::from_secs(6)).await;
     let seen = load.finish().await;
+    let reads = reads.finish().await;
+    check_reads(&reads, recovered);
+    assert!(
+        reads.iter().any(|r| r.status == 503),
+        "no read met the outage"
+    );
     check(&env, &seen).await;
 }

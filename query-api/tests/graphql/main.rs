@@ -466,6 +466,8 @@ async fn over_http_tokens_are_required_and_graphiql_is_served() {
 
 mod cache;
 
+mod failures;
+
 mod slots;
 
 mod identity {
