@@ -1,7 +1,16 @@
 //! GraphQL errors carry a stable `extensions.code`, the GraphQL face of the
 //! REST API's problem codes.
 
-use async_graphql::{Error, ErrorExtensions};
+use std::sync::Arc;
+
+use async_graphql::extensions::{
+    Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
+    NextValidation,
+};
+use async_graphql::parser::types::ExecutableDocument;
+use async_graphql::{
+    Error, ErrorExtensions, Response, ServerError, ServerResult, ValidationResult, Variables,
+};
 
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const FORBIDDEN: &str = "FORBIDDEN";
@@ -9,6 +18,11 @@ pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const STALE_READ: &str = "STALE_READ";
 pub const OVERLOADED: &str = "OVERLOADED";
+/// The operation is not GraphQL (a syntax error).
+pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
+/// The operation does not fit the schema (an unknown field, a missing
+/// argument, a variable of the wrong type, too deep or too complex).
+pub const GRAPHQL_VALIDATION_FAILED: &str = "GRAPHQL_VALIDATION_FAILED";
 /// PostgreSQL, which holds the read models, could not be reached (down,
 /// restarting, out of connections, or no pooled connection came free in
 /// time): retry after `extensions.retryAfterSeconds`.
@@ -16,6 +30,48 @@ pub const UNAVAILABLE: &str = "UNAVAILABLE";
 /// A statement ran past `query_api.statement_timeout_ms` and PostgreSQL
 /// cancelled it: narrow the query, or retry.
 pub const QUERY_TIMEOUT: &str = "QUERY_TIMEOUT";
+
+/// Every code an error may carry, the values of the
+/// `graphql_errors_total{code}` metric.
+pub const CODES: [&str; 11] = [
+    UNAUTHENTICATED,
+    FORBIDDEN,
+    BAD_USER_INPUT,
+    INTERNAL,
+    STALE_READ,
+    OVERLOADED,
+    UNAVAILABLE,
+    QUERY_TIMEOUT,
+    GRAPHQL_PARSE_FAILED,
+    GRAPHQL_VALIDATION_FAILED,
+    crate::search::SEARCH_UNAVAILABLE,
+];
+
+/// Counts `errors` by code in `graphql_errors_total`.
+pub fn count(errors: &[ServerError]) {
+    for error in errors {
+        let code = error
+            .extensions
+            .as_ref()
+            .and_then(|x| x.get("code"))
+            .and_then(|code| {
+                CODES
+                    .iter()
+                    .find(|c| *code == async_graphql::Value::from(**c))
+            })
+            .copied()
+            .unwrap_or("OTHER");
+        metrics::counter!("graphql_errors_total", "code" => code).increment(1);
+    }
+}
+
+/// Every series of `graphql_errors_total` at 0, so that alerts on them see
+/// a value from the start.
+pub fn register_counts() {
+    for code in CODES {
+        metrics::counter!("graphql_errors_total", "code" => code).increment(0);
+    }
+}
 
 /// Seconds a client is told to wait before retrying a request that failed
 /// because a dependency was unavailable.
@@ -104,4 +160,160 @@ pub fn internal(cause: impl std::fmt::Display) -> Error {
         INTERNAL,
         "the query could not be completed; it has been logged",
     )
+}
+
+/// Gives every error a code: a syntax error `GRAPHQL_PARSE_FAILED`, an
+/// operation the schema refuses `GRAPHQL_VALIDATION_FAILED`, an argument
+/// value that cannot be read as its type (async-graphql's `Failed to
+/// parse`) or a variable given no value `BAD_USER_INPUT`, and any other
+/// error raised without one
+/// `INTERNAL_SERVER_ERROR` (its message logged and replaced). Errors that
+/// have a code keep it.
+#[derive(Debug)]
+pub struct Codes;
+
+impl ExtensionFactory for Codes {
+    fn create(&self) -> Arc<dyn Extension> {
+        Arc::new(Codes)
+    }
+}
+
+/// Whether `error` has an `extensions.code`.
+fn has_code(error: &ServerError) -> bool {
+    error
+        .extensions
+        .as_ref()
+        .is_some_and(|x| x.get("code").is_some())
+}
+
+fn with_code(mut error: ServerError, code: &'static str) -> ServerError {
+    if !has_code(&error) {
+        error
+            .extensions
+            .get_or_insert_with(Default::default)
+            .set("code", code);
+    }
+    error
+}
+
+/// An error raised while executing that has no code: an argument or a
+/// variable that cannot be read, an operation that cannot run here (no field's path: a
+/// subscription sent over HTTP), or else a defect.
+fn coded_in_execution(error: ServerError) -> ServerError {
+    if has_code(&error) {
+        return error;
+    }
+    // async-graphql's own words for an argument or a variable that cannot
+    // be read (a wording change fails the tests that send such input).
+    if error.message.starts_with("Failed to parse") || error.message.starts_with("Variable ") {
+        return with_code(error, BAD_USER_INPUT);
+    }
+    if error.path.is_empty() {
+        return with_code(error, GRAPHQL_VALIDATION_FAILED);
+    }
+    tracing::error!(error = %error.message, path = ?error.path, "field failed without a code");
+    let mut error = with_code(error, INTERNAL);
+    error.message = "the query could not be completed; it has been logged".into();
+    error
+}
+
+#[async_trait::async_trait]
+impl Extension for Codes {
+    /// Errors raised between validation and execution (an operation name
+    /// the document does not hold, or none given for a document of
+    /// several) are the operation's: `GRAPHQL_VALIDATION_FAILED`.
+    async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
+        let mut response = next.run(ctx).await;
+        for error in &mut response.errors {
+            if !has_code(error) {
+                *error = with_code(
+                    std::mem::replace(error, ServerError::new("", None)),
+                    GRAPHQL_VALIDATION_FAILED,
+                );
+            }
+        }
+        response
+    }
+
+    async fn parse_query(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        query: &str,
+        variables: &Variables,
+        next: NextParseQuery<'_>,
+    ) -> ServerResult<ExecutableDocument> {
+        next.run(ctx, query, variables)
+            .await
+            .map_err(|error| with_code(error, GRAPHQL_PARSE_FAILED))
+    }
+
+    async fn validation(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        next: NextValidation<'_>,
+    ) -> Result<ValidationResult, Vec<ServerError>> {
+        next.run(ctx).await.map_err(|errors| {
+            errors
+                .into_iter()
+                .map(|error| with_code(error, GRAPHQL_VALIDATION_FAILED))
+                .collect()
+        })
+    }
+
+    async fn execute(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        operation_name: Option<&str>,
+        next: NextExecute<'_>,
+    ) -> Response {
+        let mut response = next.run(ctx, operation_name).await;
+        response.errors = std::mem::take(&mut response.errors)
+            .into_iter()
+            .map(coded_in_execution)
+            .collect();
+        response
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code_of(error: &ServerError) -> Option<String> {
+        match error.extensions.as_ref()?.get("code")? {
+            async_graphql::Value::String(code) => Some(code.clone()),
+            _ => None,
+        }
+    }
+
+    #[test]
+    fn an_error_raised_in_execution_without_a_code_is_given_one() {
+        let argument = coded_in_execution(ServerError::new(
+            r#"Failed to parse "Int": the value is -1, must be greater than or equal to 0"#,
+            None,
+        ));
+        assert_eq!(code_of(&argument).as_deref(), Some(BAD_USER_INPUT));
+        assert!(argument.message.contains("-1"), "the message is kept");
+
+        let operation = coded_in_execution(ServerError::new(
+            "Subscriptions are not supported on this transport.",
+            None,
+        ));
+        assert_eq!(
+            code_of(&operation).as_deref(),
+            Some(GRAPHQL_VALIDATION_FAILED)
+        );
+
+        let mut other = ServerError::new("Data `PgPool` does not exist.", None);
+        other.path = vec![async_graphql::PathSegment::Field("customers".into())];
+        let other = coded_in_execution(other);
+        assert_eq!(code_of(&other).as_deref(), Some(INTERNAL));
+        assert!(!other.message.contains("PgPool"), "the cause is not shown");
+
+        let coded = coded_in_execution(
+            coded(STALE_READ, "not yet").into_server_error(async_graphql::Pos::default()),
+        );
+        assert_eq!(code_of(&coded).as_deref(), Some(STALE_READ));
+        assert_eq!(coded.message, "not yet");
+    }
 }

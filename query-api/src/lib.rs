@@ -111,6 +111,10 @@ impl Application {
                 "query_api.max_concurrent_queries must be at least 1",
             ));
         }
+        // The recorder first (it is otherwise installed by the first
+        // request), so that the series registered at 0 below exist.
+        pivotal_telemetry::metrics::handle();
+        errors::register_counts();
         let verifier = Arc::new(TokenVerifier::from_settings(&settings.auth)?);
         let revocations = Revocations::connect(
             settings.redis.url.expose_secret(),
@@ -348,12 +352,14 @@ async fn graphql(
     }
 }
 
-/// The HTTP face of a GraphQL response: 200, unless nothing was answered
+/// The HTTP face of a GraphQL response, its errors counted by code
+/// (`graphql_errors_total`): 200, unless nothing was answered
 /// and only because a dependency was unavailable (every error retryable,
 /// every root field null): then 503 with `Retry-After`, so that load
 /// balancers, proxies and HTTP clients see a retryable failure, as they do
 /// from the command API.
 fn respond(response: async_graphql::Response) -> axum::response::Response {
+    errors::count(&response.errors);
     let unavailable = errors::all_retryable(&response.errors) && answered_nothing(&response.data);
     let body = GraphQLResponse::from(response);
     if unavailable {

@@ -41,6 +41,7 @@ pub fn build_with(
     )
     .data(pool)
     .data(changes)
+    .extension(crate::errors::Codes)
     .limit_depth(12)
     .limit_complexity(2_000);
     if let Some(engine) = search {

@@ -86,6 +86,14 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         .await
         .unwrap();
     assert!(queried.get("errors").is_none(), "{queried}");
+    let malformed = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ customers( }"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(malformed.status(), 200);
 
     // The APIs: requests by route and status, latency histograms, commands
     // by outcome (this test binary shares one recorder, so at least one).
@@ -115,6 +123,23 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     let text = metrics(&queries).await;
     let series = r#"http_requests_total{method="POST",route="/graphql",status="200"}"#;
     assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{text}");
+    // GraphQL errors by code: the malformed query's, and every other code
+    // from the start.
+    assert!(
+        sample(
+            &text,
+            r#"graphql_errors_total{code="GRAPHQL_PARSE_FAILED"}"#
+        )
+        .is_some_and(|v| v >= 1.0),
+        "{text}"
+    );
+    for code in ["UNAVAILABLE", "QUERY_TIMEOUT", "INTERNAL_SERVER_ERROR"] {
+        let series = format!(r#"graphql_errors_total{{code="{code}"}}"#);
+        assert!(
+            sample(&text, &series).is_some(),
+            "{series} missing:\n{text}"
+        );
+    }
     // No operation is waiting for an execution slot once the queries are
     // answered (ADR 0043).
     assert_eq!(sample(&text, "graphql_waiting"), Some(0.0), "{text}");

@@ -408,6 +408,55 @@ async fn bad_input_and_missing_permissions_have_codes() {
 }
 
 #[tokio::test]
+async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
+    let f = fixture().await;
+    let cases = [
+        (
+            "{ customers(first: 2 { totalCount } }",
+            "GRAPHQL_PARSE_FAILED",
+        ),
+        ("{ nope }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "{ customers(first: \"two\") { totalCount } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        ("{ customer { id } }", "GRAPHQL_VALIDATION_FAILED"),
+        (
+            "query Q($n: Int!) { customers(first: $n) { totalCount } }",
+            "BAD_USER_INPUT",
+        ),
+        ("{ customers(first: -1) { totalCount } }", "BAD_USER_INPUT"),
+        (
+            "query A { __typename } query B { __typename }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+        (
+            "subscription { changes { aggregateId } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
+    ];
+    for (query, expected) in cases {
+        let answer = f.run(query).await;
+        let errors = answer["errors"].as_array().unwrap();
+        assert!(!errors.is_empty(), "{query}: {answer}");
+        for error in errors {
+            assert_eq!(error["extensions"]["code"], expected, "{query}: {answer}");
+        }
+    }
+    let unknown = serde_json::to_value(
+        f.schema
+            .execute(
+                Request::new("query A { __typename }")
+                    .operation_name("C")
+                    .data(f.principal(&["member"])),
+            )
+            .await,
+    )
+    .unwrap();
+    assert_eq!(code(&unknown), "GRAPHQL_VALIDATION_FAILED", "{unknown}");
+}
+
+#[tokio::test]
 async fn over_http_tokens_are_required_and_graphiql_is_served() {
     let f = fixture().await;
     let (url, _stop) = f.env.spawn_query_api().await;
