@@ -594,55 +594,18 @@ mod tests {
     }
 
     #[test]
-    fn header_timeouts_are_above_zero() {
-        #[derive(Serialize)]
-        struct Http {
-            header_timeout_ms: i64,
-        }
-        #[derive(Serialize)]
-        struct Overrides {
-            query_api: Http,
-        }
-        for value in [0, -1] {
-            let error = Settings::load_from(&Overrides {
-                query_api: Http {
-                    header_timeout_ms: value,
-                },
-            })
-            .unwrap_err();
-            assert!(
-                error.to_string().contains("header_timeout_ms"),
-                "{value}: {error}"
-            );
+    fn timeouts_are_above_zero() {
+        use std::collections::BTreeMap;
+        for key in ["header_timeout_ms", "statement_timeout_ms"] {
+            for value in [0, -1] {
+                let overrides = BTreeMap::from([("query_api", BTreeMap::from([(key, value)]))]);
+                let error = Settings::load_from(&overrides).unwrap_err();
+                assert!(error.to_string().contains(key), "{key} {value}: {error}");
+            }
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.command_api.header_timeout_ms.get(), 30_000);
         assert_eq!(defaults.query_api.header_timeout_ms.get(), 30_000);
-    }
-
-    #[test]
-    fn the_statement_timeout_is_above_zero() {
-        #[derive(Serialize)]
-        struct Http {
-            statement_timeout_ms: i64,
-        }
-        #[derive(Serialize)]
-        struct Overrides {
-            query_api: Http,
-        }
-        for value in [0, -1] {
-            let error = Settings::load_from(&Overrides {
-                query_api: Http {
-                    statement_timeout_ms: value,
-                },
-            })
-            .unwrap_err();
-            assert!(
-                error.to_string().contains("statement_timeout_ms"),
-                "{value}: {error}"
-            );
-        }
-        let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.query_api.statement_timeout_ms.get(), 5_000);
     }
 }

@@ -55,90 +55,105 @@ struct Seen {
     at: std::time::Instant,
 }
 
-/// Writers creating customers and changing their tags until stopped.
-struct Load {
+/// Clients running until stopped, each answering with what it saw.
+struct Clients<T> {
     stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<Vec<Seen>>>,
+    clients: Vec<tokio::task::JoinHandle<Vec<T>>>,
 }
 
-impl Load {
-    fn start(commands: &str, token: &str, clients: usize) -> Self {
+impl<T: Send + 'static> Clients<T> {
+    /// `count` clients, the `c`th running `client(c, stop)`.
+    fn spawn<F, Fut>(count: usize, client: F) -> Self
+    where
+        F: Fn(usize, Arc<AtomicBool>) -> Fut,
+        Fut: std::future::Future<Output = Vec<T>> + Send + 'static,
+    {
         let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|c| {
-                let (stop, commands, token) = (stop.clone(), commands.to_owned(), token.to_owned());
-                tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    let mut mine: Vec<String> = Vec::new();
-                    let mut n = 0usize;
-                    while !stop.load(Ordering::Relaxed) {
-                        n += 1;
-                        let request = match mine.get(n % 5) {
-                            Some(id) if !n.is_multiple_of(5) => http()
-                                .put(format!("{commands}/v1/customers/{id}/tags"))
-                                .json(&json!({"tags": [format!("c{c}-{n}")]})),
-                            _ => http().post(format!("{commands}/v1/customers")).json(
-                                &json!({"legalName": format!("Load {c}-{n}"), "currency": "NZD"}),
-                            ),
-                        };
-                        let response = request
-                            .bearer_auth(&token)
-                            .timeout(Duration::from_secs(30))
-                            .send()
-                            .await;
-                        let Ok(response) = response else {
-                            // The command API itself never goes away here.
-                            seen.push(Seen {
-                                status: 0,
-                                retry_after: false,
-                                accepted: None,
-                                at: std::time::Instant::now(),
-                            });
-                            continue;
-                        };
-                        let status = response.status().as_u16();
-                        let retry_after = response.headers().contains_key("retry-after");
-                        let version = response
-                            .headers()
-                            .get("etag")
-                            .and_then(|v| v.to_str().ok())
-                            .and_then(|v| v.trim_matches('"').parse::<i64>().ok());
-                        let body: serde_json::Value = response.json().await.unwrap_or_default();
-                        let accepted = if (200..300).contains(&status) {
-                            let id = body["id"].as_str().map(str::to_owned);
-                            if status == 201
-                                && let Some(id) = &id
-                            {
-                                mine.push(id.clone());
-                            }
-                            id.zip(version)
-                        } else {
-                            None
-                        };
-                        if status == 503 {
-                            tokio::time::sleep(Duration::from_millis(200)).await;
-                        }
-                        seen.push(Seen {
-                            status,
-                            retry_after,
-                            accepted,
-                            at: std::time::Instant::now(),
-                        });
-                    }
-                    seen
-                })
-            })
+        let clients = (0..count)
+            .map(|c| tokio::spawn(client(c, stop.clone())))
             .collect();
         Self { stop, clients }
     }
 
-    async fn finish(self) -> Vec<Seen> {
+    /// Stops every client; what they saw, all together.
+    async fn finish(self) -> Vec<T> {
         self.stop.store(true, Ordering::Relaxed);
         let mut all = Vec::new();
         for client in self.clients {
             all.extend(client.await.unwrap());
         }
         all
+    }
+}
+
+/// Writers creating customers and changing their tags until stopped.
+type Load = Clients<Seen>;
+
+impl Load {
+    fn start(commands: &str, token: &str, clients: usize) -> Self {
+        Self::spawn(clients, |c, stop| {
+            let (commands, token) = (commands.to_owned(), token.to_owned());
+            async move {
+                let mut seen = Vec::new();
+                let mut mine: Vec<String> = Vec::new();
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let request = match mine.get(n % 5) {
+                        Some(id) if !n.is_multiple_of(5) => http()
+                            .put(format!("{commands}/v1/customers/{id}/tags"))
+                            .json(&json!({"tags": [format!("c{c}-{n}")]})),
+                        _ => http().post(format!("{commands}/v1/customers")).json(
+                            &json!({"legalName": format!("Load {c}-{n}"), "currency": "NZD"}),
+                        ),
+                    };
+                    let response = request
+                        .bearer_auth(&token)
+                        .timeout(Duration::from_secs(30))
+                        .send()
+                        .await;
+                    let Ok(response) = response else {
+                        // The command API itself never goes away here.
+                        seen.push(Seen {
+                            status: 0,
+                            retry_after: false,
+                            accepted: None,
+                            at: std::time::Instant::now(),
+                        });
+                        continue;
+                    };
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let version = response
+                        .headers()
+                        .get("etag")
+                        .and_then(|v| v.to_str().ok())
+                        .and_then(|v| v.trim_matches('"').parse::<i64>().ok());
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let accepted = if (200..300).contains(&status) {
+                        let id = body["id"].as_str().map(str::to_owned);
+                        if status == 201
+                            && let Some(id) = &id
+                        {
+                            mine.push(id.clone());
+                        }
+                        id.zip(version)
+                    } else {
+                        None
+                    };
+                    if status == 503 {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    seen.push(Seen {
+                        status,
+                        retry_after,
+                        accepted,
+                        at: std::time::Instant::now(),
+                    });
+                }
+                seen
+            }
+        })
     }
 }
 
@@ -155,72 +170,61 @@ struct Read {
 }
 
 /// Readers listing customers through the query API until stopped.
-struct Reads {
-    stop: Arc<AtomicBool>,
-    clients: Vec<tokio::task::JoinHandle<Vec<Read>>>,
-}
+type Reads = Clients<Read>;
 
 impl Reads {
     fn start(queries: &str, token: &str, clients: usize) -> Self {
-        let stop = Arc::new(AtomicBool::new(false));
-        let clients = (0..clients)
-            .map(|_| {
-                let (stop, queries, token) = (stop.clone(), queries.to_owned(), token.to_owned());
-                tokio::spawn(async move {
-                    let mut seen = Vec::new();
-                    while !stop.load(Ordering::Relaxed) {
-                        let response = http()
+        Self::spawn(clients, |_, stop| {
+            let (queries, token) = (queries.to_owned(), token.to_owned());
+            async move {
+                let mut seen = Vec::new();
+                while !stop.load(Ordering::Relaxed) {
+                    let response = http()
                             .post(format!("{queries}/graphql"))
                             .bearer_auth(&token)
                             .json(&json!({"query": "{ customers(first: 5) { totalCount edges { node { legalName } } } }"}))
                             .timeout(Duration::from_secs(30))
                             .send()
                             .await;
-                        let Ok(response) = response else {
-                            seen.push(Read {
-                                status: 0,
-                                retry_after: false,
-                                codes: Vec::new(),
-                                answered: false,
-                                at: std::time::Instant::now(),
-                            });
-                            continue;
-                        };
-                        let status = response.status().as_u16();
-                        let retry_after = response.headers().contains_key("retry-after");
-                        let body: serde_json::Value = response.json().await.unwrap_or_default();
-                        let codes = body["errors"]
-                            .as_array()
-                            .into_iter()
-                            .flatten()
-                            .map(|e| e["extensions"]["code"].as_str().unwrap_or("none").to_owned())
-                            .collect();
-                        // Paced: readers are there to meet the faults,
-                        // not to compete with the catch-up for the cores.
-                        let pause = if status == 503 { 200 } else { 20 };
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    let Ok(response) = response else {
                         seen.push(Read {
-                            status,
-                            retry_after,
-                            codes,
-                            answered: body["data"]["customers"]["totalCount"].is_i64(),
+                            status: 0,
+                            retry_after: false,
+                            codes: Vec::new(),
+                            answered: false,
                             at: std::time::Instant::now(),
                         });
-                    }
-                    seen
-                })
-            })
-            .collect();
-        Self { stop, clients }
-    }
-
-    async fn finish(self) -> Vec<Read> {
-        self.stop.store(true, Ordering::Relaxed);
-        let mut all = Vec::new();
-        for client in self.clients {
-            all.extend(client.await.unwrap());
-        }
-        all
+                        continue;
+                    };
+                    let status = response.status().as_u16();
+                    let retry_after = response.headers().contains_key("retry-after");
+                    let body: serde_json::Value = response.json().await.unwrap_or_default();
+                    let codes = body["errors"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|e| {
+                            e["extensions"]["code"]
+                                .as_str()
+                                .unwrap_or("none")
+                                .to_owned()
+                        })
+                        .collect();
+                    // Paced: readers are there to meet the faults,
+                    // not to compete with the catch-up for the cores.
+                    let pause = if status == 503 { 200 } else { 20 };
+                    tokio::time::sleep(Duration::from_millis(pause)).await;
+                    seen.push(Read {
+                        status,
+                        retry_after,
+                        codes,
+                        answered: body["data"]["customers"]["totalCount"].is_i64(),
+                        at: std::time::Instant::now(),
+                    });
+                }
+                seen
+            }
+        })
     }
 }
 

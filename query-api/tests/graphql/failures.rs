@@ -11,7 +11,7 @@ use pivotal_test_support::{http, reqwest};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{code, fixture};
+use super::{code, fixture, is_retryable_503};
 
 async fn post(url: &str, token: &str, query: &str) -> reqwest::Response {
     http()
@@ -92,20 +92,8 @@ async fn a_read_past_the_statement_timeout_is_cancelled_as_query_timeout() {
 /// `answer` is a 503 for a database that could not be reached:
 /// `Retry-After: 1`, every error `UNAVAILABLE` with `retryAfterSeconds`.
 async fn is_unavailable(answer: reqwest::Response) -> Value {
-    assert_eq!(answer.status(), 503);
-    assert_eq!(
-        answer
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body: Value = answer.json().await.unwrap();
-    let errors = body["errors"].as_array().unwrap();
-    assert!(!errors.is_empty(), "{body}");
-    for error in errors {
-        assert_eq!(error["extensions"]["code"], "UNAVAILABLE", "{body}");
-        assert_eq!(error["extensions"]["retryAfterSeconds"], 1, "{body}");
+    let body = is_retryable_503(answer, "UNAVAILABLE").await;
+    for error in body["errors"].as_array().unwrap() {
         assert!(
             !error["message"]
                 .as_str()

@@ -178,6 +178,30 @@ fn names(page: &Value) -> Vec<String> {
         .collect()
 }
 
+/// `answer` is a 503 that says when to retry: `Retry-After: 1`, and every
+/// error coded `expected` with `retryAfterSeconds` 1. Returns its body.
+async fn is_retryable_503(
+    answer: pivotal_test_support::reqwest::Response,
+    expected: &str,
+) -> Value {
+    assert_eq!(answer.status(), 503);
+    assert_eq!(
+        answer
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok()),
+        Some("1")
+    );
+    let body: Value = answer.json().await.unwrap();
+    let errors = body["errors"].as_array().unwrap();
+    assert!(!errors.is_empty(), "{body}");
+    for error in errors {
+        assert_eq!(error["extensions"]["code"], expected, "{body}");
+        assert_eq!(error["extensions"]["retryAfterSeconds"], 1, "{body}");
+    }
+    body
+}
+
 fn code(answer: &Value) -> &str {
     answer["errors"][0]["extensions"]["code"]
         .as_str()

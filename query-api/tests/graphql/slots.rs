@@ -14,7 +14,7 @@ use pivotal_test_support::{eventually, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use super::{code, context, fixture};
+use super::{code, context, fixture, is_retryable_503};
 
 async fn post(url: String, token: String, query: String, header: Option<String>) -> Value {
     let mut request = http()
@@ -95,20 +95,7 @@ async fn both_answer_once_unlocked(
 /// `refused` is the 503 of an operation turned away for want of a slot:
 /// `Retry-After`, the code `OVERLOADED`, a message saying `why`, no data.
 async fn is_overloaded(refused: pivotal_test_support::reqwest::Response, why: &str) {
-    assert_eq!(refused.status(), 503);
-    assert_eq!(
-        refused
-            .headers()
-            .get("retry-after")
-            .and_then(|v| v.to_str().ok()),
-        Some("1")
-    );
-    let body: Value = refused.json().await.unwrap();
-    assert_eq!(code(&body), "OVERLOADED", "{body}");
-    assert_eq!(
-        body["errors"][0]["extensions"]["retryAfterSeconds"], 1,
-        "{body}"
-    );
+    let body = is_retryable_503(refused, "OVERLOADED").await;
     assert!(
         body["errors"][0]["message"]
             .as_str()
