@@ -166,9 +166,8 @@ pub fn internal(cause: impl std::fmt::Display) -> Error {
 /// operation the schema refuses `GRAPHQL_VALIDATION_FAILED`, an argument
 /// value that cannot be read as its type (async-graphql's `Failed to
 /// parse`) or a variable given no value `BAD_USER_INPUT`, and any other
-/// error raised without one
-/// `INTERNAL_SERVER_ERROR` (its message logged and replaced). Errors that
-/// have a code keep it.
+/// error raised without one `INTERNAL_SERVER_ERROR` (its message logged
+/// and replaced). Errors that have a code keep it.
 #[derive(Debug)]
 pub struct Codes;
 
@@ -186,19 +185,24 @@ fn has_code(error: &ServerError) -> bool {
         .is_some_and(|x| x.get("code").is_some())
 }
 
-fn with_code(mut error: ServerError, code: &'static str) -> ServerError {
-    if !has_code(&error) {
+/// Codes `error` with `code` unless it has a code.
+fn give_code(error: &mut ServerError, code: &'static str) {
+    if !has_code(error) {
         error
             .extensions
             .get_or_insert_with(Default::default)
             .set("code", code);
     }
+}
+
+fn with_code(mut error: ServerError, code: &'static str) -> ServerError {
+    give_code(&mut error, code);
     error
 }
 
 /// An error raised while executing that has no code: an argument or a
-/// variable that cannot be read, an operation that cannot run here (no field's path: a
-/// subscription sent over HTTP), or else a defect.
+/// variable that cannot be read, an operation that cannot run here (no
+/// field's path: a subscription sent over HTTP), or else a defect.
 fn coded_in_execution(error: ServerError) -> ServerError {
     if has_code(&error) {
         return error;
@@ -225,12 +229,7 @@ impl Extension for Codes {
     async fn request(&self, ctx: &ExtensionContext<'_>, next: NextRequest<'_>) -> Response {
         let mut response = next.run(ctx).await;
         for error in &mut response.errors {
-            if !has_code(error) {
-                *error = with_code(
-                    std::mem::replace(error, ServerError::new("", None)),
-                    GRAPHQL_VALIDATION_FAILED,
-                );
-            }
+            give_code(error, GRAPHQL_VALIDATION_FAILED);
         }
         response
     }
