@@ -143,7 +143,7 @@ pub fn unavailable(code: &'static str, message: &str) -> Error {
 /// Whether there are `errors` and every one of them is retryable: a
 /// dependency was unavailable and the error says when to retry
 /// (`extensions.retryAfterSeconds`).
-pub fn all_retryable(errors: &[async_graphql::ServerError]) -> bool {
+pub fn all_retryable(errors: &[ServerError]) -> bool {
     !errors.is_empty()
         && errors.iter().all(|error| {
             error
