@@ -66,11 +66,20 @@ pub fn consumer(settings: &KafkaSettings, group_id: &str) -> ClientConfig {
         )
         .set("enable.auto.offset.store", "false")
         .set("auto.offset.reset", "earliest")
-        .set("session.timeout.ms", "10000")
-        .set("heartbeat.interval.ms", "2000")
+        .set(
+            "session.timeout.ms",
+            settings.session_timeout_ms.get().to_string(),
+        )
+        .set(
+            "heartbeat.interval.ms",
+            (settings.session_timeout_ms.get() / 5).max(1).to_string(),
+        )
         // Also the rebalance timeout: how long a join waits for members that
-        // died without leaving. Batches take well under a second.
-        .set("max.poll.interval.ms", "30000")
+        // died without leaving.
+        .set(
+            "max.poll.interval.ms",
+            pivotal_settings::REBALANCE_TIMEOUT_MS.to_string(),
+        )
         .set("enable.partition.eof", "false")
         // Freshness on a broker that holds every fetch for the whole wait
         // (tansu); Apache Kafka answers as soon as data arrives.

@@ -24,6 +24,12 @@ use serde::{Deserialize, Serialize};
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(#[from] Box<figment::Error>);
 
+impl From<figment::Error> for SettingsError {
+    fn from(error: figment::Error) -> Self {
+        Self(Box::new(error))
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -126,7 +132,23 @@ pub struct KafkaSettings {
     /// delivered again, which the projections' versions turn into no-ops
     /// (ADR 0032).
     pub commit_interval_ms: u32,
+    /// How long the group coordinator waits for a projector's heartbeat
+    /// before it expires the member and hands its partitions to the others
+    /// (`session.timeout.ms`; heartbeats go every fifth of it). The default,
+    /// 10 s, moves a dead projector's partitions quickly; a deployment whose
+    /// projectors pause longer (garbage-collected neighbours, throttled
+    /// CPU) sets more, within the broker's own bounds
+    /// (`group.min.session.timeout.ms` and `group.max.session.timeout.ms`,
+    /// 6 s to 30 min by default). It must stay below
+    /// `projector.out_of_group_limit_ms` less the rebalance timeout (30 s):
+    /// a member waiting out a rebalance is not yet out of its group.
+    pub session_timeout_ms: std::num::NonZeroU32,
 }
+
+/// How long a rebalance may wait for members to rejoin
+/// (`max.poll.interval.ms`, which librdkafka also sends as the rebalance
+/// timeout). Batches take well under a second.
+pub const REBALANCE_TIMEOUT_MS: u32 = 30_000;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -364,6 +386,7 @@ replication_factor = 1
 client_id = "pivotal-flow"
 fetch_wait_ms = 50
 commit_interval_ms = 1000
+session_timeout_ms = 10000
 
 [redis]
 url = "redis://127.0.0.1:6379"
@@ -465,22 +488,37 @@ impl Settings {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract().map_err(|e| SettingsError(Box::new(e)))
+        figment.extract::<Self>()?.checked()
     }
 
     /// Defaults overridden by `overrides` (any serializable tree), for tests.
     pub fn load_from<T: Serialize>(overrides: &T) -> Result<Self, SettingsError> {
         Figment::from(Toml::string(DEFAULTS))
             .merge(Serialized::defaults(overrides))
-            .extract()
-            .map_err(|e| SettingsError(Box::new(e)))
+            .extract::<Self>()?
+            .checked()
     }
 
     /// The built-in defaults.
     pub fn defaults() -> Result<Self, SettingsError> {
         Figment::from(Toml::string(DEFAULTS))
-            .extract()
-            .map_err(|e| SettingsError(Box::new(e)))
+            .extract::<Self>()?
+            .checked()
+    }
+
+    /// Refuses settings that are each valid but do not fit together.
+    fn checked(self) -> Result<Self, SettingsError> {
+        let session = u64::from(self.kafka.session_timeout_ms.get());
+        let limit = self.projector.out_of_group_limit_ms;
+        if session + u64::from(REBALANCE_TIMEOUT_MS) >= limit {
+            return Err(SettingsError::from(figment::Error::from(format!(
+                "kafka.session_timeout_ms ({session}) plus the rebalance timeout \
+                 ({REBALANCE_TIMEOUT_MS}) must be below projector.out_of_group_limit_ms \
+                 ({limit}): a projector waiting out a rebalance would be reported \
+                 out of its group"
+            ))));
+        }
+        Ok(self)
     }
 }
 
@@ -560,6 +598,34 @@ mod tests {
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.projector.out_of_group_limit_ms, 60_000);
+    }
+
+    #[test]
+    fn a_session_timeout_must_leave_room_for_a_rebalance_before_readiness_gives_up() {
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.kafka.session_timeout_ms.get(), 10_000);
+        let with = |session: i64, limit: i64| {
+            use std::collections::BTreeMap;
+            Settings::load_from(&BTreeMap::from([
+                ("kafka", BTreeMap::from([("session_timeout_ms", session)])),
+                (
+                    "projector",
+                    BTreeMap::from([("out_of_group_limit_ms", limit)]),
+                ),
+            ]))
+        };
+        let longer = with(45_000, 90_000).unwrap();
+        assert_eq!(longer.kafka.session_timeout_ms.get(), 45_000);
+        let error = with(45_000, 60_000).unwrap_err().to_string();
+        assert!(
+            error.contains("kafka.session_timeout_ms (45000)")
+                && error.contains("projector.out_of_group_limit_ms (60000)"),
+            "{error}"
+        );
+        for session in [0, -1] {
+            let error = with(session, 60_000).unwrap_err().to_string();
+            assert!(error.contains("session_timeout_ms"), "{session}: {error}");
+        }
     }
 
     #[test]
