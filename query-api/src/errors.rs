@@ -5,12 +5,14 @@ use std::sync::Arc;
 
 use async_graphql::extensions::{
     Extension, ExtensionContext, ExtensionFactory, NextExecute, NextParseQuery, NextRequest,
-    NextValidation,
+    NextSubscribe, NextValidation,
 };
 use async_graphql::parser::types::ExecutableDocument;
 use async_graphql::{
     Error, ErrorExtensions, Response, ServerError, ServerResult, ValidationResult, Variables,
 };
+use futures::StreamExt as _;
+use futures::stream::BoxStream;
 
 pub const UNAUTHENTICATED: &str = "UNAUTHENTICATED";
 pub const FORBIDDEN: &str = "FORBIDDEN";
@@ -266,12 +268,37 @@ impl Extension for Codes {
         next: NextExecute<'_>,
     ) -> Response {
         let mut response = next.run(ctx, operation_name).await;
-        response.errors = std::mem::take(&mut response.errors)
-            .into_iter()
-            .map(coded_in_execution)
-            .collect();
+        code_in_execution(&mut response);
         response
     }
+
+    /// Operations over WebSocket come as streams, which pass through
+    /// neither `request` (an unknown `operationName` is refused before
+    /// `execute`) nor, for a subscription's events, `execute`: each
+    /// response a stream yields is coded here, as over HTTP, and its
+    /// errors counted in `graphql_errors_total` (HTTP responses are
+    /// counted where they are sent).
+    fn subscribe<'s>(
+        &self,
+        ctx: &ExtensionContext<'_>,
+        stream: BoxStream<'s, Response>,
+        next: NextSubscribe<'_>,
+    ) -> BoxStream<'s, Response> {
+        next.run(ctx, stream)
+            .map(|mut response| {
+                code_in_execution(&mut response);
+                count(&response.errors);
+                response
+            })
+            .boxed()
+    }
+}
+
+fn code_in_execution(response: &mut Response) {
+    response.errors = std::mem::take(&mut response.errors)
+        .into_iter()
+        .map(coded_in_execution)
+        .collect();
 }
 
 #[cfg(test)]

@@ -478,6 +478,50 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
     )
     .unwrap();
     assert_eq!(code(&unknown), "GRAPHQL_VALIDATION_FAILED", "{unknown}");
+
+    // Over WebSocket an operation is a stream (`execute_stream`): coded the
+    // same way, and counted in `graphql_errors_total` as it is answered.
+    let counted = |code: &str| {
+        let series = format!(r#"graphql_errors_total{{code="{code}"}} "#);
+        pivotal_telemetry::metrics::handle()
+            .render()
+            .lines()
+            .find_map(|line| line.strip_prefix(series.as_str())?.parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    pivotal_telemetry::metrics::handle();
+    pivotal_query_api::errors::register_counts();
+    let before = counted("GRAPHQL_VALIDATION_FAILED");
+    let streamed = [
+        Request::new("query A { __typename }").operation_name("C"),
+        Request::new("query A { __typename } query B { __typename }"),
+    ];
+    for request in streamed {
+        let first = futures::StreamExt::next(
+            &mut f
+                .schema
+                .execute_stream(request.data(f.principal(&["member"]))),
+        )
+        .await
+        .unwrap();
+        let answer = serde_json::to_value(&first).unwrap();
+        assert_eq!(code(&answer), "GRAPHQL_VALIDATION_FAILED", "{answer}");
+    }
+    for (query, expected) in &cases[..6] {
+        let first = futures::StreamExt::next(
+            &mut f
+                .schema
+                .execute_stream(Request::new(*query).data(f.principal(&["member"]))),
+        )
+        .await
+        .unwrap();
+        let answer = serde_json::to_value(&first).unwrap();
+        assert_eq!(code(&answer), *expected, "{query}: {answer}");
+    }
+    let counted_now = counted("GRAPHQL_VALIDATION_FAILED") - before;
+    // The two above and three of the six (more if another test of this
+    // binary is refused at the same time).
+    assert!(counted_now >= 5.0, "{counted_now} counted of 5");
 }
 
 #[tokio::test]
