@@ -516,6 +516,9 @@ pub async fn run_with(
         Duration::from_millis(settings.projector.out_of_group_limit_ms),
     )));
     let followed = followed_topics(&settings.kafka.topic_prefix, &projections);
+    for advisory in settings.advisories() {
+        tracing::warn!(%advisory, "settings sit badly together");
+    }
     tracing::info!(group = %settings.projector.group_id, topics = ?names, "projector consuming");
     let batch_size = settings.projector.batch_size.max(1);
     let mut redis = {

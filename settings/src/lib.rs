@@ -24,12 +24,6 @@ use serde::{Deserialize, Serialize};
 #[error("invalid configuration: {0}")]
 pub struct SettingsError(#[from] Box<figment::Error>);
 
-impl From<figment::Error> for SettingsError {
-    fn from(error: figment::Error) -> Self {
-        Self(Box::new(error))
-    }
-}
-
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Settings {
@@ -136,12 +130,12 @@ pub struct KafkaSettings {
     /// before it expires the member and hands its partitions to the others
     /// (`session.timeout.ms`; heartbeats go every fifth of it). The default,
     /// 10 s, moves a dead projector's partitions quickly; a deployment whose
-    /// projectors pause longer (garbage-collected neighbours, throttled
-    /// CPU) sets more, within the broker's own bounds
+    /// projectors pause longer (a throttled CPU limit, noisy
+    /// neighbours) sets more, within the broker's own bounds
     /// (`group.min.session.timeout.ms` and `group.max.session.timeout.ms`,
-    /// 6 s to 30 min by default). It must stay below
-    /// `projector.out_of_group_limit_ms` less the rebalance timeout (30 s):
-    /// a member waiting out a rebalance is not yet out of its group.
+    /// 6 s to 30 min by default). Below `projector.out_of_group_limit_ms`
+    /// less the rebalance timeout (30 s), or an ordinary failover turns the
+    /// projector unready (`Settings::advisories`).
     pub session_timeout_ms: std::num::NonZeroU32,
 }
 
@@ -488,37 +482,43 @@ impl Settings {
                 .filter(|key| key.as_str().contains("__"))
                 .split("__"),
         );
-        figment.extract::<Self>()?.checked()
+        figment.extract().map_err(|e| SettingsError(Box::new(e)))
     }
 
     /// Defaults overridden by `overrides` (any serializable tree), for tests.
     pub fn load_from<T: Serialize>(overrides: &T) -> Result<Self, SettingsError> {
         Figment::from(Toml::string(DEFAULTS))
             .merge(Serialized::defaults(overrides))
-            .extract::<Self>()?
-            .checked()
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
     }
 
     /// The built-in defaults.
     pub fn defaults() -> Result<Self, SettingsError> {
         Figment::from(Toml::string(DEFAULTS))
-            .extract::<Self>()?
-            .checked()
+            .extract()
+            .map_err(|e| SettingsError(Box::new(e)))
     }
 
-    /// Refuses settings that are each valid but do not fit together.
-    fn checked(self) -> Result<Self, SettingsError> {
+    /// Settings that are each valid but sit badly together, as sentences
+    /// for the process to log at start. A session timeout that with the
+    /// rebalance timeout reaches `projector.out_of_group_limit_ms` makes a
+    /// projector report itself out of its group (`/readyz` 503) during an
+    /// ordinary failover: a flap, not a fault, and a short limit is a fair
+    /// choice where readiness should turn quickly (the tests use 3 s).
+    pub fn advisories(&self) -> Vec<String> {
         let session = u64::from(self.kafka.session_timeout_ms.get());
         let limit = self.projector.out_of_group_limit_ms;
+        let mut advisories = Vec::new();
         if session + u64::from(REBALANCE_TIMEOUT_MS) >= limit {
-            return Err(SettingsError::from(figment::Error::from(format!(
+            advisories.push(format!(
                 "kafka.session_timeout_ms ({session}) plus the rebalance timeout \
-                 ({REBALANCE_TIMEOUT_MS}) must be below projector.out_of_group_limit_ms \
-                 ({limit}): a projector waiting out a rebalance would be reported \
-                 out of its group"
-            ))));
+                 ({REBALANCE_TIMEOUT_MS}) reaches projector.out_of_group_limit_ms \
+                 ({limit}): the projector will report itself out of its group \
+                 while an ordinary rebalance waits for a departed member"
+            ));
         }
-        Ok(self)
+        advisories
     }
 }
 
@@ -601,9 +601,15 @@ mod tests {
     }
 
     #[test]
-    fn a_session_timeout_must_leave_room_for_a_rebalance_before_readiness_gives_up() {
+    fn a_session_timeout_is_a_setting_and_one_that_leaves_no_room_for_a_rebalance_is_advised_against()
+     {
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.kafka.session_timeout_ms.get(), 10_000);
+        assert!(
+            defaults.advisories().is_empty(),
+            "{:?}",
+            defaults.advisories()
+        );
         let with = |session: i64, limit: i64| {
             use std::collections::BTreeMap;
             Settings::load_from(&BTreeMap::from([
@@ -616,11 +622,13 @@ mod tests {
         };
         let longer = with(45_000, 90_000).unwrap();
         assert_eq!(longer.kafka.session_timeout_ms.get(), 45_000);
-        let error = with(45_000, 60_000).unwrap_err().to_string();
+        assert!(longer.advisories().is_empty());
+        let advised = with(45_000, 60_000).unwrap().advisories();
         assert!(
-            error.contains("kafka.session_timeout_ms (45000)")
-                && error.contains("projector.out_of_group_limit_ms (60000)"),
-            "{error}"
+            advised.len() == 1
+                && advised[0].contains("kafka.session_timeout_ms (45000)")
+                && advised[0].contains("projector.out_of_group_limit_ms (60000)"),
+            "{advised:?}"
         );
         for session in [0, -1] {
             let error = with(session, 60_000).unwrap_err().to_string();

@@ -496,26 +496,18 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
         Request::new("query A { __typename }").operation_name("C"),
         Request::new("query A { __typename } query B { __typename }"),
     ];
+    let first_streamed = async |request: Request| {
+        let mut stream = f
+            .schema
+            .execute_stream(request.data(f.principal(&["member"])));
+        serde_json::to_value(futures::StreamExt::next(&mut stream).await.unwrap()).unwrap()
+    };
     for request in streamed {
-        let first = futures::StreamExt::next(
-            &mut f
-                .schema
-                .execute_stream(request.data(f.principal(&["member"]))),
-        )
-        .await
-        .unwrap();
-        let answer = serde_json::to_value(&first).unwrap();
+        let answer = first_streamed(request).await;
         assert_eq!(code(&answer), "GRAPHQL_VALIDATION_FAILED", "{answer}");
     }
     for (query, expected) in &cases[..6] {
-        let first = futures::StreamExt::next(
-            &mut f
-                .schema
-                .execute_stream(Request::new(*query).data(f.principal(&["member"]))),
-        )
-        .await
-        .unwrap();
-        let answer = serde_json::to_value(&first).unwrap();
+        let answer = first_streamed(Request::new(*query)).await;
         assert_eq!(code(&answer), *expected, "{query}: {answer}");
     }
     let counted_now = counted("GRAPHQL_VALIDATION_FAILED") - before;
