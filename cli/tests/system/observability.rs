@@ -24,6 +24,14 @@ fn sample(text: &str, series: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Asserts that `series` is in `text` with a value of at least 1.
+fn assert_counted(text: &str, series: &str) {
+    assert!(
+        sample(text, series).is_some_and(|v| v >= 1.0),
+        "{series} missing or 0:\n{text}"
+    );
+}
+
 async fn metrics(base: &str) -> String {
     let response = http().get(format!("{base}/metrics")).send().await.unwrap();
     assert_eq!(response.status(), 200);
@@ -105,33 +113,22 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         r#"http_request_duration_seconds_count{method="POST",route="/v1/customers",status="422"}"#,
         r#"event_store_append_commands_count{aggregate="customer"}"#,
     ] {
-        assert!(
-            sample(&text, series).is_some_and(|v| v >= 1.0),
-            "{series} missing:\n{text}"
-        );
+        assert_counted(&text, series);
     }
     assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/v1/customers",status="201",le="0.05"}"#));
     // Commands per append statement are counted in buckets, not quantiles.
-    assert!(
-        sample(
-            &text,
-            r#"event_store_append_commands_bucket{aggregate="customer",le="+Inf"}"#
-        )
-        .is_some_and(|v| v >= 1.0),
-        "{text}"
+    assert_counted(
+        &text,
+        r#"event_store_append_commands_bucket{aggregate="customer",le="+Inf"}"#,
     );
     let text = metrics(&queries).await;
     let series = r#"http_requests_total{method="POST",route="/graphql",status="200"}"#;
-    assert!(sample(&text, series).is_some_and(|v| v >= 1.0), "{text}");
+    assert_counted(&text, series);
     // GraphQL errors by code: the malformed query's, and every other code
     // from the start.
-    assert!(
-        sample(
-            &text,
-            r#"graphql_errors_total{code="GRAPHQL_PARSE_FAILED"}"#
-        )
-        .is_some_and(|v| v >= 1.0),
-        "{text}"
+    assert_counted(
+        &text,
+        r#"graphql_errors_total{code="GRAPHQL_PARSE_FAILED"}"#,
     );
     for code in ["UNAVAILABLE", "QUERY_TIMEOUT", "INTERNAL_SERVER_ERROR"] {
         let series = format!(r#"graphql_errors_total{{code="{code}"}}"#);
@@ -194,13 +191,9 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     );
     let text = metrics(&projector_url).await;
     assert_eq!(sample(&text, "consumer_group_unsettled_seconds"), Some(0.0));
-    assert!(
-        sample(
-            &text,
-            r#"consumer_group_rebalances_total{outcome="assigned"}"#
-        )
-        .is_some_and(|v| v >= 1.0),
-        "{text}"
+    assert_counted(
+        &text,
+        r#"consumer_group_rebalances_total{outcome="assigned"}"#,
     );
     let (ready, body) = readiness(&relay_url).await.unwrap();
     assert_eq!(ready, 200);
