@@ -148,7 +148,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             println!("migrations applied");
         }
         Task::CommandApi => {
-            let pool = pivotal_cli::setup::connect(&settings).await?;
+            let pool = pivotal_command_api::connect(&settings).await?;
             let app = pivotal_command_api::Application::build(&settings, pool).await?;
             app.run(shutdown_signal()).await?;
         }

@@ -75,6 +75,8 @@ pub enum ApiError {
     #[error("the request body is larger than the limit")]
     TooLarge,
     #[error(transparent)]
+    BodyTimedOut(pivotal_telemetry::body::BodyTimedOut),
+    #[error(transparent)]
     EventTooLarge(pivotal_event_store::commands::TooLarge),
     #[error("requests must be sent as application/json")]
     UnsupportedMediaType,
@@ -134,6 +136,11 @@ impl ApiError {
                 StatusCode::PAYLOAD_TOO_LARGE,
                 "payload_too_large",
                 "Payload too large",
+            ),
+            Self::BodyTimedOut(_) => (
+                StatusCode::REQUEST_TIMEOUT,
+                "request_timeout",
+                "Request timeout",
             ),
             Self::EventTooLarge(_) => (
                 StatusCode::PAYLOAD_TOO_LARGE,

@@ -200,6 +200,8 @@ where
             .map_err(|rejection| {
                 if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
                     ApiError::TooLarge
+                } else if let Some(late) = pivotal_telemetry::body::timed_out(&rejection) {
+                    ApiError::BodyTimedOut(late)
                 } else {
                     ApiError::MalformedJson(rejection.body_text())
                 }

@@ -10,7 +10,8 @@
 //! # Layout
 //!
 //! - [`Application`]: builds the router and binds the listener; [`Application::run`]
-//!   serves until the shutdown future resolves.
+//!   serves until the shutdown future resolves. [`connect`] makes its pool,
+//!   whose statements PostgreSQL cancels past `command_api.statement_timeout_ms`.
 //! - [`error`]: [`error::ApiError`], the only place errors become statuses.
 //! - [`extract`]: extractors for the caller ([`extract::Caller`]), JSON bodies,
 //!   request metadata, `If-Match` and `Idempotency-Key`.
@@ -102,8 +103,20 @@ pub const CORRELATION_ID: HeaderName = HeaderName::from_static("x-correlation-id
 pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
 pub const CONSISTENCY_TOKEN: HeaderName = HeaderName::from_static("x-consistency-token");
 
+/// The command API's pool: the database settings, with every statement
+/// limited to `command_api.statement_timeout_ms` (a command whose
+/// statement PostgreSQL cancels is answered 503 with `Retry-After`, and
+/// nothing of it is stored; ADR 0046).
+pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
+    pivotal_event_store::db::connect_with_statement_timeout(
+        &settings.database,
+        std::time::Duration::from_millis(settings.command_api.statement_timeout_ms.get()),
+    )
+    .await
+}
+
 impl Application {
-    /// Builds the router on an existing pool and binds `settings.command_api.listen`
+    /// Builds the router on an existing pool (the one [`connect`] makes) and binds `settings.command_api.listen`
     /// (port 0 picks a free port).
     pub async fn build(settings: &Settings, pool: PgPool) -> Result<Self, StartError> {
         // The command API issues tokens, so it verifies them with the key set
@@ -129,7 +142,7 @@ impl Application {
             .map_err(|e| StartError::Bind(listen, e))?;
         Ok(Self {
             listener,
-            router: router(state.clone(), settings.command_api.body_limit_bytes),
+            router: router(state.clone(), &settings.command_api),
             state,
             expiry_interval: std::time::Duration::from_secs(
                 settings.quotes.expiry_interval_secs.max(1),
@@ -180,8 +193,9 @@ impl Application {
     }
 }
 
-/// The complete router.
-pub fn router(state: AppState, body_limit: usize) -> Router {
+/// The complete router, with the body limit and body deadline of
+/// `http`.
+pub fn router(state: AppState, http: &pivotal_settings::HttpSettings) -> Router {
     Router::new()
         .merge(auth::routes())
         .merge(users::routes())
@@ -193,7 +207,11 @@ pub fn router(state: AppState, body_limit: usize) -> Router {
         .route("/metrics", get(pivotal_telemetry::metrics::endpoint))
         .route("/readyz", get(ready))
         .fallback(error::not_found)
-        .layer(DefaultBodyLimit::max(body_limit))
+        .layer(DefaultBodyLimit::max(http.body_limit_bytes))
+        .layer(middleware::from_fn_with_state(
+            std::time::Duration::from_millis(http.body_timeout_ms.get()),
+            pivotal_telemetry::body::deadline,
+        ))
         .layer(middleware::from_fn(problem_instance))
         .layer(middleware::from_fn(correlation))
         .layer(

@@ -91,10 +91,11 @@ pub struct TooLarge {
     pub limit: usize,
 }
 
-/// Whether `error`, or any error it wraps, is a PostgreSQL connection
-/// failure rather than a refusal: I/O, TLS, pool exhaustion, or SQLSTATE
-/// class 08 (connection exception), 57P01-57P03 (shutdown, crash, starting
-/// up) and 53300 (too many connections).
+/// Whether `error`, or any error it wraps, is a PostgreSQL failure worth
+/// retrying shortly rather than a refusal: I/O, TLS, pool exhaustion, or
+/// SQLSTATE class 08 (connection exception), 57P01-57P03 (shutdown, crash,
+/// starting up), 53300 (too many connections) and 57014 (a statement
+/// cancelled: by `statement_timeout`, or by an operator).
 pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
     let mut current = Some(error);
     while let Some(e) = current {
@@ -107,7 +108,7 @@ pub fn is_unavailable(error: &(dyn std::error::Error + 'static)) -> bool {
                 | sqlx::Error::WorkerCrashed => true,
                 sqlx::Error::Database(db) => db.code().is_some_and(|code| {
                     code.starts_with("08")
-                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+                        || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "57014")
                 }),
                 _ => false,
             };

@@ -16,9 +16,12 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error>
 }
 
 /// A pool whose every connection has PostgreSQL cancel any statement that
-/// runs longer than `statement_timeout` (SQLSTATE 57014). For processes
-/// that only read: a cancelled append or migration would be an error, not
-/// a protection.
+/// runs longer than `statement_timeout` (SQLSTATE 57014). For the APIs,
+/// whose statements answer a waiting client and are short: a cancelled
+/// read fails its field, a cancelled append stores nothing (an append is
+/// one statement, and PostgreSQL does not time out its commit) and the
+/// command is answered 503. Not for migrations, rebuilds, the relay or
+/// the projectors, whose long statements are progress.
 pub async fn connect_with_statement_timeout(
     settings: &DatabaseSettings,
     statement_timeout: Duration,

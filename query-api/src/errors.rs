@@ -20,6 +20,10 @@ pub const BAD_USER_INPUT: &str = "BAD_USER_INPUT";
 pub const INTERNAL: &str = "INTERNAL_SERVER_ERROR";
 pub const STALE_READ: &str = "STALE_READ";
 pub const OVERLOADED: &str = "OVERLOADED";
+/// The HTTP request carries no GraphQL operation: its body is not JSON,
+/// not one operation, too large, too slow or of another content type;
+/// `extensions.reason` says which ([`crate::request`]).
+pub const BAD_REQUEST: &str = "BAD_REQUEST";
 /// The operation is not GraphQL (a syntax error).
 pub const GRAPHQL_PARSE_FAILED: &str = "GRAPHQL_PARSE_FAILED";
 /// The operation does not fit the schema (an unknown field, a missing
@@ -35,7 +39,8 @@ pub const QUERY_TIMEOUT: &str = "QUERY_TIMEOUT";
 
 /// Every code an error may carry, the values of the
 /// `graphql_errors_total{code}` metric.
-pub const CODES: [&str; 11] = [
+pub const CODES: [&str; 12] = [
+    BAD_REQUEST,
     UNAUTHENTICATED,
     FORBIDDEN,
     BAD_USER_INPUT,
@@ -115,13 +120,8 @@ pub fn keep_code(error: Error) -> Error {
 /// `INTERNAL_SERVER_ERROR`. The cause is logged, never shown.
 pub fn database(error: impl std::borrow::Borrow<sqlx::Error>) -> Error {
     let error = error.borrow();
-    if pivotal_event_store::commands::is_unavailable(error) {
-        tracing::warn!(%error, "read models unavailable");
-        return unavailable(
-            UNAVAILABLE,
-            "the read models' database is unavailable; retry shortly",
-        );
-    }
+    // Before the check for unavailability, which counts a cancelled
+    // statement in.
     if let sqlx::Error::Database(db) = error
         && db.code().as_deref() == Some(QUERY_CANCELED)
     {
@@ -129,6 +129,13 @@ pub fn database(error: impl std::borrow::Borrow<sqlx::Error>) -> Error {
         return coded(
             QUERY_TIMEOUT,
             "the query ran past the read models' time limit and was cancelled; narrow it (a smaller page, a tighter filter) or retry",
+        );
+    }
+    if pivotal_event_store::commands::is_unavailable(error) {
+        tracing::warn!(%error, "read models unavailable");
+        return unavailable(
+            UNAVAILABLE,
+            "the read models' database is unavailable; retry shortly",
         );
     }
     internal(error)

@@ -19,6 +19,8 @@
 //!   kept coherent by version keys the projector writes.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
+//! - [`request`]: reading an operation from an HTTP POST's body, and the
+//!   `BAD_REQUEST` answer to a body that holds none.
 //! - [`slots`]: how many operations over HTTP execute at once.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
@@ -34,6 +36,7 @@ pub mod history;
 pub mod identity;
 pub mod live;
 pub mod quotes;
+pub mod request;
 pub mod schema;
 pub mod search;
 pub mod slots;
@@ -43,7 +46,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::{GraphQLRequest, GraphQLResponse};
+use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, header};
@@ -173,6 +176,10 @@ impl Application {
                 }),
             )
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
+            .layer(axum::middleware::from_fn_with_state(
+                std::time::Duration::from_millis(settings.query_api.body_timeout_ms.get()),
+                pivotal_telemetry::body::deadline,
+            ))
             .layer(
                 TraceLayer::new_for_http()
                     .make_span_with(pivotal_telemetry::trace::http_span)
@@ -278,12 +285,11 @@ async fn subscriptions(
 async fn graphql(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    request: GraphQLRequest,
+    request::Operation(request): request::Operation,
 ) -> axum::response::Response {
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
-    let request = request.into_inner();
     let verified = match state.verifier.verify_header(header).await {
         Ok(principal) => match state.revocations.is_revoked(&principal.claims).await {
             Ok(false) => Ok(principal),

@@ -243,6 +243,13 @@ pub struct HttpSettings {
     /// refused: it would close every connection at once.
     #[serde(default = "default_header_timeout_ms")]
     pub header_timeout_ms: std::num::NonZeroU64,
+    /// How long a request's body may take to arrive, counted from its
+    /// headers: a client trickling it is answered 408 (the command API's
+    /// `request_timeout` problem, the query API's `BAD_REQUEST` with
+    /// `reason: request_timeout`) and its connection closed. 0 is refused:
+    /// it would refuse every body.
+    #[serde(default = "default_body_timeout_ms")]
+    pub body_timeout_ms: std::num::NonZeroU64,
     /// Query API: longest wait for the read models to reach a consistency
     /// token before answering `STALE_READ`.
     #[serde(default = "default_consistency_wait_ms")]
@@ -269,11 +276,15 @@ pub struct HttpSettings {
     /// `OVERLOADED`).
     #[serde(default = "default_max_slot_wait_ms")]
     pub max_slot_wait_ms: u64,
-    /// Query API: the longest one SQL statement may run on its pool
-    /// (PostgreSQL's `statement_timeout`); PostgreSQL cancels it then and
-    /// the field fails with `QUERY_TIMEOUT`, so a pathological read cannot
-    /// hold a connection and a slot for good. 0 is refused: it would turn
-    /// the limit off.
+    /// The longest one SQL statement may run on the API's pool
+    /// (PostgreSQL's `statement_timeout`); PostgreSQL cancels it then. In
+    /// the query API the field fails with `QUERY_TIMEOUT`, so a
+    /// pathological read cannot hold a connection and a slot for good; in
+    /// the command API the command is answered 503 with `Retry-After` and
+    /// nothing of it is stored, so a stalled database (a lock held, a disk
+    /// that does not answer) cannot hold requests, connections and the
+    /// aggregate's turn for good. 0 is refused: it would turn the limit
+    /// off.
     #[serde(default = "default_statement_timeout_ms")]
     pub statement_timeout_ms: std::num::NonZeroU64,
 }
@@ -283,6 +294,10 @@ fn default_true() -> bool {
 }
 
 fn default_header_timeout_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(30_000).unwrap_or(std::num::NonZeroU64::MIN)
+}
+
+fn default_body_timeout_ms() -> std::num::NonZeroU64 {
     std::num::NonZeroU64::new(30_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
@@ -420,11 +435,14 @@ window_secs = 60
 listen = "127.0.0.1:8080"
 body_limit_bytes = 1048576
 header_timeout_ms = 30000
+body_timeout_ms = 30000
+statement_timeout_ms = 5000
 
 [query_api]
 listen = "127.0.0.1:8081"
 body_limit_bytes = 1048576
 header_timeout_ms = 30000
+body_timeout_ms = 30000
 consistency_wait_ms = 5000
 introspection = true
 cache_bytes = 8388608
@@ -670,16 +688,27 @@ mod tests {
     #[test]
     fn timeouts_are_above_zero() {
         use std::collections::BTreeMap;
-        for key in ["header_timeout_ms", "statement_timeout_ms"] {
-            for value in [0, -1] {
-                let overrides = BTreeMap::from([("query_api", BTreeMap::from([(key, value)]))]);
-                let error = Settings::load_from(&overrides).unwrap_err();
-                assert!(error.to_string().contains(key), "{key} {value}: {error}");
+        for api in ["command_api", "query_api"] {
+            for key in [
+                "header_timeout_ms",
+                "body_timeout_ms",
+                "statement_timeout_ms",
+            ] {
+                for value in [0, -1] {
+                    let overrides = BTreeMap::from([(api, BTreeMap::from([(key, value)]))]);
+                    let error = Settings::load_from(&overrides).unwrap_err();
+                    assert!(
+                        error.to_string().contains(key),
+                        "{api}.{key} {value}: {error}"
+                    );
+                }
             }
         }
         let defaults = Settings::defaults().unwrap();
-        assert_eq!(defaults.command_api.header_timeout_ms.get(), 30_000);
-        assert_eq!(defaults.query_api.header_timeout_ms.get(), 30_000);
-        assert_eq!(defaults.query_api.statement_timeout_ms.get(), 5_000);
+        for api in [&defaults.command_api, &defaults.query_api] {
+            assert_eq!(api.header_timeout_ms.get(), 30_000);
+            assert_eq!(api.body_timeout_ms.get(), 30_000);
+            assert_eq!(api.statement_timeout_ms.get(), 5_000);
+        }
     }
 }

@@ -5,12 +5,14 @@
 //! # Layout
 //!
 //! - [`init`]: installs the global subscriber once per process.
+//! - [`body`]: a deadline for each request's body, counted from its headers.
 //! - [`readiness`]: the dependency checks behind the APIs' `/readyz`.
 //! - [`metrics`]: the Prometheus recorder, `/metrics` and the HTTP middleware.
 //! - [`ops`]: `/healthz`, `/readyz` and `/metrics` for the relay and projector.
 //! - [`serve`]: serves a router over HTTP/1.1 with a header timeout that also closes idle connections.
 //! - [`trace`]: the OTLP exporter and W3C trace-context propagation (HTTP, event store, Kafka).
 
+pub mod body;
 pub mod metrics;
 pub mod ops;
 pub mod serve;

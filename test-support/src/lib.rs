@@ -8,8 +8,10 @@
 //!
 //! - [`TestEnv`]: database, settings and token minting for one test.
 //! - [`TestEnv::spawn_command_api`] / [`TestEnv::spawn_query_api`] (or
-//!   [`TestEnv::spawn_query_api_on`] a pool of its own): in-process servers on free ports.
+//!   [`TestEnv::spawn_command_api_on`] / [`TestEnv::spawn_query_api_on`] a
+//!   pool of their own): in-process servers on free ports.
 //! - [`read_topic`]: reads a topic from the beginning with a plain consumer.
+//! - [`trickle`]: sends a request's body a byte at a time over a raw socket.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::path::PathBuf;
@@ -210,7 +212,14 @@ impl TestEnv {
 
     /// Starts the command API in-process; returns its base URL and a stopper.
     pub async fn spawn_command_api(&self) -> (String, Stopper) {
-        let app = pivotal_command_api::Application::build(&self.settings, self.pool.clone())
+        self.spawn_command_api_on(self.pool.clone()).await
+    }
+
+    /// Starts the command API in-process on `pool` (the pool
+    /// `pivotal_command_api::connect` makes, say); returns its base URL and
+    /// a stopper.
+    pub async fn spawn_command_api_on(&self, pool: PgPool) -> (String, Stopper) {
+        let app = pivotal_command_api::Application::build(&self.settings, pool)
             .await
             .unwrap();
         let url = format!("http://{}", app.local_addr());
@@ -365,6 +374,87 @@ pub fn http() -> reqwest::Client {
         .pool_idle_timeout(Duration::from_secs(20))
         .build()
         .unwrap()
+}
+
+/// What a server answered a request whose body was trickled to it.
+#[derive(Debug)]
+pub struct Trickled {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+    /// The body's bytes sent by the time the answer was complete.
+    pub sent: usize,
+}
+
+/// Sends `head` (a request line and headers, ending in a blank line) to
+/// the server at `base` (`http://host:port`), then `body` one byte every
+/// `every`, while reading the answer; returns it once complete (its
+/// `content-length` read), with how many of the body's bytes had been
+/// sent by then.
+pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Trickled {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let address = base.trim_start_matches("http://");
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let (mut reader, mut writer) = stream.into_split();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let counted = sent.clone();
+    let (head, body) = (head.to_owned(), body.to_vec());
+    let sender = tokio::spawn(async move {
+        writer.write_all(head.as_bytes()).await.unwrap();
+        for byte in body {
+            tokio::time::sleep(every).await;
+            if writer.write_all(&[byte]).await.is_err() {
+                break;
+            }
+            counted.fetch_add(1, Ordering::SeqCst);
+        }
+        // The write side stays open until the answer is in: hyper takes a
+        // client's half-close for the end of the connection.
+        std::future::pending::<()>().await;
+        drop(writer);
+    });
+    let mut answer = Vec::new();
+    let mut buffer = [0u8; 4096];
+    let (head, body) = loop {
+        let read = reader.read(&mut buffer).await.unwrap();
+        answer.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&answer).into_owned();
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length = head.lines().find_map(|line| {
+                let (name, value) = line.split_once(':')?;
+                name.eq_ignore_ascii_case("content-length")
+                    .then(|| value.trim().parse::<usize>().ok())?
+            });
+            if read == 0 || length.is_some_and(|length| body.len() >= length) {
+                break (head.to_owned(), body.to_owned());
+            }
+        }
+        assert!(read > 0, "the connection closed without an answer: {text}");
+    };
+    let sent = sent.load(Ordering::SeqCst);
+    sender.abort();
+    let status = head
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_default();
+    let content_type = head
+        .lines()
+        .find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("content-type")
+                .then(|| value.trim().to_owned())
+        })
+        .unwrap_or_default();
+    Trickled {
+        status,
+        content_type,
+        body,
+        sent,
+    }
 }
 
 /// The answer to a GraphQL POST to `{url}/graphql`, errors included, with

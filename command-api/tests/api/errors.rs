@@ -1,5 +1,9 @@
 //! Every error status: a problem+json body with a stable code, and nothing appended.
 
+use std::num::NonZeroU64;
+use std::time::Duration;
+
+use pivotal_test_support::{TestEnv, http, trickle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -318,4 +322,106 @@ async fn a_bad_correlation_id_is_400() {
             .contains("X-Correlation-Id")
     );
     assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
+async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
+    let app = TestApp::spawn_with(|s| {
+        s.command_api.body_timeout_ms = NonZeroU64::new(400).unwrap();
+    })
+    .await;
+    let body = br#"{"legalName": "Acme Trickle", "currency": "NZD"}"#;
+    let head = format!(
+        "POST /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.token,
+        body.len()
+    );
+    let answer = trickle(&app.url, &head, body, Duration::from_millis(100)).await;
+    assert_eq!(answer.status, 408, "{answer:?}");
+    assert_eq!(answer.content_type, "application/problem+json");
+    let problem: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(problem["code"], "request_timeout", "{problem}");
+    assert_eq!(problem["status"], 408);
+    assert_eq!(problem["instance"], "/v1/customers");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("within 400 ms"),
+        "{problem}"
+    );
+    assert!(
+        answer.sent < body.len(),
+        "answered only once the whole body was sent"
+    );
+    assert_eq!(app.event_count().await, 0);
+
+    // The same body sent at once is taken.
+    let response = app
+        .post("/v1/customers")
+        .header("content-type", "application/json")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 201);
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_command_whose_statement_outlasts_the_statement_timeout_is_503_and_stores_nothing() {
+    let mut env = TestEnv::new().await;
+    env.settings.command_api.statement_timeout_ms = NonZeroU64::new(300).unwrap();
+    let pool = pivotal_command_api::connect(&env.settings).await.unwrap();
+    let (url, _stop) = env.spawn_command_api_on(pool).await;
+    let token = env.token(Uuid::now_v7(), &["manager"]);
+    let client = http();
+    let created: Value = client
+        .post(format!("{url}/v1/customers"))
+        .bearer_auth(&token)
+        .json(&json!({"legalName": "Stalled Ltd", "currency": "NZD"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let stored = async || -> i64 {
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE aggregate_id = $1")
+            .bind(&id)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(stored().await, 1);
+    let tag = async || {
+        client
+            .put(format!("{url}/v1/customers/{id}/tags"))
+            .bearer_auth(&token)
+            .json(&json!({"tags": ["stalled"]}))
+            .send()
+            .await
+            .unwrap()
+    };
+
+    // Another transaction keeps every writer out of the event store (reads
+    // go on): the append waits, and PostgreSQL cancels it at the timeout.
+    // The lock is only let go once the answer is in.
+    let mut blocker = env.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE events IN EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let refused = tag().await;
+    assert_eq!(refused.headers()["retry-after"], "1");
+    assert_problem(refused, 503, "service_unavailable").await;
+    blocker.rollback().await.unwrap();
+    assert_eq!(stored().await, 1, "a cancelled append stored nothing");
+
+    // Once the store answers again, the same command is taken.
+    let accepted = tag().await;
+    assert_eq!(accepted.status(), 200);
+    assert_eq!(stored().await, 2);
 }

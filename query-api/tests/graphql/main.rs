@@ -573,6 +573,8 @@ async fn over_http_tokens_are_required_and_graphiql_is_served() {
     );
 }
 
+mod bodies;
+
 mod cache;
 
 mod failures;
