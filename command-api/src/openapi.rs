@@ -8,7 +8,7 @@ use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::AppState;
-use crate::{auth, customers, organization, users};
+use crate::{auth, customers, organization, quotes, users};
 
 #[derive(Debug)]
 struct BearerAuth;
@@ -25,6 +25,73 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// The answers any operation may give besides its own: 503 when a
+/// backing service is down or a statement ran past
+/// `command_api.statement_timeout_ms`, and, for an operation that takes a
+/// body, 408 when the body did not arrive within
+/// `command_api.body_timeout_ms` (ADR 0046). Added where an operation does
+/// not name them itself.
+#[derive(Debug)]
+struct CommonResponses;
+
+impl CommonResponses {
+    fn problem(description: &str) -> utoipa::openapi::ResponseBuilder {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        ResponseBuilder::new().description(description).content(
+            "application/problem+json",
+            ContentBuilder::new()
+                .schema(Some(Ref::from_schema_name("Problem")))
+                .build(),
+        )
+    }
+
+    fn retry_after() -> utoipa::openapi::Header {
+        use utoipa::openapi::{HeaderBuilder, ObjectBuilder, Type};
+        HeaderBuilder::new()
+            .schema(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::Integer)
+                    .minimum(Some(1)),
+            ))
+            .description(Some("Seconds to wait before retrying"))
+            .build()
+    }
+}
+
+impl Modify for CommonResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ];
+            for operation in operations.into_iter().flatten() {
+                let responses = &mut operation.responses.responses;
+                if operation.request_body.is_some() {
+                    responses.entry("408".to_owned()).or_insert_with(|| {
+                        Self::problem(
+                            "The body did not arrive within command_api.body_timeout_ms of the headers (request_timeout)",
+                        )
+                        .build()
+                        .into()
+                    });
+                }
+                responses.entry("503".to_owned()).or_insert_with(|| {
+                    Self::problem(
+                        "A backing service is unavailable, or a statement ran past command_api.statement_timeout_ms; nothing was changed; retry after Retry-After (service_unavailable)",
+                    )
+                    .header("Retry-After", Self::retry_after())
+                    .build()
+                    .into()
+                });
+            }
+        }
     }
 }
 
@@ -78,15 +145,35 @@ impl Modify for BearerAuth {
         customers::change_tags,
         customers::archive_customer,
         customers::restore_customer,
+        quotes::create_rate_card,
+        quotes::get_rate_card,
+        quotes::rename_rate_card,
+        quotes::put_entry,
+        quotes::remove_entry,
+        quotes::archive_rate_card,
+        quotes::create_quote,
+        quotes::get_quote,
+        quotes::update_quote,
+        quotes::delete_quote,
+        quotes::cancel_quote,
+        quotes::submit_quote,
+        quotes::approve_quote,
+        quotes::reject_quote,
+        quotes::send_quote,
+        quotes::accept_quote,
+        quotes::decline_quote,
+        quotes::list_templates,
+        quotes::quote_pdf,
     ),
-    modifiers(&BearerAuth),
+    modifiers(&BearerAuth, &CommonResponses),
     tags(
         (name = "auth", description = "Sign-up, sign-in, MFA, token refresh, logout and introspection"),
         (name = "me", description = "The caller's own password and multi-factor authentication"),
         (name = "users", description = "People of the organization, their status and roles"),
         (name = "organization", description = "The caller's organization and its policies"),
         (name = "roles", description = "Built-in and custom roles; permission checks"),
-        (name = "customers", description = "Customers of the organization")
+        (name = "customers", description = "Customers of the organization"),
+        (name = "quotes", description = "Rate cards, quotes and their approval workflow, quote PDFs and templates")
     )
 )]
 pub struct ApiDoc;

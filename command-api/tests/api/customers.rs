@@ -200,6 +200,34 @@ async fn openapi_document_and_docs_page_are_served() {
         .unwrap();
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/v1/customers"]["post"].is_object());
+    // Quotes and rate cards are documented with the rest.
+    for (path, method) in [
+        ("/v1/rate-cards", "post"),
+        ("/v1/rate-cards/{id}", "get"),
+        ("/v1/quotes", "post"),
+        ("/v1/quotes/{id}", "get"),
+        ("/v1/quotes/{id}/approve", "post"),
+        ("/v1/quotes/{id}/pdf", "get"),
+        ("/v1/quote-templates", "get"),
+    ] {
+        assert!(doc["paths"][path][method].is_object(), "{method} {path}");
+    }
+    // Every operation names the 503 any may give; those that take a body,
+    // the 408 of a body that came too late.
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, operation) in item.as_object().unwrap() {
+            let responses = &operation["responses"];
+            assert!(
+                responses["503"]["headers"]["Retry-After"].is_object(),
+                "{method} {path}"
+            );
+            assert_eq!(
+                responses["408"].is_object(),
+                operation.get("requestBody").is_some(),
+                "{method} {path}"
+            );
+        }
+    }
     let page = app
         .client
         .get(format!("{}/docs/", app.url))
