@@ -128,13 +128,16 @@ mod tests {
 
     use super::*;
 
-    /// Serves `/` answering with the body's length, or 408 and the error
-    /// when reading it timed out, or 400 when it failed otherwise.
-    async fn server(timeout: Duration) -> SocketAddr {
+    /// Serves `/` under a body deadline of `timeout`: the handler waits
+    /// `read_after`, then reads the body and answers with its length, or
+    /// 408 and the error when reading it timed out, or 400 when it failed
+    /// otherwise.
+    async fn server(timeout: Duration, read_after: Duration) -> SocketAddr {
         let router = Router::new()
             .route(
                 "/",
-                post(|body: Body| async move {
+                post(move |body: Body| async move {
+                    tokio::time::sleep(read_after).await;
                     match axum::body::to_bytes(body, 1 << 20).await {
                         Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
                         Err(error) => match timed_out(&error) {
@@ -182,7 +185,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_trickled_past_the_deadline_is_refused_and_one_in_time_is_read() {
-        let address = server(Duration::from_millis(400)).await;
+        let address = server(Duration::from_millis(400), Duration::ZERO).await;
 
         // Twenty bytes promised, one sent every 100 ms: each wait is
         // short, the whole is not.
@@ -226,29 +229,7 @@ mod tests {
 
     #[tokio::test]
     async fn a_body_that_arrived_in_time_is_read_however_late_its_reader_is() {
-        let router = Router::new()
-            .route(
-                "/",
-                post(|body: Body| async move {
-                    tokio::time::sleep(Duration::from_millis(300)).await;
-                    match axum::body::to_bytes(body, 1 << 20).await {
-                        Ok(bytes) => (StatusCode::OK, bytes.len().to_string()),
-                        Err(error) => (StatusCode::REQUEST_TIMEOUT, error.to_string()),
-                    }
-                }),
-            )
-            .layer(axum::middleware::from_fn_with_state(
-                Duration::from_millis(100),
-                deadline,
-            ));
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let address = listener.local_addr().unwrap();
-        tokio::spawn(crate::serve::serve(
-            listener,
-            router,
-            Duration::from_secs(30),
-            std::future::pending(),
-        ));
+        let address = server(Duration::from_millis(100), Duration::from_millis(300)).await;
         let mut stream = TcpStream::connect(address).await.unwrap();
         stream
             .write_all(b"POST / HTTP/1.1\r\nhost: x\r\ncontent-length: 4\r\n\r\nabcd")
