@@ -246,8 +246,8 @@ pub struct HttpSettings {
     /// How long a request's body may take to arrive, counted from its
     /// headers: a client trickling it is answered 408 (the command API's
     /// `request_timeout` problem, the query API's `BAD_REQUEST` with
-    /// `reason: request_timeout`) and its connection closed. 0 is refused:
-    /// it would refuse every body.
+    /// `reason: request_timeout`). 0 is refused: it would refuse every
+    /// body.
     #[serde(default = "default_body_timeout_ms")]
     pub body_timeout_ms: std::num::NonZeroU64,
     /// Query API: longest wait for the read models to reach a consistency
