@@ -8,14 +8,7 @@ use pivotal_test_support::{TestEnv, http, trickle};
 use serde_json::Value;
 use uuid::Uuid;
 
-fn counted(code: &str) -> f64 {
-    let series = format!(r#"graphql_errors_total{{code="{code}"}} "#);
-    pivotal_telemetry::metrics::handle()
-        .render()
-        .lines()
-        .find_map(|line| line.strip_prefix(series.as_str())?.parse::<f64>().ok())
-        .unwrap_or(0.0)
-}
+use crate::errors_counted;
 
 fn refusal(answer: &Value) -> (&str, &str) {
     let errors = answer["errors"].as_array().unwrap();
@@ -34,7 +27,7 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
     env.settings.query_api.body_timeout_ms = NonZeroU64::new(400).unwrap();
     let (url, _stop) = env.spawn_query_api().await;
     let token = env.token(Uuid::now_v7(), &["member"]);
-    let before = counted("BAD_REQUEST");
+    let before = errors_counted("BAD_REQUEST");
     let operation = r#"{"query": "{ __typename }"}"#;
     let large = format!(
         r#"{{"query": "{{ __typename }}", "variables": {{"pad": "{}"}}}}"#,
@@ -121,7 +114,7 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
     assert!(answer.sent < operation.len(), "answered only once complete");
 
     // Every refusal counted; a well-formed operation still answered.
-    let refused = counted("BAD_REQUEST") - before;
+    let refused = errors_counted("BAD_REQUEST") - before;
     assert!(refused >= 10.0, "{refused} counted of 10");
     let answer: Value = client
         .post(format!("{url}/graphql"))

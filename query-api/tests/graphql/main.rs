@@ -431,6 +431,17 @@ async fn bad_input_and_missing_permissions_have_codes() {
     assert_eq!(code(&anonymous), "UNAUTHENTICATED");
 }
 
+/// The value of `graphql_errors_total{code}` in this process's metrics (0
+/// before any is counted).
+fn errors_counted(code: &str) -> f64 {
+    let series = format!(r#"graphql_errors_total{{code="{code}"}} "#);
+    pivotal_telemetry::metrics::handle()
+        .render()
+        .lines()
+        .find_map(|line| line.strip_prefix(series.as_str())?.parse::<f64>().ok())
+        .unwrap_or(0.0)
+}
+
 #[tokio::test]
 async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
     let f = fixture().await;
@@ -481,17 +492,9 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
 
     // Over WebSocket an operation is a stream (`execute_stream`): coded the
     // same way, and counted in `graphql_errors_total` as it is answered.
-    let counted = |code: &str| {
-        let series = format!(r#"graphql_errors_total{{code="{code}"}} "#);
-        pivotal_telemetry::metrics::handle()
-            .render()
-            .lines()
-            .find_map(|line| line.strip_prefix(series.as_str())?.parse::<f64>().ok())
-            .unwrap_or(0.0)
-    };
     pivotal_telemetry::metrics::handle();
     pivotal_query_api::errors::register_counts();
-    let before = counted("GRAPHQL_VALIDATION_FAILED");
+    let before = errors_counted("GRAPHQL_VALIDATION_FAILED");
     let streamed = [
         Request::new("query A { __typename }").operation_name("C"),
         Request::new("query A { __typename } query B { __typename }"),
@@ -510,7 +513,7 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
         let answer = first_streamed(Request::new(*query)).await;
         assert_eq!(code(&answer), *expected, "{query}: {answer}");
     }
-    let counted_now = counted("GRAPHQL_VALIDATION_FAILED") - before;
+    let counted_now = errors_counted("GRAPHQL_VALIDATION_FAILED") - before;
     // The two above and three of the six (more if another test of this
     // binary is refused at the same time).
     assert!(counted_now >= 5.0, "{counted_now} counted of 5");
