@@ -299,19 +299,22 @@ fn counts_moved<'r>(
     moved
 }
 
-/// Locks the counts `moved` names, all in one statement and in key order,
-/// before the write whose triggers move them (ADR 0041, "Update"): two
-/// batches on different partitions then wait for each other instead of
-/// deadlocking. Nothing is sent when the batch moves no count.
-async fn lock_counts(
+/// Locks the counts `moved` names with `lock` (a statement calling one of
+/// the migrations' `rm_*_counts_lock` functions with the organizations and
+/// the statuses), all in one statement and in key order, before the write
+/// whose triggers move them (ADR 0041, "Update"): two batches on different
+/// partitions then wait for each other instead of deadlocking. Nothing is
+/// sent when the batch moves no count.
+pub(crate) async fn lock_counts(
     conn: &mut PgConnection,
+    lock: &'static str,
     moved: &BTreeSet<(Uuid, &str)>,
 ) -> Result<(), ProjectionError> {
     if moved.is_empty() {
         return Ok(());
     }
     let (organizations, statuses): (Vec<Uuid>, Vec<&str>) = moved.iter().copied().unzip();
-    sqlx::query("SELECT rm_customer_counts_lock($1, $2)")
+    sqlx::query(lock)
         .bind(organizations)
         .bind(statuses)
         .execute(conn)
@@ -418,7 +421,12 @@ impl Projection for CustomersProjection {
         // Rows that exist after the batch are the ones its events touched
         // (a customer never created stays absent).
         let rows: Vec<CustomerRow> = rows.into_values().collect();
-        lock_counts(&mut *conn, &counts_moved(&before, &rows)).await?;
+        lock_counts(
+            &mut *conn,
+            "SELECT rm_customer_counts_lock($1, $2)",
+            &counts_moved(&before, &rows),
+        )
+        .await?;
         store(conn, &rows).await
     }
 }

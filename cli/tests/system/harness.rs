@@ -417,23 +417,34 @@ pub async fn read_model(env: &TestEnv) -> Vec<Value> {
 /// in the same snapshot: no count differs, none is missing, none is left
 /// over (a status with no customers may keep a count of 0).
 pub async fn assert_customer_counts_match_rows(env: &TestEnv) {
-    let (differences,): (Value,) = sqlx::query_as(
-        "WITH kept AS (SELECT organization_id, status, customers FROM rm_customer_counts
-                       WHERE customers <> 0),
-              rows AS (SELECT organization_id, status, count(*) AS customers FROM rm_customers
+    assert_counts_match_rows(env, "rm_customer_counts", "customers", "rm_customers").await;
+}
+
+/// Asserts that the quotes kept per organization and status
+/// (`rm_quote_counts`, ADR 0041) are the rows of `rm_quotes`, as
+/// [`assert_customer_counts_match_rows`] does for customers.
+pub async fn assert_quote_counts_match_rows(env: &TestEnv) {
+    assert_counts_match_rows(env, "rm_quote_counts", "quotes", "rm_quotes").await;
+}
+
+async fn assert_counts_match_rows(env: &TestEnv, counts: &str, column: &str, rows: &str) {
+    let (differences,): (Value,) = sqlx::query_as(&format!(
+        "WITH kept AS (SELECT organization_id, status, {column} AS n FROM {counts}
+                       WHERE {column} <> 0),
+              rows AS (SELECT organization_id, status, count(*) AS n FROM {rows}
                        GROUP BY organization_id, status)
          SELECT coalesce(jsonb_agg(d), '[]') FROM (
            (SELECT 'kept' AS side, * FROM kept EXCEPT SELECT 'kept', * FROM rows)
            UNION ALL
-           (SELECT 'rows' AS side, * FROM rows EXCEPT SELECT 'rows', * FROM kept)) d",
-    )
+           (SELECT 'rows' AS side, * FROM rows EXCEPT SELECT 'rows', * FROM kept)) d"
+    ))
     .fetch_one(&env.pool)
     .await
     .unwrap();
     assert_eq!(
         differences,
         serde_json::json!([]),
-        "customer counts differ from the rows"
+        "{counts} differ from the rows of {rows}"
     );
 }
 
