@@ -54,20 +54,19 @@ pub const CODES: [&str; 12] = [
     crate::search::SEARCH_UNAVAILABLE,
 ];
 
+/// The code of `error`, if it is one of [`CODES`].
+pub fn code_of(error: &ServerError) -> Option<&'static str> {
+    let code = error.extensions.as_ref()?.get("code")?;
+    CODES
+        .iter()
+        .find(|c| *code == async_graphql::Value::from(**c))
+        .copied()
+}
+
 /// Counts `errors` by code in `graphql_errors_total`.
 pub fn count(errors: &[ServerError]) {
     for error in errors {
-        let code = error
-            .extensions
-            .as_ref()
-            .and_then(|x| x.get("code"))
-            .and_then(|code| {
-                CODES
-                    .iter()
-                    .find(|c| *code == async_graphql::Value::from(**c))
-            })
-            .copied()
-            .unwrap_or("OTHER");
+        let code = code_of(error).unwrap_or("OTHER");
         metrics::counter!("graphql_errors_total", "code" => code).increment(1);
     }
 }

@@ -1,6 +1,7 @@
-//! The query API: async-graphql over axum at `/graphql` (POST for queries,
-//! GET for GraphiQL), serving the read models and the event history. Every
-//! query is scoped to the organization in the caller's access token.
+//! The query API: async-graphql over axum at `/graphql` (POST, or GET with
+//! the query in the query string; GET without one serves GraphiQL),
+//! serving the read models and the event history. Every query is scoped
+//! to the organization in the caller's access token.
 //!
 //! # Layout
 //!
@@ -19,8 +20,12 @@
 //!   kept coherent by version keys the projector writes.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
-//! - [`request`]: reading an operation from an HTTP POST's body, and the
-//!   `BAD_REQUEST` answer to a body that holds none.
+//! - [`request`]: reading an operation from an HTTP POST's body or a GET's
+//!   query string, and the `BAD_REQUEST` answer to a request that holds
+//!   none (or, over GET, holds something other than a query).
+//! - [`media`]: the HTTP face of a response: `application/json` or
+//!   `application/graphql-response+json` as `Accept` picks, its status,
+//!   its errors counted.
 //! - [`slots`]: how many operations over HTTP execute at once.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
@@ -35,6 +40,7 @@ pub mod errors;
 pub mod history;
 pub mod identity;
 pub mod live;
+pub mod media;
 pub mod quotes;
 pub mod request;
 pub mod schema;
@@ -46,12 +52,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use async_graphql::http::GraphiQLSource;
-use async_graphql_axum::GraphQLResponse;
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, header};
 use axum::response::{Html, IntoResponse};
 use axum::routing::get;
+use media::Media;
 use pivotal_auth::revocation::Revocations;
 use pivotal_auth::{AuthError, TokenVerifier};
 use pivotal_settings::Settings;
@@ -158,7 +164,7 @@ impl Application {
             revocations,
         };
         let router = Router::new()
-            .route("/graphql", get(graphiql).post(graphql))
+            .route("/graphql", get(graphql_get).post(graphql))
             .route("/graphql/ws", get(subscriptions))
             .route("/healthz", get(|| async { "ok" }))
             .route("/metrics", get(pivotal_telemetry::metrics::endpoint))
@@ -258,7 +264,7 @@ async fn subscriptions(
                     let principal = verifier
                         .verify_header(header)
                         .await
-                        .map_err(|e| async_graphql::Error::new(e.to_string()))?;
+                        .map_err(|error| refuse_socket(&error))?;
                     let revoked = revocations
                         .is_revoked(&principal.claims)
                         .await
@@ -267,7 +273,7 @@ async fn subscriptions(
                             false
                         });
                     if revoked {
-                        return Err(async_graphql::Error::new(AuthError::Revoked.to_string()));
+                        return Err(refuse_socket(&AuthError::Revoked));
                     }
                     // Queries over the socket batch `Quote.customer` like
                     // those over HTTP (one set of loaders per connection:
@@ -282,11 +288,59 @@ async fn subscriptions(
         })
 }
 
+/// GET: a query in the query string (GraphQL over HTTP), or, when the
+/// query string names no operation, GraphiQL.
+async fn graphql_get(
+    State(state): State<HttpState>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+) -> axum::response::Response {
+    let media = Media::negotiate(&headers);
+    let mut answer = match request::from_query_string(&uri) {
+        None => return graphiql().await.into_response(),
+        Some(Err(refused)) => refused.as_media(media).into_response(),
+        Some(Ok(mut operation)) => match request::only_query(&mut operation) {
+            Ok(()) => execute(state, &headers, operation).await,
+            Err(refused) => refused.as_media(media).into_response(),
+        },
+    };
+    // An answer is the caller's own and read models move on: no cache
+    // keeps it (the by-id cache behind the schema is version-checked,
+    // ADR 0014; an HTTP cache would not be).
+    answer.headers_mut().insert(
+        header::CACHE_CONTROL,
+        header::HeaderValue::from_static("private, no-store"),
+    );
+    answer
+}
+
+/// The refusal of a socket's `connection_init`: async-graphql closes the
+/// socket (1002) with the message only, no code, so the refusal is
+/// counted here as the `UNAUTHENTICATED` it would be over HTTP.
+fn refuse_socket(error: &AuthError) -> async_graphql::Error {
+    let refused = errors::unauthenticated(error);
+    errors::count(&[refused
+        .clone()
+        .into_server_error(async_graphql::Pos::default())]);
+    refused
+}
+
 async fn graphql(
     State(state): State<HttpState>,
     headers: HeaderMap,
     request::Operation(request): request::Operation,
 ) -> axum::response::Response {
+    execute(state, &headers, request).await
+}
+
+/// Authenticates the caller, waits for a consistency token's position if
+/// the request carries one, and executes `request` in an execution slot.
+async fn execute(
+    state: HttpState,
+    headers: &HeaderMap,
+    request: async_graphql::Request,
+) -> axum::response::Response {
+    let media = Media::negotiate(headers);
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));
@@ -326,7 +380,7 @@ async fn graphql(
             // the queue for them is full.
             let slot = match state.slots.take().await {
                 Ok(slot) => slot,
-                Err(overloaded) => return overloaded_response(&overloaded),
+                Err(overloaded) => return overloaded_response(&overloaded, media),
             };
             let mut request = request;
             insert_loaders(
@@ -350,55 +404,28 @@ async fn graphql(
                     request.data(state.cache.clone())
                 })
                 .await;
-            respond(response)
+            media::respond(response, media)
         }
-        Err(error) => respond(async_graphql::Response::from_errors(vec![
-            error.into_server_error(async_graphql::Pos::default()),
-        ])),
-    }
-}
-
-/// The HTTP face of a GraphQL response, its errors counted by code
-/// (`graphql_errors_total`): 200, unless nothing was answered
-/// and only because a dependency was unavailable (every error retryable,
-/// every root field null): then 503 with `Retry-After`, so that load
-/// balancers, proxies and HTTP clients see a retryable failure, as they do
-/// from the command API.
-fn respond(response: async_graphql::Response) -> axum::response::Response {
-    errors::count(&response.errors);
-    let unavailable = errors::all_retryable(&response.errors) && answered_nothing(&response.data);
-    let body = GraphQLResponse::from(response);
-    if unavailable {
-        (
-            axum::http::StatusCode::SERVICE_UNAVAILABLE,
-            [(header::RETRY_AFTER, errors::RETRY_AFTER_SECONDS.to_string())],
-            body,
-        )
-            .into_response()
-    } else {
-        body.into_response()
-    }
-}
-
-/// Whether `data` holds no value: null, or an object of nulls.
-fn answered_nothing(data: &async_graphql::Value) -> bool {
-    match data {
-        async_graphql::Value::Null => true,
-        async_graphql::Value::Object(fields) => {
-            fields.values().all(|v| *v == async_graphql::Value::Null)
-        }
-        _ => false,
+        Err(error) => media::respond(
+            async_graphql::Response::from_errors(vec![
+                error.into_server_error(async_graphql::Pos::default()),
+            ]),
+            media,
+        ),
     }
 }
 
 /// 503 with `Retry-After: 1` and a GraphQL error coded `OVERLOADED`: every
 /// slot is taken and the queue for them is full, or no slot came free
 /// within the longest wait (ADR 0043).
-fn overloaded_response(overloaded: &slots::Overloaded) -> axum::response::Response {
+fn overloaded_response(overloaded: &slots::Overloaded, media: Media) -> axum::response::Response {
     let error = errors::unavailable(errors::OVERLOADED, &overloaded.to_string());
-    respond(async_graphql::Response::from_errors(vec![
-        error.into_server_error(async_graphql::Pos::default()),
-    ]))
+    media::respond(
+        async_graphql::Response::from_errors(vec![
+            error.into_server_error(async_graphql::Pos::default()),
+        ]),
+        media,
+    )
 }
 
 /// The batching loaders of one request (or one socket): `Quote.customer`

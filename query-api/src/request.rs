@@ -1,7 +1,11 @@
-//! Reading a GraphQL operation from an HTTP POST, as GraphQL over HTTP
-//! has it: a body of `Content-Type: application/json` holding one object,
-//! `{"query", "operationName", "variables", "extensions"}`, read within
-//! `query_api.body_limit_bytes` and `query_api.body_timeout_ms`.
+//! Reading a GraphQL operation from an HTTP request, as GraphQL over HTTP
+//! has it: from a POST, a body of `Content-Type: application/json`
+//! holding one object, `{"query", "operationName", "variables",
+//! "extensions"}`, read within `query_api.body_limit_bytes` and
+//! `query_api.body_timeout_ms`; from a GET, the same four as query
+//! parameters, `variables` and `extensions` as JSON text. A GET carries
+//! queries only: a mutation or a subscription in one is refused with 405
+//! `method_not_allowed` and `Allow: POST` before anything executes.
 //!
 //! A body that is not one is answered before anything executes, with a
 //! GraphQL error coded `BAD_REQUEST` whose `reason` names what was wrong
@@ -14,13 +18,13 @@
 //! shape). Each is counted in `graphql_errors_total{code="BAD_REQUEST"}`.
 
 use async_graphql::ErrorExtensions as _;
-use async_graphql_axum::GraphQLResponse;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Request};
-use axum::http::{StatusCode, header};
+use axum::extract::{FromRequest, Query, Request};
+use axum::http::{StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::errors;
+use crate::media::Media;
 
 /// One GraphQL operation read from a request's body.
 #[derive(Debug)]
@@ -33,6 +37,8 @@ pub struct Refused {
     /// `extensions.reason`: what was wrong, for a client to act on.
     pub reason: &'static str,
     pub message: String,
+    /// What the answer is sent as (the request's `Accept`).
+    pub media: Media,
 }
 
 impl Refused {
@@ -41,22 +47,123 @@ impl Refused {
             status,
             reason,
             message: message.into(),
+            media: Media::Json,
         }
+    }
+
+    /// The refusal, sent as `media`.
+    #[must_use]
+    pub fn as_media(self, media: Media) -> Self {
+        Self { media, ..self }
     }
 }
 
 impl IntoResponse for Refused {
     fn into_response(self) -> Response {
         let reason = self.reason;
+        let status = self.status;
         let error = async_graphql::Error::new(self.message).extend_with(|_, e| {
             e.set("code", errors::BAD_REQUEST);
             e.set("reason", reason);
         });
-        let response = async_graphql::Response::from_errors(vec![
+        let mut answer = crate::media::refuse(
             error.into_server_error(async_graphql::Pos::default()),
-        ]);
-        errors::count(&response.errors);
-        (self.status, GraphQLResponse::from(response)).into_response()
+            status,
+            self.media,
+        );
+        if status == StatusCode::METHOD_NOT_ALLOWED {
+            answer
+                .headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+        }
+        answer
+    }
+}
+
+/// The parameters of a GET that carry an operation.
+const PARAMETERS: [&str; 4] = ["query", "operationName", "variables", "extensions"];
+
+/// The operation in a GET's query string, or why there is none; `None`
+/// when the query string names none of `query`, `operationName`,
+/// `variables` and `extensions` (GraphiQL is served). Other parameters
+/// (a cache buster, say) are ignored; one of the four given twice is
+/// refused, as is `variables` or `extensions` that is not JSON.
+pub fn from_query_string(uri: &Uri) -> Option<Result<async_graphql::Request, Refused>> {
+    let bad = |reason, message: String| Refused::new(StatusCode::BAD_REQUEST, reason, message);
+    let pairs = match Query::<Vec<(String, String)>>::try_from_uri(uri) {
+        Ok(Query(pairs)) => pairs,
+        Err(rejection) => {
+            return Some(Err(bad(
+                "not_a_graphql_request",
+                format!(
+                    "the query string could not be read: {}",
+                    rejection.body_text()
+                ),
+            )));
+        }
+    };
+    let mut operation = serde_json::Map::new();
+    for (name, value) in pairs {
+        if !PARAMETERS.contains(&name.as_str()) {
+            continue;
+        }
+        if operation.contains_key(&name) {
+            return Some(Err(bad(
+                "not_a_graphql_request",
+                format!("the query string gives {name} more than once"),
+            )));
+        }
+        let value = if name == "variables" || name == "extensions" {
+            match serde_json::from_str(&value) {
+                Ok(json) => json,
+                Err(error) => {
+                    return Some(Err(bad(
+                        "malformed_json",
+                        format!("the {name} parameter is not valid JSON: {error}"),
+                    )));
+                }
+            }
+        } else {
+            serde_json::Value::String(value)
+        };
+        operation.insert(name, value);
+    }
+    if operation.is_empty() {
+        return None;
+    }
+    Some(parse(
+        serde_json::Value::Object(operation).to_string().as_bytes(),
+    ))
+}
+
+/// Refuses (405, `method_not_allowed`) an operation a GET may not carry:
+/// a mutation or a subscription. The document is parsed here, once (the
+/// execution reuses it); one that does not parse, or names no operation it
+/// holds, is left to the execution to answer as it answers a POST.
+pub fn only_query(request: &mut async_graphql::Request) -> Result<(), Refused> {
+    use async_graphql::parser::types::{DocumentOperations, OperationType};
+    let name = request.operation_name.clone();
+    let Ok(document) = request.parsed_query() else {
+        return Ok(());
+    };
+    let operation = match (&document.operations, name) {
+        (DocumentOperations::Single(operation), _) => Some(operation),
+        (DocumentOperations::Multiple(operations), Some(name)) => operations.get(name.as_str()),
+        (DocumentOperations::Multiple(_), None) => None,
+    };
+    let refused = |message: &str| {
+        Err(Refused::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "method_not_allowed",
+            message,
+        ))
+    };
+    match operation.map(|operation| operation.node.ty) {
+        Some(OperationType::Mutation) => refused("a mutation is sent with POST, not GET"),
+        Some(OperationType::Subscription) => {
+            refused("a subscription is served over WebSocket at /graphql/ws, not over GET")
+        }
+        Some(OperationType::Query) | None => Ok(()),
     }
 }
 
@@ -73,51 +180,61 @@ impl<S: Send + Sync> FromRequest<S> for Operation {
     type Rejection = Refused;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Refused> {
-        let content_type = request
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .map(|v| v.to_str().unwrap_or_default().to_owned());
-        if !content_type.as_deref().is_some_and(is_json) {
-            return Err(Refused::new(
-                StatusCode::UNSUPPORTED_MEDIA_TYPE,
-                "unsupported_media_type",
-                match content_type {
-                    Some(other) => format!("operations are sent as application/json, not {other}"),
-                    None => {
-                        "operations are sent as application/json; the request has no Content-Type"
-                            .to_owned()
-                    }
-                },
-            ));
-        }
-        let body = Bytes::from_request(request, state)
+        let media = Media::negotiate(request.headers());
+        read(request, state)
             .await
-            .map_err(|rejection| {
-                if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Refused::new(
-                        StatusCode::PAYLOAD_TOO_LARGE,
-                        "payload_too_large",
-                        "the request body is larger than query_api.body_limit_bytes allows",
-                    )
-                } else if let Some(late) = pivotal_telemetry::body::timed_out(&rejection) {
-                    Refused::new(
-                        StatusCode::REQUEST_TIMEOUT,
-                        "request_timeout",
-                        late.to_string(),
-                    )
-                } else {
-                    Refused::new(
-                        StatusCode::BAD_REQUEST,
-                        "unreadable_body",
-                        format!(
-                            "the request body could not be read: {}",
-                            rejection.body_text()
-                        ),
-                    )
-                }
-            })?;
-        parse(&body).map(Self)
+            .map(Self)
+            .map_err(|refused| refused.as_media(media))
     }
+}
+
+/// The operation in `request`'s body, or why there is none.
+async fn read<S: Send + Sync>(
+    request: Request,
+    state: &S,
+) -> Result<async_graphql::Request, Refused> {
+    let content_type = request
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or_default().to_owned());
+    if !content_type.as_deref().is_some_and(is_json) {
+        return Err(Refused::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "unsupported_media_type",
+            match content_type {
+                Some(other) => format!("operations are sent as application/json, not {other}"),
+                None => "operations are sent as application/json; the request has no Content-Type"
+                    .to_owned(),
+            },
+        ));
+    }
+    let body = Bytes::from_request(request, state)
+        .await
+        .map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                Refused::new(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    "payload_too_large",
+                    "the request body is larger than query_api.body_limit_bytes allows",
+                )
+            } else if let Some(late) = pivotal_telemetry::body::timed_out(&rejection) {
+                Refused::new(
+                    StatusCode::REQUEST_TIMEOUT,
+                    "request_timeout",
+                    late.to_string(),
+                )
+            } else {
+                Refused::new(
+                    StatusCode::BAD_REQUEST,
+                    "unreadable_body",
+                    format!(
+                        "the request body could not be read: {}",
+                        rejection.body_text()
+                    ),
+                )
+            }
+        })?;
+    parse(&body)
 }
 
 /// The operation in `body`, or why there is none.
@@ -189,6 +306,84 @@ mod tests {
             assert_eq!(refused.status, StatusCode::BAD_REQUEST);
             assert_eq!(refused.reason, reason, "{}", String::from_utf8_lossy(body));
         }
+    }
+
+    fn from_get(query: &str) -> Option<Result<async_graphql::Request, Refused>> {
+        from_query_string(&format!("/graphql?{query}").parse::<Uri>().unwrap())
+    }
+
+    #[test]
+    fn a_get_carries_an_operation_in_its_query_string() {
+        let request = from_get(
+            "query=query%20Q(%24id%3A%20ID!)%20%7B%20customer(id%3A%20%24id)%20%7B%20id%20%7D%20%7D\
+             &operationName=Q&variables=%7B%22id%22%3A%22x%22%7D&extensions=%7B%7D&_=17",
+        )
+        .unwrap()
+        .unwrap();
+        assert_eq!(
+            request.query,
+            "query Q($id: ID!) { customer(id: $id) { id } }"
+        );
+        assert_eq!(request.operation_name.as_deref(), Some("Q"));
+        assert_eq!(
+            request.variables.into_value().into_json().unwrap(),
+            serde_json::json!({"id": "x"})
+        );
+        // Without any of the four, GraphiQL is served.
+        assert!(from_get("").is_none());
+        assert!(from_get("_=17").is_none());
+    }
+
+    #[test]
+    fn a_get_that_is_not_one_operation_says_why() {
+        for (query, reason) in [
+            (
+                "query=%7B%20me%20%7B%20id%20%7D%20%7D&query=x",
+                "not_a_graphql_request",
+            ),
+            ("operationName=Q", "not_a_graphql_request"),
+            ("query=", "not_a_graphql_request"),
+            ("query=x&variables=%7Bid", "malformed_json"),
+            ("query=x&extensions=nope", "malformed_json"),
+            ("query=x&variables=%5B1%5D", "not_a_graphql_request"),
+        ] {
+            let refused = from_get(query).unwrap().unwrap_err();
+            assert_eq!(refused.status, StatusCode::BAD_REQUEST, "{query}");
+            assert_eq!(refused.reason, reason, "{query}");
+        }
+    }
+
+    #[test]
+    fn a_get_carries_queries_only() {
+        let checked = |query: &str, name: Option<&str>| {
+            let mut request = async_graphql::Request::new(query);
+            if let Some(name) = name {
+                request = request.operation_name(name);
+            }
+            only_query(&mut request).map_err(|refused| (refused.status, refused.reason))
+        };
+        let refused = Err((StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"));
+        assert_eq!(checked("{ me { id } }", None), Ok(()));
+        assert_eq!(checked("query Q { me { id } }", None), Ok(()));
+        assert_eq!(checked("mutation { archive }", None), refused);
+        assert_eq!(checked("subscription { changes { id } }", None), refused);
+        let two = "query Q { me { id } } mutation M { archive }";
+        assert_eq!(checked(two, Some("Q")), Ok(()));
+        assert_eq!(checked(two, Some("M")), refused);
+        // Left to the execution, which answers them as it answers a POST.
+        assert_eq!(checked(two, None), Ok(()));
+        assert_eq!(checked(two, Some("Other")), Ok(()));
+        assert_eq!(checked("{ me { id }", None), Ok(()));
+    }
+
+    #[test]
+    fn a_refused_method_names_the_one_allowed() {
+        let refused = Refused::new(StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed", "x");
+        let response = refused.into_response();
+        assert_eq!(response.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert_eq!(response.headers()[header::ALLOW], "POST");
+        let other = Refused::new(StatusCode::BAD_REQUEST, "malformed_json", "x").into_response();
+        assert!(other.headers().get(header::ALLOW).is_none());
     }
 
     #[test]

@@ -35,6 +35,13 @@ async fn next_json(socket: &mut Socket, wait: Duration) -> Option<Value> {
 
 /// Connects and sends `connection_init`; returns the socket and the first answer.
 async fn connect(base: &str, token: &str) -> (Socket, Option<Value>) {
+    let mut socket = open(base, token).await;
+    let answer = next_json(&mut socket, Duration::from_secs(5)).await;
+    (socket, answer)
+}
+
+/// Opens a socket and sends `connection_init` with `token`.
+async fn open(base: &str, token: &str) -> Socket {
     let mut request = format!("{}/graphql/ws", base.replacen("http", "ws", 1))
         .into_client_request()
         .unwrap();
@@ -50,8 +57,28 @@ async fn connect(base: &str, token: &str) -> (Socket, Option<Value>) {
         ))
         .await
         .unwrap();
-    let answer = next_json(&mut socket, Duration::from_secs(5)).await;
-    (socket, answer)
+    socket
+}
+
+/// `graphql_errors_total{code="UNAUTHENTICATED"}` on the query API's
+/// `/metrics`.
+async fn unauthenticated_counted(base: &str) -> f64 {
+    let metrics = http()
+        .get(format!("{base}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    metrics
+        .lines()
+        .find_map(|line| {
+            line.strip_prefix(r#"graphql_errors_total{code="UNAUTHENTICATED"} "#)?
+                .parse()
+                .ok()
+        })
+        .unwrap_or(0.0)
 }
 
 async fn subscribe(socket: &mut Socket, id: &str, query: &str) {
@@ -147,14 +174,23 @@ async fn subscribers_see_their_changes_and_only_theirs() {
     // Another organization hears nothing.
     assert_eq!(next_json(&mut theirs, Duration::from_secs(2)).await, None);
 
-    // A bad token is refused at connection_init.
-    let (mut refused, answer) = connect(&queries, "not-a-token").await;
-    assert_ne!(
-        answer.as_ref().map(|a| a["type"].clone()),
-        Some(json!("connection_ack")),
-        "{answer:?}"
-    );
-    let _ = refused.close(None).await;
+    // A bad token is refused at connection_init: the socket is closed
+    // (1002, as async-graphql closes it) with why, and the refusal
+    // counted as over HTTP.
+    let before = unauthenticated_counted(&queries).await;
+    let mut refused = open(&queries, "not-a-token").await;
+    let closed = tokio::time::timeout(Duration::from_secs(5), refused.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let Message::Close(Some(frame)) = closed else {
+        panic!("a refusal closes the socket: {closed:?}");
+    };
+    assert_eq!(u16::from(frame.code), 1002, "{frame:?}");
+    assert_eq!(frame.reason.as_str(), "the bearer token is malformed");
+    let counted = unauthenticated_counted(&queries).await - before;
+    assert!(counted >= 1.0, "{counted} refusals counted");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -582,6 +582,10 @@ mod cache;
 
 mod failures;
 
+mod get;
+
+mod media;
+
 mod slots;
 
 mod identity {
