@@ -1,0 +1,274 @@
+//! The quotes kept per organization and status (`rm_quote_counts`, ADR
+//! 0041's update for quotes) against a real PostgreSQL: two batches that
+//! move the counts of two organizations in crossed order wait for each
+//! other instead of deadlocking, and the counts equal the rows after.
+#![allow(clippy::unwrap_used)]
+
+use std::time::Duration;
+
+use chrono::{NaiveDate, Utc};
+use pivotal_domain::envelope::{Actor, EventEnvelope, EventMetadata};
+use pivotal_domain::pricing::TaxMode;
+use pivotal_domain::quote::{Quote, QuoteCommand, QuoteContent, QuoteLine};
+use pivotal_domain::rate_card::Unit;
+use pivotal_domain::values::{Currency, Name};
+use pivotal_projectors::framework::{Envelope, Projection, ProjectionError};
+use pivotal_projectors::quotes::QuotesProjection;
+use pivotal_test_support::TestEnv;
+use uuid::Uuid;
+
+fn content() -> QuoteContent {
+    QuoteContent {
+        customer_id: Uuid::now_v7(),
+        title: Name::parse("", "Site survey").unwrap(),
+        description: None,
+        currency: Currency::parse("", "NZD").unwrap(),
+        valid_until: NaiveDate::from_ymd_opt(2027, 6, 30).unwrap(),
+        terms: None,
+        notes: None,
+        tax_mode: TaxMode::Exclusive,
+        discount: None,
+        lines: vec![QuoteLine {
+            line_id: Uuid::now_v7(),
+            description: Name::parse("", "Survey").unwrap(),
+            quantity: "2".parse().unwrap(),
+            unit: Unit::Days,
+            unit_price: "1200".parse().unwrap(),
+            rate_source: None,
+            discount: None,
+            tax_rate: "15".parse().unwrap(),
+            optional: false,
+            selected: false,
+        }],
+    }
+}
+
+/// One quote of `organization`, decided by the domain: its events from
+/// creation through `steps` (each command given the author and the
+/// approver), as the envelopes the projector reads, and the quote itself
+/// to go on from.
+struct Drafted {
+    quote: Quote,
+    id: Uuid,
+    organization: Uuid,
+    version: u64,
+}
+
+impl Drafted {
+    fn new(organization: Uuid) -> (Self, Envelope) {
+        let mut drafted = Self {
+            quote: Quote::default(),
+            id: Uuid::now_v7(),
+            organization,
+            version: 0,
+        };
+        let create = QuoteCommand::Create {
+            actor: drafted.author(),
+            quote_id: drafted.id,
+            number: format!("Q-{}", drafted.id.simple()),
+            content: content(),
+        };
+        let mut events = drafted.decide(create);
+        (drafted, events.remove(0))
+    }
+
+    fn author(&self) -> Actor {
+        Actor {
+            organization_id: self.organization,
+            user_id: Uuid::from_u128(1),
+        }
+    }
+
+    fn approver(&self) -> Actor {
+        Actor {
+            organization_id: self.organization,
+            user_id: Uuid::from_u128(2),
+        }
+    }
+
+    fn submit(&mut self) -> Envelope {
+        let submit = QuoteCommand::SubmitForApproval {
+            actor: self.author(),
+            threshold: "0".parse().unwrap(),
+        };
+        self.decide(submit).remove(0)
+    }
+
+    fn approve(&mut self) -> Envelope {
+        let approve = QuoteCommand::Approve {
+            actor: self.approver(),
+            comment: None,
+        };
+        self.decide(approve).remove(0)
+    }
+
+    fn send(&mut self) -> Envelope {
+        let send = QuoteCommand::Send {
+            actor: self.author(),
+        };
+        self.decide(send).remove(0)
+    }
+
+    fn decide(&mut self, command: QuoteCommand) -> Vec<Envelope> {
+        let events = self.quote.decide(command).unwrap();
+        events
+            .into_iter()
+            .map(|event| {
+                self.version += 1;
+                let json = serde_json::to_value(&event).unwrap();
+                cqrs_es::Aggregate::apply(&mut self.quote, event);
+                EventEnvelope {
+                    id: Uuid::now_v7(),
+                    event_type: json["type"].as_str().unwrap().to_owned(),
+                    aggregate_id: self.id.to_string(),
+                    aggregate_type: pivotal_domain::quote::AGGREGATE_TYPE.to_owned(),
+                    organization_id: self.organization,
+                    user_id: None,
+                    timestamp: Utc::now(),
+                    version: self.version,
+                    metadata: EventMetadata {
+                        correlation_id: "quote-counts".into(),
+                        causation_id: None,
+                        source: "tests".into(),
+                        user_agent: None,
+                        ip_address: None,
+                    },
+                    data: serde_json::value::to_raw_value(&json["data"]).unwrap(),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Batch one approves a quote of organization B (moving B's
+/// `pending_approval` and `approved`) and then creates one in A (A's
+/// `draft`); batch two submits a quote of A (A's `draft` and
+/// `pending_approval`) and then sends one of B (B's `approved` and
+/// `sent`). One statement per event, in event order: one would hold B's
+/// `approved` while it waits for A's `draft`, two A's `draft` while it
+/// waits for B's `approved`, and PostgreSQL would abort one. A third
+/// transaction holds B's `pending_approval` so that both are caught
+/// mid-way; once it lets go, both must commit.
+#[tokio::test]
+async fn batches_moving_quote_counts_in_crossed_order_wait_for_each_other() {
+    let env = TestEnv::new().await;
+    let mut orgs = [Uuid::now_v7(), Uuid::now_v7()];
+    orgs.sort();
+    let [a, b] = orgs;
+
+    // B: one quote awaiting approval, one approved; A: one draft.
+    let (mut awaiting, created_awaiting) = Drafted::new(b);
+    let (mut approved, created_approved) = Drafted::new(b);
+    let (mut draft, created_draft) = Drafted::new(a);
+    let seed = [
+        created_awaiting,
+        awaiting.submit(),
+        created_approved,
+        approved.submit(),
+        approved.approve(),
+        created_draft,
+    ];
+    let mut tx = env.pool.begin().await.unwrap();
+    QuotesProjection
+        .apply_batch(&mut tx, &seed.iter().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut holder = env.pool.begin().await.unwrap();
+    sqlx::query(
+        "SELECT 1 FROM rm_quote_counts
+         WHERE organization_id = $1 AND status = 'pending_approval' FOR UPDATE",
+    )
+    .bind(b)
+    .execute(&mut *holder)
+    .await
+    .unwrap();
+
+    let batch = |events: Vec<Envelope>| {
+        let pool = env.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+                .fetch_one(&mut *tx)
+                .await
+                .unwrap();
+            let task = tokio::spawn(async move {
+                QuotesProjection
+                    .apply_batch(&mut tx, &events.iter().collect::<Vec<_>>())
+                    .await?;
+                tx.commit().await?;
+                Ok::<_, ProjectionError>(())
+            });
+            (pid, task)
+        }
+    };
+    let waiting = |pid: i32| {
+        let pool = env.pool.clone();
+        async move {
+            pivotal_test_support::eventually(Duration::from_secs(10), || {
+                let pool = pool.clone();
+                async move {
+                    let (waits,): (bool,) = sqlx::query_as(
+                        "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
+                         FROM pg_stat_activity WHERE pid = $1",
+                    )
+                    .bind(pid)
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap();
+                    waits.then_some(())
+                }
+            })
+            .await
+            .is_some()
+        }
+    };
+    let (_, created_later) = Drafted::new(a);
+    let (one, one_task) = batch(vec![awaiting.approve(), created_later]).await;
+    assert!(
+        waiting(one).await,
+        "the first batch never waited for the held count"
+    );
+    let (other, other_task) = batch(vec![draft.submit(), approved.send()]).await;
+    assert!(
+        waiting(other).await,
+        "the second batch never waited for the first"
+    );
+    holder.commit().await.unwrap();
+
+    let within = Duration::from_secs(30);
+    let one = tokio::time::timeout(within, one_task)
+        .await
+        .unwrap()
+        .unwrap();
+    let other = tokio::time::timeout(within, other_task)
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(one.is_ok(), "first batch: {one:?}");
+    assert!(other.is_ok(), "second batch: {other:?}");
+
+    let counts: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT organization_id, status, quotes FROM rm_quote_counts WHERE quotes <> 0
+         ORDER BY organization_id, status",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
+        "SELECT organization_id, status, count(*) FROM rm_quotes
+         GROUP BY organization_id, status ORDER BY organization_id, status",
+    )
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(counts, rows);
+    let expected: Vec<(Uuid, String, i64)> = vec![
+        (a, "draft".into(), 1),
+        (a, "pending_approval".into(), 1),
+        (b, "approved".into(), 1),
+        (b, "sent".into(), 1),
+    ];
+    assert_eq!(counts, expected);
+}
