@@ -12,6 +12,9 @@ use pivotal_test_support::TestEnv;
 use serde_json::{Value, json};
 use uuid::Uuid;
 
+mod crossed;
+use crossed::{finished, spawn_batch, waits_for_a_lock};
+
 fn event(customer: Uuid, org: Uuid, version: u64, event_type: &str, data: Value) -> Envelope {
     EventEnvelope {
         id: Uuid::now_v7(),
@@ -438,7 +441,6 @@ async fn a_projection_keeping_no_versions_takes_every_event_and_writes_none() {
 #[tokio::test]
 async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_deadlocking() {
     use pivotal_projectors::framework::Projection;
-    use std::time::Duration;
 
     let env = TestEnv::new().await;
     let mut orgs = [Uuid::now_v7(), Uuid::now_v7()];
@@ -481,74 +483,36 @@ async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_d
     .await
     .unwrap();
 
-    let batch = |events: Vec<Envelope>| {
-        let pool = env.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.unwrap();
-            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-            let task = tokio::spawn(async move {
-                CustomersProjection
-                    .apply_batch(&mut tx, &events.iter().collect::<Vec<_>>())
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, ProjectionError>(())
-            });
-            (pid, task)
-        }
-    };
-    let waiting = |pid: i32| {
-        let pool = env.pool.clone();
-        async move {
-            pivotal_test_support::eventually(Duration::from_secs(10), || {
-                let pool = pool.clone();
-                async move {
-                    let (waits,): (bool,) = sqlx::query_as(
-                        "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
-                         FROM pg_stat_activity WHERE pid = $1",
-                    )
-                    .bind(pid)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                    waits.then_some(())
-                }
-            })
-            .await
-            .is_some()
-        }
-    };
-    let (one, one_task) = batch(vec![
-        archived(active[1], second, 2),
-        created(Uuid::now_v7(), first),
-    ])
+    let (one, one_task) = spawn_batch(
+        &env.pool,
+        CustomersProjection,
+        vec![
+            archived(active[1], second, 2),
+            created(Uuid::now_v7(), first),
+        ],
+    )
     .await;
     assert!(
-        waiting(one).await,
+        waits_for_a_lock(&env.pool, one).await,
         "the first batch never waited for the held count"
     );
-    let (other, other_task) = batch(vec![
-        archived(active[0], first, 2),
-        created(Uuid::now_v7(), second),
-    ])
+    let (other, other_task) = spawn_batch(
+        &env.pool,
+        CustomersProjection,
+        vec![
+            archived(active[0], first, 2),
+            created(Uuid::now_v7(), second),
+        ],
+    )
     .await;
     assert!(
-        waiting(other).await,
+        waits_for_a_lock(&env.pool, other).await,
         "the second batch never waited for the first"
     );
     holder.commit().await.unwrap();
 
-    let within = Duration::from_secs(30);
-    let one = tokio::time::timeout(within, one_task)
-        .await
-        .unwrap()
-        .unwrap();
-    let other = tokio::time::timeout(within, other_task)
-        .await
-        .unwrap()
-        .unwrap();
+    let one = finished(one_task).await;
+    let other = finished(other_task).await;
     assert!(one.is_ok(), "first batch: {one:?}");
     assert!(other.is_ok(), "second batch: {other:?}");
 

@@ -4,18 +4,19 @@
 //! other instead of deadlocking, and the counts equal the rows after.
 #![allow(clippy::unwrap_used)]
 
-use std::time::Duration;
-
 use chrono::{NaiveDate, Utc};
 use pivotal_domain::envelope::{Actor, EventEnvelope, EventMetadata};
 use pivotal_domain::pricing::TaxMode;
 use pivotal_domain::quote::{Quote, QuoteCommand, QuoteContent, QuoteLine};
 use pivotal_domain::rate_card::Unit;
 use pivotal_domain::values::{Currency, Name};
-use pivotal_projectors::framework::{Envelope, Projection, ProjectionError};
+use pivotal_projectors::framework::{Envelope, Projection};
 use pivotal_projectors::quotes::QuotesProjection;
 use pivotal_test_support::TestEnv;
 use uuid::Uuid;
+
+mod crossed;
+use crossed::{finished, spawn_batch, waits_for_a_lock};
 
 fn content() -> QuoteContent {
     QuoteContent {
@@ -185,67 +186,31 @@ async fn batches_moving_quote_counts_in_crossed_order_wait_for_each_other() {
     .await
     .unwrap();
 
-    let batch = |events: Vec<Envelope>| {
-        let pool = env.pool.clone();
-        async move {
-            let mut tx = pool.begin().await.unwrap();
-            let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
-                .fetch_one(&mut *tx)
-                .await
-                .unwrap();
-            let task = tokio::spawn(async move {
-                QuotesProjection
-                    .apply_batch(&mut tx, &events.iter().collect::<Vec<_>>())
-                    .await?;
-                tx.commit().await?;
-                Ok::<_, ProjectionError>(())
-            });
-            (pid, task)
-        }
-    };
-    let waiting = |pid: i32| {
-        let pool = env.pool.clone();
-        async move {
-            pivotal_test_support::eventually(Duration::from_secs(10), || {
-                let pool = pool.clone();
-                async move {
-                    let (waits,): (bool,) = sqlx::query_as(
-                        "SELECT coalesce(bool_or(wait_event_type = 'Lock'), false)
-                         FROM pg_stat_activity WHERE pid = $1",
-                    )
-                    .bind(pid)
-                    .fetch_one(&pool)
-                    .await
-                    .unwrap();
-                    waits.then_some(())
-                }
-            })
-            .await
-            .is_some()
-        }
-    };
     let (_, created_later) = Drafted::new(a);
-    let (one, one_task) = batch(vec![awaiting.approve(), created_later]).await;
+    let (one, one_task) = spawn_batch(
+        &env.pool,
+        QuotesProjection,
+        vec![awaiting.approve(), created_later],
+    )
+    .await;
     assert!(
-        waiting(one).await,
+        waits_for_a_lock(&env.pool, one).await,
         "the first batch never waited for the held count"
     );
-    let (other, other_task) = batch(vec![draft.submit(), approved.send()]).await;
+    let (other, other_task) = spawn_batch(
+        &env.pool,
+        QuotesProjection,
+        vec![draft.submit(), approved.send()],
+    )
+    .await;
     assert!(
-        waiting(other).await,
+        waits_for_a_lock(&env.pool, other).await,
         "the second batch never waited for the first"
     );
     holder.commit().await.unwrap();
 
-    let within = Duration::from_secs(30);
-    let one = tokio::time::timeout(within, one_task)
-        .await
-        .unwrap()
-        .unwrap();
-    let other = tokio::time::timeout(within, other_task)
-        .await
-        .unwrap()
-        .unwrap();
+    let one = finished(one_task).await;
+    let other = finished(other_task).await;
     assert!(one.is_ok(), "first batch: {one:?}");
     assert!(other.is_ok(), "second batch: {other:?}");
 

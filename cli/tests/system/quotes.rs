@@ -83,6 +83,21 @@ async fn sign_up(api: &Client, org: &str) -> (String, String) {
     (owner, manager)
 }
 
+/// The answer to `query` from the query API at `queries`, or none if it
+/// could not be had.
+async fn graphql(queries: &str, token: &str, query: &str) -> Option<Value> {
+    http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(token)
+        .json(&json!({ "query": query }))
+        .send()
+        .await
+        .ok()?
+        .json()
+        .await
+        .ok()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql() {
     let env = TestEnv::new().await;
@@ -175,23 +190,9 @@ async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql()
               lines {{ description unit total }} statusHistory {{ from to customerContact }} pdfPath }}
            quotes(filter: {{status: ACCEPTED}}) {{ totalCount }} }}"#
     );
-    let answer = eventually(Duration::from_secs(30), || {
-        let query = query.clone();
-        let queries = queries.clone();
-        let owner = owner.clone();
-        async move {
-            let body: Value = http()
-                .post(format!("{queries}/graphql"))
-                .bearer_auth(&owner)
-                .json(&json!({"query": query}))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (body["data"]["quote"]["status"] == "ACCEPTED").then_some(body)
-        }
+    let answer = eventually(Duration::from_secs(30), || async {
+        let body = graphql(&queries, &owner, &query).await?;
+        (body["data"]["quote"]["status"] == "ACCEPTED").then_some(body)
     })
     .await
     .expect("the read model reached the accepted quote");
@@ -268,22 +269,9 @@ async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql()
         .await;
     let totals = r#"{ all: quotes { totalCount } drafts: quotes(filter: {status: DRAFT}) { totalCount }
                       accepted: quotes(filter: {status: ACCEPTED}) { totalCount } }"#;
-    let answer = eventually(Duration::from_secs(30), || {
-        let queries = queries.clone();
-        let owner = owner.clone();
-        async move {
-            let body: Value = http()
-                .post(format!("{queries}/graphql"))
-                .bearer_auth(&owner)
-                .json(&json!({"query": totals}))
-                .send()
-                .await
-                .ok()?
-                .json()
-                .await
-                .ok()?;
-            (body["data"]["drafts"]["totalCount"] == 1).then_some(body)
-        }
+    let answer = eventually(Duration::from_secs(30), || async {
+        let body = graphql(&queries, &owner, totals).await?;
+        (body["data"]["drafts"]["totalCount"] == 1).then_some(body)
     })
     .await
     .unwrap_or_else(|| panic!("the second quote {second} was counted"));
@@ -297,19 +285,14 @@ async fn draft_approval_sent_accepted_reaches_kafka_the_read_model_and_graphql()
         .execute(&env.pool)
         .await
         .unwrap();
-    let body: Value = http()
-        .post(format!("{queries}/graphql"))
-        .bearer_auth(&owner)
-        .json(
-            &json!({"query": r#"{ kept: quotes(filter: {status: ACCEPTED}) { totalCount }
-            counted: quotes(filter: {status: ACCEPTED, search: "bridge"}) { totalCount } }"#}),
-        )
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let body = graphql(
+        &queries,
+        &owner,
+        r#"{ kept: quotes(filter: {status: ACCEPTED}) { totalCount }
+            counted: quotes(filter: {status: ACCEPTED, search: "bridge"}) { totalCount } }"#,
+    )
+    .await
+    .unwrap();
     assert_eq!(body["data"]["kept"]["totalCount"], 101, "{body}");
     assert_eq!(body["data"]["counted"]["totalCount"], 1, "{body}");
 }
