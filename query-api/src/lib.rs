@@ -300,7 +300,7 @@ async fn graphql_get(
         None => return graphiql().await.into_response(),
         Some(Err(refused)) => refused.as_media(media).into_response(),
         Some(Ok(mut operation)) => match request::only_query(&mut operation) {
-            Ok(()) => execute(state, &headers, operation).await,
+            Ok(()) => execute(state, &headers, operation, media).await,
             Err(refused) => refused.as_media(media).into_response(),
         },
     };
@@ -328,19 +328,20 @@ fn refuse_socket(error: &AuthError) -> async_graphql::Error {
 async fn graphql(
     State(state): State<HttpState>,
     headers: HeaderMap,
-    request::Operation(request): request::Operation,
+    operation: request::Operation,
 ) -> axum::response::Response {
-    execute(state, &headers, request).await
+    execute(state, &headers, operation.request, operation.media).await
 }
 
 /// Authenticates the caller, waits for a consistency token's position if
-/// the request carries one, and executes `request` in an execution slot.
+/// the request carries one, and executes `request` in an execution slot;
+/// the answer is sent as `media`.
 async fn execute(
     state: HttpState,
     headers: &HeaderMap,
     request: async_graphql::Request,
+    media: Media,
 ) -> axum::response::Response {
-    let media = Media::negotiate(headers);
     let header = headers
         .get(header::AUTHORIZATION)
         .map(|v| v.to_str().unwrap_or("invalid"));

@@ -26,9 +26,14 @@ use axum::response::{IntoResponse, Response};
 use crate::errors;
 use crate::media::Media;
 
-/// One GraphQL operation read from a request's body.
+/// One GraphQL operation read from a request's body, and the media type its
+/// answer is sent as.
 #[derive(Debug)]
-pub struct Operation(pub async_graphql::Request);
+pub struct Operation {
+    pub request: async_graphql::Request,
+    /// What the answer is sent as (the request's `Accept`).
+    pub media: Media,
+}
 
 /// Why a request's body is not a GraphQL operation.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,10 +186,10 @@ impl<S: Send + Sync> FromRequest<S> for Operation {
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Refused> {
         let media = Media::negotiate(request.headers());
-        read(request, state)
-            .await
-            .map(Self)
-            .map_err(|refused| refused.as_media(media))
+        match read(request, state).await {
+            Ok(request) => Ok(Self { request, media }),
+            Err(refused) => Err(refused.as_media(media)),
+        }
     }
 }
 
