@@ -1697,6 +1697,10 @@ async fn measure(
         },
     )
     .await?;
+    println!(
+        "rebuild: caught up in {:.2} s, indexes in {:.2} s, switched in {:.2} s",
+        rebuild.catch_up_seconds, rebuild.index_seconds, rebuild.switch_seconds
+    );
     let _ = std::fs::remove_dir_all(&search_dir);
 
     let report = json!({
@@ -1727,6 +1731,11 @@ async fn measure(
         "relay_events_per_second": relay_rate,
         "rebuild_events_per_second": rebuild.events_per_second(),
         "rebuild_events": rebuild.events,
+        "rebuild_phases_seconds": {
+            "catch_up": rebuild.catch_up_seconds,
+            "indexes": rebuild.index_seconds,
+            "switch": rebuild.switch_seconds,
+        },
         "rebuild_writers": options.rebuild_writers,
         "peak_rss_mib": memory.iter().map(|(n, m)| (n.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
         "peak_rss_mb": memory.iter().map(|(n, m)| (n.clone(), json!(megabytes(*m)))).collect::<serde_json::Map<_, _>>(),
