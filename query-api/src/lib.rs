@@ -27,6 +27,8 @@
 //!   `application/graphql-response+json` as `Accept` picks, its status,
 //!   its errors counted.
 //! - [`slots`]: how many operations over HTTP execute at once.
+//! - [`socket`]: a subscription socket's wait for `connection_init` and
+//!   the close codes of the `graphql-transport-ws` protocol.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
@@ -46,6 +48,7 @@ pub mod request;
 pub mod schema;
 pub mod search;
 pub mod slots;
+pub mod socket;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -73,6 +76,7 @@ struct HttpState {
     revocations: Revocations,
     pool: PgPool,
     consistency_wait: std::time::Duration,
+    socket_init_timeout: std::time::Duration,
     cache: cache::ReadCache,
     slots: slots::Slots,
 }
@@ -142,6 +146,9 @@ impl Application {
         let state = HttpState {
             consistency_wait: std::time::Duration::from_millis(
                 settings.query_api.consistency_wait_ms,
+            ),
+            socket_init_timeout: std::time::Duration::from_millis(
+                settings.query_api.socket_init_timeout_ms.get(),
             ),
             pool: pool.clone(),
             schema: schema::build_with(
@@ -255,8 +262,12 @@ async fn subscriptions(
             let revocations = state.revocations.clone();
             let bound = consistency::Bound(state.consistency_wait);
             let pool = state.pool.clone();
-            async_graphql_axum::GraphQLWebSocket::new(socket, state.schema.clone(), protocol)
-                .on_connection_init(move |payload| async move {
+            socket::serve(
+                socket,
+                state.schema.clone(),
+                protocol,
+                state.socket_init_timeout,
+                move |payload, progress| async move {
                     let header = payload
                         .get("authorization")
                         .or_else(|| payload.get("Authorization"))
@@ -264,7 +275,7 @@ async fn subscriptions(
                     let principal = verifier
                         .verify_header(header)
                         .await
-                        .map_err(|error| refuse_socket(&error))?;
+                        .map_err(|error| refuse_socket(&error, &progress))?;
                     let revoked = revocations
                         .is_revoked(&principal.claims)
                         .await
@@ -273,7 +284,7 @@ async fn subscriptions(
                             false
                         });
                     if revoked {
-                        return Err(refuse_socket(&AuthError::Revoked));
+                        return Err(refuse_socket(&AuthError::Revoked, &progress));
                     }
                     // Queries over the socket batch `Quote.customer` like
                     // those over HTTP (one set of loaders per connection:
@@ -283,8 +294,8 @@ async fn subscriptions(
                     data.insert(principal);
                     data.insert(bound);
                     Ok(data)
-                })
-                .serve()
+                },
+            )
         })
 }
 
@@ -314,10 +325,11 @@ async fn graphql_get(
     answer
 }
 
-/// The refusal of a socket's `connection_init`: async-graphql closes the
-/// socket (1002) with the message only, no code, so the refusal is
+/// The refusal of a socket's `connection_init`: the socket is closed
+/// (4403, [`socket`]) with the message only, no code, so the refusal is
 /// counted here as the `UNAUTHENTICATED` it would be over HTTP.
-fn refuse_socket(error: &AuthError) -> async_graphql::Error {
+fn refuse_socket(error: &AuthError, progress: &socket::Progress) -> async_graphql::Error {
+    progress.refused();
     let refused = errors::unauthenticated(error);
     errors::count(&[refused
         .clone()

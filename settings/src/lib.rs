@@ -254,6 +254,12 @@ pub struct HttpSettings {
     /// token before answering `STALE_READ`.
     #[serde(default = "default_consistency_wait_ms")]
     pub consistency_wait_ms: u64,
+    /// Query API: how long a subscription socket may stay open without
+    /// sending `connection_init`; it is then closed with 4408 (the
+    /// `graphql-transport-ws` protocol's "Connection initialisation
+    /// timeout"). 0 is refused: it would close every socket at once.
+    #[serde(default = "default_socket_init_timeout_ms")]
+    pub socket_init_timeout_ms: std::num::NonZeroU64,
     /// Query API: whether GraphQL introspection is answered.
     #[serde(default = "default_true")]
     pub introspection: bool,
@@ -303,6 +309,10 @@ fn default_body_timeout_ms() -> std::num::NonZeroU64 {
 
 fn default_statement_timeout_ms() -> std::num::NonZeroU64 {
     std::num::NonZeroU64::new(5_000).unwrap_or(std::num::NonZeroU64::MIN)
+}
+
+fn default_socket_init_timeout_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(3_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -444,6 +454,7 @@ body_limit_bytes = 1048576
 header_timeout_ms = 30000
 body_timeout_ms = 30000
 consistency_wait_ms = 5000
+socket_init_timeout_ms = 3000
 introspection = true
 cache_bytes = 8388608
 max_concurrent_queries = 64
@@ -704,7 +715,19 @@ mod tests {
                 }
             }
         }
+        for value in [0, -1] {
+            let overrides = BTreeMap::from([(
+                "query_api",
+                BTreeMap::from([("socket_init_timeout_ms", value)]),
+            )]);
+            let error = Settings::load_from(&overrides).unwrap_err();
+            assert!(
+                error.to_string().contains("socket_init_timeout_ms"),
+                "{value}: {error}"
+            );
+        }
         let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.query_api.socket_init_timeout_ms.get(), 3_000);
         for api in [&defaults.command_api, &defaults.query_api] {
             assert_eq!(api.header_timeout_ms.get(), 30_000);
             assert_eq!(api.body_timeout_ms.get(), 30_000);

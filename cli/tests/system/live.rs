@@ -2,9 +2,10 @@
 //! change after a command has reached the read model; a client of another
 //! organization gets nothing; a bad token is refused at connection_init.
 //! Queries over the socket read like those over HTTP, consistency token
-//! included.
+//! included. A socket is closed with the protocol's codes.
 
-use std::time::Duration;
+use std::num::NonZeroU64;
+use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
 use pivotal_test_support::{TestEnv, http};
@@ -40,16 +41,40 @@ async fn connect(base: &str, token: &str) -> (Socket, Option<Value>) {
     (socket, answer)
 }
 
-/// Opens a socket and sends `connection_init` with `token`.
-async fn open(base: &str, token: &str) -> Socket {
+/// Opens a socket speaking `protocol`, and sends nothing.
+async fn open_silent(base: &str, protocol: &str) -> Socket {
     let mut request = format!("{}/graphql/ws", base.replacen("http", "ws", 1))
         .into_client_request()
         .unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    request
+        .headers_mut()
+        .insert("sec-websocket-protocol", protocol.parse().unwrap());
+    let (socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
+    socket
+}
+
+/// The code and reason of the close frame the server sends next (other
+/// messages skipped).
+async fn closed_with(socket: &mut Socket) -> (u16, String) {
+    loop {
+        let message = tokio::time::timeout(Duration::from_secs(10), socket.next())
+            .await
+            .expect("the server closes the socket")
+            .expect("a close frame before the end")
+            .unwrap();
+        match message {
+            Message::Close(Some(frame)) => {
+                return (u16::from(frame.code), frame.reason.as_str().to_owned());
+            }
+            Message::Close(None) => panic!("a close frame without a code"),
+            _ => {}
+        }
+    }
+}
+
+/// Opens a socket and sends `connection_init` with `token`.
+async fn open(base: &str, token: &str) -> Socket {
+    let mut socket = open_silent(base, "graphql-transport-ws").await;
     socket
         .send(Message::text(
             json!({"type": "connection_init", "payload": {"authorization": format!("Bearer {token}")}})
@@ -88,6 +113,67 @@ async fn subscribe(socket: &mut Socket, id: &str, query: &str) {
         ))
         .await
         .unwrap();
+}
+
+/// Each way a socket ends early is closed with the `graphql-transport-ws`
+/// protocol's code (ADR 0049): no `connection_init` in time 4408 (the
+/// older protocol's sockets too), a message the protocol does not define
+/// 4400, `subscribe` before `connection_ack` 4401. A socket that has sent
+/// `connection_init` stays open past the wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_are_closed_with_the_protocols_codes() {
+    let mut env = TestEnv::new().await;
+    let wait = Duration::from_millis(1_000);
+    env.settings.query_api.socket_init_timeout_ms =
+        NonZeroU64::new(u64::try_from(wait.as_millis()).unwrap()).unwrap();
+    let (queries, _q) = env.spawn_query_api().await;
+    let opened = Instant::now();
+    let mut silent = open_silent(&queries, "graphql-transport-ws").await;
+    let mut silent_legacy = open_silent(&queries, "graphql-ws").await;
+
+    let mut confused = open_silent(&queries, "graphql-transport-ws").await;
+    confused
+        .send(Message::text(json!({"type": "nonsense"}).to_string()))
+        .await
+        .unwrap();
+    // serde's error names every message type, longer than a close frame
+    // holds: it is cut to fit.
+    let (code, reason) = closed_with(&mut confused).await;
+    assert_eq!(code, 4400, "{reason}");
+    assert!(reason.starts_with("unknown variant `nonsense`"), "{reason}");
+    assert_eq!(reason.len(), 123, "{reason}");
+
+    let mut early = open_silent(&queries, "graphql-transport-ws").await;
+    subscribe(&mut early, "1", "subscription { customerChanged { id } }").await;
+    assert_eq!(
+        closed_with(&mut early).await,
+        (4401, "The handshake is not completed.".to_owned())
+    );
+
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let (mut initialised, ack) = connect(&queries, &token).await;
+    assert_eq!(ack, Some(json!({"type": "connection_ack"})));
+
+    for socket in [&mut silent, &mut silent_legacy] {
+        assert_eq!(
+            closed_with(socket).await,
+            (4408, "Connection initialisation timeout".to_owned())
+        );
+        assert!(
+            opened.elapsed() >= wait,
+            "closed after {:?}",
+            opened.elapsed()
+        );
+    }
+    tokio::time::sleep(wait * 2).await;
+    initialised
+        .send(Message::text(json!({"type": "ping"}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut initialised, Duration::from_secs(5)).await,
+        Some(json!({"type": "pong"}))
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -175,20 +261,13 @@ async fn subscribers_see_their_changes_and_only_theirs() {
     assert_eq!(next_json(&mut theirs, Duration::from_secs(2)).await, None);
 
     // A bad token is refused at connection_init: the socket is closed
-    // (1002, as async-graphql closes it) with why, and the refusal
-    // counted as over HTTP.
+    // (4403, Forbidden) with why, and the refusal counted as over HTTP.
     let before = unauthenticated_counted(&queries).await;
     let mut refused = open(&queries, "not-a-token").await;
-    let closed = tokio::time::timeout(Duration::from_secs(5), refused.next())
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-    let Message::Close(Some(frame)) = closed else {
-        panic!("a refusal closes the socket: {closed:?}");
-    };
-    assert_eq!(u16::from(frame.code), 1002, "{frame:?}");
-    assert_eq!(frame.reason.as_str(), "the bearer token is malformed");
+    assert_eq!(
+        closed_with(&mut refused).await,
+        (4403, "the bearer token is malformed".to_owned())
+    );
     let counted = unauthenticated_counted(&queries).await - before;
     assert!(counted >= 1.0, "{counted} refusals counted");
 }
