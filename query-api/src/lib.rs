@@ -27,8 +27,8 @@
 //!   `application/graphql-response+json` as `Accept` picks, its status,
 //!   its errors counted.
 //! - [`slots`]: how many operations over HTTP execute at once.
-//! - [`socket`]: a subscription socket's wait for `connection_init` and
-//!   the close codes of the `graphql-transport-ws` protocol.
+//! - [`socket`]: a subscription socket's wait for `connection_init`, its
+//!   pings, and the close codes of the `graphql-transport-ws` protocol.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
@@ -77,6 +77,7 @@ struct HttpState {
     pool: PgPool,
     consistency_wait: std::time::Duration,
     socket_init_timeout: std::time::Duration,
+    socket_ping_interval: std::time::Duration,
     cache: cache::ReadCache,
     slots: slots::Slots,
 }
@@ -149,6 +150,9 @@ impl Application {
             ),
             socket_init_timeout: std::time::Duration::from_millis(
                 settings.query_api.socket_init_timeout_ms.get(),
+            ),
+            socket_ping_interval: std::time::Duration::from_millis(
+                settings.query_api.socket_ping_interval_ms.get(),
             ),
             pool: pool.clone(),
             schema: schema::build_with(
@@ -266,7 +270,10 @@ async fn subscriptions(
                 socket,
                 state.schema.clone(),
                 protocol,
-                state.socket_init_timeout,
+                socket::Timing {
+                    init_timeout: state.socket_init_timeout,
+                    ping_interval: state.socket_ping_interval,
+                },
                 move |payload, progress| async move {
                     let header = payload
                         .get("authorization")

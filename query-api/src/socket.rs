@@ -28,6 +28,14 @@
 //! `query_api.socket_init_timeout_ms` is closed with 4408 ("Connection
 //! initialisation timeout"), whatever its protocol, so an idle client
 //! cannot hold a connection and its task for good.
+//!
+//! Nor does anything notice a peer that went away without closing (a
+//! laptop shut, a network gone): its socket and subscriptions would stay
+//! until TCP gave up, hours later. Every `query_api.socket_ping_interval_ms`
+//! the socket is sent a WebSocket ping (a control frame, below the GraphQL
+//! protocol: browsers and WebSocket libraries answer it themselves); a
+//! socket from which nothing has arrived by the next one, its pong
+//! included, is closed with 1001 ("no answer to ping").
 
 use std::future::Future;
 use std::sync::Arc;
@@ -104,15 +112,33 @@ pub fn fitted(reason: &str) -> &str {
     &reason[..end]
 }
 
+/// A socket's timers (`query_api.socket_init_timeout_ms`,
+/// `query_api.socket_ping_interval_ms`).
+#[derive(Debug, Clone, Copy)]
+pub struct Timing {
+    /// The longest wait for `connection_init`.
+    pub init_timeout: Duration,
+    /// How often the socket is pinged, and how long it has to answer.
+    pub ping_interval: Duration,
+}
+
+/// How a socket ended other than by async-graphql's protocol handling.
+enum Ended {
+    Served,
+    NoInit,
+    NoAnswer,
+}
+
 /// Serves one subscription socket: async-graphql's protocol handling with
 /// `init` checking `connection_init` (it reports to the [`Progress`] it is
-/// given), the close codes rewritten, and the socket closed with 4408 if
-/// no `connection_init` arrives within `init_timeout`.
+/// given), the close codes rewritten, the socket closed with 4408 if no
+/// `connection_init` arrives within `timing.init_timeout`, and with 1001
+/// if nothing arrives between two pings.
 pub async fn serve<Init, InitFut>(
     socket: WebSocket,
     schema: PivotalSchema,
     protocol: GraphQLProtocol,
-    init_timeout: Duration,
+    timing: Timing,
     init: Init,
 ) where
     Init: FnOnce(serde_json::Value, Arc<Progress>) -> InitFut + Send + 'static,
@@ -123,6 +149,10 @@ pub async fn serve<Init, InitFut>(
         .is_some_and(|p| p.as_bytes() == b"graphql-transport-ws");
     let progress = Arc::new(Progress::default());
     let (sink, stream) = socket.split();
+    // Anything from the peer (a message, a pong) shows it is there.
+    let heard = Arc::new(AtomicBool::new(false));
+    let hearing = Arc::clone(&heard);
+    let stream = stream.inspect(move |_| hearing.store(true, Ordering::Release));
     let sink = Arc::new(tokio::sync::Mutex::new(sink));
     let outgoing = futures::sink::unfold(
         (Arc::clone(&sink), Arc::clone(&progress)),
@@ -150,28 +180,59 @@ pub async fn serve<Init, InitFut>(
         })
         .serve();
     let waited = async {
-        tokio::time::sleep(init_timeout).await;
+        tokio::time::sleep(timing.init_timeout).await;
         if progress.has_initialised() {
             std::future::pending::<()>().await;
         }
     };
-    // Both futures end with the `select!`, so async-graphql's handling no
-    // longer holds the sink when the timeout's close frame is sent.
-    let timed_out = tokio::select! {
-        () = served => false,
-        () = waited => true,
+    let pinging = async {
+        let every = timing.ping_interval;
+        let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut pinged = false;
+        loop {
+            ticks.tick().await;
+            if !heard.swap(false, Ordering::AcqRel) && pinged {
+                return;
+            }
+            // A peer that stopped reading leaves the send waiting: that
+            // is no answer either.
+            let ping = async {
+                sink.lock()
+                    .await
+                    .send(Message::Ping(Vec::new().into()))
+                    .await
+            };
+            if !matches!(tokio::time::timeout(every, ping).await, Ok(Ok(()))) {
+                return;
+            }
+            pinged = true;
+        }
     };
-    if timed_out {
-        tracing::debug!("subscription socket closed: no connection_init in time");
-        let _ = sink
-            .lock()
+    // The futures end with the `select!`, so async-graphql's handling no
+    // longer holds the sink when a close frame is sent below.
+    let ended = tokio::select! {
+        () = served => Ended::Served,
+        () = waited => Ended::NoInit,
+        () = pinging => Ended::NoAnswer,
+    };
+    let (code, reason) = match ended {
+        Ended::Served => return,
+        Ended::NoInit => (codes::INIT_TIMEOUT, "Connection initialisation timeout"),
+        Ended::NoAnswer => (1001, "no answer to ping"),
+    };
+    tracing::debug!(code, reason, "subscription socket closed");
+    let close = async {
+        sink.lock()
             .await
             .send(Message::Close(Some(CloseFrame {
-                code: codes::INIT_TIMEOUT,
-                reason: "Connection initialisation timeout".into(),
+                code,
+                reason: reason.into(),
             })))
-            .await;
-    }
+            .await
+    };
+    // A peer that does not read cannot hold this task either.
+    let _ = tokio::time::timeout(timing.ping_interval, close).await;
 }
 
 #[cfg(test)]

@@ -260,6 +260,12 @@ pub struct HttpSettings {
     /// timeout"). 0 is refused: it would close every socket at once.
     #[serde(default = "default_socket_init_timeout_ms")]
     pub socket_init_timeout_ms: std::num::NonZeroU64,
+    /// Query API: how often a subscription socket is sent a WebSocket
+    /// ping; a socket from which nothing (its pong included) has arrived
+    /// by the next one is closed, so a peer that went away without
+    /// closing does not keep its socket and subscriptions. 0 is refused.
+    #[serde(default = "default_socket_ping_interval_ms")]
+    pub socket_ping_interval_ms: std::num::NonZeroU64,
     /// Query API: whether GraphQL introspection is answered.
     #[serde(default = "default_true")]
     pub introspection: bool,
@@ -313,6 +319,10 @@ fn default_statement_timeout_ms() -> std::num::NonZeroU64 {
 
 fn default_socket_init_timeout_ms() -> std::num::NonZeroU64 {
     std::num::NonZeroU64::new(3_000).unwrap_or(std::num::NonZeroU64::MIN)
+}
+
+fn default_socket_ping_interval_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(30_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 fn default_consistency_wait_ms() -> u64 {
@@ -455,6 +465,7 @@ header_timeout_ms = 30000
 body_timeout_ms = 30000
 consistency_wait_ms = 5000
 socket_init_timeout_ms = 3000
+socket_ping_interval_ms = 30000
 introspection = true
 cache_bytes = 8388608
 max_concurrent_queries = 64
@@ -715,19 +726,16 @@ mod tests {
                 }
             }
         }
-        for value in [0, -1] {
-            let overrides = BTreeMap::from([(
-                "query_api",
-                BTreeMap::from([("socket_init_timeout_ms", value)]),
-            )]);
-            let error = Settings::load_from(&overrides).unwrap_err();
-            assert!(
-                error.to_string().contains("socket_init_timeout_ms"),
-                "{value}: {error}"
-            );
+        for key in ["socket_init_timeout_ms", "socket_ping_interval_ms"] {
+            for value in [0, -1] {
+                let overrides = BTreeMap::from([("query_api", BTreeMap::from([(key, value)]))]);
+                let error = Settings::load_from(&overrides).unwrap_err();
+                assert!(error.to_string().contains(key), "{key} {value}: {error}");
+            }
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.query_api.socket_init_timeout_ms.get(), 3_000);
+        assert_eq!(defaults.query_api.socket_ping_interval_ms.get(), 30_000);
         for api in [&defaults.command_api, &defaults.query_api] {
             assert_eq!(api.header_timeout_ms.get(), 30_000);
             assert_eq!(api.body_timeout_ms.get(), 30_000);

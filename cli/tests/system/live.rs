@@ -176,6 +176,76 @@ async fn sockets_are_closed_with_the_protocols_codes() {
     );
 }
 
+/// The frames the server sent (opcode, payload) read from the socket's
+/// TCP stream itself until the server closed it, without tungstenite:
+/// reading through it would answer the pings (and fail on the closed
+/// connection when it did). The server's frames are unmasked and small.
+async fn raw_frames_until_closed(socket: &mut Socket) -> Vec<(u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let MaybeTlsStream::Plain(tcp) = socket.get_mut() else {
+        panic!("a plain TCP socket");
+    };
+    let mut bytes = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tcp.read_to_end(&mut bytes))
+        .await
+        .expect("the server closes the connection")
+        .unwrap();
+    let mut frames = Vec::new();
+    let mut rest = bytes.as_slice();
+    while let [head, length, tail @ ..] = rest {
+        let length = usize::from(*length);
+        assert!(length < 126 && tail.len() >= length, "{bytes:?}");
+        frames.push((head & 0x0f, tail[..length].to_vec()));
+        rest = &tail[length..];
+    }
+    frames
+}
+
+/// A socket is pinged every `query_api.socket_ping_interval_ms` (ADR
+/// 0049): one that answers (tungstenite does as it reads) stays open; one
+/// from which nothing arrives between two pings is closed with 1001.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_that_do_not_answer_pings_are_closed() {
+    let mut env = TestEnv::new().await;
+    let every = Duration::from_millis(300);
+    env.settings.query_api.socket_ping_interval_ms =
+        NonZeroU64::new(u64::try_from(every.as_millis()).unwrap()).unwrap();
+    let (queries, _q) = env.spawn_query_api().await;
+    let token = env.token(Uuid::now_v7(), &["owner"]);
+    let (mut answering, ack) = connect(&queries, &token).await;
+    assert_eq!(ack, Some(json!({"type": "connection_ack"})));
+    let (mut silent, ack) = connect(&queries, &token).await;
+    assert_eq!(ack, Some(json!({"type": "connection_ack"})));
+
+    let until = Instant::now() + every * 10;
+    let mut pings = 0;
+    while let Ok(message) = tokio::time::timeout_at(until.into(), answering.next()).await {
+        match message {
+            Some(Ok(Message::Ping(_))) => pings += 1,
+            other => panic!("only pings while idle: {other:?}"),
+        }
+    }
+    assert!(pings >= 5, "{pings} pings in ten intervals");
+    answering
+        .send(Message::text(json!({"type": "ping"}).to_string()))
+        .await
+        .unwrap();
+    assert_eq!(
+        next_json(&mut answering, Duration::from_secs(5)).await,
+        Some(json!({"type": "pong"}))
+    );
+
+    // The silent one has been sent its pings and then a close frame (a
+    // ping that came with the acknowledgement is in tungstenite's buffer
+    // rather than the stream's).
+    let frames = raw_frames_until_closed(&mut silent).await;
+    let (close, pings) = frames.split_last().expect("frames");
+    assert!(pings.iter().all(|(opcode, _)| *opcode == 0x9), "{frames:?}");
+    assert_eq!(close.0, 0x8, "{frames:?}");
+    assert_eq!(close.1[..2], 1001u16.to_be_bytes(), "{frames:?}");
+    assert_eq!(&close.1[2..], b"no answer to ping", "{frames:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn subscribers_see_their_changes_and_only_theirs() {
     let env = TestEnv::new().await;
