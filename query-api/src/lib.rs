@@ -333,8 +333,9 @@ async fn graphql_get(
 }
 
 /// The refusal of a socket's `connection_init`: the socket is closed
-/// (4403, [`socket`]) with the message only, no code, so the refusal is
-/// counted here as the `UNAUTHENTICATED` it would be over HTTP.
+/// (4403, [`socket`]) with the message as its reason, which carries no
+/// `extensions.code`, so the refusal is counted here as the
+/// `UNAUTHENTICATED` it would be over HTTP.
 fn refuse_socket(error: &AuthError, progress: &socket::Progress) -> async_graphql::Error {
     progress.refused();
     let refused = errors::unauthenticated(error);

@@ -710,27 +710,24 @@ mod tests {
     #[test]
     fn timeouts_are_above_zero() {
         use std::collections::BTreeMap;
-        for api in ["command_api", "query_api"] {
-            for key in [
-                "header_timeout_ms",
-                "body_timeout_ms",
-                "statement_timeout_ms",
-            ] {
-                for value in [0, -1] {
-                    let overrides = BTreeMap::from([(api, BTreeMap::from([(key, value)]))]);
-                    let error = Settings::load_from(&overrides).unwrap_err();
-                    assert!(
-                        error.to_string().contains(key),
-                        "{api}.{key} {value}: {error}"
-                    );
-                }
-            }
-        }
-        for key in ["socket_init_timeout_ms", "socket_ping_interval_ms"] {
+        let shared = [
+            "header_timeout_ms",
+            "body_timeout_ms",
+            "statement_timeout_ms",
+        ];
+        let sockets = ["socket_init_timeout_ms", "socket_ping_interval_ms"];
+        let keys = shared
+            .iter()
+            .flat_map(|key| [("command_api", *key), ("query_api", *key)])
+            .chain(sockets.iter().map(|key| ("query_api", *key)));
+        for (api, key) in keys {
             for value in [0, -1] {
-                let overrides = BTreeMap::from([("query_api", BTreeMap::from([(key, value)]))]);
+                let overrides = BTreeMap::from([(api, BTreeMap::from([(key, value)]))]);
                 let error = Settings::load_from(&overrides).unwrap_err();
-                assert!(error.to_string().contains(key), "{key} {value}: {error}");
+                assert!(
+                    error.to_string().contains(key),
+                    "{api}.{key} {value}: {error}"
+                );
             }
         }
         let defaults = Settings::defaults().unwrap();
