@@ -13,7 +13,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 mod crossed;
-use crossed::{finished, spawn_batch, waits_for_a_lock};
+use crossed::{Held, counts_and_rows, cross};
 
 fn event(customer: Uuid, org: Uuid, version: u64, event_type: &str, data: Value) -> Envelope {
     EventEnvelope {
@@ -440,8 +440,6 @@ async fn a_projection_keeping_no_versions_takes_every_event_and_writes_none() {
 /// lets go, both must commit, and the counts must equal the rows.
 #[tokio::test]
 async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_deadlocking() {
-    use pivotal_projectors::framework::Projection;
-
     let env = TestEnv::new().await;
     let mut orgs = [Uuid::now_v7(), Uuid::now_v7()];
     orgs.sort();
@@ -466,70 +464,30 @@ async fn batches_moving_counts_in_crossed_order_wait_for_each_other_instead_of_d
             archived(gone, org, 2),
         ]);
     }
-    let mut tx = env.pool.begin().await.unwrap();
-    CustomersProjection
-        .apply_batch(&mut tx, &seed.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
-    let mut holder = env.pool.begin().await.unwrap();
-    sqlx::query(
-        "SELECT 1 FROM rm_customer_counts
-         WHERE organization_id = $1 AND status = 'archived' FOR UPDATE",
-    )
-    .bind(second)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
-
-    let (one, one_task) = spawn_batch(
+    let (one, other) = cross(
         &env.pool,
         CustomersProjection,
+        &seed,
+        Held {
+            table: "rm_customer_counts",
+            organization: second,
+            status: "archived",
+        },
         vec![
             archived(active[1], second, 2),
             created(Uuid::now_v7(), first),
         ],
-    )
-    .await;
-    assert!(
-        waits_for_a_lock(&env.pool, one).await,
-        "the first batch never waited for the held count"
-    );
-    let (other, other_task) = spawn_batch(
-        &env.pool,
-        CustomersProjection,
         vec![
             archived(active[0], first, 2),
             created(Uuid::now_v7(), second),
         ],
     )
     .await;
-    assert!(
-        waits_for_a_lock(&env.pool, other).await,
-        "the second batch never waited for the first"
-    );
-    holder.commit().await.unwrap();
-
-    let one = finished(one_task).await;
-    let other = finished(other_task).await;
     assert!(one.is_ok(), "first batch: {one:?}");
     assert!(other.is_ok(), "second batch: {other:?}");
 
-    let counts: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT organization_id, status, customers FROM rm_customer_counts
-         ORDER BY organization_id, status",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT organization_id, status, count(*) FROM rm_customers
-         GROUP BY organization_id, status ORDER BY organization_id, status",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let (counts, rows) =
+        counts_and_rows(&env.pool, "rm_customer_counts", "customers", "rm_customers").await;
     assert_eq!(counts, rows);
     let expected: Vec<(Uuid, String, i64)> = orgs
         .into_iter()

@@ -10,13 +10,13 @@ use pivotal_domain::pricing::TaxMode;
 use pivotal_domain::quote::{Quote, QuoteCommand, QuoteContent, QuoteLine};
 use pivotal_domain::rate_card::Unit;
 use pivotal_domain::values::{Currency, Name};
-use pivotal_projectors::framework::{Envelope, Projection};
+use pivotal_projectors::framework::Envelope;
 use pivotal_projectors::quotes::QuotesProjection;
 use pivotal_test_support::TestEnv;
 use uuid::Uuid;
 
 mod crossed;
-use crossed::{finished, spawn_batch, waits_for_a_lock};
+use crossed::{Held, counts_and_rows, cross};
 
 fn content() -> QuoteContent {
     QuoteContent {
@@ -169,65 +169,24 @@ async fn batches_moving_quote_counts_in_crossed_order_wait_for_each_other() {
         approved.approve(),
         created_draft,
     ];
-    let mut tx = env.pool.begin().await.unwrap();
-    QuotesProjection
-        .apply_batch(&mut tx, &seed.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
-
-    let mut holder = env.pool.begin().await.unwrap();
-    sqlx::query(
-        "SELECT 1 FROM rm_quote_counts
-         WHERE organization_id = $1 AND status = 'pending_approval' FOR UPDATE",
-    )
-    .bind(b)
-    .execute(&mut *holder)
-    .await
-    .unwrap();
-
     let (_, created_later) = Drafted::new(a);
-    let (one, one_task) = spawn_batch(
+    let (one, other) = cross(
         &env.pool,
         QuotesProjection,
+        &seed,
+        Held {
+            table: "rm_quote_counts",
+            organization: b,
+            status: "pending_approval",
+        },
         vec![awaiting.approve(), created_later],
-    )
-    .await;
-    assert!(
-        waits_for_a_lock(&env.pool, one).await,
-        "the first batch never waited for the held count"
-    );
-    let (other, other_task) = spawn_batch(
-        &env.pool,
-        QuotesProjection,
         vec![draft.submit(), approved.send()],
     )
     .await;
-    assert!(
-        waits_for_a_lock(&env.pool, other).await,
-        "the second batch never waited for the first"
-    );
-    holder.commit().await.unwrap();
-
-    let one = finished(one_task).await;
-    let other = finished(other_task).await;
     assert!(one.is_ok(), "first batch: {one:?}");
     assert!(other.is_ok(), "second batch: {other:?}");
 
-    let counts: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT organization_id, status, quotes FROM rm_quote_counts WHERE quotes <> 0
-         ORDER BY organization_id, status",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
-    let rows: Vec<(Uuid, String, i64)> = sqlx::query_as(
-        "SELECT organization_id, status, count(*) FROM rm_quotes
-         GROUP BY organization_id, status ORDER BY organization_id, status",
-    )
-    .fetch_all(&env.pool)
-    .await
-    .unwrap();
+    let (counts, rows) = counts_and_rows(&env.pool, "rm_quote_counts", "quotes", "rm_quotes").await;
     assert_eq!(counts, rows);
     let expected: Vec<(Uuid, String, i64)> = vec![
         (a, "draft".into(), 1),

@@ -189,15 +189,12 @@ impl ConnectionInfo {
         } else {
             // Filtered by status at most: the counts kept beside the rows
             // (ADR 0041), a row or two instead of the whole list.
-            let mut count = QueryBuilder::<Postgres>::new(
-                "SELECT coalesce(sum(customers), 0)::int8 FROM rm_customer_counts
-                 WHERE organization_id = ",
-            );
-            count.push_bind(self.organization);
-            if let Some(status) = filter.status {
-                count.push(" AND status = ").push_bind(status.column());
-            }
-            count
+            crate::schema::kept_count(
+                "rm_customer_counts",
+                "customers",
+                self.organization,
+                filter.status.map(|s| s.column()),
+            )
         };
         crate::schema::total_count(&self.pool, count).await
     }

@@ -411,15 +411,12 @@ impl QuoteConnectionInfo {
         let count = if by_status_at_most {
             // The counts kept beside the rows (ADR 0041), a row or two
             // instead of the organization's quotes.
-            let mut count = QueryBuilder::<Postgres>::new(
-                "SELECT coalesce(sum(quotes), 0)::int8 FROM rm_quote_counts
-                 WHERE organization_id = ",
-            );
-            count.push_bind(self.organization);
-            if let Some(status) = filter.status {
-                count.push(" AND status = ").push_bind(status.column());
-            }
-            count
+            crate::schema::kept_count(
+                "rm_quote_counts",
+                "quotes",
+                self.organization,
+                filter.status.map(|s| s.column()),
+            )
         } else {
             let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
             push_filters(&mut count, self.organization, filter, self.customer);

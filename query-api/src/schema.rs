@@ -91,6 +91,25 @@ pub fn pool<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a PgPool> {
     ctx.data::<PgPool>()
 }
 
+/// A `totalCount` from the counts kept beside a list's rows (ADR 0041):
+/// the sum of `counted` in `table` over `organization`'s statuses, or
+/// `status`'s only.
+pub fn kept_count(
+    table: &str,
+    counted: &str,
+    organization: uuid::Uuid,
+    status: Option<&'static str>,
+) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
+    let mut count = sqlx::QueryBuilder::new(format!(
+        "SELECT coalesce(sum({counted}), 0)::int8 FROM {table} WHERE organization_id = "
+    ));
+    count.push_bind(organization);
+    if let Some(status) = status {
+        count.push(" AND status = ").push_bind(status);
+    }
+    count
+}
+
 /// A connection's `totalCount`: runs `count`, a statement that answers one
 /// `int8` (a `SELECT count(*)` with the list's filters, ADR 0040, or a sum
 /// of kept counts, ADR 0041).
