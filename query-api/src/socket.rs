@@ -35,7 +35,10 @@
 //! the socket is sent a WebSocket ping (a control frame, below the GraphQL
 //! protocol: browsers and WebSocket libraries answer it themselves); a
 //! socket from which nothing has arrived by the next one, its pong
-//! included, is closed with 1001 ("no answer to ping").
+//! included, is closed with 1001 ("no answer to ping"). While the
+//! `connection_init` is checked, async-graphql reads nothing from the
+//! socket, so a pong could not be seen: no ping interval ending then, or
+//! in which the check ended, counts as unanswered.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -61,11 +64,13 @@ pub mod codes {
     pub const INIT_TIMEOUT: u16 = 4408;
 }
 
-/// What the close frames are rewritten by: whether the socket's
-/// `connection_init` was received, and whether it was refused.
+/// Where a socket's initialisation is: whether its `connection_init` was
+/// received, whether its check has ended, and whether it was refused (the
+/// close frames are rewritten by it).
 #[derive(Debug, Default)]
 pub struct Progress {
     initialising: AtomicBool,
+    checked: AtomicBool,
     refused: AtomicBool,
 }
 
@@ -80,8 +85,19 @@ impl Progress {
         self.refused.store(true, Ordering::Release);
     }
 
+    /// The check of `connection_init` has ended, accepted or refused.
+    fn checked(&self) {
+        self.checked.store(true, Ordering::Release);
+    }
+
     fn has_initialised(&self) -> bool {
         self.initialising.load(Ordering::Acquire)
+    }
+
+    /// `connection_init` arrived and its check is still running: nothing
+    /// is read from the socket meanwhile.
+    fn is_checking(&self) -> bool {
+        self.initialising.load(Ordering::Acquire) && !self.checked.load(Ordering::Acquire)
     }
 
     /// The close frame a `graphql-transport-ws` socket sends instead of
@@ -130,10 +146,11 @@ enum Ended {
 }
 
 /// Serves one subscription socket: async-graphql's protocol handling with
-/// `init` checking `connection_init` (it reports to the [`Progress`] it is
-/// given), the close codes rewritten, the socket closed with 4408 if no
-/// `connection_init` arrives within `timing.init_timeout`, and with 1001
-/// if nothing arrives between two pings.
+/// `init` checking `connection_init` (it reports a refusal to the
+/// [`Progress`] it is given), the close codes rewritten, the socket closed
+/// with 4408 if no `connection_init` arrives within `timing.init_timeout`,
+/// and with 1001 if nothing arrives between two pings (while no check
+/// runs).
 pub async fn serve<Init, InitFut>(
     socket: WebSocket,
     schema: PivotalSchema,
@@ -173,10 +190,20 @@ pub async fn serve<Init, InitFut>(
         },
     );
     let reporting = Arc::clone(&progress);
+    let resumed = Arc::clone(&heard);
     let served = GraphQLWebSocket::new_with_pair(Box::pin(outgoing), stream, schema, protocol)
         .on_connection_init(move |payload| {
             reporting.initialising();
-            init(payload, reporting)
+            let check = init(payload, Arc::clone(&reporting));
+            async move {
+                let outcome = check.await;
+                reporting.checked();
+                // Reading resumes: what arrived meanwhile (a pong) is
+                // read now, so the interval the check ended in counts as
+                // answered.
+                resumed.store(true, Ordering::Release);
+                outcome
+            }
         })
         .serve();
     let waited = async {
@@ -192,7 +219,8 @@ pub async fn serve<Init, InitFut>(
         let mut pinged = false;
         loop {
             ticks.tick().await;
-            if !heard.swap(false, Ordering::AcqRel) && pinged {
+            let silent = !heard.swap(false, Ordering::AcqRel);
+            if silent && pinged && !progress.is_checking() {
                 return;
             }
             // A peer that stopped reading leaves the send waiting: that
@@ -246,9 +274,13 @@ mod tests {
         assert_eq!(progress.close_code(1011), codes::UNAUTHORIZED);
         assert_eq!(progress.close_code(4429), 4429);
         assert_eq!(progress.close_code(1000), 1000);
+        assert!(!progress.is_checking());
         progress.initialising();
         assert!(progress.has_initialised());
+        assert!(progress.is_checking());
         assert_eq!(progress.close_code(1002), codes::INVALID_MESSAGE);
+        progress.checked();
+        assert!(!progress.is_checking());
         progress.refused();
         assert_eq!(progress.close_code(1002), codes::FORBIDDEN);
         assert_eq!(progress.close_code(1011), codes::UNAUTHORIZED);

@@ -588,6 +588,8 @@ mod media;
 
 mod slots;
 
+mod sockets;
+
 mod identity {
     //! Users, roles and the organization through GraphQL, with real tokens
     //! issued by the command API and read models built by the projections.
