@@ -24,10 +24,12 @@
 //! as it is.
 //!
 //! async-graphql waits for `connection_init` for as long as the socket
-//! stays open. A socket that has not sent one within
-//! `query_api.socket_init_timeout_ms` is closed with 4408 ("Connection
-//! initialisation timeout"), whatever its protocol, so an idle client
-//! cannot hold a connection and its task for good.
+//! stays open, and for its check as long as the check takes. A socket
+//! whose `connection_init` has not been sent and checked within
+//! `query_api.socket_init_timeout_ms` of its opening is closed with 4408
+//! ("Connection initialisation timeout"), whatever its protocol, so
+//! neither an idle client nor a check that does not end can hold a
+//! connection and its task for good.
 //!
 //! Nor does anything notice a peer that went away without closing (a
 //! laptop shut, a network gone): its socket and subscriptions would stay
@@ -90,8 +92,9 @@ impl Progress {
         self.checked.store(true, Ordering::Release);
     }
 
+    /// `connection_init` arrived and its check has ended.
     fn has_initialised(&self) -> bool {
-        self.initialising.load(Ordering::Acquire)
+        self.checked.load(Ordering::Acquire)
     }
 
     /// `connection_init` arrived and its check is still running: nothing
@@ -148,9 +151,9 @@ enum Ended {
 /// Serves one subscription socket: async-graphql's protocol handling with
 /// `init` checking `connection_init` (it reports a refusal to the
 /// [`Progress`] it is given), the close codes rewritten, the socket closed
-/// with 4408 if no `connection_init` arrives within `timing.init_timeout`,
-/// and with 1001 if nothing arrives between two pings (while no check
-/// runs).
+/// with 4408 if no `connection_init` has arrived and been checked within
+/// `timing.init_timeout`, and with 1001 if nothing arrives between two
+/// pings (while no check runs).
 pub async fn serve<Init, InitFut>(
     socket: WebSocket,
     schema: PivotalSchema,
@@ -276,11 +279,12 @@ mod tests {
         assert_eq!(progress.close_code(1000), 1000);
         assert!(!progress.is_checking());
         progress.initialising();
-        assert!(progress.has_initialised());
         assert!(progress.is_checking());
+        assert!(!progress.has_initialised());
         assert_eq!(progress.close_code(1002), codes::INVALID_MESSAGE);
         progress.checked();
         assert!(!progress.is_checking());
+        assert!(progress.has_initialised());
         progress.refused();
         assert_eq!(progress.close_code(1002), codes::FORBIDDEN);
         assert_eq!(progress.close_code(1011), codes::UNAUTHORIZED);

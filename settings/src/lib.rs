@@ -255,9 +255,10 @@ pub struct HttpSettings {
     #[serde(default = "default_consistency_wait_ms")]
     pub consistency_wait_ms: u64,
     /// Query API: how long a subscription socket may stay open without
-    /// sending `connection_init`; it is then closed with 4408 (the
-    /// `graphql-transport-ws` protocol's "Connection initialisation
-    /// timeout"). 0 is refused: it would close every socket at once.
+    /// sending `connection_init` and having it checked; it is then closed
+    /// with 4408 (the `graphql-transport-ws` protocol's "Connection
+    /// initialisation timeout"). 0 is refused: it would close every socket
+    /// at once.
     #[serde(default = "default_socket_init_timeout_ms")]
     pub socket_init_timeout_ms: std::num::NonZeroU64,
     /// Query API: how often a subscription socket is sent a WebSocket

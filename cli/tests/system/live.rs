@@ -118,8 +118,8 @@ async fn subscribe(socket: &mut Socket, id: &str, query: &str) {
 /// Each way a socket ends early is closed with the `graphql-transport-ws`
 /// protocol's code (ADR 0049): no `connection_init` in time 4408 (the
 /// older protocol's sockets too), a message the protocol does not define
-/// 4400, `subscribe` before `connection_ack` 4401. A socket that has sent
-/// `connection_init` stays open past the wait.
+/// 4400, `subscribe` before `connection_ack` 4401. A socket whose
+/// `connection_init` was checked stays open past the wait.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sockets_are_closed_with_the_protocols_codes() {
     let mut env = TestEnv::new().await;

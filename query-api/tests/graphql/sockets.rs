@@ -1,8 +1,7 @@
 //! A subscription socket whose `connection_init` check takes its time
-//! (ADR 0049): the wait for `connection_init` ends when it arrives, not
-//! when its check does; and pings unanswered while the check runs
-//! (async-graphql reads nothing from the socket meanwhile, so no pong can
-//! be seen) do not close it.
+//! (ADR 0049): pings unanswered while the check runs (async-graphql reads
+//! nothing from the socket meanwhile, so no pong can be seen) do not close
+//! it; a check that outlasts the wait for initialisation does, with 4408.
 
 use std::time::Duration;
 
@@ -67,19 +66,8 @@ async fn next(socket: &mut Socket, wait: Duration) -> Option<Result<Value, (u16,
     }
 }
 
-/// A check seven ping intervals long, past the wait for `connection_init`
-/// too: the socket is acknowledged, not closed (before pings were excused
-/// during the check, the second unanswered one closed it with 1001), and
-/// stays open while it answers.
-#[tokio::test]
-async fn a_long_check_neither_times_out_nor_goes_unanswered() {
-    let env = TestEnv::new().await;
-    let every = Duration::from_millis(200);
-    let timing = Timing {
-        init_timeout: Duration::from_millis(300),
-        ping_interval: every,
-    };
-    let url = served_with_a_check(&env, timing, every * 7).await;
+/// Opens a `graphql-transport-ws` socket and sends `connection_init`.
+async fn initialised(url: &str) -> Socket {
     let mut request = url.into_client_request().unwrap();
     request.headers_mut().insert(
         "sec-websocket-protocol",
@@ -92,6 +80,23 @@ async fn a_long_check_neither_times_out_nor_goes_unanswered() {
         ))
         .await
         .unwrap();
+    socket
+}
+
+/// A check seven ping intervals long (within the wait): the socket is
+/// acknowledged, not closed (before pings were excused during the check,
+/// the second unanswered one closed it with 1001), and stays open while
+/// it answers.
+#[tokio::test]
+async fn pings_unanswered_during_the_check_do_not_close_the_socket() {
+    let env = TestEnv::new().await;
+    let every = Duration::from_millis(200);
+    let timing = Timing {
+        init_timeout: Duration::from_secs(5),
+        ping_interval: every,
+    };
+    let url = served_with_a_check(&env, timing, every * 7).await;
+    let mut socket = initialised(&url).await;
     assert_eq!(
         next(&mut socket, Duration::from_secs(10)).await,
         Some(Ok(json!({"type": "connection_ack"})))
@@ -105,5 +110,25 @@ async fn a_long_check_neither_times_out_nor_goes_unanswered() {
     assert_eq!(
         next(&mut socket, Duration::from_secs(5)).await,
         Some(Ok(json!({"type": "pong"})))
+    );
+}
+
+/// A check longer than the wait for initialisation: the socket is closed
+/// with 4408 before any `connection_ack`.
+#[tokio::test]
+async fn a_check_that_outlasts_the_wait_closes_the_socket() {
+    let env = TestEnv::new().await;
+    let timing = Timing {
+        init_timeout: Duration::from_millis(300),
+        ping_interval: Duration::from_secs(30),
+    };
+    let url = served_with_a_check(&env, timing, Duration::from_secs(5)).await;
+    let mut socket = initialised(&url).await;
+    assert_eq!(
+        next(&mut socket, Duration::from_secs(10)).await,
+        Some(Err((
+            socket::codes::INIT_TIMEOUT,
+            "Connection initialisation timeout".to_owned()
+        )))
     );
 }
