@@ -78,7 +78,7 @@ pub struct Progress {
 
 impl Progress {
     /// `connection_init` arrived (its check may still be running).
-    pub fn initialising(&self) {
+    fn initialising(&self) {
         self.initialising.store(true, Ordering::Release);
     }
 
