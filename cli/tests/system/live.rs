@@ -1,6 +1,7 @@
 //! Subscriptions over WebSocket (`graphql-transport-ws`): a client gets the
 //! change after a command has reached the read model; a client of another
-//! organization gets nothing; a bad token is refused at connection_init.
+//! organization gets nothing; a bad token is refused at connection_init,
+//! and counted once.
 //! Queries over the socket read like those over HTTP, consistency token
 //! included. A socket is closed with the protocol's codes.
 
@@ -8,7 +9,7 @@ use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use pivotal_test_support::{TestEnv, http};
+use pivotal_test_support::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -16,7 +17,7 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::harness::{post_accepted, spawn_projector, spawn_relay};
+use crate::harness::{free_port, post_accepted, spawn_process_with, spawn_projector, spawn_relay};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -329,17 +330,58 @@ async fn subscribers_see_their_changes_and_only_theirs() {
 
     // Another organization hears nothing.
     assert_eq!(next_json(&mut theirs, Duration::from_secs(2)).await, None);
+}
 
-    // A bad token is refused at connection_init: the socket is closed
-    // (4403, Forbidden) with why, and the refusal counted as over HTTP.
-    let before = unauthenticated_counted(&queries).await;
-    let mut refused = open(&queries, "not-a-token").await;
+/// A `connection_init` without a good token is refused: the socket is
+/// closed (4403, Forbidden) with why, and each refusal is counted once as
+/// the `UNAUTHENTICATED` it would be over HTTP. The query API runs as a
+/// process of its own, so its `/metrics` counts this test's refusals only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_sockets_are_counted_once_each() {
+    let env = TestEnv::new().await;
+    let listen = format!("127.0.0.1:{}", free_port());
+    let _queries = spawn_process_with(
+        &env,
+        "query-api",
+        &[("PIVOTAL_QUERY_API__LISTEN", listen.clone())],
+    );
+    let queries = format!("http://{listen}");
+    eventually(Duration::from_secs(30), || async {
+        http()
+            .get(format!("{queries}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await
+    .expect("the query API answers");
+    assert_eq!(unauthenticated_counted(&queries).await, 0.0);
+
+    let mut malformed = open(&queries, "not-a-token").await;
     assert_eq!(
-        closed_with(&mut refused).await,
+        closed_with(&mut malformed).await,
         (4403, "the bearer token is malformed".to_owned())
     );
-    let counted = unauthenticated_counted(&queries).await - before;
-    assert!(counted >= 1.0, "{counted} refusals counted");
+    assert_eq!(unauthenticated_counted(&queries).await, 1.0);
+
+    let mut missing = open_silent(&queries, "graphql-transport-ws").await;
+    missing
+        .send(Message::text(
+            json!({"type": "connection_init", "payload": {}}).to_string(),
+        ))
+        .await
+        .unwrap();
+    assert_eq!(
+        closed_with(&mut missing).await,
+        (4403, "the bearer token is missing".to_owned())
+    );
+    assert_eq!(unauthenticated_counted(&queries).await, 2.0);
+
+    // A good token is not counted.
+    let (_accepted, ack) = connect(&queries, &env.token(Uuid::now_v7(), &["member"])).await;
+    assert_eq!(ack.expect("an answer")["type"], "connection_ack");
+    assert_eq!(unauthenticated_counted(&queries).await, 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
