@@ -384,13 +384,21 @@ pub struct Trickled {
     pub body: String,
     /// The body's bytes sent by the time the answer was complete.
     pub sent: usize,
+    /// Whether the server closed the connection within [`CLOSE_WAIT`] of
+    /// its answer, while the client still held it open (writing the rest
+    /// of the body, if any, then nothing).
+    pub closed: bool,
 }
+
+/// How long [`trickle`] waits, after the answer, for the server to close
+/// the connection.
+pub const CLOSE_WAIT: Duration = Duration::from_secs(3);
 
 /// Sends `head` (a request line and headers, ending in a blank line) to
 /// the server at `base` (`http://host:port`), then `body` one byte every
 /// `every`, while reading the answer; returns it once complete (its
 /// `content-length` read), with how many of the body's bytes had been
-/// sent by then.
+/// sent by then and whether the server then closed the connection.
 pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Trickled {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
@@ -435,6 +443,18 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
         assert!(read > 0, "the connection closed without an answer: {text}");
     };
     let sent = sent.load(Ordering::SeqCst);
+    // The sender still holds the connection open: only the server can
+    // close it now.
+    let closed = tokio::time::timeout(CLOSE_WAIT, async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
     sender.abort();
     let status = head
         .split(' ')
@@ -454,6 +474,7 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
         content_type,
         body,
         sent,
+        closed,
     }
 }
 

@@ -355,17 +355,19 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
         answer.sent < body.len(),
         "answered only once the whole body was sent"
     );
+    // The rest of the body is not read: the connection is closed, so that
+    // its bytes are never taken for a next request.
+    assert!(answer.closed, "the connection stayed open after the 408");
     assert_eq!(app.event_count().await, 0);
 
-    // The same body sent at once is taken.
-    let response = app
-        .post("/v1/customers")
-        .header("content-type", "application/json")
-        .body(&body[..])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(response.status(), 201);
+    // The same body sent in time is taken, and its connection kept for
+    // the next request.
+    let answer = trickle(&app.url, &head, body, Duration::from_millis(1)).await;
+    assert_eq!(answer.status, 201, "{answer:?}");
+    assert!(
+        !answer.closed,
+        "a connection whose request was read whole was closed"
+    );
     assert_eq!(app.event_count().await, 1);
 }
 

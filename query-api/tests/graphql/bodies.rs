@@ -112,6 +112,9 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
         "{body}"
     );
     assert!(answer.sent < operation.len(), "answered only once complete");
+    // The rest of the body is not read: the connection is closed, so that
+    // its bytes are never taken for a next request.
+    assert!(answer.closed, "the connection stayed open after the 408");
 
     // Every refusal counted; a well-formed operation still answered.
     let refused = errors_counted("BAD_REQUEST") - before;
