@@ -107,6 +107,21 @@ pub fn spawn_process_with(env: &TestEnv, subcommand: &str, extra: &[(&str, Strin
     Process(child)
 }
 
+/// Waits up to 30 s for the process serving `base` (`http://host:port`)
+/// to answer `/healthz` with 200; `what` names it in the failure.
+pub async fn wait_healthy(base: &str, what: &str) {
+    eventually(Duration::from_secs(30), || async {
+        http()
+            .get(format!("{base}/healthz"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status() == 200)
+            .then_some(())
+    })
+    .await
+    .unwrap_or_else(|| panic!("{what} never answered /healthz"));
+}
+
 /// Every event in the store, in log order, once all of them are below the
 /// horizon (transactions of parallel tests elsewhere in the cluster may hold
 /// it back for a moment).

@@ -9,7 +9,7 @@ use std::num::NonZeroU64;
 use std::time::{Duration, Instant};
 
 use futures::{SinkExt, StreamExt};
-use pivotal_test_support::{TestEnv, eventually, http};
+use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
 use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
@@ -17,7 +17,9 @@ use tokio_tungstenite::tungstenite::client::IntoClientRequest;
 use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use uuid::Uuid;
 
-use crate::harness::{free_port, post_accepted, spawn_process_with, spawn_projector, spawn_relay};
+use crate::harness::{
+    free_port, post_accepted, spawn_process_with, spawn_projector, spawn_relay, wait_healthy,
+};
 
 type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
@@ -346,16 +348,7 @@ async fn refused_sockets_are_counted_once_each() {
         &[("PIVOTAL_QUERY_API__LISTEN", listen.clone())],
     );
     let queries = format!("http://{listen}");
-    eventually(Duration::from_secs(30), || async {
-        http()
-            .get(format!("{queries}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-            .then_some(())
-    })
-    .await
-    .expect("the query API answers");
+    wait_healthy(&queries, "the query API").await;
     assert_eq!(unauthenticated_counted(&queries).await, 0.0);
 
     let mut malformed = open(&queries, "not-a-token").await;

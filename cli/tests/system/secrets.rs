@@ -13,7 +13,9 @@ use rdkafka::Message;
 use rdkafka::message::Headers;
 use serde_json::{Value, json};
 
-use crate::harness::{Process, free_port, relay_caught_up, spawn_projector, spawn_relay};
+use crate::harness::{
+    Process, free_port, relay_caught_up, spawn_projector, spawn_relay, wait_healthy,
+};
 
 const PASSWORD: &str = "vault scenario passphrase one";
 const NEW_PASSWORD: &str = "vault scenario passphrase two";
@@ -92,16 +94,7 @@ async fn no_secret_reaches_a_topic_a_read_model_a_response_or_a_log_line() {
     let api = Client {
         url: format!("http://127.0.0.1:{port}"),
     };
-    let up = eventually(Duration::from_secs(30), || async {
-        http()
-            .get(format!("{}/healthz", api.url))
-            .send()
-            .await
-            .ok()
-            .filter(|r| r.status().is_success())
-    })
-    .await;
-    assert!(up.is_some(), "the command API did not start");
+    wait_healthy(&api.url, "the command API").await;
 
     let mut secrets = Secrets::default();
     let mut responses = Vec::new();

@@ -17,7 +17,7 @@ use prost::Message as _;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::harness::{free_port, sign_up, spawn_process_with, terminate};
+use crate::harness::{free_port, sign_up, spawn_process_with, terminate, wait_healthy};
 
 /// One exported span with what the assertions need.
 #[derive(Debug, Clone)]
@@ -101,16 +101,7 @@ async fn one_trace_follows_a_command_to_its_read_model() {
     let mut relay = spawn_process_with(&env, "relay", &traced(&[]));
     let mut projector = spawn_process_with(&env, "projector", &traced(&[]));
     let base = format!("http://{listen}");
-    eventually(Duration::from_secs(30), || async {
-        http()
-            .get(format!("{base}/healthz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-            .then_some(())
-    })
-    .await
-    .expect("the command API answers");
+    wait_healthy(&base, "the command API").await;
     let token = sign_up(&base, "Traced Ltd").await;
 
     // A caller's sampled trace is continued even though the process samples
