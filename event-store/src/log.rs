@@ -277,12 +277,79 @@ pub async fn save_checkpoint(
 
 /// Events committed after `after` (not yet read), and the age of the oldest.
 pub async fn lag(pool: &PgPool, after: Checkpoint) -> Result<(i64, Option<f64>), sqlx::Error> {
-    sqlx::query_as(
-        "SELECT count(*), extract(epoch FROM now() - min(recorded_at))::float8 FROM events
-         WHERE (tx_id, global_position) > (($1::bigint)::text::xid8, $2)",
+    let lag = behind(pool, after).await?;
+    Ok((lag.events, lag.oldest_seconds))
+}
+
+/// What a reader at a checkpoint has not read yet.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Behind {
+    /// Events committed after the checkpoint.
+    pub events: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_seconds: Option<f64>,
+    /// Of those, the events at or above the horizon: committed, but not
+    /// readable until every transaction that began before them has ended.
+    pub held_events: i64,
+    /// Age of the oldest held event, in seconds.
+    pub held_seconds: Option<f64>,
+}
+
+/// The events committed after `after`, and those of them that wait for
+/// the horizon, measured in one statement.
+pub async fn behind(pool: &PgPool, after: Checkpoint) -> Result<Behind, sqlx::Error> {
+    let (events, oldest_seconds, held_events, held_seconds) = sqlx::query_as(
+        "SELECT count(*),
+                extract(epoch FROM now() - min(e.recorded_at))::float8,
+                count(*) FILTER (WHERE e.tx_id >= h.xmin),
+                extract(epoch FROM now() - min(e.recorded_at) FILTER (WHERE e.tx_id >= h.xmin))::float8
+         FROM events e, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) h
+         WHERE (e.tx_id, e.global_position) > (($1::bigint)::text::xid8, $2)",
     )
     .bind(after.tx_id)
     .bind(after.position)
     .fetch_one(pool)
+    .await?;
+    Ok(Behind {
+        events,
+        oldest_seconds,
+        held_events,
+        held_seconds,
+    })
+}
+
+/// The open transaction that holds the horizon back: the one with the
+/// oldest transaction id in the whole cluster (a transaction in another
+/// database holds it as much as one in this one). Its details other than
+/// the process id are visible only to a superuser, the same role, or a
+/// member of `pg_read_all_stats`; without them a transaction of another
+/// role is not found, and neither is a prepared transaction.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct HorizonHolder {
+    pub pid: i32,
+    pub database: Option<String>,
+    pub user: Option<String>,
+    pub application: Option<String>,
+    pub state: Option<String>,
+    /// How long its transaction has been open, in whole seconds.
+    pub open_seconds: Option<i64>,
+    /// The start of its current or last statement.
+    pub query: Option<String>,
+}
+
+/// The transaction holding the horizon back, if one is visible
+/// ([`HorizonHolder`]).
+pub async fn horizon_holder(pool: &PgPool) -> Result<Option<HorizonHolder>, sqlx::Error> {
+    sqlx::query_as(
+        "SELECT pid, datname::text AS database, usename::text AS \"user\",
+                application_name AS application, state,
+                extract(epoch FROM now() - xact_start)::bigint AS open_seconds,
+                left(query, 200) AS query
+         FROM pg_stat_activity
+         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
+         ORDER BY age(backend_xid) DESC
+         LIMIT 1",
+    )
+    .fetch_optional(pool)
     .await
 }

@@ -39,6 +39,14 @@
 //! - Its lag (`relay_lag_events`, `relay_lag_seconds`) is measured every
 //!   two seconds also while publishing fails, so that it grows for alerts
 //!   while the broker is down or the log is blocked.
+//! - Events committed while an older transaction anywhere in the cluster
+//!   is still open wait above the horizon (ADR 0002); how many and how
+//!   long the oldest has waited are measured with the lag
+//!   (`relay_held_events`, `relay_held_seconds`). Once the oldest has
+//!   waited `relay.held_warning_ms`, the relay names the transaction that
+//!   holds them (process id, database, user, application, state, how long
+//!   open, its statement) in a warning, at most every 30 s, and in
+//!   [`RelayStatus::held`] (ADR 0050).
 //!
 //! # Layout
 //!
@@ -51,7 +59,7 @@ use std::collections::{HashSet, VecDeque};
 use std::future::Future;
 use std::time::{Duration, Instant};
 
-use pivotal_event_store::log::{self, Checkpoint};
+use pivotal_event_store::log::{self, Checkpoint, HorizonHolder};
 use pivotal_messaging::topics;
 use pivotal_settings::{KafkaSettings, Settings};
 use rdkafka::error::KafkaError;
@@ -61,6 +69,9 @@ use tokio::sync::watch;
 
 /// How often the relay measures its lag (`relay_lag_events`, `relay_lag_seconds`).
 const LAG_REPORT: Duration = Duration::from_secs(2);
+
+/// Least time between two warnings about the same held events.
+const HELD_WARNING_EVERY: Duration = Duration::from_secs(30);
 
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
@@ -93,6 +104,21 @@ pub struct RelayStatus {
     pub lag_events: i64,
     /// The record the log waits behind while Kafka refuses it for good.
     pub blocked: Option<publish::Refusal>,
+    /// Events that have waited above the horizon for
+    /// `relay.held_warning_ms` or longer, as last measured.
+    pub held: Option<Held>,
+}
+
+/// Committed events the relay cannot read yet because a transaction that
+/// began before them is still open (ADR 0002, ADR 0050).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Held {
+    pub events: i64,
+    /// How long the oldest of them has waited, in milliseconds.
+    pub oldest_ms: u64,
+    /// The open transaction with the oldest id in the cluster, when the
+    /// relay's role may see it.
+    pub holder: Option<HorizonHolder>,
 }
 
 /// Makes the relay's Kafka producer, at the start and again whenever the
@@ -145,6 +171,7 @@ pub async fn run_with_producers(
         ensured: HashSet::new(),
         status,
         last_lag_report: Instant::now(),
+        last_held_warning: None,
     };
     tokio::select! {
         () = shutdown => {
@@ -171,6 +198,8 @@ struct Relay {
     ensured: HashSet<String>,
     status: watch::Sender<RelayStatus>,
     last_lag_report: Instant,
+    /// When the held events were last warned about, while they still are.
+    last_held_warning: Option<Instant>,
 }
 
 impl Relay {
@@ -445,24 +474,89 @@ impl Relay {
         }
     }
 
-    async fn report_lag(&self, checkpoint: Checkpoint) {
-        match log::lag(&self.pool, checkpoint).await {
-            Ok((events, seconds)) => {
+    async fn report_lag(&mut self, checkpoint: Checkpoint) {
+        match log::behind(&self.pool, checkpoint).await {
+            Ok(behind) => {
+                let events = behind.events;
+                let seconds = behind.oldest_seconds.unwrap_or(0.0);
                 self.status.send_if_modified(|s| {
                     let changed = s.lag_events != events;
                     s.lag_events = events;
                     changed
                 });
                 metrics::gauge!("relay_lag_events").set(events as f64);
-                metrics::gauge!("relay_lag_seconds").set(seconds.unwrap_or(0.0));
+                metrics::gauge!("relay_lag_seconds").set(seconds);
+                metrics::gauge!("relay_held_events").set(behind.held_events as f64);
+                metrics::gauge!("relay_held_seconds").set(behind.held_seconds.unwrap_or(0.0));
                 tracing::debug!(
                     lag_events = events,
-                    lag_seconds = seconds.unwrap_or(0.0),
+                    lag_seconds = seconds,
+                    held_events = behind.held_events,
                     position = checkpoint.position,
                     "relay lag"
                 );
+                self.report_held(&behind).await;
             }
             Err(error) => tracing::warn!(error = %error, "cannot measure relay lag"),
         }
+    }
+
+    /// Names the transaction holding events back once the oldest has
+    /// waited `relay.held_warning_ms`, in [`RelayStatus::held`] and in a
+    /// warning (at most every [`HELD_WARNING_EVERY`]); clears both once
+    /// nothing waits that long.
+    async fn report_held(&mut self, behind: &log::Behind) {
+        let limit = self.settings.relay.held_warning_ms.get();
+        let oldest_ms = behind
+            .held_seconds
+            .map_or(0, |seconds| (seconds.max(0.0) * 1000.0) as u64);
+        if behind.held_events == 0 || oldest_ms < limit {
+            self.last_held_warning = None;
+            self.status.send_if_modified(|s| s.held.take().is_some());
+            return;
+        }
+        let holder = log::horizon_holder(&self.pool)
+            .await
+            .unwrap_or_else(|error| {
+                tracing::warn!(%error, "cannot look up the transaction holding the horizon");
+                None
+            });
+        if self
+            .last_held_warning
+            .is_none_or(|at| at.elapsed() >= HELD_WARNING_EVERY)
+        {
+            self.last_held_warning = Some(Instant::now());
+            match &holder {
+                Some(h) => tracing::warn!(
+                    held_events = behind.held_events,
+                    held_seconds = oldest_ms as f64 / 1000.0,
+                    holder_pid = h.pid,
+                    holder_database = h.database.as_deref().unwrap_or(""),
+                    holder_user = h.user.as_deref().unwrap_or(""),
+                    holder_application = h.application.as_deref().unwrap_or(""),
+                    holder_state = h.state.as_deref().unwrap_or(""),
+                    holder_open_seconds = h.open_seconds.unwrap_or(0),
+                    holder_query = h.query.as_deref().unwrap_or(""),
+                    "committed events wait for an older transaction to end before they can be published"
+                ),
+                None => tracing::warn!(
+                    held_events = behind.held_events,
+                    held_seconds = oldest_ms as f64 / 1000.0,
+                    "committed events wait for an older transaction to end before they can be \
+                     published; none is visible to this role (pg_read_all_stats shows every \
+                     role's, pg_prepared_xacts the prepared ones)"
+                ),
+            }
+        }
+        let held = Held {
+            events: behind.held_events,
+            oldest_ms,
+            holder,
+        };
+        self.status.send_if_modified(|s| {
+            let changed = s.held.as_ref() != Some(&held);
+            s.held = Some(held);
+            changed
+        });
     }
 }

@@ -363,6 +363,15 @@ pub struct RelaySettings {
     pub max_backoff_ms: u64,
     /// Address of `/healthz`, `/readyz` and `/metrics`.
     pub ops_listen: SocketAddr,
+    /// How long the oldest committed event may wait behind a transaction
+    /// still open in the cluster (the horizon, ADR 0002) before the relay
+    /// names that transaction in a warning and in its status. 0 is refused.
+    #[serde(default = "default_held_warning_ms")]
+    pub held_warning_ms: std::num::NonZeroU64,
+}
+
+fn default_held_warning_ms() -> std::num::NonZeroU64 {
+    std::num::NonZeroU64::new(10_000).unwrap_or(std::num::NonZeroU64::MIN)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -481,6 +490,7 @@ batches_in_flight = 1
 poll_interval_ms = 20
 max_backoff_ms = 5000
 ops_listen = "127.0.0.1:9101"
+held_warning_ms = 10000
 
 [projector]
 group_id = "pivotal-projectors"
@@ -639,6 +649,32 @@ mod tests {
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.projector.out_of_group_limit_ms, 60_000);
+    }
+
+    #[test]
+    fn a_held_warning_of_zero_is_refused_by_name() {
+        #[derive(Serialize)]
+        struct Relay {
+            held_warning_ms: u64,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            relay: Relay,
+        }
+        let error = Settings::load_from(&Overrides {
+            relay: Relay { held_warning_ms: 0 },
+        })
+        .unwrap_err();
+        assert!(error.to_string().contains("held_warning_ms"), "{error}");
+        let taken = Settings::load_from(&Overrides {
+            relay: Relay {
+                held_warning_ms: 250,
+            },
+        })
+        .unwrap();
+        assert_eq!(taken.relay.held_warning_ms.get(), 250);
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.relay.held_warning_ms.get(), 10_000);
     }
 
     #[test]

@@ -11,6 +11,7 @@ mod end_to_end;
 mod faults;
 mod gaps;
 mod harness;
+mod horizon;
 mod live;
 mod observability;
 mod ordering;

@@ -176,6 +176,7 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         let ok = sample(&relay, "relay_published_total") == Some(1.0)
             && sample(&relay, "relay_lag_events") == Some(0.0)
             && sample(&relay, "relay_blocked") == Some(0.0)
+            && sample(&relay, "relay_held_events") == Some(0.0)
             && sample(&projector, "projector_applied_total") == Some(1.0)
             && sample(
                 &projector,
