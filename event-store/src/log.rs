@@ -323,7 +323,9 @@ pub async fn behind(pool: &PgPool, after: Checkpoint) -> Result<Behind, sqlx::Er
 /// database holds it as much as one in this one). Its details other than
 /// the process id are visible only to a superuser, the same role, or a
 /// member of `pg_read_all_stats`; without them a transaction of another
-/// role is not found, and neither is a prepared transaction.
+/// role is not found, and neither is a prepared transaction. Its
+/// statement is left out: another session's SQL may carry values that
+/// are no business of the relay's logs (ADR 0050).
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct HorizonHolder {
     pub pid: i32,
@@ -333,8 +335,6 @@ pub struct HorizonHolder {
     pub state: Option<String>,
     /// How long its transaction has been open, in whole seconds.
     pub open_seconds: Option<i64>,
-    /// The start of its current or last statement.
-    pub query: Option<String>,
 }
 
 /// The transaction holding the horizon back, if one is visible
@@ -343,8 +343,7 @@ pub async fn horizon_holder(pool: &PgPool) -> Result<Option<HorizonHolder>, sqlx
     sqlx::query_as(
         "SELECT pid, datname::text AS database, usename::text AS \"user\",
                 application_name AS application, state,
-                extract(epoch FROM now() - xact_start)::bigint AS open_seconds,
-                left(query, 200) AS query
+                extract(epoch FROM now() - xact_start)::bigint AS open_seconds
          FROM pg_stat_activity
          WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
          ORDER BY age(backend_xid) DESC

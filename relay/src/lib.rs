@@ -45,7 +45,7 @@
 //!   (`relay_held_events`, `relay_held_seconds`). Once the oldest has
 //!   waited `relay.held_warning_ms`, the relay names the transaction that
 //!   holds them (process id, database, user, application, state, how long
-//!   open, its statement) in a warning, at most every 30 s, and in
+//!   open) in a warning, at most every 30 s, and in
 //!   [`RelayStatus::held`] (ADR 0050).
 //!
 //! # Layout
@@ -536,7 +536,6 @@ impl Relay {
                     holder_application = h.application.as_deref().unwrap_or(""),
                     holder_state = h.state.as_deref().unwrap_or(""),
                     holder_open_seconds = h.open_seconds.unwrap_or(0),
-                    holder_query = h.query.as_deref().unwrap_or(""),
                     "committed events wait for an older transaction to end before they can be published"
                 ),
                 None => tracing::warn!(

@@ -67,13 +67,6 @@ async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follo
     assert_eq!(holder.database.as_deref(), Some("postgres"));
     assert_eq!(holder.application.as_deref(), Some(application.as_str()));
     assert_eq!(holder.state.as_deref(), Some("idle in transaction"));
-    assert!(
-        holder
-            .query
-            .as_deref()
-            .is_some_and(|q| q.contains("pg_current_xact_id")),
-        "{holder:?}"
-    );
     assert!(holder.open_seconds.is_some(), "{holder:?}");
     // Nothing of the held events went out.
     assert_eq!(status.borrow().published, 0);
@@ -105,7 +98,6 @@ async fn hold_the_horizon(conn: &mut PgConnection) -> i32 {
         .fetch_one(&mut *conn)
         .await
         .unwrap();
-    // Its last statement, which the relay's warning shows.
     sqlx::query("SELECT pg_current_xact_id()")
         .execute(&mut *conn)
         .await
