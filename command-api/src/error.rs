@@ -58,6 +58,10 @@ impl From<FieldError> for ProblemField {
 pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
+    /// The body could not be read to its end: the connection broke off
+    /// before the length its head promised had arrived.
+    #[error("the request body could not be read: {0}")]
+    UnreadableBody(String),
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
     #[error("authentication failed: {0}")]
@@ -119,6 +123,11 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
+            Self::UnreadableBody(_) => (
+                StatusCode::BAD_REQUEST,
+                "unreadable_body",
+                "Unreadable body",
+            ),
             Self::Validation(_) => (
                 StatusCode::UNPROCESSABLE_ENTITY,
                 "validation_failed",

@@ -203,7 +203,7 @@ where
                 } else if let Some(late) = pivotal_telemetry::body::timed_out(&rejection) {
                     ApiError::BodyTimedOut(late)
                 } else {
-                    ApiError::MalformedJson(rejection.body_text())
+                    ApiError::UnreadableBody(rejection.body_text())
                 }
             })?;
         let value = parse_json(&raw)?;

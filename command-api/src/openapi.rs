@@ -74,6 +74,13 @@ impl Modify for CommonResponses {
             for operation in operations.into_iter().flatten() {
                 let responses = &mut operation.responses.responses;
                 if operation.request_body.is_some() {
+                    responses.entry("400".to_owned()).or_insert_with(|| {
+                        Self::problem(
+                            "The body is not JSON (malformed_json), or the connection broke off before all of it arrived (unreadable_body)",
+                        )
+                        .build()
+                        .into()
+                    });
                     responses.entry("408".to_owned()).or_insert_with(|| {
                         Self::problem(
                             "The body did not arrive within command_api.body_timeout_ms of the headers (request_timeout)",

@@ -424,6 +424,44 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
         std::future::pending::<()>().await;
         drop(writer);
     });
+    let answer = read_answer(&mut reader).await;
+    let sent = sent.load(Ordering::SeqCst);
+    // The sender still holds the connection open: only the server can
+    // close it now.
+    let mut buffer = [0u8; 4096];
+    let closed = tokio::time::timeout(CLOSE_WAIT, async {
+        loop {
+            match reader.read(&mut buffer).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await
+    .is_ok();
+    sender.abort();
+    Trickled {
+        status: answer.status,
+        content_type: answer.content_type,
+        body: answer.body,
+        sent,
+        closed,
+    }
+}
+
+/// An HTTP/1.1 answer read off a raw connection.
+#[derive(Debug)]
+pub struct RawAnswer {
+    pub status: u16,
+    pub content_type: String,
+    pub body: String,
+}
+
+/// Reads one answer from `reader`: its head, then its body to its
+/// `content-length` (or to the end of the connection).
+async fn read_answer(reader: &mut (impl tokio::io::AsyncRead + Unpin)) -> RawAnswer {
+    use tokio::io::AsyncReadExt;
+
     let mut answer = Vec::new();
     let mut buffer = [0u8; 4096];
     let (head, body) = loop {
@@ -442,20 +480,6 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
         }
         assert!(read > 0, "the connection closed without an answer: {text}");
     };
-    let sent = sent.load(Ordering::SeqCst);
-    // The sender still holds the connection open: only the server can
-    // close it now.
-    let closed = tokio::time::timeout(CLOSE_WAIT, async {
-        loop {
-            match reader.read(&mut buffer).await {
-                Ok(0) | Err(_) => break,
-                Ok(_) => {}
-            }
-        }
-    })
-    .await
-    .is_ok();
-    sender.abort();
     let status = head
         .split(' ')
         .nth(1)
@@ -469,13 +493,26 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
                 .then(|| value.trim().to_owned())
         })
         .unwrap_or_default();
-    Trickled {
+    RawAnswer {
         status,
         content_type,
         body,
-        sent,
-        closed,
     }
+}
+
+/// Sends `head` (a request line and headers, ending in a blank line) and
+/// the start of a body, `part`, shorter than the `content-length` the head
+/// promised, to the server at `base`; then ends its side of the
+/// connection, as a client that breaks off does, and reads the answer.
+pub async fn break_off(base: &str, head: &str, part: &[u8]) -> RawAnswer {
+    use tokio::io::AsyncWriteExt;
+
+    let address = base.trim_start_matches("http://");
+    let mut stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    stream.write_all(head.as_bytes()).await.unwrap();
+    stream.write_all(part).await.unwrap();
+    stream.shutdown().await.unwrap();
+    read_answer(&mut stream).await
 }
 
 /// The answer to a GraphQL POST to `{url}/graphql`, errors included, with

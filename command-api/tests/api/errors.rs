@@ -3,7 +3,7 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use pivotal_test_support::{TestEnv, http, trickle};
+use pivotal_test_support::{TestEnv, break_off, http, trickle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
@@ -368,6 +368,45 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
         !answer.closed,
         "a connection whose request was read whole was closed"
     );
+    assert_eq!(app.event_count().await, 1);
+}
+
+#[tokio::test]
+async fn a_body_broken_off_is_400_unreadable_body_and_appends_nothing() {
+    let app = TestApp::spawn().await;
+    let body = br#"{"legalName": "Acme Broken", "currency": "NZD"}"#;
+    let head = format!(
+        "POST /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
+         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
+        app.token,
+        body.len()
+    );
+    // Half of the body, then the client's side of the connection ends.
+    let answer = break_off(&app.url, &head, &body[..body.len() / 2]).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    assert_eq!(answer.content_type, "application/problem+json");
+    let problem: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(problem["code"], "unreadable_body", "{problem}");
+    assert_eq!(problem["title"], "Unreadable body");
+    assert_eq!(problem["instance"], "/v1/customers");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body could not be read"),
+        "{problem}"
+    );
+    assert_eq!(app.event_count().await, 0);
+
+    // The whole body is taken.
+    let answer = app
+        .post("/v1/customers")
+        .header("content-type", "application/json")
+        .body(&body[..])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(answer.status(), 201);
     assert_eq!(app.event_count().await, 1);
 }
 

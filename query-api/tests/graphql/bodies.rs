@@ -4,7 +4,7 @@
 use std::num::NonZeroU64;
 use std::time::Duration;
 
-use pivotal_test_support::{TestEnv, http, trickle};
+use pivotal_test_support::{TestEnv, break_off, http, trickle};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -116,9 +116,22 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
     // its bytes are never taken for a next request.
     assert!(answer.closed, "the connection stayed open after the 408");
 
+    // A body the client broke off half way is unreadable.
+    let answer = break_off(&url, &head, &operation.as_bytes()[..operation.len() / 2]).await;
+    assert_eq!(answer.status, 400, "{answer:?}");
+    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(refusal(&body), ("BAD_REQUEST", "unreadable_body"));
+    assert!(
+        body["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the request body could not be read"),
+        "{body}"
+    );
+
     // Every refusal counted; a well-formed operation still answered.
     let refused = errors_counted("BAD_REQUEST") - before;
-    assert!(refused >= 10.0, "{refused} counted of 10");
+    assert!(refused >= 11.0, "{refused} counted of 11");
     let answer: Value = client
         .post(format!("{url}/graphql"))
         .bearer_auth(&token)
