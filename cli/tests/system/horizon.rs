@@ -1,8 +1,7 @@
 //! Events held above the horizon (ADR 0002) by a transaction left open
-//! elsewhere in the cluster: the relay names that transaction, the
-//! oldest of those open (ADR 0050),
-//! publishes nothing of them while it is open, and publishes them, in
-//! order and once each, as soon as it ends.
+//! elsewhere in the cluster: the relay names that transaction, the oldest
+//! of those open (ADR 0050), publishes nothing of them while it is open,
+//! and publishes them, in order and once each, as soon as it ends.
 
 use std::num::NonZeroU64;
 use std::str::FromStr;
