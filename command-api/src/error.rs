@@ -59,7 +59,8 @@ pub enum ApiError {
     #[error("the request body is not valid JSON: {0}")]
     MalformedJson(String),
     /// The body could not be read to its end: the connection broke off
-    /// before the length its head promised had arrived.
+    /// before the length its head promised had arrived, or hyper could not
+    /// make out its framing.
     #[error("the request body could not be read: {0}")]
     UnreadableBody(String),
     #[error("the request is invalid")]
