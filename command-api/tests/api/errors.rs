@@ -324,6 +324,15 @@ async fn a_bad_correlation_id_is_400() {
     assert_eq!(app.event_count().await, 0);
 }
 
+/// The request line and headers of a customer's creation with a JSON body
+/// of `length` bytes, for tests that send the body themselves.
+fn create_customer_head(token: &str, length: usize) -> String {
+    format!(
+        "POST /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {token}\r\n\
+         content-type: application/json\r\ncontent-length: {length}\r\n\r\n"
+    )
+}
+
 #[tokio::test]
 async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
     let app = TestApp::spawn_with(|s| {
@@ -331,12 +340,7 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
     })
     .await;
     let body = br#"{"legalName": "Acme Trickle", "currency": "NZD"}"#;
-    let head = format!(
-        "POST /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        app.token,
-        body.len()
-    );
+    let head = create_customer_head(&app.token, body.len());
     let answer = trickle(&app.url, &head, body, Duration::from_millis(100)).await;
     assert_eq!(answer.status, 408, "{answer:?}");
     assert_eq!(answer.content_type, "application/problem+json");
@@ -375,12 +379,7 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
 async fn a_body_broken_off_is_400_unreadable_body_and_appends_nothing() {
     let app = TestApp::spawn().await;
     let body = br#"{"legalName": "Acme Broken", "currency": "NZD"}"#;
-    let head = format!(
-        "POST /v1/customers HTTP/1.1\r\nhost: x\r\nauthorization: Bearer {}\r\n\
-         content-type: application/json\r\ncontent-length: {}\r\n\r\n",
-        app.token,
-        body.len()
-    );
+    let head = create_customer_head(&app.token, body.len());
     // Half of the body, then the client's side of the connection ends.
     let answer = break_off(&app.url, &head, &body[..body.len() / 2]).await;
     assert_eq!(answer.status, 400, "{answer:?}");
