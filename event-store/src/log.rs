@@ -318,37 +318,107 @@ pub async fn behind(pool: &PgPool, after: Checkpoint) -> Result<Behind, sqlx::Er
     })
 }
 
-/// The open transaction that holds the horizon back: the one with the
-/// oldest transaction id in the whole cluster (a transaction in another
-/// database holds it as much as one in this one). Its details other than
-/// the process id are visible only to a superuser, the same role, or a
-/// member of `pg_read_all_stats`; without them a transaction of another
-/// role is not found, and neither is a prepared transaction. Its
-/// statement is left out: another session's SQL may carry values that
-/// are no business of the relay's logs (ADR 0050).
-#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+/// The transaction at the horizon: the oldest still running in the whole
+/// cluster (a transaction in another database holds it as much as one in
+/// this one), found by its id, the `xmin` of a snapshot taken for the
+/// purpose. It is either a session's ([`HoldingSession`], in
+/// `pg_stat_activity`) or a prepared transaction ([`PreparedHolder`], in
+/// `pg_prepared_xacts`); neither only if it ended between the snapshot and
+/// the look-up. No younger transaction is named in its place (ADR 0050).
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HorizonHolder {
+    /// The transaction's id (`xid`, as `pg_stat_activity.backend_xid` and
+    /// `pg_prepared_xacts.transaction` show it).
+    pub transaction: i64,
+    pub session: Option<HoldingSession>,
+    pub prepared: Option<PreparedHolder>,
+}
+
+/// The session whose open transaction holds the horizon. Every role sees
+/// its process id, database, user and application; its state and how
+/// long it has been open only a superuser, the same role or a member of
+/// `pg_read_all_stats` sees. Its statement is left out: another session's
+/// SQL may carry values that are no business of the relay's logs (ADR
+/// 0050).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HoldingSession {
     pub pid: i32,
     pub database: Option<String>,
     pub user: Option<String>,
     pub application: Option<String>,
+    /// `active`, `idle in transaction` and so on.
     pub state: Option<String>,
     /// How long its transaction has been open, in whole seconds.
     pub open_seconds: Option<i64>,
 }
 
-/// The transaction holding the horizon back, if one is visible
-/// ([`HorizonHolder`]).
+/// A prepared transaction (two-phase commit) holding the horizon: it
+/// belongs to no session, and holds the horizon until a `COMMIT PREPARED`
+/// or `ROLLBACK PREPARED` names its `gid`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedHolder {
+    pub gid: String,
+    pub database: String,
+    pub owner: String,
+    /// How long ago it was prepared, in whole seconds.
+    pub prepared_seconds: i64,
+}
+
+/// The transaction holding the horizon back ([`HorizonHolder`]); none when
+/// nothing is held back: no transaction still running began before one
+/// that has committed.
 pub async fn horizon_holder(pool: &PgPool) -> Result<Option<HorizonHolder>, sqlx::Error> {
-    sqlx::query_as(
-        "SELECT pid, datname::text AS database, usename::text AS \"user\",
-                application_name AS application, state,
-                extract(epoch FROM now() - xact_start)::bigint AS open_seconds
-         FROM pg_stat_activity
-         WHERE backend_xid IS NOT NULL AND pid <> pg_backend_pid()
-         ORDER BY age(backend_xid) DESC
+    #[derive(sqlx::FromRow)]
+    struct Row {
+        transaction: i64,
+        pid: Option<i32>,
+        database: Option<String>,
+        user: Option<String>,
+        application: Option<String>,
+        state: Option<String>,
+        open_seconds: Option<i64>,
+        gid: Option<String>,
+        prepared_in: Option<String>,
+        owner: Option<String>,
+        prepared_seconds: Option<i64>,
+    }
+    // The snapshot's xmin is the oldest transaction id still running below
+    // its xmax (one past the latest to have ended); with none running
+    // below xmax it equals xmax, and nothing committed waits for anything.
+    let row: Option<Row> = sqlx::query_as(
+        "WITH h AS (
+             SELECT pg_snapshot_xmin(s)::xid AS xid
+             FROM pg_current_snapshot() s
+             WHERE pg_snapshot_xmin(s) < pg_snapshot_xmax(s)
+         )
+         SELECT h.xid::text::bigint AS transaction,
+                a.pid, a.datname::text AS database, a.usename::text AS \"user\",
+                a.application_name AS application, a.state,
+                extract(epoch FROM now() - a.xact_start)::bigint AS open_seconds,
+                p.gid, p.database::text AS prepared_in, p.owner::text AS owner,
+                extract(epoch FROM now() - p.prepared)::bigint AS prepared_seconds
+         FROM h
+         LEFT JOIN pg_stat_activity a ON a.backend_xid = h.xid AND a.pid <> pg_backend_pid()
+         LEFT JOIN pg_prepared_xacts p ON p.transaction = h.xid
          LIMIT 1",
     )
     .fetch_optional(pool)
-    .await
+    .await?;
+    Ok(row.map(|row| HorizonHolder {
+        transaction: row.transaction,
+        session: row.pid.map(|pid| HoldingSession {
+            pid,
+            database: row.database,
+            user: row.user,
+            application: row.application,
+            state: row.state,
+            open_seconds: row.open_seconds,
+        }),
+        prepared: row.gid.map(|gid| PreparedHolder {
+            gid,
+            database: row.prepared_in.unwrap_or_default(),
+            owner: row.owner.unwrap_or_default(),
+            prepared_seconds: row.prepared_seconds.unwrap_or(0),
+        }),
+    }))
 }

@@ -44,8 +44,9 @@
 //!   long the oldest has waited are measured with the lag
 //!   (`relay_held_events`, `relay_held_seconds`). Once the oldest has
 //!   waited `relay.held_warning_ms`, the relay names the transaction that
-//!   holds them (process id, database, user, application, state, how long
-//!   open) in a warning, at most every 30 s, and in
+//!   holds them, the one at the horizon (a session's: process id,
+//!   database, user, application, state, how long open; a prepared one's:
+//!   gid, database, owner) in a warning, at most every 30 s, and in
 //!   [`RelayStatus::held`] (ADR 0050).
 //!
 //! # Layout
@@ -116,8 +117,9 @@ pub struct Held {
     pub events: i64,
     /// How long the oldest of them has waited, in milliseconds.
     pub oldest_ms: u64,
-    /// The open transaction with the oldest id in the cluster, when the
-    /// relay's role may see it.
+    /// The transaction at the horizon (the oldest running in the
+    /// cluster); none when it had ended by the time the relay looked, or
+    /// could not be looked up.
     pub holder: Option<HorizonHolder>,
 }
 
@@ -515,37 +517,19 @@ impl Relay {
             self.status.send_if_modified(|s| s.held.take().is_some());
             return;
         }
-        let holder = log::horizon_holder(&self.pool)
-            .await
-            .unwrap_or_else(|error| {
+        let (holder, looked_up) = match log::horizon_holder(&self.pool).await {
+            Ok(holder) => (holder, true),
+            Err(error) => {
                 tracing::warn!(%error, "cannot look up the transaction holding the horizon");
-                None
-            });
+                (None, false)
+            }
+        };
         if self
             .last_held_warning
             .is_none_or(|at| at.elapsed() >= HELD_WARNING_EVERY)
         {
             self.last_held_warning = Some(Instant::now());
-            match &holder {
-                Some(h) => tracing::warn!(
-                    held_events = behind.held_events,
-                    held_seconds = oldest_ms as f64 / 1000.0,
-                    holder_pid = h.pid,
-                    holder_database = h.database.as_deref().unwrap_or(""),
-                    holder_user = h.user.as_deref().unwrap_or(""),
-                    holder_application = h.application.as_deref().unwrap_or(""),
-                    holder_state = h.state.as_deref().unwrap_or(""),
-                    holder_open_seconds = h.open_seconds.unwrap_or(0),
-                    "committed events wait for an older transaction to end before they can be published"
-                ),
-                None => tracing::warn!(
-                    held_events = behind.held_events,
-                    held_seconds = oldest_ms as f64 / 1000.0,
-                    "committed events wait for an older transaction to end before they can be \
-                     published; none is visible to this role (pg_read_all_stats shows every \
-                     role's, pg_prepared_xacts the prepared ones)"
-                ),
-            }
+            warn_held(behind.held_events, oldest_ms, holder.as_ref(), looked_up);
         }
         let held = Held {
             events: behind.held_events,
@@ -557,5 +541,53 @@ impl Relay {
             s.held = Some(held);
             changed
         });
+    }
+}
+
+/// The warning about events held above the horizon, naming what holds
+/// them as far as the relay's role may see (ADR 0050).
+fn warn_held(events: i64, oldest_ms: u64, holder: Option<&HorizonHolder>, looked_up: bool) {
+    const MESSAGE: &str =
+        "committed events wait for an older transaction to end before they can be published";
+    let held_seconds = oldest_ms as f64 / 1000.0;
+    let Some(holder) = holder else {
+        let since = if looked_up {
+            "it has ended since, and they go out with the next read"
+        } else {
+            "it could not be looked up"
+        };
+        tracing::warn!(held_events = events, held_seconds, "{MESSAGE}; {since}");
+        return;
+    };
+    match (&holder.session, &holder.prepared) {
+        (Some(s), _) => tracing::warn!(
+            held_events = events,
+            held_seconds,
+            holder_transaction = holder.transaction,
+            holder_pid = s.pid,
+            holder_database = s.database.as_deref().unwrap_or(""),
+            holder_user = s.user.as_deref().unwrap_or(""),
+            holder_application = s.application.as_deref().unwrap_or(""),
+            holder_state = s.state.as_deref().unwrap_or(""),
+            holder_open_seconds = s.open_seconds.unwrap_or(0),
+            "{MESSAGE}"
+        ),
+        (None, Some(p)) => tracing::warn!(
+            held_events = events,
+            held_seconds,
+            holder_transaction = holder.transaction,
+            holder_gid = p.gid.as_str(),
+            holder_database = p.database.as_str(),
+            holder_owner = p.owner.as_str(),
+            holder_prepared_seconds = p.prepared_seconds,
+            "{MESSAGE}: a prepared transaction, which COMMIT PREPARED or ROLLBACK PREPARED with its gid ends"
+        ),
+        (None, None) => tracing::warn!(
+            held_events = events,
+            held_seconds,
+            holder_transaction = holder.transaction,
+            "{MESSAGE}; it was in neither pg_stat_activity nor pg_prepared_xacts by the time \
+             the relay looked"
+        ),
     }
 }

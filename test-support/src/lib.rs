@@ -379,9 +379,7 @@ pub fn http() -> reqwest::Client {
 /// What a server answered a request whose body was trickled to it.
 #[derive(Debug)]
 pub struct Trickled {
-    pub status: u16,
-    pub content_type: String,
-    pub body: String,
+    pub answer: RawAnswer,
     /// The body's bytes sent by the time the answer was complete.
     pub sent: usize,
     /// Whether the server closed the connection within [`CLOSE_WAIT`] of
@@ -441,9 +439,7 @@ pub async fn trickle(base: &str, head: &str, body: &[u8], every: Duration) -> Tr
     .is_ok();
     sender.abort();
     Trickled {
-        status: answer.status,
-        content_type: answer.content_type,
-        body: answer.body,
+        answer,
         sent,
         closed,
     }

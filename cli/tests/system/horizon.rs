@@ -1,18 +1,24 @@
 //! Events held above the horizon (ADR 0002) by a transaction left open
-//! elsewhere in the cluster: the relay names that transaction, the oldest
-//! of those open (ADR 0050), publishes nothing of them while it is open,
-//! and publishes them, in order and once each, as soon as it ends.
+//! elsewhere in the cluster: the relay names that transaction, the one at
+//! the horizon (ADR 0050), publishes nothing of them while it is open, and
+//! publishes them, in order and once each, as soon as it ends. What the
+//! relay may name of it, by kind and by the privileges of its role, is
+//! checked on a server of the test's own, where no other test's
+//! transaction takes the horizon.
 
 use std::num::NonZeroU64;
+use std::path::PathBuf;
+use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
+use pivotal_event_store::log::{HoldingSession, HorizonHolder, horizon_holder};
 use pivotal_test_support::{TestEnv, eventually, postgres_server};
-use sqlx::postgres::PgConnectOptions;
-use sqlx::{ConnectOptions, PgConnection};
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::harness::{create_customer, spawn_relay_with, store_events, verify_topic};
+use crate::harness::{create_customer, free_port, spawn_relay_with, store_events, verify_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follow_its_end() {
@@ -36,7 +42,7 @@ async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follo
             .connect()
             .await
             .unwrap();
-    let pid = hold_the_horizon(&mut blocker).await;
+    let (pid, transaction) = hold_the_horizon(&mut blocker).await;
     // A younger one in the test's own database: the older holds the
     // horizon, and is the one named.
     let mut younger = env.pool.acquire().await.unwrap().detach();
@@ -49,7 +55,8 @@ async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follo
             let held = status.borrow().held.clone()?;
             held.holder
                 .as_ref()
-                .is_some_and(|holder| holder.pid == pid)
+                .and_then(|holder| holder.session.as_ref())
+                .is_some_and(|session| session.pid == pid)
                 .then_some(held)
         }
     })
@@ -63,10 +70,13 @@ async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follo
     assert!(held.events >= 1, "{held:?}");
     assert!(held.oldest_ms >= 300, "{held:?}");
     let holder = held.holder.unwrap();
-    assert_eq!(holder.database.as_deref(), Some("postgres"));
-    assert_eq!(holder.application.as_deref(), Some(application.as_str()));
-    assert_eq!(holder.state.as_deref(), Some("idle in transaction"));
-    assert!(holder.open_seconds.is_some(), "{holder:?}");
+    assert_eq!(holder.transaction, transaction);
+    assert_eq!(holder.prepared, None);
+    let session = holder.session.unwrap();
+    assert_eq!(session.database.as_deref(), Some("postgres"));
+    assert_eq!(session.application.as_deref(), Some(application.as_str()));
+    assert_eq!(session.state.as_deref(), Some("idle in transaction"));
+    assert!(session.open_seconds.is_some(), "{session:?}");
     // Nothing of the held events went out.
     assert_eq!(status.borrow().published, 0);
 
@@ -90,16 +100,258 @@ async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follo
 }
 
 /// Begins a transaction on `conn` and gives it a transaction id; returns
-/// the connection's process id.
-async fn hold_the_horizon(conn: &mut PgConnection) -> i32 {
+/// the connection's process id and the transaction's id (as an `xid`).
+async fn hold_the_horizon(conn: &mut PgConnection) -> (i32, i64) {
     sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
-    let (pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+    sqlx::query_as("SELECT pg_backend_pid(), pg_current_xact_id()::xid::text::bigint")
         .fetch_one(&mut *conn)
         .await
-        .unwrap();
-    sqlx::query("SELECT pg_current_xact_id()")
-        .execute(&mut *conn)
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_holder_named_is_the_transaction_at_the_horizon_with_what_the_role_may_see() {
+    let server = PrivateServer::start();
+    let admin = server.pool("postgres").await;
+    assert_eq!(horizon_holder(&admin).await.unwrap(), None, "nothing runs");
+    sqlx::query("CREATE ROLE watcher LOGIN")
+        .execute(&admin)
         .await
         .unwrap();
-    pid
+    let watcher = server.pool("watcher").await;
+
+    // An open transaction holds nothing back until one begun after it
+    // commits.
+    let mut other = server.connect("postgres", "the-holder").await;
+    let (pid, transaction) = hold_the_horizon(&mut other).await;
+    let mut younger = server.connect("watcher", "younger").await;
+    let (younger_pid, younger_transaction) = hold_the_horizon(&mut younger).await;
+    assert_eq!(horizon_holder(&admin).await.unwrap(), None);
+    // Then another role's session holds the horizon, and is named before
+    // the watcher's own younger one. Without pg_read_all_stats the
+    // watcher sees whose it is, not its state or how long it has been
+    // open.
+    commit_one(&admin).await;
+    assert_eq!(
+        horizon_holder(&watcher).await.unwrap().unwrap(),
+        HorizonHolder {
+            transaction,
+            session: Some(HoldingSession {
+                pid,
+                database: Some("postgres".into()),
+                user: Some("postgres".into()),
+                application: Some("the-holder".into()),
+                state: None,
+                open_seconds: None,
+            }),
+            prepared: None
+        }
+    );
+    // A superuser sees those too, and so does a member of
+    // pg_read_all_stats.
+    assert_session_named(&admin, transaction, pid).await;
+    sqlx::query("GRANT pg_read_all_stats TO watcher")
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_session_named(&watcher, transaction, pid).await;
+    // Once it ends, the younger one holds the horizon.
+    sqlx::query("ROLLBACK").execute(&mut other).await.unwrap();
+    let holder = horizon_holder(&admin).await.unwrap().unwrap();
+    assert_eq!(holder.transaction, younger_transaction);
+    let session = holder.session.unwrap();
+    assert_eq!(
+        (session.pid, session.user.as_deref()),
+        (younger_pid, Some("watcher"))
+    );
+    sqlx::query("ROLLBACK").execute(&mut younger).await.unwrap();
+    assert_eq!(horizon_holder(&admin).await.unwrap(), None);
+
+    // A prepared transaction belongs to no session, and holds the horizon
+    // after its session has gone.
+    let mut preparing = server.connect("postgres", "preparing").await;
+    let (_, prepared) = hold_the_horizon(&mut preparing).await;
+    sqlx::query("PREPARE TRANSACTION 'pf-held'")
+        .execute(&mut preparing)
+        .await
+        .unwrap();
+    drop(preparing);
+    commit_one(&admin).await;
+    let holder = horizon_holder(&watcher).await.unwrap().unwrap();
+    assert_eq!(holder.transaction, prepared);
+    assert_eq!(holder.session, None);
+    let named = holder.prepared.unwrap();
+    assert_eq!(
+        (
+            named.gid.as_str(),
+            named.database.as_str(),
+            named.owner.as_str()
+        ),
+        ("pf-held", "postgres", "postgres")
+    );
+    assert!(named.prepared_seconds >= 0, "{named:?}");
+    sqlx::query("ROLLBACK PREPARED 'pf-held'")
+        .execute(&admin)
+        .await
+        .unwrap();
+    assert_eq!(horizon_holder(&watcher).await.unwrap(), None);
+}
+
+/// Commits a transaction with an id, as an event's would be: one that a
+/// transaction begun before it and still open holds above the horizon
+/// (until then, an open transaction holds nothing back, and none is at
+/// the horizon).
+async fn commit_one(pool: &PgPool) {
+    sqlx::query("SELECT pg_current_xact_id()")
+        .execute(pool)
+        .await
+        .unwrap();
+}
+
+/// Checks that `pool`'s role sees the session `pid`, of `postgres` in the
+/// `postgres` database, idle in `transaction`, at the horizon, and how
+/// long it has been open.
+async fn assert_session_named(pool: &PgPool, transaction: i64, pid: i32) {
+    let holder = horizon_holder(pool).await.unwrap().unwrap();
+    assert_eq!(holder.transaction, transaction);
+    assert_eq!(holder.prepared, None);
+    let session = holder.session.expect("the session at the horizon");
+    assert_eq!(session.pid, pid);
+    assert_eq!(session.database.as_deref(), Some("postgres"));
+    assert_eq!(session.user.as_deref(), Some("postgres"));
+    assert_eq!(session.application.as_deref(), Some("the-holder"));
+    assert_eq!(session.state.as_deref(), Some("idle in transaction"));
+    assert!(session.open_seconds.is_some_and(|s| s >= 0), "{session:?}");
+}
+
+/// A PostgreSQL server of one test's own, from the machine's PostgreSQL
+/// binaries, on a free port: no other test's transactions, autovacuum off
+/// (an automatic `ANALYZE` takes a transaction id), prepared transactions
+/// allowed. Stopped, and its files removed, when dropped. A superuser runs
+/// it as `postgres`, as PostgreSQL requires.
+struct PrivateServer {
+    data: PathBuf,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl PrivateServer {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        if run_as_postgres() {
+            let id = |flag: &str| -> u32 {
+                let out = Command::new("id")
+                    .args([flag, "postgres"])
+                    .output()
+                    .unwrap();
+                String::from_utf8(out.stdout)
+                    .unwrap()
+                    .trim()
+                    .parse()
+                    .unwrap()
+            };
+            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
+        }
+        let data = dir.path().join("data");
+        let port = free_port();
+        let initdb = postgres_binary("initdb")
+            .args([
+                "--auth=trust",
+                "--username=postgres",
+                "--no-sync",
+                "--no-instructions",
+                "-D",
+            ])
+            .arg(&data)
+            .output()
+            .unwrap();
+        assert!(
+            initdb.status.success(),
+            "initdb: {}",
+            String::from_utf8_lossy(&initdb.stderr)
+        );
+        let options = format!(
+            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
+             -c autovacuum=off -c max_prepared_transactions=2 -c fsync=off",
+            data.display()
+        );
+        let started = postgres_binary("pg_ctl")
+            .args(["start", "-w", "-t", "60", "-D"])
+            .arg(&data)
+            .arg("-l")
+            .arg(data.join("server.log"))
+            .args(["-o", &options])
+            .output()
+            .unwrap();
+        assert!(
+            started.status.success(),
+            "pg_ctl start: {}{}",
+            String::from_utf8_lossy(&started.stdout),
+            std::fs::read_to_string(data.join("server.log")).unwrap_or_default()
+        );
+        Self {
+            data,
+            port,
+            _dir: dir,
+        }
+    }
+
+    fn options(&self, user: &str) -> PgConnectOptions {
+        PgConnectOptions::new()
+            .host("127.0.0.1")
+            .port(self.port)
+            .username(user)
+            .database("postgres")
+    }
+
+    async fn pool(&self, user: &str) -> PgPool {
+        PgPoolOptions::new()
+            .max_connections(2)
+            .connect_with(self.options(user))
+            .await
+            .unwrap()
+    }
+
+    async fn connect(&self, user: &str, application: &str) -> PgConnection {
+        self.options(user)
+            .application_name(application)
+            .connect()
+            .await
+            .unwrap()
+    }
+}
+
+impl Drop for PrivateServer {
+    fn drop(&mut self) {
+        let _ = postgres_binary("pg_ctl")
+            .args(["stop", "-m", "immediate", "-D"])
+            .arg(&self.data)
+            .output();
+    }
+}
+
+fn run_as_postgres() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
+}
+
+/// A program of the machine's newest PostgreSQL (`/usr/lib/postgresql/N/bin`,
+/// where Debian puts them), run as `postgres` when this process is a
+/// superuser.
+fn postgres_binary(name: &str) -> Command {
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .expect("PostgreSQL's binaries in /usr/lib/postgresql")
+        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .max()
+        .expect("a PostgreSQL version in /usr/lib/postgresql");
+    let program = format!("/usr/lib/postgresql/{newest}/bin/{name}");
+    if run_as_postgres() {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--", &program]);
+        command
+    } else {
+        Command::new(program)
+    }
 }

@@ -341,10 +341,10 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
     .await;
     let body = br#"{"legalName": "Acme Trickle", "currency": "NZD"}"#;
     let head = create_customer_head(&app.token, body.len());
-    let answer = trickle(&app.url, &head, body, Duration::from_millis(100)).await;
-    assert_eq!(answer.status, 408, "{answer:?}");
-    assert_eq!(answer.content_type, "application/problem+json");
-    let problem: Value = serde_json::from_str(&answer.body).unwrap();
+    let trickled = trickle(&app.url, &head, body, Duration::from_millis(100)).await;
+    assert_eq!(trickled.answer.status, 408, "{trickled:?}");
+    assert_eq!(trickled.answer.content_type, "application/problem+json");
+    let problem: Value = serde_json::from_str(&trickled.answer.body).unwrap();
     assert_eq!(problem["code"], "request_timeout", "{problem}");
     assert_eq!(problem["status"], 408);
     assert_eq!(problem["instance"], "/v1/customers");
@@ -356,20 +356,20 @@ async fn a_body_trickled_past_the_deadline_is_408_and_appends_nothing() {
         "{problem}"
     );
     assert!(
-        answer.sent < body.len(),
+        trickled.sent < body.len(),
         "answered only once the whole body was sent"
     );
     // The rest of the body is not read: the connection is closed, so that
     // its bytes are never taken for a next request.
-    assert!(answer.closed, "the connection stayed open after the 408");
+    assert!(trickled.closed, "the connection stayed open after the 408");
     assert_eq!(app.event_count().await, 0);
 
     // The same body sent in time is taken, and its connection kept for
     // the next request.
-    let answer = trickle(&app.url, &head, body, Duration::from_millis(1)).await;
-    assert_eq!(answer.status, 201, "{answer:?}");
+    let trickled = trickle(&app.url, &head, body, Duration::from_millis(1)).await;
+    assert_eq!(trickled.answer.status, 201, "{trickled:?}");
     assert!(
-        !answer.closed,
+        !trickled.closed,
         "a connection whose request was read whole was closed"
     );
     assert_eq!(app.event_count().await, 1);

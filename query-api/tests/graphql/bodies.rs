@@ -94,15 +94,15 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
          content-type: application/json\r\ncontent-length: {}\r\n\r\n",
         operation.len()
     );
-    let answer = trickle(
+    let trickled = trickle(
         &url,
         &head,
         operation.as_bytes(),
         Duration::from_millis(100),
     )
     .await;
-    assert_eq!(answer.status, 408, "{answer:?}");
-    let body: Value = serde_json::from_str(&answer.body).unwrap();
+    assert_eq!(trickled.answer.status, 408, "{trickled:?}");
+    let body: Value = serde_json::from_str(&trickled.answer.body).unwrap();
     assert_eq!(refusal(&body), ("BAD_REQUEST", "request_timeout"));
     assert!(
         body["errors"][0]["message"]
@@ -111,10 +111,13 @@ async fn a_body_that_holds_no_operation_is_refused_with_a_status_and_a_reason() 
             .contains("within 400 ms"),
         "{body}"
     );
-    assert!(answer.sent < operation.len(), "answered only once complete");
+    assert!(
+        trickled.sent < operation.len(),
+        "answered only once complete"
+    );
     // The rest of the body is not read: the connection is closed, so that
     // its bytes are never taken for a next request.
-    assert!(answer.closed, "the connection stayed open after the 408");
+    assert!(trickled.closed, "the connection stayed open after the 408");
 
     // A body the client broke off half way is unreadable.
     let answer = break_off(&url, &head, &operation.as_bytes()[..operation.len() / 2]).await;
