@@ -1547,8 +1547,19 @@ async fn measure(
         "before_target_rate_commands",
     )
     .await?;
+    // A target rate above the closed loop's peak is more than this
+    // machine carried: its commands queue, and the phase says so.
+    let target_above_peak = target_rate > commands.per_second;
+    let above_peak = if target_above_peak {
+        format!(
+            "; above the closed loop's {:.0}/s, so the commands will queue",
+            commands.per_second
+        )
+    } else {
+        String::new()
+    };
     println!(
-        "commands: {} clients for {} s paced at {target_rate:.0}/s (the target rate)",
+        "commands: {} clients for {} s paced at {target_rate:.0}/s (the target rate{above_peak})",
         options.command_clients, options.seconds
     );
     let mut commands_at_target = command_phase(
@@ -1716,6 +1727,7 @@ async fn measure(
         "commit_probe_beside_paced_commands": probe,
         "commands_at_target_rate": commands_at_target,
         "target_rate_share_of_insert": TARGET_SHARE_OF_INSERT,
+        "target_rate_above_closed_loop": target_above_peak,
         "append_writers": settings.database.append_writers,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
