@@ -515,7 +515,6 @@ pub async fn run_with(
         membership,
         Duration::from_millis(settings.projector.out_of_group_limit_ms),
     )));
-    let followed = followed_topics(&settings.kafka.topic_prefix, &projections);
     for advisory in settings.advisories() {
         tracing::warn!(%advisory, "settings sit badly together");
     }
@@ -543,8 +542,9 @@ pub async fn run_with(
     loop {
         let first = tokio::select! {
             () = &mut shutdown => {
-                // The applied batches' offsets are in PostgreSQL already;
-                // committing them to the group too saves a redelivery.
+                // Every applied batch is in PostgreSQL already; committing
+                // its offsets to the group saves the next member redelivering
+                // it.
                 if let Err(error) = consumer.commit_consumer_state(CommitMode::Sync) {
                     tracing::debug!(%error, "no offsets to commit at shutdown");
                 }
@@ -584,7 +584,7 @@ pub async fn run_with(
         // behind, and the messages stay in order. Shutdown still wins.
         let started = Instant::now();
         let applied = loop {
-            match apply_batch(&pool, &projections, &followed, &batch).await {
+            match apply_batch(&pool, &projections, &batch).await {
                 Ok(applied) => break applied,
                 Err(error) => {
                     failures += 1;
@@ -618,8 +618,7 @@ pub async fn run_with(
             .collect();
         dashboard.after_commit(&mut redis, &touched).await;
         // Committed to the group with the next interval's commit (ADR
-        // 0032). The offsets are also in PostgreSQL, and a redelivery is a
-        // no-op.
+        // 0032); a batch redelivered before then is a no-op (its versions).
         if let Err(error) = consumer.store_offsets(&offsets) {
             tracing::warn!(error = %error, "offsets not stored");
         }
@@ -857,25 +856,10 @@ fn follows(projection: &dyn Projection, event: &Envelope) -> bool {
         .contains(&event.aggregate_type.as_str())
 }
 
-/// The event topics each projection follows, in the order of `projections`.
-fn followed_topics(prefix: &str, projections: &[Box<dyn Projection>]) -> Vec<HashSet<String>> {
-    projections
-        .iter()
-        .map(|p| {
-            p.aggregate_types()
-                .iter()
-                .map(|a| topics::event_topic(prefix, a))
-                .collect()
-        })
-        .collect()
-}
-
-/// Applies a batch in one transaction. `followed` holds each projection's
-/// topics: a projection's offsets are recorded only for those.
+/// Applies a batch in one transaction.
 async fn apply_batch(
     pool: &PgPool,
     projections: &[Box<dyn Projection>],
-    followed: &[HashSet<String>],
     batch: &[BorrowedMessage<'_>],
 ) -> Result<AppliedBatch, ProjectionError> {
     let mut tx = pool.begin().await?;
@@ -957,37 +941,6 @@ async fn apply_batch(
     let mut offsets = TopicPartitionList::new();
     for ((topic, partition), next) in &next_offsets {
         offsets.add_partition_offset(topic, *partition, Offset::Offset(*next))?;
-    }
-    let mut names = Vec::new();
-    let mut topics = Vec::new();
-    let mut partitions = Vec::new();
-    let mut nexts = Vec::new();
-    for (projection, followed) in projections.iter().zip(followed) {
-        for ((topic, partition), next) in &next_offsets {
-            if followed.contains(topic) {
-                names.push(projection.name());
-                topics.push(topic.as_str());
-                partitions.push(*partition);
-                nexts.push(*next);
-            }
-        }
-    }
-    if !names.is_empty() {
-        sqlx::query(
-            "INSERT INTO projection_offsets (projection, topic, partition, next_offset, updated_at)
-             SELECT o.projection, o.topic, o.partition, o.next, now()
-             FROM UNNEST($1::text[], $2::text[], $3::int4[], $4::int8[])
-               AS o(projection, topic, partition, next)
-             ORDER BY o.projection, o.topic, o.partition
-             ON CONFLICT (projection, topic, partition) DO UPDATE
-               SET next_offset = greatest(projection_offsets.next_offset, EXCLUDED.next_offset), updated_at = now()",
-        )
-        .bind(&names)
-        .bind(&topics)
-        .bind(&partitions)
-        .bind(&nexts)
-        .execute(&mut *tx)
-        .await?;
     }
     tx.commit().await?;
     drop(spans);

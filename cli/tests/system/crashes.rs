@@ -68,7 +68,7 @@ async fn projector_killed_mid_batch_leaves_an_exact_read_model() {
     let mut projector = spawn_process(&env, "projector");
     let applied = eventually(Duration::from_secs(60), || async {
         let (n,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM projection_offsets WHERE projection = 'customers'",
+            "SELECT count(*) FROM projection_versions WHERE projection = 'customers'",
         )
         .fetch_one(&env.pool)
         .await

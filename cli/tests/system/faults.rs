@@ -300,26 +300,6 @@ async fn check(env: &TestEnv, seen: &[Seen]) {
     for (aggregate_type, events) in &by_type {
         verify_topic_of(env, aggregate_type, events, true).await;
     }
-    // Offsets are recorded per projection for the topics it follows, and
-    // for no other.
-    let expected: BTreeSet<(String, String)> = pivotal_projectors::all_projections()
-        .iter()
-        .flat_map(|p| {
-            p.aggregate_types()
-                .iter()
-                .filter(|a| by_type.contains_key(**a))
-                .map(|a| (p.name().to_owned(), env.topic(a)))
-                .collect::<Vec<_>>()
-        })
-        .collect();
-    let recorded: BTreeSet<(String, String)> =
-        sqlx::query_as("SELECT DISTINCT projection, topic FROM projection_offsets")
-            .fetch_all(&env.pool)
-            .await
-            .unwrap()
-            .into_iter()
-            .collect();
-    assert_eq!(recorded, expected, "projection_offsets rows");
     assert_every_read_model_equals_replay(env).await;
 }
 
