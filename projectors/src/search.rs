@@ -10,6 +10,7 @@
 //! PostgreSQL advisory lock), which the embedded engine needs and which also
 //! lets [`rebuild_index`] hold writes back while it fills a new index.
 
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -22,13 +23,18 @@ use uuid::Uuid;
 use crate::framework::{Envelope, Projection, ProjectionError};
 
 const INDEX_LOCK: &str = "pivotal-search-index";
-const DRAIN_BATCH: i64 = 500;
-/// Least time from one drain's start to the next one's. Each drain is one
-/// write to the engine (for the embedded engine a writer, a new segment
-/// and an fsync), so under a steady stream of changes the index takes one
-/// write per interval instead of one per projector batch; a change waits
-/// at most this long more to become searchable.
-const DRAIN_SPACING: Duration = Duration::from_millis(200);
+/// Most pending records one write to the engine takes. Each write is, for
+/// the embedded engine, a writer, a new segment (its indexing memory and a
+/// term dictionary per field, built from scratch) and an fsync, whatever
+/// the number of records, so a drain writes everything pending at once up
+/// to this many (ADR 0015, "Update: one write a second").
+const DRAIN_BATCH: i64 = 5000;
+/// Least time from one drain's start to the next one's: under a steady
+/// stream of changes the index takes one write per interval instead of
+/// one per projector batch, and a change waits at most this long more to
+/// become searchable, as with Elasticsearch's default refresh interval.
+/// A change after a quiet second is written at once.
+const DRAIN_SPACING: Duration = Duration::from_secs(1);
 
 #[derive(Debug, Clone, Copy)]
 pub struct SearchProjection;
@@ -428,11 +434,13 @@ impl SearchIndexer {
             .bind(&versions)
             .execute(&mut *conn)
             .await?;
+            let indexed: HashSet<(&str, &str)> = types
+                .iter()
+                .copied()
+                .zip(ids.iter().map(String::as_str))
+                .collect();
             for (aggregate_type, aggregate_id, version) in &pending {
-                let indexed = documents.iter().any(|d| {
-                    d.kind.aggregate_type() == aggregate_type && d.id.to_string() == *aggregate_id
-                });
-                if !indexed {
+                if !indexed.contains(&(aggregate_type.as_str(), aggregate_id.as_str())) {
                     tracing::warn!(aggregate_type, aggregate_id, "no read-model row to index");
                     sqlx::query(
                         "DELETE FROM search_pending
@@ -452,8 +460,8 @@ impl SearchIndexer {
     }
 
     /// Drains whenever `wake` fires and every second (rows left by a crash
-    /// or by a rebuild that held the lock), at most once every 200 ms,
-    /// until `shutdown` resolves.
+    /// or by a rebuild that held the lock), at most once a second, until
+    /// `shutdown` resolves.
     pub async fn run(
         self,
         wake: Arc<tokio::sync::Notify>,
@@ -605,6 +613,100 @@ mod tests {
         assert_eq!(indexer.drain_held(&mut held).await.unwrap(), 0);
         assert_eq!(queued().await, 0);
         assert_eq!(backend(held.as_mut().unwrap()).await, first);
+    }
+
+    /// The engine the settings select, with each write's size recorded.
+    #[derive(Debug)]
+    struct Recorded {
+        engine: Arc<dyn SearchEngine>,
+        writes: std::sync::Mutex<Vec<usize>>,
+    }
+
+    #[async_trait]
+    impl SearchEngine for Recorded {
+        fn name(&self) -> &'static str {
+            self.engine.name()
+        }
+
+        async fn upsert(
+            &self,
+            documents: &[SearchDocument],
+        ) -> Result<(), pivotal_search::SearchError> {
+            self.writes.lock().unwrap().push(documents.len());
+            self.engine.upsert(documents).await
+        }
+
+        async fn search(
+            &self,
+            request: &pivotal_search::SearchRequest,
+        ) -> Result<pivotal_search::SearchPage, pivotal_search::SearchError> {
+            self.engine.search(request).await
+        }
+
+        async fn begin_rebuild(
+            &self,
+        ) -> Result<Box<dyn pivotal_search::IndexBuild>, pivotal_search::SearchError> {
+            self.engine.begin_rebuild().await
+        }
+
+        async fn live_index(&self) -> Result<Option<String>, pivotal_search::SearchError> {
+            self.engine.live_index().await
+        }
+    }
+
+    /// What several projector batches left pending goes to the engine in
+    /// one write (one segment for the embedded engine), and every record
+    /// is then found.
+    #[tokio::test]
+    async fn a_drain_writes_everything_pending_in_one_write() {
+        let env = TestEnv::new().await;
+        let organization = Uuid::now_v7();
+        sqlx::query(
+            "INSERT INTO rm_customers (organization_id, id, legal_name, display_name, currency,
+                                       payment_terms_days, status, version, created_at, updated_at)
+             SELECT $1, gen_random_uuid(), 'Drained ' || n, 'Drained ' || n, 'NZD', 20,
+                    'active', 2, now(), now()
+             FROM generate_series(1, 1200) AS n",
+        )
+        .bind(organization)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO search_pending (aggregate_type, aggregate_id, version)
+             SELECT 'customer', id::text, version FROM rm_customers WHERE organization_id = $1",
+        )
+        .bind(organization)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        let engine = Arc::new(Recorded {
+            engine: pivotal_search::open(&env.settings.search).unwrap(),
+            writes: std::sync::Mutex::new(Vec::new()),
+        });
+        let indexer = SearchIndexer::new(env.pool.clone(), engine.clone());
+
+        assert_eq!(indexer.drain().await.unwrap(), 1200);
+        assert_eq!(*engine.writes.lock().unwrap(), vec![1200]);
+        let (queued,): (i64,) = sqlx::query_as("SELECT count(*) FROM search_pending")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+        assert_eq!(queued, 0);
+        let page = engine
+            .search(&pivotal_search::SearchRequest {
+                organization_id: organization,
+                text: "drained".into(),
+                kinds: vec![EntityKind::Customer],
+                statuses: Vec::new(),
+                created_from: None,
+                created_to: None,
+                offset: 0,
+                limit: 10,
+            })
+            .await
+            .unwrap();
+        assert_eq!(page.total, 1200);
     }
 
     #[test]
