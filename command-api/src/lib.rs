@@ -63,9 +63,25 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
-/// Shared state of the handlers.
+/// Shared state of the handlers, behind one reference count: axum clones
+/// the state for every request and every extractor that takes it, and a
+/// deep clone of [`Shared`] allocated (and zeroed secrets on drop) each
+/// time.
 #[derive(Debug, Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What every handler reads: the pool, the aggregate stores, token
+/// verification and the identity service.
+#[derive(Debug)]
+pub struct Shared {
     pub pool: PgPool,
     pub customers: Arc<AggregateStore<Customer>>,
     pub quotes: Arc<AggregateStore<Quote>>,
@@ -124,7 +140,7 @@ impl Application {
         let (identity, jwks) = Identity::from_settings(settings, pool.clone()).await?;
         let verifier = identity.verifier();
         let writers = settings.database.append_writers.get();
-        let state = AppState {
+        let state = AppState(Arc::new(Shared {
             customers: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
             quotes: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
             rate_cards: Arc::new(AggregateStore::new(pool.clone()).with_writers(writers)),
@@ -135,7 +151,7 @@ impl Application {
             verifier,
             identity,
             jwks: Arc::new(jwks),
-        };
+        }));
         let listen = settings.command_api.listen;
         let listener = TcpListener::bind(listen)
             .await

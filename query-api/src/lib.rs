@@ -69,8 +69,20 @@ use sqlx::PgPool;
 use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
+/// The handlers' state behind one reference count, since axum clones it
+/// for every request (a deep clone allocated each time).
 #[derive(Clone)]
-struct HttpState {
+struct HttpState(Arc<HttpShared>);
+
+impl std::ops::Deref for HttpState {
+    type Target = HttpShared;
+
+    fn deref(&self) -> &HttpShared {
+        &self.0
+    }
+}
+
+struct HttpShared {
     schema: schema::PivotalSchema,
     verifier: Arc<TokenVerifier>,
     revocations: Revocations,
@@ -144,7 +156,7 @@ impl Application {
             settings.redis.url.expose_secret().to_owned(),
             settings.redis.key_prefix.clone(),
         );
-        let state = HttpState {
+        let state = HttpState(Arc::new(HttpShared {
             consistency_wait: std::time::Duration::from_millis(
                 settings.query_api.consistency_wait_ms,
             ),
@@ -173,7 +185,7 @@ impl Application {
             ),
             verifier,
             revocations,
-        };
+        }));
         let router = Router::new()
             .route("/graphql", get(graphql_get).post(graphql))
             .route("/graphql/ws", get(subscriptions))
