@@ -144,7 +144,7 @@ fn main() -> anyhow::Result<()> {
 async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
     match task {
         Task::Migrate => {
-            pivotal_cli::setup::database(&settings).await?;
+            pivotal_cli::setup::database(&settings, "pivotal-migrate").await?;
             println!("migrations applied");
         }
         Task::CommandApi => {
@@ -158,7 +158,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             app.run(shutdown_signal()).await?;
         }
         Task::Relay => {
-            let pool = pivotal_cli::setup::connect(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings, "pivotal-relay").await?;
             pivotal_telemetry::ops::serve(
                 settings.relay.ops_listen,
                 pool.clone(),
@@ -169,7 +169,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             pivotal_relay::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Projector => {
-            let pool = pivotal_cli::setup::connect(&settings).await?;
+            let pool = pivotal_cli::setup::connect(&settings, "pivotal-projector").await?;
             let membership =
                 pivotal_projectors::membership::Membership::from_settings(&settings.projector);
             let check = membership.clone();
@@ -190,7 +190,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
                 .await?;
         }
         Task::Rebuild { projection } => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::database(&settings, "pivotal-rebuild").await?;
             pivotal_cli::rebuild::run(&settings, &pool, &projection).await?;
         }
         Task::Bench {
@@ -216,7 +216,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             pivotal_cli::bench::run(&settings, &options).await?;
         }
         Task::Demo => {
-            let pool = pivotal_cli::setup::database(&settings).await?;
+            let pool = pivotal_cli::setup::database(&settings, "pivotal-demo").await?;
             let people = pivotal_cli::demo::load_people(&settings, &pool).await?;
             let created = pivotal_cli::demo::load(&pool).await?;
             let quotes = pivotal_cli::demo::load_quotes(&pool).await?;

@@ -127,6 +127,7 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
     pivotal_event_store::db::connect_with_statement_timeout(
         &settings.database,
         std::time::Duration::from_millis(settings.command_api.statement_timeout_ms.get()),
+        "pivotal-command-api",
     )
     .await
 }

@@ -9,10 +9,31 @@ use sqlx::PgPool;
 use sqlx::migrate::Migrator;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 
-pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error> {
+/// A pool whose sessions are named `application` in `pg_stat_activity`
+/// (and so in the relay's warning about what holds the log horizon, and
+/// in PostgreSQL's own logs), unless the URL names them itself
+/// (`?application_name=...`).
+pub async fn connect(
+    settings: &DatabaseSettings,
+    application: &str,
+) -> Result<PgPool, sqlx::Error> {
     pool_options(settings)
-        .connect(settings.url.expose_secret())
+        .connect_with(connect_options(settings, application)?)
         .await
+}
+
+/// The URL's options, with `application_name` set to `application` where
+/// the URL sets none.
+pub fn connect_options(
+    settings: &DatabaseSettings,
+    application: &str,
+) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(settings.url.expose_secret())?;
+    Ok(if options.get_application_name().is_some() {
+        options
+    } else {
+        options.application_name(application)
+    })
 }
 
 /// A pool whose every connection has PostgreSQL cancel any statement that
@@ -25,8 +46,9 @@ pub async fn connect(settings: &DatabaseSettings) -> Result<PgPool, sqlx::Error>
 pub async fn connect_with_statement_timeout(
     settings: &DatabaseSettings,
     statement_timeout: Duration,
+    application: &str,
 ) -> Result<PgPool, sqlx::Error> {
-    let options = PgConnectOptions::from_str(settings.url.expose_secret())?.options([(
+    let options = connect_options(settings, application)?.options([(
         "statement_timeout",
         statement_timeout.as_millis().to_string(),
     )]);
@@ -46,4 +68,28 @@ pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     let mut migrator: Migrator = sqlx::migrate!("./migrations");
     migrator.set_ignore_missing(true);
     migrator.run(pool).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(url: &str) -> DatabaseSettings {
+        DatabaseSettings {
+            url: url.to_owned().into(),
+            max_connections: 1,
+            acquire_timeout_secs: 1,
+            append_writers: std::num::NonZeroUsize::MIN,
+        }
+    }
+
+    #[test]
+    fn sessions_are_named_after_the_process_unless_the_url_names_them() {
+        let unnamed = settings("postgres://pivotal@db:5432/pivotal");
+        let options = connect_options(&unnamed, "pivotal-relay").unwrap();
+        assert_eq!(options.get_application_name(), Some("pivotal-relay"));
+        let named = settings("postgres://pivotal@db:5432/pivotal?application_name=relay-eu-1");
+        let options = connect_options(&named, "pivotal-relay").unwrap();
+        assert_eq!(options.get_application_name(), Some("relay-eu-1"));
+    }
 }

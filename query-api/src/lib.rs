@@ -126,6 +126,7 @@ pub async fn connect(settings: &Settings) -> Result<PgPool, sqlx::Error> {
     pivotal_event_store::db::connect_with_statement_timeout(
         &settings.database,
         std::time::Duration::from_millis(settings.query_api.statement_timeout_ms.get()),
+        "pivotal-query-api",
     )
     .await
 }
