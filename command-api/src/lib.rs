@@ -64,9 +64,9 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 /// Shared state of the handlers, behind one reference count: axum clones
-/// the state for every request and every extractor that takes it, and a
-/// deep clone of [`Shared`] allocated (and zeroed secrets on drop) each
-/// time.
+/// the state for every request and for every extractor that takes it, and
+/// a deep clone of [`Shared`] allocated its strings and keys each time
+/// (and zeroed the secrets among them when dropped).
 #[derive(Debug, Clone)]
 pub struct AppState(Arc<Shared>);
 

@@ -24,7 +24,7 @@ pub async fn connect(
 
 /// The URL's options, with `application_name` set to `application` where
 /// the URL sets none.
-pub fn connect_options(
+fn connect_options(
     settings: &DatabaseSettings,
     application: &str,
 ) -> Result<PgConnectOptions, sqlx::Error> {
