@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Utc};
 use pivotal_auth::{TokenIssuer, TokenRequest};
+use pivotal_event_store::db::named_options;
 use pivotal_settings::Settings;
 use rdkafka::producer::{FutureProducer, FutureRecord};
 use secrecy::ExposeSecret;
@@ -1344,7 +1345,10 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     {
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{server}/postgres{parameters}"))
+            .connect_with(named_options(
+                &format!("{server}/postgres{parameters}"),
+                "pivotal-bench",
+            )?)
             .await?;
         sqlx::query(&format!("CREATE DATABASE \"{database}\""))
             .execute(&admin)
@@ -1355,7 +1359,10 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     // The run's database goes with it, whatever the outcome.
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect(&format!("{server}/postgres{parameters}"))
+        .connect_with(named_options(
+            &format!("{server}/postgres{parameters}"),
+            "pivotal-bench",
+        )?)
         .await?;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
@@ -1378,7 +1385,7 @@ async fn measure(
     bench_settings.kafka.topic_prefix = format!("bench{tag}");
     let pool = PgPoolOptions::new()
         .max_connections(17)
-        .connect(&url)
+        .connect_with(named_options(&url, "pivotal-bench")?)
         .await?;
     pivotal_event_store::db::migrate(&pool).await?;
     pivotal_projectors::db::migrate(&pool).await?;

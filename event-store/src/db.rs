@@ -22,13 +22,19 @@ pub async fn connect(
         .await
 }
 
-/// The URL's options, with `application_name` set to `application` where
-/// the URL sets none.
 fn connect_options(
     settings: &DatabaseSettings,
     application: &str,
 ) -> Result<PgConnectOptions, sqlx::Error> {
-    let options = PgConnectOptions::from_str(settings.url.expose_secret())?;
+    named_options(settings.url.expose_secret(), application)
+}
+
+/// The options of the URL `url`, with `application_name` set to
+/// `application` where the URL sets none: for pools made outside
+/// [`connect`] (the benchmark's, the test environment's), so every session
+/// on the server says whose it is.
+pub fn named_options(url: &str, application: &str) -> Result<PgConnectOptions, sqlx::Error> {
+    let options = PgConnectOptions::from_str(url)?;
     Ok(if options.get_application_name().is_some() {
         options
     } else {

@@ -275,12 +275,6 @@ pub async fn save_checkpoint(
     Ok(())
 }
 
-/// Events committed after `after` (not yet read), and the age of the oldest.
-pub async fn lag(pool: &PgPool, after: Checkpoint) -> Result<(i64, Option<f64>), sqlx::Error> {
-    let lag = behind(pool, after).await?;
-    Ok((lag.events, lag.oldest_seconds))
-}
-
 /// What a reader at a checkpoint has not read yet.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Behind {

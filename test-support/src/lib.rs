@@ -18,6 +18,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use pivotal_auth::{TokenIssuer, TokenRequest};
+use pivotal_event_store::db::named_options;
 use pivotal_settings::Settings;
 use rdkafka::consumer::{BaseConsumer, Consumer};
 use rdkafka::message::OwnedMessage;
@@ -91,7 +92,13 @@ impl TestEnv {
         let db = format!("pf_test_{id}");
         let admin = PgPoolOptions::new()
             .max_connections(1)
-            .connect(&format!("{server}/postgres{CONNECTION_PARAMETERS}"))
+            .connect_with(
+                named_options(
+                    &format!("{server}/postgres{CONNECTION_PARAMETERS}"),
+                    "pivotal-test",
+                )
+                .unwrap(),
+            )
             .await
             .expect("PostgreSQL must run on 127.0.0.1:5432 (scripts/services.sh starts it)");
         sqlx::query(&format!("CREATE DATABASE \"{db}\""))
@@ -125,7 +132,7 @@ impl TestEnv {
         let settings = Settings::load_from(&overrides).unwrap();
         let pool = PgPoolOptions::new()
             .max_connections(30)
-            .connect(&database_url)
+            .connect_with(named_options(&database_url, "pivotal-test").unwrap())
             .await
             .unwrap();
         pivotal_event_store::db::migrate(&pool).await.unwrap();

@@ -43,7 +43,7 @@ async fn relay_killed_mid_stream_resumes_without_gaps() {
     let stored = store_events(&env).await;
     assert_eq!(stored.len(), accepted);
     let checkpoint = log::load_checkpoint(&env.pool, &name).await.unwrap();
-    let (behind, _) = log::lag(&env.pool, checkpoint).await.unwrap();
+    let behind = log::behind(&env.pool, checkpoint).await.unwrap().events;
     assert!(
         behind > 0,
         "the relay was killed before it finished ({published} published)"

@@ -203,7 +203,7 @@ pub async fn relay_caught_up_within(env: &TestEnv, timeout: Duration) -> bool {
     let name = env.settings.relay.name.clone();
     eventually(timeout, || async {
         let checkpoint = log::load_checkpoint(&env.pool, &name).await.unwrap();
-        let (behind, _) = log::lag(&env.pool, checkpoint).await.unwrap();
+        let behind = log::behind(&env.pool, checkpoint).await.unwrap().events;
         (behind == 0).then_some(())
     })
     .await

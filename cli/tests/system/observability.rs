@@ -191,7 +191,8 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         "relay and projector metrics never showed the event through"
     );
     // Each process's sessions carry its name, so `pg_stat_activity` (and
-    // the relay's warning about the horizon) tell whose a session is.
+    // the relay's warning about the horizon) tell whose a session is; the
+    // test environment's own pool (this query's) is `pivotal-test`.
     let (named,): (Vec<String>,) = sqlx::query_as(
         "SELECT coalesce(array_agg(DISTINCT application_name ORDER BY application_name), '{}')
          FROM pg_stat_activity
@@ -200,7 +201,10 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     .fetch_one(&env.pool)
     .await
     .unwrap();
-    assert_eq!(named, ["pivotal-projector", "pivotal-relay"]);
+    assert_eq!(
+        named,
+        ["pivotal-projector", "pivotal-relay", "pivotal-test"]
+    );
     let text = metrics(&projector_url).await;
     assert_eq!(sample(&text, "consumer_group_unsettled_seconds"), Some(0.0));
     assert_counted(
