@@ -22,6 +22,7 @@ pub async fn connect(
         .await
 }
 
+/// The settings' URL's options, named as [`named_options`] names them.
 fn connect_options(
     settings: &DatabaseSettings,
     application: &str,
