@@ -25,6 +25,7 @@
 //! unreachable, or when the projector starts, the live generation is caught
 //! up from the read models.
 
+use std::sync::LazyLock;
 use std::time::Instant;
 
 use chrono::{DateTime, Utc};
@@ -33,7 +34,7 @@ use rust_decimal::Decimal;
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::redis_link::RedisLink;
+use crate::redis_link::{PipelinedScript, RedisLink};
 
 /// Newest changes kept per organization.
 pub const RECENT_KEPT: isize = 100;
@@ -62,6 +63,8 @@ redis.call('ZADD', KEYS[3], 'GT', ARGV[6], ARGV[5])
 redis.call('ZREMRANGEBYRANK', KEYS[3], 0, -(tonumber(ARGV[7]) + 1))
 return 1
 ";
+
+static APPLY_SCRIPT: LazyLock<PipelinedScript> = LazyLock::new(|| PipelinedScript::new(APPLY));
 
 /// Kinds of record the dashboard counts, with their read-model table.
 pub const KINDS: [(&str, &str); 3] = [
@@ -194,14 +197,14 @@ pub async fn apply(
         return Ok(());
     }
     let mut pipe = redis::pipe();
+    APPLY_SCRIPT.load(&mut pipe);
     for figure in figures {
         let (currency, amount) = figure
             .amount
             .as_ref()
             .map_or((String::new(), 0), |(c, a)| (c.clone(), *a));
-        pipe.cmd("EVAL")
-            .arg(APPLY)
-            .arg(3)
+        APPLY_SCRIPT
+            .call(&mut pipe, 3)
             .arg(contribution_key(prefix, generation, figure.kind, figure.id))
             .arg(counters_key(
                 prefix,

@@ -737,6 +737,9 @@ impl rdkafka::consumer::ConsumerContext for ProjectorContext {
 const RAISE_VERSION: &str = "local v = tonumber(redis.call('GET', KEYS[1]) or '0') \
 if v < tonumber(ARGV[1]) then redis.call('SET', KEYS[1], ARGV[1]) end return 0";
 
+static RAISE_VERSION_SCRIPT: std::sync::LazyLock<crate::redis_link::PipelinedScript> =
+    std::sync::LazyLock::new(|| crate::redis_link::PipelinedScript::new(RAISE_VERSION));
+
 /// Announces applied events on Redis (`{prefix}:changes:{organization}`) for
 /// the query API's subscriptions. Best effort: the read models are already
 /// committed, so a Redis outage only delays nothing but live updates.
@@ -759,6 +762,7 @@ impl Notifier {
             return;
         };
         let mut pipe = redis::pipe();
+        RAISE_VERSION_SCRIPT.load(&mut pipe);
         for event in events {
             let change = serde_json::json!({
                 "type": event.event_type,
@@ -769,9 +773,8 @@ impl Notifier {
                 "organizationId": event.organization_id,
             });
             // The query API's cache serves an entry only at this version.
-            pipe.cmd("EVAL")
-                .arg(RAISE_VERSION)
-                .arg(1)
+            RAISE_VERSION_SCRIPT
+                .call(&mut pipe, 1)
                 .arg(format!(
                     "{}:ver:{}:{}",
                     self.prefix, event.aggregate_type, event.aggregate_id

@@ -93,6 +93,45 @@ fn pause_after(failures: u32) -> Duration {
         .min(LONGEST_PAUSE)
 }
 
+/// A Lua script that pipelines call by its SHA1 (`EVALSHA`) after loading
+/// it once (`SCRIPT LOAD`) at the head of the same pipeline. A call sends
+/// the hash instead of the script's text, and Redis finds the script by it
+/// instead of hashing the text again; a Redis that has lost its scripts
+/// since the last pipeline (a restart, `SCRIPT FLUSH`) is given it back by
+/// the pipeline's own load, which runs before its calls on the connection.
+pub struct PipelinedScript {
+    code: &'static str,
+    script: redis::Script,
+}
+
+impl std::fmt::Debug for PipelinedScript {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PipelinedScript")
+            .field("hash", &self.script.get_hash())
+            .finish_non_exhaustive()
+    }
+}
+
+impl PipelinedScript {
+    pub fn new(code: &'static str) -> Self {
+        Self {
+            code,
+            script: redis::Script::new(code),
+        }
+    }
+
+    /// Adds the load to `pipe`, before any [`call`](Self::call).
+    pub fn load<'p>(&self, pipe: &'p mut redis::Pipeline) -> &'p mut redis::Pipeline {
+        pipe.cmd("SCRIPT").arg("LOAD").arg(self.code).ignore()
+    }
+
+    /// Adds a call with `keys` keys to `pipe`; the caller adds the keys,
+    /// then the arguments.
+    pub fn call<'p>(&self, pipe: &'p mut redis::Pipeline, keys: usize) -> &'p mut redis::Pipeline {
+        pipe.cmd("EVALSHA").arg(self.script.get_hash()).arg(keys)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
