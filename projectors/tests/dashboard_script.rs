@@ -41,6 +41,15 @@ async fn counters(redis: &mut ConnectionManager, key: &str) -> Vec<(String, i64)
     counters
 }
 
+/// Empties Redis's script cache, as a restart does.
+async fn flush_scripts(redis: &mut ConnectionManager) {
+    redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query_async::<()>(redis)
+        .await
+        .unwrap();
+}
+
 #[tokio::test]
 async fn figures_are_applied_after_redis_lost_its_scripts() {
     let mut redis = redis().await;
@@ -50,11 +59,7 @@ async fn figures_are_applied_after_redis_lost_its_scripts() {
     let (first, second) = (Uuid::new_v4(), Uuid::new_v4());
     let key = counters_key(&prefix, generation, organization, "customer");
 
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async::<()>(&mut redis)
-        .await
-        .unwrap();
+    flush_scripts(&mut redis).await;
     apply(
         &mut redis,
         &prefix,
@@ -72,11 +77,7 @@ async fn figures_are_applied_after_redis_lost_its_scripts() {
     );
 
     // Lost again between two pipelines: the next one loads it back.
-    redis::cmd("SCRIPT")
-        .arg("FLUSH")
-        .query_async::<()>(&mut redis)
-        .await
-        .unwrap();
+    flush_scripts(&mut redis).await;
     apply(
         &mut redis,
         &prefix,
