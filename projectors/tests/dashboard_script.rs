@@ -7,15 +7,17 @@
 use chrono::Utc;
 use pivotal_projectors::dashboard::{Figure, apply, counters_key};
 use redis::aio::ConnectionManager;
+use secrecy::ExposeSecret;
 use uuid::Uuid;
 
+/// Redis where the settings put it (their default, or `PIVOTAL_REDIS__URL`).
 async fn redis() -> ConnectionManager {
-    let url = std::env::var("PIVOTAL_REDIS__URL").unwrap_or("redis://127.0.0.1:6379".into());
-    redis::Client::open(url)
+    let settings = pivotal_settings::Settings::load().unwrap();
+    redis::Client::open(settings.redis.url.expose_secret())
         .unwrap()
         .get_connection_manager()
         .await
-        .expect("Redis must run on 127.0.0.1:6379 (scripts/services.sh starts it)")
+        .expect("Redis must run where the settings put it (scripts/services.sh starts it)")
 }
 
 fn customer(organization_id: Uuid, id: Uuid, version: i64, status: &str) -> Figure {
