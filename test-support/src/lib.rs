@@ -12,7 +12,11 @@
 //!   pool of their own): in-process servers on free ports.
 //! - [`read_topic`]: reads a topic from the beginning with a plain consumer.
 //! - [`trickle`]: sends a request's body a byte at a time over a raw socket.
+//! - [`socket`]: a GraphQL-over-WebSocket client that tells a message, a
+//!   close frame and silence apart.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
+
+pub mod socket;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -7,16 +7,10 @@ use std::time::Duration;
 
 use async_graphql_axum::GraphQLProtocol;
 use axum::extract::WebSocketUpgrade;
-use futures::{SinkExt, StreamExt};
 use pivotal_query_api::socket::{self, Timing};
 use pivotal_test_support::TestEnv;
-use serde_json::{Value, json};
-use tokio::net::TcpStream;
-use tokio_tungstenite::tungstenite::Message;
-use tokio_tungstenite::tungstenite::client::IntoClientRequest;
-use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
-
-type Socket = WebSocketStream<MaybeTlsStream<TcpStream>>;
+use pivotal_test_support::socket::{self as client, Received, Socket};
+use serde_json::json;
 
 /// Serves [`socket::serve`] at a fresh address with `timing`, its
 /// `connection_init` check taking `check` and then accepting; answers the
@@ -44,42 +38,10 @@ async fn served_with_a_check(env: &TestEnv, timing: Timing, check: Duration) -> 
     format!("ws://{address}/ws")
 }
 
-/// What the server sends next within `wait`, pings and pongs aside
-/// (reading answers the server's pings): a message's JSON, or a close
-/// frame's code and reason; `None` when nothing came.
-async fn next(socket: &mut Socket, wait: Duration) -> Option<Result<Value, (u16, String)>> {
-    let deadline = tokio::time::Instant::now() + wait;
-    loop {
-        let message = tokio::time::timeout_at(deadline, socket.next())
-            .await
-            .ok()?
-            .expect("a frame before the end")
-            .unwrap();
-        match message {
-            Message::Text(text) => return Some(Ok(serde_json::from_str(text.as_str()).unwrap())),
-            Message::Close(frame) => {
-                let frame = frame.expect("a close frame with a code");
-                return Some(Err((u16::from(frame.code), frame.reason.to_string())));
-            }
-            _ => {}
-        }
-    }
-}
-
 /// Opens a `graphql-transport-ws` socket and sends `connection_init`.
 async fn initialised(url: &str) -> Socket {
-    let mut request = url.into_client_request().unwrap();
-    request.headers_mut().insert(
-        "sec-websocket-protocol",
-        "graphql-transport-ws".parse().unwrap(),
-    );
-    let (mut socket, _) = tokio_tungstenite::connect_async(request).await.unwrap();
-    socket
-        .send(Message::text(
-            json!({"type": "connection_init", "payload": {}}).to_string(),
-        ))
-        .await
-        .unwrap();
+    let mut socket = client::open(url, "graphql-transport-ws").await;
+    client::init(&mut socket, json!({})).await;
     socket
 }
 
@@ -98,18 +60,18 @@ async fn pings_unanswered_during_the_check_do_not_close_the_socket() {
     let url = served_with_a_check(&env, timing, every * 7).await;
     let mut socket = initialised(&url).await;
     assert_eq!(
-        next(&mut socket, Duration::from_secs(10)).await,
-        Some(Ok(json!({"type": "connection_ack"})))
+        client::next(&mut socket, Duration::from_secs(10)).await,
+        Received::Message(json!({"type": "connection_ack"}))
     );
     // Answered pings keep it open for ten more intervals.
-    assert_eq!(next(&mut socket, every * 10).await, None);
-    socket
-        .send(Message::text(json!({"type": "ping"}).to_string()))
-        .await
-        .unwrap();
     assert_eq!(
-        next(&mut socket, Duration::from_secs(5)).await,
-        Some(Ok(json!({"type": "pong"})))
+        client::next(&mut socket, every * 10).await,
+        Received::Nothing
+    );
+    client::send(&mut socket, &json!({"type": "ping"})).await;
+    assert_eq!(
+        client::next(&mut socket, Duration::from_secs(5)).await,
+        Received::Message(json!({"type": "pong"}))
     );
 }
 
@@ -125,10 +87,10 @@ async fn a_check_that_outlasts_the_wait_closes_the_socket() {
     let url = served_with_a_check(&env, timing, Duration::from_secs(5)).await;
     let mut socket = initialised(&url).await;
     assert_eq!(
-        next(&mut socket, Duration::from_secs(10)).await,
-        Some(Err((
+        client::next(&mut socket, Duration::from_secs(10)).await,
+        Received::Closed(
             socket::codes::INIT_TIMEOUT,
             "Connection initialisation timeout".to_owned()
-        )))
+        )
     );
 }
