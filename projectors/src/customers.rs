@@ -186,10 +186,12 @@ fn fold(
     Ok(Some(row))
 }
 
-/// The current rows of the customers `keys` (organization, id) names.
+/// The current rows of the customers `keys` (organization, id) names, in
+/// a map with room for `capacity` rows.
 async fn load(
     conn: &mut PgConnection,
     keys: &[(Uuid, Uuid)],
+    capacity: usize,
 ) -> Result<HashMap<(Uuid, Uuid), CustomerRow, FastHash>, ProjectionError> {
     let (organizations, ids): (Vec<Uuid>, Vec<Uuid>) = keys.iter().copied().unzip();
     let rows: Vec<CustomerRow> = sqlx::query_as(&format!(
@@ -200,10 +202,9 @@ async fn load(
     .bind(&ids)
     .fetch_all(&mut *conn)
     .await?;
-    Ok(rows
-        .into_iter()
-        .map(|r| ((r.organization_id, r.id), r))
-        .collect())
+    let mut map = HashMap::with_capacity_and_hasher(capacity.max(rows.len()), FastHash::default());
+    map.extend(rows.into_iter().map(|r| ((r.organization_id, r.id), r)));
+    Ok(map)
 }
 
 /// Inserts or replaces `rows` in one statement.
@@ -400,10 +401,12 @@ impl Projection for CustomersProjection {
             .iter()
             .filter_map(|(key, read)| read.then_some(*key))
             .collect();
+        // Room for the rows the batch creates too, so the map never
+        // rehashes.
         let mut rows = if existing.is_empty() {
-            HashMap::default()
+            HashMap::with_capacity_and_hasher(read.len(), FastHash::default())
         } else {
-            load(&mut *conn, &existing).await?
+            load(&mut *conn, &existing, read.len()).await?
         };
         // The statuses the batch's rows had before it, to know which
         // counts it moves.
@@ -411,8 +414,6 @@ impl Projection for CustomersProjection {
             .iter()
             .map(|(key, row)| (*key, row.status.clone()))
             .collect();
-        // Room for the rows the batch creates, so the map never rehashes.
-        rows.reserve(read.len().saturating_sub(rows.len()));
         for (key, event) in keys.into_iter().zip(events) {
             if let Some(row) = fold(rows.remove(&key), event)? {
                 rows.insert(key, row);
