@@ -57,6 +57,7 @@ Pivotal Flow is running (logs and pids in $RUN_DIR; stop with scripts/stop.sh).
   API reference      http://127.0.0.1:8080/docs/
   GraphQL / GraphiQL http://127.0.0.1:8081/graphql
   Kafka (analysts)   127.0.0.1:9092, topics pivotal.customer.events,
+                     pivotal.quote.events, pivotal.rate_card.events,
                      pivotal.user.events, pivotal.organization.events
 
 Demo organization 0192f3a0-0000-7000-8000-00000000d370. Sign in as any of
