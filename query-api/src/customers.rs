@@ -1,6 +1,6 @@
 //! `customer(id)` and `customers(...)`, read from `rm_customers`.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use pivotal_domain::permissions::Permission;
@@ -10,6 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -201,7 +202,7 @@ impl ConnectionInfo {
 }
 
 pub type CustomerConnection =
-    Connection<OpaqueCursor<CustomerCursor>, Customer, ConnectionInfo, EmptyFields>;
+    Connection<PageCursor<CustomerCursor>, Customer, ConnectionInfo, EmptyFields>;
 
 #[derive(Debug, Default)]
 pub struct CustomerQuery;
@@ -350,8 +351,8 @@ impl CustomerQuery {
             before,
             first,
             last,
-            |after: Option<OpaqueCursor<CustomerCursor>>,
-             before: Option<OpaqueCursor<CustomerCursor>>,
+            |after: Option<PageCursor<CustomerCursor>>,
+             before: Option<PageCursor<CustomerCursor>>,
              first,
              last| async move {
                 for cursor in [&after, &before].into_iter().flatten() {
@@ -410,7 +411,7 @@ impl CustomerQuery {
                         k: sort_key(order.field, &customer),
                         id: customer.uuid,
                     };
-                    Edge::new(OpaqueCursor(cursor), customer)
+                    Edge::new(PageCursor(cursor), customer)
                 }));
                 Ok::<_, async_graphql::Error>(connection)
             },

@@ -3,7 +3,7 @@
 //! which have no secret fields: nothing here could expose a password hash,
 //! MFA secret, recovery code or refresh token.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use pivotal_domain::organization::Organization as OrganizationAggregate;
@@ -14,6 +14,7 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -226,7 +227,7 @@ impl UserConnectionInfo {
 }
 
 pub type UserConnection = Connection<
-    OpaqueCursor<UserCursor>,
+    PageCursor<UserCursor>,
     User,
     UserConnectionInfo,
     EmptyFields,
@@ -378,8 +379,8 @@ impl IdentityQuery {
             None,
             first,
             None,
-            |after: Option<OpaqueCursor<UserCursor>>,
-             _before: Option<OpaqueCursor<UserCursor>>,
+            |after: Option<PageCursor<UserCursor>>,
+             _before: Option<PageCursor<UserCursor>>,
              first,
              _last| async move {
                 let limit = first.unwrap_or(20).min(MAX_PAGE);
@@ -418,7 +419,7 @@ impl IdentityQuery {
                         last: row.last_name.to_lowercase(),
                         id: row.id,
                     };
-                    Some(Edge::new(OpaqueCursor(cursor), user))
+                    Some(Edge::new(PageCursor(cursor), user))
                 }));
                 Ok::<_, async_graphql::Error>(connection)
             },

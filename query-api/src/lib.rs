@@ -20,6 +20,8 @@
 //!   kept coherent by version keys the projector writes.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
+//! - [`cursor`]: the connections' page cursors, and the error for a cursor
+//!   this API did not hand out.
 //! - [`request`]: reading an operation from an HTTP POST's body or a GET's
 //!   query string, and the `BAD_REQUEST` answer to a request that holds
 //!   none (or, over GET, holds something other than a query).
@@ -36,6 +38,7 @@
 
 pub mod cache;
 pub mod consistency;
+pub mod cursor;
 pub mod customers;
 pub mod dashboard;
 pub mod errors;

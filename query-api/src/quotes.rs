@@ -2,7 +2,7 @@
 //! `rm_rate_cards`. Money is an exact decimal string in the quote's
 //! currency.
 
-use async_graphql::connection::{Connection, Edge, EmptyFields, OpaqueCursor, query};
+use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
 use pivotal_domain::permissions::Permission;
@@ -14,6 +14,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::{ConsistencyToken, Reached};
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -433,7 +434,7 @@ pub struct QuoteCursor {
 }
 
 pub type QuoteConnection = Connection<
-    OpaqueCursor<QuoteCursor>,
+    PageCursor<QuoteCursor>,
     Quote,
     QuoteConnectionInfo,
     EmptyFields,
@@ -565,8 +566,8 @@ impl QuoteQuery {
             None,
             first,
             None,
-            |after: Option<OpaqueCursor<QuoteCursor>>,
-             _before: Option<OpaqueCursor<QuoteCursor>>,
+            |after: Option<PageCursor<QuoteCursor>>,
+             _before: Option<PageCursor<QuoteCursor>>,
              first,
              _last| async move {
                 let limit = first.unwrap_or(20).min(MAX_PAGE);
@@ -611,7 +612,7 @@ impl QuoteQuery {
                     .extend(rows.iter().enumerate().filter_map(|(i, row)| {
                         let quote = Quote::from_row(row, reached.as_ref())?;
                         Some(Edge::new(
-                            OpaqueCursor(QuoteCursor { offset: offset + i }),
+                            PageCursor(QuoteCursor { offset: offset + i }),
                             quote,
                         ))
                     }));

@@ -5,7 +5,7 @@
 
 use std::sync::Arc;
 
-use async_graphql::connection::{Connection, Edge, OpaqueCursor, query};
+use async_graphql::connection::{Connection, Edge, query};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
 use pivotal_domain::permissions::Permission;
@@ -13,6 +13,7 @@ use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
 
 use crate::consistency::{ConsistencyToken, into_graphql, wait_indexed};
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::schema::{MAX_PAGE, caller};
 
@@ -98,13 +99,13 @@ pub struct SearchInfo {
     pub total_count: i64,
 }
 
-#[derive(Serialize, Deserialize, Debug)]
+#[derive(Serialize, Deserialize, Debug, Clone)]
 pub struct SearchCursor {
     offset: usize,
 }
 
 pub type SearchConnection = Connection<
-    OpaqueCursor<SearchCursor>,
+    PageCursor<SearchCursor>,
     SearchHit,
     SearchInfo,
     async_graphql::connection::EmptyFields,
@@ -200,8 +201,8 @@ impl SearchQuery {
             None,
             first,
             None,
-            |after: Option<OpaqueCursor<SearchCursor>>,
-             _before: Option<OpaqueCursor<SearchCursor>>,
+            |after: Option<PageCursor<SearchCursor>>,
+             _before: Option<PageCursor<SearchCursor>>,
              first,
              _last| async move {
                 let offset = after.map_or(0, |c| c.offset + 1);
@@ -243,7 +244,7 @@ impl SearchQuery {
                     .edges
                     .extend(page.hits.into_iter().enumerate().map(|(i, hit)| {
                         Edge::new(
-                            OpaqueCursor(SearchCursor { offset: offset + i }),
+                            PageCursor(SearchCursor { offset: offset + i }),
                             SearchHit {
                                 kind: SearchType::of(hit.kind),
                                 id: ID(hit.id.to_string()),

@@ -385,6 +385,12 @@ async fn bad_input_and_missing_permissions_have_codes() {
         .run("{ customers(first: 2, after: \"garbage\") { totalCount } }")
         .await;
     assert_eq!(code(&garbage), "BAD_USER_INPUT", "{garbage}");
+    assert_eq!(
+        garbage["errors"][0]["message"],
+        "the cursor is not one this API returned: pass a page's endCursor as `after`, \
+         or its startCursor as `before`, unchanged",
+        "{garbage}"
+    );
     let bad_id = f.run("{ customer(id: \"nope\") { id } }").await;
     assert_eq!(code(&bad_id), "BAD_USER_INPUT", "{bad_id}");
     let unknown = f
