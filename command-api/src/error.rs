@@ -2,7 +2,7 @@
 //! `application/problem+json` body (RFC 9457) in exactly one place.
 
 use axum::Json;
-use axum::http::{HeaderValue, StatusCode, Uri, header};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use pivotal_domain::customer::CustomerError;
 use pivotal_domain::organization::OrganizationError;
@@ -73,6 +73,8 @@ pub enum ApiError {
     NotFound(&'static str),
     #[error("no such route")]
     NoRoute,
+    #[error("{0} is not a method of this route; the Allow header lists the ones it takes")]
+    MethodNotAllowed(Method),
     #[error("version conflict")]
     VersionConflict { expected: u64, current: u64 },
     #[error("{message}")]
@@ -138,6 +140,11 @@ impl ApiError {
             Self::Forbidden(_) => (StatusCode::FORBIDDEN, "forbidden", "Forbidden"),
             Self::NotFound(_) => (StatusCode::NOT_FOUND, "not_found", "Not found"),
             Self::NoRoute => (StatusCode::NOT_FOUND, "route_not_found", "Not found"),
+            Self::MethodNotAllowed(_) => (
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                "Method not allowed",
+            ),
             Self::VersionConflict { .. } => {
                 (StatusCode::CONFLICT, "version_conflict", "Version conflict")
             }
@@ -415,4 +422,10 @@ impl From<sqlx::Error> for ApiError {
 /// Fallback for unknown routes.
 pub async fn not_found(uri: Uri) -> Response {
     ApiError::NoRoute.into_response_for(uri.path())
+}
+
+/// Fallback for a known route asked with a method it does not take; the
+/// router adds the `Allow` header.
+pub async fn method_not_allowed(method: Method, uri: Uri) -> Response {
+    ApiError::MethodNotAllowed(method).into_response_for(uri.path())
 }

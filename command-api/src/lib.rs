@@ -224,6 +224,7 @@ pub fn router(state: AppState, http: &pivotal_settings::HttpSettings) -> Router 
         .route("/metrics", get(pivotal_telemetry::metrics::endpoint))
         .route("/readyz", get(ready))
         .fallback(error::not_found)
+        .method_not_allowed_fallback(error::method_not_allowed)
         .layer(DefaultBodyLimit::max(http.body_limit_bytes))
         .layer(middleware::from_fn_with_state(
             std::time::Duration::from_millis(http.body_timeout_ms.get()),

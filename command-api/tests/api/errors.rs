@@ -219,6 +219,22 @@ async fn unknown_and_foreign_ids_are_404() {
     assert_problem(response, 404, "customer_not_found").await;
     let response = app.get("/v1/nothing-here").send().await.unwrap();
     assert_problem(response, 404, "route_not_found").await;
+    // A route asked with a method it does not take: 405, with the methods
+    // it does take.
+    let response = app
+        .client
+        .delete(format!("{}/v1/customers", app.url))
+        .bearer_auth(&app.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.headers()["allow"], "POST");
+    let body = assert_problem(response, 405, "method_not_allowed").await;
+    assert_eq!(
+        body["detail"],
+        "DELETE is not a method of this route; the Allow header lists the ones it takes"
+    );
+    assert_eq!(body["instance"], "/v1/customers");
     assert_eq!(app.event_count().await, 1);
 }
 
