@@ -208,6 +208,8 @@ impl Application {
                     (status, axum::Json(body))
                 }),
             )
+            .fallback(request::no_route)
+            .method_not_allowed_fallback(request::method_not_allowed)
             .layer(DefaultBodyLimit::max(settings.query_api.body_limit_bytes))
             .layer(axum::middleware::from_fn_with_state(
                 std::time::Duration::from_millis(settings.query_api.body_timeout_ms.get()),

@@ -15,12 +15,15 @@
 //! did not arrive in time, ADR 0046), 400 `unreadable_body` (the
 //! connection broke off), `malformed_json`, `batch_not_supported` (an
 //! array of operations) or `not_a_graphql_request` (JSON of another
-//! shape). Each is counted in `graphql_errors_total{code="BAD_REQUEST"}`.
+//! shape). Each is counted in `graphql_errors_total{code="BAD_REQUEST"}`,
+//! as are a path the API does not serve (404 `route_not_found`) and a
+//! route asked with a method it does not take (405 `method_not_allowed`,
+//! with the route's `Allow`).
 
 use async_graphql::ErrorExtensions as _;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Query, Request};
-use axum::http::{StatusCode, Uri, header};
+use axum::http::{Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 
 use crate::errors;
@@ -83,6 +86,30 @@ impl IntoResponse for Refused {
         }
         answer
     }
+}
+
+/// Fallback for a route asked with a method it does not take (a `PUT` of
+/// `/graphql`, say): 405 `method_not_allowed`, with the `Allow` header the
+/// router sets for that route.
+pub async fn method_not_allowed(method: Method) -> Response {
+    let mut answer = Refused::new(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("{method} is not a method of this route; the Allow header lists the ones it takes"),
+    )
+    .into_response();
+    answer.headers_mut().remove(header::ALLOW);
+    answer
+}
+
+/// Fallback for a path the query API does not serve: 404 `route_not_found`.
+pub async fn no_route() -> Response {
+    Refused::new(
+        StatusCode::NOT_FOUND,
+        "route_not_found",
+        "no such route: GraphQL is served at /graphql, and over WebSocket at /graphql/ws",
+    )
+    .into_response()
 }
 
 /// The parameters of a GET that carry an operation.

@@ -1,6 +1,7 @@
 //! Queries in a GET's query string (GraphQL over HTTP): answered as the
 //! same operation POSTed is; a mutation or a subscription refused with 405;
-//! a query string that holds no operation refused with a reason.
+//! a query string that holds no operation refused with a reason; paths and
+//! methods the API does not serve refused with theirs.
 
 use pivotal_test_support::{http, reqwest};
 use serde_json::{Value, json};
@@ -172,4 +173,66 @@ async fn a_query_in_a_get_is_answered_as_the_same_query_posted() {
             .to_lowercase()
             .contains("graphiql")
     );
+}
+
+/// A path the query API does not serve is 404 `route_not_found`; a route
+/// asked with a method it does not take is 405 `method_not_allowed` with
+/// the route's own `Allow`; both as GraphQL errors, counted as the other
+/// refusals are.
+#[tokio::test]
+async fn paths_and_methods_not_served_are_refused_with_a_reason() {
+    let f = fixture().await;
+    let (url, _stop) = f.env.spawn_query_api().await;
+    let before = errors_counted("BAD_REQUEST");
+    for (method, path, status, expected, allow) in [
+        (
+            "PUT",
+            "/graphql",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD,POST"),
+        ),
+        (
+            "DELETE",
+            "/graphql",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD,POST"),
+        ),
+        (
+            "POST",
+            "/healthz",
+            405,
+            "method_not_allowed",
+            Some("GET,HEAD"),
+        ),
+        ("GET", "/graphql/nothing", 404, "route_not_found", None),
+        ("POST", "/", 404, "route_not_found", None),
+    ] {
+        let response = http()
+            .request(
+                reqwest::Method::from_bytes(method.as_bytes()).unwrap(),
+                format!("{url}{path}"),
+            )
+            .send()
+            .await
+            .unwrap();
+        let got = Answer {
+            status: response.status().as_u16(),
+            allow: header(&response, "allow"),
+            body: response.json().await.unwrap(),
+        };
+        assert_eq!(got.status, status, "{method} {path}: {}", got.body);
+        assert_eq!(got.allow.as_deref(), allow, "{method} {path}");
+        assert_eq!(reason(&got), ("BAD_REQUEST", expected), "{method} {path}");
+        assert!(
+            got.body["errors"][0]["message"]
+                .as_str()
+                .is_some_and(|m| !m.is_empty()),
+            "{}",
+            got.body
+        );
+    }
+    let refused = errors_counted("BAD_REQUEST") - before;
+    assert!(refused >= 5.0, "{refused} counted of 5");
 }
