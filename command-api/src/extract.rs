@@ -211,11 +211,21 @@ where
     }
 }
 
-/// Parses JSON, telling syntax errors (400) from shape errors (422).
+/// Parses a JSON object, telling syntax errors (400) from shape errors
+/// (422; a body that is not an object among them).
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so that truncated or garbled bodies are 400.
     let value: serde_json::Value =
         serde_json::from_slice(raw).map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    // Every body is an object: serde would read a struct from an array of
+    // its fields in order, and its message for `null` names a Rust type.
+    if !value.is_object() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            String::new(),
+            "invalid_type",
+            "the body must be a JSON object",
+        )]));
+    }
     serde_path_to_error::deserialize(value).map_err(|error| {
         let pointer = pointer_of(error.path());
         let inner = error.into_inner().to_string();

@@ -171,6 +171,33 @@ async fn wrong_shapes_are_422_with_the_field_named() {
         assert_eq!(problem["errors"][0]["pointer"], pointer, "{problem}");
         assert_eq!(problem["errors"][0]["code"], code, "{problem}");
     }
+    // A body that is not an object, even an array of the fields in order
+    // (which serde alone would read as one), is refused as a whole.
+    for body in [
+        json!([
+            "Array Limited",
+            "Array",
+            null,
+            null,
+            null,
+            null,
+            "NZD",
+            null,
+            []
+        ]),
+        json!(null),
+        json!("Acme"),
+        json!(42),
+    ] {
+        let response = app.post("/v1/customers").json(&body).send().await.unwrap();
+        let problem = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(
+            problem["errors"],
+            json!([{"pointer": "", "code": "invalid_type",
+                    "message": "the body must be a JSON object"}]),
+            "{body}: {problem}"
+        );
+    }
     assert_eq!(app.event_count().await, 0);
 }
 
