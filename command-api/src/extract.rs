@@ -7,11 +7,13 @@ use axum::body::Bytes;
 use axum::extract::{ConnectInfo, FromRef, FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{StatusCode, header};
+use chrono::{DateTime, NaiveDate, Utc};
 use pivotal_auth::Principal;
 use pivotal_domain::envelope::{CommandContext, EventMetadata};
 use pivotal_domain::permissions::Permission;
 use pivotal_domain::values::FieldError;
-use serde::de::DeserializeOwned;
+use serde::de::{self, DeserializeOwned};
+use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
 use crate::{AppState, CORRELATION_ID, REQUEST_ID};
@@ -262,4 +264,44 @@ fn pointer_of(path: &serde_path_to_error::Path) -> String {
         }
     }
     pointer
+}
+
+/// A calendar date written `YYYY-MM-DD` (for `deserialize_with`), refused
+/// with a message that says how to write one.
+pub fn date<'de, D: Deserializer<'de>>(deserializer: D) -> Result<NaiveDate, D::Error> {
+    parse_date(String::deserialize(deserializer)?)
+}
+
+/// [`date`], for a field that may be absent or null (with `default`).
+pub fn optional_date<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<NaiveDate>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(parse_date)
+        .transpose()
+}
+
+/// A point in time written as RFC 3339 (for `deserialize_with`, a field
+/// that may be absent or null), refused with a message that says how to
+/// write one.
+pub fn optional_time<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<DateTime<Utc>>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(|text| {
+            text.parse().map_err(|_| {
+                de::Error::custom(format!(
+                    "{text:?} is not a time written as RFC 3339, such as 2026-12-31T17:00:00Z"
+                ))
+            })
+        })
+        .transpose()
+}
+
+fn parse_date<E: de::Error>(text: String) -> Result<NaiveDate, E> {
+    text.parse().map_err(|_| {
+        E::custom(format!(
+            "{text:?} is not a calendar date written YYYY-MM-DD, such as 2026-12-31"
+        ))
+    })
 }

@@ -254,6 +254,7 @@ pub struct RateBody {
     #[schema(value_type = String)]
     pub amount: Decimal,
     #[schema(value_type = String, format = Date)]
+    #[serde(deserialize_with = "crate::extract::date")]
     pub effective_from: NaiveDate,
 }
 
@@ -389,6 +390,7 @@ pub struct QuoteBody {
     pub currency: Option<String>,
     /// Defaults to today plus the organization's validity days.
     #[schema(value_type = Option<String>, format = Date)]
+    #[serde(default, deserialize_with = "crate::extract::optional_date")]
     pub valid_until: Option<NaiveDate>,
     pub terms: Option<String>,
     pub notes: Option<String>,

@@ -385,6 +385,7 @@ pub async fn reactivate(
 pub struct LockBody {
     pub reason: String,
     /// End of a temporary lock; absent locks until unlocked.
+    #[serde(default, deserialize_with = "crate::extract::optional_time")]
     pub until: Option<DateTime<Utc>>,
 }
 

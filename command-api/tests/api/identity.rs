@@ -635,6 +635,23 @@ async fn lockout_after_failures_admin_lock_deactivation_and_unlock() {
     assert_eq!(unlocked.status(), 200, "{:?}", unlocked.text().await);
     api.login_ok(&member_email, PASSWORD).await;
 
+    // A lock whose end is not a time is refused, saying how to write one,
+    // and locks nothing.
+    let refused = api
+        .post(
+            &format!("{user_path}/lock"),
+            Some(&owner_token),
+            json!({"reason": "away", "until": "tomorrow"}),
+        )
+        .await;
+    let problem = assert_problem(refused, 422, "validation_failed").await;
+    assert_eq!(
+        problem["errors"],
+        json!([{"pointer": "/until", "code": "invalid_type",
+                "message": "\"tomorrow\" is not a time written as RFC 3339, such as 2026-12-31T17:00:00Z"}])
+    );
+    api.login_ok(&member_email, PASSWORD).await;
+
     // An administrator's lock: the right password gets a clear refusal,
     // a wrong one still just fails, and open sessions end.
     let lock = api

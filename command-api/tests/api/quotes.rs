@@ -732,6 +732,16 @@ async fn a_retried_creation_with_its_idempotency_key_creates_one_quote() {
     assert_problem(reused, 422, "idempotency_key_reused").await;
 }
 
+/// A 422 whose one error says that `text`, at `pointer`, is not a date.
+async fn assert_not_a_date(response: reqwest::Response, pointer: &str, text: &str) {
+    let problem = assert_problem(response, 422, "validation_failed").await;
+    assert_eq!(
+        problem["errors"],
+        json!([{"pointer": pointer, "code": "invalid_type",
+                "message": format!("{text:?} is not a calendar date written YYYY-MM-DD, such as 2026-12-31")}])
+    );
+}
+
 #[tokio::test]
 async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
     let app = TestApp::spawn().await;
@@ -807,6 +817,27 @@ async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
         .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
     assert_eq!(problem["errors"][0]["code"], "unknown_customer");
+    // Dates that are none: each refused at its field, saying how to write one.
+    let r = shop
+        .api
+        .put(
+            &entry,
+            &shop.owner,
+            json!({"name": "Tester", "unit": "hours", "rates": [
+                {"currency": "NZD", "amount": "90", "effectiveFrom": "2026-02-30"}]}),
+        )
+        .await;
+    assert_not_a_date(r, "/rates/0/effectiveFrom", "2026-02-30").await;
+    let r = shop
+        .api
+        .post(
+            "/v1/quotes",
+            Some(&shop.owner),
+            json!({"customerId": shop.customer, "title": "Dated", "validUntil": "next week",
+                   "lines": [{"description": "Work", "quantity": "1", "unitPrice": "100"}]}),
+        )
+        .await;
+    assert_not_a_date(r, "/validUntil", "next week").await;
     let r = shop
         .api
         .get(
