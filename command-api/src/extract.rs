@@ -1,5 +1,7 @@
 //! Extractors: the authenticated caller, JSON bodies with precise errors,
-//! request metadata for the event envelope, `If-Match` and `Idempotency-Key`.
+//! request metadata for the event envelope, `If-Match` and `Idempotency-Key`;
+//! and the bodies' date and time fields, read with errors that say how to
+//! write one.
 
 use std::net::SocketAddr;
 

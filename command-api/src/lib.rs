@@ -14,7 +14,8 @@
 //!   whose statements PostgreSQL cancels past `command_api.statement_timeout_ms`.
 //! - [`error`]: [`error::ApiError`], the only place errors become statuses.
 //! - [`extract`]: extractors for the caller ([`extract::Caller`]), JSON bodies,
-//!   request metadata, `If-Match` and `Idempotency-Key`.
+//!   request metadata, `If-Match` and `Idempotency-Key`, and the bodies'
+//!   date and time fields.
 //! - [`auth`]: sign-up, sign-in, MFA, refresh, logout, introspection
 //!   (`/v1/auth/*`), the caller's password and MFA (`/v1/me/*`) and the key
 //!   set at `/.well-known/jwks.json`.
