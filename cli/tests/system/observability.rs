@@ -1,7 +1,8 @@
 //! Metrics, health and graceful shutdown of every process: `/metrics` on
 //! both APIs and on the relay's and projector's operations endpoint, their
-//! `/readyz`, and SIGTERM ending each process cleanly with its work
-//! committed.
+//! `/readyz`, SIGTERM ending each process cleanly with its work
+//! committed, and the projector's warning at start about settings that
+//! sit badly together.
 
 use std::time::Duration;
 
@@ -471,4 +472,91 @@ async fn a_running_projector_commits_applied_offsets_on_its_interval() {
         "the three applied customer events were never committed while the projector ran (last seen {})",
         committed_customer_offsets(&env)
     );
+}
+
+/// The warnings a projector logs from its start until it reports that it
+/// consumes, read from its log (JSON lines on stderr) with `extra`
+/// settings; the process is stopped once that line has come.
+fn warnings_until_consuming(env: &TestEnv, extra: &[(&str, &str)]) -> Vec<Value> {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pivotal"))
+        .arg("projector")
+        .envs(env.child_env())
+        .env("PIVOTAL_LOG__FORMAT", "json")
+        .envs(extra.iter().copied())
+        .current_dir(pivotal_test_support::workspace_root())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines, read) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let mut warnings = Vec::new();
+    let consuming = loop {
+        let Ok(line) = read.recv_timeout(Duration::from_secs(60)) else {
+            break false;
+        };
+        let Ok(entry) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if entry["message"] == "projector consuming" {
+            break true;
+        }
+        if entry["level"] == "WARN" {
+            warnings.push(entry);
+        }
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(
+        consuming,
+        "the projector never consumed; warnings: {warnings:?}"
+    );
+    warnings
+}
+
+/// A session timeout that with the rebalance timeout reaches
+/// `projector.out_of_group_limit_ms` is logged once at the projector's
+/// start, as a warning naming both settings; settings that leave room log
+/// no such warning.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_projector_warns_at_start_of_settings_that_sit_badly_together() {
+    let env = TestEnv::new().await;
+    let badly = |warnings: &[Value]| -> Vec<String> {
+        warnings
+            .iter()
+            .filter(|w| w["message"] == "settings sit badly together")
+            .map(|w| w["advisory"].as_str().unwrap_or_default().to_owned())
+            .collect()
+    };
+    let tight = warnings_until_consuming(
+        &env,
+        &[
+            ("PIVOTAL_KAFKA__SESSION_TIMEOUT_MS", "10000"),
+            ("PIVOTAL_PROJECTOR__OUT_OF_GROUP_LIMIT_MS", "40000"),
+        ],
+    );
+    let advised = badly(&tight);
+    assert_eq!(advised.len(), 1, "{tight:?}");
+    assert!(
+        advised[0].contains("kafka.session_timeout_ms (10000)")
+            && advised[0].contains("projector.out_of_group_limit_ms (40000)"),
+        "{advised:?}"
+    );
+    let roomy = warnings_until_consuming(
+        &env,
+        &[
+            ("PIVOTAL_KAFKA__SESSION_TIMEOUT_MS", "10000"),
+            ("PIVOTAL_PROJECTOR__OUT_OF_GROUP_LIMIT_MS", "60000"),
+        ],
+    );
+    assert!(badly(&roomy).is_empty(), "{roomy:?}");
 }
