@@ -1,4 +1,5 @@
-//! Extractors: the authenticated caller, JSON bodies with precise errors,
+//! Extractors: the authenticated caller, JSON bodies with precise errors
+//! (every struct in them read only from a JSON object, [`object_only`]),
 //! request metadata for the event envelope, `If-Match` and `Idempotency-Key`;
 //! and the bodies' date and time fields, read with errors that say how to
 //! write one.
@@ -19,6 +20,10 @@ use serde::{Deserialize, Deserializer};
 
 use crate::error::ApiError;
 use crate::{AppState, CORRELATION_ID, REQUEST_ID};
+
+pub mod object_only;
+
+use object_only::ObjectOnly;
 
 /// The verified caller of a request.
 #[derive(Debug, Clone)]
@@ -216,7 +221,8 @@ where
 }
 
 /// Parses a JSON object, telling syntax errors (400) from shape errors
-/// (422; a body that is not an object among them).
+/// (422; a body that is not an object among them, and a nested struct given
+/// as anything but an object).
 pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
     // Syntax first, so that truncated or garbled bodies are 400.
     let value: serde_json::Value =
@@ -230,7 +236,8 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object",
         )]));
     }
-    serde_path_to_error::deserialize(value).map_err(|error| {
+    // A nested struct, too, is read only from an object.
+    serde_path_to_error::deserialize(ObjectOnly(value)).map_err(|error| {
         let pointer = pointer_of(error.path());
         let inner = error.into_inner().to_string();
         let code = if inner.starts_with("missing field") {

@@ -202,6 +202,99 @@ async fn wrong_shapes_are_422_with_the_field_named() {
 }
 
 #[tokio::test]
+async fn nested_objects_are_read_only_from_objects() {
+    let app = TestApp::spawn().await;
+    let customer = Uuid::now_v7();
+    let sequence = "invalid type: sequence, expected a JSON object";
+    // serde alone reads each of these arrays as the struct of its fields
+    // in order (a discount as its tag and value).
+    let cases = [
+        (
+            "/v1/customers",
+            json!({"legalName": "A", "currency": "NZD",
+                   "billingAddress": ["1 Queen St", null, "Auckland", null, "1010", "NZ"]}),
+            "/billingAddress",
+            sequence,
+        ),
+        (
+            "/v1/customers",
+            json!({"legalName": "A", "currency": "NZD", "billingAddress": "1 Queen St"}),
+            "/billingAddress",
+            "invalid type: string \"1 Queen St\", expected a JSON object",
+        ),
+        (
+            "/v1/quotes",
+            json!({"customerId": customer, "title": "Q",
+                   "lines": [["Design", "2", "hours", "150"]]}),
+            "/lines/0",
+            sequence,
+        ),
+        (
+            "/v1/quotes",
+            json!({"customerId": customer, "title": "Q", "discount": ["percent", "10"],
+                   "lines": [{"description": "Design", "quantity": "2", "unitPrice": "150"}]}),
+            "/discount",
+            sequence,
+        ),
+        (
+            "/v1/quotes",
+            json!({"customerId": customer, "title": "Q",
+                   "lines": [{"description": "Design", "quantity": "2", "unitPrice": "150",
+                              "discount": null}, null]}),
+            "/lines/1",
+            "invalid type: null, expected a JSON object",
+        ),
+        (
+            "/v1/auth/signup",
+            json!({"organization": ["Acme", "NZD"],
+                   "user": {"email": "a@example.com", "password": "correct horse battery",
+                            "firstName": "A", "lastName": "B"}}),
+            "/organization",
+            sequence,
+        ),
+    ];
+    for (path, body, pointer, message) in cases {
+        let response = app.post(path).json(&body).send().await.unwrap();
+        let problem = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(
+            problem["errors"],
+            json!([{"pointer": pointer, "code": "invalid_type", "message": message}]),
+            "{path} {body}: {problem}"
+        );
+    }
+    let puts = [
+        (
+            "/v1/organization/settings",
+            json!({"defaultCurrency": "NZD", "timeZone": "UTC", "fiscalYearStartMonth": 4,
+                   "tax": [null, 1500, false]}),
+            "/tax",
+        ),
+        (
+            "/v1/roles/sales-lead",
+            json!({"name": "Sales lead", "grants": [["customers", "read"]]}),
+            "/grants/0",
+        ),
+        (
+            "/v1/roles/sales-lead",
+            json!({"name": "Sales lead",
+                   "grants": [{"resource": "customers", "action": "read",
+                               "conditions": [["ownerId", "eq", "me"]]}]}),
+            "/grants/0/conditions/0",
+        ),
+    ];
+    for (path, body, pointer) in puts {
+        let response = app.put(path).json(&body).send().await.unwrap();
+        let problem = assert_problem(response, 422, "validation_failed").await;
+        assert_eq!(
+            problem["errors"],
+            json!([{"pointer": pointer, "code": "invalid_type", "message": sequence}]),
+            "{path} {body}: {problem}"
+        );
+    }
+    assert_eq!(app.event_count().await, 0);
+}
+
+#[tokio::test]
 async fn unknown_and_foreign_ids_are_404() {
     let app = TestApp::spawn().await;
     let created = app.create_customer("Acme").await;
