@@ -21,8 +21,6 @@
 //! index that prevents it, ADR 0022.)
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -35,6 +33,7 @@ use crate::harness::{
     Process, assert_every_read_model_equals_replay, free_port, projection_caught_up,
     relay_caught_up, spawn_process, start_broker, start_redis, store_events, verify_topic_of,
 };
+use crate::private_postgres::PrivatePostgres;
 
 /// Held for the whole of a scenario.
 static SCENARIO: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
@@ -425,114 +424,10 @@ async fn redis_stopped_under_load() {
     drop(redis);
 }
 
-/// A PostgreSQL cluster of this test's own, run as the `postgres` user when
-/// the tests run as root (PostgreSQL refuses root).
-struct PrivatePostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: PathBuf,
-}
-
-fn postgres_bin() -> PathBuf {
-    let mut versions: Vec<PathBuf> = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL is installed by scripts/services.sh")
-        .filter_map(|e| e.ok().map(|e| e.path().join("bin")))
-        .filter(|p| p.join("pg_ctl").exists())
-        .collect();
-    versions.sort();
-    versions.pop().expect("a PostgreSQL server installation")
-}
-
-fn running_as_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-}
-
-impl PrivatePostgres {
-    fn command(&self, program: &str) -> Command {
-        let path = self.bin.join(program);
-        if running_as_root() {
-            let mut command = Command::new("runuser");
-            command.args(["-u", "postgres", "--"]).arg(path);
-            command
-        } else {
-            Command::new(path)
-        }
-    }
-
-    fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if running_as_root() {
-            let chown = Command::new("chown")
-                .args(["-R", "postgres"])
-                .arg(dir.path())
-                .status()
-                .unwrap();
-            assert!(chown.success());
-        }
-        let cluster = Self {
-            dir,
-            port: free_port(),
-            bin: postgres_bin(),
-        };
-        let data = cluster.dir.path().join("data");
-        let init = cluster
-            .command("initdb")
-            .args(["-U", "postgres", "-A", "trust", "--no-sync", "-D"])
-            .arg(&data)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(init.success(), "initdb failed");
-        cluster.pg_ctl(&["start"]);
-        cluster
-    }
-
-    fn pg_ctl(&self, action: &[&str]) {
-        let data = self.dir.path().join("data");
-        let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c max_connections=200",
-            self.port,
-            self.dir.path().display()
-        );
-        let status = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(&data)
-            .args(["-o", &options, "-l"])
-            .arg(self.dir.path().join("log"))
-            .args(["-w", "-t", "60"])
-            .args(action)
-            .stdout(Stdio::null())
-            .status()
-            .unwrap();
-        assert!(status.success(), "pg_ctl {action:?} failed");
-    }
-
-    fn server(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}", self.port)
-    }
-}
-
-impl Drop for PrivatePostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .command("pg_ctl")
-            .arg("-D")
-            .arg(self.dir.path().join("data"))
-            .args(["-m", "immediate", "-w", "stop"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_restarted_under_load() {
     let _scenario = one_scenario_at_a_time().await;
-    let postgres = PrivatePostgres::start();
+    let postgres = PrivatePostgres::start(&["max_connections=200"]);
     let env = TestEnv::with_postgres(&postgres.server()).await;
     let (_c, _relay, _projector, load) = start_under_load(&env, 4).await;
     let (_q, reads) = start_reads(&env).await;

@@ -7,8 +7,6 @@
 //! transaction takes the horizon.
 
 use std::num::NonZeroU64;
-use std::path::PathBuf;
-use std::process::Command;
 use std::str::FromStr;
 use std::time::Duration;
 
@@ -18,7 +16,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{ConnectOptions, PgConnection, PgPool};
 use uuid::Uuid;
 
-use crate::harness::{create_customer, free_port, spawn_relay_with, store_events, verify_topic};
+use crate::harness::{create_customer, spawn_relay_with, store_events, verify_topic};
+use crate::private_postgres::PrivatePostgres;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn events_held_by_a_transaction_open_in_another_database_name_it_and_follow_its_end() {
@@ -224,82 +223,24 @@ async fn assert_session_named(pool: &PgPool, transaction: i64, pid: i32) {
     assert!(session.open_seconds.is_some_and(|s| s >= 0), "{session:?}");
 }
 
-/// A PostgreSQL server of one test's own, from the machine's PostgreSQL
-/// binaries, on a free port: no other test's transactions, autovacuum off
-/// (an automatic `ANALYZE` takes a transaction id), prepared transactions
-/// allowed. Stopped, and its files removed, when dropped. A superuser runs
-/// it as `postgres`, as PostgreSQL requires.
-struct PrivateServer {
-    data: PathBuf,
-    port: u16,
-    _dir: tempfile::TempDir,
-}
+/// A PostgreSQL server of the test's own where no other test's transaction
+/// takes the horizon: autovacuum off (an automatic `ANALYZE` takes a
+/// transaction id), prepared transactions allowed.
+struct PrivateServer(PrivatePostgres);
 
 impl PrivateServer {
     fn start() -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        if run_as_postgres() {
-            let id = |flag: &str| -> u32 {
-                let out = Command::new("id")
-                    .args([flag, "postgres"])
-                    .output()
-                    .unwrap();
-                String::from_utf8(out.stdout)
-                    .unwrap()
-                    .trim()
-                    .parse()
-                    .unwrap()
-            };
-            std::os::unix::fs::chown(dir.path(), Some(id("-u")), Some(id("-g"))).unwrap();
-        }
-        let data = dir.path().join("data");
-        let port = free_port();
-        let initdb = postgres_binary("initdb")
-            .args([
-                "--auth=trust",
-                "--username=postgres",
-                "--no-sync",
-                "--no-instructions",
-                "-D",
-            ])
-            .arg(&data)
-            .output()
-            .unwrap();
-        assert!(
-            initdb.status.success(),
-            "initdb: {}",
-            String::from_utf8_lossy(&initdb.stderr)
-        );
-        let options = format!(
-            "-c listen_addresses=127.0.0.1 -p {port} -c unix_socket_directories={} \
-             -c autovacuum=off -c max_prepared_transactions=2 -c fsync=off",
-            data.display()
-        );
-        let started = postgres_binary("pg_ctl")
-            .args(["start", "-w", "-t", "60", "-D"])
-            .arg(&data)
-            .arg("-l")
-            .arg(data.join("server.log"))
-            .args(["-o", &options])
-            .output()
-            .unwrap();
-        assert!(
-            started.status.success(),
-            "pg_ctl start: {}{}",
-            String::from_utf8_lossy(&started.stdout),
-            std::fs::read_to_string(data.join("server.log")).unwrap_or_default()
-        );
-        Self {
-            data,
-            port,
-            _dir: dir,
-        }
+        Self(PrivatePostgres::start(&[
+            "autovacuum=off",
+            "max_prepared_transactions=2",
+            "fsync=off",
+        ]))
     }
 
     fn options(&self, user: &str) -> PgConnectOptions {
         PgConnectOptions::new()
             .host("127.0.0.1")
-            .port(self.port)
+            .port(self.0.port())
             .username(user)
             .database("postgres")
     }
@@ -318,40 +259,5 @@ impl PrivateServer {
             .connect()
             .await
             .unwrap()
-    }
-}
-
-impl Drop for PrivateServer {
-    fn drop(&mut self) {
-        let _ = postgres_binary("pg_ctl")
-            .args(["stop", "-m", "immediate", "-D"])
-            .arg(&self.data)
-            .output();
-    }
-}
-
-fn run_as_postgres() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .is_ok_and(|out| out.stdout.trim_ascii() == b"0")
-}
-
-/// A program of the machine's newest PostgreSQL (`/usr/lib/postgresql/N/bin`,
-/// where Debian puts them), run as `postgres` when this process is a
-/// superuser.
-fn postgres_binary(name: &str) -> Command {
-    let newest = std::fs::read_dir("/usr/lib/postgresql")
-        .expect("PostgreSQL's binaries in /usr/lib/postgresql")
-        .filter_map(|entry| entry.ok()?.file_name().to_str()?.parse::<u32>().ok())
-        .max()
-        .expect("a PostgreSQL version in /usr/lib/postgresql");
-    let program = format!("/usr/lib/postgresql/{newest}/bin/{name}");
-    if run_as_postgres() {
-        let mut command = Command::new("runuser");
-        command.args(["-u", "postgres", "--", &program]);
-        command
-    } else {
-        Command::new(program)
     }
 }

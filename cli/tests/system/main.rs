@@ -15,6 +15,7 @@ mod horizon;
 mod live;
 mod observability;
 mod ordering;
+mod private_postgres;
 mod producer_errors;
 mod quotes;
 mod read_your_writes;
