@@ -32,6 +32,8 @@
 //! - [`socket`]: a subscription socket's wait for `connection_init`, its
 //!   pings, and the close codes of the `graphql-transport-ws` protocol.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
+//! - [`documents`]: parsed operations kept by their text, so that a front
+//!   end's repeated operations are parsed once.
 //! - [`Application`]: the axum transport, with token verification against
 //!   the key set at `auth.jwks_url` (fetched and cached) or the configured
 //!   public keys.
@@ -41,6 +43,7 @@ pub mod consistency;
 pub mod cursor;
 pub mod customers;
 pub mod dashboard;
+pub mod documents;
 pub mod errors;
 pub mod history;
 pub mod identity;

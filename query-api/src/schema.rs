@@ -42,6 +42,8 @@ pub fn build_with(
     .data(pool)
     .data(changes)
     .extension(crate::errors::Codes)
+    // Behind `Codes`, so that a parse failure is coded either way.
+    .extension(crate::documents::Documents::default())
     .limit_depth(12)
     .limit_complexity(2_000);
     if let Some(engine) = search {
