@@ -1127,23 +1127,24 @@ async fn query_phase(
     drive(load, move |c, n| {
         let (client, url, token, ids) = (client.clone(), url.clone(), token.clone(), ids.clone());
         async move {
-            let query = match read {
-                Read::ById => {
-                    let id = &ids[(c + n * 7) % ids.len()];
-                    format!(r#"{{ customer(id: "{id}") {{ id legalName version }} }}"#)
-                }
-                Read::CountedPage => {
-                    "{ customers(first: 20) { totalCount edges { node { id legalName } } } }"
-                        .to_owned()
-                }
-                Read::Page => {
-                    "{ customers(first: 20) { edges { node { id legalName } } } }".to_owned()
-                }
+            // As a front end sends them: one text per operation, the id
+            // in a variable.
+            let operation = match read {
+                Read::ById => json!({
+                    "query": "query Customer($id: ID!) { customer(id: $id) { id legalName version } }",
+                    "variables": {"id": ids[(c + n * 7) % ids.len()]},
+                }),
+                Read::CountedPage => json!({
+                    "query": "{ customers(first: 20) { totalCount edges { node { id legalName } } } }",
+                }),
+                Read::Page => json!({
+                    "query": "{ customers(first: 20) { edges { node { id legalName } } } }",
+                }),
             };
             match client
                 .post(format!("{url}/graphql"))
                 .bearer_auth(&token)
-                .json(&json!({"query": query}))
+                .json(&operation)
                 .send()
                 .await
             {
@@ -1189,12 +1190,15 @@ async fn freshness_phase(
             continue;
         }
         let accepted = Instant::now();
-        let query = format!(r#"{{ customer(id: "{id}") {{ legalName }} }}"#);
+        let operation = json!({
+            "query": "query Customer($id: ID!) { customer(id: $id) { legalName } }",
+            "variables": {"id": id},
+        });
         loop {
             let seen = client
                 .post(format!("{}/graphql", system.query_api))
                 .bearer_auth(token)
-                .json(&json!({"query": query}))
+                .json(&operation)
                 .send()
                 .await;
             if let Ok(r) = seen
