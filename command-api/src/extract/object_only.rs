@@ -6,8 +6,8 @@
 //! null, "Auckland", …]` is an address. serde leaves the choice to the
 //! format; this one, like serde_yaml, refuses it: a struct, and an
 //! adjacently tagged enum such as a discount, is read only from an object,
-//! and anything else is "invalid type: sequence, expected a JSON object",
-//! naming no Rust type. Scalars are read by serde_json's own `Value`
+//! and anything else is refused as "invalid type: sequence (or string, null,
+//! …), expected a JSON object", naming no Rust type. Scalars are read by serde_json's own `Value`
 //! reader, so their errors and what they accept are serde_json's.
 
 use serde::de::value::StringDeserializer;
