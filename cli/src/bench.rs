@@ -1255,13 +1255,9 @@ async fn seed_customer_events(pool: &PgPool, at_least: u64) -> anyhow::Result<i6
 async fn drain(pool: &PgPool) -> anyhow::Result<bool> {
     let started = Instant::now();
     while started.elapsed() < Duration::from_secs(120) {
-        let (behind,): (i64,) = sqlx::query_as(
-            "SELECT count(*) FROM events e WHERE e.aggregate_type = 'customer' AND e.global_position >
-               coalesce((SELECT last_position FROM projection_positions WHERE projection = 'customers'), 0)",
-        )
-        .fetch_one(pool)
-        .await?;
-        if behind == 0 {
+        let behind =
+            pivotal_projectors::framework::unapplied(pool, "customers", &["customer"]).await?;
+        if behind.events == 0 {
             return Ok(true);
         }
         tokio::time::sleep(Duration::from_millis(200)).await;

@@ -289,21 +289,46 @@ pub struct Behind {
     pub held_seconds: Option<f64>,
 }
 
-/// The events committed after `after`, and those of them that wait for
-/// the horizon, measured in one statement.
-pub async fn behind(pool: &PgPool, after: Checkpoint) -> Result<Behind, sqlx::Error> {
-    let (events, oldest_seconds, held_events, held_seconds) = sqlx::query_as(
-        "SELECT count(*),
-                extract(epoch FROM now() - min(e.recorded_at))::float8,
-                count(*) FILTER (WHERE e.tx_id >= h.xmin),
-                extract(epoch FROM now() - min(e.recorded_at) FILTER (WHERE e.tx_id >= h.xmin))::float8
-         FROM events e, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) h
-         WHERE (e.tx_id, e.global_position) > (($1::bigint)::text::xid8, $2)",
+/// [`behind`]'s statement, public so that its plan can be checked.
+pub const BEHIND: &str = "SELECT count(*),
+        extract(epoch FROM now() - min(e.recorded_at))::float8,
+        count(*) FILTER (WHERE e.tx_id >= h.xmin),
+        extract(epoch FROM now() - min(e.recorded_at) FILTER (WHERE e.tx_id >= h.xmin))::float8
+ FROM events e, (SELECT pg_snapshot_xmin(pg_current_snapshot()) AS xmin) h
+ WHERE (e.tx_id, e.global_position) > (($1::bigint)::text::xid8, $2)";
+
+/// Begins a transaction whose statements read `events` through its
+/// indexes, never whole: sequential scans are off and no parallel worker
+/// is started. For the lag measures, which count the few events after a
+/// position every few seconds: the planner cannot know how few (a range
+/// bound given as a parameter, or beyond the statistics of a table that
+/// grows by thousands of rows a second, is estimated at a third of the
+/// table), and chose a parallel sequential scan of the whole log, which
+/// grows without end, on every core there is (ADR 0053).
+pub async fn begin_by_index(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    sqlx::query(
+        "SELECT set_config('enable_seqscan', 'off', true),
+                set_config('max_parallel_workers_per_gather', '0', true)",
     )
-    .bind(after.tx_id)
-    .bind(after.position)
-    .fetch_one(pool)
+    .execute(&mut *tx)
     .await?;
+    Ok(tx)
+}
+
+/// The events committed after `after`, and those of them that wait for
+/// the horizon, measured in one statement, read through the log order's
+/// index ([`begin_by_index`]).
+pub async fn behind(pool: &PgPool, after: Checkpoint) -> Result<Behind, sqlx::Error> {
+    let mut tx = begin_by_index(pool).await?;
+    let (events, oldest_seconds, held_events, held_seconds) = sqlx::query_as(BEHIND)
+        .bind(after.tx_id)
+        .bind(after.position)
+        .fetch_one(&mut *tx)
+        .await?;
+    tx.commit().await?;
     Ok(Behind {
         events,
         oldest_seconds,

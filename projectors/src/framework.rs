@@ -625,29 +625,100 @@ pub async fn run_with(
     }
 }
 
+/// [`unapplied`]'s statement for a position near the log's end, public so
+/// that its plan can be checked: the events after the position `$1`,
+/// counted when of the types `$2`. The types are a filter, not a
+/// condition an index could serve, so the position index reads the few
+/// events after the position whatever the statistics say of the types.
+pub const UNAPPLIED_NEAR_END: &str = "SELECT count(*) FILTER (WHERE e.aggregate_type = ANY($2)),
+        extract(epoch FROM now() - min(e.recorded_at) FILTER (WHERE e.aggregate_type = ANY($2)))::float8
+ FROM events e
+ WHERE e.global_position > $1";
+
+/// [`unapplied`]'s statement for a position far back, public so that its
+/// plan can be checked: the events of the types `$2` after the position
+/// `$1`, by whichever index the planner finds cheaper.
+pub const UNAPPLIED_FAR_BACK: &str =
+    "SELECT count(*), extract(epoch FROM now() - min(e.recorded_at))::float8
+ FROM events e
+ WHERE e.aggregate_type = ANY($2) AND e.global_position > $1";
+
+/// [`unapplied`]'s statement for a projection that has applied nothing,
+/// public so that its plan can be checked: every event of the types `$1`,
+/// through the primary key.
+pub const UNAPPLIED_ALL: &str =
+    "SELECT count(*), extract(epoch FROM now() - min(e.recorded_at))::float8
+ FROM events e
+ WHERE e.aggregate_type = ANY($1)";
+
+/// Positions to the log's end up to which [`unapplied`] reads every event
+/// after a projection's position: a busy projection's lag is a few
+/// hundred events.
+pub const NEAR_END: i64 = 10_000;
+
+/// What a projection has not applied yet: the events of its types after
+/// the last position it applied.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Unapplied {
+    pub events: i64,
+    /// Age of the oldest of them, in seconds.
+    pub oldest_seconds: Option<f64>,
+}
+
+/// The events of `types` after the last position `projection` applied,
+/// read through an index (`log::begin_by_index`, ADR 0053). The position
+/// and the log's last are read first. A position within [`NEAR_END`] of
+/// the end (a busy projection's) is counted through the position index
+/// alone ([`UNAPPLIED_NEAR_END`]); one further back (a projection whose
+/// types change rarely, or one catching up) with the types as a condition
+/// too ([`UNAPPLIED_FAR_BACK`]), planned afresh each time with the
+/// position as a value, so that the primary key can read the types' few
+/// events; without a position, every event of the types
+/// ([`UNAPPLIED_ALL`]).
+pub async fn unapplied(
+    pool: &PgPool,
+    projection: &str,
+    types: &[&str],
+) -> Result<Unapplied, sqlx::Error> {
+    let mut tx = log::begin_by_index(pool).await?;
+    let (position, end): (Option<i64>, Option<i64>) = sqlx::query_as(
+        "SELECT (SELECT last_position FROM projection_positions WHERE projection = $1),
+                (SELECT max(global_position) FROM events)",
+    )
+    .bind(projection)
+    .fetch_one(&mut *tx)
+    .await?;
+    let query = match position {
+        None => sqlx::query_as(UNAPPLIED_ALL).bind(types),
+        Some(position) => {
+            let statement = if end.unwrap_or(0) - position <= NEAR_END {
+                UNAPPLIED_NEAR_END
+            } else {
+                UNAPPLIED_FAR_BACK
+            };
+            sqlx::query_as(statement).bind(position).bind(types)
+        }
+    };
+    let (events, oldest_seconds) = query.persistent(false).fetch_one(&mut *tx).await?;
+    tx.commit().await?;
+    Ok(Unapplied {
+        events,
+        oldest_seconds,
+    })
+}
+
 /// Sets `projection_lag_events` and `projection_lag_seconds` per projection
 /// (events of its types after the last position it applied, and the age of
 /// the oldest).
 async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
     for projection in projections {
-        let types: Vec<&str> = projection.aggregate_types().to_vec();
-        let lag: Result<(i64, Option<f64>), sqlx::Error> = sqlx::query_as(
-            "SELECT count(*), extract(epoch FROM now() - min(e.recorded_at))::float8
-             FROM events e
-             WHERE e.aggregate_type = ANY($2)
-               AND e.global_position > coalesce(
-                 (SELECT last_position FROM projection_positions WHERE projection = $1), 0)",
-        )
-        .bind(projection.name())
-        .bind(&types)
-        .fetch_one(pool)
-        .await;
-        match lag {
-            Ok((events, seconds)) => {
+        match unapplied(pool, projection.name(), projection.aggregate_types()).await {
+            Ok(lag) => {
                 let name = projection.name();
-                metrics::gauge!("projection_lag_events", "projection" => name).set(events as f64);
+                metrics::gauge!("projection_lag_events", "projection" => name)
+                    .set(lag.events as f64);
                 metrics::gauge!("projection_lag_seconds", "projection" => name)
-                    .set(seconds.unwrap_or(0.0));
+                    .set(lag.oldest_seconds.unwrap_or(0.0));
             }
             Err(error) => tracing::debug!(%error, "cannot measure projection lag"),
         }
