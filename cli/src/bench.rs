@@ -104,6 +104,12 @@ impl Latency {
     fn has_tail(&self) -> bool {
         self.slow > 0 && self.p50_ms < SLOW.as_secs_f64() * 1000.0
     }
+
+    /// Whether the median request took longer than [`SLOW`] too: in a
+    /// paced phase, requests queued behind each other.
+    fn queued(&self) -> bool {
+        self.slow > 0 && self.p50_ms >= SLOW.as_secs_f64() * 1000.0
+    }
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -1767,15 +1773,19 @@ async fn measure(
     print_table(
         &report,
         &[
-            ("commands (create/update)", &commands),
-            ("commands, paced at half the peak", &commands_paced),
-            ("INSERT+COMMIT probe beside them", &probe),
-            ("commands, paced at the target rate", &commands_at_target),
-            ("GraphQL by id", &by_id),
-            ("GraphQL by id, paced at half the peak", &by_id_paced),
-            ("GraphQL list", &lists),
-            ("GraphQL list, no totalCount", &pages),
-            ("freshness (2xx to GraphQL)", &freshness),
+            ("commands (create/update)", &commands, false),
+            ("commands, paced at half the peak", &commands_paced, true),
+            ("INSERT+COMMIT probe beside them", &probe, true),
+            (
+                "commands, paced at the target rate",
+                &commands_at_target,
+                true,
+            ),
+            ("GraphQL by id", &by_id, false),
+            ("GraphQL by id, paced at half the peak", &by_id_paced, true),
+            ("GraphQL list", &lists, false),
+            ("GraphQL list, no totalCount", &pages, false),
+            ("freshness (2xx to GraphQL)", &freshness, false),
         ],
         commands.per_second,
         insert_1,
@@ -1832,7 +1842,7 @@ fn shares(shares: &CpuShares) -> String {
 #[allow(clippy::too_many_arguments)]
 fn print_table(
     report: &Value,
-    phases: &[(&str, &Latency)],
+    phases: &[(&str, &Latency, bool)],
     commands: f64,
     insert_1: f64,
     insert_16: f64,
@@ -1847,7 +1857,7 @@ fn print_table(
         "\n{:<38} {:>10} {:>9} {:>9} {:>9} {:>9} {:>7}",
         "figure", "per s", "p50 ms", "p95 ms", "p99 ms", "max ms", "errors"
     );
-    for (name, l) in phases {
+    for (name, l, _) in phases {
         println!(
             "{name:<38} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>9.2} {:>7}",
             l.per_second, l.p50_ms, l.p95_ms, l.p99_ms, l.max_ms, l.errors
@@ -1855,7 +1865,7 @@ fn print_table(
     }
     // Where a phase's tail lies, to compare with the processes' logs.
     let time = |t: &DateTime<Utc>| t.format("%H:%M:%S%.3f").to_string();
-    for (name, l) in phases.iter().filter(|(_, l)| l.has_tail()) {
+    for (name, l, _) in phases.iter().filter(|(_, l, _)| l.has_tail()) {
         if let (Some(slowest), Some((first, last))) = (&l.slowest_due_at, &l.slow_due_between) {
             let share = |s: Option<f64>| s.map_or("-".to_owned(), |s| format!("{:.0}%", s * 100.0));
             println!(
@@ -1889,6 +1899,23 @@ fn print_table(
                     shares(unwatched)
                 );
             }
+        }
+    }
+    // A paced phase whose median request was slow too has no tail to
+    // place: the requests queued (the rate was beyond what the machine
+    // sustained). Where its time went is said all the same.
+    for (name, l, _) in phases.iter().filter(|(_, l, paced)| *paced && l.queued()) {
+        println!(
+            "{name}: the median request over {} ms, {} of {} over it: the requests queued",
+            SLOW.as_millis(),
+            l.slow,
+            l.count
+        );
+        if let Some(phase) = &l.cpu {
+            println!("  over the phase: {}", shares(phase));
+        }
+        if let Some(phase) = &l.stalls {
+            println!("  over the phase: {}", stalls_line(phase));
         }
     }
     println!(
@@ -2018,10 +2045,13 @@ mod tests {
             clock,
         );
         assert!(!slow.has_tail(), "{slow:?}");
+        assert!(slow.queued(), "{slow:?}");
+        assert!(!half.queued());
 
         let quick = latency(vec![sample(0, 5)], Duration::from_secs(1), 0, clock);
         assert_eq!((quick.slow, quick.slow_due_between), (0, None));
         assert!(!quick.has_tail());
+        assert!(!quick.queued());
         assert_eq!(quick.slowest_due_at, Some(wall(0)));
         let none = latency(Vec::new(), Duration::from_secs(1), 0, clock);
         assert_eq!((none.count, none.slowest_due_at), (0, None));
