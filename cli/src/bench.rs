@@ -49,6 +49,10 @@ pub struct BenchOptions {
     /// Whether to leave the dirty pages between phases, rather than write
     /// them out ([`flush_dirty_pages`]).
     pub leave_dirty_pages: bool,
+    /// Paced command phases, at most [`MAX_RATE_SEARCH_STEPS`], that
+    /// narrow down the highest rate met with p99 under 50 ms (see
+    /// [`next_rate`]); 0 runs none.
+    pub rate_search_steps: usize,
     /// Where the JSON report goes.
     pub out: PathBuf,
 }
@@ -525,6 +529,15 @@ fn share_of(shares: &CpuShares, name: &str) -> Option<f64> {
     shares.iter().find(|(n, _)| n == name).map(|(_, s)| *s)
 }
 
+/// The share of the machine's CPU time that was busy: neither idle nor
+/// in I/O wait nor given to other guests (steal).
+fn busy_share(shares: &CpuShares) -> f64 {
+    1.0 - ["idle", IO_WAIT, "steal"]
+        .iter()
+        .filter_map(|name| share_of(shares, name))
+        .sum::<f64>()
+}
+
 /// Each group's share of the machine's CPU time over a span, with
 /// `interrupts` (where the kernel counts their time apart from the
 /// processes'), `steal` (time the hypervisor gave other guests), `other`
@@ -992,6 +1005,50 @@ const PACED_SHARE: f64 = 0.5;
 /// Share of one client's INSERT+COMMIT rate the commands' target names.
 const TARGET_SHARE_OF_INSERT: f64 = 0.5;
 
+/// Most search steps a run takes: each names its customers from its own
+/// part of the clients' ranges (see [`command_phase`]).
+pub const MAX_RATE_SEARCH_STEPS: usize = 6;
+
+/// The search for the highest sustained rate stops once the rates met and
+/// missed are within this share of each other.
+const RATE_SEARCH_RESOLUTION: f64 = 0.05;
+
+/// Whether a paced command phase offered `offered` requests a second met
+/// the commands' latency target at that rate: p99 under [`SLOW`], no
+/// request failed, and the requests answered kept up with the schedule
+/// (a phase that fell behind it offered less than asked).
+fn sustained(phase: &Latency, offered: f64) -> bool {
+    phase.errors == 0
+        && phase.count > 0
+        && phase.p99_ms < SLOW.as_secs_f64() * 1000.0
+        && phase.per_second >= offered * 0.95
+}
+
+/// The bounds the search narrows, from the rates tried and whether each
+/// was met: the highest rate met (0 when none was) and the lowest rate
+/// missed above it (`ceiling`, the closed loop's peak, when none was).
+fn rate_bounds(tried: &[(f64, bool)], ceiling: f64) -> (f64, f64) {
+    let highest_met = tried
+        .iter()
+        .filter(|(_, met)| *met)
+        .map(|(rate, _)| *rate)
+        .fold(0.0, f64::max);
+    let lowest_missed = tried
+        .iter()
+        .filter(|(rate, met)| !*met && *rate > highest_met)
+        .map(|(rate, _)| *rate)
+        .fold(ceiling, f64::min);
+    (highest_met, lowest_missed.max(highest_met))
+}
+
+/// The next rate to try: halfway between the highest rate met and the
+/// lowest missed above it (so half the lowest missed while none was met),
+/// or none once the two are within [`RATE_SEARCH_RESOLUTION`].
+fn next_rate(tried: &[(f64, bool)], ceiling: f64) -> Option<f64> {
+    let (met, missed) = rate_bounds(tried, ceiling);
+    (missed - met > missed * RATE_SEARCH_RESOLUTION).then_some((met + missed) / 2.0)
+}
+
 /// Runs `clients` loops until `seconds` pass; each loop calls `request`
 /// with its client number and its count, and a request is timed when it
 /// returns true and counted as an error otherwise.
@@ -1066,7 +1123,9 @@ where
 
 /// 256 clients (by default): 30% creations, 70% changes of customers
 /// created so far. Creations are numbered from `first` on in each client's
-/// range of a million, so each phase names its customers apart.
+/// range of a million, so each phase names its customers apart: the closed
+/// loop from 0, the paced phases from 300,000 and 600,000, the rate
+/// search's steps from 700,000 in steps of 50,000.
 async fn command_phase(
     client: &reqwest::Client,
     url: &str,
@@ -1584,6 +1643,87 @@ async fn measure(
         600_000,
     )
     .await;
+    // The highest rate met, narrowed down from the two paced phases: the
+    // figure to set beside the target rate where that was missed.
+    let mut tried = vec![
+        (
+            "paced at half the peak",
+            command_rate,
+            commands_paced.clone(),
+            drained_before_paced,
+        ),
+        (
+            "the target rate",
+            target_rate,
+            commands_at_target.clone(),
+            drained_before_target,
+        ),
+    ];
+    let outcomes = |tried: &[(&str, f64, Latency, bool)]| -> Vec<(f64, bool)> {
+        tried
+            .iter()
+            .map(|(_, rate, phase, _)| (*rate, sustained(phase, *rate)))
+            .collect()
+    };
+    for step in 0..options.rate_search_steps.min(MAX_RATE_SEARCH_STEPS) {
+        let Some(rate) = next_rate(&outcomes(&tried), commands.per_second) else {
+            break;
+        };
+        let drained = settle(
+            &pool,
+            &client,
+            &system,
+            options,
+            &mut flushed,
+            &format!("before_rate_search_step_{}", step + 1),
+        )
+        .await?;
+        println!(
+            "commands: {} clients for {} s paced at {rate:.0}/s (search step {})",
+            options.command_clients,
+            options.seconds,
+            step + 1
+        );
+        let phase = command_phase(
+            &client,
+            &system.command_api,
+            &token,
+            command_load(Some(rate)),
+            ids.clone(),
+            700_000 + step * 50_000,
+        )
+        .await;
+        tried.push(("search", rate, phase, drained));
+    }
+    let (highest_met, lowest_missed) = rate_bounds(&outcomes(&tried), commands.per_second);
+    let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
+    for (_, _, phase, _) in &mut tried {
+        cpu.annotate(phase);
+    }
+    let commands_sustained = json!({
+        "per_second": highest_met,
+        "share_of_insert": if insert_1 > 0.0 { highest_met / insert_1 } else { 0.0 },
+        "lowest_missed_above": lowest_missed,
+        "resolution": RATE_SEARCH_RESOLUTION,
+        "tried": tried.iter().map(|(phase, rate, l, drained)| json!({
+            "phase": phase,
+            "offered_per_second": rate,
+            "per_second": l.per_second,
+            "p50_ms": l.p50_ms,
+            "p99_ms": l.p99_ms,
+            "max_ms": l.max_ms,
+            "errors": l.errors,
+            "met": sustained(l, *rate),
+            "pipeline_drained_before": drained,
+            // The machine's busy CPU time over the phase, and per command
+            // answered: what the whole system spent on each.
+            "cpu_busy_share": l.cpu.as_ref().map(busy_share),
+            "cpu_ms_per_command": l.cpu.as_ref()
+                .filter(|_| l.per_second > 0.0)
+                .map(|c| busy_share(c) * cores * 1000.0 / l.per_second),
+            "cpu": l.cpu,
+        })).collect::<Vec<_>>(),
+    });
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
     let drained = settle(
@@ -1741,6 +1881,7 @@ async fn measure(
         "commands_at_target_rate": commands_at_target,
         "target_rate_share_of_insert": TARGET_SHARE_OF_INSERT,
         "target_rate_above_closed_loop": target_above_peak,
+        "commands_sustained": commands_sustained,
         "append_writers": settings.database.append_writers,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
@@ -1918,6 +2059,35 @@ fn print_table(
             println!("  over the phase: {}", stalls_line(phase));
         }
     }
+    let sustained = &report["commands_sustained"];
+    if let Some(tried) = sustained["tried"].as_array() {
+        let figure = |t: &Value, key: &str| t[key].as_f64().unwrap_or(0.0);
+        let tried: Vec<String> = tried
+            .iter()
+            .map(|t| {
+                format!(
+                    "{:.0}/s p99 {:.1} ms {} (CPU {:.0}% busy, {:.2} ms a command)",
+                    figure(t, "offered_per_second"),
+                    figure(t, "p99_ms"),
+                    if t["met"].as_bool() == Some(true) {
+                        "met"
+                    } else {
+                        "missed"
+                    },
+                    figure(t, "cpu_busy_share") * 100.0,
+                    figure(t, "cpu_ms_per_command"),
+                )
+            })
+            .collect();
+        println!(
+            "commands' paced rates (met: p99 under {} ms, no error, the schedule kept): {}; \
+             the highest met {:.0}/s, the lowest missed above it {:.0}/s",
+            SLOW.as_millis(),
+            tried.join(", "),
+            figure(sustained, "per_second"),
+            figure(sustained, "lowest_missed_above"),
+        );
+    }
     println!(
         "\n{:<44} {:>12} {:>10} {:>10}",
         "throughput", "per s", "/ 1 client", "/ 16 cl."
@@ -1936,6 +2106,16 @@ fn print_table(
         commands,
         ratio(commands, insert_1),
         ratio(commands, insert_16)
+    );
+    let sustained = report["commands_sustained"]["per_second"]
+        .as_f64()
+        .unwrap_or(0.0);
+    println!(
+        "{:<44} {:>12.0} {:>10} {:>10}",
+        format!("commands, highest rate with p99 < {} ms", SLOW.as_millis()),
+        sustained,
+        ratio(sustained, insert_1),
+        ratio(sustained, insert_16)
     );
     println!(
         "\n{:<44} {:>12} {:>10} {:>10}",
@@ -2001,6 +2181,61 @@ mod tests {
         assert!(megabytes(145.7) >= MEMORY_TARGET_MB);
         assert!(megabytes(143.0) < MEMORY_TARGET_MB);
         assert!(megabytes(143.1) >= MEMORY_TARGET_MB);
+    }
+
+    #[test]
+    fn the_rate_search_halves_the_gap_between_the_rates_met_and_missed() {
+        // Both paced phases missed: the search starts at half the lower.
+        let tried = vec![(3000.0, false), (5000.0, false)];
+        assert_eq!(rate_bounds(&tried, 6000.0), (0.0, 3000.0));
+        assert_eq!(next_rate(&tried, 6000.0), Some(1500.0));
+        // One met: halfway between it and the lowest miss above it.
+        let tried = vec![(3000.0, true), (5000.0, false)];
+        assert_eq!(next_rate(&tried, 6000.0), Some(4000.0));
+        // Nothing missed: the closed loop's peak is the upper bound.
+        let tried = vec![(3000.0, true), (2500.0, true)];
+        assert_eq!(rate_bounds(&tried, 6000.0), (3000.0, 6000.0));
+        assert_eq!(next_rate(&tried, 6000.0), Some(4500.0));
+        // A miss below a rate met (a noisy phase) bounds nothing.
+        let tried = vec![(3000.0, true), (2000.0, false), (3600.0, false)];
+        assert_eq!(rate_bounds(&tried, 6000.0), (3000.0, 3600.0));
+        assert_eq!(next_rate(&tried, 6000.0), Some(3300.0));
+        // Within the resolution of each other: done.
+        let tried = vec![(3000.0, true), (3100.0, false)];
+        assert_eq!(next_rate(&tried, 6000.0), None);
+        // A rate met at the peak leaves nothing above it to try.
+        assert_eq!(next_rate(&[(6000.0, true)], 6000.0), None);
+        assert_eq!(rate_bounds(&[(6500.0, true)], 6000.0), (6500.0, 6500.0));
+    }
+
+    #[test]
+    fn a_rate_is_sustained_with_a_quick_tail_no_errors_and_the_schedule_kept() {
+        let phase = |per_second: f64, p99_ms: f64, errors: usize| Latency {
+            count: 1000,
+            per_second,
+            p99_ms,
+            errors,
+            ..Latency::default()
+        };
+        assert!(sustained(&phase(1990.0, 12.0, 0), 2000.0));
+        assert!(!sustained(&phase(1990.0, 50.0, 0), 2000.0));
+        assert!(!sustained(&phase(1990.0, 12.0, 1), 2000.0));
+        // Answered at 80% of the schedule: the rate was not carried.
+        assert!(!sustained(&phase(1600.0, 12.0, 0), 2000.0));
+        assert!(!sustained(&Latency::default(), 2000.0));
+    }
+
+    #[test]
+    fn busy_time_is_what_is_neither_idle_nor_waiting_nor_stolen() {
+        let shares: CpuShares = vec![
+            ("postgresql".into(), 0.5),
+            ("idle".into(), 0.25),
+            (IO_WAIT.into(), 0.125),
+            ("steal".into(), 0.0625),
+            ("other".into(), 0.0625),
+        ];
+        assert_eq!(busy_share(&shares), 0.5625);
+        assert_eq!(busy_share(&vec![("postgresql".into(), 1.0)]), 1.0);
     }
 
     #[test]
