@@ -1911,23 +1911,39 @@ async fn measure(
             "query_connections": options.query_connections,
         },
     });
+    // The rate search's steps are timed like the paced phases, so their
+    // tails are placed the same way.
+    let steps: Vec<(String, &Latency)> = tried
+        .iter()
+        .filter(|(phase, ..)| *phase == "search")
+        .enumerate()
+        .map(|(n, (_, _, latency, _))| (format!("commands, rate search step {}", n + 1), latency))
+        .collect();
+    let mut phases: Vec<(&str, &Latency, bool)> = vec![
+        ("commands (create/update)", &commands, false),
+        ("commands, paced at half the peak", &commands_paced, true),
+        ("INSERT+COMMIT probe beside them", &probe, true),
+        (
+            "commands, paced at the target rate",
+            &commands_at_target,
+            true,
+        ),
+    ];
+    phases.extend(
+        steps
+            .iter()
+            .map(|(name, latency)| (name.as_str(), *latency, true)),
+    );
+    phases.extend([
+        ("GraphQL by id", &by_id, false),
+        ("GraphQL by id, paced at half the peak", &by_id_paced, true),
+        ("GraphQL list", &lists, false),
+        ("GraphQL list, no totalCount", &pages, false),
+        ("freshness (2xx to GraphQL)", &freshness, false),
+    ]);
     print_table(
         &report,
-        &[
-            ("commands (create/update)", &commands, false),
-            ("commands, paced at half the peak", &commands_paced, true),
-            ("INSERT+COMMIT probe beside them", &probe, true),
-            (
-                "commands, paced at the target rate",
-                &commands_at_target,
-                true,
-            ),
-            ("GraphQL by id", &by_id, false),
-            ("GraphQL by id, paced at half the peak", &by_id_paced, true),
-            ("GraphQL list", &lists, false),
-            ("GraphQL list, no totalCount", &pages, false),
-            ("freshness (2xx to GraphQL)", &freshness, false),
-        ],
+        &phases,
         commands.per_second,
         insert_1,
         insert_16,
