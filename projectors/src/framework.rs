@@ -666,62 +666,87 @@ pub struct Unapplied {
 }
 
 /// The events of `types` after the last position `projection` applied,
-/// read through an index (`log::begin_by_index`, ADR 0053). The position
-/// and the log's last are read first. A position within [`NEAR_END`] of
-/// the end (a busy projection's) is counted through the position index
-/// alone ([`UNAPPLIED_NEAR_END`]); one further back (a projection whose
-/// types change rarely, or one catching up) with the types as a condition
-/// too ([`UNAPPLIED_FAR_BACK`]), planned afresh each time with the
-/// position as a value, so that the primary key can read the types' few
-/// events; without a position, every event of the types
-/// ([`UNAPPLIED_ALL`]).
+/// read through an index (`log::begin_by_index`, ADR 0053): one
+/// projection's [`unapplied_each`].
 pub async fn unapplied(
     pool: &PgPool,
     projection: &str,
     types: &[&str],
 ) -> Result<Unapplied, sqlx::Error> {
+    let mut each = unapplied_each(pool, &[(projection, types)]).await?;
+    Ok(each.pop().unwrap_or_default())
+}
+
+/// What each of `projections` (name, aggregate types) has not applied,
+/// in the order given, read in one transaction through an index
+/// (`log::begin_by_index`, ADR 0053). The projections' positions and the
+/// log's last are read first, in one statement. A position within
+/// [`NEAR_END`] of the end (a busy projection's) is counted through the
+/// position index alone ([`UNAPPLIED_NEAR_END`]); one further back (a
+/// projection whose types change rarely, or one catching up) with the
+/// types as a condition too ([`UNAPPLIED_FAR_BACK`]), planned afresh each
+/// time with the position as a value, so that the primary key can read the
+/// types' few events; without a position, every event of the types
+/// ([`UNAPPLIED_ALL`]).
+pub async fn unapplied_each(
+    pool: &PgPool,
+    projections: &[(&str, &[&str])],
+) -> Result<Vec<Unapplied>, sqlx::Error> {
+    if projections.is_empty() {
+        return Ok(Vec::new());
+    }
+    let names: Vec<&str> = projections.iter().map(|(name, _)| *name).collect();
     let mut tx = log::begin_by_index(pool).await?;
-    let (position, end): (Option<i64>, Option<i64>) = sqlx::query_as(
-        "SELECT (SELECT last_position FROM projection_positions WHERE projection = $1),
-                (SELECT max(global_position) FROM events)",
+    let positions: Vec<(Option<i64>, Option<i64>)> = sqlx::query_as(
+        "SELECT (SELECT last_position FROM projection_positions WHERE projection = k.name),
+                (SELECT max(global_position) FROM events)
+         FROM UNNEST($1::text[]) WITH ORDINALITY AS k(name, n)
+         ORDER BY k.n",
     )
-    .bind(projection)
-    .fetch_one(&mut *tx)
+    .bind(&names)
+    .fetch_all(&mut *tx)
     .await?;
-    let query = match position {
-        None => sqlx::query_as(UNAPPLIED_ALL).bind(types),
-        Some(position) => {
-            let statement = if end.unwrap_or(0) - position <= NEAR_END {
-                UNAPPLIED_NEAR_END
-            } else {
-                UNAPPLIED_FAR_BACK
-            };
-            sqlx::query_as(statement).bind(position).bind(types)
-        }
-    };
-    let (events, oldest_seconds) = query.persistent(false).fetch_one(&mut *tx).await?;
+    let mut each = Vec::with_capacity(projections.len());
+    for ((_, types), (position, end)) in projections.iter().zip(positions) {
+        let query = match position {
+            None => sqlx::query_as(UNAPPLIED_ALL).bind(*types),
+            Some(position) => {
+                let statement = if end.unwrap_or(0) - position <= NEAR_END {
+                    UNAPPLIED_NEAR_END
+                } else {
+                    UNAPPLIED_FAR_BACK
+                };
+                sqlx::query_as(statement).bind(position).bind(*types)
+            }
+        };
+        let (events, oldest_seconds) = query.persistent(false).fetch_one(&mut *tx).await?;
+        each.push(Unapplied {
+            events,
+            oldest_seconds,
+        });
+    }
     tx.commit().await?;
-    Ok(Unapplied {
-        events,
-        oldest_seconds,
-    })
+    Ok(each)
 }
 
 /// Sets `projection_lag_events` and `projection_lag_seconds` per projection
 /// (events of its types after the last position it applied, and the age of
-/// the oldest).
+/// the oldest), read in one transaction ([`unapplied_each`]).
 async fn report_lag(pool: &PgPool, projections: &[Box<dyn Projection>]) {
-    for projection in projections {
-        match unapplied(pool, projection.name(), projection.aggregate_types()).await {
-            Ok(lag) => {
-                let name = projection.name();
-                metrics::gauge!("projection_lag_events", "projection" => name)
+    let wanted: Vec<(&'static str, &'static [&'static str])> = projections
+        .iter()
+        .map(|projection| (projection.name(), projection.aggregate_types()))
+        .collect();
+    match unapplied_each(pool, &wanted).await {
+        Ok(each) => {
+            for ((name, _), lag) in wanted.iter().zip(each) {
+                metrics::gauge!("projection_lag_events", "projection" => *name)
                     .set(lag.events as f64);
-                metrics::gauge!("projection_lag_seconds", "projection" => name)
+                metrics::gauge!("projection_lag_seconds", "projection" => *name)
                     .set(lag.oldest_seconds.unwrap_or(0.0));
             }
-            Err(error) => tracing::debug!(%error, "cannot measure projection lag"),
         }
+        Err(error) => tracing::debug!(%error, "cannot measure projection lag"),
     }
 }
 

@@ -5,7 +5,7 @@
 
 use pivotal_event_store::log::{self, Checkpoint};
 use pivotal_projectors::framework::{
-    NEAR_END, UNAPPLIED_ALL, UNAPPLIED_FAR_BACK, UNAPPLIED_NEAR_END, unapplied,
+    NEAR_END, UNAPPLIED_ALL, UNAPPLIED_FAR_BACK, UNAPPLIED_NEAR_END, unapplied, unapplied_each,
 };
 use pivotal_test_support::TestEnv;
 use serde_json::Value;
@@ -167,6 +167,36 @@ async fn a_projection_lag_counts_its_own_types_after_its_position_through_an_ind
     // Nothing applied: every event of its types.
     let quotes = unapplied(&env.pool, "quotes", &["quote"]).await.unwrap();
     assert_eq!(quotes.events, 5);
+
+    // All of them in one transaction, in the order asked, each counted as
+    // on its own (the ages grow between the reads, so only the counts and
+    // whether there is an oldest are compared).
+    let wanted: [(&str, &[&str]); 5] = [
+        ("quotes", &["quote"]),
+        ("customers", &["customer"]),
+        ("users", &["user"]),
+        ("search", &["customer"]),
+        ("customers", &["customer", "quote"]),
+    ];
+    let each = unapplied_each(&env.pool, &wanted).await.unwrap();
+    let counted: Vec<(i64, bool)> = each
+        .iter()
+        .map(|lag| (lag.events, lag.oldest_seconds.is_some()))
+        .collect();
+    assert_eq!(
+        counted,
+        [
+            (5, true),
+            (7, true),
+            (0, false),
+            (149_999 + 7, true),
+            (12, true)
+        ]
+    );
+    assert!(
+        unapplied_each(&env.pool, &[]).await.unwrap().is_empty(),
+        "nothing asked, nothing read"
+    );
 
     const { assert!(NEAR_END < 149_999) };
     assert_read_by_index(
