@@ -1158,11 +1158,13 @@ pub async fn expire_due(
     if !locked {
         return Ok(0);
     }
+    // On the lock's connection: a sweep with nothing due takes one
+    // connection, not a second while it holds the first.
     let due: Result<Vec<(Uuid, Uuid)>, sqlx::Error> = sqlx::query_as(
         "SELECT organization_id, id FROM rm_quotes WHERE status = 'sent' AND valid_until < $1",
     )
     .bind(today)
-    .fetch_all(pool)
+    .fetch_all(&mut *lock)
     .await;
     let mut expired = 0;
     if let Ok(due) = &due {
