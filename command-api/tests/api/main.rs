@@ -9,4 +9,5 @@ mod errors;
 mod event_size;
 mod helpers;
 mod identity;
+mod pool;
 mod quotes;
