@@ -20,16 +20,28 @@
 //! Rows go in the order of their aggregate ids, so two statements
 //! (of two processes) wait for each other's keys in one order and cannot
 //! deadlock.
+//!
+//! A writer keeps its connection from one statement to the next while
+//! commands keep coming (at most [`db::ALIVE_BYPASS_WINDOW`] after its last
+//! use), instead of handing it back to the pool after each statement:
+//! sqlx tests every connection that comes back with a round trip of its
+//! own, and under load that was one more round trip for every statement.
+//! A connection whose statement failed other than by a collision goes
+//! back to the pool (which tests it, and discards it if broken), and every
+//! kept connection goes back once no command came for that long (ADR 0054).
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Instant;
 
-use sqlx::PgPool;
+use sqlx::pool::PoolConnection;
+use sqlx::{PgPool, Postgres};
 use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use crate::commands::{CommittedEvent, is_unavailable};
+use crate::db;
 
 /// Statements in flight per aggregate type and process.
 pub const WRITERS: usize = 4;
@@ -165,6 +177,49 @@ impl Appender {
     }
 }
 
+/// The writers' connections between two statements, each with when it
+/// was last used, the latest last.
+#[derive(Default)]
+struct Kept(Mutex<Vec<(PoolConnection<Postgres>, Instant)>>);
+
+impl Kept {
+    /// The connection used last, if within the window; older ones go back
+    /// to the pool.
+    fn take(&self) -> Option<PoolConnection<Postgres>> {
+        let mut stale = Vec::new();
+        let fresh = {
+            let mut kept = self.0.lock().ok()?;
+            match kept.pop() {
+                Some((conn, used)) if used.elapsed() < db::ALIVE_BYPASS_WINDOW => Some(conn),
+                Some(old) => {
+                    stale.push(old);
+                    stale.append(&mut kept);
+                    None
+                }
+                None => None,
+            }
+        };
+        drop(stale);
+        fresh
+    }
+
+    fn keep(&self, conn: PoolConnection<Postgres>) {
+        if let Ok(mut kept) = self.0.lock() {
+            kept.push((conn, Instant::now()));
+        }
+    }
+
+    /// Hands every kept connection back to the pool.
+    fn release(&self) {
+        let all = self
+            .0
+            .lock()
+            .map(|mut kept| std::mem::take(&mut *kept))
+            .unwrap_or_default();
+        drop(all);
+    }
+}
+
 /// Takes queued appends as writers come free: each statement takes every
 /// append waiting when its writer came free, within its bounds.
 async fn write_queue(
@@ -175,7 +230,17 @@ async fn write_queue(
     waiting: Arc<AtomicUsize>,
 ) {
     let free = Arc::new(Semaphore::new(writers));
-    while let Some(first) = queue.recv().await {
+    let kept = Arc::new(Kept::default());
+    loop {
+        let first = match tokio::time::timeout(db::ALIVE_BYPASS_WINDOW, queue.recv()).await {
+            Ok(Some(first)) => first,
+            Ok(None) => return,
+            // Quiet: the connections go back to the pool.
+            Err(_) => {
+                kept.release();
+                continue;
+            }
+        };
         let Ok(writer) = free.clone().acquire_owned().await else {
             return;
         };
@@ -189,41 +254,70 @@ async fn write_queue(
         }
         waiting.fetch_sub(jobs.len(), Ordering::Relaxed);
         let pool = pool.clone();
+        let kept = kept.clone();
         tokio::spawn(async move {
-            write(&pool, aggregate_type, jobs).await;
+            let conn = match kept.take() {
+                Some(conn) => Ok(conn),
+                None => pool.acquire().await,
+            };
+            match conn {
+                Ok(mut conn) => {
+                    if write(&mut conn, aggregate_type, jobs).await {
+                        kept.keep(conn);
+                    }
+                }
+                Err(error) => {
+                    for job in jobs {
+                        let _ = job.reply.send(Err(Failure::of(&error)));
+                    }
+                }
+            }
             drop(writer);
         });
     }
 }
 
-/// Writes `jobs` in one statement, or each alone if one of them collided.
-async fn write(pool: &PgPool, aggregate_type: &'static str, mut jobs: Vec<Job>) {
+/// Writes `jobs` in one statement, or each alone if one of them collided;
+/// returns whether the connection is fit to keep (every statement either
+/// ran or collided).
+async fn write(
+    conn: &mut sqlx::PgConnection,
+    aggregate_type: &'static str,
+    mut jobs: Vec<Job>,
+) -> bool {
     metrics::histogram!("event_store_append_commands", "aggregate" => aggregate_type)
         .record(jobs.len() as f64);
     jobs.sort_by(|a, b| a.append.aggregate_id.cmp(&b.append.aggregate_id));
     let appends: Vec<&Append> = jobs.iter().map(|j| &j.append).collect();
-    match insert(pool, aggregate_type, &appends).await {
+    match insert(&mut *conn, aggregate_type, &appends).await {
         Ok(rows) => {
             let split = split(&appends, rows);
             for (job, events) in jobs.into_iter().zip(split) {
                 let _ = job.reply.send(Ok(events));
             }
+            true
         }
         Err(error) if jobs.len() > 1 && stored_nothing(&error) => {
             tracing::debug!(commands = jobs.len(), %error, "an append collided; writing each alone");
+            let mut fit = true;
             for job in jobs {
                 let one = [&job.append];
-                let answer = match insert(pool, aggregate_type, &one).await {
+                let answer = match insert(&mut *conn, aggregate_type, &one).await {
                     Ok(rows) => Ok(split(&one, rows).pop().unwrap_or_default()),
-                    Err(error) => Err(Failure::of(&error)),
+                    Err(error) => {
+                        fit &= stored_nothing(&error);
+                        Err(Failure::of(&error))
+                    }
                 };
                 let _ = job.reply.send(answer);
             }
+            fit
         }
         Err(error) => {
             for job in jobs {
                 let _ = job.reply.send(Err(Failure::of(&error)));
             }
+            stored_nothing(&error)
         }
     }
 }

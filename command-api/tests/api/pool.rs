@@ -153,3 +153,42 @@ async fn a_command_after_the_server_closed_the_apis_idle_connection_is_stored() 
     }
     assert_eq!(names, expected);
 }
+
+#[tokio::test]
+async fn the_append_writers_hand_their_connections_back_once_commands_stop() {
+    let env = TestEnv::new().await;
+    let pool = pivotal_command_api::connect(&env.settings).await.unwrap();
+    let (url, _stop) = env.spawn_command_api_on(pool.clone()).await;
+    let token = env.token(Uuid::now_v7(), &["manager"]);
+    let client = http();
+    let created = futures::future::join_all((0..24).map(|n| {
+        client
+            .post(format!("{url}/v1/customers"))
+            .bearer_auth(&token)
+            .json(&json!({"legalName": format!("Customer {n}"), "currency": "NZD"}))
+            .send()
+    }))
+    .await;
+    for response in created {
+        assert_eq!(response.unwrap().status(), 201);
+    }
+    let stored: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM events WHERE event_type = 'customer.created'")
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+    assert_eq!(stored, 24);
+    // Kept between statements while commands come, back in the pool
+    // within twice the window once they stop.
+    eventually(Duration::from_secs(5), || async {
+        (pool.size() > 0 && pool.num_idle() == pool.size() as usize).then_some(())
+    })
+    .await
+    .unwrap_or_else(|| {
+        panic!(
+            "{} of {} connections still out of the pool",
+            pool.size() as usize - pool.num_idle(),
+            pool.size()
+        )
+    });
+}
