@@ -18,7 +18,14 @@ drop_test_databases() {
     "SELECT datname FROM pg_database WHERE datname LIKE 'pf_test_%'" |
     while read -r db; do psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)"; done
 }
+# Their keys in Redis too (each test's prefix is `t` and 12 hex digits).
+drop_test_keys() {
+  local hex='[0-9a-f]'
+  redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "t$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex:*" |
+    xargs -r -n 1000 redis-cli -h 127.0.0.1 -p 6379 unlink >/dev/null
+}
 drop_test_databases
+drop_test_keys
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 echo "==> cargo fmt --check"
@@ -34,5 +41,6 @@ cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST
 echo "==> fault scenarios"
 cargo test --workspace --test system --locked -- --test-threads=1 faults::
 
-echo "==> dropping the test databases"
+echo "==> dropping the test databases and their keys"
 drop_test_databases
+drop_test_keys

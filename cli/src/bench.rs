@@ -1434,7 +1434,42 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     ))
     .execute(&admin)
     .await?;
+    // And its keys in Redis (the read cache's, the dashboard's), which
+    // would otherwise pile up run after run.
+    let removed = remove_keys(settings.redis.url.expose_secret(), &format!("bench{tag}:")).await?;
+    println!("redis: removed the run's {removed} keys");
     outcome
+}
+
+/// Unlinks every key that starts with `prefix`, a page of SCAN at a time;
+/// returns how many.
+async fn remove_keys(url: &str, prefix: &str) -> anyhow::Result<usize> {
+    let client = redis::Client::open(url)?;
+    let mut redis = client.get_multiplexed_async_connection().await?;
+    let pattern = format!("{prefix}*");
+    let mut cursor: u64 = 0;
+    let mut removed = 0;
+    loop {
+        let (next, keys): (u64, Vec<String>) = redis::cmd("SCAN")
+            .arg(cursor)
+            .arg("MATCH")
+            .arg(&pattern)
+            .arg("COUNT")
+            .arg(10_000)
+            .query_async(&mut redis)
+            .await?;
+        if !keys.is_empty() {
+            let unlinked: usize = redis::cmd("UNLINK")
+                .arg(&keys)
+                .query_async(&mut redis)
+                .await?;
+            removed += unlinked;
+        }
+        if next == 0 {
+            return Ok(removed);
+        }
+        cursor = next;
+    }
 }
 
 /// Every phase, on the run's own database at `url`.
