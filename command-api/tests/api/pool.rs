@@ -55,6 +55,20 @@ async fn terminate(env: &TestEnv, application: &str) -> usize {
     pids.len()
 }
 
+/// Asks the command API at `url` to create a customer named `name`.
+fn create_customer(
+    client: &reqwest::Client,
+    url: &str,
+    token: &str,
+    name: String,
+) -> impl Future<Output = reqwest::Result<reqwest::Response>> + use<> {
+    client
+        .post(format!("{url}/v1/customers"))
+        .bearer_auth(token)
+        .json(&json!({"legalName": name, "currency": "NZD"}))
+        .send()
+}
+
 async fn one_connection_pool(env: &TestEnv, application: &str) -> PgPool {
     let mut settings = env.settings.database.clone();
     settings.max_connections = 1;
@@ -110,13 +124,7 @@ async fn a_command_after_the_server_closed_the_apis_idle_connection_is_stored() 
     let (url, _stop) = env.spawn_command_api_on(pool).await;
     let token = env.token(Uuid::now_v7(), &["manager"]);
     let client = http();
-    let create = |name: &str| {
-        client
-            .post(format!("{url}/v1/customers"))
-            .bearer_auth(&token)
-            .json(&json!({"legalName": name, "currency": "NZD"}))
-            .send()
-    };
+    let create = |name: &str| create_customer(&client, &url, &token, name.to_owned());
     let before = create("Before").await.unwrap();
     assert_eq!(before.status(), 201, "{:?}", before.text().await);
     assert!(terminate(&env, "pivotal-command-api").await >= 1);
@@ -161,13 +169,9 @@ async fn the_append_writers_hand_their_connections_back_once_commands_stop() {
     let (url, _stop) = env.spawn_command_api_on(pool.clone()).await;
     let token = env.token(Uuid::now_v7(), &["manager"]);
     let client = http();
-    let created = futures::future::join_all((0..24).map(|n| {
-        client
-            .post(format!("{url}/v1/customers"))
-            .bearer_auth(&token)
-            .json(&json!({"legalName": format!("Customer {n}"), "currency": "NZD"}))
-            .send()
-    }))
+    let created = futures::future::join_all(
+        (0..24).map(|n| create_customer(&client, &url, &token, format!("Customer {n}"))),
+    )
     .await;
     for response in created {
         assert_eq!(response.unwrap().status(), 201);
