@@ -17,6 +17,8 @@
 //! written again alone, so that only the one that collided is told so.
 //! Any other failure is every command's answer, as it would have been
 //! alone: a statement that may have committed is never written again.
+//! Among the commands written alone, one whose statement failed so does
+//! not fail the next: that is written on another connection.
 //! Rows go in the order of their aggregate ids, so two statements
 //! (of two processes) wait for each other's keys in one order and cannot
 //! deadlock.
@@ -261,8 +263,8 @@ async fn write_queue(
                 None => pool.acquire().await,
             };
             match conn {
-                Ok(mut conn) => {
-                    if write(&mut conn, aggregate_type, jobs).await {
+                Ok(conn) => {
+                    if let Some(conn) = write(&pool, conn, aggregate_type, jobs).await {
                         kept.keep(conn);
                     }
                 }
@@ -278,13 +280,14 @@ async fn write_queue(
 }
 
 /// Writes `jobs` in one statement, or each alone if one of them collided;
-/// returns whether the connection is fit to keep (every statement either
-/// ran or collided).
+/// returns the connection if it is fit to keep (its statements either ran
+/// or collided).
 async fn write(
-    conn: &mut sqlx::PgConnection,
+    pool: &PgPool,
+    mut conn: PoolConnection<Postgres>,
     aggregate_type: &'static str,
     mut jobs: Vec<Job>,
-) -> bool {
+) -> Option<PoolConnection<Postgres>> {
     metrics::histogram!("event_store_append_commands", "aggregate" => aggregate_type)
         .record(jobs.len() as f64);
     jobs.sort_by(|a, b| a.append.aggregate_id.cmp(&b.append.aggregate_id));
@@ -295,31 +298,64 @@ async fn write(
             for (job, events) in jobs.into_iter().zip(split) {
                 let _ = job.reply.send(Ok(events));
             }
-            true
+            Some(conn)
         }
         Err(error) if jobs.len() > 1 && stored_nothing(&error) => {
             tracing::debug!(commands = jobs.len(), %error, "an append collided; writing each alone");
-            let mut fit = true;
-            for job in jobs {
-                let one = [&job.append];
-                let answer = match insert(&mut *conn, aggregate_type, &one).await {
-                    Ok(rows) => Ok(split(&one, rows).pop().unwrap_or_default()),
-                    Err(error) => {
-                        fit &= stored_nothing(&error);
-                        Err(Failure::of(&error))
-                    }
-                };
-                let _ = job.reply.send(answer);
-            }
-            fit
+            write_each(pool, conn, aggregate_type, jobs).await
         }
         Err(error) => {
             for job in jobs {
                 let _ = job.reply.send(Err(Failure::of(&error)));
             }
-            stored_nothing(&error)
+            stored_nothing(&error).then_some(conn)
         }
     }
+}
+
+/// Writes each of `jobs` alone, in order, the first on `conn`. A statement
+/// that failed other than by a collision may have broken its connection:
+/// its connection goes back to the pool (which tests it) and the next
+/// command is written on another, so that one command's failure is not the
+/// others'. When no connection can be had, that is the answer of every
+/// command left.
+async fn write_each(
+    pool: &PgPool,
+    conn: PoolConnection<Postgres>,
+    aggregate_type: &'static str,
+    jobs: Vec<Job>,
+) -> Option<PoolConnection<Postgres>> {
+    let mut conn = Some(conn);
+    let mut jobs = jobs.into_iter();
+    while let Some(job) = jobs.next() {
+        let mut this = match conn.take() {
+            Some(conn) => conn,
+            None => match pool.acquire().await {
+                Ok(conn) => conn,
+                Err(error) => {
+                    for job in std::iter::once(job).chain(jobs) {
+                        let _ = job.reply.send(Err(Failure::of(&error)));
+                    }
+                    return None;
+                }
+            },
+        };
+        let one = [&job.append];
+        let answer = match insert(&mut *this, aggregate_type, &one).await {
+            Ok(rows) => {
+                conn = Some(this);
+                Ok(split(&one, rows).pop().unwrap_or_default())
+            }
+            Err(error) => {
+                if stored_nothing(&error) {
+                    conn = Some(this);
+                }
+                Err(Failure::of(&error))
+            }
+        };
+        let _ = job.reply.send(answer);
+    }
+    conn
 }
 
 /// Whether `error` left the statement without effect and says one of its

@@ -701,7 +701,15 @@ fn spawn_creation(
     actor: Actor,
     context: &CommandContext,
 ) -> Creation {
-    let id = Uuid::now_v7();
+    spawn_creation_of(store, actor, context, Uuid::now_v7())
+}
+
+fn spawn_creation_of(
+    store: &std::sync::Arc<AggregateStore<Customer>>,
+    actor: Actor,
+    context: &CommandContext,
+    id: Uuid,
+) -> Creation {
     let (store, context) = (store.clone(), context.clone());
     let task = tokio::spawn(async move {
         let command = CustomerCommand::Create {
@@ -855,6 +863,121 @@ async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
     assert_eq!(transactions_of(&app, &ids).await, 6);
     // The first creation, six more and the retried rename.
     assert_eq!(app.event_count().await, before + 8);
+}
+
+/// Starts a transaction that writes the first event of `id` and holds it
+/// uncommitted: a statement that writes the same event waits for it.
+async fn hold_first_event(app: &TestApp, id: Uuid) -> sqlx::Transaction<'static, sqlx::Postgres> {
+    let mut held = app.env.pool.begin().await.unwrap();
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                             event_version, payload, metadata)
+         VALUES ($1, $2, 1, 'Held', '1.0', '{}', '{}')",
+    )
+    .bind(<Customer as cqrs_es::Aggregate>::TYPE)
+    .bind(id.to_string())
+    .execute(&mut *held)
+    .await
+    .unwrap();
+    held
+}
+
+/// After a collision in a shared statement its commands are written one
+/// by one; when one of those statements loses its connection, that
+/// command is told the store is unavailable and the ones after it are
+/// written on another connection.
+#[tokio::test]
+async fn a_command_written_alone_that_loses_its_connection_does_not_fail_the_next() {
+    let app = TestApp::spawn().await;
+    let mine =
+        std::sync::Arc::new(AggregateStore::<Customer>::new(app.env.pool.clone()).with_writers(1));
+    let theirs = AggregateStore::<Customer>::new(app.env.pool.clone());
+    let (actor, context) = command_context(app.org);
+    // Rows go in the order of their ids: the stale rename's first, so the
+    // shared statement collides before it reaches the others.
+    let mut ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
+    ids.sort();
+    let (stale, first, cut, next) = (ids[0], ids[1], ids[2], ids[3]);
+    mine.create(
+        &stale.to_string(),
+        CustomerCommand::Create {
+            actor,
+            customer_id: stale,
+            customer: sample_new_customer(),
+        },
+        &context,
+    )
+    .await
+    .unwrap();
+    theirs
+        .execute(&stale.to_string(), None, rename(actor, "Theirs"), &context)
+        .await
+        .unwrap();
+    let before = app.event_count().await;
+
+    // The first creation takes the one writer and waits for `held_first`;
+    // the stale rename and two creations wait for the writer.
+    let held_first = hold_first_event(&app, first).await;
+    let held_cut = hold_first_event(&app, cut).await;
+    let (_, first_task) = spawn_creation_of(&mine, actor, &context, first);
+    wait_for_lock_waiters(&app, 1).await;
+    wait_for_appends(&mine, 0).await;
+    let refused = {
+        let (store, context) = (mine.clone(), context.clone());
+        tokio::spawn(async move {
+            store
+                .execute(&stale.to_string(), Some(1), rename(actor, "Mine"), &context)
+                .await
+        })
+    };
+    let (_, cut_task) = spawn_creation_of(&mine, actor, &context, cut);
+    let (_, next_task) = spawn_creation_of(&mine, actor, &context, next);
+    wait_for_appends(&mine, 3).await;
+    held_first.rollback().await.unwrap();
+    first_task.await.unwrap().unwrap();
+
+    // The shared statement collided on the stale rename; written alone,
+    // the rename is refused and the creation of `cut` waits for
+    // `held_cut`. Its session ends there.
+    let mut waiting = Vec::new();
+    for _ in 0..500 {
+        waiting = lock_waiters(&app).await;
+        if !waiting.is_empty() {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    assert_eq!(waiting.len(), 1, "no command waited for the held event");
+    terminate(&app, &waiting).await;
+
+    let refused = refused.await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::VersionConflict {
+                expected: 1,
+                current: 2
+            })
+        ),
+        "{refused:?}"
+    );
+    let cut_answer = cut_task.await.unwrap();
+    assert!(
+        cut_answer
+            .as_ref()
+            .is_err_and(|e| e.starts_with("event store unavailable")),
+        "{cut_answer:?}"
+    );
+    let created = next_task.await.unwrap().unwrap();
+    assert_eq!(
+        as_stored(&created.events),
+        stored_from(&app, &next.to_string(), 1).await
+    );
+    held_cut.rollback().await.unwrap();
+    assert!(stored_from(&app, &cut.to_string(), 1).await.is_empty());
+    assert!(stored_from(&app, &stale.to_string(), 3).await.is_empty());
+    // The first creation and the one after the cut.
+    assert_eq!(app.event_count().await, before + 2);
 }
 
 /// The sessions of this database waiting for a lock.
