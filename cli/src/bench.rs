@@ -1421,27 +1421,33 @@ pub async fn run(settings: &Settings, options: &BenchOptions) -> anyhow::Result<
     }
     let url = format!("{server}/{database}{parameters}");
     let outcome = measure(settings, options, &url, tag).await;
-    // The run's database goes with it, whatever the outcome.
+    // The run's database goes with it, whatever the outcome, and its keys
+    // in Redis (the read cache's, the dashboard's), which would otherwise
+    // pile up run after run. A failure of either is reported and leaves
+    // the run's figures standing.
+    let admin = format!("{server}/postgres{parameters}");
+    if let Err(error) = drop_database(&admin, &database).await {
+        eprintln!("postgres: the run's database {database} was not dropped: {error}");
+    }
+    match remove_keys(settings.redis.url.expose_secret(), &format!("bench{tag}:")).await {
+        Ok(removed) => println!("redis: removed the run's {removed} keys"),
+        Err(error) => eprintln!("redis: the run's keys (bench{tag}:*) were not removed: {error}"),
+    }
+    outcome
+}
+
+/// Drops `database` through a connection to `admin` (a URL).
+async fn drop_database(admin: &str, database: &str) -> anyhow::Result<()> {
     let admin = PgPoolOptions::new()
         .max_connections(1)
-        .connect_with(named_options(
-            &format!("{server}/postgres{parameters}"),
-            "pivotal-bench",
-        )?)
+        .connect_with(named_options(admin, "pivotal-bench")?)
         .await?;
     sqlx::query(&format!(
         "DROP DATABASE IF EXISTS \"{database}\" WITH (FORCE)"
     ))
     .execute(&admin)
     .await?;
-    // And its keys in Redis (the read cache's, the dashboard's), which
-    // would otherwise pile up run after run; a failure here leaves the
-    // run's figures standing.
-    match remove_keys(settings.redis.url.expose_secret(), &format!("bench{tag}:")).await {
-        Ok(removed) => println!("redis: removed the run's {removed} keys"),
-        Err(error) => eprintln!("redis: the run's keys (bench{tag}:*) were not removed: {error}"),
-    }
-    outcome
+    Ok(())
 }
 
 /// Unlinks every key that starts with `prefix`, a page of SCAN at a time;
