@@ -775,6 +775,66 @@ async fn appends_waiting_for_a_writer_share_one_statement() {
     assert_eq!(app.event_count().await, 11);
 }
 
+/// Makes `id` a customer `mine` remembers at version 1, renamed since by
+/// another process (`theirs`) to version 2.
+async fn make_stale(
+    mine: &AggregateStore<Customer>,
+    theirs: &AggregateStore<Customer>,
+    (actor, context): (Actor, &CommandContext),
+    id: Uuid,
+) {
+    let command = CustomerCommand::Create {
+        actor,
+        customer_id: id,
+        customer: sample_new_customer(),
+    };
+    mine.create(&id.to_string(), command, context)
+        .await
+        .unwrap();
+    theirs
+        .execute(&id.to_string(), None, rename(actor, "Theirs"), context)
+        .await
+        .unwrap();
+}
+
+type Renaming = tokio::task::JoinHandle<
+    Result<
+        pivotal_event_store::commands::Outcome,
+        ExecuteError<<Customer as cqrs_es::Aggregate>::Error>,
+    >,
+>;
+
+/// Renames `id` through `store` on a task of its own, expecting `expected`.
+fn spawn_rename(
+    store: &std::sync::Arc<AggregateStore<Customer>>,
+    (actor, context): (Actor, &CommandContext),
+    id: Uuid,
+    expected: Option<u64>,
+) -> Renaming {
+    let (store, context) = (store.clone(), context.clone());
+    tokio::spawn(async move {
+        store
+            .execute(&id.to_string(), expected, rename(actor, "Mine"), &context)
+            .await
+    })
+}
+
+/// The rename of a customer made stale by [`make_stale`], expecting the
+/// version its store remembered, was refused.
+async fn assert_refused_as_stale(refused: Renaming) {
+    let refused = refused.await.unwrap();
+    assert!(
+        matches!(
+            refused,
+            Err(ExecuteError::VersionConflict {
+                expected: 1,
+                current: 2
+            })
+        ),
+        "{refused:?}"
+    );
+}
+
 /// A statement in which one command collides with a stored event stores
 /// nothing; each of its commands is then written alone: the others
 /// commit, the one that collided is retried on the stored state (without
@@ -789,20 +849,9 @@ async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
     let (actor, context) = command_context(app.org);
     // Two customers this store remembers at version 1, renamed since by
     // another process to version 2.
-    let mut stale = Vec::new();
-    for _ in 0..2 {
-        let id = Uuid::now_v7().to_string();
-        let command = CustomerCommand::Create {
-            actor,
-            customer_id: id.parse().unwrap(),
-            customer: sample_new_customer(),
-        };
-        mine.create(&id, command, &context).await.unwrap();
-        theirs
-            .execute(&id, None, rename(actor, "Theirs"), &context)
-            .await
-            .unwrap();
-        stale.push(id);
+    let stale = [Uuid::now_v7(), Uuid::now_v7()];
+    for id in stale {
+        make_stale(&mine, &theirs, (actor, &context), id).await;
     }
     let before = app.event_count().await;
 
@@ -810,16 +859,8 @@ async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
     let (first, first_task) = spawn_creation(&mine, actor, &context);
     wait_for_lock_waiters(&app, 1).await;
     wait_for_appends(&mine, 0).await;
-    let rename_task = |id: String, expected: Option<u64>| {
-        let (store, context) = (mine.clone(), context.clone());
-        tokio::spawn(async move {
-            store
-                .execute(&id, expected, rename(actor, "Mine"), &context)
-                .await
-        })
-    };
-    let retried = rename_task(stale[0].clone(), None);
-    let refused = rename_task(stale[1].clone(), Some(1));
+    let retried = spawn_rename(&mine, (actor, &context), stale[0], None);
+    let refused = spawn_rename(&mine, (actor, &context), stale[1], Some(1));
     let creations: Vec<_> = (0..6)
         .map(|_| spawn_creation(&mine, actor, &context))
         .collect();
@@ -835,20 +876,10 @@ async fn a_collision_in_a_shared_statement_sends_each_command_alone() {
     assert_eq!(retried.version, 3);
     assert_eq!(
         as_stored(&retried.events),
-        stored_from(&app, &stale[0], 3).await
+        stored_from(&app, &stale[0].to_string(), 3).await
     );
-    let refused = refused.await.unwrap();
-    assert!(
-        matches!(
-            refused,
-            Err(ExecuteError::VersionConflict {
-                expected: 1,
-                current: 2
-            })
-        ),
-        "{refused:?}"
-    );
-    assert!(stored_from(&app, &stale[1], 3).await.is_empty());
+    assert_refused_as_stale(refused).await;
+    assert!(stored_from(&app, &stale[1].to_string(), 3).await.is_empty());
     let mut ids = Vec::new();
     for (id, task) in creations {
         let outcome = task.await.unwrap().unwrap();
@@ -898,21 +929,7 @@ async fn a_command_written_alone_that_loses_its_connection_does_not_fail_the_nex
     let mut ids: Vec<Uuid> = (0..4).map(|_| Uuid::now_v7()).collect();
     ids.sort();
     let (stale, first, cut, next) = (ids[0], ids[1], ids[2], ids[3]);
-    mine.create(
-        &stale.to_string(),
-        CustomerCommand::Create {
-            actor,
-            customer_id: stale,
-            customer: sample_new_customer(),
-        },
-        &context,
-    )
-    .await
-    .unwrap();
-    theirs
-        .execute(&stale.to_string(), None, rename(actor, "Theirs"), &context)
-        .await
-        .unwrap();
+    make_stale(&mine, &theirs, (actor, &context), stale).await;
     let before = app.event_count().await;
 
     // The first creation takes the one writer and waits for `held_first`;
@@ -922,14 +939,7 @@ async fn a_command_written_alone_that_loses_its_connection_does_not_fail_the_nex
     let (_, first_task) = spawn_creation_of(&mine, actor, &context, first);
     wait_for_lock_waiters(&app, 1).await;
     wait_for_appends(&mine, 0).await;
-    let refused = {
-        let (store, context) = (mine.clone(), context.clone());
-        tokio::spawn(async move {
-            store
-                .execute(&stale.to_string(), Some(1), rename(actor, "Mine"), &context)
-                .await
-        })
-    };
+    let refused = spawn_rename(&mine, (actor, &context), stale, Some(1));
     let (_, cut_task) = spawn_creation_of(&mine, actor, &context, cut);
     let (_, next_task) = spawn_creation_of(&mine, actor, &context, next);
     wait_for_appends(&mine, 3).await;
@@ -950,17 +960,7 @@ async fn a_command_written_alone_that_loses_its_connection_does_not_fail_the_nex
     assert_eq!(waiting.len(), 1, "no command waited for the held event");
     terminate(&app, &waiting).await;
 
-    let refused = refused.await.unwrap();
-    assert!(
-        matches!(
-            refused,
-            Err(ExecuteError::VersionConflict {
-                expected: 1,
-                current: 2
-            })
-        ),
-        "{refused:?}"
-    );
+    assert_refused_as_stale(refused).await;
     let cut_answer = cut_task.await.unwrap();
     assert!(
         cut_answer
