@@ -17,8 +17,9 @@
 //! written again alone, so that only the one that collided is told so.
 //! Any other failure is every command's answer, as it would have been
 //! alone: a statement that may have committed is never written again.
-//! Among the commands written alone, one whose statement failed so does
-//! not fail the next: that is written on another connection.
+//! Among the commands written alone, one whose statement fails other than
+//! by a collision does not fail the ones after it: they are written on
+//! another connection.
 //! Rows go in the order of their aggregate ids, so two statements
 //! (of two processes) wait for each other's keys in one order and cannot
 //! deadlock.
