@@ -5,7 +5,7 @@
 # Arguments go to `pivotal bench` (e.g. --seconds 30).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pivotal-flow/target}
+source scripts/target-dir.sh
 # A broker emptied for this run (tansu slows down as its storage grows).
 PIVOTAL_TEST_KAFKA_PORT=19093 bash scripts/services.sh --fresh-test-broker
 export PIVOTAL_KAFKA__BROKERS=127.0.0.1:19093

@@ -7,7 +7,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$(pwd)
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pivotal-flow/target}
+source scripts/target-dir.sh
 DATA_DIR=${PIVOTAL_DATA_DIR:-$HOME/.local/share/pivotal-flow}
 RUN_DIR=$DATA_DIR/run
 export PIVOTAL_DATABASE__URL=${PIVOTAL_DATABASE__URL:-postgres://postgres@127.0.0.1:5432/pivotal_flow?sslmode=disable}

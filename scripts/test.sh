@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$HOME/.cache/pivotal-flow/target}
+source scripts/target-dir.sh
 export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
 
 bash scripts/services.sh --fresh-test-broker
