@@ -5,7 +5,8 @@
 //!
 //! Phases: baselines (single-row INSERT+COMMIT on the same PostgreSQL with 1
 //! and 16 clients; a bare rdkafka producer to the same broker), commands
-//! (mixed create/update over many customers), GraphQL by id and lists
+//! (mixed create/update over many customers; before the target rate, the
+//! system's CPU time at rest), GraphQL by id and lists
 //! (with and without `totalCount`), freshness (a command's 2xx until
 //! GraphQL shows the change, through Kafka), relay throughput (a second
 //! relay republishing the whole log to fresh topics), a projection rebuild,
@@ -260,6 +261,12 @@ impl CpuSampler {
             samples,
             stop,
         }
+    }
+
+    /// Where the machine's CPU time went over `span`.
+    fn shares(&self, span: (Instant, Instant)) -> Option<CpuShares> {
+        let samples = self.samples.lock().unwrap_or_else(|e| e.into_inner());
+        cpu_shares(&samples, &self.names, span)
     }
 
     /// Fills in `latency`'s I/O wait and CPU shares.
@@ -1004,6 +1011,9 @@ const PACED_SHARE: f64 = 0.5;
 
 /// Share of one client's INSERT+COMMIT rate the commands' target names.
 const TARGET_SHARE_OF_INSERT: f64 = 0.5;
+/// How long the system's CPU time is read at rest, before the target
+/// rate: the pipeline drained and no request coming.
+const AT_REST: Duration = Duration::from_secs(5);
 
 /// Most search steps a run takes: each names its customers from its own
 /// part of the clients' ranges (see [`command_phase`]).
@@ -1663,6 +1673,12 @@ async fn measure(
         "before_target_rate_commands",
     )
     .await?;
+    // What the system spends with nothing to do (its processes' timers
+    // and polls, the broker answering the projector's fetches), which
+    // every command rate carries on top of the commands' own work.
+    let rest_started = Instant::now();
+    tokio::time::sleep(AT_REST).await;
+    let rest_span = (rest_started, Instant::now());
     // A target rate above the closed loop's peak is more than this
     // machine carried: its commands queue, and the phase says so.
     let target_above_peak = target_rate > commands.per_second;
@@ -1744,6 +1760,8 @@ async fn measure(
     for (_, _, phase, _) in &mut tried {
         cpu.annotate(phase);
     }
+    let at_rest = cpu.shares(rest_span);
+    let rest_busy = at_rest.as_ref().map(busy_share);
     let commands_sustained = json!({
         "per_second": highest_met,
         "share_of_insert": if insert_1 > 0.0 { highest_met / insert_1 } else { 0.0 },
@@ -1765,6 +1783,12 @@ async fn measure(
             "cpu_ms_per_command": l.cpu.as_ref()
                 .filter(|_| l.per_second > 0.0)
                 .map(|c| busy_share(c) * cores * 1000.0 / l.per_second),
+            // The same less what the system spends at rest: what the
+            // commands themselves cost.
+            "cpu_ms_per_command_above_rest": l.cpu.as_ref()
+                .zip(rest_busy)
+                .filter(|_| l.per_second > 0.0)
+                .map(|(c, rest)| (busy_share(c) - rest) * cores * 1000.0 / l.per_second),
             "cpu": l.cpu,
         })).collect::<Vec<_>>(),
     });
@@ -1926,6 +1950,11 @@ async fn measure(
         "target_rate_share_of_insert": TARGET_SHARE_OF_INSERT,
         "target_rate_above_closed_loop": target_above_peak,
         "commands_sustained": commands_sustained,
+        "at_rest": {
+            "seconds": AT_REST.as_secs_f64(),
+            "cpu_busy_share": rest_busy,
+            "cpu": at_rest,
+        },
         "append_writers": settings.database.append_writers,
         "graphql_by_id": by_id,
         "graphql_by_id_paced": by_id_paced,
@@ -2126,7 +2155,7 @@ fn print_table(
             .iter()
             .map(|t| {
                 format!(
-                    "{:.0}/s p99 {:.1} ms {} (CPU {:.0}% busy, {:.2} ms a command)",
+                    "{:.0}/s p99 {:.1} ms {} (CPU {:.0}% busy, {:.2} ms a command, {:.2} above rest)",
                     figure(t, "offered_per_second"),
                     figure(t, "p99_ms"),
                     if t["met"].as_bool() == Some(true) {
@@ -2136,6 +2165,7 @@ fn print_table(
                     },
                     figure(t, "cpu_busy_share") * 100.0,
                     figure(t, "cpu_ms_per_command"),
+                    figure(t, "cpu_ms_per_command_above_rest"),
                 )
             })
             .collect();
@@ -2146,6 +2176,16 @@ fn print_table(
             tried.join(", "),
             figure(sustained, "per_second"),
             figure(sustained, "lowest_missed_above"),
+        );
+    }
+    let rest = &report["at_rest"];
+    if let Some(busy) = rest["cpu_busy_share"].as_f64() {
+        let split: CpuShares = serde_json::from_value(rest["cpu"].clone()).unwrap_or_default();
+        println!(
+            "at rest ({:.0} s before the target rate, the pipeline drained): CPU {:.0}% busy: {}",
+            rest["seconds"].as_f64().unwrap_or(0.0),
+            busy * 100.0,
+            shares(&split)
         );
     }
     println!(
