@@ -1952,6 +1952,7 @@ async fn measure(
         "commands_sustained": commands_sustained,
         "at_rest": {
             "seconds": AT_REST.as_secs_f64(),
+            "pipeline_drained_before": drained_before_target,
             "cpu_busy_share": rest_busy,
             "cpu": at_rest,
         },
@@ -2182,8 +2183,13 @@ fn print_table(
     if let Some(busy) = rest["cpu_busy_share"].as_f64() {
         let split: CpuShares = serde_json::from_value(rest["cpu"].clone()).unwrap_or_default();
         println!(
-            "at rest ({:.0} s before the target rate, the pipeline drained): CPU {:.0}% busy: {}",
+            "at rest ({:.0} s before the target rate, {}): CPU {:.0}% busy: {}",
             rest["seconds"].as_f64().unwrap_or(0.0),
+            if rest["pipeline_drained_before"].as_bool() == Some(true) {
+                "the pipeline drained"
+            } else {
+                "the pipeline not drained"
+            },
             busy * 100.0,
             shares(&split)
         );
