@@ -1767,7 +1767,12 @@ async fn measure(
         "share_of_insert": if insert_1 > 0.0 { highest_met / insert_1 } else { 0.0 },
         "lowest_missed_above": lowest_missed,
         "resolution": RATE_SEARCH_RESOLUTION,
-        "tried": tried.iter().map(|(phase, rate, l, drained)| json!({
+        "tried": tried.iter().map(|(phase, rate, l, drained)| {
+            // Busy CPU time (a share of the machine) in ms a command answered.
+            let per_command = |busy: f64| {
+                (l.per_second > 0.0).then(|| busy * cores * 1000.0 / l.per_second)
+            };
+            json!({
             "phase": phase,
             "offered_per_second": rate,
             "per_second": l.per_second,
@@ -1781,16 +1786,14 @@ async fn measure(
             // answered: what the whole system spent on each.
             "cpu_busy_share": l.cpu.as_ref().map(busy_share),
             "cpu_ms_per_command": l.cpu.as_ref()
-                .filter(|_| l.per_second > 0.0)
-                .map(|c| busy_share(c) * cores * 1000.0 / l.per_second),
+                .and_then(|c| per_command(busy_share(c))),
             // The same less what the system spends at rest: what the
             // commands themselves cost.
             "cpu_ms_per_command_above_rest": l.cpu.as_ref()
                 .zip(rest_busy)
-                .filter(|_| l.per_second > 0.0)
-                .map(|(c, rest)| (busy_share(c) - rest) * cores * 1000.0 / l.per_second),
+                .and_then(|(c, rest)| per_command(busy_share(c) - rest)),
             "cpu": l.cpu,
-        })).collect::<Vec<_>>(),
+        })}).collect::<Vec<_>>(),
     });
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
