@@ -857,7 +857,10 @@ impl Notifier {
         let Some(mut connection) = redis.connection().await else {
             return;
         };
+        // One transaction: a version is raised only with its announcement,
+        // which the query API's cache relies on to drop older entries.
         let mut pipe = redis::pipe();
+        pipe.atomic();
         RAISE_VERSION_SCRIPT.load(&mut pipe);
         for event in events {
             let change = serde_json::json!({

@@ -3,15 +3,27 @@
 //!
 //! Coherence by keyspace versioning: after committing, the projector sets
 //! `{prefix}:ver:{type}:{id}` to the entity's projected version (never
-//! lowering it). An entry, in either level, is served only when its version
-//! equals that key, so no replica serves an entry older than the last
-//! projected event for the entity, whatever notifications it missed. A
-//! reader that fills the cache after a miss sets the version key only if
-//! none exists (`SET NX`), so it can never hide a newer projection.
+//! lowering it), then announces the change on the change feed (see
+//! [`crate::live`]). An L2 entry is served only when its version equals that
+//! key. A reader that fills the cache after a miss sets the version key only
+//! if none exists (`SET NX`), so it can never hide a newer projection.
+//!
+//! An L1 entry is served on the change feed's word while the feed is up
+//! (ADR 0055): the feed drops every entry older than an announced change, so
+//! an entry the feed vouches for needs no round trip to Redis. It vouches
+//! only for entries stored since it last (re)subscribed, and only when no
+//! announcement that could concern the entry arrived while it was being
+//! read ([`Coherence`]); any other L1 entry is served only when its version
+//! equals the version key, as L2's are. A replica therefore serves an entry
+//! older than the last projected event only between the projector's
+//! announcement and the replica's feed receiving it, and never when it may
+//! have missed one (feed down, an unreadable announcement, no PING answer
+//! within [`crate::live`]'s deadline).
 //!
 //! Redis down or flushed: every lookup goes to PostgreSQL (slower, no
 //! errors) and entries refill once Redis answers again; a flush removes the
-//! version keys, so nothing cached before it is served.
+//! version keys, so no L2 entry and no L1 entry the feed does not vouch for
+//! is served.
 //!
 //! L1 keeps each entity as its JSON text, shared (`Arc<str>`), and is
 //! bounded by the bytes it holds (`query_api.cache_bytes`), not by a count
@@ -19,7 +31,9 @@
 //! the text, where a tree of `serde_json::Value` would be cloned node by
 //! node and take several times the text's size (ADR 0042).
 
-use std::sync::Arc;
+use std::hash::BuildHasher;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use redis::AsyncCommands;
@@ -41,16 +55,26 @@ const L1_ENTRY_OVERHEAD: u64 = 96;
 /// to 800 bytes).
 const L1_TYPICAL_ENTRY: u64 = 700;
 
-/// L1 entries: an entity's projected version and its JSON text.
-type L1Entry = (i64, Arc<str>);
+/// Locks that order L1 stores against the change feed's removals, by key
+/// hash (see [`Coherence`]).
+const STRIPES: usize = 256;
+
+/// An L1 entry: an entity's projected version, its JSON text, and the feed
+/// session that vouches for it (0: none, its version is checked in Redis).
+#[derive(Debug, Clone)]
+struct L1Entry {
+    version: i64,
+    json: Arc<str>,
+    vouched: u64,
+}
 
 /// Weighs an L1 entry by the bytes it keeps alive.
 #[derive(Debug, Clone, Copy)]
 struct L1Bytes;
 
 impl quick_cache::Weighter<String, L1Entry> for L1Bytes {
-    fn weight(&self, key: &String, (_, json): &L1Entry) -> u64 {
-        (key.len() + json.len()) as u64 + L1_ENTRY_OVERHEAD
+    fn weight(&self, key: &String, entry: &L1Entry) -> u64 {
+        (key.len() + entry.json.len()) as u64 + L1_ENTRY_OVERHEAD
     }
 }
 
@@ -63,12 +87,86 @@ fn entry_key(prefix: &str, aggregate_type: &str, organization: Uuid, id: Uuid) -
     format!("{prefix}:cache:{aggregate_type}:{organization}:{id}")
 }
 
+/// What lets the change feed vouch for L1 entries.
+///
+/// `feed` counts the feed's transitions: odd while it is up, so each
+/// subscription is a session of its own number and a session that ended
+/// vouches for nothing. Each stripe counts the announcements applied to the
+/// keys that hash to it. A reader takes a [`Ticket`] (the session and its
+/// key's stripe count) before it reads the version key, L2 or PostgreSQL;
+/// its entry is stored as vouched for only if, under the stripe's lock,
+/// both are unchanged. An announcement applied in between (for this key or
+/// another of its stripe) leaves the entry to be checked in Redis; one
+/// applied after finds the entry stored and drops it if it is older. Both
+/// happen under the stripe's lock, so neither can fall between the other's
+/// check and its effect.
+#[derive(Debug)]
+struct Coherence {
+    feed: AtomicU64,
+    hasher: std::hash::RandomState,
+    stripes: Box<[Mutex<u64>]>,
+    applied: AtomicU64,
+}
+
+/// A reader's view of the feed before it reads, to be checked when it
+/// stores what it read.
+#[derive(Debug, Clone, Copy)]
+struct Ticket {
+    feed: u64,
+    stripe: usize,
+    announcements: u64,
+}
+
+impl Coherence {
+    fn new() -> Self {
+        metrics::gauge!("query_cache_feed_up").set(0.0);
+        Self {
+            feed: AtomicU64::new(0),
+            hasher: std::hash::RandomState::new(),
+            stripes: (0..STRIPES).map(|_| Mutex::new(0)).collect(),
+            applied: AtomicU64::new(0),
+        }
+    }
+
+    fn stripe(&self, key: &str) -> usize {
+        (self.hasher.hash_one(key) % STRIPES as u64) as usize
+    }
+
+    /// Whether the feed session `vouched` is the current one, still up.
+    fn vouches(&self, vouched: u64) -> bool {
+        vouched % 2 == 1 && self.feed.load(Ordering::Acquire) == vouched
+    }
+
+    fn ticket(&self, key: &str) -> Ticket {
+        let stripe = self.stripe(key);
+        let lock = self.stripes[stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        Ticket {
+            feed: self.feed.load(Ordering::Acquire),
+            stripe,
+            announcements: *lock,
+        }
+    }
+
+    /// Moves the feed to the next session if it is not up (`up`) or down.
+    fn switch(&self, up: bool) {
+        let _ = self
+            .feed
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |state| {
+                (state % 2 == u64::from(!up)).then_some(state + 1)
+            });
+        metrics::gauge!("query_cache_feed_up").set(if up { 1.0 } else { 0.0 });
+    }
+}
+
 #[derive(Clone)]
 pub struct ReadCache {
     url: String,
     prefix: String,
     redis: Arc<OnceCell<ConnectionManager>>,
     l1: Arc<quick_cache::sync::Cache<String, L1Entry, L1Bytes>>,
+    coherence: Arc<Coherence>,
 }
 
 impl std::fmt::Debug for ReadCache {
@@ -94,7 +192,65 @@ impl ReadCache {
                 l1_bytes,
                 L1Bytes,
             )),
+            coherence: Arc::new(Coherence::new()),
         }
+    }
+
+    /// The change feed has (re)subscribed: from now on it vouches for the
+    /// L1 entries stored while it stays up.
+    pub fn feed_up(&self) {
+        self.coherence.switch(true);
+    }
+
+    /// The change feed is down (or may have missed an announcement): no L1
+    /// entry is served without its version checked in Redis until it is up
+    /// again, and nothing stored before then is vouched for after.
+    pub fn feed_down(&self) {
+        self.coherence.switch(false);
+    }
+
+    /// Whether the change feed vouches for L1 entries now.
+    pub fn feed_is_up(&self) -> bool {
+        self.coherence.feed.load(Ordering::Acquire) % 2 == 1
+    }
+
+    /// Applies an announced change: the L1 entry of the entity, if older
+    /// than `version`, is dropped, and a read of it in flight stores what
+    /// it read as not vouched for.
+    pub fn announced(&self, aggregate_type: &str, organization: Uuid, id: Uuid, version: i64) {
+        let key = entry_key(&self.prefix, aggregate_type, organization, id);
+        let coherence = &self.coherence;
+        let mut announcements = coherence.stripes[coherence.stripe(&key)]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        *announcements += 1;
+        if self.l1.get(&key).is_some_and(|e| e.version < version) {
+            self.l1.remove(&key);
+        }
+        coherence.applied.fetch_add(1, Ordering::Release);
+    }
+
+    /// Announced changes applied so far.
+    pub fn announcements_applied(&self) -> u64 {
+        self.coherence.applied.load(Ordering::Acquire)
+    }
+
+    /// Stores an L1 entry, vouched for by the feed if `ticket` still holds.
+    fn store(&self, key: String, version: i64, json: Arc<str>, ticket: Ticket) {
+        let coherence = &self.coherence;
+        let announcements = coherence.stripes[ticket.stripe]
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        let holds = *announcements == ticket.announcements && coherence.vouches(ticket.feed);
+        let vouched = if holds { ticket.feed } else { 0 };
+        self.l1.insert(
+            key,
+            L1Entry {
+                version,
+                json,
+                vouched,
+            },
+        );
     }
 
     /// Bytes the L1 entries hold now, as they are weighed against
@@ -149,13 +305,21 @@ impl ReadCache {
         F: FnOnce() -> Fut,
         Fut: std::future::Future<Output = Result<Option<(T, i64)>, async_graphql::Error>>,
     {
-        let version_key = version_key(&self.prefix, aggregate_type, &id.to_string());
         let entry_key = entry_key(&self.prefix, aggregate_type, organization, id);
+        let l1 = self.l1.get(&entry_key);
+        // The usual case: an entry the change feed vouches for.
+        if let Some(entry) = &l1
+            && self.coherence.vouches(entry.vouched)
+            && let Ok(value) = serde_json::from_str(&entry.json)
+        {
+            return Ok(Some(value));
+        }
+        let ticket = self.coherence.ticket(&entry_key);
+        let version_key = version_key(&self.prefix, aggregate_type, &id.to_string());
         let redis = self.connection().await;
         if let Some(mut conn) = redis.clone() {
-            // With an L1 entry, only its version is asked for (the usual
-            // case); the L2 entry only when L1 has none or an older one.
-            let l1 = self.l1.get(&entry_key);
+            // With an L1 entry, only its version is asked for; the L2 entry
+            // only when L1 has none or an older one.
             let current: redis::RedisResult<(Option<i64>, Option<String>)> = if l1.is_some() {
                 conn.get(&version_key).await.map(|version| (version, None))
             } else {
@@ -168,8 +332,12 @@ impl ReadCache {
             match current {
                 Ok((Some(version), l2)) => {
                     let stale_l1 = match l1 {
-                        Some((cached, json)) if cached == version => {
-                            if let Ok(value) = serde_json::from_str(&json) {
+                        Some(entry) if entry.version == version => {
+                            if let Ok(value) = serde_json::from_str(&entry.json) {
+                                // Checked: the feed may vouch for it now.
+                                if ticket.feed % 2 == 1 {
+                                    self.store(entry_key, version, entry.json, ticket);
+                                }
                                 return Ok(Some(value));
                             }
                             false
@@ -192,7 +360,7 @@ impl ReadCache {
                         && cached == version
                         && let Ok(typed) = serde_json::from_str::<T>(json.get())
                     {
-                        self.l1.insert(entry_key, (version, Arc::from(json.get())));
+                        self.store(entry_key, version, Arc::from(json.get()), ticket);
                         return Ok(Some(typed));
                     }
                 }
@@ -219,7 +387,7 @@ impl ReadCache {
             }
             .await;
             match stored {
-                Ok(()) => self.l1.insert(entry_key, (version, Arc::from(json.get()))),
+                Ok(()) => self.store(entry_key, version, Arc::from(json.get()), ticket),
                 Err(error) => tracing::debug!(%error, "cache: Redis write failed"),
             }
         }

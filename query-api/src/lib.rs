@@ -17,7 +17,8 @@
 //! - [`live`]: subscriptions over WebSocket, fed by the projectors through
 //!   Redis.
 //! - [`cache`]: the two-level (in-process, Redis) cache of by-id lookups,
-//!   kept coherent by version keys the projector writes.
+//!   kept coherent by version keys the projector writes and by the change
+//!   feed's announcements.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
 //! - [`cursor`]: the connections' page cursors, and the error for a cursor
@@ -158,10 +159,16 @@ impl Application {
         .follow(settings.redis.url.expose_secret())?;
         let search = pivotal_search::open(&settings.search)
             .map_err(|e| StartError::Search(e.to_string()))?;
+        let cache = cache::ReadCache::new(
+            settings.redis.url.expose_secret(),
+            &settings.redis.key_prefix,
+            settings.query_api.cache_bytes,
+        );
         let changes = live::Changes::default();
         let feed = changes.follow_redis(
             settings.redis.url.expose_secret().to_owned(),
             settings.redis.key_prefix.clone(),
+            cache.clone(),
         );
         let state = HttpState(Arc::new(HttpShared {
             consistency_wait: std::time::Duration::from_millis(
@@ -180,11 +187,7 @@ impl Application {
                 changes.clone(),
                 Some(search),
             ),
-            cache: cache::ReadCache::new(
-                settings.redis.url.expose_secret(),
-                &settings.redis.key_prefix,
-                settings.query_api.cache_bytes,
-            ),
+            cache,
             slots: slots::Slots::new(
                 settings.query_api.max_concurrent_queries,
                 settings.query_api.max_waiting_queries,
@@ -344,8 +347,8 @@ async fn graphql_get(
         },
     };
     // An answer is the caller's own and read models move on: no cache
-    // keeps it (the by-id cache behind the schema is version-checked,
-    // ADR 0014; an HTTP cache would not be).
+    // keeps it (the by-id cache behind the schema is kept coherent,
+    // ADRs 0014 and 0055; an HTTP cache would not be).
     answer.headers_mut().insert(
         header::CACHE_CONTROL,
         header::HeaderValue::from_static("private, no-store"),

@@ -7,6 +7,14 @@
 //! commits; every query-API replica subscribes to the pattern and fans the
 //! notifications out to its own clients, so a client sees a change whichever
 //! replica it is connected to, and only after the read model has it.
+//!
+//! The same feed keeps the replica's read cache coherent
+//! ([`crate::cache`]): each notification first drops the cache's older
+//! entry, then reaches subscribers, so a subscriber that queries at once
+//! never meets the older entry on its own replica. The feed tells the cache
+//! when it is up (subscribed, and answering a PING every second) and when it
+//! may have missed a notification (the connection failed, a PING went
+//! unanswered, a notification could not be read).
 
 use std::time::Duration;
 
@@ -19,8 +27,14 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::broadcast;
 use uuid::Uuid;
 
+use crate::cache::ReadCache;
 use crate::errors;
 use crate::schema::caller;
+
+/// How often the feed's subscription is checked with a PING.
+const PING_EVERY: Duration = Duration::from_secs(1);
+/// Longest wait for the feed's connection or a PING's answer.
+const PING_TIMEOUT: Duration = Duration::from_secs(1);
 
 /// One applied event, as published by the projector.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, SimpleObject)]
@@ -72,12 +86,19 @@ impl Changes {
     }
 
     /// Follows `{prefix}:changes:*` on Redis until the process ends,
-    /// reconnecting after failures.
-    pub fn follow_redis(&self, url: String, prefix: String) -> tokio::task::JoinHandle<()> {
+    /// reconnecting after failures, and keeps `cache` told.
+    pub fn follow_redis(
+        &self,
+        url: String,
+        prefix: String,
+        cache: ReadCache,
+    ) -> tokio::task::JoinHandle<()> {
         let changes = self.clone();
         tokio::spawn(async move {
             loop {
-                if let Err(error) = changes.follow_once(&url, &prefix).await {
+                let outcome = changes.follow_once(&url, &prefix, &cache).await;
+                cache.feed_down();
+                if let Err(error) = outcome {
                     tracing::warn!(%error, "change feed from Redis interrupted; reconnecting");
                 }
                 tokio::time::sleep(Duration::from_secs(1)).await;
@@ -85,22 +106,68 @@ impl Changes {
         })
     }
 
-    async fn follow_once(&self, url: &str, prefix: &str) -> redis::RedisResult<()> {
+    async fn follow_once(
+        &self,
+        url: &str,
+        prefix: &str,
+        cache: &ReadCache,
+    ) -> redis::RedisResult<()> {
         let client = redis::Client::open(url)?;
-        let mut pubsub = client.get_async_pubsub().await?;
-        pubsub.psubscribe(format!("{prefix}:changes:*")).await?;
-        let mut messages = pubsub.on_message();
-        while let Some(message) = messages.next().await {
-            let Ok(payload) = message.get_payload::<String>() else {
-                continue;
-            };
-            match serde_json::from_str::<Change>(&payload) {
-                Ok(change) => self.publish(change),
-                Err(error) => tracing::warn!(%error, "unreadable change notification"),
+        let pubsub = tokio::time::timeout(PING_TIMEOUT, client.get_async_pubsub())
+            .await
+            .map_err(|_| link_error("connecting timed out"))??;
+        let (mut sink, mut stream) = pubsub.split();
+        // Answered once Redis has subscribed: every notification published
+        // from now on reaches the stream.
+        sink.psubscribe(format!("{prefix}:changes:*")).await?;
+        cache.feed_up();
+        let mut ticks = tokio::time::interval(PING_EVERY);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                message = stream.next() => {
+                    let Some(message) = message else {
+                        return Err(link_error("subscription closed"));
+                    };
+                    let change = message
+                        .get_payload::<String>()
+                        .map_err(|error| error.to_string())
+                        .and_then(|payload| {
+                            serde_json::from_str::<Change>(&payload).map_err(|error| error.to_string())
+                        });
+                    match change {
+                        Ok(change) => {
+                            if let Ok(id) = Uuid::parse_str(&change.aggregate_id) {
+                                cache.announced(
+                                    &change.aggregate_type,
+                                    change.organization_id,
+                                    id,
+                                    change.version,
+                                );
+                            }
+                            self.publish(change);
+                        }
+                        Err(error) => {
+                            // What it announced is unknown: nothing cached
+                            // before it is vouched for any more.
+                            tracing::warn!(%error, "unreadable change notification");
+                            cache.feed_down();
+                            cache.feed_up();
+                        }
+                    }
+                }
+                _ = ticks.tick() => {
+                    tokio::time::timeout(PING_TIMEOUT, sink.ping::<redis::Value>())
+                        .await
+                        .map_err(|_| link_error("PING timed out"))??;
+                }
             }
         }
-        Ok(())
     }
+}
+
+fn link_error(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::Io, "change feed", what.to_owned()))
 }
 
 /// What reading an aggregate type needs.

@@ -14,9 +14,14 @@
 //! - [`trickle`]: sends a request's body a byte at a time over a raw socket.
 //! - [`socket`]: a GraphQL-over-WebSocket client that tells a message, a
 //!   close frame and silence apart.
+//! - [`RedisServer`]: a private `redis-server`, for tests that stop Redis
+//!   or drop its clients.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod redis_server;
 pub mod socket;
+
+pub use redis_server::RedisServer;
 
 use std::path::PathBuf;
 use std::time::{Duration, Instant};

@@ -1,8 +1,10 @@
-//! The query API's two-level cache: coherent across replicas once the
-//! projection ran, and answering from PostgreSQL while Redis is down.
+//! The query API's two-level cache: coherent across replicas once each has
+//! heard of the projection, and answering from PostgreSQL while Redis is
+//! down.
 
 use std::time::Duration;
 
+use pivotal_test_support::socket::{self as client, Socket};
 use pivotal_test_support::{TestEnv, eventually, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -31,6 +33,38 @@ async fn name_at(query: &str, token: &str, id: &str, consistency: Option<&str>) 
     body["data"]["customer"].clone()
 }
 
+/// A subscription to customer `id`'s changes on the replica at `query`.
+async fn follow(query: &str, token: &str, id: &str) -> Socket {
+    let mut socket = client::open(&client::url_of(query), "graphql-transport-ws").await;
+    client::init(
+        &mut socket,
+        json!({"authorization": format!("Bearer {token}")}),
+    )
+    .await;
+    let ack = client::message(&mut socket, Duration::from_secs(5)).await;
+    assert_eq!(ack, json!({"type": "connection_ack"}));
+    client::subscribe(
+        &mut socket,
+        "1",
+        &format!(r#"subscription {{ customerChanged(id: "{id}") {{ version }} }}"#),
+    )
+    .await;
+    socket
+}
+
+/// Waits until `socket` delivers the change to `version`: its replica has
+/// then dropped any older cache entry (it does so before telling
+/// subscribers).
+async fn heard_of(socket: &mut Socket, version: i64) {
+    loop {
+        let message = client::message(socket, Duration::from_secs(30)).await;
+        assert_eq!(message["type"], "next", "{message}");
+        if message["payload"]["data"]["customerChanged"]["version"] == version {
+            return;
+        }
+    }
+}
+
 async fn projected_version(env: &TestEnv, id: &str) -> i64 {
     sqlx::query_as::<_, (i64,)>(
         "SELECT coalesce(max(version), 0) FROM projection_versions
@@ -44,7 +78,7 @@ async fn projected_version(env: &TestEnv, id: &str) -> i64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn replicas_never_serve_an_entry_older_than_the_projection() {
+async fn replicas_never_serve_an_entry_older_than_a_change_they_announced() {
     let env = TestEnv::new().await;
     let (commands, _c) = env.spawn_command_api().await;
     let (a, _qa) = env.spawn_query_api().await;
@@ -63,12 +97,20 @@ async fn replicas_never_serve_an_entry_older_than_the_projection() {
         .await
         .unwrap();
     let id = created["id"].as_str().unwrap().to_owned();
+    let mut feeds = [follow(&a, &token, &id).await, follow(&b, &token, &id).await];
+    // Time for both subscriptions to start before the first change.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let reached = eventually(Duration::from_secs(30), || async {
+        (projected_version(&env, &id).await >= 1).then_some(())
+    })
+    .await;
+    assert!(reached.is_some());
     for n in 2..=6 {
-        let reached = eventually(Duration::from_secs(30), || async {
-            (projected_version(&env, &id).await >= n - 1).then_some(())
-        })
-        .await;
-        assert!(reached.is_some());
+        if n > 2 {
+            for feed in &mut feeds {
+                heard_of(feed, n - 1).await;
+            }
+        }
         // Both replicas read (and cache) the current version...
         for replica in [&a, &b, &a, &b] {
             let seen = name_of(replica, &token, &id).await;
@@ -84,29 +126,27 @@ async fn replicas_never_serve_an_entry_older_than_the_projection() {
             .unwrap();
         assert_eq!(renamed.status(), 200);
     }
-    // Once the projector has announced the last change (after its commit),
-    // neither replica serves the old entry: not even once, no retries.
+    // Once a replica has told its subscribers of the last change (the
+    // projector announces it after its commit), it never serves the old
+    // entry: not even once, no retries.
+    for feed in &mut feeds {
+        heard_of(feed, 6).await;
+    }
     use secrecy::ExposeSecret;
     let mut redis = redis::Client::open(env.settings.redis.url.expose_secret())
         .unwrap()
         .get_multiplexed_async_connection()
         .await
         .unwrap();
-    let key = format!("{}:ver:customer:{id}", env.settings.redis.key_prefix);
-    let announced = eventually(Duration::from_secs(30), || {
-        let mut redis = redis.clone();
-        let key = key.clone();
-        async move {
-            let version: Option<i64> = redis::cmd("GET")
-                .arg(&key)
-                .query_async(&mut redis)
-                .await
-                .ok()?;
-            (version == Some(6)).then_some(())
-        }
-    })
-    .await;
-    assert!(announced.is_some());
+    let version: Option<i64> = redis::cmd("GET")
+        .arg(format!(
+            "{}:ver:customer:{id}",
+            env.settings.redis.key_prefix
+        ))
+        .query_async(&mut redis)
+        .await
+        .unwrap();
+    assert_eq!(version, Some(6), "raised with the announcement");
     for replica in [&a, &b] {
         let seen = name_of(replica, &token, &id).await;
         assert_eq!(seen["legalName"], "Cached 6", "{seen}");

@@ -712,41 +712,8 @@ pub fn broker_report(dir: &std::path::Path, broker: &mut Process) -> String {
 }
 
 /// A private Redis on `port`, keeping nothing on disk.
-pub fn start_redis(port: u16) -> Process {
-    let child = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("redis-server is installed by scripts/services.sh");
-    let mut redis = Process(child);
-    // Ready when it answers; a start that fails (port taken) fails here.
-    let ready = (0..100).any(|_| {
-        if let Ok(Some(status)) = redis.0.try_wait() {
-            panic!("redis-server on port {port} exited: {status}");
-        }
-        let answered = std::net::TcpStream::connect(("127.0.0.1", port)).is_ok_and(|mut s| {
-            use std::io::{Read, Write};
-            let mut reply = [0u8; 7];
-            s.set_read_timeout(Some(Duration::from_secs(1))).is_ok()
-                && s.write_all(b"PING\r\n").is_ok()
-                && s.read_exact(&mut reply).is_ok()
-                && &reply == b"+PONG\r\n"
-        });
-        answered || {
-            std::thread::sleep(Duration::from_millis(50));
-            false
-        }
-    });
-    assert!(ready, "redis-server on port {port} did not answer");
-    redis
+pub fn start_redis(port: u16) -> pivotal_test_support::RedisServer {
+    pivotal_test_support::RedisServer::on_port(port)
 }
 
 /// POSTs `body` as `token`'s caller and asserts a 2xx answer.

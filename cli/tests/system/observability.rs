@@ -141,6 +141,10 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     // No operation is waiting for an execution slot once the queries are
     // answered (ADR 0043).
     assert_eq!(sample(&text, "graphql_waiting"), Some(0.0), "{text}");
+    // Whether the change feed vouches for the in-process cache (ADR 0055;
+    // 0 or 1, and other tests' APIs in this binary share the recorder).
+    let feed_up = sample(&text, "query_cache_feed_up");
+    assert!(matches!(feed_up, Some(v) if v == 0.0 || v == 1.0), "{text}");
     // Nor was any turned away, for a full queue or a long wait.
     for reason in ["queue_full", "waited_too_long"] {
         assert_eq!(
