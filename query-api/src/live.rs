@@ -119,7 +119,9 @@ impl Changes {
         let (mut sink, mut stream) = pubsub.split();
         // Answered once Redis has subscribed: every notification published
         // from now on reaches the stream.
-        sink.psubscribe(format!("{prefix}:changes:*")).await?;
+        tokio::time::timeout(PING_TIMEOUT, sink.psubscribe(format!("{prefix}:changes:*")))
+            .await
+            .map_err(|_| link_error("subscribing timed out"))??;
         cache.feed_up();
         let mut ticks = tokio::time::interval(PING_EVERY);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

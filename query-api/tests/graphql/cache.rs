@@ -186,6 +186,17 @@ async fn publish(
     .await;
 }
 
+/// Follows the change feed on `url` for `cache`, once it is up.
+async fn follow(url: &str, prefix: &str, cache: &ReadCache) -> tokio::task::JoinHandle<()> {
+    let feed = pivotal_query_api::live::Changes::default().follow_redis(
+        url.to_owned(),
+        prefix.to_owned(),
+        cache.clone(),
+    );
+    until("the feed to be up", || cache.feed_is_up()).await;
+    feed
+}
+
 async fn until(what: &str, check: impl Fn() -> bool) {
     for _ in 0..1000 {
         if check() {
@@ -202,12 +213,7 @@ async fn the_change_feed_vouches_for_l1_entries_until_it_announces_a_newer_versi
     let url = env.settings.redis.url.expose_secret().to_owned();
     let prefix = env.settings.redis.key_prefix.clone();
     let cache = cache(&env, 1024 * 1024);
-    let feed = pivotal_query_api::live::Changes::default().follow_redis(
-        url.clone(),
-        prefix.clone(),
-        cache.clone(),
-    );
-    until("the feed to be up", || cache.feed_is_up()).await;
+    let feed = follow(&url, &prefix, &cache).await;
     let mut redis = redis_of(&url).await;
     let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
     assert_eq!(read(&cache, org, id, "store").await, entity(id, "store"));
@@ -245,12 +251,7 @@ async fn an_announcement_during_a_read_leaves_its_entry_to_be_checked() {
     let url = env.settings.redis.url.expose_secret().to_owned();
     let prefix = env.settings.redis.key_prefix.clone();
     let cache = cache(&env, 1024 * 1024);
-    let feed = pivotal_query_api::live::Changes::default().follow_redis(
-        url.clone(),
-        prefix.clone(),
-        cache.clone(),
-    );
-    until("the feed to be up", || cache.feed_is_up()).await;
+    let feed = follow(&url, &prefix, &cache).await;
     let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
     let loaded = cache
         .get("entity", org, id, || {
@@ -280,12 +281,7 @@ async fn a_feed_that_failed_vouches_for_nothing_stored_before() {
     let server = pivotal_test_support::RedisServer::start();
     let prefix = "t";
     let cache = ReadCache::new(&server.url(), prefix, 1024 * 1024);
-    let feed = pivotal_query_api::live::Changes::default().follow_redis(
-        server.url(),
-        prefix.to_owned(),
-        cache.clone(),
-    );
-    until("the feed to be up", || cache.feed_is_up()).await;
+    let feed = follow(&server.url(), prefix, &cache).await;
     let mut redis = redis_of(&server.url()).await;
     let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
     assert_eq!(read(&cache, org, id, "store").await, entity(id, "store"));
