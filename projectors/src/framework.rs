@@ -196,7 +196,7 @@ impl<'p> Versions<'p> {
     }
 
     /// Reads and locks the versions of the aggregates (type, id) each
-    /// projection names, in two statements whatever the number of
+    /// projection names, in one statement whatever the number of
     /// projections, and returns one bookkeeping per projection in the order
     /// given (names must differ). Rows are locked in key order so that two
     /// projectors locking overlapping batches wait instead of deadlocking.
@@ -235,28 +235,23 @@ impl<'p> Versions<'p> {
             types.push(aggregate_type);
             ids.push(id);
         }
-        sqlx::query(
-            "INSERT INTO projection_versions (projection, aggregate_type, aggregate_id, version)
+        // One statement: each key is found through the primary key (the
+        // conflict's arbiter index), whatever plan the statement has. A
+        // join of the keys with the table was planned once per connection
+        // and kept: planned while the table was small, it scanned the
+        // whole table for every batch as the table grew (ADR 0056).
+        // `DO UPDATE` to the same version locks an existing row as
+        // `FOR UPDATE` would and returns its version; a new row comes back
+        // at 0. Keys are unique (a set) and go in key order.
+        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
+            "INSERT INTO projection_versions AS v (projection, aggregate_type, aggregate_id, version)
              SELECT k.projection, k.aggregate_type, k.aggregate_id, 0
              FROM UNNEST($1::text[], $2::text[], $3::text[])
                   WITH ORDINALITY AS k(projection, aggregate_type, aggregate_id, n)
              ORDER BY k.n
-             ON CONFLICT (projection, aggregate_type, aggregate_id) DO NOTHING",
-        )
-        .bind(&names)
-        .bind(&types)
-        .bind(&ids)
-        .execute(&mut *conn)
-        .await?;
-        let rows: Vec<(String, String, String, i64)> = sqlx::query_as(
-            "SELECT v.projection, v.aggregate_type, v.aggregate_id, v.version
-             FROM projection_versions v
-             JOIN UNNEST($1::text[], $2::text[], $3::text[]) AS k(projection, aggregate_type, aggregate_id)
-               ON v.projection = k.projection
-              AND v.aggregate_type = k.aggregate_type
-              AND v.aggregate_id = k.aggregate_id
-             ORDER BY v.projection, v.aggregate_type, v.aggregate_id
-             FOR UPDATE OF v",
+             ON CONFLICT (projection, aggregate_type, aggregate_id)
+             DO UPDATE SET version = v.version
+             RETURNING v.projection, v.aggregate_type, v.aggregate_id, v.version",
         )
         .bind(&names)
         .bind(&types)

@@ -527,3 +527,49 @@ async fn a_rebuilds_copy_touches_no_live_count() {
         .unwrap();
     assert_eq!((copied, counts), (1, 0));
 }
+
+/// The versions a batch locks are found through the primary key, whatever
+/// the table held when the connection first ran the statement: a join of
+/// the batch's keys with the table, planned once while the table was
+/// small, scanned all of it for every batch after it grew (ADR 0056).
+#[tokio::test]
+async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
+    use pivotal_projectors::framework::Versions;
+    use sqlx::Connection;
+    let env = TestEnv::new().await;
+    let mut conn = env.pool.acquire().await.unwrap();
+    let lock = async |conn: &mut sqlx::PgConnection, count: usize| {
+        let ids: Vec<String> = (0..count).map(|_| Uuid::now_v7().to_string()).collect();
+        let mut tx = conn.begin().await.unwrap();
+        Versions::load(
+            &mut tx,
+            &CustomersProjection,
+            ids.iter().map(|id| ("customer", id.as_str())),
+        )
+        .await
+        .unwrap();
+        let scanned: (i64, i64) = sqlx::query_as(
+            "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables
+             WHERE relname = 'projection_versions'",
+        )
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+        tx.commit().await.unwrap();
+        scanned
+    };
+    // Batches on a nearly empty table, more than the five a prepared
+    // statement is planned afresh for.
+    for _ in 0..10 {
+        lock(&mut conn, 50).await;
+    }
+    sqlx::query(
+        "INSERT INTO projection_versions
+         SELECT 'customers', 'customer', gen_random_uuid()::text, 1
+         FROM generate_series(1, 20000)",
+    )
+    .execute(&env.pool)
+    .await
+    .unwrap();
+    assert_eq!(lock(&mut conn, 50).await, (0, 0), "no row read by a scan");
+}
