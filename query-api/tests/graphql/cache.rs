@@ -241,6 +241,36 @@ async fn the_change_feed_vouches_for_l1_entries_until_it_announces_a_newer_versi
     feed.abort();
 }
 
+/// A notification the feed cannot read may have announced any change:
+/// nothing stored before it is served on the feed's word after it.
+#[tokio::test]
+async fn an_unreadable_announcement_leaves_every_entry_to_be_checked() {
+    let env = TestEnv::new().await;
+    let url = env.settings.redis.url.expose_secret().to_owned();
+    let prefix = env.settings.redis.key_prefix.clone();
+    let cache = cache(&env, 1024 * 1024);
+    let feed = follow(&url, &prefix, &cache).await;
+    let mut redis = redis_of(&url).await;
+    let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
+    assert_eq!(read(&cache, org, id, "store").await, entity(id, "store"));
+    raise_silently(&mut redis, &prefix, id, 2).await;
+    drop_l2(&env, org, id).await;
+    for garbage in ["not json", r#"{"type": "entity.changed"}"#] {
+        let _: i64 = redis
+            .publish(format!("{prefix}:changes:{org}"), garbage)
+            .await
+            .unwrap();
+    }
+    // Applied in order: once this one is, the garbage before it was read.
+    publish(&mut redis, &cache, &prefix, (org, Uuid::now_v7()), 1).await;
+    assert!(cache.feed_is_up(), "the feed carries on");
+    assert_eq!(
+        read_at(&cache, org, id, "reloaded", 2).await,
+        entity(id, "reloaded")
+    );
+    feed.abort();
+}
+
 /// The race that versions were chosen over deletes for (ADR 0014): a
 /// reader loads the entity, the projector commits and announces a newer
 /// version, then the reader stores what it loaded. The entry is kept but
