@@ -174,7 +174,7 @@ async fn run(task: Task, settings: Settings) -> anyhow::Result<()> {
             pivotal_relay::run(settings, pool, shutdown_signal()).await?;
         }
         Task::Projector => {
-            let pool = pivotal_cli::setup::connect(&settings, "pivotal-projector").await?;
+            let pool = pivotal_projectors::db::connect(&settings, "pivotal-projector").await?;
             let membership =
                 pivotal_projectors::membership::Membership::from_settings(&settings.projector);
             let check = membership.clone();

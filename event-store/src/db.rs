@@ -62,6 +62,24 @@ pub async fn connect_with_statement_timeout(
     pool_options(settings).connect_with(options).await
 }
 
+/// A pool whose every session starts with PostgreSQL's run-time
+/// parameters `parameters` (name and value) set, as the URL's `options`
+/// would set them: for a process whose statements want the planner told
+/// something of their data (the projector's `random_page_cost`, ADR
+/// 0057). A value the server refuses fails the connection, naming it.
+pub async fn connect_with_parameters(
+    settings: &DatabaseSettings,
+    application: &str,
+    parameters: &[(&str, String)],
+) -> Result<PgPool, sqlx::Error> {
+    let options = connect_options(settings, application)?.options(
+        parameters
+            .iter()
+            .map(|(name, value)| (*name, value.as_str())),
+    );
+    pool_options(settings).connect_with(options).await
+}
+
 /// How long after its last use a pooled connection is handed out again
 /// without a round trip to the server first (HikariCP's alive-bypass
 /// window, with its default): under load every connection is back in use

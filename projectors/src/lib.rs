@@ -26,7 +26,8 @@
 //! - [`unconsumed`]: partitions no member of the group consumes, and the rejoin that mends it.
 //! - [`redis_link`]: the Redis connection of the post-commit work, left
 //!   alone for a while after a failure so an outage never slows a batch.
-//! - [`db`]: the read models' migrations.
+//! - [`db`]: the projector's connection pool (its planner costs, ADR 0057)
+//!   and the read models' migrations.
 
 pub mod customers;
 pub mod dashboard;

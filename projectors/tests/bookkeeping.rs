@@ -573,3 +573,100 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     .unwrap();
     assert_eq!(lock(&mut conn, 50).await, (0, 0), "no row read by a scan");
 }
+
+/// What the session has read of `rm_customers` by scans: scans and rows.
+const SCANNED: &str = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables
+                       WHERE relname = 'rm_customers'";
+
+/// A batch's customers, and the dashboard's and the search indexer's
+/// lookups of them by id, are read through the indexes on the projector's
+/// own connections, whatever the table held when the connection first
+/// ran them (ADR 0057): planned with the batch's keys, and with reads out
+/// of order priced as the projector's settings say, the planner probes
+/// the indexes for 500 keys in 40,000 rows instead of scanning them all.
+#[tokio::test]
+async fn a_batch_reads_its_customers_through_the_indexes_however_the_table_grew() {
+    use pivotal_projectors::framework::Projection;
+    use pivotal_search::EntityKind;
+    let env = TestEnv::new().await;
+    let mut settings = env.settings.clone();
+    settings.database.max_connections = 1;
+    let pool = pivotal_projectors::db::connect(&settings, "pivotal-projector")
+        .await
+        .unwrap();
+    let (cost,): (String,) = sqlx::query_as("SHOW random_page_cost")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(cost, settings.projector.random_page_cost.get().to_string());
+    sqlx::query("ALTER TABLE rm_customers SET (autovacuum_enabled = false)")
+        .execute(&env.pool)
+        .await
+        .unwrap();
+    let org = Uuid::now_v7();
+    // One batch on the projector's connection: the customers' events, then
+    // the two lookups of their ids; what it read by scans of rm_customers.
+    let batch = async |events: Vec<Envelope>| {
+        let ids: Vec<Uuid> = events
+            .iter()
+            .map(|e| e.aggregate_id.parse().unwrap())
+            .collect();
+        let refs: Vec<&Envelope> = events.iter().collect();
+        let mut tx = pool.begin().await.unwrap();
+        // The view holds what the session has not yet reported as well as
+        // this transaction's own figures: the difference is the batch's.
+        let before: (i64, i64) = sqlx::query_as(SCANNED).fetch_one(&mut *tx).await.unwrap();
+        CustomersProjection
+            .apply_batch(&mut tx, &refs)
+            .await
+            .unwrap();
+        let figures = pivotal_projectors::dashboard::figures(&mut tx, "customer", &ids)
+            .await
+            .unwrap();
+        let documents = pivotal_projectors::search::documents(&mut tx, EntityKind::Customer, &ids)
+            .await
+            .unwrap();
+        assert_eq!((figures.len(), documents.len()), (ids.len(), ids.len()));
+        let after: (i64, i64) = sqlx::query_as(SCANNED).fetch_one(&mut *tx).await.unwrap();
+        tx.commit().await.unwrap();
+        (after.0 - before.0, after.1 - before.1)
+    };
+    // Batches on a nearly empty table, more than the five a prepared
+    // statement is planned afresh for.
+    for _ in 0..10 {
+        batch((0..50).map(|_| created(Uuid::now_v7(), org)).collect()).await;
+    }
+    // Rows as wide as the API's customers, as many as a benchmark run
+    // leaves.
+    let grown: Vec<(Uuid,)> = sqlx::query_as(
+        "INSERT INTO rm_customers (organization_id, id, legal_name, display_name, email, phone,
+                                   billing_line1, billing_city, billing_postal_code,
+                                   billing_country, tax_number, currency, payment_terms_days,
+                                   tags, status, version, created_at, updated_at)
+         SELECT $1, gen_random_uuid(), 'Customer ' || n || ' Limited', 'Customer ' || n,
+                'accounts' || n || '@customer.example.com', '+6495550100', '12 Queen Street',
+                'Auckland', '1010', 'NZ', '123-456-789', 'NZD', 20, ARRAY['t' || n], 'active',
+                1, now(), now()
+         FROM generate_series(1, 40000) AS n
+         RETURNING id",
+    )
+    .bind(org)
+    .fetch_all(&env.pool)
+    .await
+    .unwrap();
+    let changes: Vec<Envelope> = grown
+        .iter()
+        .step_by(80)
+        .map(|(customer,)| {
+            event(
+                *customer,
+                org,
+                2,
+                "customer.tags.changed",
+                json!({"customerId": customer, "tags": ["grown"]}),
+            )
+        })
+        .collect();
+    assert_eq!(changes.len(), 500);
+    assert_eq!(batch(changes).await, (0, 0), "no row read by a scan");
+}

@@ -387,6 +387,37 @@ pub struct ProjectorSettings {
     /// rebalancing, waiting for a coordinator) before `/readyz` says it is
     /// not ready. Longer than a session timeout plus a rebalance timeout.
     pub out_of_group_limit_ms: u64,
+    /// What the projector's sessions tell PostgreSQL's planner a page read
+    /// out of order costs, against 1 for a page read in order (the
+    /// server's `random_page_cost`, 4 by default: a spinning disk's
+    /// ratio). The read models a projector looks rows up in by key are
+    /// in memory, where the default priced a few hundred index probes
+    /// above a scan of the whole table (ADR 0057).
+    pub random_page_cost: PlannerCost,
+}
+
+/// A planner cost constant: a finite number above zero.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct PlannerCost(f64);
+
+impl PlannerCost {
+    /// The cost, finite and above zero.
+    pub fn get(self) -> f64 {
+        self.0
+    }
+}
+
+impl<'de> Deserialize<'de> for PlannerCost {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let value = f64::deserialize(deserializer)?;
+        if value.is_finite() && value > 0.0 {
+            Ok(Self(value))
+        } else {
+            Err(serde::de::Error::custom(format!(
+                "{value} is not a cost: a finite number above zero is"
+            )))
+        }
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -497,6 +528,7 @@ group_id = "pivotal-projectors"
 batch_size = 500
 ops_listen = "127.0.0.1:9102"
 out_of_group_limit_ms = 60000
+random_page_cost = 1.1
 
 [quotes]
 templates_dir = ""
@@ -649,6 +681,33 @@ mod tests {
         }
         let defaults = Settings::defaults().unwrap();
         assert_eq!(defaults.projector.out_of_group_limit_ms, 60_000);
+    }
+
+    #[test]
+    fn a_page_cost_that_is_not_a_finite_number_above_zero_is_refused_by_name() {
+        #[derive(Serialize)]
+        struct Projector {
+            random_page_cost: f64,
+        }
+        #[derive(Serialize)]
+        struct Overrides {
+            projector: Projector,
+        }
+        let with = |random_page_cost| {
+            Settings::load_from(&Overrides {
+                projector: Projector { random_page_cost },
+            })
+        };
+        for value in [0.0, -1.0, f64::NAN, f64::INFINITY] {
+            let error = with(value).unwrap_err().to_string();
+            assert!(
+                error.contains("random_page_cost") && error.contains("not a cost"),
+                "{value}: {error}"
+            );
+        }
+        assert_eq!(with(2.5).unwrap().projector.random_page_cost.get(), 2.5);
+        let defaults = Settings::defaults().unwrap();
+        assert_eq!(defaults.projector.random_page_cost.get(), 1.1);
     }
 
     #[test]
