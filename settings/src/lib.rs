@@ -397,7 +397,7 @@ pub struct ProjectorSettings {
 }
 
 /// A planner cost constant: a finite number above zero.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub struct PlannerCost(f64);
 
 impl PlannerCost {
