@@ -207,20 +207,52 @@ async fn until(what: &str, check: impl Fn() -> bool) {
     panic!("{what} did not happen within 10 s");
 }
 
-#[tokio::test]
-async fn the_change_feed_vouches_for_l1_entries_until_it_announces_a_newer_version() {
-    let env = TestEnv::new().await;
+/// A cache following the change feed, with one entry stored at version 1
+/// while the feed was up, then its version key raised to 2 without an
+/// announcement and its L2 copy dropped: a read that asks Redis reloads
+/// it, one served on the feed's word does not.
+struct Vouched {
+    cache: ReadCache,
+    feed: tokio::task::JoinHandle<()>,
+    redis: redis::aio::MultiplexedConnection,
+    prefix: String,
+    org: Uuid,
+    id: Uuid,
+}
+
+async fn vouched(env: &TestEnv) -> Vouched {
     let url = env.settings.redis.url.expose_secret().to_owned();
     let prefix = env.settings.redis.key_prefix.clone();
-    let cache = cache(&env, 1024 * 1024);
+    let cache = cache(env, 1024 * 1024);
     let feed = follow(&url, &prefix, &cache).await;
     let mut redis = redis_of(&url).await;
     let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
     assert_eq!(read(&cache, org, id, "store").await, entity(id, "store"));
+    raise_silently(&mut redis, &prefix, id, 2).await;
+    drop_l2(env, org, id).await;
+    Vouched {
+        cache,
+        feed,
+        redis,
+        prefix,
+        org,
+        id,
+    }
+}
+
+#[tokio::test]
+async fn the_change_feed_vouches_for_l1_entries_until_it_announces_a_newer_version() {
+    let env = TestEnv::new().await;
+    let Vouched {
+        cache,
+        feed,
+        mut redis,
+        prefix,
+        org,
+        id,
+    } = vouched(&env).await;
     // A version key raised without an announcement (which the projector
     // never does) is not looked at: the feed vouches for the entry.
-    raise_silently(&mut redis, &prefix, id, 2).await;
-    drop_l2(&env, org, id).await;
     assert_eq!(
         read_at(&cache, org, id, "reloaded", 2).await,
         entity(id, "store")
@@ -246,15 +278,14 @@ async fn the_change_feed_vouches_for_l1_entries_until_it_announces_a_newer_versi
 #[tokio::test]
 async fn an_unreadable_announcement_leaves_every_entry_to_be_checked() {
     let env = TestEnv::new().await;
-    let url = env.settings.redis.url.expose_secret().to_owned();
-    let prefix = env.settings.redis.key_prefix.clone();
-    let cache = cache(&env, 1024 * 1024);
-    let feed = follow(&url, &prefix, &cache).await;
-    let mut redis = redis_of(&url).await;
-    let (org, id) = (Uuid::now_v7(), Uuid::now_v7());
-    assert_eq!(read(&cache, org, id, "store").await, entity(id, "store"));
-    raise_silently(&mut redis, &prefix, id, 2).await;
-    drop_l2(&env, org, id).await;
+    let Vouched {
+        cache,
+        feed,
+        mut redis,
+        prefix,
+        org,
+        id,
+    } = vouched(&env).await;
     for garbage in ["not json", r#"{"type": "entity.changed"}"#] {
         let _: i64 = redis
             .publish(format!("{prefix}:changes:{org}"), garbage)
