@@ -541,6 +541,7 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     let lock = async |conn: &mut sqlx::PgConnection, count: usize| {
         let ids: Vec<String> = (0..count).map(|_| Uuid::now_v7().to_string()).collect();
         let mut tx = conn.begin().await.unwrap();
+        let before = scanned(&mut tx, "projection_versions").await;
         Versions::load(
             &mut tx,
             &CustomersProjection,
@@ -548,15 +549,9 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
         )
         .await
         .unwrap();
-        let scanned: (i64, i64) = sqlx::query_as(
-            "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables
-             WHERE relname = 'projection_versions'",
-        )
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
+        let after = scanned(&mut tx, "projection_versions").await;
         tx.commit().await.unwrap();
-        scanned
+        (after.0 - before.0, after.1 - before.1)
     };
     // Batches on a nearly empty table, more than the five a prepared
     // statement is planned afresh for.
@@ -574,9 +569,16 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     assert_eq!(lock(&mut conn, 50).await, (0, 0), "no row read by a scan");
 }
 
-/// What the session has read of `rm_customers` by scans: scans and rows.
-const SCANNED: &str = "SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables
-                       WHERE relname = 'rm_customers'";
+/// What the session has read of `table` by scans: scans and rows. The
+/// view holds what the session has not yet reported as well as the current
+/// transaction's own figures, so a batch's are the difference across it.
+async fn scanned(conn: &mut sqlx::PgConnection, table: &str) -> (i64, i64) {
+    sqlx::query_as("SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = $1")
+        .bind(table)
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
 
 /// A batch's customers, and the dashboard's and the search indexer's
 /// lookups of them by id, are read through the indexes on the projector's
@@ -613,9 +615,7 @@ async fn a_batch_reads_its_customers_through_the_indexes_however_the_table_grew(
             .collect();
         let refs: Vec<&Envelope> = events.iter().collect();
         let mut tx = pool.begin().await.unwrap();
-        // The view holds what the session has not yet reported as well as
-        // this transaction's own figures: the difference is the batch's.
-        let before: (i64, i64) = sqlx::query_as(SCANNED).fetch_one(&mut *tx).await.unwrap();
+        let before = scanned(&mut tx, "rm_customers").await;
         CustomersProjection
             .apply_batch(&mut tx, &refs)
             .await
@@ -627,7 +627,7 @@ async fn a_batch_reads_its_customers_through_the_indexes_however_the_table_grew(
             .await
             .unwrap();
         assert_eq!((figures.len(), documents.len()), (ids.len(), ids.len()));
-        let after: (i64, i64) = sqlx::query_as(SCANNED).fetch_one(&mut *tx).await.unwrap();
+        let after = scanned(&mut tx, "rm_customers").await;
         tx.commit().await.unwrap();
         (after.0 - before.0, after.1 - before.1)
     };
