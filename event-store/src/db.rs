@@ -55,11 +55,15 @@ pub async fn connect_with_statement_timeout(
     statement_timeout: Duration,
     application: &str,
 ) -> Result<PgPool, sqlx::Error> {
-    let options = connect_options(settings, application)?.options([(
-        "statement_timeout",
-        statement_timeout.as_millis().to_string(),
-    )]);
-    pool_options(settings).connect_with(options).await
+    connect_with_parameters(
+        settings,
+        application,
+        &[(
+            "statement_timeout",
+            statement_timeout.as_millis().to_string(),
+        )],
+    )
+    .await
 }
 
 /// A pool whose every session starts with PostgreSQL's run-time
