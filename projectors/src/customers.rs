@@ -207,7 +207,9 @@ async fn load(
     Ok(map)
 }
 
-/// Inserts or replaces `rows` in one statement.
+/// Inserts or replaces `rows` in one statement. A row is keyed by its id
+/// alone (ADR 0058); one of another organization under the same id is
+/// left as it is, never overwritten.
 async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), ProjectionError> {
     if rows.is_empty() {
         return Ok(());
@@ -249,7 +251,8 @@ async fn store(conn: &mut PgConnection, rows: &[CustomerRow]) -> Result<(), Proj
                      $13::text[], $14::text[], $15::int4[], $16::text[], $17::text[], $18::text[],
                      $19::int8[], $20::timestamptz[], $21::timestamptz[], $22::uuid[], $23::uuid[])
            AS u(o, i, ln, dn, em, ph, l1, l2, ci, re, pc, co, tn, cu, pt, tg, st, ar, ve, ca, ua, cb, ub)
-         ON CONFLICT (organization_id, id) DO UPDATE SET {assignments}"
+         ON CONFLICT (id) DO UPDATE SET {assignments}
+         WHERE rm_customers.organization_id = EXCLUDED.organization_id"
     ))
     .bind(column!(organization_id))
     .bind(column!(id))

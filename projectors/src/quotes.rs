@@ -144,9 +144,10 @@ impl Projection for QuotesProjection {
             "INSERT INTO rm_quotes (organization_id, id, number, customer_id, title, status, currency,
                 total, valid_until, revision, state, version, created_at, updated_at)
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8::numeric, $9, $10, $11, $12, $13, $13)
-             ON CONFLICT (organization_id, id) DO UPDATE SET customer_id = $4, title = $5,
+             ON CONFLICT (id) DO UPDATE SET customer_id = $4, title = $5,
                status = $6, currency = $7, total = $8::numeric, valid_until = $9, revision = $10,
-               state = $11, version = $12, updated_at = $13",
+               state = $11, version = $12, updated_at = $13
+             WHERE rm_quotes.organization_id = EXCLUDED.organization_id",
         )
         .bind(state.organization_id)
         .bind(quote_id)

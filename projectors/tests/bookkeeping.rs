@@ -1,6 +1,7 @@
 //! Version bookkeeping against a real PostgreSQL: duplicates are no-ops,
 //! gaps are refused and change nothing; batches moving the same counts wait
-//! for each other rather than deadlock.
+//! for each other rather than deadlock; a row is written under its own
+//! organization only.
 #![allow(clippy::unwrap_used)]
 
 use chrono::Utc;
@@ -526,6 +527,45 @@ async fn a_rebuilds_copy_touches_no_live_count() {
         .await
         .unwrap();
     assert_eq!((copied, counts), (1, 0));
+}
+
+/// A customer's row is keyed by its id alone (ADR 0058): an event naming
+/// the same id under another organization neither takes the row over nor
+/// writes a second one.
+#[tokio::test]
+async fn an_id_under_another_organization_leaves_the_row_as_it_is() {
+    use pivotal_projectors::framework::Projection;
+
+    let env = TestEnv::new().await;
+    let (customer, org, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
+    let mut taken =
+        serde_json::to_value(pivotal_domain::customer::sample_created(customer, other)).unwrap();
+    taken["legalName"] = json!("Other Organization Ltd");
+    taken["displayName"] = json!("Other");
+    let taken = event(customer, other, 2, "customer.created", taken);
+    let mut tx = env.pool.begin().await.unwrap();
+    CustomersProjection
+        .apply_batch(&mut tx, &[&created(customer, org)])
+        .await
+        .unwrap();
+    let row = async |tx: &mut sqlx::PgConnection| -> Vec<(Uuid, String, i64)> {
+        sqlx::query_as(
+            "SELECT organization_id, legal_name, version FROM rm_customers WHERE id = $1",
+        )
+        .bind(customer)
+        .fetch_all(tx)
+        .await
+        .unwrap()
+    };
+    let before = row(&mut tx).await;
+    assert_eq!(before.len(), 1);
+    assert_eq!((before[0].0, before[0].2), (org, 1));
+    CustomersProjection
+        .apply_batch(&mut tx, &[&taken])
+        .await
+        .unwrap();
+    assert_eq!(row(&mut tx).await, before);
+    tx.commit().await.unwrap();
 }
 
 /// The versions a batch locks are found through the primary key, whatever

@@ -28,21 +28,42 @@ async fn tables_read_by_id_alone_have_an_index_led_by_id() {
 }
 
 /// Customers' and quotes' ids are their aggregates' ids, unique across
-/// organizations, and their indexes say so (ADR 0039): before the table
+/// organizations, and their keys say so (ADR 0039, 0058): before the table
 /// has statistics, a lookup of 300 ids is then estimated at 300 rows, not
 /// at the whole table (half a percent of it per id), so the planner has
 /// no reason to scan it.
 #[tokio::test]
 async fn a_lookup_of_many_ids_is_estimated_at_their_number_without_statistics() {
     let env = TestEnv::new().await;
-    for index in ["rm_customers_id", "rm_quotes_id"] {
-        let (unique,): (bool,) =
-            sqlx::query_as("SELECT indisunique FROM pg_index WHERE indexrelid = $1::regclass")
-                .bind(index)
-                .fetch_one(&env.pool)
-                .await
-                .unwrap();
-        assert!(unique, "{index} is not unique");
+    for table in ["rm_customers", "rm_quotes"] {
+        // Each unique index of the table: whether it is the key, and its
+        // columns.
+        let unique: Vec<(bool, Vec<String>)> = sqlx::query_as(
+            "SELECT i.indisprimary,
+                    array(SELECT a.attname::text FROM unnest(i.indkey::int2[]) WITH ORDINALITY AS k(n, o)
+                          JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = k.n
+                          ORDER BY k.o)
+             FROM pg_index i WHERE i.indrelid = $1::regclass AND i.indisunique
+             ORDER BY 1 DESC, 2",
+        )
+        .bind(table)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        // The key is the id alone, and no other unique index repeats it.
+        assert_eq!(
+            unique.first(),
+            Some(&(true, vec!["id".into()])),
+            "{table}: {unique:?}"
+        );
+        assert_eq!(
+            unique
+                .iter()
+                .filter(|(_, columns)| columns == &["id"])
+                .count(),
+            1,
+            "{table}: {unique:?}"
+        );
     }
     sqlx::query("ALTER TABLE rm_customers SET (autovacuum_enabled = false)")
         .execute(&env.pool)
