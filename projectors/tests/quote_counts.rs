@@ -1,7 +1,8 @@
 //! The quotes kept per organization and status (`rm_quote_counts`, ADR
 //! 0041's update for quotes) against a real PostgreSQL: two batches that
 //! move the counts of two organizations in crossed order wait for each
-//! other instead of deadlocking, and the counts equal the rows after.
+//! other instead of deadlocking, and the counts equal the rows after; a
+//! quote's row is written under its own organization only.
 #![allow(clippy::unwrap_used)]
 
 use chrono::{NaiveDate, Utc};
@@ -195,4 +196,57 @@ async fn batches_moving_quote_counts_in_crossed_order_wait_for_each_other() {
         (b, "sent".into(), 1),
     ];
     assert_eq!(counts, expected);
+}
+
+/// A quote's row is keyed by its id alone (ADR 0058): a creation naming
+/// the same id under another organization neither takes the row over nor
+/// writes a second one, and moves no count.
+#[tokio::test]
+async fn an_id_under_another_organization_leaves_the_quote_as_it_is() {
+    use pivotal_projectors::framework::Projection;
+
+    let env = TestEnv::new().await;
+    let (drafted, created) = Drafted::new(Uuid::now_v7());
+    let mut taken = Drafted {
+        quote: Quote::default(),
+        id: drafted.id,
+        organization: Uuid::now_v7(),
+        version: 0,
+    };
+    let create = QuoteCommand::Create {
+        actor: taken.author(),
+        quote_id: taken.id,
+        number: "Q-TAKEN".into(),
+        content: content(),
+    };
+    let taken = taken.decide(create).remove(0);
+    let rows = async || -> Vec<(Uuid, String, Uuid, i64)> {
+        sqlx::query_as(
+            "SELECT organization_id, number, customer_id, version FROM rm_quotes WHERE id = $1",
+        )
+        .bind(drafted.id)
+        .fetch_all(&env.pool)
+        .await
+        .unwrap()
+    };
+    let mut tx = env.pool.begin().await.unwrap();
+    QuotesProjection
+        .apply_batch(&mut tx, &[&created])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let before = rows().await;
+    assert_eq!(before.len(), 1);
+    assert_eq!((before[0].0, before[0].3), (drafted.organization, 1));
+    let mut tx = env.pool.begin().await.unwrap();
+    QuotesProjection
+        .apply_batch(&mut tx, &[&taken])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(rows().await, before);
+    let (counts, quotes) =
+        counts_and_rows(&env.pool, "rm_quote_counts", "quotes", "rm_quotes").await;
+    assert_eq!(counts, quotes);
+    assert_eq!(counts, vec![(drafted.organization, "draft".into(), 1)]);
 }
