@@ -229,21 +229,20 @@ async fn an_id_under_another_organization_leaves_the_quote_as_it_is() {
         .await
         .unwrap()
     };
-    let mut tx = env.pool.begin().await.unwrap();
-    QuotesProjection
-        .apply_batch(&mut tx, &[&created])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    // One event in a transaction of its own, committed.
+    let apply = async |event: &Envelope| {
+        let mut tx = env.pool.begin().await.unwrap();
+        QuotesProjection
+            .apply_batch(&mut tx, &[event])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    apply(&created).await;
     let before = rows().await;
     assert_eq!(before.len(), 1);
     assert_eq!((before[0].0, before[0].3), (drafted.organization, 1));
-    let mut tx = env.pool.begin().await.unwrap();
-    QuotesProjection
-        .apply_batch(&mut tx, &[&taken])
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    apply(&taken).await;
     assert_eq!(rows().await, before);
     let (counts, quotes) =
         counts_and_rows(&env.pool, "rm_quote_counts", "quotes", "rm_quotes").await;
