@@ -529,9 +529,11 @@ async fn a_rebuilds_copy_touches_no_live_count() {
     assert_eq!((copied, counts), (1, 0));
 }
 
-/// A customer's row is keyed by its id alone (ADR 0058): an event naming
-/// the same id under another organization neither takes the row over nor
-/// writes a second one.
+/// A customer's row is keyed by its id alone (ADR 0058): events naming
+/// the same id under another organization neither take the row over nor
+/// write a second one, nor write the row again: a creation (written
+/// without reading, refused by the upsert's guard) and a change (read by
+/// id, the other organization's row left out of the batch).
 #[tokio::test]
 async fn an_id_under_another_organization_leaves_the_row_as_it_is() {
     use pivotal_projectors::framework::Projection;
@@ -543,29 +545,41 @@ async fn an_id_under_another_organization_leaves_the_row_as_it_is() {
     taken["legalName"] = json!("Other Organization Ltd");
     taken["displayName"] = json!("Other");
     let taken = event(customer, other, 2, "customer.created", taken);
-    let mut tx = env.pool.begin().await.unwrap();
-    CustomersProjection
-        .apply_batch(&mut tx, &[&created(customer, org)])
-        .await
-        .unwrap();
-    let row = async |tx: &mut sqlx::PgConnection| -> Vec<(Uuid, String, i64)> {
+    let renamed = event(
+        customer,
+        other,
+        3,
+        "customer.renamed",
+        json!({"customerId": customer, "legalName": "Renamed Ltd", "displayName": "Renamed"}),
+    );
+    // One event in a transaction of its own, committed.
+    let apply = async |event: &Envelope| {
+        let mut tx = env.pool.begin().await.unwrap();
+        CustomersProjection
+            .apply_batch(&mut tx, &[event])
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+    };
+    // The rows under the id, with the transaction that wrote each.
+    let rows = async || -> Vec<(Uuid, String, i64, String)> {
         sqlx::query_as(
-            "SELECT organization_id, legal_name, version FROM rm_customers WHERE id = $1",
+            "SELECT organization_id, legal_name, version, xmin::text FROM rm_customers
+             WHERE id = $1",
         )
         .bind(customer)
-        .fetch_all(tx)
+        .fetch_all(&env.pool)
         .await
         .unwrap()
     };
-    let before = row(&mut tx).await;
+    apply(&created(customer, org)).await;
+    let before = rows().await;
     assert_eq!(before.len(), 1);
     assert_eq!((before[0].0, before[0].2), (org, 1));
-    CustomersProjection
-        .apply_batch(&mut tx, &[&taken])
-        .await
-        .unwrap();
-    assert_eq!(row(&mut tx).await, before);
-    tx.commit().await.unwrap();
+    apply(&taken).await;
+    assert_eq!(rows().await, before);
+    apply(&renamed).await;
+    assert_eq!(rows().await, before);
 }
 
 /// The versions a batch locks are found through the primary key, whatever
@@ -581,7 +595,7 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     let lock = async |conn: &mut sqlx::PgConnection, count: usize| {
         let ids: Vec<String> = (0..count).map(|_| Uuid::now_v7().to_string()).collect();
         let mut tx = conn.begin().await.unwrap();
-        let before = scanned(&mut tx, "projection_versions").await;
+        let before = reads(&mut tx, "projection_versions").await;
         Versions::load(
             &mut tx,
             &CustomersProjection,
@@ -589,9 +603,10 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
         )
         .await
         .unwrap();
-        let after = scanned(&mut tx, "projection_versions").await;
+        let after = reads(&mut tx, "projection_versions").await;
         tx.commit().await.unwrap();
-        (after.0 - before.0, after.1 - before.1)
+        let [scans, scanned, _] = read_during(before, after);
+        (scans, scanned)
     };
     // Batches on a nearly empty table, more than the five a prepared
     // statement is planned afresh for.
@@ -609,26 +624,25 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     assert_eq!(lock(&mut conn, 50).await, (0, 0), "no row read by a scan");
 }
 
-/// What the session has read of `table` by scans: scans and rows. The
-/// view holds what the session has not yet reported as well as the current
-/// transaction's own figures, so a batch's are the difference across it.
-async fn scanned(conn: &mut sqlx::PgConnection, table: &str) -> (i64, i64) {
-    sqlx::query_as("SELECT seq_scan, seq_tup_read FROM pg_stat_xact_user_tables WHERE relname = $1")
-        .bind(table)
-        .fetch_one(conn)
-        .await
-        .unwrap()
+/// What the session has read of `table`: scans, rows read by scans, and
+/// rows fetched through indexes. The view holds what the session has not
+/// yet reported as well as the current transaction's own figures, so a
+/// batch's are the difference across it ([`read_during`]).
+async fn reads(conn: &mut sqlx::PgConnection, table: &str) -> [i64; 3] {
+    let (scans, scanned, fetched): (i64, i64, i64) = sqlx::query_as(
+        "SELECT seq_scan, seq_tup_read, idx_tup_fetch FROM pg_stat_xact_user_tables
+         WHERE relname = $1",
+    )
+    .bind(table)
+    .fetch_one(conn)
+    .await
+    .unwrap();
+    [scans, scanned, fetched]
 }
 
-/// The rows of `table` the session has fetched through its indexes
-/// (`pg_stat_xact_user_tables`), for a difference taken within one
-/// transaction.
-async fn fetched_by_index(conn: &mut sqlx::PgConnection, table: &str) -> i64 {
-    sqlx::query_scalar("SELECT idx_tup_fetch FROM pg_stat_xact_user_tables WHERE relname = $1")
-        .bind(table)
-        .fetch_one(conn)
-        .await
-        .unwrap()
+/// What was read of `table` between two [`reads`].
+fn read_during(before: [i64; 3], after: [i64; 3]) -> [i64; 3] {
+    [0, 1, 2].map(|i| after[i] - before[i])
 }
 
 /// A batch's customers, and the dashboard's and the search indexer's
@@ -669,8 +683,7 @@ async fn a_batch_reads_its_customers_through_the_indexes_however_the_table_grew(
             .collect();
         let refs: Vec<&Envelope> = events.iter().collect();
         let mut tx = pool.begin().await.unwrap();
-        let before = scanned(&mut tx, "rm_customers").await;
-        let fetched_before = fetched_by_index(&mut tx, "rm_customers").await;
+        let before = reads(&mut tx, "rm_customers").await;
         CustomersProjection
             .apply_batch(&mut tx, &refs)
             .await
@@ -682,10 +695,10 @@ async fn a_batch_reads_its_customers_through_the_indexes_however_the_table_grew(
             .await
             .unwrap();
         assert_eq!((figures.len(), documents.len()), (ids.len(), ids.len()));
-        let after = scanned(&mut tx, "rm_customers").await;
-        let fetched = fetched_by_index(&mut tx, "rm_customers").await - fetched_before;
+        let after = reads(&mut tx, "rm_customers").await;
         tx.commit().await.unwrap();
-        ((after.0 - before.0, after.1 - before.1), fetched)
+        let [scans, scanned, fetched] = read_during(before, after);
+        ((scans, scanned), fetched)
     };
     // Batches on a nearly empty table, more than the five a prepared
     // statement is planned afresh for: each creates 50 customers and
