@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use uuid::Uuid;
 
 mod crossed;
-use crossed::{Held, counts_and_rows, cross};
+use crossed::{Held, apply_committed, counts_and_rows, cross};
 
 fn event(customer: Uuid, org: Uuid, version: u64, event_type: &str, data: Value) -> Envelope {
     EventEnvelope {
@@ -536,8 +536,6 @@ async fn a_rebuilds_copy_touches_no_live_count() {
 /// id, the other organization's row left out of the batch).
 #[tokio::test]
 async fn an_id_under_another_organization_leaves_the_row_as_it_is() {
-    use pivotal_projectors::framework::Projection;
-
     let env = TestEnv::new().await;
     let (customer, org, other) = (Uuid::now_v7(), Uuid::now_v7(), Uuid::now_v7());
     let mut taken =
@@ -552,14 +550,8 @@ async fn an_id_under_another_organization_leaves_the_row_as_it_is() {
         "customer.renamed",
         json!({"customerId": customer, "legalName": "Renamed Ltd", "displayName": "Renamed"}),
     );
-    // One event in a transaction of its own, committed.
     let apply = async |event: &Envelope| {
-        let mut tx = env.pool.begin().await.unwrap();
-        CustomersProjection
-            .apply_batch(&mut tx, &[event])
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        apply_committed(&env.pool, &CustomersProjection, &[event]).await;
     };
     // The rows under the id, with the transaction that wrote each.
     let rows = async || -> Vec<(Uuid, String, i64, String)> {

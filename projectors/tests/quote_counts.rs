@@ -17,7 +17,7 @@ use pivotal_test_support::TestEnv;
 use uuid::Uuid;
 
 mod crossed;
-use crossed::{Held, counts_and_rows, cross};
+use crossed::{Held, apply_committed, counts_and_rows, cross};
 
 fn content() -> QuoteContent {
     QuoteContent {
@@ -203,8 +203,6 @@ async fn batches_moving_quote_counts_in_crossed_order_wait_for_each_other() {
 /// writes a second one, and moves no count.
 #[tokio::test]
 async fn an_id_under_another_organization_leaves_the_quote_as_it_is() {
-    use pivotal_projectors::framework::Projection;
-
     let env = TestEnv::new().await;
     let (drafted, created) = Drafted::new(Uuid::now_v7());
     let mut taken = Drafted {
@@ -229,14 +227,8 @@ async fn an_id_under_another_organization_leaves_the_quote_as_it_is() {
         .await
         .unwrap()
     };
-    // One event in a transaction of its own, committed.
     let apply = async |event: &Envelope| {
-        let mut tx = env.pool.begin().await.unwrap();
-        QuotesProjection
-            .apply_batch(&mut tx, &[event])
-            .await
-            .unwrap();
-        tx.commit().await.unwrap();
+        apply_committed(&env.pool, &QuotesProjection, &[event]).await;
     };
     apply(&created).await;
     let before = rows().await;

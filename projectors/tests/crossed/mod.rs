@@ -2,7 +2,8 @@
 //! in a task, and a way to see that one waits for a lock. Shared by the
 //! tests showing that batches moving kept counts in crossed order wait for
 //! each other instead of deadlocking (ADR 0041): [`cross`] runs the whole
-//! crossing, [`counts_and_rows`] reads what it left.
+//! crossing, [`counts_and_rows`] reads what it left; [`apply_committed`]
+//! applies a batch in a transaction of its own.
 
 use std::time::Duration;
 
@@ -31,12 +32,7 @@ pub async fn cross<P: Projection + Copy + 'static>(
     first: Vec<Envelope>,
     second: Vec<Envelope>,
 ) -> (Result<(), ProjectionError>, Result<(), ProjectionError>) {
-    let mut tx = pool.begin().await.unwrap();
-    projection
-        .apply_batch(&mut tx, &seed.iter().collect::<Vec<_>>())
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    apply_committed(pool, &projection, &seed.iter().collect::<Vec<_>>()).await;
 
     let mut holder = pool.begin().await.unwrap();
     sqlx::query(&format!(
@@ -87,6 +83,14 @@ pub async fn counts_and_rows(
     .await
     .unwrap();
     (counts, rows)
+}
+
+/// Applies `events` with `projection` on a transaction of its own and
+/// commits.
+pub async fn apply_committed<P: Projection>(pool: &PgPool, projection: &P, events: &[&Envelope]) {
+    let mut tx = pool.begin().await.unwrap();
+    projection.apply_batch(&mut tx, events).await.unwrap();
+    tx.commit().await.unwrap();
 }
 
 /// Applies `events` with `projection` on a transaction of its own and
