@@ -37,6 +37,55 @@ impl<T: Serialize + DeserializeOwned + Clone> CursorType for PageCursor<T> {
     }
 }
 
+/// How one page of a keyset-ordered list is read: forward from `after`
+/// for `first`, backward from `before` for `last`, one row beyond the page
+/// to know whether more exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Window {
+    /// Read against the list's order (`last` without `first`).
+    pub backward: bool,
+    /// Rows on the page.
+    pub limit: usize,
+}
+
+impl Window {
+    /// The page `first` or `last` asks for (`first` wins when both are
+    /// given), of at most `max` rows and `default` when neither is.
+    pub fn new(first: Option<usize>, last: Option<usize>, default: usize, max: usize) -> Self {
+        Self {
+            backward: last.is_some() && first.is_none(),
+            limit: first.or(last).unwrap_or(default).min(max),
+        }
+    }
+
+    /// Whether the rows are read in ascending order, for a list in
+    /// ascending order or not.
+    pub fn ascending(self, list_ascending: bool) -> bool {
+        list_ascending != self.backward
+    }
+
+    /// Rows to ask for: the page and one more.
+    pub fn fetch(self) -> i64 {
+        i64::try_from(self.limit)
+            .unwrap_or(i64::MAX)
+            .saturating_add(1)
+    }
+
+    /// The page from the rows read (at most [`Self::fetch`] of them, in
+    /// reading order), in the list's order, with whether a page lies
+    /// before it and after it.
+    pub fn page<R>(self, mut rows: Vec<R>, after: bool, before: bool) -> (Vec<R>, bool, bool) {
+        let more = rows.len() > self.limit;
+        rows.truncate(self.limit);
+        if self.backward {
+            rows.reverse();
+            (rows, more, before)
+        } else {
+            (rows, after, more)
+        }
+    }
+}
+
 impl<T> Deref for PageCursor<T> {
     type Target = T;
 
@@ -78,5 +127,41 @@ mod tests {
                 "{text:?}"
             );
         }
+    }
+
+    #[test]
+    fn a_window_reads_forward_for_first_and_backward_for_last() {
+        let forward = Window::new(Some(2), None, 20, 100);
+        assert_eq!(
+            (forward.backward, forward.limit, forward.fetch()),
+            (false, 2, 3)
+        );
+        assert!(forward.ascending(true) && !forward.ascending(false));
+        // Three rows read for a page of two: more lie after it.
+        assert_eq!(
+            forward.page(vec![1, 2, 3], false, false),
+            (vec![1, 2], false, true)
+        );
+        assert_eq!(
+            forward.page(vec![1, 2], true, false),
+            (vec![1, 2], true, false)
+        );
+
+        let backward = Window::new(None, Some(2), 20, 100);
+        assert!(backward.backward && !backward.ascending(true));
+        // Read from the end: the page comes back in the list's order, with
+        // more before it, and after it only when read before a cursor.
+        assert_eq!(
+            backward.page(vec![9, 8, 7], false, true),
+            (vec![8, 9], true, true)
+        );
+        assert_eq!(
+            backward.page(vec![9, 8], false, false),
+            (vec![8, 9], false, false)
+        );
+
+        assert_eq!(Window::new(Some(3), Some(5), 20, 100).limit, 3);
+        assert_eq!(Window::new(None, None, 20, 100).limit, 20);
+        assert_eq!(Window::new(Some(500), None, 20, 100).limit, 100);
     }
 }

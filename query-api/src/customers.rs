@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
-use crate::cursor::PageCursor;
+use crate::cursor::{PageCursor, Window};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -360,41 +360,33 @@ impl CustomerQuery {
                         return Err(errors::bad_input("the cursor belongs to another ordering"));
                     }
                 }
-                // Read forward for `first`, backward for `last`, one extra row to
-                // know whether more exist.
-                let backward = last.is_some() && first.is_none();
-                let limit = first.or(last).unwrap_or(20).min(MAX_PAGE);
-                let ascending = (order.direction == OrderDirection::Asc) != backward;
+                let window = Window::new(first, last, 20, MAX_PAGE);
+                let forward_asc = order.direction == OrderDirection::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM rm_customers");
                 push_filters(&mut qb, organization, &filter);
-                let forward_asc = order.direction == OrderDirection::Asc;
                 if let Some(after) = &after {
                     push_cursor(&mut qb, order.field, after, forward_asc);
                 }
                 if let Some(before) = &before {
                     push_cursor(&mut qb, order.field, before, !forward_asc);
                 }
-                let dir = if ascending { "ASC" } else { "DESC" };
+                let dir = if window.ascending(forward_asc) {
+                    "ASC"
+                } else {
+                    "DESC"
+                };
                 qb.push(format!(
                     " ORDER BY {} {dir}, id {dir} LIMIT ",
                     sort_expr(order.field)
                 ))
-                .push_bind(limit as i64 + 1);
-                let mut rows: Vec<CustomerRow> = qb
+                .push_bind(window.fetch());
+                let rows: Vec<CustomerRow> = qb
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
                     .map_err(errors::database)?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
-                if backward {
-                    rows.reverse();
-                }
-                let (has_previous, has_next) = if backward {
-                    (more, before.is_some())
-                } else {
-                    (after.is_some(), more)
-                };
+                let (rows, has_previous, has_next) =
+                    window.page(rows, after.is_some(), before.is_some());
                 let mut connection = Connection::with_additional_fields(
                     has_previous,
                     has_next,

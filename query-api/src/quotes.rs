@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::{ConsistencyToken, Reached};
-use crate::cursor::PageCursor;
+use crate::cursor::{PageCursor, Window};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{MAX_PAGE, caller, pool};
@@ -427,10 +427,104 @@ impl QuoteConnectionInfo {
     }
 }
 
-/// Offset into one ordering of the filtered list.
+/// Position of a quote in one ordering (ADR 0059): the ordering's name,
+/// the quote's sort key as text and its id. A page read after it starts
+/// where it left off however many quotes were added or changed before it.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct QuoteCursor {
-    offset: usize,
+    /// Which ordering the cursor belongs to.
+    o: String,
+    /// Sort key as text: RFC 3339 time, number, decimal total or ISO date.
+    k: String,
+    id: Uuid,
+}
+
+/// The columns of a listed quote its cursor is made of.
+#[derive(sqlx::FromRow)]
+struct ListedQuote {
+    #[sqlx(flatten)]
+    row: QuoteRow,
+    id: Uuid,
+    number: String,
+    /// The total's exact text (`total::text`), named apart from the column
+    /// so that `ORDER BY total` sorts the number, not its text.
+    total_text: String,
+    valid_until: NaiveDate,
+}
+
+impl QuoteOrderField {
+    /// The column the list is sorted by. Numbers are unique within an
+    /// organization, so they need no id after them; every other ordering
+    /// breaks ties by id. Each is served by an index led by the
+    /// organization (ADR 0059).
+    fn column(self) -> &'static str {
+        match self {
+            Self::CreatedAt => "created_at",
+            Self::Number => "number",
+            Self::Total => "total",
+            Self::ValidUntil => "valid_until",
+        }
+    }
+
+    fn tie_broken(self) -> bool {
+        self != Self::Number
+    }
+
+    fn key(self, quote: &ListedQuote) -> String {
+        match self {
+            Self::CreatedAt => quote
+                .row
+                .created_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            Self::Number => quote.number.clone(),
+            Self::Total => quote.total_text.clone(),
+            Self::ValidUntil => quote.valid_until.to_string(),
+        }
+    }
+
+    /// Appends `AND (column, id) > (key, id)` (or `<`) for a cursor of
+    /// this ordering; a key that is not of the column's type is a cursor
+    /// this API did not hand out.
+    fn push_bound(
+        self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        cursor: &QuoteCursor,
+        greater: bool,
+    ) -> async_graphql::Result<()> {
+        let malformed = || errors::bad_input(crate::cursor::MalformedCursor.to_string());
+        let op = if greater { ">" } else { "<" };
+        let column = self.column();
+        if self.tie_broken() {
+            qb.push(format!(" AND ({column}, id) {op} ("));
+        } else {
+            qb.push(format!(" AND {column} {op} "));
+        }
+        match self {
+            Self::CreatedAt => {
+                let at = DateTime::parse_from_rfc3339(&cursor.k).map_err(|_| malformed())?;
+                qb.push_bind(at.with_timezone(&Utc));
+            }
+            Self::Number => {
+                qb.push_bind(cursor.k.clone());
+            }
+            Self::Total => {
+                let total: rust_decimal::Decimal = cursor.k.parse().map_err(|_| malformed())?;
+                qb.push_bind(total.to_string()).push("::numeric");
+            }
+            Self::ValidUntil => {
+                let day: NaiveDate = cursor.k.parse().map_err(|_| malformed())?;
+                qb.push_bind(day);
+            }
+        }
+        if self.tie_broken() {
+            qb.push(", ").push_bind(cursor.id).push(")");
+        }
+        Ok(())
+    }
+}
+
+fn order_name(order: QuoteOrder) -> String {
+    format!("{:?}:{:?}", order.field, order.direction)
 }
 
 pub type QuoteConnection = Connection<
@@ -534,12 +628,16 @@ impl QuoteQuery {
             .and_then(|row| Quote::from_row(row, reached.as_ref())))
     }
 
-    /// Quotes of the caller's organization, as a connection (forward).
+    /// Quotes of the caller's organization, as a Relay connection: `first`
+    /// and `after` forward, `last` and `before` backward.
+    #[allow(clippy::too_many_arguments)]
     async fn quotes(
         &self,
         ctx: &Context<'_>,
         after: Option<String>,
+        before: Option<String>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
+        #[graphql(validator(minimum = 0))] last: Option<i32>,
         filter: Option<QuoteFilter>,
         order_by: Option<QuoteOrder>,
         consistency_token: Option<ConsistencyToken>,
@@ -549,10 +647,12 @@ impl QuoteQuery {
         let pool = pool(ctx)?.clone();
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
-        if first.is_some_and(|v| v as usize > MAX_PAGE) {
-            return Err(errors::bad_input(format!(
-                "first must be at most {MAX_PAGE}"
-            )));
+        for (name, value) in [("first", first), ("last", last)] {
+            if value.is_some_and(|v| v as usize > MAX_PAGE) {
+                return Err(errors::bad_input(format!(
+                    "{name} must be at most {MAX_PAGE}"
+                )));
+            }
         }
         let customer = match &filter.customer_id {
             None => None,
@@ -563,43 +663,52 @@ impl QuoteQuery {
         let reached = crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
-            None,
+            before,
             first,
-            None,
+            last,
             |after: Option<PageCursor<QuoteCursor>>,
-             _before: Option<PageCursor<QuoteCursor>>,
+             before: Option<PageCursor<QuoteCursor>>,
              first,
-             _last| async move {
-                let limit = first.unwrap_or(20).min(MAX_PAGE);
-                let offset = after.map_or(0, |c| c.offset + 1);
+             last| async move {
+                for cursor in [&after, &before].into_iter().flatten() {
+                    if cursor.o != order_name(order) {
+                        return Err(errors::bad_input("the cursor belongs to another ordering"));
+                    }
+                }
+                let window = Window::new(first, last, 20, MAX_PAGE);
+                let forward_asc = order.direction == Direction::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new(
-                    "SELECT state, version, created_at, updated_at FROM rm_quotes",
+                    "SELECT state, version, created_at, updated_at, id, number, total::text AS total_text,
+                            valid_until
+                     FROM rm_quotes",
                 );
                 push_filters(&mut qb, organization, &filter, customer);
-                let column = match order.field {
-                    QuoteOrderField::CreatedAt => "created_at",
-                    QuoteOrderField::Number => "number",
-                    QuoteOrderField::Total => "total",
-                    QuoteOrderField::ValidUntil => "valid_until",
+                if let Some(after) = &after {
+                    order.field.push_bound(&mut qb, after, forward_asc)?;
+                }
+                if let Some(before) = &before {
+                    order.field.push_bound(&mut qb, before, !forward_asc)?;
+                }
+                let dir = if window.ascending(forward_asc) {
+                    "ASC"
+                } else {
+                    "DESC"
                 };
-                let dir = match order.direction {
-                    Direction::Asc => "ASC",
-                    Direction::Desc => "DESC",
-                };
-                qb.push(format!(" ORDER BY {column} {dir}, id {dir} LIMIT "))
-                    .push_bind(limit as i64 + 1)
-                    .push(" OFFSET ")
-                    .push_bind(offset as i64);
-                let mut rows: Vec<QuoteRow> = qb
+                qb.push(format!(" ORDER BY {} {dir}", order.field.column()));
+                if order.field.tie_broken() {
+                    qb.push(format!(", id {dir}"));
+                }
+                qb.push(" LIMIT ").push_bind(window.fetch());
+                let rows: Vec<ListedQuote> = qb
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
                     .map_err(errors::database)?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
+                let (rows, has_previous, has_next) =
+                    window.page(rows, after.is_some(), before.is_some());
                 let mut connection = Connection::with_additional_fields(
-                    offset > 0,
-                    more,
+                    has_previous,
+                    has_next,
                     QuoteConnectionInfo {
                         pool: pool.clone(),
                         organization,
@@ -607,15 +716,15 @@ impl QuoteQuery {
                         customer,
                     },
                 );
-                connection
-                    .edges
-                    .extend(rows.iter().enumerate().filter_map(|(i, row)| {
-                        let quote = Quote::from_row(row, reached.as_ref())?;
-                        Some(Edge::new(
-                            PageCursor(QuoteCursor { offset: offset + i }),
-                            quote,
-                        ))
-                    }));
+                connection.edges.extend(rows.iter().filter_map(|listed| {
+                    let quote = Quote::from_row(&listed.row, reached.as_ref())?;
+                    let cursor = QuoteCursor {
+                        o: order_name(order),
+                        k: order.field.key(listed),
+                        id: listed.id,
+                    };
+                    Some(Edge::new(PageCursor(cursor), quote))
+                }));
                 Ok::<_, async_graphql::Error>(connection)
             },
         )

@@ -175,6 +175,7 @@ async fn rebuild_under_load(limits: RebuildLimits) -> RebuildReport {
             "rm_customers_by_created",
             "rm_customers_by_name",
             "rm_customers_by_status",
+            "rm_customers_by_updated",
             "rm_customers_pkey",
             "rm_customers_tags"
         ]

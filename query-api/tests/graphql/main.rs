@@ -941,6 +941,26 @@ mod quotes {
         (owner, customer)
     }
 
+    /// The principal of `token`, and a pool of one connection: every
+    /// statement run on it is one backend's, whose own statistics (its
+    /// prepared statements, the rows it read) a test can count.
+    async fn principal_and_one_connection(
+        env: &TestEnv,
+        token: &str,
+    ) -> (pivotal_auth::Principal, sqlx::PgPool) {
+        let principal = pivotal_auth::TokenVerifier::from_settings(&env.settings.auth)
+            .unwrap()
+            .verify(token)
+            .await
+            .unwrap();
+        let one = sqlx::postgres::PgPoolOptions::new()
+            .max_connections(1)
+            .connect(&env.database_url)
+            .await
+            .unwrap();
+        (principal, one)
+    }
+
     #[tokio::test]
     async fn quotes_filter_order_page_and_show_revisions() {
         let env = TestEnv::new().await;
@@ -1055,16 +1075,7 @@ mod quotes {
         // A page of quotes with their customers: one customer query in all,
         // counted by PostgreSQL on the loader's one connection (each
         // execution of a prepared statement is planned or reuses a plan).
-        let principal = pivotal_auth::TokenVerifier::from_settings(&env.settings.auth)
-            .unwrap()
-            .verify(&owner)
-            .await
-            .unwrap();
-        let one = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&env.database_url)
-            .await
-            .unwrap();
+        let (principal, one) = principal_and_one_connection(&env, &owner).await;
         let loader =
             pivotal_query_api::customers::CustomerLoader::new(one.clone(), principal.claims.org);
         let schema = pivotal_query_api::schema::build(env.pool.clone());
@@ -1099,6 +1110,266 @@ mod quotes {
         .unwrap();
         assert_eq!(executions.len(), 1, "{executions:?}");
         assert_eq!(executions[0].1, 1, "{executions:?}");
+    }
+
+    /// The numbers of a page of quotes, with its page info.
+    async fn numbers(url: &str, token: &str, arguments: &str) -> (Vec<String>, Value) {
+        let data = graphql(
+            url,
+            token,
+            &format!(
+                "{{ quotes({arguments}) {{ pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} edges {{ node {{ number }} }} }} }}"
+            ),
+        )
+        .await;
+        let numbers = data["quotes"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["number"].as_str().unwrap().to_owned())
+            .collect();
+        (numbers, data["quotes"]["pageInfo"].clone())
+    }
+
+    /// Every ordering pages forward and backward through the whole list,
+    /// and a page read after quotes were added starts where the page
+    /// before it ended (keyset cursors, ADR 0059: an offset would show the
+    /// last quote of the page before again). Cursors of another ordering
+    /// or with a key that is not of the ordering's type are refused.
+    #[tokio::test]
+    async fn quote_pages_keep_their_place_in_every_ordering_while_quotes_are_added() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let (owner, customer) = owner_and_customer(&command, "Pages Ltd", "Paged Client").await;
+        let today = chrono::Utc::now().date_naive();
+        // Totals and validity in orders unlike creation's, one pair tied
+        // on each so the id decides.
+        for (price, days) in [(300, 40), (100, 10), (500, 40), (300, 20), (200, 50)] {
+            post(
+                &command,
+                "/v1/quotes",
+                Some(&owner),
+                json!({"customerId": customer, "title": format!("Job at {price}"),
+                       "validUntil": (today + chrono::Days::new(days)).to_string(),
+                       "lines": [{"description": "Work", "quantity": "1", "unitPrice": price.to_string()}]}),
+            )
+            .await;
+        }
+        crate::project(&env, None).await;
+
+        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL"] {
+            for direction in ["ASC", "DESC"] {
+                let order = format!("orderBy: {{field: {field}, direction: {direction}}}");
+                let (all, _) = numbers(&query, &owner, &format!("first: 50, {order}")).await;
+                assert_eq!(all.len(), 5, "{order}");
+                let mut forward = Vec::new();
+                let mut after = String::new();
+                loop {
+                    let (page, info) =
+                        numbers(&query, &owner, &format!("first: 2, {after}{order}")).await;
+                    assert_eq!(info["hasPreviousPage"], !forward.is_empty(), "{order}");
+                    forward.extend(page);
+                    if info["hasNextPage"] == false {
+                        break;
+                    }
+                    after = format!("after: \"{}\", ", info["endCursor"].as_str().unwrap());
+                }
+                assert_eq!(forward, all, "forward, {order}");
+                let mut backward = Vec::new();
+                let mut before = String::new();
+                loop {
+                    let (mut page, info) =
+                        numbers(&query, &owner, &format!("last: 2, {before}{order}")).await;
+                    assert_eq!(info["hasNextPage"], !backward.is_empty(), "{order}");
+                    page.append(&mut backward);
+                    backward = page;
+                    if info["hasPreviousPage"] == false {
+                        break;
+                    }
+                    before = format!("before: \"{}\", ", info["startCursor"].as_str().unwrap());
+                }
+                assert_eq!(backward, all, "backward, {order}");
+            }
+        }
+        // Totals break their tie by id, so the two at 300 are apart in
+        // the list's order and both on it.
+        let (by_total, _) = numbers(
+            &query,
+            &owner,
+            "first: 50, orderBy: {field: TOTAL, direction: ASC}",
+        )
+        .await;
+        let (created, _) = numbers(
+            &query,
+            &owner,
+            "first: 50, orderBy: {field: CREATED_AT, direction: ASC}",
+        )
+        .await;
+        assert_eq!(by_total, [1, 4, 0, 3, 2].map(|i| created[i].clone()));
+
+        // Newest first, two a page; a quote is added between the pages.
+        let newest = "orderBy: {field: CREATED_AT, direction: DESC}";
+        let (before_adding, _) = numbers(&query, &owner, &format!("first: 50, {newest}")).await;
+        let (first_page, info) = numbers(&query, &owner, &format!("first: 2, {newest}")).await;
+        assert_eq!(first_page, before_adding[..2]);
+        post(
+            &command,
+            "/v1/quotes",
+            Some(&owner),
+            json!({"customerId": customer, "title": "Added between pages",
+                   "lines": [{"description": "Work", "quantity": "1", "unitPrice": "50"}]}),
+        )
+        .await;
+        crate::project(&env, None).await;
+        let end = info["endCursor"].as_str().unwrap();
+        let (second_page, _) = numbers(
+            &query,
+            &owner,
+            &format!("first: 2, after: \"{end}\", {newest}"),
+        )
+        .await;
+        assert_eq!(second_page, before_adding[2..4]);
+
+        // A cursor of another ordering, a key of the wrong type, a page
+        // too long: each refused with its own message.
+        let tampered = async_graphql::connection::CursorType::encode_cursor(
+            &async_graphql::connection::OpaqueCursor(
+                json!({"o": "Total:Asc", "k": "a lot", "id": uuid::Uuid::nil()}),
+            ),
+        );
+        let malformed = pivotal_query_api::cursor::MalformedCursor.to_string();
+        for (arguments, message) in [
+            (
+                format!("first: 2, after: \"{end}\", orderBy: {{field: NUMBER, direction: ASC}}"),
+                "the cursor belongs to another ordering",
+            ),
+            (
+                format!(
+                    "first: 2, after: \"{tampered}\", orderBy: {{field: TOTAL, direction: ASC}}"
+                ),
+                malformed.as_str(),
+            ),
+            ("last: 500".to_owned(), "last must be at most 100"),
+        ] {
+            let refused = answer(
+                &query,
+                &owner,
+                None,
+                &format!("{{ quotes({arguments}) {{ edges {{ cursor }} }} }}"),
+            )
+            .await;
+            let error = &refused["errors"][0];
+            assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+            assert_eq!(error["message"], message, "{refused}");
+        }
+    }
+
+    /// Rows of `table` read (by sequential and index scans) by the one
+    /// backend behind `one`, until now: its pending statistics are
+    /// flushed first.
+    async fn rows_read(one: &sqlx::PgPool, table: &str) -> i64 {
+        sqlx::query("SELECT pg_stat_force_next_flush()")
+            .execute(one)
+            .await
+            .unwrap();
+        let (read,): (i64,) = sqlx::query_as(
+            "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)
+             FROM pg_stat_user_tables WHERE relid = $1::regclass",
+        )
+        .bind(table)
+        .fetch_one(one)
+        .await
+        .unwrap();
+        read
+    }
+
+    /// Each ordering of quotes and customers reads a page and the page
+    /// after it through an index (ADR 0059): a few rows each, however many
+    /// the organization has, where a sort reads them all.
+    #[tokio::test]
+    async fn every_ordering_reads_its_pages_through_an_index() {
+        const COPIES: i64 = 3000;
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (owner, customer) = owner_and_customer(&command, "Many Ltd", "Copied Client").await;
+        post(
+            &command,
+            "/v1/quotes",
+            Some(&owner),
+            json!({"customerId": customer, "title": "Copied",
+                   "lines": [{"description": "Work", "quantity": "1", "unitPrice": "10"}]}),
+        )
+        .await;
+        crate::project(&env, None).await;
+        // Copies of the one quote and the one customer under new ids, with
+        // keys spread out.
+        sqlx::query(
+            "INSERT INTO rm_quotes (organization_id, id, number, customer_id, title, status,
+                 currency, total, valid_until, revision, state, version, created_at, updated_at)
+             SELECT organization_id, gen_random_uuid(), number || '-' || g, customer_id, title,
+                 status, currency, total + (g * 7919) % 1000, valid_until + (g % 300)::int, revision,
+                 state, version, created_at + g * interval '1 second', updated_at
+             FROM rm_quotes, generate_series(1, $1) g",
+        )
+        .bind(COPIES)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        sqlx::query(
+            "INSERT INTO rm_customers (organization_id, id, legal_name, display_name, currency,
+                 payment_terms_days, tags, status, version, created_at, updated_at)
+             SELECT organization_id, gen_random_uuid(), legal_name || g, display_name || g,
+                 currency, payment_terms_days, tags, status, version, created_at,
+                 updated_at + ((g * 7919) % 5000) * interval '1 second'
+             FROM rm_customers, generate_series(1, $1) g",
+        )
+        .bind(COPIES)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE rm_quotes, rm_customers")
+            .execute(&env.pool)
+            .await
+            .unwrap();
+
+        let (principal, one) = principal_and_one_connection(&env, &owner).await;
+        let schema = pivotal_query_api::schema::build(one.clone());
+        let run = |query: String| {
+            let (schema, principal) = (schema.clone(), principal.clone());
+            async move {
+                let response = schema
+                    .execute(async_graphql::Request::new(query).data(principal))
+                    .await;
+                assert!(response.errors.is_empty(), "{:?}", response.errors);
+                response.data.into_json().unwrap()
+            }
+        };
+        let mut orderings: Vec<(&str, String)> = Vec::new();
+        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL"] {
+            orderings.push(("quotes", field.to_owned()));
+        }
+        orderings.push(("customers", "UPDATED_AT".to_owned()));
+        for (list, field) in orderings {
+            let table = format!("rm_{list}");
+            for direction in ["ASC", "DESC"] {
+                let order = format!("orderBy: {{field: {field}, direction: {direction}}}");
+                let before = rows_read(&one, &table).await;
+                let page = run(format!(
+                    "{{ {list}(first: 20, {order}) {{ pageInfo {{ endCursor }} edges {{ cursor }} }} }}"
+                ))
+                .await;
+                let end = page[list]["pageInfo"]["endCursor"].as_str().unwrap();
+                let next = run(format!(
+                    "{{ {list}(first: 20, after: \"{end}\", {order}) {{ edges {{ cursor }} }} }}"
+                ))
+                .await;
+                assert_eq!(next[list]["edges"].as_array().unwrap().len(), 20);
+                let read = rows_read(&one, &table).await - before;
+                // Two pages of 21 rows, and a little slack for the plan.
+                assert!(read <= 60, "{list} {order}: {read} rows read for two pages");
+            }
+        }
     }
 
     /// A quote read under its command's token shows its customer as the
