@@ -24,8 +24,15 @@ drop_test_keys() {
   redis-cli -h 127.0.0.1 -p 6379 --scan --pattern "t$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex$hex:*" |
     xargs -r -n 1000 redis-cli -h 127.0.0.1 -p 6379 unlink >/dev/null
 }
+# And their embedded search indexes (`pivotal-search-` and the same 32 hex
+# digits as the database, in the temporary directory).
+drop_test_search_dirs() {
+  find "${TMPDIR:-/tmp}" -maxdepth 1 -type d -regextype posix-extended \
+    -regex '.*/pivotal-search-[0-9a-f]{32}' -exec rm -rf {} +
+}
 drop_test_databases
 drop_test_keys
+drop_test_search_dirs
 
 rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt clippy
 echo "==> cargo fmt --check"
@@ -41,6 +48,7 @@ cargo test --workspace --locked --no-fail-fast -- --test-threads="${PIVOTAL_TEST
 echo "==> fault scenarios"
 cargo test --workspace --test system --locked -- --test-threads=1 faults::
 
-echo "==> dropping the test databases and their keys"
+echo "==> dropping the test databases, their keys and their search indexes"
 drop_test_databases
 drop_test_keys
+drop_test_search_dirs
