@@ -21,8 +21,9 @@
 //!   feed's announcements.
 //! - [`consistency`]: read-your-writes with `X-Consistency-Token` or a root
 //!   field's `consistencyToken` argument.
-//! - [`cursor`]: the connections' page cursors, and the error for a cursor
-//!   this API did not hand out.
+//! - [`cursor`]: the connections' page cursors, the error for a cursor
+//!   this API did not hand out, and the forward/backward reading of a
+//!   keyset page (`Window`).
 //! - [`request`]: reading an operation from an HTTP POST's body or a GET's
 //!   query string, and the `BAD_REQUEST` answer to a request that holds
 //!   none (or, over GET, holds something other than a query).
