@@ -1192,21 +1192,24 @@ mod quotes {
                 assert_eq!(backward, all, "backward, {order}");
             }
         }
-        // Totals break their tie by id, so the two at 300 are apart in
-        // the list's order and both on it.
-        let (by_total, _) = numbers(
-            &query,
-            &owner,
-            "first: 50, orderBy: {field: TOTAL, direction: ASC}",
-        )
-        .await;
+        // Each ordering sorts by its key and breaks ties by id (creation
+        // order here: the ids are UUIDv7): totals 100, 200, 300, 300, 500;
+        // validity 10, 20, 40, 40, 50 days.
         let (created, _) = numbers(
             &query,
             &owner,
             "first: 50, orderBy: {field: CREATED_AT, direction: ASC}",
         )
         .await;
-        assert_eq!(by_total, [1, 4, 0, 3, 2].map(|i| created[i].clone()));
+        for (field, by_creation) in [("TOTAL", [1, 4, 0, 3, 2]), ("VALID_UNTIL", [1, 3, 0, 2, 4])] {
+            let (sorted, _) = numbers(
+                &query,
+                &owner,
+                &format!("first: 50, orderBy: {{field: {field}, direction: ASC}}"),
+            )
+            .await;
+            assert_eq!(sorted, by_creation.map(|i| created[i].clone()), "{field}");
+        }
 
         // Newest first, two a page; a quote is added between the pages.
         let newest = "orderBy: {field: CREATED_AT, direction: DESC}";
