@@ -86,6 +86,21 @@ impl Window {
     }
 }
 
+/// Refuses a page whose cursors (their orderings' names) were handed out
+/// for another ordering than `ordering`: a key of one ordering means
+/// nothing in another (`BAD_USER_INPUT`).
+pub fn of_ordering<'a>(
+    cursors: impl IntoIterator<Item = &'a str>,
+    ordering: &str,
+) -> async_graphql::Result<()> {
+    if cursors.into_iter().any(|o| o != ordering) {
+        return Err(crate::errors::bad_input(
+            "the cursor belongs to another ordering",
+        ));
+    }
+    Ok(())
+}
+
 impl<T> Deref for PageCursor<T> {
     type Target = T;
 

@@ -670,11 +670,10 @@ impl QuoteQuery {
              before: Option<PageCursor<QuoteCursor>>,
              first,
              last| async move {
-                for cursor in [&after, &before].into_iter().flatten() {
-                    if cursor.o != order_name(order) {
-                        return Err(errors::bad_input("the cursor belongs to another ordering"));
-                    }
-                }
+                crate::cursor::of_ordering(
+                    [&after, &before].into_iter().flatten().map(|c| c.o.as_str()),
+                    &order_name(order),
+                )?;
                 let window = Window::new(first, last, 20, MAX_PAGE);
                 let forward_asc = order.direction == Direction::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new(

@@ -1369,8 +1369,13 @@ mod quotes {
                 .await;
                 assert_eq!(next[list]["edges"].as_array().unwrap().len(), 20);
                 let read = rows_read(&one, &table).await - before;
-                // Two pages of 21 rows, and a little slack for the plan.
-                assert!(read <= 60, "{list} {order}: {read} rows read for two pages");
+                // Two pages of 20 rows, each read with one more, and a
+                // little slack for the plan; none read at all would be
+                // statistics that were never flushed.
+                assert!(
+                    (40..=60).contains(&read),
+                    "{list} {order}: {read} rows read for two pages"
+                );
             }
         }
     }
