@@ -7,6 +7,8 @@ use async_graphql::connection::{CursorType, OpaqueCursor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::schema::MAX_PAGE;
+
 /// A position in a list, opaque to clients: URL-safe base64 of its JSON,
 /// written as async-graphql's `OpaqueCursor` writes it (so a cursor handed
 /// out before still reads), with an error that tells a client what a
@@ -86,19 +88,47 @@ impl Window {
     }
 }
 
-/// Refuses a page whose cursors (their orderings' names) were handed out
-/// for another ordering than `ordering`: a key of one ordering means
-/// nothing in another (`BAD_USER_INPUT`).
-pub fn of_ordering<'a>(
-    cursors: impl IntoIterator<Item = &'a str>,
+/// A cursor of a list with several orderings: it names the ordering it
+/// was handed out for.
+pub trait Ordered {
+    /// The ordering's name.
+    fn ordering(&self) -> &str;
+}
+
+/// Refuses `first` or `last` over [`MAX_PAGE`] (`BAD_USER_INPUT` naming
+/// the argument); checked before anything else of a list is.
+pub fn page_sizes(first: Option<i32>, last: Option<i32>) -> async_graphql::Result<()> {
+    for (name, value) in [("first", first), ("last", last)] {
+        if value.is_some_and(|v| usize::try_from(v).is_ok_and(|v| v > MAX_PAGE)) {
+            return Err(crate::errors::bad_input(format!(
+                "{name} must be at most {MAX_PAGE}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The window of a page of a list in the ordering named `ordering`
+/// (20 rows unless `first` or `last` says, at most [`MAX_PAGE`]); a
+/// cursor handed out for another ordering is refused: a key of one
+/// ordering means nothing in another (`BAD_USER_INPUT`).
+pub fn window<C: Ordered>(
+    after: Option<&PageCursor<C>>,
+    before: Option<&PageCursor<C>>,
     ordering: &str,
-) -> async_graphql::Result<()> {
-    if cursors.into_iter().any(|o| o != ordering) {
+    first: Option<usize>,
+    last: Option<usize>,
+) -> async_graphql::Result<Window> {
+    if [after, before]
+        .into_iter()
+        .flatten()
+        .any(|cursor| cursor.0.ordering() != ordering)
+    {
         return Err(crate::errors::bad_input(
             "the cursor belongs to another ordering",
         ));
     }
-    Ok(())
+    Ok(Window::new(first, last, 20, MAX_PAGE))
 }
 
 impl<T> Deref for PageCursor<T> {

@@ -10,10 +10,10 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
-use crate::cursor::{PageCursor, Window};
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
-use crate::schema::{MAX_PAGE, caller, pool};
+use crate::schema::{caller, pool};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum CustomerStatus {
@@ -162,9 +162,16 @@ pub struct CustomerOrder {
 pub struct CustomerCursor {
     /// Which ordering the cursor belongs to.
     o: String,
-    /// Sort key as text (name lower-cased, or RFC 3339 time).
+    /// Sort key as text (the name as PostgreSQL lower-cases it, or RFC 3339
+    /// time).
     k: String,
     id: Uuid,
+}
+
+impl crate::cursor::Ordered for CustomerCursor {
+    fn ordering(&self) -> &str {
+        &self.o
+    }
 }
 
 /// What a page of customers says about the whole list: counted only when
@@ -215,9 +222,23 @@ fn sort_expr(field: CustomerOrderField) -> &'static str {
     }
 }
 
-fn sort_key(field: CustomerOrderField, c: &Customer) -> String {
+/// A row of a page: the customer and its name's sort key as PostgreSQL
+/// lower-cases it. The cursor carries that key, not Rust's lower case of
+/// the name: the two differ for some letters (a final capital sigma is
+/// `ς` in Rust and `σ` in PostgreSQL; a dotted capital I is `i̇` in Rust
+/// and `i` in PostgreSQL), and a cursor compared in SQL against a key of
+/// another lower case would start the next page at the wrong row,
+/// repeating its own row or skipping others.
+#[derive(sqlx::FromRow)]
+struct ListedCustomer {
+    #[sqlx(flatten)]
+    row: CustomerRow,
+    name_key: String,
+}
+
+fn sort_key(field: CustomerOrderField, c: &Customer, name_key: String) -> String {
     match field {
-        CustomerOrderField::DisplayName => c.display_name.to_lowercase(),
+        CustomerOrderField::DisplayName => name_key,
         CustomerOrderField::CreatedAt => c
             .created_at
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
@@ -263,12 +284,14 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter:
     }
 }
 
+/// Appends `AND (key, id) > (cursor's key, id)` (or `<`); a time key that
+/// is no RFC 3339 time is a cursor this API did not hand out.
 fn push_cursor(
     qb: &mut QueryBuilder<'_, Postgres>,
     field: CustomerOrderField,
     cursor: &CustomerCursor,
     greater: bool,
-) {
+) -> async_graphql::Result<()> {
     let op = if greater { ">" } else { "<" };
     qb.push(format!(" AND ({}, id) {op} (", sort_expr(field)));
     match field {
@@ -277,12 +300,12 @@ fn push_cursor(
         }
         CustomerOrderField::CreatedAt | CustomerOrderField::UpdatedAt => {
             let at = DateTime::parse_from_rfc3339(&cursor.k)
-                .map(|t| t.with_timezone(&Utc))
-                .unwrap_or_default();
-            qb.push_bind(at);
+                .map_err(|_| errors::bad_input(crate::cursor::MalformedCursor.to_string()))?;
+            qb.push_bind(at.with_timezone(&Utc));
         }
     }
     qb.push(", ").push_bind(cursor.id).push(")");
+    Ok(())
 }
 
 #[Object]
@@ -338,13 +361,7 @@ impl CustomerQuery {
         let pool = pool(ctx)?.clone();
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
-        for (name, value) in [("first", first), ("last", last)] {
-            if value.is_some_and(|v| v as usize > MAX_PAGE) {
-                return Err(errors::bad_input(format!(
-                    "{name} must be at most {MAX_PAGE}"
-                )));
-            }
-        }
+        crate::cursor::page_sizes(first, last)?;
         crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
@@ -355,22 +372,23 @@ impl CustomerQuery {
              before: Option<PageCursor<CustomerCursor>>,
              first,
              last| async move {
-                crate::cursor::of_ordering(
-                    [&after, &before]
-                        .into_iter()
-                        .flatten()
-                        .map(|c| c.o.as_str()),
+                let window = crate::cursor::window(
+                    after.as_ref(),
+                    before.as_ref(),
                     &order_name(order),
+                    first,
+                    last,
                 )?;
-                let window = Window::new(first, last, 20, MAX_PAGE);
                 let forward_asc = order.direction == OrderDirection::Asc;
-                let mut qb = QueryBuilder::<Postgres>::new("SELECT * FROM rm_customers");
+                let mut qb = QueryBuilder::<Postgres>::new(
+                    "SELECT *, lower(display_name) AS name_key FROM rm_customers",
+                );
                 push_filters(&mut qb, organization, &filter);
                 if let Some(after) = &after {
-                    push_cursor(&mut qb, order.field, after, forward_asc);
+                    push_cursor(&mut qb, order.field, after, forward_asc)?;
                 }
                 if let Some(before) = &before {
-                    push_cursor(&mut qb, order.field, before, !forward_asc);
+                    push_cursor(&mut qb, order.field, before, !forward_asc)?;
                 }
                 let dir = if window.ascending(forward_asc) {
                     "ASC"
@@ -382,7 +400,7 @@ impl CustomerQuery {
                     sort_expr(order.field)
                 ))
                 .push_bind(window.fetch());
-                let rows: Vec<CustomerRow> = qb
+                let rows: Vec<ListedCustomer> = qb
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
@@ -398,11 +416,11 @@ impl CustomerQuery {
                         filter: filter.clone(),
                     },
                 );
-                connection.edges.extend(rows.into_iter().map(|row| {
-                    let customer = Customer::from(row);
+                connection.edges.extend(rows.into_iter().map(|listed| {
+                    let customer = Customer::from(listed.row);
                     let cursor = CustomerCursor {
                         o: order_name(order),
-                        k: sort_key(order.field, &customer),
+                        k: sort_key(order.field, &customer, listed.name_key),
                         id: customer.uuid,
                     };
                     Edge::new(PageCursor(cursor), customer)

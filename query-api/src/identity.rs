@@ -15,9 +15,10 @@ use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
 use crate::cursor::PageCursor;
+use crate::customers::OrderDirection;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
-use crate::schema::{MAX_PAGE, caller, pool};
+use crate::schema::{caller, pool};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]
 pub enum UserStatus {
@@ -235,11 +236,106 @@ pub type UserConnection = Connection<
     async_graphql::connection::DefaultEdgeName,
 >;
 
-/// Position in the name ordering.
+/// What users are listed by.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum UserOrderField {
+    /// Last name, then first name, ignoring case.
+    #[default]
+    Name,
+    CreatedAt,
+}
+
+#[derive(InputObject, Debug, Default, Clone, Copy)]
+pub struct UserOrder {
+    #[graphql(default)]
+    pub field: UserOrderField,
+    #[graphql(default)]
+    pub direction: OrderDirection,
+}
+
+fn order_name(order: UserOrder) -> String {
+    format!("{:?}:{:?}", order.field, order.direction)
+}
+
+/// Position of a user in one ordering (ADR 0060): the ordering's name, the
+/// user's sort keys as text and the id.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct UserCursor {
-    last: String,
+    /// Which ordering the cursor belongs to.
+    o: String,
+    /// The last and first names as PostgreSQL lower-cases them, or the
+    /// RFC 3339 creation time.
+    k: Vec<String>,
     id: Uuid,
+}
+
+impl crate::cursor::Ordered for UserCursor {
+    fn ordering(&self) -> &str {
+        &self.o
+    }
+}
+
+/// A listed user with the keys its cursor is made of, read from the
+/// database: the names as PostgreSQL lower-cases them, which is what the
+/// next page's bound is compared with (Rust's lower case differs for some
+/// letters, ADR 0060).
+#[derive(sqlx::FromRow)]
+struct ListedUser {
+    #[sqlx(flatten)]
+    row: UserRow,
+    last_key: String,
+    first_key: String,
+}
+
+impl UserOrderField {
+    /// The keys a page is sorted by, the id breaking ties; each ordering
+    /// is an index led by the organization (`rm_users_by_name`,
+    /// `rm_users_by_created`).
+    fn keys(self) -> &'static str {
+        match self {
+            Self::Name => "lower(last_name), lower(first_name), id",
+            Self::CreatedAt => "created_at, id",
+        }
+    }
+
+    fn cursor_keys(self, user: &ListedUser) -> Vec<String> {
+        match self {
+            Self::Name => vec![user.last_key.clone(), user.first_key.clone()],
+            Self::CreatedAt => vec![
+                user.row
+                    .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ],
+        }
+    }
+
+    /// Appends `AND (keys) > (cursor's keys)` (or `<`); keys that are not
+    /// this ordering's (their number, or a time that is no RFC 3339 time)
+    /// are a cursor this API did not hand out.
+    fn push_bound(
+        self,
+        qb: &mut QueryBuilder<'_, Postgres>,
+        cursor: &UserCursor,
+        greater: bool,
+    ) -> async_graphql::Result<()> {
+        let malformed = || errors::bad_input(crate::cursor::MalformedCursor.to_string());
+        let op = if greater { ">" } else { "<" };
+        qb.push(format!(" AND ({}) {op} (", self.keys()));
+        match (self, cursor.k.as_slice()) {
+            (Self::Name, [last, first]) => {
+                qb.push_bind(last.clone())
+                    .push(", ")
+                    .push_bind(first.clone());
+            }
+            (Self::CreatedAt, [at]) => {
+                let at = DateTime::parse_from_rfc3339(at).map_err(|_| malformed())?;
+                qb.push_bind(at.with_timezone(&Utc));
+            }
+            _ => return Err(malformed()),
+        }
+        qb.push(", ").push_bind(cursor.id).push(")");
+        Ok(())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -278,18 +374,21 @@ fn push_filters(qb: &mut QueryBuilder<'_, Postgres>, organization: Uuid, filter:
             .push(" = ANY(roles)");
     }
     if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
+        // ILIKE lower-cases the pattern as it does the names, with
+        // PostgreSQL's own lower case: a name is found by its own text
+        // whatever its letters (Rust's lower case of the pattern compared
+        // with PostgreSQL's of the name missed a final capital sigma).
         let pattern = format!(
             "%{}%",
             search
                 .trim()
-                .to_lowercase()
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        qb.push(" AND (lower(first_name || ' ' || last_name) LIKE ")
+        qb.push(" AND ((first_name || ' ' || last_name) ILIKE ")
             .push_bind(pattern.clone())
-            .push(" OR lower(email) LIKE ")
+            .push(" OR email ILIKE ")
             .push_bind(pattern)
             .push(")");
     }
@@ -354,70 +453,93 @@ impl IdentityQuery {
         Ok(row.as_ref().and_then(User::from_row))
     }
 
-    /// Users of the caller's organization by last name, as a Relay
-    /// connection (forward: `first` and `after`).
+    /// Users of the caller's organization, as a Relay connection: by last
+    /// name then first name unless `orderBy` says otherwise, forward
+    /// (`first`, `after`) or backward (`last`, `before`).
+    #[allow(clippy::too_many_arguments)]
     async fn users(
         &self,
         ctx: &Context<'_>,
         after: Option<String>,
+        before: Option<String>,
         #[graphql(validator(minimum = 0))] first: Option<i32>,
+        #[graphql(validator(minimum = 0))] last: Option<i32>,
         filter: Option<UserFilter>,
+        order_by: Option<UserOrder>,
         consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<UserConnection> {
         let principal = caller(ctx, Permission::USERS_READ)?;
         let organization = principal.claims.org;
         let pool = pool(ctx)?.clone();
         let filter = filter.unwrap_or_default();
-        if first.is_some_and(|v| v as usize > MAX_PAGE) {
-            return Err(errors::bad_input(format!(
-                "first must be at most {MAX_PAGE}"
-            )));
-        }
+        let order = order_by.unwrap_or_default();
+        crate::cursor::page_sizes(first, last)?;
         crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
         let result = query(
             after,
-            None,
+            before,
             first,
-            None,
+            last,
             |after: Option<PageCursor<UserCursor>>,
-             _before: Option<PageCursor<UserCursor>>,
+             before: Option<PageCursor<UserCursor>>,
              first,
-             _last| async move {
-                let limit = first.unwrap_or(20).min(MAX_PAGE);
+             last| async move {
+                let window = crate::cursor::window(
+                    after.as_ref(),
+                    before.as_ref(),
+                    &order_name(order),
+                    first,
+                    last,
+                )?;
+                let forward_asc = order.direction == OrderDirection::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new(
-                    "SELECT state, version, created_at, updated_at, last_name, id FROM rm_users",
+                    "SELECT state, version, created_at, updated_at, last_name, id,
+                            lower(last_name) AS last_key, lower(first_name) AS first_key
+                     FROM rm_users",
                 );
                 push_filters(&mut qb, organization, &filter);
                 if let Some(after) = &after {
-                    qb.push(" AND (lower(last_name), id) > (")
-                        .push_bind(after.last.clone())
-                        .push(", ")
-                        .push_bind(after.id)
-                        .push(")");
+                    order.field.push_bound(&mut qb, after, forward_asc)?;
                 }
-                qb.push(" ORDER BY lower(last_name), id LIMIT ")
-                    .push_bind(limit as i64 + 1);
-                let mut rows: Vec<UserRow> = qb
+                if let Some(before) = &before {
+                    order.field.push_bound(&mut qb, before, !forward_asc)?;
+                }
+                let dir = if window.ascending(forward_asc) {
+                    " ASC"
+                } else {
+                    " DESC"
+                };
+                let keys = order
+                    .field
+                    .keys()
+                    .split(", ")
+                    .map(|key| format!("{key}{dir}"))
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                qb.push(format!(" ORDER BY {keys} LIMIT "))
+                    .push_bind(window.fetch());
+                let rows: Vec<ListedUser> = qb
                     .build_query_as()
                     .fetch_all(&pool)
                     .await
                     .map_err(errors::database)?;
-                let more = rows.len() > limit;
-                rows.truncate(limit);
+                let (rows, has_previous, has_next) =
+                    window.page(rows, after.is_some(), before.is_some());
                 let mut connection = Connection::with_additional_fields(
-                    after.is_some(),
-                    more,
+                    has_previous,
+                    has_next,
                     UserConnectionInfo {
                         pool: pool.clone(),
                         organization,
                         filter: filter.clone(),
                     },
                 );
-                connection.edges.extend(rows.iter().filter_map(|row| {
-                    let user = User::from_row(row)?;
+                connection.edges.extend(rows.iter().filter_map(|listed| {
+                    let user = User::from_row(&listed.row)?;
                     let cursor = UserCursor {
-                        last: row.last_name.to_lowercase(),
-                        id: row.id,
+                        o: order_name(order),
+                        k: order.field.cursor_keys(listed),
+                        id: listed.row.id,
                     };
                     Some(Edge::new(PageCursor(cursor), user))
                 }));

@@ -14,10 +14,10 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::{ConsistencyToken, Reached};
-use crate::cursor::{PageCursor, Window};
+use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
-use crate::schema::{MAX_PAGE, caller, pool};
+use crate::schema::{caller, pool};
 
 const QUOTES_READ: Permission = Permission::new("quotes", "read");
 const RATE_CARDS_READ: Permission = Permission::new("rate_cards", "read");
@@ -439,6 +439,12 @@ pub struct QuoteCursor {
     id: Uuid,
 }
 
+impl crate::cursor::Ordered for QuoteCursor {
+    fn ordering(&self) -> &str {
+        &self.o
+    }
+}
+
 /// The columns of a listed quote its cursor is made of.
 #[derive(sqlx::FromRow)]
 struct ListedQuote {
@@ -558,18 +564,19 @@ fn push_filters(
             .push("::date + 1)");
     }
     if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
+        // ILIKE lower-cases the pattern with PostgreSQL's lower case, as
+        // it does the titles (ADR 0060).
         let pattern = format!(
             "%{}%",
             search
                 .trim()
-                .to_lowercase()
                 .replace('\\', "\\\\")
                 .replace('%', "\\%")
                 .replace('_', "\\_")
         );
-        qb.push(" AND (lower(number) LIKE ")
+        qb.push(" AND (number ILIKE ")
             .push_bind(pattern.clone())
-            .push(" OR lower(title) LIKE ")
+            .push(" OR title ILIKE ")
             .push_bind(pattern)
             .push(")");
     }
@@ -647,13 +654,7 @@ impl QuoteQuery {
         let pool = pool(ctx)?.clone();
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
-        for (name, value) in [("first", first), ("last", last)] {
-            if value.is_some_and(|v| v as usize > MAX_PAGE) {
-                return Err(errors::bad_input(format!(
-                    "{name} must be at most {MAX_PAGE}"
-                )));
-            }
-        }
+        crate::cursor::page_sizes(first, last)?;
         let customer = match &filter.customer_id {
             None => None,
             Some(id) => Some(
@@ -670,11 +671,13 @@ impl QuoteQuery {
              before: Option<PageCursor<QuoteCursor>>,
              first,
              last| async move {
-                crate::cursor::of_ordering(
-                    [&after, &before].into_iter().flatten().map(|c| c.o.as_str()),
+                let window = crate::cursor::window(
+                    after.as_ref(),
+                    before.as_ref(),
                     &order_name(order),
+                    first,
+                    last,
                 )?;
-                let window = Window::new(first, last, 20, MAX_PAGE);
                 let forward_asc = order.direction == Direction::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new(
                     "SELECT state, version, created_at, updated_at, id, number, total::text AS total_text,

@@ -10,6 +10,8 @@
 //! - [`TestEnv::spawn_command_api`] / [`TestEnv::spawn_query_api`] (or
 //!   [`TestEnv::spawn_command_api_on`] / [`TestEnv::spawn_query_api_on`] a
 //!   pool of their own): in-process servers on free ports.
+//! - [`commands`]: a command's context, and a customer created straight
+//!   through the event store.
 //! - [`read_topic`]: reads a topic from the beginning with a plain consumer.
 //! - [`trickle`]: sends a request's body a byte at a time over a raw socket.
 //! - [`socket`]: a GraphQL-over-WebSocket client that tells a message, a
@@ -18,6 +20,7 @@
 //!   or drop its clients.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+pub mod commands;
 mod redis_server;
 pub mod socket;
 

@@ -4,11 +4,11 @@
 use std::time::Duration;
 
 use pivotal_domain::customer::{Customer, CustomerCommand};
-use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
-use pivotal_domain::values::{Name, Tags};
+use pivotal_domain::envelope::Actor;
 use pivotal_event_store::commands::AggregateStore;
 use pivotal_event_store::log;
 use pivotal_test_support::TestEnv;
+use pivotal_test_support::commands::context;
 use uuid::Uuid;
 
 use crate::harness::{
@@ -16,54 +16,9 @@ use crate::harness::{
     spawn_relay, start_broker, store_events, verify_topic,
 };
 
-/// The context of the commands these tests append.
-pub fn context(actor: Actor) -> CommandContext {
-    CommandContext {
-        actor,
-        timestamp: chrono::Utc::now(),
-        metadata: EventMetadata {
-            correlation_id: "broker-outage".into(),
-            causation_id: None,
-            source: "tests".into(),
-            user_agent: None,
-            ip_address: None,
-        },
-        idempotency_key: None,
-    }
-}
-
 /// Creates a customer named `name` (one event) and returns its id.
 pub async fn create_customer(store: &AggregateStore<Customer>, actor: Actor, name: &str) -> Uuid {
-    let id = Uuid::now_v7();
-    let customer = pivotal_domain::customer::NewCustomer {
-        legal_name: Name::parse("", name).unwrap(),
-        display_name: Name::parse("", name).unwrap(),
-        contact: pivotal_domain::customer::Contact {
-            email: None,
-            phone: None,
-        },
-        billing: pivotal_domain::customer::Billing {
-            billing_address: None,
-            tax_number: None,
-            currency: pivotal_domain::values::Currency::parse("", "NZD").unwrap(),
-            payment_terms_days: pivotal_domain::values::PaymentTerms::parse("", 20).unwrap(),
-        },
-        tags: Tags::default(),
-    };
-    store
-        .execute(
-            &id.to_string(),
-            Some(0),
-            CustomerCommand::Create {
-                actor,
-                customer_id: id,
-                customer,
-            },
-            &context(actor),
-        )
-        .await
-        .unwrap();
-    id
+    pivotal_test_support::commands::create_customer(store, actor, name, name, &[]).await
 }
 
 /// Appends `count` customers, each created and archived (two events).

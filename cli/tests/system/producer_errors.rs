@@ -14,12 +14,13 @@ use pivotal_domain::envelope::Actor;
 use pivotal_domain::values::Name;
 use pivotal_event_store::commands::AggregateStore;
 use pivotal_kafka_fault::raise_fatal_error;
+use pivotal_test_support::commands::context;
 use pivotal_test_support::{TestEnv, eventually};
 use rdkafka::ClientConfig;
 use rdkafka::producer::{FutureProducer, Producer};
 use uuid::Uuid;
 
-use crate::broker_outage::{append, context, create_customer};
+use crate::broker_outage::{append, create_customer};
 use crate::harness::{relay_caught_up, spawn_relay_making, store_events, verify_topic};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -4,11 +4,13 @@
 
 use async_graphql::Request;
 use pivotal_auth::Principal;
-use pivotal_domain::customer::{Billing, Contact, Customer, CustomerCommand, NewCustomer};
-use pivotal_domain::envelope::{Actor, CommandContext, EventMetadata};
-use pivotal_domain::values::{Currency, Name, PaymentTerms, Tags};
+use pivotal_domain::customer::{Customer, CustomerCommand};
+use pivotal_domain::envelope::Actor;
+use pivotal_domain::user::{Profile, User, UserCommand};
+use pivotal_domain::values::{Email, Name, Preferences, TimeZone};
 use pivotal_event_store::commands::AggregateStore;
 use pivotal_query_api::schema;
+use pivotal_test_support::commands::{context, create_customer};
 use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
 use uuid::Uuid;
@@ -32,21 +34,6 @@ async fn project(env: &TestEnv, only: Option<&str>) {
     }
 }
 
-fn context(actor: Actor) -> CommandContext {
-    CommandContext {
-        actor,
-        timestamp: chrono::Utc::now(),
-        metadata: EventMetadata {
-            correlation_id: "graphql-tests".into(),
-            causation_id: None,
-            source: "tests".into(),
-            user_agent: None,
-            ip_address: None,
-        },
-        idempotency_key: None,
-    }
-}
-
 /// Twelve customers in one organization (every third archived, tags by
 /// parity) and one in another organization, projected by a rebuild.
 async fn fixture() -> Fixture {
@@ -62,36 +49,8 @@ async fn fixture() -> Fixture {
         "Juliet", "Kilo", "Lima",
     ];
     for (i, name) in names.iter().enumerate() {
-        let id = Uuid::now_v7();
         let tag = if i % 2 == 0 { "even" } else { "odd" };
-        let customer = NewCustomer {
-            legal_name: Name::parse("", &format!("{name} Limited")).unwrap(),
-            display_name: Name::parse("", name).unwrap(),
-            contact: Contact {
-                email: None,
-                phone: None,
-            },
-            billing: Billing {
-                billing_address: None,
-                tax_number: None,
-                currency: Currency::parse("", "NZD").unwrap(),
-                payment_terms_days: PaymentTerms::parse("", 20).unwrap(),
-            },
-            tags: Tags::parse("", &[tag.to_owned()]).unwrap(),
-        };
-        store
-            .execute(
-                &id.to_string(),
-                Some(0),
-                CustomerCommand::Create {
-                    actor,
-                    customer_id: id,
-                    customer,
-                },
-                &context(actor),
-            )
-            .await
-            .unwrap();
+        let id = create_customer(&store, actor, &format!("{name} Limited"), name, &[tag]).await;
         if i % 3 == 2 {
             store
                 .execute(
@@ -111,35 +70,7 @@ async fn fixture() -> Fixture {
         organization_id: Uuid::now_v7(),
         user_id: Uuid::now_v7(),
     };
-    let id = Uuid::now_v7();
-    let customer = NewCustomer {
-        legal_name: Name::parse("", "Alpha Intruder").unwrap(),
-        display_name: Name::parse("", "Alpha Intruder").unwrap(),
-        contact: Contact {
-            email: None,
-            phone: None,
-        },
-        billing: Billing {
-            billing_address: None,
-            tax_number: None,
-            currency: Currency::parse("", "USD").unwrap(),
-            payment_terms_days: PaymentTerms::parse("", 20).unwrap(),
-        },
-        tags: Tags::default(),
-    };
-    store
-        .execute(
-            &id.to_string(),
-            Some(0),
-            CustomerCommand::Create {
-                actor: other,
-                customer_id: id,
-                customer,
-            },
-            &context(other),
-        )
-        .await
-        .unwrap();
+    create_customer(&store, other, "Alpha Intruder", "Alpha Intruder", &[]).await;
     pivotal_test_support::wait_for_horizon(&env.pool).await;
     pivotal_projectors::framework::rebuild(
         &env.pool,
@@ -311,6 +242,259 @@ async fn filters_and_ordering() {
     assert_eq!(code(&mixed), "BAD_USER_INPUT", "{mixed}");
 }
 
+/// Every node of the list `list` as `(name field, id)`, one page of one
+/// node at a time: forward from the first page, or backward from the
+/// last (returned in the list's order). Fails when paging never ends.
+async fn one_at_a_time(
+    run: impl AsyncFn(String) -> Value,
+    list: &str,
+    arguments: &str,
+    name: &str,
+    forward: bool,
+) -> Vec<(String, String)> {
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    for _ in 0..40 {
+        let page_arguments = match (&cursor, forward) {
+            (None, true) => "first: 1".to_owned(),
+            (Some(c), true) => format!("first: 1, after: \"{c}\""),
+            (None, false) => "last: 1".to_owned(),
+            (Some(c), false) => format!("last: 1, before: \"{c}\""),
+        };
+        let answer = run(format!(
+            "{{ {list}({page_arguments}{arguments}) {{ pageInfo {{ hasNextPage hasPreviousPage startCursor endCursor }} edges {{ node {{ id {name} }} }} }} }}"
+        ))
+        .await;
+        let page = &answer["data"][list];
+        for edge in page["edges"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{answer}"))
+        {
+            seen.push((
+                edge["node"][name].as_str().unwrap().to_owned(),
+                edge["node"]["id"].as_str().unwrap().to_owned(),
+            ));
+        }
+        let (more, next) = if forward {
+            ("hasNextPage", "endCursor")
+        } else {
+            ("hasPreviousPage", "startCursor")
+        };
+        if page["pageInfo"][more] != true {
+            if !forward {
+                seen.reverse();
+            }
+            return seen;
+        }
+        cursor = Some(page["pageInfo"][next].as_str().unwrap().to_owned());
+    }
+    panic!("still paging after 40 pages: {seen:?}");
+}
+
+/// A name's cursor holds the name as PostgreSQL lower-cases it, which is
+/// what the next page is compared with (ADR 0060): names whose Rust lower
+/// case differs (a final capital sigma, a dotted capital I) are each
+/// listed once, in order, paging either way.
+#[tokio::test]
+async fn name_cursors_hold_the_lower_case_the_database_compares() {
+    let f = fixture().await;
+    let store = AggregateStore::<Customer>::new(f.env.pool.clone());
+    let actor = Actor {
+        organization_id: f.org,
+        user_id: Uuid::now_v7(),
+    };
+    let mut created = Vec::new();
+    for name in ["ΟΔΟΣ", "İzmir", "Izmir B", "ΟΔΟΣ"] {
+        created.push(
+            create_customer(&store, actor, name, name, &[])
+                .await
+                .to_string(),
+        );
+    }
+    project(&f.env, Some("customers")).await;
+    let run = async |query: String| f.run(&query).await;
+    let expected_names = [
+        "Alpha", "bravo", "Charlie", "Delta", "Echo", "Foxtrot", "Golf", "Hotel", "India", "İzmir",
+        "Izmir B", "Juliet", "Kilo", "Lima", "ΟΔΟΣ", "ΟΔΟΣ",
+    ];
+    for forward in [true, false] {
+        let seen = one_at_a_time(&run, "customers", "", "displayName", forward).await;
+        let names: Vec<&str> = seen.iter().map(|(name, _)| name.as_str()).collect();
+        assert_eq!(names, expected_names, "forward: {forward}");
+        let ties: Vec<&str> = seen[14..].iter().map(|(_, id)| id.as_str()).collect();
+        assert_eq!(
+            ties,
+            [created[0].as_str(), created[3].as_str()],
+            "ties by id"
+        );
+    }
+}
+
+/// Creates an invited member of `actor`'s organization named `first`
+/// `last`.
+async fn create_user(
+    store: &AggregateStore<User>,
+    actor: Actor,
+    first: &str,
+    last: &str,
+) -> String {
+    let id = Uuid::now_v7();
+    store
+        .execute(
+            &id.to_string(),
+            Some(0),
+            UserCommand::Create {
+                actor,
+                user_id: id,
+                email: Email::parse("", &format!("{}@example.com", id.simple())).unwrap(),
+                profile: Profile {
+                    first_name: Name::parse("", first).unwrap(),
+                    last_name: Name::parse("", last).unwrap(),
+                    phone: None,
+                    time_zone: TimeZone::parse("", "Pacific/Auckland").unwrap(),
+                    preferences: Preferences::default(),
+                },
+                roles: ["member".to_owned()].into_iter().collect(),
+                with_password: false,
+            },
+            &context(actor),
+        )
+        .await
+        .unwrap();
+    id.to_string()
+}
+
+/// Users page forward and backward by name (last name, then first name,
+/// ignoring case, with PostgreSQL's lower case in the cursor) and by
+/// creation, in both directions (ADR 0060); a cursor is refused in
+/// another ordering, or with keys that are not its ordering's; a name is
+/// found by searching its own capitals.
+#[tokio::test]
+async fn users_page_both_ways_in_every_ordering() {
+    let f = fixture().await;
+    let store = AggregateStore::<User>::new(f.env.pool.clone());
+    let actor = Actor {
+        organization_id: f.org,
+        user_id: Uuid::now_v7(),
+    };
+    let people = [
+        ("Νίκος", "ΟΔΟΣ"),
+        ("Zeynep", "Ince"),
+        ("bob", "adams"),
+        ("Ayşe", "İNCE"),
+        ("Άννα", "ΟΔΟΣ"),
+        ("Alice", "Adams"),
+    ];
+    let mut created = Vec::new();
+    for (first, last) in people {
+        created.push((
+            format!("{first} {last}"),
+            create_user(&store, actor, first, last).await,
+        ));
+    }
+    let other = Actor {
+        organization_id: Uuid::now_v7(),
+        user_id: Uuid::now_v7(),
+    };
+    create_user(&store, other, "Aaron", "Aardvark").await;
+    project(&f.env, Some("users")).await;
+    let run = async |query: String| f.run(&query).await;
+    let by_name: Vec<String> = [
+        "Alice Adams",
+        "bob adams",
+        "Ayşe İNCE",
+        "Zeynep Ince",
+        "Άννα ΟΔΟΣ",
+        "Νίκος ΟΔΟΣ",
+    ]
+    .map(str::to_owned)
+    .to_vec();
+    let by_creation: Vec<String> = created.iter().map(|(name, _)| name.clone()).collect();
+    let reversed = |names: &[String]| names.iter().rev().cloned().collect::<Vec<_>>();
+    for (order, expected) in [
+        ("", by_name.clone()),
+        (", orderBy: {field: NAME}", by_name.clone()),
+        (
+            ", orderBy: {field: NAME, direction: DESC}",
+            reversed(&by_name),
+        ),
+        (", orderBy: {field: CREATED_AT}", by_creation.clone()),
+        (
+            ", orderBy: {field: CREATED_AT, direction: DESC}",
+            reversed(&by_creation),
+        ),
+    ] {
+        for forward in [true, false] {
+            let seen = one_at_a_time(&run, "users", order, "displayName", forward).await;
+            let names: Vec<String> = seen.iter().map(|(name, _)| name.clone()).collect();
+            assert_eq!(names, expected, "{order}, forward: {forward}");
+        }
+    }
+
+    // Refused: a name cursor in the creation ordering; keys that are not
+    // the ordering's; a page over the maximum.
+    let page = run("{ users(first: 2) { pageInfo { endCursor } } }".to_owned()).await;
+    let by_name_cursor = page["data"]["users"]["pageInfo"]["endCursor"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let forged = |o: &str, k: Value| {
+        use async_graphql::connection::CursorType;
+        async_graphql::connection::OpaqueCursor(json!({"o": o, "k": k, "id": Uuid::now_v7()}))
+            .encode_cursor()
+    };
+    for (arguments, message) in [
+        (
+            format!("first: 2, after: \"{by_name_cursor}\", orderBy: {{field: CREATED_AT}}"),
+            "the cursor belongs to another ordering",
+        ),
+        (
+            format!(
+                "first: 2, after: \"{}\"",
+                forged("Name:Asc", json!(["adams"]))
+            ),
+            "the cursor is not one this API returned",
+        ),
+        (
+            format!(
+                "last: 2, before: \"{}\", orderBy: {{field: CREATED_AT}}",
+                forged("CreatedAt:Asc", json!(["yesterday"]))
+            ),
+            "the cursor is not one this API returned",
+        ),
+        ("last: 500".to_owned(), "last must be at most 100"),
+    ] {
+        let refused = run(format!("{{ users({arguments}) {{ edges {{ cursor }} }} }}")).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{arguments}: {refused}");
+        let said = refused["errors"][0]["message"].as_str().unwrap();
+        assert!(said.starts_with(message), "{arguments}: {said}");
+        assert_eq!(refused["data"], Value::Null, "{arguments}: {refused}");
+    }
+
+    // A search matches a name by its own capitals.
+    for (search, count) in [
+        ("ΟΔΟΣ", 2),
+        ("İNCE", 2),
+        ("ince", 2),
+        ("ADAMS", 2),
+        ("Aardvark", 0),
+    ] {
+        let found = run(format!(
+            "{{ users(filter: {{search: \"{search}\"}}) {{ totalCount edges {{ node {{ id }} }} }} }}"
+        ))
+        .await;
+        assert_eq!(
+            found["data"]["users"]["totalCount"], count,
+            "{search}: {found}"
+        );
+        assert_eq!(
+            found["data"]["users"]["edges"].as_array().unwrap().len(),
+            count,
+            "{search}: {found}"
+        );
+    }
+}
+
 /// `totalCount` is worked out only when a query selects it (here through a
 /// fragment): from the kept counts when the list is filtered by status at
 /// most (ADR 0041), by counting the matching rows when it is searched or
@@ -425,7 +609,7 @@ async fn bad_input_and_missing_permissions_have_codes() {
     );
     assert_eq!(
         owner["data"]["customer"]["history"][0]["metadata"]["correlationId"],
-        "graphql-tests"
+        pivotal_test_support::commands::CORRELATION_ID
     );
 
     let anonymous = serde_json::to_value(
@@ -976,7 +1160,7 @@ mod quotes {
         .await;
         let mut ids = Vec::new();
         for (title, price) in [
-            ("Small job", "100"),
+            ("Small job, ΟΔΟΣ", "100"),
             ("Big job", "5000"),
             ("Medium job", "900"),
         ] {
@@ -1022,7 +1206,10 @@ mod quotes {
             .iter()
             .map(|e| e["node"]["title"].as_str().unwrap())
             .collect();
-        assert_eq!(titles, ["Big job, revised", "Medium job", "Small job"]);
+        assert_eq!(
+            titles,
+            ["Big job, revised", "Medium job", "Small job, ΟΔΟΣ"]
+        );
         let page = graphql(
             &query,
             &owner,
@@ -1046,6 +1233,22 @@ mod quotes {
         )
         .await;
         assert_eq!(searched["quotes"]["totalCount"], 1);
+        // A title is found by its own capitals, whatever its letters, and
+        // numbers whatever the case asked (ADR 0060).
+        for (search, count) in [("ΟΔΟΣ", 1), ("οδοσ", 1), ("q-", 3), ("JOB", 3)] {
+            let found = graphql(
+                &query,
+                &owner,
+                &format!(r#"{{ quotes(filter: {{search: "{search}"}}) {{ totalCount edges {{ node {{ id }} }} }} }}"#),
+            )
+            .await;
+            assert_eq!(found["quotes"]["totalCount"], count, "{search}: {found}");
+            assert_eq!(
+                found["quotes"]["edges"].as_array().unwrap().len(),
+                count,
+                "{search}: {found}"
+            );
+        }
         let revised = graphql(
             &query,
             &owner,
