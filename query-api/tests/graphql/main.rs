@@ -240,6 +240,26 @@ async fn filters_and_ordering() {
         ))
         .await;
     assert_eq!(code(&mixed), "BAD_USER_INPUT", "{mixed}");
+    // A time key that is no time is a cursor this API did not hand out
+    // (ADR 0060), not a page from 1970.
+    let forged = {
+        use async_graphql::connection::CursorType;
+        async_graphql::connection::OpaqueCursor(
+            json!({"o": "CreatedAt:Desc", "k": "yesterday", "id": Uuid::now_v7()}),
+        )
+        .encode_cursor()
+    };
+    let refused = f
+        .run(&format!("{{ customers(first: 2, after: \"{forged}\", orderBy: {{field: CREATED_AT, direction: DESC}}) {{ edges {{ cursor }} }} }}"))
+        .await;
+    assert_eq!(code(&refused), "BAD_USER_INPUT", "{refused}");
+    assert!(
+        refused["errors"][0]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("the cursor is not one this API returned"),
+        "{refused}"
+    );
 }
 
 /// Every node of the list `list` as `(name field, id)`, one page of one
@@ -1490,9 +1510,9 @@ mod quotes {
         read
     }
 
-    /// Each ordering of quotes and customers reads a page and the page
-    /// after it through an index (ADR 0059): a few rows each, however many
-    /// the organization has, where a sort reads them all.
+    /// Each ordering of quotes, customers and users reads a page and the
+    /// page after it through an index (ADR 0059, 0060): a few rows each,
+    /// however many the organization has, where a sort reads them all.
     #[tokio::test]
     async fn every_ordering_reads_its_pages_through_an_index() {
         const COPIES: i64 = 3000;
@@ -1534,7 +1554,20 @@ mod quotes {
         .execute(&env.pool)
         .await
         .unwrap();
-        sqlx::query("ANALYZE rm_quotes, rm_customers")
+        sqlx::query(
+            "INSERT INTO rm_users (organization_id, id, email, first_name, last_name, status,
+                 roles, mfa_enabled, last_login_at, login_count, state, version, created_at,
+                 updated_at)
+             SELECT organization_id, gen_random_uuid(), g || email, first_name || (g % 7),
+                 last_name || ((g * 7919) % 1000), status, roles, mfa_enabled, last_login_at,
+                 login_count, state, version, created_at + g * interval '1 second', updated_at
+             FROM rm_users, generate_series(1, $1) g",
+        )
+        .bind(COPIES)
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        sqlx::query("ANALYZE rm_quotes, rm_customers, rm_users")
             .execute(&env.pool)
             .await
             .unwrap();
@@ -1556,6 +1589,9 @@ mod quotes {
             orderings.push(("quotes", field.to_owned()));
         }
         orderings.push(("customers", "UPDATED_AT".to_owned()));
+        for field in ["NAME", "CREATED_AT"] {
+            orderings.push(("users", field.to_owned()));
+        }
         for (list, field) in orderings {
             let table = format!("rm_{list}");
             for direction in ["ASC", "DESC"] {
