@@ -3,11 +3,21 @@
 
 use std::ops::Deref;
 
+use async_graphql::Enum;
 use async_graphql::connection::{CursorType, OpaqueCursor};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::schema::MAX_PAGE;
+
+/// Which way a list's ordering runs: one enum for every list (customers,
+/// quotes, users), each with its own default.
+#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
+pub enum OrderDirection {
+    #[default]
+    Asc,
+    Desc,
+}
 
 /// A position in a list, opaque to clients: URL-safe base64 of its JSON,
 /// written as async-graphql's `OpaqueCursor` writes it (so a cursor handed

@@ -10,7 +10,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
-use crate::cursor::PageCursor;
+use crate::cursor::{OrderDirection, PageCursor};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{caller, pool};
@@ -140,13 +140,6 @@ pub enum CustomerOrderField {
     DisplayName,
     CreatedAt,
     UpdatedAt,
-}
-
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum OrderDirection {
-    #[default]
-    Asc,
-    Desc,
 }
 
 #[derive(InputObject, Debug, Default, Clone, Copy)]

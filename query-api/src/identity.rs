@@ -14,8 +14,8 @@ use sqlx::{PgPool, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::ConsistencyToken;
+use crate::cursor::OrderDirection;
 use crate::cursor::PageCursor;
-use crate::customers::OrderDirection;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{caller, pool};

@@ -14,7 +14,7 @@ use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
 
 use crate::consistency::{ConsistencyToken, Reached};
-use crate::cursor::PageCursor;
+use crate::cursor::{OrderDirection, PageCursor};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
 use crate::schema::{caller, pool};
@@ -375,19 +375,22 @@ pub enum QuoteOrderField {
     ValidUntil,
 }
 
-#[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
-pub enum Direction {
-    Asc,
-    #[default]
-    Desc,
-}
-
-#[derive(InputObject, Debug, Clone, Copy, Default)]
+/// Quotes are listed newest first unless asked otherwise.
+#[derive(InputObject, Debug, Clone, Copy)]
 pub struct QuoteOrder {
     #[graphql(default)]
     pub field: QuoteOrderField,
-    #[graphql(default)]
-    pub direction: Direction,
+    #[graphql(default_with = "OrderDirection::Desc")]
+    pub direction: OrderDirection,
+}
+
+impl Default for QuoteOrder {
+    fn default() -> Self {
+        Self {
+            field: QuoteOrderField::default(),
+            direction: OrderDirection::Desc,
+        }
+    }
 }
 
 /// What a page of quotes says about the whole list: counted only when a
@@ -678,7 +681,7 @@ impl QuoteQuery {
                     first,
                     last,
                 )?;
-                let forward_asc = order.direction == Direction::Asc;
+                let forward_asc = order.direction == OrderDirection::Asc;
                 let mut qb = QueryBuilder::<Postgres>::new(
                     "SELECT state, version, created_at, updated_at, id, number, total::text AS total_text,
                             valid_until

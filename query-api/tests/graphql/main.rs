@@ -1230,6 +1230,36 @@ mod quotes {
             titles,
             ["Big job, revised", "Medium job", "Small job, ΟΔΟΣ"]
         );
+        // Quotes run newest first, or largest first, unless a direction is
+        // given (the same `OrderDirection` as every list's, with its own
+        // default here).
+        let titles_of = |data: &Value| -> Vec<String> {
+            data["quotes"]["edges"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|e| e["node"]["title"].as_str().unwrap().to_owned())
+                .collect()
+        };
+        for (order, expected) in [
+            ("", ["Medium job", "Big job, revised", "Small job, ΟΔΟΣ"]),
+            (
+                "(orderBy: {field: TOTAL})",
+                ["Big job, revised", "Medium job", "Small job, ΟΔΟΣ"],
+            ),
+            (
+                "(orderBy: {direction: ASC})",
+                ["Small job, ΟΔΟΣ", "Big job, revised", "Medium job"],
+            ),
+        ] {
+            let data = graphql(
+                &query,
+                &owner,
+                &format!("{{ quotes{order} {{ edges {{ node {{ title }} }} }} }}"),
+            )
+            .await;
+            assert_eq!(titles_of(&data), expected, "{order}");
+        }
         let page = graphql(
             &query,
             &owner,
