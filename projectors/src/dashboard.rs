@@ -85,7 +85,8 @@ pub fn recent_key(prefix: &str, generation: &str, organization: Uuid) -> String 
     format!("{prefix}:dash:{generation}:{organization}:recent")
 }
 
-fn contribution_key(prefix: &str, generation: &str, kind: &str, id: Uuid) -> String {
+/// The hash of one record's contribution (`v`: its version).
+pub fn contribution_key(prefix: &str, generation: &str, kind: &str, id: Uuid) -> String {
     format!("{prefix}:dash:{generation}:s:{kind}:{id}")
 }
 

@@ -57,6 +57,8 @@ pub struct Reached {
     pub position: i64,
     pub aggregate_type: String,
     pub aggregate_id: String,
+    /// The event's version of its aggregate.
+    pub sequence: i64,
     pub deadline: Instant,
 }
 
@@ -159,6 +161,7 @@ pub async fn wait(
         position,
         aggregate_type,
         aggregate_id,
+        sequence,
         deadline,
     })
 }

@@ -1,8 +1,9 @@
 //! `dashboard`: per-organization figures (records per status, quote totals
 //! per status and currency, open quotes, recent changes), read from the
 //! Redis read model the projector keeps exact, or from PostgreSQL when Redis
-//! is unreachable, not filled yet, or the request carries a consistency
-//! token. Both sources give the same figures.
+//! is unreachable, not filled yet, or does not yet hold the record a
+//! request's consistency token wrote (ADR 0061). Both sources give the same
+//! figures.
 
 use std::collections::BTreeMap;
 
@@ -15,7 +16,7 @@ use pivotal_search::EntityKind;
 use rust_decimal::Decimal;
 use uuid::Uuid;
 
-use crate::consistency::ConsistencyToken;
+use crate::consistency::{ConsistencyToken, Reached};
 use crate::errors;
 use crate::schema::{pool, principal};
 use crate::search::SearchType;
@@ -126,10 +127,50 @@ fn record_type(kind: &str) -> Option<SearchType> {
     EntityKind::parse(kind).map(SearchType::of)
 }
 
+/// The Redis figures, which every request may read, with or without a
+/// consistency token (the by-id cache is left out of a request with one).
+#[derive(Clone, Debug)]
+pub struct RedisFigures(pub crate::cache::ReadCache);
+
+/// A record the Redis figures must hold, at `version` or later, before
+/// they may answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Holding {
+    kind: &'static str,
+    id: Uuid,
+    version: i64,
+}
+
+/// What a consistency token asks of the Redis figures (ADR 0061): nothing
+/// (`Some(None)`) when its event changed none of the tables they come
+/// from; its record at the event's version when the event is one of a
+/// counted record's; `None`, they cannot answer for it, when its event
+/// feeds those tables through another aggregate.
+fn holding(reached: &Reached) -> Option<Option<Holding>> {
+    let aggregate_type = reached.aggregate_type.as_str();
+    let feeds_the_figures = pivotal_projectors::all_projections().iter().any(|p| {
+        KINDS.iter().any(|(_, table)| *table == p.table())
+            && p.aggregate_types().contains(&aggregate_type)
+    });
+    if !feeds_the_figures {
+        return Some(None);
+    }
+    let (kind, _) = KINDS.iter().find(|(kind, _)| *kind == aggregate_type)?;
+    let id = Uuid::parse_str(&reached.aggregate_id).ok()?;
+    Some(Some(Holding {
+        kind,
+        id,
+        version: reached.sequence,
+    }))
+}
+
+/// The Redis figures, unless Redis is unreachable, has none (never
+/// filled, or flushed), or lacks `holding` at its version.
 async fn from_redis(
     cache: &crate::cache::ReadCache,
     organization: Uuid,
     recent: isize,
+    holding: Option<Holding>,
 ) -> Option<(Counters, Vec<(String, f64)>)> {
     let mut redis = cache.connection().await?;
     let prefix = cache.prefix();
@@ -155,11 +196,38 @@ async fn from_redis(
         .arg(recent - 1)
         .arg("WITHSCORES");
     type Fields = BTreeMap<String, i64>;
-    let (customers, quotes, users, recent): (Fields, Fields, Fields, Vec<(String, f64)>) = pipe
-        .query_async(&mut redis)
-        .await
-        .map_err(|error| tracing::debug!(%error, "dashboard: Redis read failed"))
-        .ok()?;
+    type Read = (Fields, Fields, Fields, Vec<(String, f64)>);
+    let failed = |error: redis::RedisError| tracing::debug!(%error, "dashboard: Redis read failed");
+    // With the record's version read in the same pipeline, so the figures
+    // are those of a generation that holds it.
+    let (customers, quotes, users, recent) = match holding {
+        None => pipe
+            .query_async::<Read>(&mut redis)
+            .await
+            .map_err(failed)
+            .ok()?,
+        Some(holding) => {
+            pipe.cmd("HGET")
+                .arg(figures::contribution_key(
+                    prefix,
+                    &generation,
+                    holding.kind,
+                    holding.id,
+                ))
+                .arg("v");
+            let (customers, quotes, users, recent, held): (
+                Fields,
+                Fields,
+                Fields,
+                Vec<(String, f64)>,
+                Option<i64>,
+            ) = pipe.query_async(&mut redis).await.map_err(failed).ok()?;
+            if held.is_none_or(|version| version < holding.version) {
+                return None;
+            }
+            (customers, quotes, users, recent)
+        }
+    };
     let mut counters = Counters::new();
     for ((kind, _), fields) in KINDS.iter().zip([customers, quotes, users]) {
         let entries = counters.entry(kind).or_default();
@@ -190,18 +258,26 @@ async fn from_database(
 ) -> Result<(Counters, Vec<(String, f64)>), sqlx::Error> {
     let mut counters = Counters::new();
     for (kind, table) in KINDS {
-        let amounts = if kind == "quote" {
-            "currency, sum(total)::text"
-        } else {
-            "''::text, NULL::text"
+        // Customers from the counts kept beside their rows (ADR 0041), a
+        // row per status; quotes' totals per currency and users (a firm's
+        // people) are counted from their rows.
+        let statement = match kind {
+            "customer" => "SELECT status, ''::text, NULL::text, customers FROM rm_customer_counts
+                 WHERE organization_id = $1"
+                .to_owned(),
+            "quote" => format!(
+                "SELECT status, currency, sum(total)::text, count(*) FROM {table}
+                 WHERE organization_id = $1 GROUP BY 1, 2"
+            ),
+            _ => format!(
+                "SELECT status, ''::text, NULL::text, count(*) FROM {table}
+                 WHERE organization_id = $1 GROUP BY 1, 2"
+            ),
         };
-        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(&format!(
-            "SELECT status, {amounts}, count(*) FROM {table} WHERE organization_id = $1
-             GROUP BY 1, 2"
-        ))
-        .bind(organization)
-        .fetch_all(pool)
-        .await?;
+        let rows: Vec<(String, String, Option<String>, i64)> = sqlx::query_as(&statement)
+            .bind(organization)
+            .fetch_all(pool)
+            .await?;
         let entries = counters.entry(kind).or_default();
         for (status, currency, total, count) in rows {
             let total = total
@@ -257,14 +333,18 @@ impl DashboardQuery {
         let wanted = recent.clamp(1, RECENT_MAX);
         // The newest changes of readable kinds: ask for enough to filter.
         let fetch = i64::from(RECENT_MAX) * 3;
-        // With a token of its own the figures come from PostgreSQL, like
-        // those of a request with the header (which has no cache).
-        let fresh = crate::consistency::honour(ctx, consistency_token.as_ref())
-            .await?
-            .is_some();
-        let cached = match ctx.data_opt::<crate::cache::ReadCache>().filter(|_| !fresh) {
-            Some(cache) => from_redis(cache, organization, fetch as isize).await,
-            None => None,
+        // Under a consistency token (an argument, or the request's
+        // header), Redis answers only once it holds the token's record.
+        let reached = crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
+        let holding = match &reached {
+            Some(reached) => holding(reached),
+            None => Some(None),
+        };
+        let cached = match (ctx.data_opt::<RedisFigures>(), holding) {
+            (Some(RedisFigures(cache)), Some(holding)) => {
+                from_redis(cache, organization, fetch as isize, holding).await
+            }
+            _ => None,
         };
         let (source, (counters, recent)) = match cached {
             Some(figures) => (DashboardSource::Redis, figures),

@@ -437,6 +437,7 @@ async fn execute(
             );
             let request = request
                 .data(consistency::Bound(state.consistency_wait))
+                .data(dashboard::RedisFigures(state.cache.clone()))
                 .data(principal)
                 .data(slot);
             let response = state

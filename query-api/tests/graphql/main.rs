@@ -580,6 +580,43 @@ async fn a_page_counts_its_list_only_when_the_query_asks() {
     assert_eq!(counts().await, (2, 1));
 }
 
+/// The dashboard's PostgreSQL figures (here without Redis) take the
+/// customers per status from the kept counts (ADR 0061), not by counting
+/// the organization's customers. Seen in PostgreSQL's prepared statements
+/// on the schema's only connection.
+#[tokio::test]
+async fn the_dashboards_customers_come_from_the_kept_counts() {
+    let f = fixture().await;
+    let one = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&f.env.database_url)
+        .await
+        .unwrap();
+    let response = schema::build(one.clone())
+        .execute(
+            Request::new("{ dashboard { source customers { status count } } }")
+                .data(f.principal(&["member"])),
+        )
+        .await;
+    assert!(response.errors.is_empty(), "{:?}", response.errors);
+    let data = response.data.into_json().unwrap();
+    assert_eq!(
+        data["dashboard"],
+        json!({"source": "DATABASE", "customers": [
+            {"status": "active", "count": 8}, {"status": "archived", "count": 4}]})
+    );
+    let (kept, counted): (i64, i64) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE strpos(statement, 'FROM rm_customer_counts') > 0),
+                count(*) FILTER (WHERE strpos(statement, 'FROM rm_customers') > 0
+                                   AND strpos(statement, 'count(') > 0)
+         FROM pg_prepared_statements WHERE strpos(statement, 'pg_prepared_statements') = 0",
+    )
+    .fetch_one(&one)
+    .await
+    .unwrap();
+    assert_eq!((kept, counted), (1, 0));
+}
+
 #[tokio::test]
 async fn bad_input_and_missing_permissions_have_codes() {
     let f = fixture().await;
