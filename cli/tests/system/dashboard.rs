@@ -34,6 +34,25 @@ async fn dashboard(query_api: &str, token: &str, consistency: Option<&str>) -> V
     body["data"]["dashboard"].clone()
 }
 
+/// Where the dashboard's figures came from, with the token given as the
+/// field's argument rather than the request's header.
+async fn source_under_argument(query_api: &str, token: &str, position: &str) -> String {
+    let query = format!("{{ dashboard(consistencyToken: \"{position}\") {{ source }} }}");
+    let body: Value = post(
+        format!("{query_api}/graphql"),
+        token,
+        json!({ "query": query }),
+    )
+    .await
+    .json()
+    .await
+    .unwrap();
+    body["data"]["dashboard"]["source"]
+        .as_str()
+        .unwrap_or_else(|| panic!("{body}"))
+        .to_owned()
+}
+
 fn without_source(mut figures: Value) -> Value {
     figures.as_object_mut().unwrap().remove("source");
     figures
@@ -210,37 +229,11 @@ async fn dashboard_figures_are_exact_from_redis_and_from_postgres() {
         without_source(from_redis.clone())
     );
     // The token as an argument of the field, as well as the header.
-    let argument: Value = http()
-        .post(format!("{query_api}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({ "query": format!(
-            "{{ dashboard(consistencyToken: \"{token_position}\") {{ source }} }}") }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        argument["data"]["dashboard"]["source"], "DATABASE",
-        "{argument}"
-    );
+    let argument = source_under_argument(&query_api, &token, &token_position).await;
+    assert_eq!(argument, "DATABASE");
     set_version(version).await;
-    let argument: Value = http()
-        .post(format!("{query_api}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({ "query": format!(
-            "{{ dashboard(consistencyToken: \"{token_position}\") {{ source }} }}") }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(
-        argument["data"]["dashboard"]["source"], "REDIS",
-        "{argument}"
-    );
+    let argument = source_under_argument(&query_api, &token, &token_position).await;
+    assert_eq!(argument, "REDIS");
     // A token whose event changed none of the records the figures count
     // (the organization renamed) leaves them to Redis.
     let renamed = post(

@@ -83,6 +83,16 @@ async fn fixture() -> Fixture {
     Fixture { env, org, schema }
 }
 
+/// A pool of one connection, so that what the schema ran on it can be
+/// read back from its session (`pg_prepared_statements`).
+async fn one_connection(database_url: &str) -> sqlx::PgPool {
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect(database_url)
+        .await
+        .unwrap()
+}
+
 impl Fixture {
     fn principal(&self, roles: &[&str]) -> Principal {
         let request = pivotal_auth::TokenRequest::for_roles(Uuid::now_v7(), self.org, roles);
@@ -523,11 +533,7 @@ async fn users_page_both_ways_in_every_ordering() {
 #[tokio::test]
 async fn a_page_counts_its_list_only_when_the_query_asks() {
     let f = fixture().await;
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&f.env.database_url)
-        .await
-        .unwrap();
+    let one = crate::one_connection(&f.env.database_url).await;
     let schema = schema::build(one.clone());
     let run = |query: &'static str| {
         let schema = schema.clone();
@@ -587,11 +593,7 @@ async fn a_page_counts_its_list_only_when_the_query_asks() {
 #[tokio::test]
 async fn the_dashboards_customers_come_from_the_kept_counts() {
     let f = fixture().await;
-    let one = sqlx::postgres::PgPoolOptions::new()
-        .max_connections(1)
-        .connect(&f.env.database_url)
-        .await
-        .unwrap();
+    let one = crate::one_connection(&f.env.database_url).await;
     let response = schema::build(one.clone())
         .execute(
             Request::new("{ dashboard { source customers { status count } } }")
@@ -1194,11 +1196,7 @@ mod quotes {
             .verify(token)
             .await
             .unwrap();
-        let one = sqlx::postgres::PgPoolOptions::new()
-            .max_connections(1)
-            .connect(&env.database_url)
-            .await
-            .unwrap();
+        let one = crate::one_connection(&env.database_url).await;
         (principal, one)
     }
 
