@@ -70,10 +70,14 @@ impl Window {
         }
     }
 
-    /// Whether the rows are read in ascending order, for a list in
-    /// ascending order or not.
-    pub fn ascending(self, list_ascending: bool) -> bool {
-        list_ascending != self.backward
+    /// The SQL direction the rows are read in (`ASC` or `DESC`), for a
+    /// list ordered in `direction`: against it when reading backward.
+    pub fn sql_direction(self, direction: OrderDirection) -> &'static str {
+        if (direction == OrderDirection::Asc) != self.backward {
+            "ASC"
+        } else {
+            "DESC"
+        }
     }
 
     /// Rows to ask for: the page and one more.
@@ -191,7 +195,13 @@ mod tests {
             (forward.backward, forward.limit, forward.fetch()),
             (false, 2, 3)
         );
-        assert!(forward.ascending(true) && !forward.ascending(false));
+        assert_eq!(
+            (
+                forward.sql_direction(OrderDirection::Asc),
+                forward.sql_direction(OrderDirection::Desc)
+            ),
+            ("ASC", "DESC")
+        );
         // Three rows read for a page of two: more lie after it.
         assert_eq!(
             forward.page(vec![1, 2, 3], false, false),
@@ -203,7 +213,14 @@ mod tests {
         );
 
         let backward = Window::new(None, Some(2), 20, 100);
-        assert!(backward.backward && !backward.ascending(true));
+        assert!(backward.backward);
+        assert_eq!(
+            (
+                backward.sql_direction(OrderDirection::Asc),
+                backward.sql_direction(OrderDirection::Desc)
+            ),
+            ("DESC", "ASC")
+        );
         // Read from the end: the page comes back in the list's order, with
         // more before it, and after it only when read before a cursor.
         assert_eq!(

@@ -383,11 +383,7 @@ impl CustomerQuery {
                 if let Some(before) = &before {
                     push_cursor(&mut qb, order.field, before, !forward_asc)?;
                 }
-                let dir = if window.ascending(forward_asc) {
-                    "ASC"
-                } else {
-                    "DESC"
-                };
+                let dir = window.sql_direction(order.direction);
                 qb.push(format!(
                     " ORDER BY {} {dir}, id {dir} LIMIT ",
                     sort_expr(order.field)

@@ -504,16 +504,12 @@ impl IdentityQuery {
                 if let Some(before) = &before {
                     order.field.push_bound(&mut qb, before, !forward_asc)?;
                 }
-                let dir = if window.ascending(forward_asc) {
-                    " ASC"
-                } else {
-                    " DESC"
-                };
+                let dir = window.sql_direction(order.direction);
                 let keys = order
                     .field
                     .keys()
                     .split(", ")
-                    .map(|key| format!("{key}{dir}"))
+                    .map(|key| format!("{key} {dir}"))
                     .collect::<Vec<_>>()
                     .join(", ");
                 qb.push(format!(" ORDER BY {keys} LIMIT "))

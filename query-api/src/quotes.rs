@@ -694,11 +694,7 @@ impl QuoteQuery {
                 if let Some(before) = &before {
                     order.field.push_bound(&mut qb, before, !forward_asc)?;
                 }
-                let dir = if window.ascending(forward_asc) {
-                    "ASC"
-                } else {
-                    "DESC"
-                };
+                let dir = window.sql_direction(order.direction);
                 qb.push(format!(" ORDER BY {} {dir}", order.field.column()));
                 if order.field.tie_broken() {
                     qb.push(format!(", id {dir}"));
