@@ -243,6 +243,8 @@ pub enum UserOrderField {
     #[default]
     Name,
     CreatedAt,
+    /// The last change: the most recently changed first with `DESC`.
+    UpdatedAt,
 }
 
 #[derive(InputObject, Debug, Default, Clone, Copy)]
@@ -264,7 +266,7 @@ pub struct UserCursor {
     /// Which ordering the cursor belongs to.
     o: String,
     /// The last and first names as PostgreSQL lower-cases them, or the
-    /// RFC 3339 creation time.
+    /// RFC 3339 time of creation or of the last change.
     k: Vec<String>,
     id: Uuid,
 }
@@ -290,11 +292,12 @@ struct ListedUser {
 impl UserOrderField {
     /// The keys a page is sorted by, the id breaking ties; each ordering
     /// is an index led by the organization (`rm_users_by_name`,
-    /// `rm_users_by_created`).
+    /// `rm_users_by_created`, `rm_users_by_updated`).
     fn keys(self) -> &'static str {
         match self {
             Self::Name => "lower(last_name), lower(first_name), id",
             Self::CreatedAt => "created_at, id",
+            Self::UpdatedAt => "updated_at, id",
         }
     }
 
@@ -304,6 +307,11 @@ impl UserOrderField {
             Self::CreatedAt => vec![
                 user.row
                     .created_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
+            ],
+            Self::UpdatedAt => vec![
+                user.row
+                    .updated_at
                     .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
             ],
         }
@@ -327,7 +335,7 @@ impl UserOrderField {
                     .push(", ")
                     .push_bind(first.clone());
             }
-            (Self::CreatedAt, [at]) => {
+            (Self::CreatedAt | Self::UpdatedAt, [at]) => {
                 let at = DateTime::parse_from_rfc3339(at).map_err(|_| malformed())?;
                 qb.push_bind(at.with_timezone(&Utc));
             }

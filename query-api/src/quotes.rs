@@ -373,6 +373,8 @@ pub enum QuoteOrderField {
     Number,
     Total,
     ValidUntil,
+    /// The last change: the most recently changed first with `DESC`.
+    UpdatedAt,
 }
 
 /// Quotes are listed newest first unless asked otherwise.
@@ -472,6 +474,7 @@ impl QuoteOrderField {
             Self::Number => "number",
             Self::Total => "total",
             Self::ValidUntil => "valid_until",
+            Self::UpdatedAt => "updated_at",
         }
     }
 
@@ -488,6 +491,10 @@ impl QuoteOrderField {
             Self::Number => quote.number.clone(),
             Self::Total => quote.total_text.clone(),
             Self::ValidUntil => quote.valid_until.to_string(),
+            Self::UpdatedAt => quote
+                .row
+                .updated_at
+                .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         }
     }
 
@@ -509,7 +516,7 @@ impl QuoteOrderField {
             qb.push(format!(" AND {column} {op} "));
         }
         match self {
-            Self::CreatedAt => {
+            Self::CreatedAt | Self::UpdatedAt => {
                 let at = DateTime::parse_from_rfc3339(&cursor.k).map_err(|_| malformed())?;
                 qb.push_bind(at.with_timezone(&Utc));
             }

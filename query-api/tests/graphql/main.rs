@@ -395,10 +395,10 @@ async fn create_user(
 }
 
 /// Users page forward and backward by name (last name, then first name,
-/// ignoring case, with PostgreSQL's lower case in the cursor) and by
-/// creation, in both directions (ADR 0060); a cursor is refused in
-/// another ordering, or with keys that are not its ordering's; a name is
-/// found by searching its own capitals.
+/// ignoring case, with PostgreSQL's lower case in the cursor), by
+/// creation and by last change, in both directions (ADR 0060); a cursor
+/// is refused in another ordering, or with keys that are not its
+/// ordering's; a name is found by searching its own capitals.
 #[tokio::test]
 async fn users_page_both_ways_in_every_ordering() {
     let f = fixture().await;
@@ -427,6 +427,25 @@ async fn users_page_both_ways_in_every_ordering() {
         user_id: Uuid::now_v7(),
     };
     create_user(&store, other, "Aaron", "Aardvark").await;
+    // The first user created is the last changed.
+    store
+        .execute(
+            &created[0].1,
+            None,
+            UserCommand::UpdateProfile {
+                actor,
+                profile: Profile {
+                    first_name: Name::parse("", people[0].0).unwrap(),
+                    last_name: Name::parse("", people[0].1).unwrap(),
+                    phone: None,
+                    time_zone: TimeZone::parse("", "Europe/Athens").unwrap(),
+                    preferences: Preferences::default(),
+                },
+            },
+            &context(actor),
+        )
+        .await
+        .unwrap();
     project(&f.env, Some("users")).await;
     let run = async |query: String| f.run(&query).await;
     let by_name: Vec<String> = [
@@ -440,6 +459,8 @@ async fn users_page_both_ways_in_every_ordering() {
     .map(str::to_owned)
     .to_vec();
     let by_creation: Vec<String> = created.iter().map(|(name, _)| name.clone()).collect();
+    let mut by_change = by_creation.clone();
+    by_change.rotate_left(1);
     let reversed = |names: &[String]| names.iter().rev().cloned().collect::<Vec<_>>();
     for (order, expected) in [
         ("", by_name.clone()),
@@ -452,6 +473,11 @@ async fn users_page_both_ways_in_every_ordering() {
         (
             ", orderBy: {field: CREATED_AT, direction: DESC}",
             reversed(&by_creation),
+        ),
+        (", orderBy: {field: UPDATED_AT}", by_change.clone()),
+        (
+            ", orderBy: {field: UPDATED_AT, direction: DESC}",
+            reversed(&by_change),
         ),
     ] {
         for forward in [true, false] {
@@ -1433,8 +1459,9 @@ mod quotes {
         let today = chrono::Utc::now().date_naive();
         // Totals and validity in orders unlike creation's, one pair tied
         // on each so the id decides.
+        let mut ids = Vec::new();
         for (price, days) in [(300, 40), (100, 10), (500, 40), (300, 20), (200, 50)] {
-            post(
+            let quote = post(
                 &command,
                 "/v1/quotes",
                 Some(&owner),
@@ -1443,10 +1470,19 @@ mod quotes {
                        "lines": [{"description": "Work", "quantity": "1", "unitPrice": price.to_string()}]}),
             )
             .await;
+            ids.push(quote["id"].as_str().unwrap().to_owned());
         }
+        // The first quote is changed last.
+        post(
+            &command,
+            &format!("/v1/quotes/{}/submit", ids[0]),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
         crate::project(&env, None).await;
 
-        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL"] {
+        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL", "UPDATED_AT"] {
             for direction in ["ASC", "DESC"] {
                 let order = format!("orderBy: {{field: {field}, direction: {direction}}}");
                 let (all, _) = numbers(&query, &owner, &format!("first: 50, {order}")).await;
@@ -1482,14 +1518,18 @@ mod quotes {
         }
         // Each ordering sorts by its key and breaks ties by id (creation
         // order here: the ids are UUIDv7): totals 100, 200, 300, 300, 500;
-        // validity 10, 20, 40, 40, 50 days.
+        // validity 10, 20, 40, 40, 50 days; the first quote changed last.
         let (created, _) = numbers(
             &query,
             &owner,
             "first: 50, orderBy: {field: CREATED_AT, direction: ASC}",
         )
         .await;
-        for (field, by_creation) in [("TOTAL", [1, 4, 0, 3, 2]), ("VALID_UNTIL", [1, 3, 0, 2, 4])] {
+        for (field, by_creation) in [
+            ("TOTAL", [1, 4, 0, 3, 2]),
+            ("VALID_UNTIL", [1, 3, 0, 2, 4]),
+            ("UPDATED_AT", [1, 2, 3, 4, 0]),
+        ] {
             let (sorted, _) = numbers(
                 &query,
                 &owner,
@@ -1600,7 +1640,8 @@ mod quotes {
                  currency, total, valid_until, revision, state, version, created_at, updated_at)
              SELECT organization_id, gen_random_uuid(), number || '-' || g, customer_id, title,
                  status, currency, total + (g * 7919) % 1000, valid_until + (g % 300)::int, revision,
-                 state, version, created_at + g * interval '1 second', updated_at
+                 state, version, created_at + g * interval '1 second',
+                 updated_at + ((g * 7919) % 5000) * interval '1 second'
              FROM rm_quotes, generate_series(1, $1) g",
         )
         .bind(COPIES)
@@ -1625,7 +1666,8 @@ mod quotes {
                  updated_at)
              SELECT organization_id, gen_random_uuid(), g || email, first_name || (g % 7),
                  last_name || ((g * 7919) % 1000), status, roles, mfa_enabled, last_login_at,
-                 login_count, state, version, created_at + g * interval '1 second', updated_at
+                 login_count, state, version, created_at + g * interval '1 second',
+                 updated_at + ((g * 7919) % 5000) * interval '1 second'
              FROM rm_users, generate_series(1, $1) g",
         )
         .bind(COPIES)
@@ -1650,11 +1692,11 @@ mod quotes {
             }
         };
         let mut orderings: Vec<(&str, String)> = Vec::new();
-        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL"] {
+        for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL", "UPDATED_AT"] {
             orderings.push(("quotes", field.to_owned()));
         }
         orderings.push(("customers", "UPDATED_AT".to_owned()));
-        for field in ["NAME", "CREATED_AT"] {
+        for field in ["NAME", "CREATED_AT", "UPDATED_AT"] {
             orderings.push(("users", field.to_owned()));
         }
         for (list, field) in orderings {
