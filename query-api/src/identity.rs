@@ -243,7 +243,8 @@ pub enum UserOrderField {
     #[default]
     Name,
     CreatedAt,
-    /// The last change: the most recently changed first with `DESC`.
+    /// The last change, a sign-in included (it counts the user's logins):
+    /// the most recently changed first with `DESC`.
     UpdatedAt,
 }
 
