@@ -362,8 +362,43 @@ pub struct QuoteFilter {
     pub created_from: Option<NaiveDate>,
     /// Created on or before this date.
     pub created_to: Option<NaiveDate>,
+    /// Valid until this date or later (expiring on or after it).
+    pub valid_until_from: Option<NaiveDate>,
+    /// Valid until this date or earlier (expiring on or before it).
+    pub valid_until_to: Option<NaiveDate>,
     /// Case-insensitive match on number or title.
     pub search: Option<String>,
+}
+
+impl QuoteFilter {
+    /// Refuses a date range that ends before it starts (`BAD_USER_INPUT`
+    /// naming both bounds): it would match nothing, which is never what
+    /// was meant.
+    fn check_ranges(&self) -> async_graphql::Result<()> {
+        for (from_name, from, to_name, to) in [
+            (
+                "createdFrom",
+                self.created_from,
+                "createdTo",
+                self.created_to,
+            ),
+            (
+                "validUntilFrom",
+                self.valid_until_from,
+                "validUntilTo",
+                self.valid_until_to,
+            ),
+        ] {
+            if let (Some(from), Some(to)) = (from, to)
+                && from > to
+            {
+                return Err(errors::bad_input(format!(
+                    "{from_name} ({from}) must be on or before {to_name} ({to})"
+                )));
+            }
+        }
+        Ok(())
+    }
 }
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
@@ -413,6 +448,8 @@ impl QuoteConnectionInfo {
         let by_status_at_most = self.customer.is_none()
             && filter.created_from.is_none()
             && filter.created_to.is_none()
+            && filter.valid_until_from.is_none()
+            && filter.valid_until_to.is_none()
             && filter.search.as_deref().is_none_or(|s| s.trim().is_empty());
         let count = if by_status_at_most {
             // The counts kept beside the rows (ADR 0041), a row or two
@@ -573,6 +610,12 @@ fn push_filters(
             .push_bind(to)
             .push("::date + 1)");
     }
+    if let Some(from) = filter.valid_until_from {
+        qb.push(" AND valid_until >= ").push_bind(from);
+    }
+    if let Some(to) = filter.valid_until_to {
+        qb.push(" AND valid_until <= ").push_bind(to);
+    }
     if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
         // ILIKE lower-cases the pattern with PostgreSQL's lower case, as
         // it does the titles (ADR 0060).
@@ -665,6 +708,7 @@ impl QuoteQuery {
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
         crate::cursor::page_sizes(first, last)?;
+        filter.check_ranges()?;
         let customer = match &filter.customer_id {
             None => None,
             Some(id) => Some(

@@ -1210,6 +1210,62 @@ mod quotes {
         (owner, customer)
     }
 
+    /// Quotes of one line each, created in order from (title, unit price,
+    /// days from today they are valid for); their ids.
+    async fn create_quotes(
+        command: &str,
+        owner: &str,
+        customer: &str,
+        quotes: &[(String, u32, u64)],
+    ) -> Vec<String> {
+        let today = chrono::Utc::now().date_naive();
+        let mut ids = Vec::new();
+        for (title, price, days) in quotes {
+            let quote = post(
+                command,
+                "/v1/quotes",
+                Some(owner),
+                json!({"customerId": customer, "title": title,
+                       "validUntil": (today + chrono::Days::new(*days)).to_string(),
+                       "lines": [{"description": "Work", "quantity": "1", "unitPrice": price.to_string()}]}),
+            )
+            .await;
+            ids.push(quote["id"].as_str().unwrap().to_owned());
+        }
+        ids
+    }
+
+    /// The titles of a page of quotes, in its order.
+    fn titles(data: &Value) -> Vec<String> {
+        data["quotes"]["edges"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["node"]["title"].as_str().unwrap().to_owned())
+            .collect()
+    }
+
+    /// Sends `operation` and checks it is refused as `BAD_USER_INPUT`
+    /// with `message`; the answer.
+    async fn refused_as_bad_input(url: &str, token: &str, operation: &str, message: &str) -> Value {
+        let refused = answer(url, token, None, operation).await;
+        let error = &refused["errors"][0];
+        assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
+        assert_eq!(error["message"], message, "{refused}");
+        refused
+    }
+
+    /// Submits quote `id`: a change of the quote, out of `DRAFT`.
+    async fn submit(command: &str, owner: &str, id: &str) {
+        post(
+            command,
+            &format!("/v1/quotes/{id}/submit"),
+            Some(owner),
+            json!({}),
+        )
+        .await;
+    }
+
     /// The principal of `token`, and a pool of one connection: every
     /// statement run on it is one backend's, whose own statistics (its
     /// prepared statements, the rows it read) a test can count.
@@ -1281,27 +1337,13 @@ mod quotes {
             "{ quotes(orderBy: {field: TOTAL, direction: DESC}) { totalCount edges { node { title totals { total } } } } }",
         )
         .await;
-        let titles: Vec<&str> = data["quotes"]["edges"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["node"]["title"].as_str().unwrap())
-            .collect();
         assert_eq!(
-            titles,
+            titles(&data),
             ["Big job, revised", "Medium job", "Small job, ΟΔΟΣ"]
         );
         // Quotes run newest first, or largest first, unless a direction is
         // given (the same `OrderDirection` as every list's, with its own
         // default here).
-        let titles_of = |data: &Value| -> Vec<String> {
-            data["quotes"]["edges"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .map(|e| e["node"]["title"].as_str().unwrap().to_owned())
-                .collect()
-        };
         for (order, expected) in [
             ("", ["Medium job", "Big job, revised", "Small job, ΟΔΟΣ"]),
             (
@@ -1319,7 +1361,7 @@ mod quotes {
                 &format!("{{ quotes{order} {{ edges {{ node {{ title }} }} }} }}"),
             )
             .await;
-            assert_eq!(titles_of(&data), expected, "{order}");
+            assert_eq!(titles(&data), expected, "{order}");
         }
         let page = graphql(
             &query,
@@ -1456,30 +1498,13 @@ mod quotes {
         let (command, _c) = env.spawn_command_api().await;
         let (query, _q) = env.spawn_query_api().await;
         let (owner, customer) = owner_and_customer(&command, "Pages Ltd", "Paged Client").await;
-        let today = chrono::Utc::now().date_naive();
         // Totals and validity in orders unlike creation's, one pair tied
         // on each so the id decides.
-        let mut ids = Vec::new();
-        for (price, days) in [(300, 40), (100, 10), (500, 40), (300, 20), (200, 50)] {
-            let quote = post(
-                &command,
-                "/v1/quotes",
-                Some(&owner),
-                json!({"customerId": customer, "title": format!("Job at {price}"),
-                       "validUntil": (today + chrono::Days::new(days)).to_string(),
-                       "lines": [{"description": "Work", "quantity": "1", "unitPrice": price.to_string()}]}),
-            )
-            .await;
-            ids.push(quote["id"].as_str().unwrap().to_owned());
-        }
+        let quotes = [(300, 40), (100, 10), (500, 40), (300, 20), (200, 50)]
+            .map(|(price, days)| (format!("Job at {price}"), price, days));
+        let ids = create_quotes(&command, &owner, &customer, &quotes).await;
         // The first quote is changed last.
-        post(
-            &command,
-            &format!("/v1/quotes/{}/submit", ids[0]),
-            Some(&owner),
-            json!({}),
-        )
-        .await;
+        submit(&command, &owner, &ids[0]).await;
         crate::project(&env, None).await;
 
         for field in ["CREATED_AT", "NUMBER", "TOTAL", "VALID_UNTIL", "UPDATED_AT"] {
@@ -1583,16 +1608,104 @@ mod quotes {
             ),
             ("last: 500".to_owned(), "last must be at most 100"),
         ] {
-            let refused = answer(
+            refused_as_bad_input(
                 &query,
                 &owner,
-                None,
                 &format!("{{ quotes({arguments}) {{ edges {{ cursor }} }} }}"),
+                message,
             )
             .await;
-            let error = &refused["errors"][0];
-            assert_eq!(error["extensions"]["code"], "BAD_USER_INPUT", "{refused}");
-            assert_eq!(error["message"], message, "{refused}");
+        }
+    }
+
+    /// Quotes filtered by the dates they were created on and are valid
+    /// until, alone and with a status: the page and its totalCount agree
+    /// (a date filter is never answered from the counts kept per status).
+    /// A range that ends before it starts is refused, naming both bounds.
+    #[tokio::test]
+    async fn quotes_filter_by_creation_and_validity_dates() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let (owner, customer) = owner_and_customer(&command, "Dates Ltd", "Dated Client").await;
+        let today = chrono::Utc::now().date_naive();
+        let day = |days: i64| today + chrono::Duration::days(days);
+        let quotes = [10, 20, 30, 40].map(|days| (format!("Valid {days}"), 100, days));
+        let ids = create_quotes(&command, &owner, &customer, &quotes).await;
+        // The one valid for 30 days is a draft no longer.
+        submit(&command, &owner, &ids[2]).await;
+        crate::project(&env, None).await;
+
+        for (filter, expected) in [
+            (
+                format!(
+                    "validUntilFrom: \"{}\", validUntilTo: \"{}\"",
+                    day(20),
+                    day(30)
+                ),
+                vec!["Valid 20", "Valid 30"],
+            ),
+            (
+                format!(
+                    "validUntilFrom: \"{}\", validUntilTo: \"{}\", status: DRAFT",
+                    day(20),
+                    day(30)
+                ),
+                vec!["Valid 20"],
+            ),
+            (format!("validUntilTo: \"{}\"", day(10)), vec!["Valid 10"]),
+            (
+                format!("validUntilFrom: \"{}\", status: DRAFT", day(25)),
+                vec!["Valid 40"],
+            ),
+            (
+                format!("createdFrom: \"{today}\", createdTo: \"{today}\""),
+                vec!["Valid 10", "Valid 20", "Valid 30", "Valid 40"],
+            ),
+            (format!("createdFrom: \"{}\"", day(1)), vec![]),
+            (format!("createdTo: \"{}\", status: DRAFT", day(-1)), vec![]),
+        ] {
+            let data = graphql(
+                &query,
+                &owner,
+                &format!(
+                    "{{ quotes(filter: {{{filter}}}, orderBy: {{field: VALID_UNTIL, direction: ASC}}) {{ totalCount edges {{ node {{ title }} }} }} }}"
+                ),
+            )
+            .await;
+            assert_eq!(titles(&data), expected, "{filter}");
+            assert_eq!(data["quotes"]["totalCount"], expected.len(), "{filter}");
+        }
+
+        for (filter, message) in [
+            (
+                format!("createdFrom: \"{today}\", createdTo: \"{}\"", day(-1)),
+                format!(
+                    "createdFrom ({today}) must be on or before createdTo ({})",
+                    day(-1)
+                ),
+            ),
+            (
+                format!(
+                    "validUntilFrom: \"{}\", validUntilTo: \"{}\"",
+                    day(30),
+                    day(20)
+                ),
+                format!(
+                    "validUntilFrom ({}) must be on or before validUntilTo ({})",
+                    day(30),
+                    day(20)
+                ),
+            ),
+        ] {
+            let refused = refused_as_bad_input(
+                &query,
+                &owner,
+                &format!("{{ quotes(filter: {{{filter}}}) {{ totalCount edges {{ cursor }} }} }}"),
+                &message,
+            )
+            .await;
+            assert_eq!(refused["data"], Value::Null, "{refused}");
         }
     }
 
