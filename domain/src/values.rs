@@ -537,6 +537,24 @@ impl TimeZone {
         Self("UTC".to_owned())
     }
 
+    /// The instant `day` begins in this time zone: its first moment on
+    /// the local clock. A day whose midnight falls in a daylight saving
+    /// gap begins when the clock jumps; one whose midnight comes twice
+    /// begins at the first. A name no longer in the time zone database is
+    /// taken as UTC.
+    pub fn start_of(&self, day: chrono::NaiveDate) -> chrono::DateTime<chrono::Utc> {
+        use chrono::TimeZone as _;
+        let zone = self.0.parse::<chrono_tz::Tz>().unwrap_or(chrono_tz::UTC);
+        let midnight = day.and_time(chrono::NaiveTime::MIN);
+        // Gaps end on a quarter hour, and none is longer than a day.
+        (0..=24 * 4)
+            .find_map(|quarter| {
+                zone.from_local_datetime(&(midnight + chrono::Duration::minutes(quarter * 15)))
+                    .earliest()
+            })
+            .map_or_else(|| midnight.and_utc(), |at| at.with_timezone(&chrono::Utc))
+    }
+
     pub fn as_str(&self) -> &str {
         &self.0
     }
@@ -599,6 +617,42 @@ impl Preferences {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_day_starts_at_its_first_moment_on_the_local_clock() {
+        use chrono::{NaiveDate, TimeZone as _, Utc};
+        let zone = |name: &str| TimeZone::parse("/tz", name).unwrap();
+        let day = |y, m, d| NaiveDate::from_ymd_opt(y, m, d).unwrap();
+        let at = |y, m, d, h, min| Utc.with_ymd_and_hms(y, m, d, h, min, 0).unwrap();
+        // Auckland in daylight saving time (UTC+13), and in standard time
+        // (UTC+12); UTC itself.
+        assert_eq!(
+            zone("Pacific/Auckland").start_of(day(2026, 3, 2)),
+            at(2026, 3, 1, 11, 0)
+        );
+        assert_eq!(
+            zone("Pacific/Auckland").start_of(day(2026, 6, 2)),
+            at(2026, 6, 1, 12, 0)
+        );
+        assert_eq!(
+            TimeZone::utc().start_of(day(2026, 6, 2)),
+            at(2026, 6, 2, 0, 0)
+        );
+        // Santiago moves its clock from midnight to 01:00 (UTC-4 to UTC-3)
+        // on the first Sunday of September: that day begins at 01:00.
+        let santiago = chrono_tz::America::Santiago;
+        let gap = day(2026, 9, 6).and_time(chrono::NaiveTime::MIN);
+        assert!(santiago.from_local_datetime(&gap).earliest().is_none());
+        assert_eq!(
+            zone("America/Santiago").start_of(day(2026, 9, 6)),
+            at(2026, 9, 6, 4, 0)
+        );
+        // A name the database does not know is taken as UTC.
+        assert_eq!(
+            TimeZone("Mars/Olympus".to_owned()).start_of(day(2026, 6, 2)),
+            at(2026, 6, 2, 0, 0)
+        );
+    }
 
     #[test]
     fn time_zones_and_preferences() {

@@ -9,6 +9,7 @@ use pivotal_domain::permissions::Permission;
 use pivotal_domain::pricing::{Discount, QuotePricing};
 use pivotal_domain::quote::{Quote as QuoteAggregate, QuoteState};
 use pivotal_domain::rate_card::RateCard as RateCardAggregate;
+use pivotal_domain::values::TimeZone;
 use serde::{Deserialize, Serialize};
 use sqlx::{Postgres, QueryBuilder};
 use uuid::Uuid;
@@ -358,9 +359,11 @@ impl Quote {
 pub struct QuoteFilter {
     pub status: Option<QuoteStatus>,
     pub customer_id: Option<ID>,
-    /// Created on or after this date.
+    /// Created on or after this date, as the organization's time zone
+    /// has it begin.
     pub created_from: Option<NaiveDate>,
-    /// Created on or before this date.
+    /// Created on or before this date, as the organization's time zone
+    /// has it end.
     pub created_to: Option<NaiveDate>,
     /// Valid until this date or later (expiring on or after it).
     pub valid_until_from: Option<NaiveDate>,
@@ -401,6 +404,46 @@ impl QuoteFilter {
     }
 }
 
+/// The instants a quote's creation is filtered between: the start of
+/// `createdFrom`'s day and the start of the day after `createdTo`'s, as
+/// the organization's time zone has them begin (its settings'
+/// `timeZone`), so that a day is the organization's day, not UTC's.
+#[derive(Debug, Clone, Copy, Default)]
+struct CreatedBetween {
+    from: Option<DateTime<Utc>>,
+    before: Option<DateTime<Utc>>,
+}
+
+impl CreatedBetween {
+    async fn of(
+        pool: &sqlx::PgPool,
+        organization: Uuid,
+        filter: &QuoteFilter,
+    ) -> async_graphql::Result<Self> {
+        if filter.created_from.is_none() && filter.created_to.is_none() {
+            return Ok(Self::default());
+        }
+        let stored: Option<(String,)> =
+            sqlx::query_as("SELECT time_zone FROM rm_organizations WHERE id = $1")
+                .bind(organization)
+                .fetch_optional(pool)
+                .await
+                .map_err(errors::database)?;
+        // An organization its projection has not written yet is taken as
+        // UTC, as it is created unless it names another zone.
+        let zone = stored
+            .and_then(|(name,)| TimeZone::parse("", &name).ok())
+            .unwrap_or_else(TimeZone::utc);
+        Ok(Self {
+            from: filter.created_from.map(|day| zone.start_of(day)),
+            before: filter
+                .created_to
+                .and_then(|day| day.succ_opt())
+                .map(|day| zone.start_of(day)),
+        })
+    }
+}
+
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq, Default)]
 pub enum QuoteOrderField {
     #[default]
@@ -438,6 +481,7 @@ pub struct QuoteConnectionInfo {
     organization: Uuid,
     filter: QuoteFilter,
     customer: Option<Uuid>,
+    created: CreatedBetween,
 }
 
 #[Object]
@@ -462,7 +506,13 @@ impl QuoteConnectionInfo {
             )
         } else {
             let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
-            push_filters(&mut count, self.organization, filter, self.customer);
+            push_filters(
+                &mut count,
+                self.organization,
+                filter,
+                self.customer,
+                self.created,
+            );
             count
         };
         crate::schema::total_count(&self.pool, count).await
@@ -594,6 +644,7 @@ fn push_filters(
     organization: Uuid,
     filter: &QuoteFilter,
     customer: Option<Uuid>,
+    created: CreatedBetween,
 ) {
     qb.push(" WHERE organization_id = ").push_bind(organization);
     if let Some(status) = filter.status {
@@ -602,13 +653,11 @@ fn push_filters(
     if let Some(customer) = customer {
         qb.push(" AND customer_id = ").push_bind(customer);
     }
-    if let Some(from) = filter.created_from {
+    if let Some(from) = created.from {
         qb.push(" AND created_at >= ").push_bind(from);
     }
-    if let Some(to) = filter.created_to {
-        qb.push(" AND created_at < (")
-            .push_bind(to)
-            .push("::date + 1)");
+    if let Some(before) = created.before {
+        qb.push(" AND created_at < ").push_bind(before);
     }
     if let Some(from) = filter.valid_until_from {
         qb.push(" AND valid_until >= ").push_bind(from);
@@ -716,6 +765,7 @@ impl QuoteQuery {
             ),
         };
         let reached = crate::consistency::honour(ctx, consistency_token.as_ref()).await?;
+        let created = CreatedBetween::of(&pool, organization, &filter).await?;
         let result = query(
             after,
             before,
@@ -738,7 +788,7 @@ impl QuoteQuery {
                             valid_until
                      FROM rm_quotes",
                 );
-                push_filters(&mut qb, organization, &filter, customer);
+                push_filters(&mut qb, organization, &filter, customer, created);
                 if let Some(after) = &after {
                     order.field.push_bound(&mut qb, after, forward_asc)?;
                 }
@@ -766,6 +816,7 @@ impl QuoteQuery {
                         organization,
                         filter: filter.clone(),
                         customer,
+                        created,
                     },
                 );
                 connection.edges.extend(rows.iter().filter_map(|listed| {

@@ -1245,6 +1245,21 @@ mod quotes {
             .collect()
     }
 
+    /// Checks the quotes `filter` matches, by validity, are `expected`
+    /// (titles), and that the page's totalCount agrees.
+    async fn expect_filtered(url: &str, token: &str, filter: &str, expected: &[&str]) {
+        let data = graphql(
+            url,
+            token,
+            &format!(
+                "{{ quotes(filter: {{{filter}}}, orderBy: {{field: VALID_UNTIL, direction: ASC}}) {{ totalCount edges {{ node {{ title }} }} }} }}"
+            ),
+        )
+        .await;
+        assert_eq!(titles(&data), expected, "{filter}");
+        assert_eq!(data["quotes"]["totalCount"], expected.len(), "{filter}");
+    }
+
     /// Sends `operation` and checks it is refused as `BAD_USER_INPUT`
     /// with `message`; the answer.
     async fn refused_as_bad_input(url: &str, token: &str, operation: &str, message: &str) -> Value {
@@ -1622,6 +1637,7 @@ mod quotes {
     /// until, alone and with a status: the page and its totalCount agree
     /// (a date filter is never answered from the counts kept per status).
     /// A range that ends before it starts is refused, naming both bounds.
+    /// A creation date is a day of the organization's time zone.
     #[tokio::test]
     async fn quotes_filter_by_creation_and_validity_dates() {
         let env = TestEnv::new().await;
@@ -1665,16 +1681,7 @@ mod quotes {
             (format!("createdFrom: \"{}\"", day(1)), vec![]),
             (format!("createdTo: \"{}\", status: DRAFT", day(-1)), vec![]),
         ] {
-            let data = graphql(
-                &query,
-                &owner,
-                &format!(
-                    "{{ quotes(filter: {{{filter}}}, orderBy: {{field: VALID_UNTIL, direction: ASC}}) {{ totalCount edges {{ node {{ title }} }} }} }}"
-                ),
-            )
-            .await;
-            assert_eq!(titles(&data), expected, "{filter}");
-            assert_eq!(data["quotes"]["totalCount"], expected.len(), "{filter}");
+            expect_filtered(&query, &owner, &filter, &expected).await;
         }
 
         for (filter, message) in [
@@ -1706,6 +1713,44 @@ mod quotes {
             )
             .await;
             assert_eq!(refused["data"], Value::Null, "{refused}");
+        }
+
+        // Creation dates are the organization's days: in Auckland (UTC+13
+        // in March) 11:30 UTC on 1 March is 00:30 on 2 March.
+        let settings = http()
+            .put(format!("{command}/v1/organization/settings"))
+            .bearer_auth(&owner)
+            .json(
+                &json!({"defaultCurrency": "NZD", "timeZone": "Pacific/Auckland",
+                          "fiscalYearStartMonth": 4,
+                          "tax": {"defaultRateBasisPoints": 1500, "pricesIncludeTax": false}}),
+            )
+            .send()
+            .await
+            .unwrap();
+        assert!(settings.status().is_success(), "{}", settings.status());
+        crate::project(&env, None).await;
+        sqlx::query("UPDATE rm_quotes SET created_at = '2026-03-01T11:30:00Z' WHERE id = $1")
+            .bind(uuid::Uuid::parse_str(&ids[0]).unwrap())
+            .execute(&env.pool)
+            .await
+            .unwrap();
+        for (filter, expected) in [
+            (
+                r#"createdFrom: "2026-03-02", createdTo: "2026-03-02""#,
+                vec!["Valid 10"],
+            ),
+            (
+                r#"createdFrom: "2026-03-01", createdTo: "2026-03-01""#,
+                vec![],
+            ),
+            (r#"createdTo: "2026-03-01""#, vec![]),
+            (
+                r#"createdTo: "2026-03-02", status: DRAFT"#,
+                vec!["Valid 10"],
+            ),
+        ] {
+            expect_filtered(&query, &owner, filter, &expected).await;
         }
     }
 
