@@ -638,8 +638,8 @@ mod tests {
             TimeZone::utc().start_of(day(2026, 6, 2)),
             at(2026, 6, 2, 0, 0)
         );
-        // Santiago moves its clock from midnight to 01:00 (UTC-4 to UTC-3)
-        // on the first Sunday of September: that day begins at 01:00.
+        // Santiago's clock went from midnight to 01:00 (UTC-4 to UTC-3)
+        // on 6 September 2026: that day began at 01:00.
         let santiago = chrono_tz::America::Santiago;
         let gap = day(2026, 9, 6).and_time(chrono::NaiveTime::MIN);
         assert!(santiago.from_local_datetime(&gap).earliest().is_none());

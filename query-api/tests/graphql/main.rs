@@ -1716,7 +1716,8 @@ mod quotes {
         }
 
         // Creation dates are the organization's days: in Auckland (UTC+13
-        // in March) 11:30 UTC on 1 March is 00:30 on 2 March.
+        // in March) 11:30 UTC on 1 March is 00:30 on 2 March. The first
+        // quote's row is given that creation time (a command's is now).
         let settings = http()
             .put(format!("{command}/v1/organization/settings"))
             .bearer_auth(&owner)
