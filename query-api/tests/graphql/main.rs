@@ -1714,6 +1714,17 @@ mod quotes {
             .await;
             assert_eq!(refused["data"], Value::Null, "{refused}");
         }
+        // A date that is no date: refused, naming the date type and the
+        // filter (async-graphql does not name the field), with no data.
+        let malformed = refused_as_bad_input(
+            &query,
+            &owner,
+            r#"{ quotes(filter: {validUntilFrom: "2026-13-01"}) { totalCount } }"#,
+            "Failed to parse \"NaiveDate\": input is out of range \
+             (occurred while parsing \"QuoteFilter\")",
+        )
+        .await;
+        assert_eq!(malformed["data"], Value::Null, "{malformed}");
 
         // Creation dates are the organization's days: in Auckland (UTC+13
         // in March) 11:30 UTC on 1 March is 00:30 on 2 March. The first
