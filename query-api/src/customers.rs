@@ -194,7 +194,7 @@ impl ConnectionInfo {
                 "rm_customer_counts",
                 "customers",
                 self.organization,
-                filter.status.map(|s| s.column()),
+                filter.status.map(|s| s.column()).as_slice(),
             )
         };
         crate::schema::total_count(&self.pool, count).await

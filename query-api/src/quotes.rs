@@ -357,7 +357,11 @@ impl Quote {
 
 #[derive(InputObject, Debug, Default, Clone)]
 pub struct QuoteFilter {
+    /// In this status (not with `statuses`).
     pub status: Option<QuoteStatus>,
+    /// In any of these statuses (not with `status`): the open pipeline,
+    /// say, as `[PENDING_APPROVAL, APPROVED, SENT]`.
+    pub statuses: Option<Vec<QuoteStatus>>,
     pub customer_id: Option<ID>,
     /// Created on or after this date, as the organization's time zone
     /// has it begin.
@@ -374,10 +378,30 @@ pub struct QuoteFilter {
 }
 
 impl QuoteFilter {
-    /// Refuses a date range that ends before it starts (`BAD_USER_INPUT`
-    /// naming both bounds): it would match nothing, which is never what
-    /// was meant.
-    fn check_ranges(&self) -> async_graphql::Result<()> {
+    /// The statuses a quote must be in, as the rows spell them: `status`'s
+    /// or `statuses`', none for any status.
+    fn status_columns(&self) -> Vec<&'static str> {
+        self.status
+            .iter()
+            .chain(self.statuses.iter().flatten())
+            .map(|s| s.column())
+            .collect()
+    }
+
+    /// Refuses a filter that could only be a mistake (`BAD_USER_INPUT`):
+    /// `status` and `statuses` together (which one was meant?), `statuses`
+    /// naming none, and a date range that ends before it starts (naming
+    /// both bounds). Each would match nothing or not what was asked.
+    fn check(&self) -> async_graphql::Result<()> {
+        match &self.statuses {
+            Some(_) if self.status.is_some() => {
+                return Err(errors::bad_input("give status or statuses, not both"));
+            }
+            Some(statuses) if statuses.is_empty() => {
+                return Err(errors::bad_input("statuses must name at least one status"));
+            }
+            _ => {}
+        }
         for (from_name, from, to_name, to) in [
             (
                 "createdFrom",
@@ -502,7 +526,7 @@ impl QuoteConnectionInfo {
                 "rm_quote_counts",
                 "quotes",
                 self.organization,
-                filter.status.map(|s| s.column()),
+                &filter.status_columns(),
             )
         } else {
             let mut count = QueryBuilder::<Postgres>::new("SELECT count(*) FROM rm_quotes");
@@ -647,8 +671,9 @@ fn push_filters(
     created: CreatedBetween,
 ) {
     qb.push(" WHERE organization_id = ").push_bind(organization);
-    if let Some(status) = filter.status {
-        qb.push(" AND status = ").push_bind(status.column());
+    let statuses = filter.status_columns();
+    if !statuses.is_empty() {
+        qb.push(" AND status = ANY(").push_bind(statuses).push(")");
     }
     if let Some(customer) = customer {
         qb.push(" AND customer_id = ").push_bind(customer);
@@ -757,7 +782,7 @@ impl QuoteQuery {
         let filter = filter.unwrap_or_default();
         let order = order_by.unwrap_or_default();
         crate::cursor::page_sizes(first, last)?;
-        filter.check_ranges()?;
+        filter.check()?;
         let customer = match &filter.customer_id {
             None => None,
             Some(id) => Some(

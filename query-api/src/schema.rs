@@ -94,20 +94,23 @@ pub fn pool<'a>(ctx: &'a Context<'_>) -> async_graphql::Result<&'a PgPool> {
 }
 
 /// A `totalCount` from the counts kept beside a list's rows (ADR 0041):
-/// the sum of `counted` in `table` over `organization`'s statuses, or
-/// `status`'s only.
+/// the sum of `counted` in `table` over `organization`'s statuses, or over
+/// `statuses` only when there are any.
 pub fn kept_count(
     table: &str,
     counted: &str,
     organization: uuid::Uuid,
-    status: Option<&'static str>,
+    statuses: &[&'static str],
 ) -> sqlx::QueryBuilder<'static, sqlx::Postgres> {
     let mut count = sqlx::QueryBuilder::new(format!(
         "SELECT coalesce(sum({counted}), 0)::int8 FROM {table} WHERE organization_id = "
     ));
     count.push_bind(organization);
-    if let Some(status) = status {
-        count.push(" AND status = ").push_bind(status);
+    if !statuses.is_empty() {
+        count
+            .push(" AND status = ANY(")
+            .push_bind(statuses.to_vec())
+            .push(")");
     }
     count
 }

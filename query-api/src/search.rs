@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use async_graphql::connection::{Connection, Edge, query};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, SecondsFormat, Utc};
 use pivotal_domain::permissions::Permission;
 use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
@@ -176,7 +176,12 @@ impl SearchQuery {
         if let (Some(from), Some(to)) = (filter.created_from, filter.created_to)
             && from >= to
         {
-            return Err(errors::bad_input("createdFrom must be before createdTo"));
+            let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            return Err(errors::bad_input(format!(
+                "createdFrom ({}) must be before createdTo ({})",
+                at(from),
+                at(to)
+            )));
         }
         let engine = ctx.data_opt::<Engine>().cloned().ok_or_else(|| {
             errors::coded(

@@ -245,7 +245,7 @@ async fn bad_searches_get_specific_errors() {
         (
             json!({ "q": "a", "filter": { "createdFrom": "2026-02-01T00:00:00Z", "createdTo": "2026-01-01T00:00:00Z" } }),
             "BAD_USER_INPUT",
-            "createdFrom must be before",
+            "createdFrom (2026-02-01T00:00:00Z) must be before createdTo (2026-01-01T00:00:00Z)",
         ),
     ];
     for (variables, code, message) in cases {

@@ -1766,6 +1766,84 @@ mod quotes {
         }
     }
 
+    /// `statuses` keeps quotes in any of several statuses, counted once
+    /// each however often a status is named, from the kept counts alone
+    /// or with other filters from the rows; with `status` too, or naming
+    /// none, it is refused.
+    #[tokio::test]
+    async fn quotes_filter_by_any_of_several_statuses() {
+        let env = TestEnv::new().await;
+        let (command, _c) = env.spawn_command_api().await;
+        let (query, _q) = env.spawn_query_api().await;
+        let (owner, customer) = owner_and_customer(&command, "Statuses Ltd", "Status Client").await;
+        let today = chrono::Utc::now().date_naive();
+        let quotes = [10, 20, 30, 40].map(|days| (format!("Valid {days}"), 100, days));
+        let ids = create_quotes(&command, &owner, &customer, &quotes).await;
+        // Valid 10 stays a draft; 20 and 30 wait for approval (the
+        // threshold is 0); 40 is cancelled.
+        submit(&command, &owner, &ids[1]).await;
+        submit(&command, &owner, &ids[2]).await;
+        post(
+            &command,
+            &format!("/v1/quotes/{}/cancel", ids[3]),
+            Some(&owner),
+            json!({}),
+        )
+        .await;
+        crate::project(&env, None).await;
+
+        for (filter, expected) in [
+            (
+                "statuses: [DRAFT, CANCELLED]".to_owned(),
+                vec!["Valid 10", "Valid 40"],
+            ),
+            (
+                "statuses: [PENDING_APPROVAL]".to_owned(),
+                vec!["Valid 20", "Valid 30"],
+            ),
+            ("statuses: [DRAFT, DRAFT]".to_owned(), vec!["Valid 10"]),
+            ("statuses: [SENT, ACCEPTED]".to_owned(), vec![]),
+            (
+                "statuses: [CANCELLED, PENDING_APPROVAL, DRAFT]".to_owned(),
+                vec!["Valid 10", "Valid 20", "Valid 30", "Valid 40"],
+            ),
+            (
+                format!(
+                    "statuses: [DRAFT, PENDING_APPROVAL], validUntilTo: \"{}\"",
+                    today + chrono::Days::new(20)
+                ),
+                vec!["Valid 10", "Valid 20"],
+            ),
+            (
+                "statuses: [CANCELLED, PENDING_APPROVAL], search: \"valid\"".to_owned(),
+                vec!["Valid 20", "Valid 30", "Valid 40"],
+            ),
+            (
+                "status: PENDING_APPROVAL".to_owned(),
+                vec!["Valid 20", "Valid 30"],
+            ),
+        ] {
+            expect_filtered(&query, &owner, &filter, &expected).await;
+        }
+
+        for (filter, message) in [
+            (
+                "status: DRAFT, statuses: [SENT]",
+                "give status or statuses, not both",
+            ),
+            ("statuses: []", "statuses must name at least one status"),
+        ] {
+            let refused = refused_as_bad_input(
+                &query,
+                &owner,
+                &format!("{{ quotes(filter: {{{filter}}}) {{ totalCount edges {{ cursor }} }} }}"),
+                message,
+            )
+            .await;
+            assert_eq!(refused["data"], Value::Null, "{refused}");
+        }
+    }
+
     /// Rows of `table` read (by sequential and index scans) by the one
     /// backend behind `one`, until now: its pending statistics are
     /// flushed first.
