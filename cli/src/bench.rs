@@ -10,7 +10,9 @@
 //! (with and without `totalCount`), freshness (a command's 2xx until
 //! GraphQL shows the change, through Kafka), relay throughput (a second
 //! relay republishing the whole log to fresh topics), a projection rebuild,
-//! and each process's peak resident memory.
+//! and each process's peak resident memory. Before each paced phase, with
+//! the system at rest, the machine's own speed is probed ([`crate::speed`])
+//! and set beside its speed at the run's start.
 
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -26,6 +28,8 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::PgPool;
+
+use crate::speed::{self, MachineSpeed, RelativeSpeed};
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Mutex;
 use uuid::Uuid;
@@ -1356,25 +1360,60 @@ async fn projector_readiness(client: &reqwest::Client, system: &System) -> Value
     }
 }
 
+/// What the settling before each timed phase recorded, under the phase's
+/// name.
+#[derive(Debug)]
+struct Settling {
+    /// Seconds the dirty pages took to write out ([`flush_dirty_pages`]).
+    flushed: serde_json::Map<String, Value>,
+    /// The machine's speed at the run's start (before the baselines).
+    start: MachineSpeed,
+    /// The machine's speed before each phase, as a share of `start`'s.
+    speed: serde_json::Map<String, Value>,
+}
+
+/// How a timed phase began.
+#[derive(Debug, Clone, Copy)]
+struct Settled {
+    /// Whether the pipeline drained before it.
+    drained: bool,
+    /// The machine's speed just before it, as a share of the run's start.
+    speed: RelativeSpeed,
+}
+
+/// The machine's speed now ([`speed::probe`], on a blocking thread).
+async fn machine_speed() -> anyhow::Result<MachineSpeed> {
+    Ok(tokio::task::spawn_blocking(speed::probe).await?)
+}
+
 /// Before a timed phase: waits for the pipeline to drain (and says what
-/// the projector says of itself when it does not), then writes the dirty
-/// pages out, recording how long that took under `phase` in `flushed`.
-/// Returns whether the pipeline drained.
+/// the projector says of itself when it does not), writes the dirty pages
+/// out, then, with the system at rest, probes the machine's own speed,
+/// recording both under `phase` in `settling`.
 async fn settle(
     pool: &PgPool,
     client: &reqwest::Client,
     system: &System,
     options: &BenchOptions,
-    flushed: &mut serde_json::Map<String, Value>,
+    settling: &mut Settling,
     phase: &str,
-) -> anyhow::Result<bool> {
+) -> anyhow::Result<Settled> {
     let drained = drain(pool).await?;
     if !drained {
         let readiness = projector_readiness(client, system).await;
         println!("pipeline: not drained within 120 s; the projector's /readyz: {readiness}");
     }
-    flushed.insert(phase.into(), json!(flush_dirty_pages(options).await?));
-    Ok(drained)
+    settling
+        .flushed
+        .insert(phase.into(), json!(flush_dirty_pages(options).await?));
+    let now = machine_speed().await?;
+    let speed = now.relative_to(&settling.start);
+    println!(
+        "machine: {:.1} ms of arithmetic, {:.1} ms of memory loads ({:.2} and {:.2} of the start's speed)",
+        now.compute_ms, now.memory_ms, speed.compute, speed.memory
+    );
+    settling.speed.insert(phase.into(), json!(speed));
+    Ok(Settled { drained, speed })
 }
 
 /// Writes the machine's dirty pages to disk (`sync`) and returns how long
@@ -1515,11 +1554,22 @@ async fn measure(
             .map_or(url.as_str(), |(server, _)| server),
         settings.kafka.brokers
     );
+    // The reference every later probe of the machine's speed is set
+    // beside: the machine before any load.
+    let start = machine_speed().await?;
+    println!(
+        "machine: {:.1} ms of arithmetic, {:.1} ms of memory loads (the start)",
+        start.compute_ms, start.memory_ms
+    );
     let insert_1 = insert_commit_rate(&pool, 1, options.seconds.min(5)).await?;
     let insert_16 = insert_commit_rate(&pool, 16, options.seconds.min(5)).await?;
     let producer = producer_rate(&bench_settings, 100_000).await?;
-    let mut flushed = serde_json::Map::new();
-    flushed.insert(
+    let mut settling = Settling {
+        flushed: serde_json::Map::new(),
+        start,
+        speed: serde_json::Map::new(),
+    };
+    settling.flushed.insert(
         "after_baselines".into(),
         json!(flush_dirty_pages(options).await?),
     );
@@ -1634,12 +1684,12 @@ async fn measure(
     // The paced phase measures latency at a steady load: it starts once the
     // relay and projector have caught up with the closed-loop phase, whose
     // backlog would otherwise take CPU from the commands it times.
-    let drained_before_paced = settle(
+    let before_paced = settle(
         &pool,
         &client,
         &system,
         options,
-        &mut flushed,
+        &mut settling,
         "before_paced_commands",
     )
     .await?;
@@ -1664,12 +1714,12 @@ async fn measure(
     // one client's INSERT+COMMIT rate with p99 under 50 ms. This phase
     // offers exactly that rate, timed like the paced phase.
     let target_rate = insert_1 * TARGET_SHARE_OF_INSERT;
-    let drained_before_target = settle(
+    let before_target = settle(
         &pool,
         &client,
         &system,
         options,
-        &mut flushed,
+        &mut settling,
         "before_target_rate_commands",
     )
     .await?;
@@ -1710,16 +1760,16 @@ async fn measure(
             "paced at half the peak",
             command_rate,
             commands_paced.clone(),
-            drained_before_paced,
+            before_paced,
         ),
         (
             "the target rate",
             target_rate,
             commands_at_target.clone(),
-            drained_before_target,
+            before_target,
         ),
     ];
-    let outcomes = |tried: &[(&str, f64, Latency, bool)]| -> Vec<(f64, bool)> {
+    let outcomes = |tried: &[(&str, f64, Latency, Settled)]| -> Vec<(f64, bool)> {
         tried
             .iter()
             .map(|(_, rate, phase, _)| (*rate, sustained(phase, *rate)))
@@ -1729,12 +1779,12 @@ async fn measure(
         let Some(rate) = next_rate(&outcomes(&tried), commands.per_second) else {
             break;
         };
-        let drained = settle(
+        let settled = settle(
             &pool,
             &client,
             &system,
             options,
-            &mut flushed,
+            &mut settling,
             &format!("before_rate_search_step_{}", step + 1),
         )
         .await?;
@@ -1753,7 +1803,7 @@ async fn measure(
             700_000 + step * 50_000,
         )
         .await;
-        tried.push(("search", rate, phase, drained));
+        tried.push(("search", rate, phase, settled));
     }
     let (highest_met, lowest_missed) = rate_bounds(&outcomes(&tried), commands.per_second);
     let cores = std::thread::available_parallelism().map_or(1, std::num::NonZero::get) as f64;
@@ -1767,7 +1817,7 @@ async fn measure(
         "share_of_insert": if insert_1 > 0.0 { highest_met / insert_1 } else { 0.0 },
         "lowest_missed_above": lowest_missed,
         "resolution": RATE_SEARCH_RESOLUTION,
-        "tried": tried.iter().map(|(phase, rate, l, drained)| {
+        "tried": tried.iter().map(|(phase, rate, l, settled)| {
             // Busy CPU time (a share of the machine) in ms a command answered.
             let per_command = |busy: f64| {
                 (l.per_second > 0.0).then(|| busy * cores * 1000.0 / l.per_second)
@@ -1781,7 +1831,11 @@ async fn measure(
             "max_ms": l.max_ms,
             "errors": l.errors,
             "met": sustained(l, *rate),
-            "pipeline_drained_before": drained,
+            "pipeline_drained_before": settled.drained,
+            // The machine's own speed just before the phase, as a share
+            // of the run's start: below 1, every process costs more CPU
+            // time for the same work.
+            "machine_speed_before": settled.speed,
             // The machine's busy CPU time over the phase, and per command
             // answered: what the whole system spent on each.
             "cpu_busy_share": l.cpu.as_ref().map(busy_share),
@@ -1797,12 +1851,12 @@ async fn measure(
     });
     let ids: Vec<String> = ids.lock().await.clone();
     // Let the pipeline drain before measuring reads and freshness.
-    let drained = settle(
+    let before_reads = settle(
         &pool,
         &client,
         &system,
         options,
-        &mut flushed,
+        &mut settling,
         "before_reads",
     )
     .await?;
@@ -1955,7 +2009,7 @@ async fn measure(
         "commands_sustained": commands_sustained,
         "at_rest": {
             "seconds": AT_REST.as_secs_f64(),
-            "pipeline_drained_before": drained_before_target,
+            "pipeline_drained_before": before_target.drained,
             "cpu_busy_share": rest_busy,
             "cpu": at_rest,
         },
@@ -1967,10 +2021,14 @@ async fn measure(
         "graphql_list_without_total": pages,
         "freshness": freshness,
         "projector_readiness_after_freshness": projector_readiness,
-        "pipeline_drained_before_paced_commands": drained_before_paced,
-        "pipeline_drained_before_target_rate_commands": drained_before_target,
-        "pipeline_drained_before_reads": drained,
-        "dirty_pages_flushed_in_seconds": flushed,
+        "pipeline_drained_before_paced_commands": before_paced.drained,
+        "pipeline_drained_before_target_rate_commands": before_target.drained,
+        "pipeline_drained_before_reads": before_reads.drained,
+        "dirty_pages_flushed_in_seconds": settling.flushed,
+        "machine_speed": {
+            "at_start": settling.start,
+            "before": settling.speed,
+        },
         "relay_events_per_second": relay_rate,
         "rebuild_events_per_second": rebuild.events_per_second(),
         "rebuild_events": rebuild.events,
@@ -2159,7 +2217,8 @@ fn print_table(
             .iter()
             .map(|t| {
                 format!(
-                    "{:.0}/s p99 {:.1} ms {} (CPU {:.0}% busy, {:.2} ms a command, {:.2} above rest)",
+                    "{:.0}/s p99 {:.1} ms {} (CPU {:.0}% busy, {:.2} ms a command, {:.2} above rest; \
+                     the machine at {:.2} and {:.2} of its start's speed)",
                     figure(t, "offered_per_second"),
                     figure(t, "p99_ms"),
                     if t["met"].as_bool() == Some(true) {
@@ -2170,6 +2229,8 @@ fn print_table(
                     figure(t, "cpu_busy_share") * 100.0,
                     figure(t, "cpu_ms_per_command"),
                     figure(t, "cpu_ms_per_command_above_rest"),
+                    figure(&t["machine_speed_before"], "compute"),
+                    figure(&t["machine_speed_before"], "memory"),
                 )
             })
             .collect();
