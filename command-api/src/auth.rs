@@ -274,7 +274,8 @@ fn factor(code: Option<&str>, recovery: Option<&str>) -> Result<SecondFactor, Ap
     responses(
         (status = 200, description = "Signed in with `mfa: true`", body = AuthResultBody),
         (status = 401, description = "Unknown, expired or used-up challenge", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Wrong or replayed code", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "Wrong or replayed code", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; see Retry-After (rate_limited)", body = Problem, content_type = "application/problem+json")))]
 pub async fn verify_mfa(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -298,7 +299,8 @@ pub struct RefreshBody {
 #[utoipa::path(post, path = "/v1/auth/refresh", tag = "auth", request_body = RefreshBody,
     responses(
         (status = 200, description = "New access and refresh tokens; the old refresh token is spent", body = AuthResultBody),
-        (status = 401, description = "Invalid, expired, revoked or reused refresh token (reuse revokes the session)", body = Problem, content_type = "application/problem+json")))]
+        (status = 401, description = "Invalid, expired, revoked or reused refresh token (reuse revokes the session)", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; see Retry-After (rate_limited)", body = Problem, content_type = "application/problem+json")))]
 pub async fn refresh(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -332,7 +334,9 @@ pub struct IntrospectBody {
 }
 
 #[utoipa::path(post, path = "/v1/auth/introspect", tag = "auth", request_body = IntrospectBody,
-    responses((status = 200, description = "`active` and, when active, the token's claims (RFC 7662)")))]
+    responses(
+        (status = 200, description = "`active` and, when active, the token's claims (RFC 7662)"),
+        (status = 429, description = "Too many requests from this address; see Retry-After (rate_limited)", body = Problem, content_type = "application/problem+json")))]
 pub async fn introspect(
     State(state): State<AppState>,
     meta: RequestMeta,
@@ -367,7 +371,8 @@ pub struct AcceptInvitationBody {
     responses(
         (status = 200, description = "Password set; signed in", body = AuthResultBody),
         (status = 401, description = "Invalid, expired or used invitation", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Weak password", body = Problem, content_type = "application/problem+json")))]
+        (status = 422, description = "Weak password", body = Problem, content_type = "application/problem+json"),
+        (status = 429, description = "Too many requests from this address; see Retry-After (rate_limited)", body = Problem, content_type = "application/problem+json")))]
 pub async fn accept_invitation(
     State(state): State<AppState>,
     meta: RequestMeta,

@@ -3,6 +3,8 @@
 //! lives at `schemas/openapi.json`; a test fails when it drifts.
 
 use axum::Router;
+use utoipa::openapi::RefOr;
+use utoipa::openapi::path::{Parameter, ParameterIn};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_swagger_ui::SwaggerUi;
@@ -28,12 +30,16 @@ impl Modify for BearerAuth {
     }
 }
 
-/// The answers any operation may give besides its own: 503 when a
-/// backing service is down or a statement ran past
-/// `command_api.statement_timeout_ms`, and, for an operation that takes a
-/// body, 408 when the body did not arrive within
-/// `command_api.body_timeout_ms` (ADR 0046). Added where an operation does
-/// not name them itself.
+/// The answers any operation may give besides its own, added where an
+/// operation does not name them itself, so that a client generated from
+/// the document knows every status it can meet: 503 when a backing
+/// service is down or a statement ran past
+/// `command_api.statement_timeout_ms`; for an operation that takes a body,
+/// 400 for a body that is not JSON, 408 when it did not arrive within
+/// `command_api.body_timeout_ms` (ADR 0046), 415 for another content type
+/// and 422 for JSON of the wrong shape; for one under the bearer scheme,
+/// 401 and 403; for one with an id in its path, 404; for one that takes
+/// `If-Match`, 400 for a value that is no ETag and 409 for a stale one.
 #[derive(Debug)]
 struct CommonResponses;
 
@@ -72,6 +78,71 @@ impl Modify for CommonResponses {
                 &mut item.patch,
             ];
             for operation in operations.into_iter().flatten() {
+                let secured = operation
+                    .security
+                    .as_ref()
+                    .is_some_and(|requirements| !requirements.is_empty());
+                let parameters: Vec<&Parameter> = operation
+                    .parameters
+                    .iter()
+                    .flatten()
+                    .filter_map(|p| match p {
+                        RefOr::T(parameter) => Some(parameter),
+                        RefOr::Ref(_) => None,
+                    })
+                    .collect();
+                let in_path = parameters
+                    .iter()
+                    .any(|p| p.parameter_in == ParameterIn::Path);
+                let if_match = parameters.iter().any(|p| {
+                    p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("If-Match")
+                });
+                let responses = &mut operation.responses.responses;
+                let mut add = |status: &str, description: &str| {
+                    responses
+                        .entry(status.to_owned())
+                        .or_insert_with(|| Self::problem(description).build().into());
+                };
+                if operation.request_body.is_some() {
+                    add(
+                        "415",
+                        "The body is not sent as application/json (unsupported_media_type)",
+                    );
+                    add(
+                        "422",
+                        "The body is JSON but not of the operation's shape: a field missing, unknown or of the wrong type, or a value out of its range; `errors` names each with a JSON pointer (validation_failed)",
+                    );
+                }
+                if secured {
+                    add(
+                        "401",
+                        "The bearer token is missing, malformed, signed by an unknown key, expired, invalid or revoked (token_missing, token_malformed, token_unknown_key, token_expired, token_invalid, token_revoked)",
+                    );
+                    add(
+                        "403",
+                        "The token does not grant what the operation needs, or the organization requires a multi-factor sign-in for it (forbidden, mfa_required)",
+                    );
+                }
+                if in_path {
+                    add(
+                        "404",
+                        "Nothing the path names exists in the caller's organization (a code naming what, such as customer_not_found)",
+                    );
+                }
+                if if_match {
+                    add(
+                        "400",
+                        if operation.request_body.is_some() {
+                            "The body is not JSON (malformed_json), the connection broke off before all of it arrived (unreadable_body), or If-Match is not an ETag this API returned, such as \"3\" (invalid_header)"
+                        } else {
+                            "If-Match is not an ETag this API returned, such as \"3\" (invalid_header)"
+                        },
+                    );
+                    add(
+                        "409",
+                        "If-Match names a version that is no longer the current one; `currentVersion` says which is (version_conflict)",
+                    );
+                }
                 let responses = &mut operation.responses.responses;
                 if operation.request_body.is_some() {
                     responses.entry("400".to_owned()).or_insert_with(|| {

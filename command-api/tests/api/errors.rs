@@ -601,3 +601,134 @@ async fn a_command_whose_statement_outlasts_the_statement_timeout_is_503_and_sto
     assert_eq!(accepted.status(), 200);
     assert_eq!(stored().await, 2);
 }
+
+/// Every operation of the served OpenAPI document, sent each kind of bad
+/// input it can be sent, answers with a status the document names for it,
+/// as problem+json, and stores nothing: no token (an operation under the
+/// bearer scheme), a body in another content type, a body that is not JSON
+/// and one of the wrong shape (an operation that takes a body), ids that
+/// name nothing (an operation with a path) and an If-Match that is no ETag.
+/// A client generated from the document meets no status it was not told
+/// of.
+#[tokio::test]
+async fn every_operation_documents_the_status_of_each_bad_input() {
+    let app = TestApp::spawn().await;
+    let document: Value = app
+        .get("/openapi.json")
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let events = app.event_count().await;
+    let mut checked = 0;
+    for (template, item) in document["paths"].as_object().unwrap() {
+        // Every path parameter a fresh id: it names nothing.
+        let path = template
+            .split('/')
+            .map(|segment| {
+                if segment.starts_with('{') {
+                    Uuid::now_v7().to_string()
+                } else {
+                    segment.to_owned()
+                }
+            })
+            .collect::<Vec<_>>()
+            .join("/");
+        for (method, operation) in item.as_object().unwrap() {
+            let documented = &operation["responses"];
+            let secured = operation["security"]
+                .as_array()
+                .is_some_and(|s| !s.is_empty());
+            let takes_body = operation.get("requestBody").is_some();
+            let if_match = operation["parameters"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|p| p["in"] == "header" && p["name"] == "If-Match");
+            let in_path = template.contains('{');
+            let request = |token: bool| {
+                let method = reqwest::Method::from_bytes(method.to_uppercase().as_bytes()).unwrap();
+                let request = app.client.request(method, format!("{}{path}", app.url));
+                if token {
+                    request.bearer_auth(&app.token)
+                } else {
+                    request
+                }
+            };
+            let mut cases: Vec<(&str, reqwest::RequestBuilder)> = Vec::new();
+            if secured {
+                cases.push(("no token", request(false)));
+            }
+            if takes_body {
+                cases.push((
+                    "text/plain",
+                    request(true)
+                        .header("content-type", "text/plain")
+                        .body("hello"),
+                ));
+                cases.push((
+                    "not JSON",
+                    request(true)
+                        .header("content-type", "application/json")
+                        .body("{\"a\": "),
+                ));
+                cases.push((
+                    "wrong shape",
+                    request(true).json(&json!({"noSuchField": [1, 2, 3]})),
+                ));
+            }
+            if in_path {
+                let empty = request(true);
+                cases.push((
+                    "ids naming nothing",
+                    if takes_body {
+                        empty.json(&json!({}))
+                    } else {
+                        empty
+                    },
+                ));
+            }
+            if if_match {
+                let stale = request(true).header("if-match", "n*B");
+                cases.push((
+                    "If-Match no ETag",
+                    if takes_body {
+                        stale.json(&json!({}))
+                    } else {
+                        stale
+                    },
+                ));
+            }
+            for (case, request) in cases {
+                let response = request.send().await.unwrap();
+                let status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get("content-type")
+                    .map(|v| v.to_str().unwrap().to_owned());
+                let body: Value = response.json().await.unwrap_or(Value::Null);
+                let what = format!(
+                    "{} {template}, {case}: {status} {body}",
+                    method.to_uppercase()
+                );
+                assert!(
+                    documented[status.to_string()].is_object(),
+                    "undocumented status: {what}"
+                );
+                assert!(status >= 400, "bad input accepted: {what}");
+                assert_eq!(
+                    content_type.as_deref(),
+                    Some("application/problem+json"),
+                    "{what}"
+                );
+                assert!(body["code"].is_string(), "{what}");
+                checked += 1;
+            }
+        }
+    }
+    // The document's every operation, not a handful.
+    assert!(checked > 150, "{checked} requests");
+    assert_eq!(app.event_count().await, events, "bad input stored events");
+}
