@@ -43,6 +43,14 @@ impl Modify for BearerAuth {
 #[derive(Debug)]
 struct CommonResponses;
 
+/// The `If-Match` values [`crate::extract::IfMatch`] takes: a version as an
+/// ETag, `"3"`, also weak (`W/"3"`) or bare (`3`).
+const IF_MATCH_PATTERN: &str = r#"^\s*(W/)?("[0-9]+"|[0-9]+)\s*$"#;
+const IF_MATCH_RULE: &str = "The version the change expects, as the ETag this API returned for it, such as \"3\" (W/\"3\" and 3 are taken too): another version is 409 (version_conflict), another form 400 (invalid_header)";
+/// The `Idempotency-Key` values [`crate::extract::IdempotencyKey`] takes.
+const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
+const IDEMPOTENCY_KEY_RULE: &str = "Makes retries safe: a retry with the same key and body gets the first answer, not a second change. 1 to 255 visible ASCII characters; another form is 400 (invalid_header)";
+
 impl CommonResponses {
     fn problem(description: &str) -> utoipa::openapi::ResponseBuilder {
         use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
@@ -52,6 +60,19 @@ impl CommonResponses {
                 .schema(Some(Ref::from_schema_name("Problem")))
                 .build(),
         )
+    }
+
+    /// Gives a header parameter the form the API takes (`pattern`) and
+    /// says what it is (`rule`).
+    fn shape_header(parameter: &mut Parameter, pattern: &str, rule: &str) {
+        use utoipa::openapi::{ObjectBuilder, Type};
+        parameter.schema = Some(RefOr::T(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .pattern(Some(pattern))
+                .into(),
+        ));
+        parameter.description = Some(rule.to_owned());
     }
 
     fn retry_after() -> utoipa::openapi::Header {
@@ -82,27 +103,58 @@ impl Modify for CommonResponses {
                     .security
                     .as_ref()
                     .is_some_and(|requirements| !requirements.is_empty());
-                let parameters: Vec<&Parameter> = operation
-                    .parameters
-                    .iter()
-                    .flatten()
-                    .filter_map(|p| match p {
-                        RefOr::T(parameter) => Some(parameter),
-                        RefOr::Ref(_) => None,
-                    })
-                    .collect();
-                let in_path = parameters
-                    .iter()
-                    .any(|p| p.parameter_in == ParameterIn::Path);
-                let if_match = parameters.iter().any(|p| {
-                    p.parameter_in == ParameterIn::Header && p.name.eq_ignore_ascii_case("If-Match")
-                });
+                let (mut in_path, mut if_match, mut idempotency_key) = (false, false, false);
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    in_path |= parameter.parameter_in == ParameterIn::Path;
+                    if parameter.parameter_in != ParameterIn::Header {
+                        continue;
+                    }
+                    if parameter.name.eq_ignore_ascii_case("If-Match") {
+                        if_match = true;
+                        Self::shape_header(parameter, IF_MATCH_PATTERN, IF_MATCH_RULE);
+                    } else if parameter.name.eq_ignore_ascii_case("Idempotency-Key") {
+                        idempotency_key = true;
+                        Self::shape_header(
+                            parameter,
+                            IDEMPOTENCY_KEY_PATTERN,
+                            IDEMPOTENCY_KEY_RULE,
+                        );
+                    }
+                }
                 let responses = &mut operation.responses.responses;
                 let mut add = |status: &str, description: &str| {
                     responses
                         .entry(status.to_owned())
                         .or_insert_with(|| Self::problem(description).build().into());
                 };
+                // A 400 names each thing of this operation's that can be
+                // malformed.
+                let malformed: Vec<&str> = [
+                    (
+                        operation.request_body.is_some(),
+                        "the body is not JSON (malformed_json), or the connection broke off before all of it arrived (unreadable_body)",
+                    ),
+                    (
+                        if_match,
+                        "If-Match is not an ETag this API returned, such as \"3\" (invalid_header)",
+                    ),
+                    (
+                        idempotency_key,
+                        "Idempotency-Key is not 1 to 255 visible ASCII characters (invalid_header)",
+                    ),
+                ]
+                .into_iter()
+                .filter_map(|(applies, what)| applies.then_some(what))
+                .collect();
+                if !malformed.is_empty() {
+                    let described = malformed.join("; or ");
+                    let mut described = described.chars();
+                    let first = described.next().map(|c| c.to_uppercase().to_string());
+                    add("400", &(first.unwrap_or_default() + described.as_str()));
+                }
                 if operation.request_body.is_some() {
                     add(
                         "415",
@@ -131,27 +183,12 @@ impl Modify for CommonResponses {
                 }
                 if if_match {
                     add(
-                        "400",
-                        if operation.request_body.is_some() {
-                            "The body is not JSON (malformed_json), the connection broke off before all of it arrived (unreadable_body), or If-Match is not an ETag this API returned, such as \"3\" (invalid_header)"
-                        } else {
-                            "If-Match is not an ETag this API returned, such as \"3\" (invalid_header)"
-                        },
-                    );
-                    add(
                         "409",
                         "If-Match names a version that is no longer the current one; `currentVersion` says which is (version_conflict)",
                     );
                 }
                 let responses = &mut operation.responses.responses;
                 if operation.request_body.is_some() {
-                    responses.entry("400".to_owned()).or_insert_with(|| {
-                        Self::problem(
-                            "The body is not JSON (malformed_json), or the connection broke off before all of it arrived (unreadable_body)",
-                        )
-                        .build()
-                        .into()
-                    });
                     responses.entry("408".to_owned()).or_insert_with(|| {
                         Self::problem(
                             "The body did not arrive within command_api.body_timeout_ms of the headers (request_timeout)",

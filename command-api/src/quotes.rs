@@ -258,11 +258,35 @@ pub struct RateBody {
     pub effective_from: NaiveDate,
 }
 
+// The values `Unit` takes, named in the OpenAPI document so that a client
+// knows them before it is refused (the domain type derives no ToSchema).
+/// What a quantity counts.
+#[derive(Debug, ToSchema)]
+#[schema(as = Unit)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum UnitName {
+    Hours,
+    Days,
+    Each,
+}
+
+// The values `TaxMode` takes, named in the OpenAPI document.
+/// Whether entered prices exclude or include tax.
+#[derive(Debug, ToSchema)]
+#[schema(as = TaxMode)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum TaxModeName {
+    Exclusive,
+    Inclusive,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntryBody {
     pub name: String,
-    #[schema(value_type = String)]
+    #[schema(value_type = UnitName)]
     pub unit: Unit,
     pub rates: Vec<RateBody>,
 }
@@ -360,8 +384,8 @@ pub struct LineBody {
     pub description: Option<String>,
     #[schema(value_type = String)]
     pub quantity: Decimal,
-    /// `hours`, `days` or `each`; defaults to the rate entry's unit, else `each`.
-    #[schema(value_type = Option<String>)]
+    /// Defaults to the rate entry's unit, else `each`.
+    #[schema(value_type = Option<UnitName>)]
     pub unit: Option<Unit>,
     #[schema(value_type = Option<String>)]
     pub unit_price: Option<Decimal>,
@@ -394,8 +418,8 @@ pub struct QuoteBody {
     pub valid_until: Option<NaiveDate>,
     pub terms: Option<String>,
     pub notes: Option<String>,
-    /// `exclusive` or `inclusive`; defaults to the organization's tax setting.
-    #[schema(value_type = Option<String>)]
+    /// Defaults to the organization's tax setting.
+    #[schema(value_type = Option<TaxModeName>)]
     pub tax_mode: Option<TaxMode>,
     #[schema(value_type = Option<Object>)]
     pub discount: Option<Discount>,

@@ -189,15 +189,7 @@ async fn a_command_that_changes_nothing_appends_nothing() {
 #[tokio::test]
 async fn openapi_document_and_docs_page_are_served() {
     let app = TestApp::spawn().await;
-    let doc: Value = app
-        .client
-        .get(format!("{}/openapi.json", app.url))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let doc = app.openapi_document().await;
     assert!(doc["openapi"].as_str().unwrap().starts_with("3.1"));
     assert!(doc["paths"]["/v1/customers"]["post"].is_object());
     // Quotes and rate cards are documented with the rest.

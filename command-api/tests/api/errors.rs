@@ -613,14 +613,7 @@ async fn a_command_whose_statement_outlasts_the_statement_timeout_is_503_and_sto
 #[tokio::test]
 async fn every_operation_documents_the_status_of_each_bad_input() {
     let app = TestApp::spawn().await;
-    let document: Value = app
-        .get("/openapi.json")
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let document = app.openapi_document().await;
     let events = app.event_count().await;
     let mut checked = 0;
     for (template, item) in document["paths"].as_object().unwrap() {

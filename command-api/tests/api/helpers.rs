@@ -64,6 +64,17 @@ impl TestApp {
         response.json().await.unwrap()
     }
 
+    /// The OpenAPI document the API serves.
+    pub async fn openapi_document(&self) -> Value {
+        self.get("/openapi.json")
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     pub async fn event_count(&self) -> i64 {
         let (count,): (i64,) = sqlx::query_as("SELECT count(*) FROM events")
             .fetch_one(&self.env.pool)

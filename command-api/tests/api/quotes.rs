@@ -902,3 +902,61 @@ async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
         "only the member's creation and sign-in were recorded"
     );
 }
+
+/// The units and tax modes the OpenAPI document lists are exactly those the
+/// API takes: each listed one is accepted where a body names it, and a
+/// value not listed is refused at its field.
+#[tokio::test]
+async fn the_documented_units_and_tax_modes_are_the_ones_taken() {
+    let app = TestApp::spawn().await;
+    let shop = shop(&app, "1000000").await;
+    let document = app.openapi_document().await;
+    let listed = |schema: &str| -> Vec<String> {
+        document["components"]["schemas"][schema]["enum"]
+            .as_array()
+            .unwrap_or_else(|| panic!("{schema} lists no values"))
+            .iter()
+            .map(|v| v.as_str().unwrap().to_owned())
+            .collect()
+    };
+    let units = listed("Unit");
+    assert_eq!(units, ["hours", "days", "each"]);
+    for unit in units.iter().map(String::as_str).chain(["weeks"]) {
+        let entry = uuid::Uuid::now_v7();
+        let put = shop
+            .api
+            .put(
+                &format!("/v1/rate-cards/{}/entries/{entry}", shop.card),
+                &shop.owner,
+                json!({"name": "Tester", "unit": unit, "rates": [
+                    {"currency": "NZD", "amount": "90", "effectiveFrom": "2026-01-01"}]}),
+            )
+            .await;
+        if units.iter().any(|u| u == unit) {
+            assert_eq!(put.status(), 200, "{unit}: {:?}", put.text().await);
+        } else {
+            let problem = assert_problem(put, 422, "validation_failed").await;
+            assert_eq!(problem["errors"][0]["pointer"], "/unit", "{problem}");
+        }
+    }
+    let modes = listed("TaxMode");
+    assert_eq!(modes, ["exclusive", "inclusive"]);
+    for mode in modes.iter().map(String::as_str).chain(["included"]) {
+        let created = shop
+            .api
+            .post(
+                "/v1/quotes",
+                Some(&shop.owner),
+                json!({"customerId": shop.customer, "title": "Taxed", "taxMode": mode,
+                       "lines": [{"description": "Work", "quantity": "1", "unit": "days",
+                                  "unitPrice": "100"}]}),
+            )
+            .await;
+        if modes.iter().any(|m| m == mode) {
+            assert_eq!(created.status(), 201, "{mode}: {:?}", created.text().await);
+        } else {
+            let problem = assert_problem(created, 422, "validation_failed").await;
+            assert_eq!(problem["errors"][0]["pointer"], "/taxMode", "{problem}");
+        }
+    }
+}
