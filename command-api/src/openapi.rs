@@ -39,7 +39,10 @@ impl Modify for BearerAuth {
 /// `command_api.body_timeout_ms` (ADR 0046), 415 for another content type
 /// and 422 for JSON of the wrong shape; for one under the bearer scheme,
 /// 401 and 403; for one with an id in its path, 404; for one that takes
-/// `If-Match`, 400 for a value that is no ETag and 409 for a stale one.
+/// `If-Match`, 400 for a value that is no ETag and 409 for a stale one;
+/// for one that takes `Idempotency-Key`, 400 for a key of another form.
+/// Those two headers are also given the forms the API takes (a `pattern`)
+/// and a description saying so.
 #[derive(Debug)]
 struct CommonResponses;
 
@@ -187,16 +190,13 @@ impl Modify for CommonResponses {
                         "If-Match names a version that is no longer the current one; `currentVersion` says which is (version_conflict)",
                     );
                 }
-                let responses = &mut operation.responses.responses;
                 if operation.request_body.is_some() {
-                    responses.entry("408".to_owned()).or_insert_with(|| {
-                        Self::problem(
-                            "The body did not arrive within command_api.body_timeout_ms of the headers (request_timeout)",
-                        )
-                        .build()
-                        .into()
-                    });
+                    add(
+                        "408",
+                        "The body did not arrive within command_api.body_timeout_ms of the headers (request_timeout)",
+                    );
                 }
+                let responses = &mut operation.responses.responses;
                 responses.entry("503".to_owned()).or_insert_with(|| {
                     Self::problem(
                         "A backing service is unavailable, or a statement ran past command_api.statement_timeout_ms; nothing was changed; retry after Retry-After (service_unavailable)",
