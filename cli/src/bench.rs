@@ -28,11 +28,11 @@ use rdkafka::producer::{FutureProducer, FutureRecord};
 use secrecy::ExposeSecret;
 use serde_json::{Value, json};
 use sqlx::PgPool;
-
-use crate::speed::{self, MachineSpeed, RelativeSpeed};
 use sqlx::postgres::PgPoolOptions;
 use tokio::sync::Mutex;
 use uuid::Uuid;
+
+use crate::speed::{self, MachineSpeed, RelativeSpeed};
 
 /// What to run.
 #[derive(Debug, Clone)]

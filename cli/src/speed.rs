@@ -19,8 +19,8 @@ use serde::Serialize;
 /// preemption by the system's own processes (at rest, still polling) does
 /// not.
 const TRIES: usize = 5;
-/// Passes over the compute buffer in one try (about 10 ms on a 2.6 GHz
-/// core).
+/// Passes over the compute buffer in one try (about 17 ms on the 2.6 GHz
+/// cores of the machine it was written on).
 const COMPUTE_PASSES: usize = 2_500;
 /// Words in the compute buffer: 32 KiB, within any core's first-level
 /// cache.
@@ -29,7 +29,7 @@ const COMPUTE_WORDS: usize = 4_096;
 /// cache of the machines it runs on, so that each step is a load from
 /// memory.
 const CHASE_ENTRIES: usize = 16 * 1024 * 1024;
-/// Steps of the chase in one try (about 20 ms at 100 ns a load).
+/// Steps of the chase in one try (about 30 ms there, 150 ns a load).
 const CHASE_STEPS: usize = 200_000;
 
 /// The milliseconds one core took for each kind of work.
@@ -60,9 +60,11 @@ impl MachineSpeed {
     }
 }
 
-/// Times both kinds of work on the calling thread (which it keeps busy
-/// for about 150 ms; the first call also lays out the 64 MiB chase).
+/// Times both kinds of work on the calling thread, which it keeps busy for
+/// about a quarter of a second (the first call also lays out the 64 MiB
+/// chase, before timing it).
 pub fn probe() -> MachineSpeed {
+    cycle();
     MachineSpeed {
         compute_ms: fastest(compute),
         memory_ms: fastest(chase),
