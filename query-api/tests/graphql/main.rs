@@ -1270,6 +1270,19 @@ mod quotes {
         refused
     }
 
+    /// Checks a quotes `filter` is refused as `BAD_USER_INPUT` with
+    /// `message`, and no page nor count answered.
+    async fn filter_refused(url: &str, token: &str, filter: &str, message: &str) {
+        let refused = refused_as_bad_input(
+            url,
+            token,
+            &format!("{{ quotes(filter: {{{filter}}}) {{ totalCount edges {{ cursor }} }} }}"),
+            message,
+        )
+        .await;
+        assert_eq!(refused["data"], Value::Null, "{refused}");
+    }
+
     /// Submits quote `id`: a change of the quote, out of `DRAFT`.
     async fn submit(command: &str, owner: &str, id: &str) {
         post(
@@ -1705,14 +1718,7 @@ mod quotes {
                 ),
             ),
         ] {
-            let refused = refused_as_bad_input(
-                &query,
-                &owner,
-                &format!("{{ quotes(filter: {{{filter}}}) {{ totalCount edges {{ cursor }} }} }}"),
-                &message,
-            )
-            .await;
-            assert_eq!(refused["data"], Value::Null, "{refused}");
+            filter_refused(&query, &owner, &filter, &message).await;
         }
         // A date that is no date: refused, naming the date type and the
         // filter (async-graphql does not name the field), with no data.
@@ -1833,14 +1839,7 @@ mod quotes {
             ),
             ("statuses: []", "statuses must name at least one status"),
         ] {
-            let refused = refused_as_bad_input(
-                &query,
-                &owner,
-                &format!("{{ quotes(filter: {{{filter}}}) {{ totalCount edges {{ cursor }} }} }}"),
-                message,
-            )
-            .await;
-            assert_eq!(refused["data"], Value::Null, "{refused}");
+            filter_refused(&query, &owner, filter, message).await;
         }
     }
 
