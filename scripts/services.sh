@@ -144,4 +144,22 @@ if [ "$(cat "$VENV/.packages" 2>/dev/null)" != "$VALIDATOR_PACKAGES" ]; then
   echo "$VALIDATOR_PACKAGES" > "$VENV/.packages"
 fi
 
+# --- promtool and Prometheus (tests check the monitoring files) -------------
+# Debian's prometheus package, unpacked into the tools directory rather
+# than installed, so no Prometheus server is set up as a service: promtool
+# checks the rules and configurations, and a system test runs the server
+# against the processes it starts.
+PROMTOOL=$TOOLS_DIR/prometheus/usr/bin/promtool
+if [ ! -x "$PROMTOOL" ]; then
+  log "fetching promtool (Debian's prometheus package, unpacked into $TOOLS_DIR/prometheus)"
+  scratch=$(mktemp -d)
+  if ! (cd "$scratch" && apt-get download prometheus) >&2 2>/dev/null; then
+    sudo_if_needed apt-get update -qq
+    (cd "$scratch" && apt-get download prometheus) >&2
+  fi
+  rm -rf "$TOOLS_DIR/prometheus"
+  dpkg-deb -x "$scratch"/prometheus_*.deb "$TOOLS_DIR/prometheus"
+  rm -rf "$scratch"
+fi
+
 log "services ready: PostgreSQL 127.0.0.1:5432, Redis 127.0.0.1:6379, Kafka 127.0.0.1:$KAFKA_PORT"

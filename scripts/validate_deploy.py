@@ -7,16 +7,28 @@
   manifests use; anything else is refused), against the Kubernetes API
   schemas (kubernetes-validate, strict: unknown fields are errors), plus the
   project's own rules: every container has requests, limits and probes,
-  every Service selects a Deployment's pods.
+  every Service selects a Deployment's pods;
+- the monitoring files with promtool (PIVOTAL_PROMTOOL, or promtool on the
+  PATH): monitoring/prometheus.yml with the alerting rules it loads,
+  monitoring/prometheus-kubernetes.yml with the rules of the generated
+  ConfigMap k8s/base/alert-rules.yaml (Debian's promtool is built without
+  Kubernetes discovery, so the pod discovery is checked as a static target;
+  its relabelling is checked as written), the rules' unit tests
+  (monitoring/alerts.test.yml), and a runbook section in docs/runbook.md
+  for every alert.
 
 Exit status 0 when everything is valid; errors are printed one per line.
 Usage: python3 scripts/validate_deploy.py [repository root]
 """
 
 import copy
+import os
 import pathlib
+import re
+import shutil
 import subprocess
 import sys
+import tempfile
 
 import jsonpatch
 import kubernetes_validate
@@ -121,6 +133,59 @@ def validate_overlay(overlay):
     return len(docs), errors
 
 
+def promtool(*args, cwd):
+    """Runs promtool; its combined output, and whether it succeeded."""
+    tool = os.environ.get("PIVOTAL_PROMTOOL") or shutil.which("promtool")
+    if not tool:
+        raise SystemExit("promtool not found: scripts/services.sh installs it (PIVOTAL_PROMTOOL)")
+    result = subprocess.run([tool, *args], cwd=cwd, capture_output=True, text=True)
+    return (result.stdout + result.stderr).strip(), result.returncode == 0
+
+
+def validate_monitoring(root):
+    errors = []
+    monitoring = root / "monitoring"
+    output, ok = promtool("check", "config", "prometheus.yml", cwd=monitoring)
+    if ok:
+        print("monitoring/prometheus.yml: valid, with its rules")
+    else:
+        errors.append(f"monitoring/prometheus.yml: {output}")
+    config_map = yaml.safe_load((root / "k8s/base/alert-rules.yaml").read_text())
+    config = yaml.safe_load((monitoring / "prometheus-kubernetes.yml").read_text())
+    for job in config.get("scrape_configs", []):
+        if job.pop("kubernetes_sd_configs", None) is not None:
+            job["static_configs"] = [{"targets": ["127.0.0.1:9102"]}]
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = pathlib.Path(scratch)
+        (scratch / "rules").mkdir()
+        for name, text in config_map.get("data", {}).items():
+            (scratch / "rules" / name).write_text(text)
+        (scratch / "prometheus.yml").write_text(yaml.safe_dump(config))
+        output, ok = promtool("check", "config", "prometheus.yml", cwd=scratch)
+    if ok:
+        print("monitoring/prometheus-kubernetes.yml: valid, with the rules of k8s/base/alert-rules.yaml")
+    else:
+        errors.append(f"monitoring/prometheus-kubernetes.yml: {output}")
+    output, ok = promtool("test", "rules", "alerts.test.yml", cwd=monitoring)
+    if ok:
+        print("monitoring/alerts.test.yml: every test passed")
+    else:
+        errors.append(f"monitoring/alerts.test.yml: {output}")
+    runbook = (root / "docs/runbook.md").read_text()
+    anchors = {m.group(1).lower() for m in re.finditer(r"^## (\S+)$", runbook, re.MULTILINE)}
+    rules = yaml.safe_load((monitoring / "alerts.yml").read_text())
+    for group in rules.get("groups", []):
+        for rule in group.get("rules", []):
+            if "alert" not in rule:
+                continue
+            expected = f"docs/runbook.md#{rule['alert'].lower()}"
+            if rule.get("annotations", {}).get("runbook") != expected:
+                errors.append(f"monitoring/alerts.yml: {rule['alert']}: runbook annotation is not {expected}")
+            if rule["alert"].lower() not in anchors:
+                errors.append(f"docs/runbook.md: no section for {rule['alert']}")
+    return errors
+
+
 def main():
     root = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
     errors = []
@@ -142,6 +207,7 @@ def main():
         errors.extend(found)
         if not found:
             print(f"k8s/overlays/{overlay.name}: {count} resources valid against Kubernetes {KUBERNETES_VERSION}")
+    errors.extend(validate_monitoring(root))
     for error in errors:
         print(error, file=sys.stderr)
     return 1 if errors else 0

@@ -2,7 +2,9 @@
 //! file against the Compose Specification schema, every kustomize overlay
 //! (rendered) against the Kubernetes API schemas in strict mode, plus the
 //! project's rules (probes, requests and limits, Services that select
-//! pods). `scripts/services.sh` installs the validators.
+//! pods), and the monitoring files with promtool: the Prometheus
+//! configurations with their rules, the rules' unit tests, a runbook
+//! section for every alert. `scripts/services.sh` installs the validators.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 use std::path::{Path, PathBuf};
@@ -23,9 +25,16 @@ fn validate(tree: &Path) -> Output {
         "{} is missing: scripts/services.sh installs the deployment validator",
         python.display()
     );
+    let promtool = tools.join("prometheus/usr/bin/promtool");
+    assert!(
+        promtool.exists(),
+        "{} is missing: scripts/services.sh installs promtool",
+        promtool.display()
+    );
     Command::new(python)
         .arg(root().join("scripts/validate_deploy.py"))
         .arg(tree)
+        .env("PIVOTAL_PROMTOOL", promtool)
         .output()
         .unwrap()
 }
@@ -52,6 +61,13 @@ fn copy_of_deployment() -> tempfile::TempDir {
     )
     .unwrap();
     copy_tree(&root().join("k8s"), &dir.path().join("k8s"));
+    copy_tree(&root().join("monitoring"), &dir.path().join("monitoring"));
+    std::fs::create_dir_all(dir.path().join("docs")).unwrap();
+    std::fs::copy(
+        root().join("docs/runbook.md"),
+        dir.path().join("docs/runbook.md"),
+    )
+    .unwrap();
     dir
 }
 
@@ -77,11 +93,18 @@ fn compose_file_and_every_overlay_are_valid() {
             "{stdout}"
         );
     }
+    for checked in [
+        "monitoring/prometheus.yml: valid, with its rules",
+        "monitoring/prometheus-kubernetes.yml: valid, with the rules of k8s/base/alert-rules.yaml",
+        "monitoring/alerts.test.yml: every test passed",
+    ] {
+        assert!(stdout.contains(checked), "{stdout}");
+    }
 }
 
 #[test]
 fn the_validators_catch_broken_files() {
-    let cases: [(&str, &str, &str, &str); 4] = [
+    let cases: [(&str, &str, &str, &str); 8] = [
         // A compose service key the specification does not have.
         (
             "docker-compose.kafka.yml",
@@ -109,6 +132,34 @@ fn the_validators_catch_broken_files() {
             "readinessProbe:",
             "startupProbe:",
             "has no readinessProbe",
+        ),
+        // An alerting rule that is not PromQL.
+        (
+            "monitoring/alerts.yml",
+            "expr: max(relay_blocked) == 1",
+            "expr: max(relay_blocked) ==",
+            "monitoring/prometheus.yml",
+        ),
+        // A threshold its unit tests do not expect.
+        (
+            "monitoring/alerts.yml",
+            "max(relay_lag_seconds) > 30",
+            "max(relay_lag_seconds) > 60",
+            "alertname: PivotalRelayLagging",
+        ),
+        // The ConfigMap's copy of the rules broken.
+        (
+            "k8s/base/alert-rules.yaml",
+            "expr: max(relay_blocked) == 1",
+            "expr: max(relay_blocked) ==",
+            "monitoring/prometheus-kubernetes.yml",
+        ),
+        // An alert without its runbook section.
+        (
+            "docs/runbook.md",
+            "## PivotalRelayBlocked",
+            "## Blocked",
+            "no section for PivotalRelayBlocked",
         ),
     ];
     for (file, from, to, named) in cases {

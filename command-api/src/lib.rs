@@ -214,6 +214,12 @@ impl Application {
 /// The complete router, with the body limit and body deadline of
 /// `http`.
 pub fn router(state: AppState, http: &pivotal_settings::HttpSettings) -> Router {
+    let commands = openapi::commands();
+    pivotal_telemetry::metrics::register_commands(
+        commands
+            .iter()
+            .map(|(method, route)| (*method, route.as_str())),
+    );
     Router::new()
         .merge(auth::routes())
         .merge(users::routes())

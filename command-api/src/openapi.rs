@@ -298,6 +298,27 @@ pub fn document_json() -> String {
     ApiDoc::openapi().to_pretty_json().unwrap_or_default() + "\n"
 }
 
+/// Every command the document describes, as `commands_total` names it:
+/// method and route template of each operation that changes data.
+pub fn commands() -> Vec<(&'static str, String)> {
+    let document = ApiDoc::openapi();
+    let mut commands = Vec::new();
+    for (path, item) in &document.paths.paths {
+        let operations = [
+            ("PUT", &item.put),
+            ("POST", &item.post),
+            ("DELETE", &item.delete),
+            ("PATCH", &item.patch),
+        ];
+        for (method, operation) in operations {
+            if operation.is_some() {
+                commands.push((method, path.clone()));
+            }
+        }
+    }
+    commands
+}
+
 /// `/openapi.json` and the Swagger UI at `/docs`, whose assets are compiled
 /// into the binary (no network needed by the page).
 pub fn routes() -> Router<AppState> {

@@ -481,6 +481,11 @@ pub async fn run_with(
         .collect::<HashSet<_>>()
         .into_iter()
         .collect();
+    // Every outcome at 0 from the start, so that an alert on a counter's
+    // increase sees its first count.
+    for outcome in ["assigned", "revoked", "failed"] {
+        metrics::counter!("consumer_group_rebalances_total", "outcome" => outcome).increment(0);
+    }
     let mut attempt = 0u32;
     let topic_names = loop {
         match topics::ensure_event_topics(&settings.kafka, &aggregate_types).await {

@@ -21,6 +21,7 @@
 //!   dedicated connection, and reads and checkpoints through that same
 //!   connection, so a relay that lost its lock cannot move the checkpoint.
 //!   Others wait on the lock and take over when the holder dies.
+//!   `relay_active` is 1 on the instance holding the lock, 0 on the others.
 //! - When the broker is down it retries with exponential back-off and loses
 //!   nothing; it logs its lag (events and seconds) as it goes.
 //! - A producer with a fatal error (librdkafka's idempotent producer gives
@@ -165,6 +166,9 @@ pub async fn run_with_producers(
     let producer = make_producer(&settings.kafka)?;
     status.send_modify(|s| s.producers = 1);
     metrics::gauge!("relay_blocked").set(0.0);
+    metrics::gauge!("relay_active").set(0.0);
+    // At 0 from the start, so that an alert on its increase sees the first.
+    metrics::counter!("relay_producers_replaced_total").increment(0);
     let mut relay = Relay {
         settings,
         pool,
@@ -218,6 +222,7 @@ impl Relay {
                 Err(error) => {
                     attempt += 1;
                     self.status.send_modify(|s| s.leader = false);
+                    metrics::gauge!("relay_active").set(0.0);
                     let wait = self.backoff(attempt);
                     tracing::warn!(error = %error, wait_ms = wait.as_millis() as u64, "relay interrupted, retrying");
                     tokio::time::sleep(wait).await;
@@ -259,6 +264,7 @@ impl Relay {
             s.leader = true;
             s.checkpoint = checkpoint;
         });
+        metrics::gauge!("relay_active").set(1.0);
         let depth = self.settings.relay.batches_in_flight.max(1);
         let mut in_flight: VecDeque<InFlight> = VecDeque::with_capacity(depth);
         // The last event handed to the producer.

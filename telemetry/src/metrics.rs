@@ -13,7 +13,9 @@
 //!   carried (ADR 0038);
 //! - `relay_lag_events`, `relay_lag_seconds`, `relay_published_total`,
 //!   `relay_producers_replaced_total` (after a fatal producer error),
-//!   `relay_blocked` (1 while Kafka refuses an event for good);
+//!   `relay_blocked` (1 while Kafka refuses an event for good),
+//!   `relay_active` (1 on the instance holding the publishing lock),
+//!   `relay_held_events`, `relay_held_seconds` (ADR 0050);
 //! - `projection_lag_events`, `projection_lag_seconds` by `projection`;
 //!   `projector_applied_total`, `projector_batch_seconds`;
 //! - `consumer_lag_messages` by `topic` and `partition`, from each
@@ -135,4 +137,19 @@ pub async fn track_http(request: Request, next: Next) -> Response {
 pub async fn track_commands(request: Request, next: Next) -> Response {
     handle();
     track(request, next, true).await
+}
+
+/// Registers `commands_total{outcome="failed"}` at 0 for each command
+/// (method and route template), so that an alert on its increase sees
+/// the first failure rather than a series that begins at 1.
+pub fn register_commands<'a>(commands: impl IntoIterator<Item = (&'a str, &'a str)>) {
+    handle();
+    for (method, route) in commands {
+        metrics::counter!(
+            "commands_total",
+            "command" => format!("{method} {route}"),
+            "outcome" => "failed",
+        )
+        .increment(0);
+    }
 }

@@ -107,6 +107,11 @@ pub fn spawn_process_with(env: &TestEnv, subcommand: &str, extra: &[(&str, Strin
     Process(child)
 }
 
+/// The body of `GET url` as text; `None` while nothing answers there.
+pub async fn text_at(url: &str) -> Option<String> {
+    http().get(url).send().await.ok()?.text().await.ok()
+}
+
 /// Waits up to 30 s for the process serving `base` (`http://host:port`)
 /// to answer `/healthz` with 200; `what` names it in the failure.
 pub async fn wait_healthy(base: &str, what: &str) {

@@ -3,6 +3,7 @@
 //! crashes of the relay and projector processes.
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
+mod alerts;
 mod broker_outage;
 mod cache;
 mod crashes;

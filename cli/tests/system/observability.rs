@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::harness::{
     broker_report, create_customer, free_port, projection_caught_up, spawn_process_with,
-    spawn_projector_with, spawn_relay, start_broker, terminate,
+    spawn_projector_with, spawn_relay, start_broker, terminate, text_at,
 };
 
 /// The value of the sample `name{labels}` (labels in exposition order).
@@ -162,23 +162,10 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
     let relay_url = format!("http://{relay_ops}");
     let projector_url = format!("http://{projector_ops}");
     let through = eventually(Duration::from_secs(60), || async {
-        let relay = http()
-            .get(format!("{relay_url}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
-        let projector = http()
-            .get(format!("{projector_url}/metrics"))
-            .send()
-            .await
-            .ok()?
-            .text()
-            .await
-            .ok()?;
+        let relay = text_at(&format!("{relay_url}/metrics")).await?;
+        let projector = text_at(&format!("{projector_url}/metrics")).await?;
         let ok = sample(&relay, "relay_published_total") == Some(1.0)
+            && sample(&relay, "relay_active") == Some(1.0)
             && sample(&relay, "relay_lag_events") == Some(0.0)
             && sample(&relay, "relay_blocked") == Some(0.0)
             && sample(&relay, "relay_held_events") == Some(0.0)

@@ -744,6 +744,11 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
             "subscription { changes { aggregateId } }",
             "GRAPHQL_VALIDATION_FAILED",
         ),
+        // A status the enumeration does not have, in a list of them.
+        (
+            "{ quotes(filter: {statuses: [DRAFT, OPEN]}) { totalCount } }",
+            "GRAPHQL_VALIDATION_FAILED",
+        ),
     ];
     for (query, expected) in cases {
         let answer = f.run(query).await;
