@@ -117,6 +117,17 @@ async fn every_process_exposes_metrics_and_stops_cleanly() {
         assert_counted(&text, series);
     }
     assert!(text.contains(r#"http_request_duration_seconds_bucket{method="POST",route="/v1/customers",status="201",le="0.05"}"#));
+    // Every command's failures are counted from 0 before any is sent
+    // (alerts watch their increase, ADR 0063), one series a command.
+    let commands_known = pivotal_command_api::openapi::commands();
+    assert!(commands_known.len() > 30, "{commands_known:?}");
+    for (method, route) in &commands_known {
+        let series = format!(r#"commands_total{{command="{method} {route}",outcome="failed"}}"#);
+        assert!(
+            sample(&text, &series).is_some(),
+            "{series} missing:\n{text}"
+        );
+    }
     // Commands per append statement are counted in buckets, not quantiles.
     assert_counted(
         &text,
