@@ -150,7 +150,7 @@ fi
 # checks the rules and configurations, and a system test runs the server
 # against the processes it starts.
 PROMTOOL=$TOOLS_DIR/prometheus/usr/bin/promtool
-if [ ! -x "$PROMTOOL" ]; then
+if [ ! -x "$PROMTOOL" ] || [ ! -x "$TOOLS_DIR/prometheus/usr/bin/prometheus" ]; then
   log "fetching promtool (Debian's prometheus package, unpacked into $TOOLS_DIR/prometheus)"
   scratch=$(mktemp -d)
   if ! (cd "$scratch" && apt-get download prometheus) >&2 2>/dev/null; then

@@ -64,22 +64,16 @@ fn start_prometheus(dir: &std::path::Path, port: u16, jobs: &[(&str, Vec<String>
     Process(child)
 }
 
-/// `GET /api/v1/<path>`'s `data`, once Prometheus answers.
-async fn api(prometheus: &str, path: &str) -> Option<Value> {
-    let body: Value = http()
-        .get(format!("{prometheus}/api/v1/{path}"))
-        .send()
-        .await
-        .ok()?
-        .json()
-        .await
-        .ok()?;
+/// `GET /api/v1/<path>?<query>`'s `data`, once Prometheus answers.
+async fn api(prometheus: &str, path: &str, query: &[(&str, &str)]) -> Option<Value> {
+    let url = url::Url::parse_with_params(&format!("{prometheus}/api/v1/{path}"), query).ok()?;
+    let body: Value = http().get(url).send().await.ok()?.json().await.ok()?;
     (body["status"] == "success").then(|| body["data"].clone())
 }
 
 /// An instant query's single value, if it has exactly one.
 async fn scalar(prometheus: &str, query: &str) -> Option<f64> {
-    let data = api(prometheus, &format!("query?query={}", urlencode(query))).await?;
+    let data = api(prometheus, "query", &[("query", query)]).await?;
     let result = data["result"].as_array()?;
     match result.as_slice() {
         [one] => one["value"][1].as_str()?.parse().ok(),
@@ -87,20 +81,9 @@ async fn scalar(prometheus: &str, query: &str) -> Option<f64> {
     }
 }
 
-fn urlencode(text: &str) -> String {
-    text.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 /// The alerts now pending or firing, as (alert name, job, instance).
 async fn active_alerts(prometheus: &str) -> Option<BTreeSet<(String, String, String)>> {
-    let data = api(prometheus, "alerts").await?;
+    let data = api(prometheus, "alerts", &[]).await?;
     Some(
         data["alerts"]
             .as_array()?
@@ -115,11 +98,7 @@ async fn active_alerts(prometheus: &str) -> Option<BTreeSet<(String, String, Str
 
 /// The instance of the relay whose `relay_active` is 1, if one is.
 async fn active_relay(prometheus: &str) -> Option<String> {
-    let data = api(
-        prometheus,
-        &format!("query?query={}", urlencode("relay_active == 1")),
-    )
-    .await?;
+    let data = api(prometheus, "query", &[("query", "relay_active == 1")]).await?;
     data["result"][0]["metric"]["instance"]
         .as_str()
         .map(str::to_owned)
@@ -128,13 +107,13 @@ async fn active_relay(prometheus: &str) -> Option<String> {
 /// Whether `targets` targets are up and every rule has evaluated without
 /// error.
 async fn all_up_and_evaluated(prometheus: &str, targets: usize) -> bool {
-    let Some(scraped) = api(prometheus, "targets?state=active").await else {
+    let Some(scraped) = api(prometheus, "targets", &[("state", "active")]).await else {
         return false;
     };
     let up = scraped["activeTargets"]
         .as_array()
         .map_or(0, |all| all.iter().filter(|t| t["health"] == "up").count());
-    let Some(rules) = api(prometheus, "rules").await else {
+    let Some(rules) = api(prometheus, "rules", &[]).await else {
         return false;
     };
     let groups = rules["groups"].as_array().cloned().unwrap_or_default();
@@ -150,18 +129,24 @@ async fn all_up_and_evaluated(prometheus: &str, targets: usize) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_alerting_rules_watch_the_running_processes() {
     let env = TestEnv::new().await;
-    let listen = |name: &str| (name.to_owned(), format!("127.0.0.1:{}", free_port()));
-    let (command_var, command_at) = listen("PIVOTAL_COMMAND_API__LISTEN");
-    let (query_var, query_at) = listen("PIVOTAL_QUERY_API__LISTEN");
-    let (projector_var, projector_at) = listen("PIVOTAL_PROJECTOR__OPS_LISTEN");
-    let relay_at = [
-        format!("127.0.0.1:{}", free_port()),
-        format!("127.0.0.1:{}", free_port()),
-    ];
-    let _commands = spawn_process_with(&env, "command-api", &[(&command_var, command_at.clone())]);
-    let _queries = spawn_process_with(&env, "query-api", &[(&query_var, query_at.clone())]);
-    let _projector =
-        spawn_process_with(&env, "projector", &[(&projector_var, projector_at.clone())]);
+    let address = || format!("127.0.0.1:{}", free_port());
+    let (command_at, query_at, projector_at) = (address(), address(), address());
+    let relay_at = [address(), address()];
+    let _commands = spawn_process_with(
+        &env,
+        "command-api",
+        &[("PIVOTAL_COMMAND_API__LISTEN", command_at.clone())],
+    );
+    let _queries = spawn_process_with(
+        &env,
+        "query-api",
+        &[("PIVOTAL_QUERY_API__LISTEN", query_at.clone())],
+    );
+    let _projector = spawn_process_with(
+        &env,
+        "projector",
+        &[("PIVOTAL_PROJECTOR__OPS_LISTEN", projector_at.clone())],
+    );
     let mut relays: Vec<Option<Process>> = relay_at
         .iter()
         .map(|at| {
@@ -223,8 +208,12 @@ async fn the_alerting_rules_watch_the_running_processes() {
 
     // Every metric the rules select is one Prometheus scraped (`up` is
     // its own).
-    let names: BTreeSet<String> =
-        serde_json::from_value(api(&prometheus, "label/__name__/values").await.unwrap()).unwrap();
+    let names: BTreeSet<String> = serde_json::from_value(
+        api(&prometheus, "label/__name__/values", &[])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
     let selected = alert_metric_names();
     assert!(
         selected.contains("relay_active")
