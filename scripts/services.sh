@@ -132,11 +132,12 @@ if [ "${1:-}" = "--fresh-test-broker" ]; then
   python3 "$SCRIPT_DIR/tansu-index.py" "$DATA_DIR/tansu-test-$TEST_KAFKA_PORT/tansu.db"
 fi
 
-# --- Deployment validator (tests validate compose and k8s offline) -----------
+# --- Python tools: the deployment validator (tests validate compose and k8s
+# offline) and Schemathesis (the command API's contract test) --------------
 VENV=$TOOLS_DIR/venv
-VALIDATOR_PACKAGES="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 jsonpatch==1.48 PyYAML==6.0.4"
+VALIDATOR_PACKAGES="kubernetes-validate==1.37.0 check-jsonschema==0.39.0 jsonpatch==1.48 PyYAML==6.0.4 schemathesis==4.32.5"
 if [ "$(cat "$VENV/.packages" 2>/dev/null)" != "$VALIDATOR_PACKAGES" ]; then
-  log "installing the deployment validator ($VALIDATOR_PACKAGES)"
+  log "installing the Python tools ($VALIDATOR_PACKAGES)"
   rm -rf "$VENV"
   python3 -m venv "$VENV"
   # shellcheck disable=SC2086

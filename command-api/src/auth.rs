@@ -75,12 +75,17 @@ pub async fn jwks(State(state): State<AppState>) -> Response {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignUpOrganization {
+    #[schema(schema_with = crate::shapes::name)]
     pub name: String,
     /// ISO 4217, e.g. `NZD`.
+    #[schema(schema_with = crate::shapes::currency)]
     pub default_currency: String,
     /// IANA time zone; default `UTC`.
+    #[schema(schema_with = crate::shapes::optional_time_zone)]
     pub time_zone: Option<String>,
     /// 1 to 12; default 1 (January).
+    #[schema(schema_with = crate::shapes::optional_month)]
+    #[serde(default, deserialize_with = "crate::extract::optional_integer")]
     pub fiscal_year_start_month: Option<i64>,
 }
 
@@ -88,11 +93,16 @@ pub struct SignUpOrganization {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SignUpUser {
+    #[schema(schema_with = crate::shapes::email)]
     pub email: String,
     /// At least 12 characters.
+    #[schema(schema_with = crate::shapes::password)]
     pub password: String,
+    #[schema(schema_with = crate::shapes::person_name)]
     pub first_name: String,
+    #[schema(schema_with = crate::shapes::person_name)]
     pub last_name: String,
+    #[schema(schema_with = crate::shapes::optional_time_zone)]
     pub time_zone: Option<String>,
 }
 
@@ -159,12 +169,12 @@ pub async fn sign_up(
     let first = v.check(Name::parse_bounded(
         "/user/firstName",
         &b.user.first_name,
-        100,
+        Name::PERSON_MAX_CHARS,
     ));
     let last = v.check(Name::parse_bounded(
         "/user/lastName",
         &b.user.last_name,
-        100,
+        Name::PERSON_MAX_CHARS,
     ));
     let user_tz = v.check(match &b.user.time_zone {
         Some(tz) => TimeZone::parse("/user/timeZone", tz),
@@ -364,6 +374,7 @@ pub async fn introspect(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AcceptInvitationBody {
     pub token: String,
+    #[schema(schema_with = crate::shapes::password)]
     pub password: String,
 }
 
@@ -389,6 +400,7 @@ pub async fn accept_invitation(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ChangePasswordBody {
     pub current_password: String,
+    #[schema(schema_with = crate::shapes::password)]
     pub new_password: String,
 }
 
@@ -559,6 +571,7 @@ pub async fn disable_mfa(
 #[utoipa::path(post, path = "/v1/me/mfa/recovery-codes", tag = "me", request_body = CodeBody,
     responses(
         (status = 200, description = "New recovery codes; the old ones no longer work", body = RecoveryCodesBody),
+        (status = 409, description = "MFA not enabled", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Wrong code", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn regenerate_codes(

@@ -44,12 +44,18 @@ pub fn routes() -> Router<AppState> {
 #[derive(Debug, Clone, Default, Deserialize, Serialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AddressBody {
+    #[schema(required = true, schema_with = crate::shapes::name)]
     pub line1: Option<String>,
+    #[schema(schema_with = crate::shapes::name_or_blank)]
     pub line2: Option<String>,
+    #[schema(required = true, schema_with = crate::shapes::name)]
     pub city: Option<String>,
+    #[schema(schema_with = crate::shapes::region)]
     pub region: Option<String>,
+    #[schema(schema_with = crate::shapes::postal_code)]
     pub postal_code: Option<String>,
     /// ISO 3166-1 alpha-2 code, e.g. `NZ`.
+    #[schema(required = true, schema_with = crate::shapes::country)]
     pub country: Option<String>,
 }
 
@@ -84,19 +90,28 @@ impl AddressBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateCustomerBody {
+    #[schema(schema_with = crate::shapes::name)]
     pub legal_name: String,
     /// Defaults to the legal name.
+    #[schema(schema_with = crate::shapes::optional_name)]
     pub display_name: Option<String>,
+    #[schema(schema_with = crate::shapes::email_or_blank)]
     pub email: Option<String>,
     /// International format, e.g. `+64 9 555 0100`.
+    #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
     pub billing_address: Option<AddressBody>,
+    #[schema(schema_with = crate::shapes::tax_number_or_blank)]
     pub tax_number: Option<String>,
     /// ISO 4217 code, e.g. `NZD`.
+    #[schema(schema_with = crate::shapes::currency)]
     pub currency: String,
     /// Days until invoices are due; 0 to 365, default 20.
+    #[schema(schema_with = crate::shapes::payment_terms)]
+    #[serde(default, deserialize_with = "crate::extract::optional_integer")]
     pub payment_terms_days: Option<i64>,
     #[serde(default)]
+    #[schema(schema_with = crate::shapes::tags)]
     pub tags: Vec<String>,
 }
 
@@ -179,8 +194,10 @@ impl CreateCustomerBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RenameBody {
+    #[schema(schema_with = crate::shapes::name)]
     pub legal_name: String,
     /// Defaults to the legal name.
+    #[schema(schema_with = crate::shapes::optional_name)]
     pub display_name: Option<String>,
 }
 
@@ -188,7 +205,9 @@ pub struct RenameBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ContactBody {
+    #[schema(schema_with = crate::shapes::email_or_blank)]
     pub email: Option<String>,
+    #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
 }
 
@@ -197,8 +216,12 @@ pub struct ContactBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct BillingBody {
     pub billing_address: Option<AddressBody>,
+    #[schema(schema_with = crate::shapes::tax_number_or_blank)]
     pub tax_number: Option<String>,
+    #[schema(schema_with = crate::shapes::currency)]
     pub currency: String,
+    #[schema(schema_with = crate::shapes::payment_terms)]
+    #[serde(default, deserialize_with = "crate::extract::optional_integer")]
     pub payment_terms_days: Option<i64>,
 }
 
@@ -206,6 +229,7 @@ pub struct BillingBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TagsBody {
+    #[schema(schema_with = crate::shapes::tags)]
     pub tags: Vec<String>,
 }
 
@@ -213,6 +237,7 @@ pub struct TagsBody {
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchiveBody {
+    #[schema(schema_with = crate::shapes::archive_reason)]
     pub reason: Option<String>,
 }
 

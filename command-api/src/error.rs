@@ -63,6 +63,10 @@ pub enum ApiError {
     /// make out its framing.
     #[error("the request body could not be read: {0}")]
     UnreadableBody(String),
+    /// The query string is not of the operation's form: a parameter given
+    /// twice, or one the operation does not take in the form it takes.
+    #[error("the query string is invalid: {0}")]
+    InvalidQuery(String),
     #[error("the request is invalid")]
     Validation(Vec<FieldError>),
     #[error("authentication failed: {0}")]
@@ -126,6 +130,11 @@ impl ApiError {
     fn parts(&self) -> (StatusCode, &'static str, &'static str) {
         match self {
             Self::MalformedJson(_) => (StatusCode::BAD_REQUEST, "malformed_json", "Malformed JSON"),
+            Self::InvalidQuery(_) => (
+                StatusCode::BAD_REQUEST,
+                "invalid_query",
+                "Invalid query string",
+            ),
             Self::UnreadableBody(_) => (
                 StatusCode::BAD_REQUEST,
                 "unreadable_body",

@@ -14,7 +14,9 @@ use chrono::{DateTime, NaiveDate, Utc};
 use pivotal_auth::Principal;
 use pivotal_domain::envelope::{CommandContext, EventMetadata};
 use pivotal_domain::permissions::Permission;
+use pivotal_domain::pricing::Discount;
 use pivotal_domain::values::FieldError;
+use rust_decimal::Decimal;
 use serde::de::{self, DeserializeOwned};
 use serde::{Deserialize, Deserializer};
 
@@ -236,6 +238,13 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
             "the body must be a JSON object",
         )]));
     }
+    // No string may hold U+0000: PostgreSQL's text and jsonb cannot, so
+    // one would be accepted here and then refused by every read model.
+    let mut nul = Vec::new();
+    find_nul(&value, &mut String::new(), &mut nul);
+    if !nul.is_empty() {
+        return Err(ApiError::Validation(nul));
+    }
     // A nested struct, too, is read only from an object.
     serde_path_to_error::deserialize(ObjectOnly(value)).map_err(|error| {
         let pointer = pointer_of(error.path());
@@ -256,6 +265,43 @@ pub fn parse_json<T: DeserializeOwned>(raw: &[u8]) -> Result<T, ApiError> {
         };
         ApiError::Validation(vec![FieldError::new(pointer, code, inner)])
     })
+}
+
+/// Every string of `value` (object keys too) holding U+0000, as an error
+/// at its JSON pointer.
+fn find_nul(value: &serde_json::Value, pointer: &mut String, found: &mut Vec<FieldError>) {
+    let refuse = |pointer: &str, found: &mut Vec<FieldError>| {
+        found.push(FieldError::new(
+            pointer,
+            "invalid_characters",
+            "must not contain the NUL character (U+0000)",
+        ));
+    };
+    match value {
+        serde_json::Value::String(text) if text.contains('\0') => refuse(pointer, found),
+        serde_json::Value::Array(items) => {
+            for (index, item) in items.iter().enumerate() {
+                let len = pointer.len();
+                pointer.push_str(&format!("/{index}"));
+                find_nul(item, pointer, found);
+                pointer.truncate(len);
+            }
+        }
+        serde_json::Value::Object(fields) => {
+            for (key, item) in fields {
+                let len = pointer.len();
+                pointer.push('/');
+                pointer.push_str(&key.replace('~', "~0").replace('/', "~1"));
+                if key.contains('\0') {
+                    refuse(pointer, found);
+                } else {
+                    find_nul(item, pointer, found);
+                }
+                pointer.truncate(len);
+            }
+        }
+        _ => {}
+    }
 }
 
 fn pointer_of(path: &serde_path_to_error::Path) -> String {
@@ -288,6 +334,90 @@ pub fn optional_date<'de, D: Deserializer<'de>>(
     Option::<String>::deserialize(deserializer)?
         .map(parse_date)
         .transpose()
+}
+
+/// A decimal number written as a JSON string (for `deserialize_with`):
+/// digits with an optional fraction, `-` allowed so that a negative value
+/// meets the check that says why it is refused. A JSON number is refused:
+/// amounts travel as strings, which no client rounds.
+pub fn decimal<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Decimal, D::Error> {
+    parse_decimal(String::deserialize(deserializer)?)
+}
+
+/// [`decimal`], for a field that may be absent or null (with `default`).
+pub fn optional_decimal<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Decimal>, D::Error> {
+    Option::<String>::deserialize(deserializer)?
+        .map(parse_decimal)
+        .transpose()
+}
+
+fn parse_decimal<E: de::Error>(text: String) -> Result<Decimal, E> {
+    let digits = text.strip_prefix('-').unwrap_or(&text);
+    let (whole, fraction) = digits.split_once('.').unwrap_or((digits, "0"));
+    let plain = |part: &str| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit());
+    if plain(whole)
+        && plain(fraction)
+        && let Ok(value) = Decimal::from_str_exact(&text)
+    {
+        return Ok(value);
+    }
+    Err(E::custom(format!(
+        "{text:?} is not a decimal number written as a string, such as \"12.50\""
+    )))
+}
+
+/// A discount as a request writes it (for `deserialize_with`, a field
+/// that may be absent or null): `{"type": "percent" | "amount", "value":
+/// "<decimal>"}`, its value read as [`decimal`] reads one.
+pub fn optional_discount<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<Discount>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(
+        tag = "type",
+        content = "value",
+        rename_all = "snake_case",
+        deny_unknown_fields
+    )]
+    enum Written {
+        Percent(#[serde(deserialize_with = "decimal")] Decimal),
+        Amount(#[serde(deserialize_with = "decimal")] Decimal),
+    }
+    Ok(
+        Option::<Written>::deserialize(deserializer)?.map(|written| match written {
+            Written::Percent(value) => Discount::Percent(value),
+            Written::Amount(value) => Discount::Amount(value),
+        }),
+    )
+}
+
+/// A JSON number that is an integer (for `deserialize_with`): `7` and
+/// `7.0` alike, as JSON Schema's `integer` counts them; a fraction, or a
+/// number beyond `i64`, is refused.
+pub fn integer<'de, D: Deserializer<'de>>(deserializer: D) -> Result<i64, D::Error> {
+    whole(serde_json::Number::deserialize(deserializer)?)
+}
+
+/// [`integer`], for a field that may be absent or null (with `default`).
+pub fn optional_integer<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<i64>, D::Error> {
+    Option::<serde_json::Number>::deserialize(deserializer)?
+        .map(whole)
+        .transpose()
+}
+
+fn whole<E: de::Error>(number: serde_json::Number) -> Result<i64, E> {
+    if let Some(value) = number.as_i64() {
+        return Ok(value);
+    }
+    number
+        .as_f64()
+        .filter(|value| value.fract() == 0.0 && value.abs() < 9.0e15)
+        .map(|value| value as i64)
+        .ok_or_else(|| E::custom(format!("{number} is not a whole number within range")))
 }
 
 /// A point in time written as RFC 3339 (for `deserialize_with`, a field

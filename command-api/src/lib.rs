@@ -29,7 +29,8 @@
 //!   gap-free quote numbers and the approval workflow.
 //! - [`pdf`]: quote PDFs rendered with Typst from template files.
 //! - [`idempotent`]: replaying stored responses for retried requests.
-//! - [`openapi`]: the OpenAPI 3.1 document and its interactive page.
+//! - [`openapi`]: the OpenAPI 3.1 document and its interactive page;
+//!   [`shapes`]: the forms its request fields take, built from the checks.
 
 pub mod access;
 pub mod auth;
@@ -41,6 +42,7 @@ pub mod openapi;
 pub mod organization;
 pub mod pdf;
 pub mod quotes;
+pub mod shapes;
 pub mod users;
 
 use std::future::Future;

@@ -48,7 +48,7 @@ struct CommonResponses;
 
 /// The `If-Match` values [`crate::extract::IfMatch`] takes: a version as an
 /// ETag, `"3"`, also weak (`W/"3"`) or bare (`3`).
-const IF_MATCH_PATTERN: &str = r#"^\s*(W/)?("[0-9]+"|[0-9]+)\s*$"#;
+const IF_MATCH_PATTERN: &str = r#"^\s*(W/)?("[0-9]{1,19}"|[0-9]{1,19})\s*$"#;
 const IF_MATCH_RULE: &str = "The version the change expects, as the ETag this API returned for it, such as \"3\" (W/\"3\" and 3 are taken too): another version is 409 (version_conflict), another form 400 (invalid_header)";
 /// The `Idempotency-Key` values [`crate::extract::IdempotencyKey`] takes.
 const IDEMPOTENCY_KEY_PATTERN: &str = "^[!-~]{1,255}$";
@@ -210,11 +210,54 @@ impl Modify for CommonResponses {
     }
 }
 
+/// Adds the components the request fields' shapes refer to
+/// ([`crate::shapes::components`]).
+#[derive(Debug)]
+struct Shapes;
+
+impl Modify for Shapes {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        for (name, schema) in crate::shapes::components() {
+            components.schemas.insert(name.to_owned(), schema);
+        }
+        crate::shapes::across_fields(&mut components.schemas);
+        // Role keys in paths: a custom role's where one is defined, any
+        // role's where one is assigned or revoked.
+        for (path, item) in &mut openapi.paths.paths {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+            ];
+            for (index, operation) in operations.into_iter().enumerate() {
+                let Some(operation) = operation else { continue };
+                for parameter in operation.parameters.iter_mut().flatten() {
+                    let RefOr::T(parameter) = parameter else {
+                        continue;
+                    };
+                    if parameter.parameter_in != ParameterIn::Path {
+                        continue;
+                    }
+                    let shape = match (path.as_str(), parameter.name.as_str(), index) {
+                        ("/v1/roles/{key}", "key", 1) => crate::shapes::custom_role_key(),
+                        (_, "key" | "role", _) => crate::shapes::role_key(),
+                        _ => continue,
+                    };
+                    parameter.schema =
+                        Some(RefOr::T(utoipa::openapi::schema::Schema::Object(shape)));
+                }
+            }
+        }
+    }
+}
+
 #[derive(Debug, OpenApi)]
 #[openapi(
     info(
         title = "Pivotal Flow command API",
-        description = "Commands on Pivotal Flow's aggregates. Every accepted command returns the aggregate version (also the ETag) and the global position of its last event, a consistency token for the query API. Errors are application/problem+json with a stable code.",
+        description = "Commands on Pivotal Flow's aggregates. Every accepted command returns the aggregate version (also the ETag) and the global position of its last event, a consistency token for the query API. Errors are application/problem+json with a stable code. No string in a request body may contain U+0000 (422, invalid_characters).",
         version = "1.0.0",
         license(name = "Apache-2.0", identifier = "Apache-2.0")
     ),
@@ -280,7 +323,7 @@ impl Modify for CommonResponses {
         quotes::list_templates,
         quotes::quote_pdf,
     ),
-    modifiers(&BearerAuth, &CommonResponses),
+    modifiers(&BearerAuth, &CommonResponses, &Shapes),
     tags(
         (name = "auth", description = "Sign-up, sign-in, MFA, token refresh, logout and introspection"),
         (name = "me", description = "The caller's own password and multi-factor authentication"),

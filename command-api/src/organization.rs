@@ -106,6 +106,7 @@ pub async fn get_organization(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct OrganizationNameBody {
+    #[schema(schema_with = crate::shapes::name)]
     pub name: String,
 }
 
@@ -133,8 +134,11 @@ pub async fn rename(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct TaxBody {
+    #[schema(schema_with = crate::shapes::tax_number_or_blank)]
     pub registration_number: Option<String>,
     /// Basis points: 1500 = 15%.
+    #[schema(schema_with = crate::shapes::basis_points)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub default_rate_basis_points: i64,
     pub prices_include_tax: bool,
 }
@@ -142,8 +146,12 @@ pub struct TaxBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SettingsBody {
+    #[schema(schema_with = crate::shapes::currency)]
     pub default_currency: String,
+    #[schema(schema_with = crate::shapes::time_zone)]
     pub time_zone: String,
+    #[schema(schema_with = crate::shapes::month)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub fiscal_year_start_month: i64,
     pub tax: TaxBody,
     /// Unchanged when absent.
@@ -153,10 +161,12 @@ pub struct SettingsBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuoteSettingsBody {
-    /// Quotes above this total need an approver; "0" means every quote.
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::shapes::approval_threshold)]
+    #[serde(deserialize_with = "crate::extract::decimal")]
     pub approval_threshold: rust_decimal::Decimal,
     /// 1 to 365.
+    #[schema(schema_with = crate::shapes::validity_days)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub validity_days: i64,
     pub default_rate_card_id: Option<Uuid>,
 }
@@ -290,10 +300,11 @@ pub async fn list_roles(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RoleBody {
+    #[schema(schema_with = crate::shapes::role_name)]
     pub name: String,
+    #[schema(schema_with = crate::shapes::role_description)]
     pub description: Option<String>,
-    /// `{resource, action, conditions?: [{attribute, operator, value}]}`.
-    #[schema(value_type = Vec<Object>)]
+    #[schema(schema_with = crate::shapes::grants)]
     pub grants: Vec<Grant>,
 }
 
@@ -346,7 +357,9 @@ pub async fn remove_role(
 pub struct CheckBody {
     /// Default: the caller.
     pub user_id: Option<Uuid>,
+    #[schema(schema_with = crate::shapes::identifier)]
     pub resource: String,
+    #[schema(schema_with = crate::shapes::identifier)]
     pub action: String,
     /// Attributes the conditions are evaluated against.
     #[schema(value_type = Option<Object>)]

@@ -5,6 +5,7 @@
 //! gap-free (docs/adr/0011). Unit prices taken from rate cards are copied
 //! into the quote with their source.
 
+use axum::extract::rejection::QueryRejection;
 use axum::extract::{Path, Query, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -135,6 +136,7 @@ async fn rate_card(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateRateCardBody {
+    #[schema(schema_with = crate::shapes::name)]
     pub name: String,
     /// A card of one customer; quotes for it use this card first.
     pub customer_id: Option<Uuid>,
@@ -208,6 +210,7 @@ pub async fn get_rate_card(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct NameBody {
+    #[schema(schema_with = crate::shapes::name)]
     pub name: String,
 }
 
@@ -250,8 +253,10 @@ pub async fn rename_rate_card(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RateBody {
+    #[schema(schema_with = crate::shapes::currency)]
     pub currency: String,
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::shapes::rate_amount)]
+    #[serde(deserialize_with = "crate::extract::decimal")]
     pub amount: Decimal,
     #[schema(value_type = String, format = Date)]
     #[serde(deserialize_with = "crate::extract::date")]
@@ -285,9 +290,11 @@ pub enum TaxModeName {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EntryBody {
+    #[schema(schema_with = crate::shapes::entry_name)]
     pub name: String,
     #[schema(value_type = UnitName)]
     pub unit: Unit,
+    #[schema(min_items = 1)]
     pub rates: Vec<RateBody>,
 }
 
@@ -381,21 +388,26 @@ pub async fn archive_rate_card(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineBody {
     /// Defaults to the rate entry's name.
+    #[schema(schema_with = crate::shapes::optional_name)]
     pub description: Option<String>,
-    #[schema(value_type = String)]
+    #[schema(schema_with = crate::shapes::quantity)]
+    #[serde(deserialize_with = "crate::extract::decimal")]
     pub quantity: Decimal,
     /// Defaults to the rate entry's unit, else `each`.
     #[schema(value_type = Option<UnitName>)]
     pub unit: Option<Unit>,
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::shapes::unit_price)]
+    #[serde(default, deserialize_with = "crate::extract::optional_decimal")]
     pub unit_price: Option<Decimal>,
     /// An entry of the quote's rate card.
     pub rate_entry_id: Option<Uuid>,
     /// `{"type": "percent"|"amount", "value": "10"}`.
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::shapes::discount)]
+    #[serde(default, deserialize_with = "crate::extract::optional_discount")]
     pub discount: Option<Discount>,
     /// Percent; defaults to the organization's default rate.
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = crate::shapes::tax_rate)]
+    #[serde(default, deserialize_with = "crate::extract::optional_decimal")]
     pub tax_rate: Option<Decimal>,
     #[serde(default)]
     pub optional: bool,
@@ -408,24 +420,31 @@ pub struct LineBody {
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct QuoteBody {
     pub customer_id: Uuid,
+    #[schema(schema_with = crate::shapes::name)]
     pub title: String,
+    #[schema(schema_with = crate::shapes::quote_text)]
     pub description: Option<String>,
     /// ISO 4217; defaults to the customer's billing currency.
+    #[schema(schema_with = crate::shapes::optional_currency)]
     pub currency: Option<String>,
     /// Defaults to today plus the organization's validity days.
     #[schema(value_type = Option<String>, format = Date)]
     #[serde(default, deserialize_with = "crate::extract::optional_date")]
     pub valid_until: Option<NaiveDate>,
+    #[schema(schema_with = crate::shapes::quote_text)]
     pub terms: Option<String>,
+    #[schema(schema_with = crate::shapes::quote_text)]
     pub notes: Option<String>,
     /// Defaults to the organization's tax setting.
     #[schema(value_type = Option<TaxModeName>)]
     pub tax_mode: Option<TaxMode>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::shapes::discount)]
+    #[serde(default, deserialize_with = "crate::extract::optional_discount")]
     pub discount: Option<Discount>,
     /// Card for `rateEntryId` lines; defaults to the customer's own card,
     /// then the organization's default card.
     pub rate_card_id: Option<Uuid>,
+    #[schema(min_items = 1, max_items = 500)]
     pub lines: Vec<LineBody>,
 }
 
@@ -856,6 +875,7 @@ pub async fn update_quote(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ReasonBody {
+    #[schema(schema_with = crate::shapes::optional_quote_reason)]
     pub reason: Option<String>,
 }
 
@@ -950,6 +970,7 @@ async fn authorize_approval(
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ApproveBody {
+    #[schema(schema_with = crate::shapes::optional_quote_reason)]
     pub comment: Option<String>,
 }
 
@@ -979,6 +1000,7 @@ pub async fn approve_quote(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct RejectBody {
+    #[schema(schema_with = crate::shapes::quote_reason)]
     pub reason: String,
 }
 
@@ -1027,7 +1049,9 @@ pub async fn send_quote(
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionBody {
     /// The customer's person who decided.
+    #[schema(schema_with = crate::shapes::name)]
     pub by: String,
+    #[schema(schema_with = crate::shapes::optional_quote_reason)]
     pub reason: Option<String>,
 }
 
@@ -1078,6 +1102,17 @@ pub async fn decline_quote(
     quote_command(&state, &caller, &meta, expected, quote.id, command).await
 }
 
+// The values `paper` takes, named in the OpenAPI document.
+/// A paper size.
+#[derive(Debug, ToSchema)]
+#[schema(as = Paper)]
+#[serde(rename_all = "snake_case")]
+#[allow(dead_code)]
+pub enum PaperName {
+    A4,
+    Letter,
+}
+
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PdfQuery {
     /// A template name from `/v1/quote-templates`; default `standard`.
@@ -1106,17 +1141,22 @@ pub async fn list_templates(
 }
 
 #[utoipa::path(get, path = "/v1/quotes/{id}/pdf", tag = "quotes",
-    params(("id" = Uuid, Path), ("template" = Option<String>, Query), ("paper" = Option<String>, Query)),
+    params(("id" = Uuid, Path),
+        ("template" = Option<String>, Query, pattern = r"^[A-Za-z0-9_-]{1,64}$",
+            description = "A template name from /v1/quote-templates; default standard"),
+        ("paper" = inline(Option<PaperName>), Query, description = "Paper size; default a4")),
     responses((status = 200, description = "generateQuotePDF", content_type = "application/pdf"),
         (status = 404, body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "The query string repeats a parameter (invalid_query)", body = Problem, content_type = "application/problem+json"),
         (status = 422, description = "Unknown template or paper", body = Problem, content_type = "application/problem+json")),
     security(("bearer" = [])))]
 pub async fn quote_pdf(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
-    Query(query): Query<PdfQuery>,
+    query: Result<Query<PdfQuery>, QueryRejection>,
 ) -> Result<Response, ApiError> {
+    let Query(query) = query.map_err(|e| ApiError::InvalidQuery(e.body_text()))?;
     caller.require(QUOTES_READ)?;
     let actor = caller.0.actor();
     let (quote, _) = load_quote(&state, &actor, &id).await?;

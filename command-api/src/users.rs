@@ -64,15 +64,22 @@ async fn visible(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct CreateUserBody {
+    #[schema(schema_with = crate::shapes::email)]
     pub email: String,
+    #[schema(schema_with = crate::shapes::person_name)]
     pub first_name: String,
+    #[schema(schema_with = crate::shapes::person_name)]
     pub last_name: String,
+    #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
+    #[schema(schema_with = crate::shapes::optional_time_zone)]
     pub time_zone: Option<String>,
     /// Role keys, built-in or the organization's; default `["member"]`.
+    #[schema(schema_with = crate::shapes::role_keys)]
     pub roles: Option<Vec<String>>,
     /// Without a password the user is invited: the response carries a
     /// one-time invitation token for `/v1/auth/invitations/accept`.
+    #[schema(schema_with = crate::shapes::optional_password)]
     pub password: Option<String>,
 }
 
@@ -97,8 +104,16 @@ fn parse_profile(
     tz: Option<&str>,
     preferences: Option<&serde_json::Map<String, serde_json::Value>>,
 ) -> Option<Profile> {
-    let first = v.check(Name::parse_bounded("/firstName", first, 100));
-    let last = v.check(Name::parse_bounded("/lastName", last, 100));
+    let first = v.check(Name::parse_bounded(
+        "/firstName",
+        first,
+        Name::PERSON_MAX_CHARS,
+    ));
+    let last = v.check(Name::parse_bounded(
+        "/lastName",
+        last,
+        Name::PERSON_MAX_CHARS,
+    ));
     let phone = v.check(optional(phone, |raw| Phone::parse("/phone", raw)));
     let tz = v.check(match tz {
         Some(tz) => TimeZone::parse("/timeZone", tz),
@@ -224,11 +239,15 @@ pub async fn get_user(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct ProfileBody {
+    #[schema(schema_with = crate::shapes::person_name)]
     pub first_name: String,
+    #[schema(schema_with = crate::shapes::person_name)]
     pub last_name: String,
+    #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
+    #[schema(schema_with = crate::shapes::optional_time_zone)]
     pub time_zone: Option<String>,
-    #[schema(value_type = Option<Object>)]
+    #[schema(schema_with = crate::shapes::preferences)]
     pub preferences: Option<serde_json::Map<String, serde_json::Value>>,
 }
 
@@ -298,6 +317,7 @@ pub async fn update_profile(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct EmailBody {
+    #[schema(schema_with = crate::shapes::email)]
     pub email: String,
 }
 
@@ -330,7 +350,9 @@ pub async fn change_email(
 
 #[derive(Debug, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
+#[schema(as = DeactivationBody)]
 pub struct ReasonBody {
+    #[schema(schema_with = crate::shapes::optional_user_reason)]
     pub reason: Option<String>,
 }
 
@@ -383,6 +405,7 @@ pub async fn reactivate(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LockBody {
+    #[schema(schema_with = crate::shapes::user_reason)]
     pub reason: String,
     /// End of a temporary lock; absent locks until unlocked.
     #[serde(default, deserialize_with = "crate::extract::optional_time")]
@@ -467,6 +490,7 @@ pub async fn user_roles(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AssignRoleBody {
+    #[schema(schema_with = crate::shapes::role_key)]
     pub role: String,
 }
 

@@ -19,6 +19,8 @@ pub const AGGREGATE_TYPE: &str = "customer";
 
 /// Version of every customer event's `data` schema.
 pub const SCHEMA_VERSION: u32 = 1;
+/// Longest archive reason, in characters.
+pub const MAX_REASON_CHARS: usize = 500;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -239,7 +241,7 @@ pub enum CustomerError {
     AlreadyArchived,
     #[error("the customer is not archived")]
     NotArchived,
-    #[error("archive reason must be at most 500 characters")]
+    #[error("archive reason must be at most {MAX_REASON_CHARS} characters")]
     ReasonTooLong,
 }
 
@@ -379,7 +381,10 @@ impl Customer {
                 let reason = reason
                     .map(|r| r.trim().to_owned())
                     .filter(|r| !r.is_empty());
-                if reason.as_ref().is_some_and(|r| r.chars().count() > 500) {
+                if reason
+                    .as_ref()
+                    .is_some_and(|r| r.chars().count() > MAX_REASON_CHARS)
+                {
                     return Err(CustomerError::ReasonTooLong);
                 }
                 vec![CustomerEvent::Archived(CustomerArchived {

@@ -106,6 +106,11 @@ pub struct CustomRole {
 }
 
 impl CustomRole {
+    /// Longest role name, in characters.
+    pub const NAME_MAX_CHARS: usize = 100;
+    /// Longest role description, in characters.
+    pub const DESCRIPTION_MAX_CHARS: usize = 500;
+
     /// Checks the key, description and grants of a definition.
     pub fn validate(
         key: &str,
@@ -114,7 +119,7 @@ impl CustomRole {
         grants: Vec<Grant>,
     ) -> Result<Self, Vec<FieldError>> {
         let mut errors = Vec::new();
-        let name = Name::parse_bounded("/name", name, 100)
+        let name = Name::parse_bounded("/name", name, Self::NAME_MAX_CHARS)
             .map_err(|e| errors.push(e))
             .ok();
         if !is_identifier(key) {
@@ -135,12 +140,12 @@ impl CustomRole {
             .filter(|d| !d.is_empty());
         if description
             .as_ref()
-            .is_some_and(|d| d.chars().count() > 500)
+            .is_some_and(|d| d.chars().count() > Self::DESCRIPTION_MAX_CHARS)
         {
             errors.push(FieldError::new(
                 "/description",
                 "too_long",
-                "must be at most 500 characters",
+                format!("must be at most {} characters", Self::DESCRIPTION_MAX_CHARS),
             ));
         }
         if let Err(more) = Grant::validate_all("/grants", &grants) {

@@ -112,6 +112,11 @@ pub struct Grant {
 }
 
 impl Grant {
+    /// The most grants a role has.
+    pub const MAX_PER_ROLE: usize = 100;
+    /// The most conditions a grant has.
+    pub const MAX_CONDITIONS: usize = 10;
+
     pub fn new(resource: &str, action: &str) -> Self {
         Self {
             resource: resource.to_owned(),
@@ -142,11 +147,11 @@ impl Grant {
     /// Parses grants of a custom role definition, reporting every problem.
     pub fn validate_all(pointer: &str, grants: &[Grant]) -> Result<(), Vec<FieldError>> {
         let mut errors = Vec::new();
-        if grants.len() > 100 {
+        if grants.len() > Self::MAX_PER_ROLE {
             errors.push(FieldError::new(
                 pointer,
                 "too_many",
-                "a role has at most 100 permissions",
+                format!("a role has at most {} permissions", Self::MAX_PER_ROLE),
             ));
         }
         for (i, grant) in grants.iter().enumerate() {
@@ -159,11 +164,14 @@ impl Grant {
                     ));
                 }
             }
-            if grant.conditions.len() > 10 {
+            if grant.conditions.len() > Self::MAX_CONDITIONS {
                 errors.push(FieldError::new(
                     format!("{pointer}/{i}/conditions"),
                     "too_many",
-                    "a permission has at most 10 conditions",
+                    format!(
+                        "a permission has at most {} conditions",
+                        Self::MAX_CONDITIONS
+                    ),
                 ));
             }
             for (j, condition) in grant.conditions.iter().enumerate() {

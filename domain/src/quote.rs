@@ -24,6 +24,8 @@ pub const AGGREGATE_TYPE: &str = "quote";
 pub const SCHEMA_VERSION: u32 = 1;
 /// Most characters of a quote's description, terms and notes.
 pub const MAX_TEXT_CHARS: usize = 5000;
+/// Longest decision reason or comment, in characters.
+pub const MAX_REASON_CHARS: usize = 1000;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
@@ -297,7 +299,7 @@ pub enum QuoteError {
     FourEyes,
     #[error("the quote's pricing is invalid")]
     Pricing(Vec<FieldError>),
-    #[error("a reason is required (1 to 1000 characters)")]
+    #[error("a reason is required (1 to {MAX_REASON_CHARS} characters)")]
     ReasonRequired,
     #[error("the quote is valid until {valid_until}, which has not passed")]
     NotYetExpired { valid_until: NaiveDate },
@@ -353,7 +355,7 @@ pub struct QuoteState {
 fn reason(raw: Option<String>, required: bool) -> Result<Option<String>, QuoteError> {
     match raw.map(|r| r.trim().to_owned()).filter(|r| !r.is_empty()) {
         None if required => Err(QuoteError::ReasonRequired),
-        Some(r) if r.chars().count() > 1000 => Err(QuoteError::ReasonRequired),
+        Some(r) if r.chars().count() > MAX_REASON_CHARS => Err(QuoteError::ReasonRequired),
         other => Ok(other),
     }
 }

@@ -107,6 +107,8 @@ pub struct Name(String);
 
 impl Name {
     pub const MAX_CHARS: usize = 200;
+    /// Longest first or last name of a person, in characters.
+    pub const PERSON_MAX_CHARS: usize = 100;
 
     pub fn parse(pointer: &str, raw: &str) -> Result<Self, FieldError> {
         Self::parse_bounded(pointer, raw, Self::MAX_CHARS)
@@ -244,6 +246,10 @@ const CURRENCIES: &[&str] = &[
 pub struct Currency([u8; 3]);
 
 impl Currency {
+    /// Every code [`Currency::parse`] takes (upper case; it also takes
+    /// them in lower case), in order.
+    pub const CODES: &'static [&'static str] = CURRENCIES;
+
     pub fn parse(pointer: &str, raw: &str) -> Result<Self, FieldError> {
         let value = trimmed(raw).to_ascii_uppercase();
         match CURRENCIES.binary_search(&value.as_str()) {
@@ -310,6 +316,10 @@ const COUNTRIES: &[&str] = &[
 pub struct Country([u8; 2]);
 
 impl Country {
+    /// Every code [`Country::parse`] takes (upper case; it also takes them
+    /// in lower case), in order.
+    pub const CODES: &'static [&'static str] = COUNTRIES;
+
     pub fn parse(pointer: &str, raw: &str) -> Result<Self, FieldError> {
         let value = trimmed(raw).to_ascii_uppercase();
         match COUNTRIES.binary_search(&value.as_str()) {
@@ -371,6 +381,11 @@ pub struct AddressInput {
 }
 
 impl Address {
+    /// Longest region, in characters.
+    pub const REGION_MAX_CHARS: usize = 100;
+    /// Longest postal code, in characters.
+    pub const POSTAL_CODE_MAX_CHARS: usize = 20;
+
     /// Parses every field, reporting each failure with its pointer under `pointer`.
     pub fn parse(pointer: &str, input: &AddressInput) -> Result<Self, Vec<FieldError>> {
         let mut v = Validator::new();
@@ -393,8 +408,16 @@ impl Address {
         let line1 = v.check(required("line1", input.line1.as_deref()));
         let line2 = v.check(optional("line2", input.line2.as_deref(), Name::MAX_CHARS));
         let city = v.check(required("city", input.city.as_deref()));
-        let region = v.check(optional("region", input.region.as_deref(), 100));
-        let postal_code = v.check(optional("postalCode", input.postal_code.as_deref(), 20));
+        let region = v.check(optional(
+            "region",
+            input.region.as_deref(),
+            Self::REGION_MAX_CHARS,
+        ));
+        let postal_code = v.check(optional(
+            "postalCode",
+            input.postal_code.as_deref(),
+            Self::POSTAL_CODE_MAX_CHARS,
+        ));
         let country = v.check(match input.country.as_deref() {
             Some(raw) => Country::parse(&format!("{pointer}/country"), raw),
             None => Err(FieldError::new(
@@ -521,6 +544,12 @@ impl Tags {
 pub struct TimeZone(String);
 
 impl TimeZone {
+    /// Every name [`TimeZone::parse`] takes: the time zone database's
+    /// zones and links.
+    pub fn names() -> impl Iterator<Item = &'static str> {
+        chrono_tz::TZ_VARIANTS.iter().map(|tz| tz.name())
+    }
+
     pub fn parse(pointer: &str, raw: &str) -> Result<Self, FieldError> {
         let value = trimmed(raw);
         match value.parse::<chrono_tz::Tz>() {

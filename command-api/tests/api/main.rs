@@ -4,6 +4,7 @@
 
 mod access;
 mod concurrency;
+mod contract;
 mod customers;
 mod errors;
 mod event_size;

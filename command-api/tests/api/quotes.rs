@@ -558,6 +558,16 @@ async fn quote_pdfs_carry_number_customer_lines_and_totals() {
     assert_problem(r, 422, "validation_failed").await;
     let r = shop.api.get(&format!("{path}?paper=a3"), &shop.owner).await;
     assert_problem(r, 422, "validation_failed").await;
+    // A parameter given twice is a malformed query, said as a problem.
+    let r = shop
+        .api
+        .get(&format!("{path}?paper=a4&paper=letter"), &shop.owner)
+        .await;
+    let problem = assert_problem(r, 400, "invalid_query").await;
+    assert!(
+        problem["detail"].as_str().unwrap().contains("paper"),
+        "{problem}"
+    );
 }
 
 #[tokio::test]

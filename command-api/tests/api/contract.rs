@@ -1,0 +1,157 @@
+//! The OpenAPI document held to what the API does, by Schemathesis: a
+//! property-based tester that reads the document the API serves, sends
+//! every operation requests it derives from it (its examples, the
+//! boundaries of each constraint, random well-formed and malformed
+//! bodies, parameters and headers) and checks each answer: no 5xx; a
+//! status, content type, headers and body the document gives for that
+//! operation; a well-formed request not refused as malformed (422, 400)
+//! and a malformed one not accepted; no operation answering without its
+//! credentials; a missing required header refused; a method the path
+//! lacks answered 405. `scripts/services.sh` installs it in the tools'
+//! virtual environment; `tests/contract/` holds its configuration and
+//! the hooks that put in the references the document cannot know.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use serde_json::json;
+
+use crate::helpers::TestApp;
+use crate::identity::{Identity, PASSWORD, unique_email};
+
+fn schemathesis() -> PathBuf {
+    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
+        PathBuf::from,
+    );
+    let st = tools.join("venv/bin/st");
+    assert!(
+        st.exists(),
+        "{} is missing: scripts/services.sh installs Schemathesis",
+        st.display()
+    );
+    st
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_operation_answers_as_the_openapi_document_says() {
+    let st = schemathesis();
+    // Sign-up is limited per address: Schemathesis sends it hundreds of
+    // requests from one.
+    let app = TestApp::spawn_with(|s| {
+        s.auth.rate_limit.per_ip = 1_000_000;
+        s.auth.rate_limit.per_account = 1_000_000;
+    })
+    .await;
+    let api = Identity::new(&app.url);
+    let owner = api.sign_up("Contract Ltd", &unique_email("owner")).await;
+    let token = owner["accessToken"].as_str().unwrap().to_owned();
+
+    // What requests refer to: a customer, a rate card with an entry, a
+    // quote, a user.
+    let customer = api
+        .post(
+            "/v1/customers",
+            Some(&token),
+            json!({"legalName": "Kauri Ltd", "currency": "NZD"}),
+        )
+        .await;
+    assert_eq!(customer.status(), 201, "{:?}", customer.text().await);
+    let customer = customer.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let card = api
+        .post("/v1/rate-cards", Some(&token), json!({"name": "Standard"}))
+        .await;
+    assert_eq!(card.status(), 201, "{:?}", card.text().await);
+    let card = card.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let entry = uuid::Uuid::now_v7().to_string();
+    let put = api
+        .put(
+            &format!("/v1/rate-cards/{card}/entries/{entry}"),
+            &token,
+            json!({"name": "Consulting", "unit": "hours",
+                   "rates": [{"currency": "NZD", "amount": "150", "effectiveFrom": "2020-01-01"}]}),
+        )
+        .await;
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+    let quote = api
+        .post(
+            "/v1/quotes",
+            Some(&token),
+            json!({"customerId": customer, "rateCardId": card, "title": "Discovery",
+                   "lines": [{"rateEntryId": entry, "quantity": "2"}]}),
+        )
+        .await;
+    assert_eq!(quote.status(), 201, "{:?}", quote.text().await);
+    let quote = quote.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let user = api
+        .post(
+            "/v1/users",
+            Some(&token),
+            json!({"email": unique_email("member"), "firstName": "Mere", "lastName": "Tane",
+                   "password": PASSWORD}),
+        )
+        .await;
+    assert_eq!(user.status(), 201, "{:?}", user.text().await);
+    let user = user.json::<serde_json::Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    let report = tempfile::tempdir().unwrap();
+    let output = tokio::process::Command::new(st)
+        .arg("--config-file")
+        .arg(contract.join("schemathesis.toml"))
+        .arg("run")
+        .arg(format!("{}/openapi.json", app.url))
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("--report-dir")
+        .arg(report.path())
+        .env("PYTHONPATH", &contract)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PIVOTAL_CONTRACT_CUSTOMER", &customer)
+        .env("PIVOTAL_CONTRACT_RATE_CARD", &card)
+        .env("PIVOTAL_CONTRACT_RATE_ENTRY", &entry)
+        .env("PIVOTAL_CONTRACT_QUOTE", &quote)
+        .env("PIVOTAL_CONTRACT_USER", &user)
+        .env(
+            "PIVOTAL_CONTRACT_FILTERED",
+            report.path().join("filtered.txt"),
+        )
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "Schemathesis found the API and its document at odds ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    // The refusals let through as depending on context, for the record.
+    let filtered = std::fs::read_to_string(report.path().join("filtered.txt")).unwrap_or_default();
+    eprintln!("{stdout}\nrefusals that depend on context:\n{filtered}");
+    // It ran: every operation of the document was tested.
+    let operations = app.openapi_document().await["paths"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|item| item.as_object().unwrap().len())
+        .sum::<usize>();
+    assert!(
+        stdout.contains(&format!("Tested: {operations}")),
+        "{operations} operations in the document:\n{stdout}"
+    );
+}
