@@ -15,22 +15,8 @@ fn root() -> PathBuf {
 }
 
 fn validate(tree: &Path) -> Output {
-    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
-        PathBuf::from,
-    );
-    let python = tools.join("venv/bin/python");
-    assert!(
-        python.exists(),
-        "{} is missing: scripts/services.sh installs the deployment validator",
-        python.display()
-    );
-    let promtool = tools.join("prometheus/usr/bin/promtool");
-    assert!(
-        promtool.exists(),
-        "{} is missing: scripts/services.sh installs promtool",
-        promtool.display()
-    );
+    let python = pivotal_test_support::installed_tool("venv/bin/python");
+    let promtool = pivotal_test_support::installed_tool("prometheus/usr/bin/promtool");
     Command::new(python)
         .arg(root().join("scripts/validate_deploy.py"))
         .arg(tree)

@@ -18,6 +18,8 @@
 //!   close frame and silence apart.
 //! - [`RedisServer`]: a private `redis-server`, for tests that stop Redis
 //!   or drop its clients.
+//! - [`installed_tool`]: a tool `scripts/services.sh` installs (the
+//!   validators, promtool, Prometheus, Schemathesis).
 #![allow(clippy::unwrap_used, clippy::missing_panics_doc)]
 
 pub mod commands;
@@ -44,6 +46,23 @@ use uuid::Uuid;
 
 /// The HTTP client [`http`] builds, for tests that name its types.
 pub use reqwest;
+
+/// A tool `scripts/services.sh` installs in the tools directory
+/// (`PIVOTAL_TOOLS_DIR`, by default `~/.cache/pivotal-flow`), such as
+/// `venv/bin/st`. Panics, naming the script, when it is not there.
+pub fn installed_tool(relative: &str) -> PathBuf {
+    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
+        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
+        PathBuf::from,
+    );
+    let tool = tools.join(relative);
+    assert!(
+        tool.exists(),
+        "{} is missing: scripts/services.sh installs it",
+        tool.display()
+    );
+    tool
+}
 
 /// Connection parameters of every test database: the servers tests use are
 /// on the loopback interface, where TLS protects nothing.

@@ -6,7 +6,6 @@
 //! and killing relays raises the alerts that say so, and only those.
 
 use std::collections::BTreeSet;
-use std::path::PathBuf;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -14,21 +13,6 @@ use pivotal_test_support::{TestEnv, eventually, http, workspace_root};
 use serde_json::{Value, json};
 
 use crate::harness::{Process, free_port, spawn_process_with, text_at, wait_healthy};
-
-/// The Prometheus server unpacked by `scripts/services.sh`.
-fn prometheus_binary() -> PathBuf {
-    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
-        PathBuf::from,
-    );
-    let binary = tools.join("prometheus/usr/bin/prometheus");
-    assert!(
-        binary.exists(),
-        "{} is missing: scripts/services.sh unpacks it",
-        binary.display()
-    );
-    binary
-}
 
 /// Starts Prometheus on `port`, scraping `jobs` (name, targets) every
 /// second and evaluating the project's rules every second.
@@ -47,20 +31,22 @@ fn start_prometheus(dir: &std::path::Path, port: u16, jobs: &[(&str, Vec<String>
     }
     std::fs::write(dir.join("prometheus.yml"), config).unwrap();
     let log = std::fs::File::create(dir.join("prometheus.log")).unwrap();
-    let child = Command::new(prometheus_binary())
-        .arg(format!(
-            "--config.file={}",
-            dir.join("prometheus.yml").display()
-        ))
-        .arg(format!(
-            "--storage.tsdb.path={}",
-            dir.join("data").display()
-        ))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(log)
-        .spawn()
-        .unwrap();
+    let child = Command::new(pivotal_test_support::installed_tool(
+        "prometheus/usr/bin/prometheus",
+    ))
+    .arg(format!(
+        "--config.file={}",
+        dir.join("prometheus.yml").display()
+    ))
+    .arg(format!(
+        "--storage.tsdb.path={}",
+        dir.join("data").display()
+    ))
+    .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+    .stdout(Stdio::null())
+    .stderr(log)
+    .spawn()
+    .unwrap();
     Process(child)
 }
 

@@ -19,23 +19,9 @@ use serde_json::json;
 use crate::helpers::TestApp;
 use crate::identity::{Identity, PASSWORD, unique_email};
 
-fn schemathesis() -> PathBuf {
-    let tools = std::env::var("PIVOTAL_TOOLS_DIR").map_or_else(
-        |_| PathBuf::from(std::env::var("HOME").unwrap()).join(".cache/pivotal-flow"),
-        PathBuf::from,
-    );
-    let st = tools.join("venv/bin/st");
-    assert!(
-        st.exists(),
-        "{} is missing: scripts/services.sh installs Schemathesis",
-        st.display()
-    );
-    st
-}
-
 #[tokio::test(flavor = "multi_thread")]
 async fn every_operation_answers_as_the_openapi_document_says() {
-    let st = schemathesis();
+    let st = pivotal_test_support::installed_tool("venv/bin/st");
     // Sign-up is limited per address: Schemathesis sends it hundreds of
     // requests from one.
     let app = TestApp::spawn_with(|s| {
@@ -49,26 +35,26 @@ async fn every_operation_answers_as_the_openapi_document_says() {
 
     // What requests refer to: a customer, a rate card with an entry, a
     // quote, a user.
-    let customer = api
-        .post(
-            "/v1/customers",
-            Some(&token),
-            json!({"legalName": "Kauri Ltd", "currency": "NZD"}),
-        )
-        .await;
-    assert_eq!(customer.status(), 201, "{:?}", customer.text().await);
-    let customer = customer.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let card = api
-        .post("/v1/rate-cards", Some(&token), json!({"name": "Standard"}))
-        .await;
-    assert_eq!(card.status(), 201, "{:?}", card.text().await);
-    let card = card.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let create = |path: &'static str, body: serde_json::Value| {
+        let (api, token) = (&api, &token);
+        async move {
+            let response = api.post(path, Some(token), body).await;
+            assert_eq!(
+                response.status(),
+                201,
+                "{path}: {:?}",
+                response.text().await
+            );
+            let created: serde_json::Value = response.json().await.unwrap();
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let customer = create(
+        "/v1/customers",
+        json!({"legalName": "Kauri Ltd", "currency": "NZD"}),
+    )
+    .await;
+    let card = create("/v1/rate-cards", json!({"name": "Standard"})).await;
     let entry = uuid::Uuid::now_v7().to_string();
     let put = api
         .put(
@@ -79,32 +65,18 @@ async fn every_operation_answers_as_the_openapi_document_says() {
         )
         .await;
     assert!(put.status().is_success(), "{:?}", put.text().await);
-    let quote = api
-        .post(
-            "/v1/quotes",
-            Some(&token),
-            json!({"customerId": customer, "rateCardId": card, "title": "Discovery",
-                   "lines": [{"rateEntryId": entry, "quantity": "2"}]}),
-        )
-        .await;
-    assert_eq!(quote.status(), 201, "{:?}", quote.text().await);
-    let quote = quote.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
-    let user = api
-        .post(
-            "/v1/users",
-            Some(&token),
-            json!({"email": unique_email("member"), "firstName": "Mere", "lastName": "Tane",
-                   "password": PASSWORD}),
-        )
-        .await;
-    assert_eq!(user.status(), 201, "{:?}", user.text().await);
-    let user = user.json::<serde_json::Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let quote = create(
+        "/v1/quotes",
+        json!({"customerId": customer, "rateCardId": card, "title": "Discovery",
+               "lines": [{"rateEntryId": entry, "quantity": "2"}]}),
+    )
+    .await;
+    let user = create(
+        "/v1/users",
+        json!({"email": unique_email("member"), "firstName": "Mere", "lastName": "Tane",
+               "password": PASSWORD}),
+    )
+    .await;
 
     let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
     let report = tempfile::tempdir().unwrap();
