@@ -226,12 +226,12 @@ impl Modify for Shapes {
         // role's where one is assigned or revoked.
         for (path, item) in &mut openapi.paths.paths {
             let operations = [
-                &mut item.get,
-                &mut item.put,
-                &mut item.post,
-                &mut item.delete,
+                ("GET", &mut item.get),
+                ("PUT", &mut item.put),
+                ("POST", &mut item.post),
+                ("DELETE", &mut item.delete),
             ];
-            for (index, operation) in operations.into_iter().enumerate() {
+            for (method, operation) in operations {
                 let Some(operation) = operation else { continue };
                 for parameter in operation.parameters.iter_mut().flatten() {
                     let RefOr::T(parameter) = parameter else {
@@ -240,9 +240,9 @@ impl Modify for Shapes {
                     if parameter.parameter_in != ParameterIn::Path {
                         continue;
                     }
-                    let shape = match (path.as_str(), parameter.name.as_str(), index) {
-                        ("/v1/roles/{key}", "key", 1) => crate::shapes::custom_role_key(),
-                        (_, "key" | "role", _) => crate::shapes::role_key(),
+                    let shape = match (method, path.as_str(), parameter.name.as_str()) {
+                        ("PUT", "/v1/roles/{key}", "key") => crate::shapes::custom_role_key(),
+                        (_, _, "key" | "role") => crate::shapes::role_key(),
                         _ => continue,
                     };
                     parameter.schema =

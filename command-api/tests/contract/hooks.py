@@ -112,8 +112,8 @@ def before_call(ctx, case, **kwargs):
         case.body = _refer(case.body)
 
 
-# Refusals that depend on what the system holds, on the day, or on a rule
-# across several items that JSON Schema cannot state, so a well-formed
+# Refusals that depend on what the system holds, or on a rule across
+# several items or fields that JSON Schema cannot state, so a well-formed
 # request may meet one and the API is right to answer it with 422.
 # Anything else refused as invalid is the document or the API at fault.
 CONTEXT_CODES = {
