@@ -81,7 +81,7 @@ pub struct SignUpOrganization {
     #[schema(schema_with = crate::shapes::currency)]
     pub default_currency: String,
     /// IANA time zone; default `UTC`.
-    #[schema(schema_with = crate::shapes::optional_time_zone)]
+    #[schema(schema_with = crate::shapes::organization_time_zone)]
     pub time_zone: Option<String>,
     /// 1 to 12; default 1 (January).
     #[schema(schema_with = crate::shapes::optional_month)]
@@ -102,7 +102,7 @@ pub struct SignUpUser {
     pub first_name: String,
     #[schema(schema_with = crate::shapes::person_name)]
     pub last_name: String,
-    #[schema(schema_with = crate::shapes::optional_time_zone)]
+    #[schema(schema_with = crate::shapes::owner_time_zone)]
     pub time_zone: Option<String>,
 }
 

@@ -92,8 +92,7 @@ impl AddressBody {
 pub struct CreateCustomerBody {
     #[schema(schema_with = crate::shapes::name)]
     pub legal_name: String,
-    /// Defaults to the legal name.
-    #[schema(schema_with = crate::shapes::optional_name)]
+    #[schema(schema_with = crate::shapes::display_name)]
     pub display_name: Option<String>,
     #[schema(schema_with = crate::shapes::email_or_blank)]
     pub email: Option<String>,
@@ -196,8 +195,7 @@ impl CreateCustomerBody {
 pub struct RenameBody {
     #[schema(schema_with = crate::shapes::name)]
     pub legal_name: String,
-    /// Defaults to the legal name.
-    #[schema(schema_with = crate::shapes::optional_name)]
+    #[schema(schema_with = crate::shapes::display_name)]
     pub display_name: Option<String>,
 }
 

@@ -387,8 +387,7 @@ pub async fn archive_rate_card(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct LineBody {
-    /// Defaults to the rate entry's name.
-    #[schema(schema_with = crate::shapes::optional_name)]
+    #[schema(schema_with = crate::shapes::line_description)]
     pub description: Option<String>,
     #[schema(schema_with = crate::shapes::quantity)]
     #[serde(deserialize_with = "crate::extract::decimal")]
@@ -425,7 +424,7 @@ pub struct QuoteBody {
     #[schema(schema_with = crate::shapes::quote_text)]
     pub description: Option<String>,
     /// ISO 4217; defaults to the customer's billing currency.
-    #[schema(schema_with = crate::shapes::optional_currency)]
+    #[schema(schema_with = crate::shapes::quote_currency)]
     pub currency: Option<String>,
     /// Defaults to today plus the organization's validity days.
     #[schema(value_type = Option<String>, format = Date)]
@@ -1048,8 +1047,7 @@ pub async fn send_quote(
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct DecisionBody {
-    /// The customer's person who decided.
-    #[schema(schema_with = crate::shapes::name)]
+    #[schema(schema_with = crate::shapes::decided_by)]
     pub by: String,
     #[schema(schema_with = crate::shapes::optional_quote_reason)]
     pub reason: Option<String>,

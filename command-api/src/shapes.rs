@@ -15,11 +15,11 @@ use pivotal_domain::organization::CustomRole;
 use pivotal_domain::permissions::Grant;
 use pivotal_domain::pricing::{MAX_QUANTITY, MAX_SCALE, MAX_UNIT_PRICE};
 use pivotal_domain::values::{Country, Currency, Name, PaymentTerms, Preferences, Tags, TimeZone};
+use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::{
     AdditionalProperties, AllOfBuilder, AnyOfBuilder, Array, ArrayBuilder, Object, ObjectBuilder,
     OneOfBuilder, Schema, SchemaType, Type,
 };
-use utoipa::openapi::{Ref, RefOr};
 
 /// The characters Rust's `str::trim` removes (Unicode `White_Space`).
 const WHITE_SPACE: &str = r"\t-\r \u0085\u00A0\u1680\u2000-\u200A\u2028\u2029\u202F\u205F\u3000";
@@ -245,9 +245,12 @@ pub fn password() -> Object {
     password_of(false)
 }
 
-/// A new password, or none (the user is invited).
+/// A new user's password, or none: the user is then invited.
 pub fn optional_password() -> Object {
-    password_of(true)
+    adding(
+        password_of(true),
+        "Without a password the user is invited: the response carries a one-time invitation token for `/v1/auth/invitations/accept`.",
+    )
 }
 
 /// Rules across fields that the fields' own shapes cannot state, added
@@ -303,18 +306,33 @@ pub fn across_fields(schemas: &mut std::collections::BTreeMap<String, RefOr<Sche
     }
 }
 
-/// A component's schema, by reference; nullable when `nullable`.
-fn component(name: &str, nullable: bool) -> RefOr<Schema> {
+/// A component's schema, by reference, with what this field adds to it;
+/// nullable when `nullable`.
+fn component(name: &str, nullable: bool, adds: Option<&str>) -> RefOr<Schema> {
+    let reference = utoipa::openapi::schema::RefBuilder::new()
+        .ref_location_from_schema_name(name)
+        .description(adds.filter(|_| !nullable))
+        .build();
     if nullable {
         RefOr::T(Schema::OneOf(
             OneOfBuilder::new()
-                .item(Ref::from_schema_name(name))
+                .item(reference)
                 .item(ObjectBuilder::new().schema_type(SchemaType::new(Type::Null)))
+                .description(adds)
                 .build(),
         ))
     } else {
-        RefOr::Ref(Ref::from_schema_name(name))
+        RefOr::Ref(reference)
     }
+}
+
+/// `object` with a sentence about its field after the shape's rule.
+fn adding(mut object: Object, sentence: &str) -> Object {
+    object.description = Some(match object.description.take() {
+        Some(rule) => format!("{sentence} {rule}"),
+        None => sentence.to_owned(),
+    });
+    object
 }
 
 /// The components these shapes refer to, for [`crate::openapi`] to add:
@@ -354,23 +372,58 @@ pub fn components() -> [(&'static str, RefOr<Schema>); 3] {
 }
 
 pub fn currency() -> RefOr<Schema> {
-    component("Currency", false)
+    component("Currency", false, None)
 }
 
-pub fn optional_currency() -> RefOr<Schema> {
-    component("Currency", true)
+/// A quote's currency.
+pub fn quote_currency() -> RefOr<Schema> {
+    component(
+        "Currency",
+        true,
+        Some("Defaults to the customer's billing currency."),
+    )
 }
 
 pub fn country() -> RefOr<Schema> {
-    component("Country", false)
+    component("Country", false, None)
 }
 
 pub fn time_zone() -> RefOr<Schema> {
-    component("TimeZone", false)
+    component("TimeZone", false, None)
 }
 
-pub fn optional_time_zone() -> RefOr<Schema> {
-    component("TimeZone", true)
+/// A new organization's time zone.
+pub fn organization_time_zone() -> RefOr<Schema> {
+    component("TimeZone", true, Some("Defaults to UTC."))
+}
+
+/// A new owner's time zone.
+pub fn owner_time_zone() -> RefOr<Schema> {
+    component(
+        "TimeZone",
+        true,
+        Some("Defaults to the organization's time zone."),
+    )
+}
+
+/// A user's time zone.
+pub fn user_time_zone() -> RefOr<Schema> {
+    component("TimeZone", true, Some("Defaults to UTC."))
+}
+
+/// A customer's display name.
+pub fn display_name() -> Object {
+    adding(optional_name(), "Defaults to the legal name.")
+}
+
+/// A quote line's description.
+pub fn line_description() -> Object {
+    adding(optional_name(), "Defaults to the rate entry's name.")
+}
+
+/// Who decided on a quote, on the customer's side.
+pub fn decided_by() -> Object {
+    adding(name(), "The customer's person who decided.")
 }
 
 /// What `Tags::parse` takes: at most 20 tags of 1 to 40 characters

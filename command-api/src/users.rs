@@ -72,7 +72,7 @@ pub struct CreateUserBody {
     pub last_name: String,
     #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
-    #[schema(schema_with = crate::shapes::optional_time_zone)]
+    #[schema(schema_with = crate::shapes::user_time_zone)]
     pub time_zone: Option<String>,
     /// Role keys, built-in or the organization's; default `["member"]`.
     #[schema(schema_with = crate::shapes::role_keys)]
@@ -245,7 +245,7 @@ pub struct ProfileBody {
     pub last_name: String,
     #[schema(schema_with = crate::shapes::phone_or_blank)]
     pub phone: Option<String>,
-    #[schema(schema_with = crate::shapes::optional_time_zone)]
+    #[schema(schema_with = crate::shapes::user_time_zone)]
     pub time_zone: Option<String>,
     #[schema(schema_with = crate::shapes::preferences)]
     pub preferences: Option<serde_json::Map<String, serde_json::Value>>,
