@@ -557,11 +557,11 @@ pub fn custom_role_key() -> Object {
 /// resource and an action (an identifier or `*`) and at most 10
 /// conditions on the request's context.
 pub fn grants() -> Array {
-    let any = |field: &str| {
+    let any = |field: &str, article: &str| {
         string(false)
             .pattern(Some(format!("^(?:\\*|{})$", &IDENTIFIER[1..IDENTIFIER.len() - 1])))
             .description(Some(format!(
-                "A {field} name (1 to 50 lowercase letters, digits, `_` or `-`, starting with a letter) or `*` for any"
+                "{article} {field} name (1 to 50 lowercase letters, digits, `_` or `-`, starting with a letter) or `*` for any"
             )))
     };
     let operators =
@@ -587,7 +587,7 @@ pub fn grants() -> Array {
         )
         .property(
             "value",
-            ObjectBuilder::new().description(Some(
+            ObjectBuilder::new().schema_type(SchemaType::AnyValue).description(Some(
                 "What the attribute is compared with: an array for `in`, a number or a string for ordering; `$subject.id` and `$subject.organizationId` stand for the caller's",
             )),
         )
@@ -606,8 +606,8 @@ pub fn grants() -> Array {
     );
     let grant = ObjectBuilder::new()
         .schema_type(SchemaType::new(Type::Object))
-        .property("resource", any("resource"))
-        .property("action", any("action"))
+        .property("resource", any("resource", "A"))
+        .property("action", any("action", "An"))
         .property(
             "conditions",
             ArrayBuilder::new()
