@@ -7,7 +7,7 @@ use pivotal_test_support::{TestEnv, break_off, http, trickle};
 use serde_json::{Value, json};
 use uuid::Uuid;
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, error_pointers};
 
 #[tokio::test]
 async fn malformed_json_is_400() {
@@ -240,12 +240,7 @@ async fn nul_characters_are_refused_wherever_they_are() {
         .await
         .unwrap();
     let problem = assert_problem(response, 422, "validation_failed").await;
-    let pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let pointers = error_pointers(&problem);
     assert_eq!(pointers, ["/billingAddress/line1", "/tags/1"], "{problem}");
     assert!(
         problem["errors"]

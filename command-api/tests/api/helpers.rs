@@ -100,3 +100,13 @@ pub async fn assert_problem(response: Response, status: u16, code: &str) -> Valu
     );
     body
 }
+
+/// The JSON pointers of a validation problem's `errors`, in order.
+pub fn error_pointers(problem: &Value) -> Vec<&str> {
+    problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["pointer"].as_str().unwrap())
+        .collect()
+}

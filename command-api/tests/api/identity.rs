@@ -10,7 +10,7 @@ use pivotal_test_support::{TestEnv, http};
 use reqwest::Response;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, error_pointers};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -296,12 +296,7 @@ async fn sign_up_and_login_refuse_bad_input_without_changing_anything() {
         )
         .await;
     let body = assert_problem(weak, 422, "validation_failed").await;
-    let pointers: Vec<&str> = body["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let pointers = error_pointers(&body);
     for expected in [
         "/organization/name",
         "/organization/defaultCurrency",

@@ -9,7 +9,7 @@ use pivotal_domain::quote::Quote;
 use pivotal_event_store::commands::AggregateStore;
 use serde_json::{Value, json};
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, assert_problem, error_pointers};
 use crate::identity::{Identity, PASSWORD, unique_email};
 
 struct Shop<'a> {
@@ -318,12 +318,7 @@ async fn bad_quotes_are_refused_field_by_field_and_change_nothing() {
     body["lines"][1]["discount"] = json!({"type": "percent", "value": "150"});
     let r = shop.api.post("/v1/quotes", Some(&shop.owner), body).await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    let pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let pointers = error_pointers(&problem);
     assert_eq!(pointers, ["/lines/0/quantity", "/lines/1/discount/value"]);
 
     // The card has no rate in this currency.
@@ -773,12 +768,7 @@ async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
         )
         .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    let pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let pointers = error_pointers(&problem);
     assert_eq!(pointers, ["/name", "/rates/1/currency"]);
     let r = shop
         .api
@@ -868,12 +858,7 @@ async fn bad_rate_cards_and_quote_settings_are_refused_and_change_nothing() {
         )
         .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    let mut pointers: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["pointer"].as_str().unwrap())
-        .collect();
+    let mut pointers = error_pointers(&problem);
     pointers.sort_unstable();
     assert_eq!(
         pointers,
