@@ -2013,6 +2013,9 @@ mod tests {
             versions_in_memory: 1_000,
             writers: 2,
         };
+        // A transaction open in another test's database holds the
+        // cluster's horizon back, and a rebuild reads only below it.
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
         let report = rebuild_with(&env.pool, &CustomersProjection, None, limits)
             .await
             .unwrap();
@@ -2045,6 +2048,7 @@ mod tests {
         .fetch_one(&env.pool)
         .await
         .unwrap();
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
         let failed = tokio::time::timeout(
             std::time::Duration::from_secs(60),
             rebuild_with(&env.pool, &CustomersProjection, None, limits),
@@ -2122,6 +2126,7 @@ mod tests {
             versions_in_memory: 1_000,
             writers: 2,
         };
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
         rebuild_with(&env.pool, &CustomersProjection, None, limits)
             .await
             .unwrap();
