@@ -109,8 +109,14 @@ fn io(error: std::io::Error) -> SearchError {
     SearchError::Index(error.to_string())
 }
 
+/// `at` as the index keeps instants: nanoseconds in 64 bits, from 1677 to
+/// 2262. An instant beyond is taken as the nearest one kept (a bound of a
+/// search, say: no record is created outside that span), rather than
+/// overflowing.
 fn to_tantivy_date(at: DateTime<Utc>) -> tantivy::DateTime {
-    tantivy::DateTime::from_timestamp_secs(at.timestamp())
+    const NANOS: i64 = 1_000_000_000;
+    let seconds = at.timestamp().clamp(i64::MIN / NANOS, i64::MAX / NANOS);
+    tantivy::DateTime::from_timestamp_secs(seconds)
 }
 
 struct Writer {

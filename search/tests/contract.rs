@@ -259,6 +259,24 @@ async fn filters_by_kind_status_and_date_and_pages() {
             5,
             "{name}: from inclusive, to exclusive"
         );
+        // Bounds as far off as the API reads (four-digit years) are taken:
+        // every quote lies between them (the embedded engine keeps instants
+        // in 64-bit nanoseconds, from 1677 to 2262).
+        for (from, to) in [((1293, 10, 25), (9999, 12, 31)), ((1, 1, 1), (2262, 4, 12))] {
+            quotes.created_from = Some(
+                Utc.with_ymd_and_hms(from.0, from.1, from.2, 0, 0, 0)
+                    .unwrap(),
+            );
+            quotes.created_to = Some(Utc.with_ymd_and_hms(to.0, to.1, to.2, 0, 0, 0).unwrap());
+            assert_eq!(
+                engine.search(&quotes).await.unwrap().total,
+                25,
+                "{name}: {from:?} to {to:?}"
+            );
+        }
+        quotes.created_from = Some(Utc.with_ymd_and_hms(1000, 1, 1, 0, 0, 0).unwrap());
+        quotes.created_to = Some(Utc.with_ymd_and_hms(1600, 1, 1, 0, 0, 0).unwrap());
+        assert_eq!(engine.search(&quotes).await.unwrap().total, 0, "{name}");
         // Pages of 10 cover every hit once.
         let mut seen = std::collections::HashSet::new();
         for offset in [0, 10, 20] {
