@@ -109,17 +109,31 @@ pub trait Ordered {
     fn ordering(&self) -> &str;
 }
 
-/// Refuses `first` or `last` over [`MAX_PAGE`] (`BAD_USER_INPUT` naming
-/// the argument); checked before anything else of a list is.
+/// Refuses `first` or `last` below 0 or over [`MAX_PAGE`]
+/// (`BAD_USER_INPUT` naming the argument); checked before anything else
+/// of a list is.
 pub fn page_sizes(first: Option<i32>, last: Option<i32>) -> async_graphql::Result<()> {
+    let max = i64::try_from(MAX_PAGE).unwrap_or(i64::MAX);
     for (name, value) in [("first", first), ("last", last)] {
-        if value.is_some_and(|v| usize::try_from(v).is_ok_and(|v| v > MAX_PAGE)) {
-            return Err(crate::errors::bad_input(format!(
-                "{name} must be at most {MAX_PAGE}"
-            )));
+        if let Some(value) = value {
+            in_range(name, value, 0, max)?;
         }
     }
     Ok(())
+}
+
+/// Refuses integer argument `name` outside `min..=max` (`BAD_USER_INPUT`
+/// naming the argument and the bound it passed).
+pub fn in_range(name: &str, value: i32, min: i64, max: i64) -> async_graphql::Result<()> {
+    let value = i64::from(value);
+    let message = if value < min {
+        format!("{name} must be at least {min}")
+    } else if value > max {
+        format!("{name} must be at most {max}")
+    } else {
+        return Ok(());
+    };
+    Err(crate::errors::bad_input(message))
 }
 
 /// The window of a page of a list in the ordering named `ordering`

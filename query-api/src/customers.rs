@@ -341,10 +341,17 @@ impl CustomerQuery {
     async fn customers(
         &self,
         ctx: &Context<'_>,
-        after: Option<String>,
-        before: Option<String>,
-        #[graphql(validator(minimum = 0))] first: Option<i32>,
-        #[graphql(validator(minimum = 0))] last: Option<i32>,
+        #[graphql(desc = "A page's `endCursor`, unchanged: the rows after it.")] after: Option<
+            String,
+        >,
+        #[graphql(desc = "A page's `startCursor`, unchanged: the rows before it.")] before: Option<
+            String,
+        >,
+        #[graphql(
+            desc = "Rows from the start, or after `after`: 0 to 100 (20 when neither `first` nor `last` is given; `first` wins when both are)."
+        )]
+        first: Option<i32>,
+        #[graphql(desc = "Rows from the end, or before `before`: 0 to 100.")] last: Option<i32>,
         filter: Option<CustomerFilter>,
         order_by: Option<CustomerOrder>,
         consistency_token: Option<ConsistencyToken>,

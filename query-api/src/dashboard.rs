@@ -317,9 +317,11 @@ impl DashboardQuery {
     async fn dashboard(
         &self,
         ctx: &Context<'_>,
-        #[graphql(default = 10, validator(minimum = 1, maximum = 50))] recent: i32,
+        #[graphql(default = 10, desc = "Changes listed, newest first: 1 to 50.")] recent: i32,
         consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Dashboard> {
+        crate::cursor::in_range("recent", recent, 1, i64::from(RECENT_MAX))?;
+        let wanted = usize::try_from(recent).unwrap_or(10);
         let principal = principal(ctx)?;
         let organization = principal.claims.org;
         let readable =
@@ -330,7 +332,6 @@ impl DashboardQuery {
                 "the token grants reading none of customers, quotes or users",
             ));
         }
-        let wanted = recent.clamp(1, RECENT_MAX);
         // The newest changes of readable kinds: ask for enough to filter.
         let fetch = i64::from(RECENT_MAX) * 3;
         // Under a consistency token (an argument, or the request's
@@ -374,7 +375,7 @@ impl DashboardQuery {
                 id: ID(id.to_owned()),
                 changed_at: at,
             });
-            if recently_changed.len() >= usize::try_from(wanted).unwrap_or(10) {
+            if recently_changed.len() >= wanted {
                 break;
             }
         }

@@ -21,6 +21,14 @@ pub type PivotalSchema = Schema<Query, EmptyMutation, crate::live::SubscriptionR
 /// Largest page a connection returns.
 pub const MAX_PAGE: usize = 100;
 
+/// Deepest query answered. The introspection query current GraphQL tooling
+/// sends (graphql-js 17, graphql-core 3.3: a type reference followed
+/// through nine levels of `ofType`, under `__schema`, `types`, `fields`,
+/// `args` and `type`, to its `name`) is 15 deep, and async-graphql counts
+/// introspection fields like any other; the data graph itself is
+/// shallower, and cost is bounded by the complexity limit as well.
+pub const MAX_DEPTH: usize = 15;
+
 pub fn build(pool: PgPool) -> PivotalSchema {
     build_with(pool, true, crate::live::Changes::default(), None)
 }
@@ -44,7 +52,7 @@ pub fn build_with(
     .extension(crate::errors::Codes)
     // Behind `Codes`, so that a parse failure is coded either way.
     .extension(crate::documents::Documents::default())
-    .limit_depth(12)
+    .limit_depth(MAX_DEPTH)
     .limit_complexity(2_000);
     if let Some(engine) = search {
         builder = builder.data(engine);

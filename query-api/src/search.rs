@@ -127,8 +127,10 @@ impl SearchQuery {
         #[graphql(name = "query")] text: String,
         types: Option<Vec<SearchType>>,
         filter: Option<SearchFilter>,
-        #[graphql(validator(minimum = 0))] first: Option<i32>,
-        after: Option<String>,
+        #[graphql(desc = "Hits on the page: 0 to 100 (20 when not given).")] first: Option<i32>,
+        #[graphql(desc = "A page's `endCursor`, unchanged: the hits after it.")] after: Option<
+            String,
+        >,
         consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<SearchConnection> {
         let principal = crate::schema::principal(ctx)?;
@@ -167,11 +169,7 @@ impl SearchQuery {
                 "query must contain at least one letter or digit",
             ));
         }
-        if first.is_some_and(|v| v as usize > MAX_PAGE) {
-            return Err(errors::bad_input(format!(
-                "first must be at most {MAX_PAGE}"
-            )));
-        }
+        crate::cursor::page_sizes(first, None)?;
         let filter = filter.unwrap_or_default();
         if let (Some(from), Some(to)) = (filter.created_from, filter.created_to)
             && from >= to

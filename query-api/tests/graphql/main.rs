@@ -648,8 +648,42 @@ async fn the_dashboards_customers_come_from_the_kept_counts() {
 #[tokio::test]
 async fn bad_input_and_missing_permissions_have_codes() {
     let f = fixture().await;
-    let too_many = f.run("{ customers(first: 500) { totalCount } }").await;
-    assert_eq!(code(&too_many), "BAD_USER_INPUT", "{too_many}");
+    // Integer arguments out of their range are refused naming the
+    // argument and the bound it passed.
+    for (query, message) in [
+        (
+            "{ customers(first: 500) { totalCount } }",
+            "first must be at most 100",
+        ),
+        (
+            "{ customers(last: -1) { totalCount } }",
+            "last must be at least 0",
+        ),
+        (
+            "{ quotes(first: -3) { totalCount } }",
+            "first must be at least 0",
+        ),
+        (
+            "{ search(query: \"alpha\", first: -1) { totalCount } }",
+            "first must be at least 0",
+        ),
+        (
+            "{ dashboard(recent: 0) { source } }",
+            "recent must be at least 1",
+        ),
+        (
+            "{ dashboard(recent: 51) { source } }",
+            "recent must be at most 50",
+        ),
+    ] {
+        let refused = f.run(query).await;
+        assert_eq!(code(&refused), "BAD_USER_INPUT", "{query}: {refused}");
+        assert_eq!(
+            refused["errors"][0]["message"], message,
+            "{query}: {refused}"
+        );
+        assert_eq!(refused["data"], Value::Null, "{query}: {refused}");
+    }
     let garbage = f
         .run("{ customers(first: 2, after: \"garbage\") { totalCount } }")
         .await;
@@ -859,6 +893,8 @@ async fn over_http_tokens_are_required_and_graphiql_is_served() {
 mod bodies;
 
 mod cache;
+
+mod contract;
 
 mod failures;
 
@@ -2107,6 +2143,41 @@ mod quotes {
                 .unwrap();
             assert_eq!(node["customer"]["legalName"], "After Limited", "{read}");
         }
+    }
+
+    /// The introspection query of current tooling (a type reference
+    /// followed through nine levels of `ofType`) is answered; one level
+    /// more passes the depth limit and is refused as invalid.
+    #[tokio::test]
+    async fn the_introspection_of_current_tooling_is_answered_and_no_deeper() {
+        let env = TestEnv::new().await;
+        let schema = pivotal_query_api::schema::build(env.pool.clone());
+        let nested = |levels: usize| {
+            format!(
+                "{{ __schema {{ types {{ fields {{ args {{ type {{ name {}name{} }} }} }} }} }} }}",
+                "ofType { ".repeat(levels),
+                " }".repeat(levels)
+            )
+        };
+        let answered = schema.execute(nested(9)).await;
+        assert!(answered.errors.is_empty(), "{:?}", answered.errors);
+        let data = answered.data.into_json().unwrap();
+        assert!(
+            !data["__schema"]["types"].as_array().unwrap().is_empty(),
+            "{data}"
+        );
+        let refused = serde_json::to_value(schema.execute(nested(10)).await).unwrap();
+        assert_eq!(
+            refused["errors"][0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{refused}"
+        );
+        assert!(
+            refused["errors"][0]["message"]
+                .as_str()
+                .unwrap()
+                .contains("nested too deep"),
+            "{refused}"
+        );
     }
 
     #[tokio::test]
