@@ -1,0 +1,175 @@
+//! The GraphQL schema held to what the query API does, by Schemathesis: it
+//! reads the schema by introspection, sends every root field queries it
+//! derives from it (arguments of every kind, nested selections to the
+//! schema's depth, well-formed and malformed) and checks each answer: no
+//! 5xx and no `INTERNAL_SERVER_ERROR`; a JSON object whose `data` never
+//! holds null where the schema says non-null; a well-formed query not
+//! refused as malformed and a malformed one refused. `scripts/services.sh`
+//! installs it in the tools' virtual environment; `tests/contract/` holds
+//! its configuration and the hooks.
+
+use std::path::PathBuf;
+use std::process::Stdio;
+
+use pivotal_test_support::{TestEnv, http};
+use serde_json::{Value, json};
+
+/// Sends a command; answers its body and its consistency token.
+async fn command(url: &str, path: &str, token: Option<&str>, body: Value) -> (Value, String) {
+    let mut request = http().post(format!("{url}{path}")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    let consistency = response
+        .headers()
+        .get("x-consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (response.json().await.unwrap_or(Value::Null), consistency)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn every_field_answers_as_the_graphql_schema_says() {
+    let st = pivotal_test_support::installed_tool("venv/bin/st");
+    let env = TestEnv::new().await;
+    let (commands, _c) = env.spawn_command_api().await;
+
+    // What queries can find: an organization with a customer, a rate card
+    // and a quote on it, and a second user.
+    let (owner, _) = command(
+        &commands,
+        "/v1/auth/signup",
+        None,
+        json!({"organization": {"name": "Contract Ltd", "defaultCurrency": "NZD"},
+               "user": {"email": format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+                        "password": "contract passphrase", "firstName": "Aroha", "lastName": "Owner"}}),
+    )
+    .await;
+    let token = owner["accessToken"].as_str().unwrap().to_owned();
+    let create = |path: &'static str, body: Value| {
+        let (commands, token) = (&commands, &token);
+        async move {
+            let (created, _) = command(commands, path, Some(token), body).await;
+            created["id"].as_str().unwrap().to_owned()
+        }
+    };
+    let customer = create(
+        "/v1/customers",
+        json!({"legalName": "Kauri Ltd", "currency": "NZD", "tags": ["timber"]}),
+    )
+    .await;
+    let user = create(
+        "/v1/users",
+        json!({"email": format!("{}@example.com", uuid::Uuid::new_v4().simple()),
+               "firstName": "Mere", "lastName": "Tane", "roles": ["member"]}),
+    )
+    .await;
+    let (quote, consistency) = command(
+        &commands,
+        "/v1/quotes",
+        Some(&token),
+        json!({"customerId": customer, "title": "Discovery",
+               "lines": [{"description": "Workshop", "quantity": "2", "unitPrice": "150"}]}),
+    )
+    .await;
+    let quote = quote["id"].as_str().unwrap().to_owned();
+    assert!(!consistency.is_empty());
+    // The read models rebuilt, and what they queued for the search index
+    // indexed as the live indexer does (a token of the quote's command is
+    // then honoured by `search` too).
+    crate::project(&env, None).await;
+    let engine = pivotal_search::open(&env.settings.search).unwrap();
+    pivotal_projectors::search::SearchIndexer::new(env.pool.clone(), engine)
+        .drain()
+        .await
+        .unwrap();
+    let (queries, _q) = env.spawn_query_api().await;
+    // A cursor each list handed out (its first page's end, in its default
+    // ordering): a random string is never one, so well-formed queries are
+    // given these instead and reach the keyset reads behind them.
+    let pages: Value = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ customers { pageInfo { endCursor } } users { pageInfo { endCursor } }
+                                  quotes { pageInfo { endCursor } }
+                                  search(query: \"Kauri\") { pageInfo { endCursor } } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let cursors: serde_json::Map<String, Value> = ["customers", "users", "quotes", "search"]
+        .into_iter()
+        .map(|list| {
+            let cursor = &pages["data"][list]["pageInfo"]["endCursor"];
+            assert!(cursor.is_string(), "{pages}");
+            (list.to_owned(), cursor.clone())
+        })
+        .collect();
+
+    let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
+    let report = std::env::temp_dir().join(format!("pivotal-contract-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&report).unwrap();
+    let filtered = report.join("filtered.txt");
+    let output = tokio::process::Command::new(st)
+        .arg("--config-file")
+        .arg(contract.join("schemathesis.toml"))
+        .arg("run")
+        .arg(format!("{queries}/graphql"))
+        .arg("--header")
+        .arg(format!("Authorization: Bearer {token}"))
+        .arg("--report-dir")
+        .arg(&report)
+        .env("PYTHONPATH", &contract)
+        .env("SCHEMATHESIS_HOOKS", "hooks")
+        .env("PIVOTAL_CONTRACT_CUSTOMER", &customer)
+        .env("PIVOTAL_CONTRACT_QUOTE", &quote)
+        .env("PIVOTAL_CONTRACT_USER", &user)
+        .env("PIVOTAL_CONTRACT_CONSISTENCY_TOKEN", &consistency)
+        .env(
+            "PIVOTAL_CONTRACT_CURSORS",
+            Value::Object(cursors).to_string(),
+        )
+        .env("PIVOTAL_CONTRACT_FILTERED", &filtered)
+        .env("NO_COLOR", "1")
+        .stdin(Stdio::null())
+        .output()
+        .await
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let refused = std::fs::read_to_string(&filtered).unwrap_or_default();
+    let _ = std::fs::remove_dir_all(&report);
+    assert!(
+        output.status.success(),
+        "Schemathesis found the query API and its schema at odds ({}):\n{stdout}\n{stderr}",
+        output.status
+    );
+    eprintln!("{stdout}\nrefusals by rules the schema cannot state:\n{refused}");
+    // It ran: every root field of the schema was tested.
+    let fields = http()
+        .post(format!("{queries}/graphql"))
+        .bearer_auth(&token)
+        .json(&json!({"query": "{ __schema { queryType { fields { name } } } }"}))
+        .send()
+        .await
+        .unwrap()
+        .json::<Value>()
+        .await
+        .unwrap()["data"]["__schema"]["queryType"]["fields"]
+        .as_array()
+        .unwrap()
+        .len();
+    assert!(
+        stdout.contains(&format!("Tested: {fields}")),
+        "{fields} root fields in the schema:\n{stdout}"
+    );
+}
