@@ -24,6 +24,7 @@
 
 pub mod commands;
 mod redis_server;
+pub mod schemathesis;
 pub mod socket;
 
 pub use redis_server::RedisServer;

@@ -12,7 +12,6 @@
 //! the hooks that put in the references the document cannot know.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use serde_json::json;
 
@@ -21,7 +20,6 @@ use crate::identity::{Identity, PASSWORD, unique_email};
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_operation_answers_as_the_openapi_document_says() {
-    let st = pivotal_test_support::installed_tool("venv/bin/st");
     // Sign-up is limited per address: Schemathesis sends it hundreds of
     // requests from one.
     let app = TestApp::spawn_with(|s| {
@@ -82,43 +80,26 @@ async fn every_operation_answers_as_the_openapi_document_says() {
     .await;
 
     let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
-    let report = tempfile::tempdir().unwrap();
-    let output = tokio::process::Command::new(st)
-        .arg("--config-file")
-        .arg(contract.join("schemathesis.toml"))
-        .arg("run")
-        .arg(format!("{}/openapi.json", app.url))
-        .arg("--header")
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg("--report-dir")
-        .arg(report.path())
-        .env("PYTHONPATH", &contract)
-        .env("SCHEMATHESIS_HOOKS", "hooks")
-        .env("PIVOTAL_CONTRACT_CUSTOMER", &customer)
-        .env("PIVOTAL_CONTRACT_RATE_CARD", &card)
-        .env("PIVOTAL_CONTRACT_RATE_ENTRY", &entry)
-        .env("PIVOTAL_CONTRACT_SPARE_RATE_CARD", &spare_card)
-        .env("PIVOTAL_CONTRACT_QUOTE", &quote)
-        .env("PIVOTAL_CONTRACT_USER", &user)
-        .env(
-            "PIVOTAL_CONTRACT_FILTERED",
-            report.path().join("filtered.txt"),
-        )
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(
-        output.status.success(),
-        "Schemathesis found the API and its document at odds ({}):\n{stdout}\n{stderr}",
-        output.status
-    );
+    let run = pivotal_test_support::schemathesis::run(
+        &contract,
+        &format!("{}/openapi.json", app.url),
+        &token,
+        &[
+            ("PIVOTAL_CONTRACT_CUSTOMER", &customer),
+            ("PIVOTAL_CONTRACT_RATE_CARD", &card),
+            ("PIVOTAL_CONTRACT_RATE_ENTRY", &entry),
+            ("PIVOTAL_CONTRACT_SPARE_RATE_CARD", &spare_card),
+            ("PIVOTAL_CONTRACT_QUOTE", &quote),
+            ("PIVOTAL_CONTRACT_USER", &user),
+        ],
+    )
+    .await;
+    run.assert_passed("the API and its document");
     // The refusals let through as depending on context, for the record.
-    let filtered = std::fs::read_to_string(report.path().join("filtered.txt")).unwrap_or_default();
-    eprintln!("{stdout}\nrefusals that depend on context:\n{filtered}");
+    eprintln!(
+        "{}\nrefusals that depend on context:\n{}",
+        run.stdout, run.filtered
+    );
     // It ran: every operation of the document was tested.
     let operations = app.openapi_document().await["paths"]
         .as_object()
@@ -127,7 +108,8 @@ async fn every_operation_answers_as_the_openapi_document_says() {
         .map(|item| item.as_object().unwrap().len())
         .sum::<usize>();
     assert!(
-        stdout.contains(&format!("Tested: {operations}")),
-        "{operations} operations in the document:\n{stdout}"
+        run.tested(operations),
+        "{operations} operations in the document:\n{}",
+        run.stdout
     );
 }

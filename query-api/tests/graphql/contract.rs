@@ -9,7 +9,6 @@
 //! its configuration and the hooks.
 
 use std::path::PathBuf;
-use std::process::Stdio;
 
 use pivotal_test_support::{TestEnv, http};
 use serde_json::{Value, json};
@@ -37,7 +36,6 @@ async fn command(url: &str, path: &str, token: Option<&str>, body: Value) -> (Va
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_field_answers_as_the_graphql_schema_says() {
-    let st = pivotal_test_support::installed_tool("venv/bin/st");
     let env = TestEnv::new().await;
     let (commands, _c) = env.spawn_command_api().await;
 
@@ -116,44 +114,25 @@ async fn every_field_answers_as_the_graphql_schema_says() {
         .collect();
 
     let contract = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/contract");
-    let report = std::env::temp_dir().join(format!("pivotal-contract-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&report).unwrap();
-    let filtered = report.join("filtered.txt");
-    let output = tokio::process::Command::new(st)
-        .arg("--config-file")
-        .arg(contract.join("schemathesis.toml"))
-        .arg("run")
-        .arg(format!("{queries}/graphql"))
-        .arg("--header")
-        .arg(format!("Authorization: Bearer {token}"))
-        .arg("--report-dir")
-        .arg(&report)
-        .env("PYTHONPATH", &contract)
-        .env("SCHEMATHESIS_HOOKS", "hooks")
-        .env("PIVOTAL_CONTRACT_CUSTOMER", &customer)
-        .env("PIVOTAL_CONTRACT_QUOTE", &quote)
-        .env("PIVOTAL_CONTRACT_USER", &user)
-        .env("PIVOTAL_CONTRACT_CONSISTENCY_TOKEN", &consistency)
-        .env(
-            "PIVOTAL_CONTRACT_CURSORS",
-            Value::Object(cursors).to_string(),
-        )
-        .env("PIVOTAL_CONTRACT_FILTERED", &filtered)
-        .env("NO_COLOR", "1")
-        .stdin(Stdio::null())
-        .output()
-        .await
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    let refused = std::fs::read_to_string(&filtered).unwrap_or_default();
-    let _ = std::fs::remove_dir_all(&report);
-    assert!(
-        output.status.success(),
-        "Schemathesis found the query API and its schema at odds ({}):\n{stdout}\n{stderr}",
-        output.status
+    let cursors = Value::Object(cursors).to_string();
+    let run = pivotal_test_support::schemathesis::run(
+        &contract,
+        &format!("{queries}/graphql"),
+        &token,
+        &[
+            ("PIVOTAL_CONTRACT_CUSTOMER", &customer),
+            ("PIVOTAL_CONTRACT_QUOTE", &quote),
+            ("PIVOTAL_CONTRACT_USER", &user),
+            ("PIVOTAL_CONTRACT_CONSISTENCY_TOKEN", &consistency),
+            ("PIVOTAL_CONTRACT_CURSORS", &cursors),
+        ],
+    )
+    .await;
+    run.assert_passed("the query API and its schema");
+    eprintln!(
+        "{}\nrefusals by rules the schema cannot state:\n{}",
+        run.stdout, run.filtered
     );
-    eprintln!("{stdout}\nrefusals by rules the schema cannot state:\n{refused}");
     // It ran: every root field of the schema was tested.
     let fields = http()
         .post(format!("{queries}/graphql"))
@@ -169,7 +148,8 @@ async fn every_field_answers_as_the_graphql_schema_says() {
         .unwrap()
         .len();
     assert!(
-        stdout.contains(&format!("Tested: {fields}")),
-        "{fields} root fields in the schema:\n{stdout}"
+        run.tested(fields),
+        "{fields} root fields in the schema:\n{}",
+        run.stdout
     );
 }
