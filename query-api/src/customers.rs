@@ -341,12 +341,8 @@ impl CustomerQuery {
     async fn customers(
         &self,
         ctx: &Context<'_>,
-        #[graphql(desc = "A page's `endCursor`, unchanged: the rows after it.")] after: Option<
-            String,
-        >,
-        #[graphql(desc = "A page's `startCursor`, unchanged: the rows before it.")] before: Option<
-            String,
-        >,
+        #[graphql(desc = "A page's `endCursor`: the rows after it.")] after: Option<String>,
+        #[graphql(desc = "A page's `startCursor`: the rows before it.")] before: Option<String>,
         #[graphql(
             desc = "Rows from the start, or after `after`: 0 to 100 (20 when neither `first` nor `last` is given; `first` wins when both are)."
         )]

@@ -128,9 +128,7 @@ impl SearchQuery {
         types: Option<Vec<SearchType>>,
         filter: Option<SearchFilter>,
         #[graphql(desc = "Hits on the page: 0 to 100 (20 when not given).")] first: Option<i32>,
-        #[graphql(desc = "A page's `endCursor`, unchanged: the hits after it.")] after: Option<
-            String,
-        >,
+        #[graphql(desc = "A page's `endCursor`: the hits after it.")] after: Option<String>,
         consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<SearchConnection> {
         let principal = crate::schema::principal(ctx)?;
