@@ -4,9 +4,10 @@
 //! schema's depth, well-formed and malformed) and checks each answer: no
 //! 5xx and no `INTERNAL_SERVER_ERROR`; a JSON object whose `data` never
 //! holds null where the schema says non-null; a well-formed query not
-//! refused as malformed and a malformed one refused. `scripts/services.sh`
-//! installs it in the tools' virtual environment; `tests/contract/` holds
-//! its configuration and the hooks.
+//! refused as malformed and a malformed one refused; and no warning (a
+//! field whose well-formed queries never returned data tested only its
+//! checks). `scripts/services.sh` installs it in the tools' virtual
+//! environment; `tests/contract/` holds its configuration and the hooks.
 
 use std::path::PathBuf;
 
@@ -39,8 +40,8 @@ async fn every_field_answers_as_the_graphql_schema_says() {
     let env = TestEnv::new().await;
     let (commands, _c) = env.spawn_command_api().await;
 
-    // What queries can find: an organization with a customer, a rate card
-    // and a quote on it, and a second user.
+    // What queries can find: an organization with a customer, a quote for
+    // it and a second user.
     let (owner, _) = command(
         &commands,
         "/v1/auth/signup",
