@@ -116,24 +116,10 @@ pub fn page_sizes(first: Option<i32>, last: Option<i32>) -> async_graphql::Resul
     let max = i64::try_from(MAX_PAGE).unwrap_or(i64::MAX);
     for (name, value) in [("first", first), ("last", last)] {
         if let Some(value) = value {
-            in_range(name, value, 0, max)?;
+            crate::errors::in_range(name, value, 0, max)?;
         }
     }
     Ok(())
-}
-
-/// Refuses integer argument `name` outside `min..=max` (`BAD_USER_INPUT`
-/// naming the argument and the bound it passed).
-pub fn in_range(name: &str, value: i32, min: i64, max: i64) -> async_graphql::Result<()> {
-    let value = i64::from(value);
-    let message = if value < min {
-        format!("{name} must be at least {min}")
-    } else if value > max {
-        format!("{name} must be at most {max}")
-    } else {
-        return Ok(());
-    };
-    Err(crate::errors::bad_input(message))
 }
 
 /// The window of a page of a list in the ordering named `ordering`

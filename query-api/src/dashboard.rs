@@ -320,7 +320,7 @@ impl DashboardQuery {
         #[graphql(default = 10, desc = "Changes listed, newest first: 1 to 50.")] recent: i32,
         consistency_token: Option<ConsistencyToken>,
     ) -> async_graphql::Result<Dashboard> {
-        crate::cursor::in_range("recent", recent, 1, i64::from(RECENT_MAX))?;
+        errors::in_range("recent", recent, 1, i64::from(RECENT_MAX))?;
         let wanted = usize::try_from(recent).unwrap_or(10);
         let principal = principal(ctx)?;
         let organization = principal.claims.org;

@@ -99,6 +99,20 @@ pub fn bad_input(message: impl Into<String>) -> Error {
     coded(BAD_USER_INPUT, message)
 }
 
+/// Refuses integer argument `name` outside `min..=max` (`BAD_USER_INPUT`
+/// naming the argument and the bound it passed).
+pub fn in_range(name: &str, value: i32, min: i64, max: i64) -> async_graphql::Result<()> {
+    let value = i64::from(value);
+    let message = if value < min {
+        format!("{name} must be at least {min}")
+    } else if value > max {
+        format!("{name} must be at most {max}")
+    } else {
+        return Ok(());
+    };
+    Err(bad_input(message))
+}
+
 /// An error as is when it has a code; otherwise (a malformed cursor, say)
 /// as `BAD_USER_INPUT`.
 pub fn keep_code(error: Error) -> Error {

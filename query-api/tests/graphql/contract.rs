@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 
-use pivotal_test_support::{TestEnv, http};
+use pivotal_test_support::{TestEnv, graphql_answer, http};
 use serde_json::{Value, json};
 
 /// Sends a command; answers its body and its consistency token.
@@ -93,18 +93,14 @@ async fn every_field_answers_as_the_graphql_schema_says() {
     // A cursor each list handed out (its first page's end, in its default
     // ordering): a random string is never one, so well-formed queries are
     // given these instead and reach the keyset reads behind them.
-    let pages: Value = http()
-        .post(format!("{queries}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({"query": "{ customers { pageInfo { endCursor } } users { pageInfo { endCursor } }
-                                  quotes { pageInfo { endCursor } }
-                                  search(query: \"Kauri\") { pageInfo { endCursor } } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let pages = graphql_answer(
+        &queries,
+        &token,
+        None,
+        "{ customers { pageInfo { endCursor } } users { pageInfo { endCursor } }
+           quotes { pageInfo { endCursor } } search(query: \"Kauri\") { pageInfo { endCursor } } }",
+    )
+    .await;
     let cursors: serde_json::Map<String, Value> = ["customers", "users", "quotes", "search"]
         .into_iter()
         .map(|list| {
@@ -135,16 +131,14 @@ async fn every_field_answers_as_the_graphql_schema_says() {
         run.stdout, run.filtered
     );
     // It ran: every root field of the schema was tested.
-    let fields = http()
-        .post(format!("{queries}/graphql"))
-        .bearer_auth(&token)
-        .json(&json!({"query": "{ __schema { queryType { fields { name } } } }"}))
-        .send()
-        .await
-        .unwrap()
-        .json::<Value>()
-        .await
-        .unwrap()["data"]["__schema"]["queryType"]["fields"]
+    let schema = graphql_answer(
+        &queries,
+        &token,
+        None,
+        "{ __schema { queryType { fields { name } } } }",
+    )
+    .await;
+    let fields = schema["data"]["__schema"]["queryType"]["fields"]
         .as_array()
         .unwrap()
         .len();
