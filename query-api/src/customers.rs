@@ -1,5 +1,6 @@
 //! `customer(id)` and `customers(...)`, read from `rm_customers`.
 
+use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -60,8 +61,8 @@ pub struct Customer {
     pub archive_reason: Option<String>,
     /// Aggregate version this row reflects.
     pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
     #[graphql(skip)]
     organization_id: Uuid,
     #[graphql(skip)]
@@ -99,8 +100,8 @@ impl From<CustomerRow> for Customer {
             },
             archive_reason: r.archive_reason,
             version: r.version,
-            created_at: r.created_at,
-            updated_at: r.updated_at,
+            created_at: r.created_at.into(),
+            updated_at: r.updated_at.into(),
             organization_id: r.organization_id,
             uuid: r.id,
         }
@@ -234,9 +235,11 @@ fn sort_key(field: CustomerOrderField, c: &Customer, name_key: String) -> String
         CustomerOrderField::DisplayName => name_key,
         CustomerOrderField::CreatedAt => c
             .created_at
+            .0
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
         CustomerOrderField::UpdatedAt => c
             .updated_at
+            .0
             .to_rfc3339_opts(chrono::SecondsFormat::Micros, true),
     }
 }

@@ -7,6 +7,7 @@
 
 use std::collections::BTreeMap;
 
+use crate::scalars::Instant;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, TimeZone, Utc};
 use pivotal_domain::quote::QuoteStatus;
@@ -50,7 +51,7 @@ pub struct RecentChange {
     #[graphql(name = "type")]
     pub kind: SearchType,
     pub id: ID,
-    pub changed_at: DateTime<Utc>,
+    pub changed_at: Instant,
 }
 
 #[derive(SimpleObject, Debug, Clone, PartialEq, Eq)]
@@ -373,7 +374,7 @@ impl DashboardQuery {
             recently_changed.push(RecentChange {
                 kind: record,
                 id: ID(id.to_owned()),
-                changed_at: at,
+                changed_at: at.into(),
             });
             if recently_changed.len() >= wanted {
                 break;

@@ -230,8 +230,13 @@ fn coded_in_execution(error: ServerError) -> ServerError {
         return error;
     }
     // async-graphql's own words for an argument or a variable that cannot
-    // be read (a wording change fails the tests that send such input).
-    if error.message.starts_with("Failed to parse") || error.message.starts_with("Variable ") {
+    // be read (a wording change fails the tests that send such input):
+    // validation refuses most such values first, but a scalar that does
+    // not check its input there (`is_valid`) is read only here.
+    if ["Failed to parse", "Expected input type", "Variable "]
+        .iter()
+        .any(|words| error.message.starts_with(words))
+    {
         return with_code(error, BAD_USER_INPUT);
     }
     if error.path.is_empty() {
@@ -340,6 +345,12 @@ mod tests {
         ));
         assert_eq!(code_of(&argument).as_deref(), Some(BAD_USER_INPUT));
         assert!(argument.message.contains("-1"), "the message is kept");
+        let mut kind = ServerError::new(r#"Expected input type "Date", found 5."#, None);
+        kind.path = vec![async_graphql::PathSegment::Field("quotes".into())];
+        assert_eq!(
+            code_of(&coded_in_execution(kind)).as_deref(),
+            Some(BAD_USER_INPUT)
+        );
 
         let operation = coded_in_execution(ServerError::new(
             "Subscriptions are not supported on this transport.",

@@ -1,8 +1,8 @@
 //! The event history of an aggregate, read from the event store itself, the
 //! complete record auditors replay.
 
+use crate::scalars::Instant;
 use async_graphql::{ID, Json, SimpleObject};
-use chrono::{DateTime, Utc};
 use pivotal_event_store::log;
 use sqlx::PgPool;
 use uuid::Uuid;
@@ -28,7 +28,7 @@ pub struct HistoryEvent {
     pub aggregate_type: String,
     pub organization_id: ID,
     pub user_id: Option<ID>,
-    pub timestamp: DateTime<Utc>,
+    pub timestamp: Instant,
     pub version: i64,
     pub schema_version: String,
     /// Global position in the event log.
@@ -63,7 +63,7 @@ pub async fn of_aggregate(
             aggregate_type: envelope.aggregate_type,
             organization_id: ID(envelope.organization_id.to_string()),
             user_id: envelope.user_id.map(|u| ID(u.to_string())),
-            timestamp: envelope.timestamp,
+            timestamp: envelope.timestamp.into(),
             version: i64::try_from(envelope.version).unwrap_or(i64::MAX),
             schema_version,
             position,

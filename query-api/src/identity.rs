@@ -3,6 +3,7 @@
 //! which have no secret fields: nothing here could expose a password hash,
 //! MFA secret, recovery code or refresh token.
 
+use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -55,14 +56,14 @@ pub struct User {
     pub roles: Vec<String>,
     pub locked: bool,
     pub lock_reason: Option<String>,
-    pub locked_until: Option<DateTime<Utc>>,
+    pub locked_until: Option<Instant>,
     pub mfa_enabled: bool,
-    pub last_login_at: Option<DateTime<Utc>>,
+    pub last_login_at: Option<Instant>,
     pub login_count: i64,
     /// Aggregate version this row reflects.
     pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
     #[graphql(skip)]
     organization_id: Uuid,
     #[graphql(skip)]
@@ -98,13 +99,13 @@ impl User {
             roles: state.roles.iter().cloned().collect(),
             locked: lock.is_some(),
             lock_reason: lock.map(|l| l.reason.clone()),
-            locked_until: lock.and_then(|l| l.until),
+            locked_until: lock.and_then(|l| l.until).map(Into::into),
             mfa_enabled: state.mfa_enabled,
-            last_login_at: state.last_login_at,
+            last_login_at: state.last_login_at.map(Into::into),
             login_count: i64::try_from(state.login_count).unwrap_or(i64::MAX),
             version: row.version,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
             organization_id: state.organization_id,
             uuid: state.id,
         }
@@ -195,8 +196,8 @@ pub struct Organization {
     pub tax: TaxSettings,
     pub require_mfa_for_sensitive_operations: bool,
     pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
 }
 
 #[derive(InputObject, Debug, Default, Clone)]
@@ -611,8 +612,8 @@ impl IdentityQuery {
             },
             require_mfa_for_sensitive_operations: s.policy.require_mfa_for_sensitive_operations,
             version,
-            created_at,
-            updated_at,
+            created_at: created_at.into(),
+            updated_at: updated_at.into(),
         }))
     }
 }

@@ -34,6 +34,8 @@
 //! - [`socket`]: a subscription socket's wait for `connection_init`, its
 //!   pings, and the close codes of the `graphql-transport-ws` protocol.
 //! - [`errors`]: GraphQL error codes (`extensions.code`).
+//! - [`scalars`]: the `NaiveDate` and `DateTime` scalars, checked in
+//!   validation.
 //! - [`documents`]: parsed operations kept by their text, so that a front
 //!   end's repeated operations are parsed once.
 //! - [`Application`]: the axum transport, with token verification against
@@ -53,6 +55,7 @@ pub mod live;
 pub mod media;
 pub mod quotes;
 pub mod request;
+pub mod scalars;
 pub mod schema;
 pub mod search;
 pub mod slots;

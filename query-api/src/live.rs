@@ -18,8 +18,8 @@
 
 use std::time::Duration;
 
+use crate::scalars::Instant;
 use async_graphql::{Context, ID, SimpleObject, Subscription};
-use chrono::{DateTime, Utc};
 use futures::{Stream, StreamExt};
 use pivotal_auth::Principal;
 use pivotal_domain::permissions::Permission;
@@ -48,7 +48,7 @@ pub struct Change {
     pub aggregate_id: String,
     /// Aggregate version after the event.
     pub version: i64,
-    pub timestamp: DateTime<Utc>,
+    pub timestamp: Instant,
     #[graphql(skip)]
     pub organization_id: Uuid,
 }

@@ -2,6 +2,7 @@
 //! `rm_rate_cards`. Money is an exact decimal string in the quote's
 //! currency.
 
+use crate::scalars::{Date, Instant};
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -125,7 +126,7 @@ pub struct StatusChange {
     pub reason: Option<String>,
     pub changed_by: Option<ID>,
     pub customer_contact: Option<String>,
-    pub at: DateTime<Utc>,
+    pub at: Instant,
 }
 
 #[derive(SimpleObject, Debug, Clone)]
@@ -139,7 +140,7 @@ pub struct Quote {
     pub title: String,
     pub description: Option<String>,
     pub currency: String,
-    pub valid_until: NaiveDate,
+    pub valid_until: Date,
     pub terms: Option<String>,
     pub notes: Option<String>,
     /// `exclusive` or `inclusive`.
@@ -154,8 +155,8 @@ pub struct Quote {
     /// Where the PDF is rendered (command API).
     pub pdf_path: String,
     pub version: i64,
-    pub created_at: DateTime<Utc>,
-    pub updated_at: DateTime<Utc>,
+    pub created_at: Instant,
+    pub updated_at: Instant,
     #[graphql(skip)]
     organization_id: Uuid,
     #[graphql(skip)]
@@ -242,7 +243,7 @@ impl Quote {
             title: s.content.title.as_str().to_owned(),
             description: s.content.description.clone(),
             currency: s.content.currency.as_str().to_owned(),
-            valid_until: s.content.valid_until,
+            valid_until: s.content.valid_until.into(),
             terms: s.content.terms.clone(),
             notes: s.content.notes.clone(),
             tax_mode: match s.content.tax_mode {
@@ -267,8 +268,8 @@ impl Quote {
             approved_by: s.approved_by.map(|u| ID(u.to_string())),
             pdf_path: format!("/v1/quotes/{}/pdf", s.id),
             version: row.version,
-            created_at: row.created_at,
-            updated_at: row.updated_at,
+            created_at: row.created_at.into(),
+            updated_at: row.updated_at.into(),
             organization_id: s.organization_id,
             uuid: s.id,
             reached: reached.cloned(),
@@ -365,14 +366,14 @@ pub struct QuoteFilter {
     pub customer_id: Option<ID>,
     /// Created on or after this date, as the organization's time zone
     /// has it begin.
-    pub created_from: Option<NaiveDate>,
+    pub created_from: Option<Date>,
     /// Created on or before this date, as the organization's time zone
     /// has it end.
-    pub created_to: Option<NaiveDate>,
+    pub created_to: Option<Date>,
     /// Valid until this date or later (expiring on or after it).
-    pub valid_until_from: Option<NaiveDate>,
+    pub valid_until_from: Option<Date>,
     /// Valid until this date or earlier (expiring on or before it).
-    pub valid_until_to: Option<NaiveDate>,
+    pub valid_until_to: Option<Date>,
     /// Case-insensitive match on number or title.
     pub search: Option<String>,
 }
@@ -459,10 +460,10 @@ impl CreatedBetween {
             .and_then(|(name,)| TimeZone::parse("", &name).ok())
             .unwrap_or_else(TimeZone::utc);
         Ok(Self {
-            from: filter.created_from.map(|day| zone.start_of(day)),
+            from: filter.created_from.map(|day| zone.start_of(day.0)),
             before: filter
                 .created_to
-                .and_then(|day| day.succ_opt())
+                .and_then(|day| day.0.succ_opt())
                 .map(|day| zone.start_of(day)),
         })
     }
@@ -685,10 +686,10 @@ fn push_filters(
         qb.push(" AND created_at < ").push_bind(before);
     }
     if let Some(from) = filter.valid_until_from {
-        qb.push(" AND valid_until >= ").push_bind(from);
+        qb.push(" AND valid_until >= ").push_bind(from.0);
     }
     if let Some(to) = filter.valid_until_to {
-        qb.push(" AND valid_until <= ").push_bind(to);
+        qb.push(" AND valid_until <= ").push_bind(to.0);
     }
     if let Some(search) = filter.search.as_ref().filter(|s| !s.trim().is_empty()) {
         // ILIKE lower-cases the pattern with PostgreSQL's lower case, as

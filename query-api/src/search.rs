@@ -5,9 +5,10 @@
 
 use std::sync::Arc;
 
+use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, query};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
-use chrono::{DateTime, SecondsFormat, Utc};
+use chrono::SecondsFormat;
 use pivotal_domain::permissions::Permission;
 use pivotal_search::{EntityKind, SearchEngine, SearchError, SearchRequest};
 use serde::{Deserialize, Serialize};
@@ -67,9 +68,9 @@ pub struct SearchFilter {
     /// `active`, `sent`).
     pub statuses: Option<Vec<String>>,
     /// Created at or after.
-    pub created_from: Option<DateTime<Utc>>,
+    pub created_from: Option<Instant>,
     /// Created before.
-    pub created_to: Option<DateTime<Utc>>,
+    pub created_to: Option<Instant>,
 }
 
 /// A field of a hit with the matched words in `<em>` (the rest HTML-escaped).
@@ -172,7 +173,7 @@ impl SearchQuery {
         if let (Some(from), Some(to)) = (filter.created_from, filter.created_to)
             && from >= to
         {
-            let at = |t: DateTime<Utc>| t.to_rfc3339_opts(SecondsFormat::AutoSi, true);
+            let at = |t: Instant| t.0.to_rfc3339_opts(SecondsFormat::AutoSi, true);
             return Err(errors::bad_input(format!(
                 "createdFrom ({}) must be before createdTo ({})",
                 at(from),
@@ -218,8 +219,8 @@ impl SearchQuery {
                     text,
                     kinds: types.iter().map(|t| t.kind()).collect(),
                     statuses: filter.statuses.unwrap_or_default(),
-                    created_from: filter.created_from,
-                    created_to: filter.created_to,
+                    created_from: filter.created_from.map(|t| t.0),
+                    created_to: filter.created_to.map(|t| t.0),
                     offset,
                     limit,
                 };

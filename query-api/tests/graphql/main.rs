@@ -102,9 +102,19 @@ impl Fixture {
     }
 
     async fn run(&self, query: &str) -> Value {
+        self.run_with(query, json!({}), &["member"]).await
+    }
+
+    /// Runs `query` with `variables` (a JSON object) for a caller holding
+    /// `roles`.
+    async fn run_with(&self, query: &str, variables: Value, roles: &[&str]) -> Value {
         let response = self
             .schema
-            .execute(Request::new(query).data(self.principal(&["member"])))
+            .execute(
+                Request::new(query)
+                    .variables(async_graphql::Variables::from_json(variables))
+                    .data(self.principal(roles)),
+            )
             .await;
         serde_json::to_value(&response).unwrap()
     }
@@ -831,6 +841,97 @@ async fn an_operation_that_is_not_graphql_or_not_of_the_schema_has_a_code() {
     // The two above and three of the six (more if another test of this
     // binary is refused at the same time).
     assert!(counted_now >= 5.0, "{counted_now} counted of 5");
+}
+
+/// A date or an instant that is none (a literal or a variable's value,
+/// a string that is no date or a value of another kind) is refused in
+/// validation, naming the argument's path and the type, and nothing is
+/// executed.
+#[tokio::test]
+async fn a_date_or_an_instant_that_is_none_is_refused_naming_its_field() {
+    let f = fixture().await;
+    let quotes = "query Q($f: QuoteFilter) { quotes(filter: $f) { totalCount } }";
+    let search = "query S($from: DateTime) \
+                  { search(query: \"work\", filter: {createdFrom: $from}) { totalCount } }";
+    let cases = [
+        (
+            r#"{ quotes(filter: {validUntilFrom: "2026-13-01"}) { totalCount } }"#,
+            json!({}),
+            r#""filter.validUntilFrom", expected type "NaiveDate""#,
+        ),
+        (
+            r#"{ quotes(filter: {createdTo: 20260131}) { totalCount } }"#,
+            json!({}),
+            r#""filter.createdTo", expected type "NaiveDate""#,
+        ),
+        (
+            quotes,
+            json!({"f": {"createdFrom": "2026-02-30"}}),
+            r#""filter.createdFrom", expected type "NaiveDate""#,
+        ),
+        (
+            quotes,
+            json!({"f": {"validUntilTo": "31/03/2026"}}),
+            r#""filter.validUntilTo", expected type "NaiveDate""#,
+        ),
+        (
+            r#"{ search(query: "work", filter: {createdTo: "yesterday"}) { totalCount } }"#,
+            json!({}),
+            r#""filter.createdTo", expected type "DateTime""#,
+        ),
+        (
+            search,
+            json!({"from": "2026-03-31T25:00:00Z"}),
+            r#""filter.createdFrom", expected type "DateTime""#,
+        ),
+        (
+            search,
+            json!({"from": 1774949400}),
+            r#""filter.createdFrom", expected type "DateTime""#,
+        ),
+    ];
+    for (query, variables, named) in cases {
+        let answer = f.run_with(query, variables.clone(), &["member"]).await;
+        let errors = answer["errors"].as_array().unwrap();
+        assert_eq!(errors.len(), 1, "{query} {variables}: {answer}");
+        assert_eq!(
+            errors[0]["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{query} {variables}: {answer}"
+        );
+        assert_eq!(
+            errors[0]["message"],
+            format!("Invalid value for argument {named}"),
+            "{query} {variables}: {answer}"
+        );
+        assert_eq!(answer["data"], Value::Null, "{query} {variables}: {answer}");
+    }
+    // The same filters, well formed, are read: the quotes are counted, and
+    // the search reaches its engine (this schema is built without one).
+    for (query, variables, code) in [
+        (
+            quotes,
+            json!({"f": {"createdFrom": "2026-02-28", "validUntilTo": "2026-03-31"}}),
+            None,
+        ),
+        (quotes, json!({"f": {"createdFrom": null}}), None),
+        (
+            search,
+            json!({"from": "2026-03-31T22:30:00+13:00"}),
+            Some("SEARCH_UNAVAILABLE"),
+        ),
+    ] {
+        let answer = f.run_with(query, variables.clone(), &["owner"]).await;
+        match code {
+            None => assert!(
+                answer["data"]["quotes"]["totalCount"].is_i64(),
+                "{query} {variables}: {answer}"
+            ),
+            Some(code) => assert_eq!(
+                answer["errors"][0]["extensions"]["code"], code,
+                "{query} {variables}: {answer}"
+            ),
+        }
+    }
 }
 
 #[tokio::test]
@@ -1761,16 +1862,25 @@ mod quotes {
         ] {
             filter_refused(&query, &owner, &filter, &message).await;
         }
-        // A date that is no date: refused, naming the date type and the
-        // filter (async-graphql does not name the field), with no data.
-        let malformed = refused_as_bad_input(
+        // A date that is no date: refused before execution, naming the
+        // filter's field and the type, with no data.
+        let malformed = answer(
             &query,
             &owner,
+            None,
             r#"{ quotes(filter: {validUntilFrom: "2026-13-01"}) { totalCount } }"#,
-            "Failed to parse \"NaiveDate\": input is out of range \
-             (occurred while parsing \"QuoteFilter\")",
         )
         .await;
+        let error = &malformed["errors"][0];
+        assert_eq!(
+            error["extensions"]["code"], "GRAPHQL_VALIDATION_FAILED",
+            "{malformed}"
+        );
+        assert_eq!(
+            error["message"],
+            r#"Invalid value for argument "filter.validUntilFrom", expected type "NaiveDate""#,
+            "{malformed}"
+        );
         assert_eq!(malformed["data"], Value::Null, "{malformed}");
 
         // Creation dates are the organization's days: in Auckland (UTC+13
