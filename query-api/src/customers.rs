@@ -1,6 +1,5 @@
 //! `customer(id)` and `customers(...)`, read from `rm_customers`.
 
-use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -14,6 +13,7 @@ use crate::consistency::ConsistencyToken;
 use crate::cursor::{OrderDirection, PageCursor};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
+use crate::scalars::Instant;
 use crate::schema::{caller, pool};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]

@@ -7,7 +7,6 @@
 
 use std::collections::BTreeMap;
 
-use crate::scalars::Instant;
 use async_graphql::{Context, Enum, ID, Object, SimpleObject};
 use chrono::{DateTime, TimeZone, Utc};
 use pivotal_domain::quote::QuoteStatus;
@@ -19,6 +18,7 @@ use uuid::Uuid;
 
 use crate::consistency::{ConsistencyToken, Reached};
 use crate::errors;
+use crate::scalars::Instant;
 use crate::schema::{pool, principal};
 use crate::search::SearchType;
 

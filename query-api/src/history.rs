@@ -1,13 +1,13 @@
 //! The event history of an aggregate, read from the event store itself, the
 //! complete record auditors replay.
 
-use crate::scalars::Instant;
 use async_graphql::{ID, Json, SimpleObject};
 use pivotal_event_store::log;
 use sqlx::PgPool;
 use uuid::Uuid;
 
 use crate::errors;
+use crate::scalars::Instant;
 
 #[derive(SimpleObject, Debug, Clone)]
 pub struct EventMetadata {

@@ -3,7 +3,6 @@
 //! which have no secret fields: nothing here could expose a password hash,
 //! MFA secret, recovery code or refresh token.
 
-use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, Utc};
@@ -19,6 +18,7 @@ use crate::cursor::OrderDirection;
 use crate::cursor::PageCursor;
 use crate::errors;
 use crate::history::{self, HistoryEvent};
+use crate::scalars::Instant;
 use crate::schema::{caller, pool};
 
 #[derive(Enum, Copy, Clone, Debug, PartialEq, Eq)]

@@ -18,7 +18,6 @@
 
 use std::time::Duration;
 
-use crate::scalars::Instant;
 use async_graphql::{Context, ID, SimpleObject, Subscription};
 use futures::{Stream, StreamExt};
 use pivotal_auth::Principal;
@@ -29,6 +28,7 @@ use uuid::Uuid;
 
 use crate::cache::ReadCache;
 use crate::errors;
+use crate::scalars::Instant;
 use crate::schema::caller;
 
 /// How often the feed's subscription is checked with a PING.

@@ -2,7 +2,6 @@
 //! `rm_rate_cards`. Money is an exact decimal string in the quote's
 //! currency.
 
-use crate::scalars::{Date, Instant};
 use async_graphql::connection::{Connection, Edge, EmptyFields, query};
 use async_graphql::{ComplexObject, Context, Enum, ID, InputObject, Json, Object, SimpleObject};
 use chrono::{DateTime, NaiveDate, Utc};
@@ -19,6 +18,7 @@ use crate::consistency::{ConsistencyToken, Reached};
 use crate::cursor::{OrderDirection, PageCursor};
 use crate::errors;
 use crate::history::{self, HistoryEvent};
+use crate::scalars::{Date, Instant};
 use crate::schema::{caller, pool};
 
 const QUOTES_READ: Permission = Permission::new("quotes", "read");

@@ -34,25 +34,29 @@ pub struct Date(pub NaiveDate);
 #[Scalar(name = "NaiveDate")]
 impl ScalarType for Date {
     fn is_valid(value: &Value) -> bool {
-        Self::parse(value.clone()).is_ok()
+        matches!(value, Value::String(text) if Date::read(text).is_ok())
     }
 
     fn parse(value: Value) -> InputValueResult<Self> {
         match &value {
-            Value::String(text) => NaiveDate::parse_from_str(text, "%Y-%m-%d")
-                .map(Date)
-                .map_err(|e| {
-                    InputValueError::custom(format!(
-                        "{} is not a date written YYYY-MM-DD ({e})",
-                        shown(text)
-                    ))
-                }),
+            Value::String(text) => Date::read(text).map(Date).map_err(|e| {
+                InputValueError::custom(format!(
+                    "{} is not a date written YYYY-MM-DD ({e})",
+                    shown(text)
+                ))
+            }),
             _ => Err(InputValueError::expected_type(value)),
         }
     }
 
     fn to_value(&self) -> Value {
         Value::String(self.0.format("%Y-%m-%d").to_string())
+    }
+}
+
+impl Date {
+    fn read(text: &str) -> chrono::ParseResult<NaiveDate> {
+        NaiveDate::parse_from_str(text, "%Y-%m-%d")
     }
 }
 
@@ -79,7 +83,7 @@ pub struct Instant(pub DateTime<Utc>);
 #[Scalar(name = "DateTime")]
 impl ScalarType for Instant {
     fn is_valid(value: &Value) -> bool {
-        Self::parse(value.clone()).is_ok()
+        matches!(value, Value::String(text) if text.parse::<DateTime<Utc>>().is_ok())
     }
 
     fn parse(value: Value) -> InputValueResult<Self> {

@@ -5,7 +5,6 @@
 
 use std::sync::Arc;
 
-use crate::scalars::Instant;
 use async_graphql::connection::{Connection, Edge, query};
 use async_graphql::{Context, Enum, ID, InputObject, Object, SimpleObject};
 use chrono::SecondsFormat;
@@ -16,6 +15,7 @@ use serde::{Deserialize, Serialize};
 use crate::consistency::{ConsistencyToken, into_graphql, wait_indexed};
 use crate::cursor::PageCursor;
 use crate::errors;
+use crate::scalars::Instant;
 use crate::schema::{MAX_PAGE, caller};
 
 /// The search engine, as schema data.
