@@ -345,7 +345,7 @@ mod tests {
         ));
         assert_eq!(code_of(&argument).as_deref(), Some(BAD_USER_INPUT));
         assert!(argument.message.contains("-1"), "the message is kept");
-        let mut kind = ServerError::new(r#"Expected input type "Date", found 5."#, None);
+        let mut kind = ServerError::new(r#"Expected input type "NaiveDate", found 5."#, None);
         kind.path = vec![async_graphql::PathSegment::Field("quotes".into())];
         assert_eq!(
             code_of(&coded_in_execution(kind)).as_deref(),
