@@ -550,6 +550,34 @@ pub async fn break_off(base: &str, head: &str, part: &[u8]) -> RawAnswer {
     read_answer(&mut stream).await
 }
 
+/// Posts `body` to the command API at `{url}{path}`, as `token`'s bearer
+/// when given, and checks it succeeded; answers the response's body (null
+/// when it has none) and its `X-Consistency-Token` (empty when it has none).
+pub async fn post_command(
+    url: &str,
+    path: &str,
+    token: Option<&str>,
+    body: Value,
+) -> (Value, String) {
+    let mut request = http().post(format!("{url}{path}")).json(&body);
+    if let Some(token) = token {
+        request = request.bearer_auth(token);
+    }
+    let response = request.send().await.unwrap();
+    assert!(
+        response.status().is_success(),
+        "{path}: {}",
+        response.status()
+    );
+    let consistency = response
+        .headers()
+        .get("x-consistency-token")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    (response.json().await.unwrap_or(Value::Null), consistency)
+}
+
 /// The answer to a GraphQL POST to `{url}/graphql`, errors included, with
 /// `consistency` as the `X-Consistency-Token` header when given.
 pub async fn graphql_answer(

@@ -11,29 +11,8 @@
 
 use std::path::PathBuf;
 
-use pivotal_test_support::{TestEnv, graphql_answer, http};
+use pivotal_test_support::{TestEnv, graphql_answer, post_command};
 use serde_json::{Value, json};
-
-/// Sends a command; answers its body and its consistency token.
-async fn command(url: &str, path: &str, token: Option<&str>, body: Value) -> (Value, String) {
-    let mut request = http().post(format!("{url}{path}")).json(&body);
-    if let Some(token) = token {
-        request = request.bearer_auth(token);
-    }
-    let response = request.send().await.unwrap();
-    assert!(
-        response.status().is_success(),
-        "{path}: {}",
-        response.status()
-    );
-    let consistency = response
-        .headers()
-        .get("x-consistency-token")
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default()
-        .to_owned();
-    (response.json().await.unwrap_or(Value::Null), consistency)
-}
 
 #[tokio::test(flavor = "multi_thread")]
 async fn every_field_answers_as_the_graphql_schema_says() {
@@ -42,7 +21,7 @@ async fn every_field_answers_as_the_graphql_schema_says() {
 
     // What queries can find: an organization with a customer, a quote for
     // it and a second user.
-    let (owner, _) = command(
+    let (owner, _) = post_command(
         &commands,
         "/v1/auth/signup",
         None,
@@ -55,7 +34,7 @@ async fn every_field_answers_as_the_graphql_schema_says() {
     let create = |path: &'static str, body: Value| {
         let (commands, token) = (&commands, &token);
         async move {
-            let (created, _) = command(commands, path, Some(token), body).await;
+            let (created, _) = post_command(commands, path, Some(token), body).await;
             created["id"].as_str().unwrap().to_owned()
         }
     };
@@ -70,7 +49,7 @@ async fn every_field_answers_as_the_graphql_schema_says() {
                "firstName": "Mere", "lastName": "Tane", "roles": ["member"]}),
     )
     .await;
-    let (quote, consistency) = command(
+    let (quote, consistency) = post_command(
         &commands,
         "/v1/quotes",
         Some(&token),

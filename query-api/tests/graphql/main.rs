@@ -1021,17 +1021,9 @@ mod identity {
     }
 
     async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> Value {
-        let mut request = http().post(format!("{url}{path}")).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap_or(Value::Null)
+        pivotal_test_support::post_command(url, path, token, body)
+            .await
+            .0
     }
 
     async fn sign_up(url: &str, org: &str) -> Value {
@@ -1292,17 +1284,9 @@ mod quotes {
     use serde_json::{Value, json};
 
     async fn post(url: &str, path: &str, token: Option<&str>, body: Value) -> Value {
-        let mut request = http().post(format!("{url}{path}")).json(&body);
-        if let Some(token) = token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.unwrap();
-        assert!(
-            response.status().is_success(),
-            "{path}: {}",
-            response.status()
-        );
-        response.json().await.unwrap_or(Value::Null)
+        pivotal_test_support::post_command(url, path, token, body)
+            .await
+            .0
     }
 
     async fn graphql(url: &str, token: &str, query: &str) -> Value {
