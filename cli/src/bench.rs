@@ -1435,6 +1435,64 @@ async fn flush_dirty_pages(options: &BenchOptions) -> anyhow::Result<Option<f64>
     Ok(Some(seconds))
 }
 
+/// Writes every dirty page of the database server out (`CHECKPOINT`, for
+/// a superuser or a member of `pg_checkpoint`), in seconds.
+async fn checkpoint(pool: &PgPool) -> Result<f64, sqlx::Error> {
+    let started = Instant::now();
+    sqlx::query("CHECKPOINT").execute(pool).await?;
+    Ok(started.elapsed().as_secs_f64())
+}
+
+/// The database server's checkpoints begun so far and its write-ahead log
+/// position.
+#[derive(Debug, Clone, Copy)]
+struct WriteAheadState {
+    checkpoints: i64,
+    wal_bytes: i64,
+}
+
+/// What the database server wrote ahead between two [`WriteAheadState`]s.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct WriteAhead {
+    /// Checkpoints begun, on schedule or requested (a requested one begins
+    /// when the log outgrows `max_wal_size`).
+    checkpoints: i64,
+    wal_mib: f64,
+}
+
+impl WriteAheadState {
+    fn since(self, before: Self) -> WriteAhead {
+        WriteAhead {
+            checkpoints: self.checkpoints - before.checkpoints,
+            wal_mib: (self.wal_bytes - before.wal_bytes) as f64 / (1024.0 * 1024.0),
+        }
+    }
+}
+
+/// Reads [`WriteAheadState`]: the checkpoints from `pg_stat_checkpointer`
+/// where the server has it (PostgreSQL 17 on), else from
+/// `pg_stat_bgwriter`.
+async fn write_ahead_state(pool: &PgPool) -> anyhow::Result<WriteAheadState> {
+    let (checkpointer,): (bool,) =
+        sqlx::query_as("SELECT to_regclass('pg_catalog.pg_stat_checkpointer') IS NOT NULL")
+            .fetch_one(pool)
+            .await?;
+    let checkpoints = if checkpointer {
+        "SELECT num_timed + num_requested FROM pg_stat_checkpointer"
+    } else {
+        "SELECT checkpoints_timed + checkpoints_req FROM pg_stat_bgwriter"
+    };
+    let (checkpoints,): (i64,) = sqlx::query_as(checkpoints).fetch_one(pool).await?;
+    let (wal_bytes,): (i64,) =
+        sqlx::query_as("SELECT (pg_current_wal_lsn() - '0/0'::pg_lsn)::bigint")
+            .fetch_one(pool)
+            .await?;
+    Ok(WriteAheadState {
+        checkpoints,
+        wal_bytes,
+    })
+}
+
 fn ratio(value: f64, baseline: f64) -> String {
     if baseline > 0.0 {
         format!("{:.2}", value / baseline)
@@ -1976,6 +2034,17 @@ async fn measure(
     // copied under new ids, with the rest of the system stopped.
     let seeded = seed_customer_events(&pool, options.rebuild_events).await?;
     println!("rebuild: customers projection over {seeded} events");
+    // The log is read as a log at rest: the copies just written are first
+    // put on disk, so that writing them out is not part of the rebuild.
+    let log_at_rest = checkpoint(&pool).await;
+    match &log_at_rest {
+        Ok(seconds) => println!("rebuild: the log checkpointed in {seconds:.2} s"),
+        Err(error) => println!("rebuild: the log was not checkpointed ({error})"),
+    }
+    settling
+        .flushed
+        .insert("rebuild".into(), json!(flush_dirty_pages(options).await?));
+    let write_ahead_before = write_ahead_state(&pool).await?;
     let rebuild = pivotal_projectors::framework::rebuild_with(
         &pool,
         &pivotal_projectors::customers::CustomersProjection,
@@ -1986,9 +2055,18 @@ async fn measure(
         },
     )
     .await?;
+    let write_ahead = write_ahead_state(&pool).await?.since(write_ahead_before);
     println!(
-        "rebuild: caught up in {:.2} s, indexes in {:.2} s, switched in {:.2} s",
-        rebuild.catch_up_seconds, rebuild.index_seconds, rebuild.switch_seconds
+        "rebuild: caught up in {:.2} s, indexes in {:.2} s (made logged in {:.2} s), switched in {:.2} s (replayed in {:.2} s)",
+        rebuild.catch_up_seconds,
+        rebuild.index_seconds,
+        rebuild.logged_seconds,
+        rebuild.switch_seconds,
+        rebuild.replay_seconds
+    );
+    println!(
+        "rebuild: {:.1} MiB of write-ahead log, {} checkpoints begun",
+        write_ahead.wal_mib, write_ahead.checkpoints
     );
     let _ = std::fs::remove_dir_all(&search_dir);
 
@@ -2035,8 +2113,12 @@ async fn measure(
         "rebuild_phases_seconds": {
             "catch_up": rebuild.catch_up_seconds,
             "indexes": rebuild.index_seconds,
+            "indexes_made_logged": rebuild.logged_seconds,
             "switch": rebuild.switch_seconds,
+            "switch_replayed": rebuild.replay_seconds,
         },
+        "rebuild_log_checkpointed_in_seconds": log_at_rest.as_ref().ok(),
+        "rebuild_write_ahead": write_ahead,
         "rebuild_writers": options.rebuild_writers,
         "peak_rss_mib": memory.iter().map(|(n, m)| (n.clone(), json!(m))).collect::<serde_json::Map<_, _>>(),
         "peak_rss_mb": memory.iter().map(|(n, m)| (n.clone(), json!(megabytes(*m)))).collect::<serde_json::Map<_, _>>(),

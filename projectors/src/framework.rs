@@ -1134,9 +1134,17 @@ pub struct RebuildReport {
     pub catch_up_seconds: f64,
     /// Seconds spent making the copy logged and building its indexes.
     pub index_seconds: f64,
+    /// Of [`RebuildReport::index_seconds`], the seconds before the index
+    /// builds: the versions written out and the copy made logged (its
+    /// rows rewritten once into the write-ahead log).
+    pub logged_seconds: f64,
     /// Seconds under the projection's lock: the last events replayed and
     /// the copy switched in (the live projector waits this long).
     pub switch_seconds: f64,
+    /// Of [`RebuildReport::switch_seconds`], the seconds until the lock
+    /// was held and the last events replayed; the rest replaced the table
+    /// and merged the versions.
+    pub replay_seconds: f64,
 }
 
 impl RebuildReport {
@@ -1615,7 +1623,9 @@ pub async fn rebuild_with(
             versions_written_out: false,
             catch_up_seconds: 0.0,
             index_seconds: 0.0,
+            logged_seconds: 0.0,
             switch_seconds: 0.0,
+            replay_seconds: 0.0,
         },
         checkpoint: Checkpoint::default(),
     };
@@ -1715,6 +1725,7 @@ pub async fn rebuild_with(
         Ok(())
     };
     futures::future::try_join(store_versions, make_logged).await?;
+    let logged = started.elapsed();
     futures::stream::iter(shadow_index_statements(pool, &schema, table).await?)
         .map(|statement| async move {
             sqlx::query(&statement).execute(pool).await?;
@@ -1742,6 +1753,7 @@ pub async fn rebuild_with(
     .await?
         > 0
     {}
+    let replayed = started.elapsed();
     for statement in [
         format!("DROP TABLE public.{table}"),
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
@@ -1808,7 +1820,9 @@ pub async fn rebuild_with(
     report.seconds = started.elapsed().as_secs_f64();
     report.catch_up_seconds = caught_up.as_secs_f64();
     report.index_seconds = (indexed - caught_up).as_secs_f64();
+    report.logged_seconds = (logged - caught_up).as_secs_f64();
     report.switch_seconds = report.seconds - indexed.as_secs_f64();
+    report.replay_seconds = (replayed - indexed).as_secs_f64();
     // Statistics for the new live table now, rather than whenever
     // autovacuum comes to it: until then the planner would guess. ANALYZE
     // blocks neither readers nor the live projector.
@@ -1820,7 +1834,9 @@ pub async fn rebuild_with(
         events = report.events,
         caught_up_s = report.catch_up_seconds,
         indexed_s = report.index_seconds,
+        logged_s = report.logged_seconds,
         switched_s = report.switch_seconds,
+        replayed_s = report.replay_seconds,
         "rebuild switched"
     );
     Ok(report)
@@ -2020,6 +2036,17 @@ mod tests {
             .await
             .unwrap();
         assert_eq!((report.events, report.applied), (18, 18), "{report:?}");
+        // The phases divide the rebuild's time, each part within its
+        // phase.
+        let phases = report.catch_up_seconds + report.index_seconds + report.switch_seconds;
+        assert!((phases - report.seconds).abs() < 1e-6, "{report:?}");
+        assert!(
+            (0.0..=report.index_seconds).contains(&report.logged_seconds)
+                && (0.0..=report.switch_seconds).contains(&report.replay_seconds)
+                && report.logged_seconds > 0.0
+                && report.replay_seconds > 0.0,
+            "{report:?}"
+        );
         let live = || async {
             sqlx::query_as::<_, (Uuid, String)>(
                 "SELECT id, legal_name FROM public.rm_customers ORDER BY id",
