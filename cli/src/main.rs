@@ -65,8 +65,9 @@ enum Task {
         /// Connections the rebuild writes each batch on.
         #[arg(long, default_value_t = pivotal_projectors::framework::RebuildLimits::default().writers)]
         rebuild_writers: usize,
-        /// Leave the machine's dirty pages where they are between phases
-        /// (to compare with the runs that write them out first).
+        /// Leave the machine's dirty pages where they are between phases,
+        /// and the database's before the rebuild (no checkpoint), to
+        /// compare with the runs that write them out first.
         #[arg(long)]
         leave_dirty_pages: bool,
         /// Paced command phases after the target rate's that narrow down
