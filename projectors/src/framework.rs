@@ -1143,8 +1143,8 @@ pub struct RebuildReport {
     /// the copy switched in (the live projector waits this long).
     pub switch_seconds: f64,
     /// Of [`RebuildReport::switch_seconds`], the seconds until the lock
-    /// was held and the last events replayed; the rest replaced the table
-    /// and merged the versions.
+    /// was held and the last events replayed; the rest swapped the
+    /// versions' partition and replaced the table.
     pub replay_seconds: f64,
 }
 
@@ -1190,17 +1190,30 @@ fn shadow_schema(projection: &str) -> String {
     format!("rebuild_{projection}")
 }
 
+/// The name of `projection`'s own partition of `projection_versions`
+/// (ADR 0068).
+fn versions_partition(projection: &str) -> String {
+    format!("projection_versions_{projection}")
+}
+
 /// Creates `{schema}.{table}` like `public.{table}`, with the same
 /// constraints (its other indexes come later, [`shadow_index_statements`]),
-/// and empty copies of the bookkeeping tables. All three are unlogged while
-/// the copy fills: nothing written to them goes through the write-ahead
-/// log, and a server crash empties them, which costs nothing, since a
-/// rebuild that fails starts again from an empty copy anyway. The table
-/// that replaces the live one is made logged before its indexes are
-/// built ([`rebuild_with`]); the bookkeeping copies never are, since the
-/// switch copies their rows into the logged tables.
+/// and empty copies of the bookkeeping tables. The table and the copy of
+/// the positions are unlogged while the copy fills: nothing written to them
+/// goes through the write-ahead log, and a server crash empties them, which
+/// costs nothing, since a rebuild that fails starts again from an empty
+/// copy. The table that replaces the live one is made logged before its
+/// indexes are built ([`rebuild_with`]); the positions' copy never is, since
+/// the switch copies its row into the logged table. The versions' copy is
+/// logged from the start: it becomes the projection's partition of the live
+/// versions at the switch, and is usually written once, at the end of the
+/// catch-up, where inserting into a logged table costs less than making an
+/// unlogged one logged afterwards (which rewrites it, key and all). It
+/// holds only `projection`'s versions (a check constraint), which lets the
+/// switch attach it without reading it.
 async fn create_shadow(
     conn: &mut PgConnection,
+    projection: &str,
     schema: &str,
     table: &str,
 ) -> Result<(), ProjectionError> {
@@ -1214,7 +1227,9 @@ async fn create_shadow(
         // ([`key_shadow_versions`]): building it then is cheaper than
         // maintaining it row by row.
         format!(
-            "CREATE UNLOGGED TABLE {schema}.projection_versions (LIKE public.projection_versions INCLUDING DEFAULTS)"
+            "CREATE TABLE {schema}.projection_versions
+               (LIKE public.projection_versions INCLUDING DEFAULTS, CHECK (projection = {}))",
+            sql_literal(projection)
         ),
         format!(
             "CREATE UNLOGGED TABLE {schema}.projection_positions (LIKE public.projection_positions INCLUDING ALL)"
@@ -1222,15 +1237,23 @@ async fn create_shadow(
     ] {
         sqlx::query(&statement).execute(&mut *conn).await?;
     }
-    copy_constraints(conn, schema, table).await
+    copy_constraints(conn, schema, table, table).await
 }
 
-/// Gives the copy `{schema}.{table}` the live table's constraints (same
-/// names): its key, unique and check constraints.
+/// `text` as an SQL string literal.
+fn sql_literal(text: &str) -> String {
+    format!("'{}'", text.replace('\'', "''"))
+}
+
+/// Gives the copy `{schema}.{table}` the constraints of `public.{table}`:
+/// its key, unique and check constraints, each named as the live one with
+/// its leading `table` replaced by `named` (the same names, for a table's
+/// own copy).
 async fn copy_constraints(
     conn: &mut PgConnection,
     schema: &str,
     table: &str,
+    named: &str,
 ) -> Result<(), ProjectionError> {
     let constraints: Vec<(String, String)> = sqlx::query_as(
         "SELECT conname::text, pg_get_constraintdef(oid) FROM pg_constraint
@@ -1240,6 +1263,7 @@ async fn copy_constraints(
     .fetch_all(&mut *conn)
     .await?;
     for (name, definition) in constraints {
+        let name = name.replacen(table, named, 1);
         sqlx::query(&format!(
             "ALTER TABLE {schema}.{table} ADD CONSTRAINT \"{name}\" {definition}"
         ))
@@ -1250,15 +1274,17 @@ async fn copy_constraints(
 }
 
 /// Writes the versions a rebuild kept in memory into the copy's
-/// bookkeeping, which holds none of them, then gives it its key: from here
-/// on, it is read and written per batch.
+/// bookkeeping, which holds none of them, then gives it its key, named as
+/// the projection's partition's is: from here on, it is read and written
+/// per batch.
 async fn key_shadow_versions(
     conn: &mut PgConnection,
     schema: &str,
     versions: Versions<'_>,
 ) -> Result<(), ProjectionError> {
+    let partition = versions_partition(versions.projection.name());
     versions.store_new(&mut *conn).await?;
-    copy_constraints(conn, schema, "projection_versions").await
+    copy_constraints(conn, schema, "projection_versions", &partition).await
 }
 
 /// The statements that give the copy the live table's other indexes (same
@@ -1596,7 +1622,7 @@ pub async fn rebuild_with(
     let schema = shadow_schema(name);
     {
         let mut conn = pool.acquire().await?;
-        create_shadow(&mut conn, &schema, table).await?;
+        create_shadow(&mut conn, name, &schema, table).await?;
     }
     let types: Vec<String> = projection
         .aggregate_types()
@@ -1701,13 +1727,10 @@ pub async fn rebuild_with(
     // locks). The index builds need only the logged table, so they start
     // beside the versions' write-out rather than after it: for 72,000
     // customers the write-out (inserts, key and statistics) took about twice
-    // as long as making the copy logged. The versions' copy and the live
-    // versions get statistics for the switch, which joins them: with none, or
-    // stale ones, the planner probes one index per version (about 0.4 s a
-    // statement for 67,000 customers, under the lock) instead of hashing
-    // (under 0.1 s). The table gets its own once it is live (below): an
-    // ANALYZE here would hold up the switch by about as long as the index
-    // builds take.
+    // as long as making the copy logged. The versions' copy gets statistics
+    // here, so that it goes live with them. The table gets its own once it
+    // is live (below): an ANALYZE here would hold up the switch by about as
+    // long as the index builds take.
     let store_versions = async {
         if let Some(versions) = known {
             let mut tx = pool.begin().await?;
@@ -1715,11 +1738,9 @@ pub async fn rebuild_with(
             key_shadow_versions(&mut tx, &schema, versions).await?;
             tx.commit().await?;
         }
-        sqlx::query(&format!(
-            "ANALYZE {schema}.projection_versions, public.projection_versions"
-        ))
-        .execute(pool)
-        .await?;
+        sqlx::query(&format!("ANALYZE {schema}.projection_versions"))
+            .execute(pool)
+            .await?;
         Ok::<_, ProjectionError>(())
     };
     let make_logged_and_index = async {
@@ -1758,7 +1779,50 @@ pub async fn rebuild_with(
         > 0
     {}
     let replayed = started.elapsed();
+    // The copy's versions replace the live ones as the projection's
+    // partition (ADR 0068): dropping the old partition and attaching the
+    // copy costs the same whatever their size, where writing the rows that
+    // differ held the lock for every version the live side lacked (each one
+    // for a new projection, about 0.3 s for 72,000). Dropping a partition
+    // locks all of `projection_versions`, so the other projections' batches
+    // wait for the rest of the switch. It comes before the table's
+    // replacement: a projector's batch locks its versions before it reads
+    // other projections' tables (the search projection reads the
+    // customers), and taking the two the other way round could deadlock
+    // with such a batch. A projection whose
+    // versions are still in the default partition has them deleted there
+    // instead, once; attaching then reads the default partition.
+    let partition = versions_partition(name);
+    let live: Option<(String,)> = sqlx::query_as(
+        "SELECT format('%I.%I', n.nspname, c.relname) FROM pg_inherits i
+         JOIN pg_class c ON c.oid = i.inhrelid
+         JOIN pg_namespace n ON n.oid = c.relnamespace
+         WHERE i.inhparent = 'public.projection_versions'::regclass
+           AND pg_get_expr(c.relpartbound, c.oid) = format('FOR VALUES IN (%L)', $1::text)",
+    )
+    .bind(name)
+    .fetch_optional(&mut *tx)
+    .await?;
+    match live {
+        Some((live,)) => {
+            sqlx::query(&format!("DROP TABLE {live}"))
+                .execute(&mut *tx)
+                .await?;
+        }
+        None => {
+            sqlx::query("DELETE FROM public.projection_versions WHERE projection = $1")
+                .bind(name)
+                .execute(&mut *tx)
+                .await?;
+        }
+    }
     for statement in [
+        format!("ALTER TABLE {schema}.projection_versions RENAME TO {partition}"),
+        format!("ALTER TABLE {schema}.{partition} SET SCHEMA public"),
+        format!(
+            "ALTER TABLE public.projection_versions ATTACH PARTITION public.{partition} FOR VALUES IN ({})",
+            sql_literal(name)
+        ),
         format!("DROP TABLE public.{table}"),
         format!("ALTER TABLE {schema}.{table} SET SCHEMA public"),
     ] {
@@ -1767,48 +1831,7 @@ pub async fn rebuild_with(
     for statement in projection.after_switch() {
         sqlx::query(statement).execute(&mut *tx).await?;
     }
-    // The copy's versions replace the live ones. Only the rows that differ
-    // are written: the live projector has usually applied the same events,
-    // so most versions match and this holds the lock for reads, not for
-    // rewriting every row. The versions the live table lacks are gathered
-    // in a temporary table before they are inserted: a statement that
-    // inserted them while probing the same table for them could be planned
-    // as a scan of that table per row (when it holds none of this
-    // projection's versions), and each scan would read the pages the
-    // statement had just written; on 66,672 versions that held the lock
-    // for about 50 s instead of a fraction of one.
-    sqlx::query(
-        "CREATE TEMPORARY TABLE missing_versions
-           (LIKE public.projection_versions) ON COMMIT DROP",
-    )
-    .execute(&mut *tx)
-    .await?;
     for statement in [
-        format!(
-            "DELETE FROM public.projection_versions p WHERE p.projection = $1
-               AND NOT EXISTS (SELECT 1 FROM {schema}.projection_versions s
-                 WHERE (s.projection, s.aggregate_type, s.aggregate_id)
-                     = (p.projection, p.aggregate_type, p.aggregate_id))"
-        ),
-        format!(
-            "UPDATE public.projection_versions p SET version = s.version
-             FROM {schema}.projection_versions s
-             WHERE s.projection = $1
-               AND (p.projection, p.aggregate_type, p.aggregate_id)
-                 = (s.projection, s.aggregate_type, s.aggregate_id)
-               AND p.version <> s.version"
-        ),
-        format!(
-            "INSERT INTO pg_temp.missing_versions
-             SELECT s.* FROM {schema}.projection_versions s
-             WHERE s.projection = $1
-               AND NOT EXISTS (SELECT 1 FROM public.projection_versions p
-                 WHERE (p.projection, p.aggregate_type, p.aggregate_id)
-                     = (s.projection, s.aggregate_type, s.aggregate_id))"
-        ),
-        "INSERT INTO public.projection_versions
-         SELECT * FROM pg_temp.missing_versions WHERE projection = $1"
-            .to_owned(),
         "DELETE FROM public.projection_positions WHERE projection = $1".to_owned(),
         format!(
             "INSERT INTO public.projection_positions
@@ -2141,10 +2164,62 @@ mod tests {
         assert_eq!(owned, expected);
     }
 
+    /// The switch takes the versions before the projection's table: a
+    /// projector's batch that holds other projections' versions and then
+    /// reads this projection's table (as the search projection reads the
+    /// customers) finishes, and so does the rebuild. Taken the other way
+    /// round, each would wait for the other until PostgreSQL broke the
+    /// deadlock by failing one.
+    #[tokio::test]
+    async fn a_batch_holding_versions_and_reading_the_rebuilt_table_does_not_deadlock_the_switch() {
+        let env = TestEnv::new().await;
+        customer_with_three_versions(&env).await;
+        pivotal_test_support::wait_for_horizon(&env.pool).await;
+        let mut batch = env.pool.begin().await.unwrap();
+        let (batch_pid,): (i32,) = sqlx::query_as("SELECT pg_backend_pid()")
+            .fetch_one(&mut *batch)
+            .await
+            .unwrap();
+        Versions::load(
+            &mut batch,
+            &crate::quotes::QuotesProjection,
+            [("quote", "held")],
+        )
+        .await
+        .unwrap();
+        let pool = env.pool.clone();
+        let rebuild = tokio::spawn(async move {
+            rebuild_with(&pool, &CustomersProjection, None, RebuildLimits::default()).await
+        });
+        // Until the switch waits for the batch (or the rebuild has ended,
+        // which it cannot without the batch's versions).
+        loop {
+            let (waiting,): (bool,) = sqlx::query_as(
+                "SELECT EXISTS (SELECT 1 FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid)))",
+            )
+            .bind(batch_pid)
+            .fetch_one(&env.pool)
+            .await
+            .unwrap();
+            if waiting || rebuild.is_finished() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!rebuild.is_finished(), "the switch waited for the batch");
+        sqlx::query("SELECT count(*) FROM rm_customers")
+            .execute(&mut *batch)
+            .await
+            .unwrap();
+        batch.commit().await.unwrap();
+        rebuild.await.unwrap().unwrap();
+    }
+
     /// The switch leaves the projection's versions exactly as the replay
     /// found them, whatever the live ones were: a stale version is
     /// updated, a missing one inserted and one the store does not know
-    /// deleted, and those of other projections are left alone.
+    /// deleted, and those of other projections are left alone; so too
+    /// where the projection's versions were in the default partition.
     #[tokio::test]
     async fn a_rebuild_leaves_exactly_the_replayed_versions() {
         let env = TestEnv::new().await;
@@ -2205,11 +2280,11 @@ mod tests {
             versions("search").await,
             [("customer".to_owned(), ids[0].clone(), 2)]
         );
-        // The table that went live, and the versions the switch joined,
-        // have planner statistics already.
+        // The table that went live, and the versions' partition, have
+        // planner statistics already.
         let analyzed: Vec<(String, bool)> = sqlx::query_as(
             "SELECT relname::text, last_analyze IS NOT NULL FROM pg_stat_user_tables
-             WHERE schemaname = 'public' AND relname IN ('rm_customers', 'projection_versions')
+             WHERE schemaname = 'public' AND relname IN ('rm_customers', 'projection_versions_customers')
              ORDER BY relname",
         )
         .fetch_all(&env.pool)
@@ -2218,9 +2293,53 @@ mod tests {
         assert_eq!(
             analyzed,
             [
-                ("projection_versions".to_owned(), true),
+                ("projection_versions_customers".to_owned(), true),
                 ("rm_customers".to_owned(), true)
             ]
+        );
+
+        // A projection whose versions are in the default partition (one
+        // added after the partitions were made) has them replaced there and
+        // gets a partition of its own.
+        for statement in [
+            "ALTER TABLE projection_versions DETACH PARTITION projection_versions_customers",
+            "INSERT INTO projection_versions SELECT * FROM projection_versions_customers",
+            "DROP TABLE projection_versions_customers",
+        ] {
+            sqlx::query(statement).execute(&env.pool).await.unwrap();
+        }
+        sqlx::query(
+            "UPDATE projection_versions SET version = 1
+             WHERE projection = 'customers' AND aggregate_id = $1",
+        )
+        .bind(&ids[2])
+        .execute(&env.pool)
+        .await
+        .unwrap();
+        rebuild_with(&env.pool, &CustomersProjection, None, limits)
+            .await
+            .unwrap();
+        assert_eq!(versions("customers").await, expected);
+        assert_eq!(
+            versions("search").await,
+            [("customer".to_owned(), ids[0].clone(), 2)]
+        );
+        let partitions: Vec<(String, String)> = sqlx::query_as(
+            "SELECT c.relname::text, pg_get_expr(c.relpartbound, c.oid) FROM pg_inherits i
+             JOIN pg_class c ON c.oid = i.inhrelid
+             WHERE i.inhparent = 'projection_versions'::regclass
+               AND EXISTS (SELECT 1 FROM projection_versions v
+                           WHERE v.tableoid = c.oid AND v.projection = 'customers')",
+        )
+        .fetch_all(&env.pool)
+        .await
+        .unwrap();
+        assert_eq!(
+            partitions,
+            [(
+                "projection_versions_customers".to_owned(),
+                "FOR VALUES IN ('customers')".to_owned()
+            )]
         );
     }
 }

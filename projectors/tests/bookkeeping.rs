@@ -587,7 +587,7 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
     let lock = async |conn: &mut sqlx::PgConnection, count: usize| {
         let ids: Vec<String> = (0..count).map(|_| Uuid::now_v7().to_string()).collect();
         let mut tx = conn.begin().await.unwrap();
-        let before = reads(&mut tx, "projection_versions").await;
+        let before = reads(&mut tx, "projection_versions_customers").await;
         Versions::load(
             &mut tx,
             &CustomersProjection,
@@ -595,7 +595,7 @@ async fn a_batch_reads_only_its_own_versions_however_the_table_grew() {
         )
         .await
         .unwrap();
-        let after = reads(&mut tx, "projection_versions").await;
+        let after = reads(&mut tx, "projection_versions_customers").await;
         tx.commit().await.unwrap();
         let [scans, scanned, _] = read_during(before, after);
         (scans, scanned)
