@@ -9,10 +9,7 @@ ALTER INDEX projection_versions_pkey RENAME TO projection_versions_unpartitioned
 
 CREATE TABLE projection_versions
 (
-    projection     text   NOT NULL,
-    aggregate_type text   NOT NULL,
-    aggregate_id   text   NOT NULL,
-    version        bigint NOT NULL,
+    LIKE projection_versions_unpartitioned INCLUDING DEFAULTS,
     PRIMARY KEY (projection, aggregate_type, aggregate_id)
 ) PARTITION BY LIST (projection);
 
