@@ -2316,8 +2316,10 @@ mod tests {
         ] {
             sqlx::query(statement).execute(&env.pool).await.unwrap();
         }
+        // Not the text of the stale update above: a connection that ran
+        // that one has it prepared with the two parameters bound there.
         sqlx::query(
-            "UPDATE projection_versions SET version = 1
+            "UPDATE projection_versions SET version = 2
              WHERE projection = 'customers' AND aggregate_id = $1",
         )
         .bind(&ids[2])
