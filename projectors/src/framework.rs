@@ -1727,8 +1727,9 @@ pub async fn rebuild_with(
     // locks). The index builds need only the logged table, so they start
     // beside the versions' write-out rather than after it: for 72,000
     // customers the write-out (inserts, key and statistics) took about twice
-    // as long as making the copy logged. The versions' copy gets statistics
-    // here, so that it goes live with them. The table gets its own once it
+    // as long as making the copy logged while the versions' copy was
+    // unlogged, and longer now that it is logged (ADR 0068). The versions'
+    // copy gets statistics here, so that it goes live with them. The table gets its own once it
     // is live (below): an ANALYZE here would hold up the switch by about as
     // long as the index builds take.
     let store_versions = async {
